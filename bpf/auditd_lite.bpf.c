@@ -1,0 +1,369 @@
+/* auditd-lite kernel side, compiled by bcc at start-up.
+ *
+ * Settings arrive as -D constants fixed before load (never text
+ * substitution): MIN_DURATION_NS, MAX_ARGS, ARG_BYTES, ARGS_BUF,
+ * FILENAME_BUF, RINGBUF_PAGES, WAKEUP_EVERY, STASH_ENTRIES, HAVE_GROUP_DEAD,
+ * USE_PERFBUF, and the OFF_* struct offsets resolved from the running
+ * kernel's BTF (auditd_lite/btf.py). Struct fields are therefore read by
+ * offset, never through header layouts, which may belong to another kernel.
+ */
+#include "auditd_lite.h"
+
+#ifdef USE_HEADER_LAYOUT
+/* No BTF on this kernel: the loader defines OFF_* as offsetof() expressions
+ * over these headers and logs that it did so. */
+#include <linux/sched.h>
+#include <linux/sched/signal.h>
+#include <linux/cred.h>
+#include <linux/mm_types.h>
+#endif
+
+#define READ_AT(dst, base, off) \
+    bpf_probe_read_kernel(&(dst), sizeof(dst), (const void *)((const char *)(base) + (off)))
+
+struct exec_buf {
+    struct exec_event e;
+    /* filename (<= FILENAME_BUF) then arguments; the arguments get twice
+     * their bound so the verifier can see every variable-offset read fit */
+    char data[FILENAME_BUF + 2 * ARGS_BUF];
+};
+
+#ifdef USE_PERFBUF
+BPF_PERF_OUTPUT(events);
+#else
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(since_wakeup, u32, 1);
+#endif
+BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+BPF_PERCPU_ARRAY(scratch, struct exec_buf, 1);
+/* syscall-entry copy of filename and argv, per thread; LRU so a thread that
+ * died inside execve cannot leak an entry forever */
+BPF_TABLE("lru_hash", u32, struct exec_buf, stash, STASH_ENTRIES);
+
+static __always_inline void count(u32 idx)
+{
+    u64 *c = counters.lookup(&idx);
+    if (c)
+        (*c)++;
+}
+
+#ifndef USE_PERFBUF
+/* The reader polls every 100 ms and is woken explicitly only every
+ * WAKEUP_EVERY records per CPU, so a storm costs one wakeup per batch
+ * rather than one per record, and the buffer never waits long to drain. */
+static __always_inline u64 wake_flags(void)
+{
+    u32 zero = 0;
+    u32 *n = since_wakeup.lookup(&zero);
+    if (!n)
+        return 0;
+    if (++*n >= WAKEUP_EVERY) {
+        *n = 0;
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    return BPF_RB_NO_WAKEUP;
+}
+#endif
+
+static __always_inline void emit(void *ctx, void *data, u32 size)
+{
+    if (size > sizeof(struct exec_buf))
+        return;
+#ifdef USE_PERFBUF
+    if (events.perf_submit(ctx, data, size) < 0)
+        count(CNT_LOST);
+#else
+    if (events.ringbuf_output(data, size, wake_flags()) < 0)
+        count(CNT_LOST);
+#endif
+}
+
+static __always_inline void fill_hdr(struct event_hdr *h, u32 type, struct task_struct *task)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u64 ugid = bpf_get_current_uid_gid();
+    void *parent = NULL, *leader = NULL;
+    u32 ppid = 0;
+    u64 start = 0;
+
+    READ_AT(parent, task, OFF_TASK_REAL_PARENT);
+    if (parent)
+        READ_AT(ppid, parent, OFF_TASK_TGID);
+    READ_AT(leader, task, OFF_TASK_GROUP_LEADER);
+    if (leader)
+        READ_AT(start, leader, OFF_TASK_START_TIME);
+
+    h->type = type;
+    h->pid = id >> 32;
+    h->tid = (u32)id;
+    h->ppid = ppid;
+    h->ts_ns = bpf_ktime_get_ns();
+    h->start_ns = start;
+    h->uid = (u32)ugid;
+    h->gid = ugid >> 32;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+static __always_inline void fill_creds(struct exec_event *e, struct task_struct *task)
+{
+    void *cred = NULL;
+    u32 euid = 0, auid = (u32)-1, ses = (u32)-1;
+
+    READ_AT(cred, task, OFF_TASK_CRED);
+    if (cred)
+        READ_AT(euid, cred, OFF_CRED_EUID);
+#ifdef OFF_TASK_LOGINUID
+    READ_AT(auid, task, OFF_TASK_LOGINUID);
+    READ_AT(ses, task, OFF_TASK_SESSIONID);
+#endif
+    e->euid = euid;
+    e->auid = auid;
+    e->sessionid = ses;
+    e->cgroup_id = bpf_get_current_cgroup_id();
+}
+
+static __always_inline u32 record_size(struct exec_event *e)
+{
+    u32 fl = e->filename_len, al = e->args_len;
+    if (fl > FILENAME_BUF)
+        fl = FILENAME_BUF;
+    if (al > ARGS_BUF)
+        al = ARGS_BUF;
+    return sizeof(struct exec_event) + fl + al;
+}
+
+/* syscall entry: copy filename and argv while the caller's memory is intact */
+static __always_inline int stash_entry(const char *filename, const char *const *argv)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 zero = 0;
+    struct exec_buf *b = scratch.lookup(&zero);
+    if (!b)
+        return 0;
+
+    long n = bpf_probe_read_user_str(b->data, FILENAME_BUF, filename);
+    u32 fl = n > 0 ? n : 0;
+    u32 flags = 0;
+    if (fl >= FILENAME_BUF) {
+        fl = FILENAME_BUF;
+        flags |= FLAG_FILENAME_TRUNCATED;
+    }
+
+    u32 off = 0, argc = 0;
+    for (int i = 0; i < MAX_ARGS; i++) {
+        const char *p = NULL;
+        bpf_probe_read_user(&p, sizeof(p), &argv[i]);
+        if (!p)
+            goto done;
+        if (off >= ARG_BYTES) {
+            flags |= FLAG_ARGS_TRUNCATED;
+            goto done;
+        }
+        u32 room = ARG_BYTES - off;
+        u32 at = fl + off;
+        if (at >= FILENAME_BUF + ARGS_BUF || room > ARGS_BUF)
+            goto done;
+        n = bpf_probe_read_user_str(&b->data[at], room, p);
+        if (n <= 0)
+            goto done;
+        argc++;
+        if ((u32)n == room) {
+            /* filled the room exactly: truncated unless the string ended there */
+            char last = 0;
+            bpf_probe_read_user(&last, 1, p + n - 1);
+            if (last)
+                flags |= FLAG_ARGS_TRUNCATED;
+        }
+        off += n;
+    }
+    {
+        const char *more = NULL;
+        bpf_probe_read_user(&more, sizeof(more), &argv[MAX_ARGS]);
+        if (more)
+            flags |= FLAG_ARGC_TRUNCATED;
+    }
+done:
+    b->e.argc = argc;
+    b->e.flags = flags;
+    b->e.filename_len = fl;
+    b->e.args_len = off > ARG_BYTES ? ARG_BYTES : off;
+    stash.update(&tid, b);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+    return stash_entry(args->filename, args->argv);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{
+    return stash_entry(args->filename, args->argv);
+}
+
+static __always_inline int exit_exec_syscall(void *ctx, long ret)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct exec_buf *b = stash.lookup(&tid);
+
+    if (ret < 0) {
+        struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+        if (!b) {
+            /* the entry copy was evicted: still report the attempt */
+            u32 zero = 0;
+            b = scratch.lookup(&zero);
+            if (!b)
+                return 0;
+            b->e.argc = 0;
+            b->e.flags = FLAG_NO_STASH;
+            b->e.filename_len = 0;
+            b->e.args_len = 0;
+            count(CNT_STASH_MISS);
+        }
+        fill_hdr(&b->e.h, EV_EXEC_FAILED, task);
+        fill_creds(&b->e, task);
+        b->e.old_pid = b->e.h.tid;
+        b->e.err = -ret;
+        emit(ctx, b, record_size(&b->e));
+    }
+    stash.delete(&tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execve)
+{
+    return exit_exec_syscall(args, args->ret);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
+{
+    return exit_exec_syscall(args, args->ret);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 old_tid = args->old_pid;
+    struct exec_buf *st = stash.lookup(&old_tid);
+#if MIN_DURATION_NS > 0
+    /* with a minimum duration only exits are reported (libbpf bootstrap) */
+    if (st)
+        stash.delete(&old_tid);
+    return 0;
+#endif
+    u32 zero = 0;
+    struct exec_buf *b = scratch.lookup(&zero);
+    if (!b)
+        goto out;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+    fill_hdr(&b->e.h, EV_EXEC, task);
+    fill_creds(&b->e, task);
+    b->e.old_pid = args->old_pid;
+    b->e.err = 0;
+
+    u32 flags = 0;
+    unsigned short loc = args->data_loc_filename & 0xFFFF;
+    long n = bpf_probe_read_kernel_str(b->data, FILENAME_BUF, (const char *)args + loc);
+    u32 fl = n > 0 ? n : 0;
+    if (fl == FILENAME_BUF)
+        flags |= FLAG_FILENAME_TRUNCATED;
+    if (fl > FILENAME_BUF)
+        fl = FILENAME_BUF;
+
+    /* argv from the new image: already copied in by the kernel, whole */
+    void *mm = NULL;
+    u64 arg_start = 0, arg_end = 0;
+    READ_AT(mm, task, OFF_TASK_MM);
+    if (mm) {
+        READ_AT(arg_start, mm, OFF_MM_ARG_START);
+        READ_AT(arg_end, mm, OFF_MM_ARG_END);
+    }
+    u64 len = arg_end - arg_start;
+    if (arg_end < arg_start)
+        len = 0;
+    if (len > ARG_BYTES) {
+        len = ARG_BYTES;
+        flags |= FLAG_ARGS_TRUNCATED;
+    }
+    u32 al = len;
+    if (al > ARGS_BUF)
+        al = ARGS_BUF;
+    long rc = -1;
+    if (al > 0 && fl <= FILENAME_BUF)
+        rc = bpf_probe_read_user(&b->data[fl], al, (const void *)arg_start);
+    if (rc < 0) {
+        al = 0;
+        if (st) {
+            /* the mm read faulted: fall back to the syscall-entry copy */
+            u32 sfl = st->e.filename_len;
+            u32 sal = st->e.args_len;
+            if (sfl > FILENAME_BUF)
+                sfl = FILENAME_BUF;
+            if (sal > ARGS_BUF)
+                sal = ARGS_BUF;
+            if (sal > 0 && fl <= FILENAME_BUF &&
+                bpf_probe_read_kernel(&b->data[fl], sal, &st->data[sfl]) == 0) {
+                al = sal;
+                flags |= FLAG_ARGV_FROM_STASH | (st->e.flags & FLAG_ARGS_TRUNCATED);
+            }
+        }
+    }
+    b->e.argc = st ? st->e.argc : 0;
+    if (st)
+        flags |= st->e.flags & FLAG_ARGC_TRUNCATED;
+    else
+        flags |= FLAG_NO_STASH;
+    b->e.flags = flags;
+    b->e.filename_len = fl;
+    b->e.args_len = al;
+    emit(args, b, record_size(&b->e));
+out:
+    if (st)
+        stash.delete(&old_tid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    stash.delete(&tid);
+
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+#if HAVE_GROUP_DEAD
+    if (!args->group_dead)
+        return 0;
+#else
+    {
+        void *sig = NULL;
+        int live = 1;
+        READ_AT(sig, task, OFF_TASK_SIGNAL);
+        if (sig)
+            READ_AT(live, sig, OFF_SIGNAL_LIVE);
+        if (live != 0)
+            return 0;
+    }
+#endif
+    struct exit_event ev = {};
+    fill_hdr(&ev.h, EV_EXIT, task);
+    ev.duration_ns = ev.h.ts_ns - ev.h.start_ns;
+#if MIN_DURATION_NS > 0
+    if (ev.duration_ns < MIN_DURATION_NS)
+        return 0;
+#endif
+    int code = 0;
+    READ_AT(code, task, OFF_TASK_EXIT_CODE);
+    ev.status = code;
+#ifdef USE_PERFBUF
+    if (events.perf_submit(args, &ev, sizeof(ev)) < 0)
+        count(CNT_LOST);
+#else
+    struct exit_event *r = events.ringbuf_reserve(sizeof(struct exit_event));
+    if (!r) {
+        count(CNT_LOST);
+        return 0;
+    }
+    __builtin_memcpy(r, &ev, sizeof(ev));
+    events.ringbuf_submit(r, wake_flags());
+#endif
+    return 0;
+}

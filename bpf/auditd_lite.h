@@ -1,0 +1,61 @@
+/* The record layout shared by the BPF program and the Python decoder
+ * (auditd_lite/records.py). Every field is naturally aligned so the layout
+ * is the same with or without packing; tests/test_contract.py checks the
+ * Python side against this file.
+ */
+#ifndef AUDITD_LITE_H
+#define AUDITD_LITE_H
+
+#define EV_EXEC 1
+#define EV_EXEC_FAILED 2
+#define EV_EXIT 3
+
+/* exec_event.flags */
+#define FLAG_ARGS_TRUNCATED 1     /* more argument bytes than ARG_BYTES */
+#define FLAG_ARGC_TRUNCATED 2     /* more arguments than MAX_ARGS */
+#define FLAG_FILENAME_TRUNCATED 4 /* filename longer than FILENAME_BYTES */
+#define FLAG_ARGV_FROM_STASH 8    /* mm read failed; argv is the syscall-entry copy */
+#define FLAG_NO_STASH 16          /* entry copy missing (evicted): filename/argv unknown */
+
+/* counters map indexes */
+#define CNT_LOST 0        /* ring/perf buffer full: record dropped */
+#define CNT_STASH_MISS 1  /* failed exec whose entry copy was gone */
+#define CNT_MAX 2
+
+#define COMM_LEN 16
+
+struct event_hdr {
+    __u32 type;
+    __u32 pid;      /* tgid: the process id */
+    __u32 tid;
+    __u32 ppid;     /* real_parent->tgid */
+    __u64 ts_ns;    /* bpf_ktime_get_ns() */
+    __u64 start_ns; /* group leader's task->start_time */
+    __u32 uid;
+    __u32 gid;
+    char comm[COMM_LEN];
+};
+
+struct exit_event {
+    struct event_hdr h;
+    __u64 duration_ns;
+    __u32 status;   /* wait status: code << 8 | core 0x80 | signal */
+    __u32 _pad;
+};
+
+struct exec_event {
+    struct event_hdr h;
+    __u64 cgroup_id;
+    __u32 euid;
+    __u32 auid;
+    __u32 sessionid;
+    __s32 old_pid;
+    __s32 err;      /* errno of a failed exec, 0 otherwise */
+    __u32 argc;     /* arguments counted at syscall entry (at most MAX_ARGS) */
+    __u32 flags;
+    __u16 filename_len; /* bytes of data[] holding the filename, with its NUL */
+    __u16 args_len;     /* bytes of data[] after it: NUL-terminated arguments */
+    /* char data[filename_len + args_len] follows */
+};
+
+#endif
