@@ -18,6 +18,15 @@
 #include <linux/mm_types.h>
 #endif
 
+/* Clamp on the very register that is used next: clang otherwise proves the
+ * bound redundant, drops it, and the verifier rejects the access. */
+#define CLAMP(v, max)                    \
+    do {                                 \
+        asm volatile("" : "+r"(v));      \
+        if ((v) > (max))                 \
+            (v) = (max);                 \
+    } while (0)
+
 #define READ_AT(dst, base, off) \
     bpf_probe_read_kernel(&(dst), sizeof(dst), (const void *)((const char *)(base) + (off)))
 
@@ -65,15 +74,21 @@ static __always_inline u64 wake_flags(void)
 }
 #endif
 
-static __always_inline void emit(void *ctx, void *data, u32 size)
+static __always_inline void emit(void *ctx, void *data, u64 size)
 {
+    /* hide what clang knows of size so the bound check below stays, on the
+     * very register the helper receives, where the verifier can see it */
+    asm volatile("" : "+r"(size));
+#ifdef USE_PERFBUF
     if (size > sizeof(struct exec_buf))
         return;
-#ifdef USE_PERFBUF
     if (events.perf_submit(ctx, data, size) < 0)
         count(CNT_LOST);
 #else
-    if (events.ringbuf_output(data, size, wake_flags()) < 0)
+    u64 wake = wake_flags();
+    if (size > sizeof(struct exec_buf))
+        return;
+    if (events.ringbuf_output(data, size, wake) < 0)
         count(CNT_LOST);
 #endif
 }
@@ -122,13 +137,11 @@ static __always_inline void fill_creds(struct exec_event *e, struct task_struct 
     e->cgroup_id = bpf_get_current_cgroup_id();
 }
 
-static __always_inline u32 record_size(struct exec_event *e)
+static __always_inline u64 record_size(struct exec_event *e)
 {
-    u32 fl = e->filename_len, al = e->args_len;
-    if (fl > FILENAME_BUF)
-        fl = FILENAME_BUF;
-    if (al > ARGS_BUF)
-        al = ARGS_BUF;
+    u64 fl = e->filename_len, al = e->args_len;
+    CLAMP(fl, FILENAME_BUF);
+    CLAMP(al, ARGS_BUF);
     return sizeof(struct exec_event) + fl + al;
 }
 
@@ -142,14 +155,14 @@ static __always_inline int stash_entry(const char *filename, const char *const *
         return 0;
 
     long n = bpf_probe_read_user_str(b->data, FILENAME_BUF, filename);
-    u32 fl = n > 0 ? n : 0;
+    u64 fl = n > 0 ? n : 0;
     u32 flags = 0;
-    if (fl >= FILENAME_BUF) {
-        fl = FILENAME_BUF;
+    if (fl >= FILENAME_BUF)
         flags |= FLAG_FILENAME_TRUNCATED;
-    }
+    CLAMP(fl, FILENAME_BUF);
 
-    u32 off = 0, argc = 0;
+    u64 off = 0;
+    u32 argc = 0;
     for (int i = 0; i < MAX_ARGS; i++) {
         const char *p = NULL;
         bpf_probe_read_user(&p, sizeof(p), &argv[i]);
@@ -159,10 +172,10 @@ static __always_inline int stash_entry(const char *filename, const char *const *
             flags |= FLAG_ARGS_TRUNCATED;
             goto done;
         }
-        u32 room = ARG_BYTES - off;
-        u32 at = fl + off;
-        if (at >= FILENAME_BUF + ARGS_BUF || room > ARGS_BUF)
-            goto done;
+        u64 room = ARG_BYTES - off;
+        u64 at = fl + off;
+        CLAMP(at, FILENAME_BUF + ARGS_BUF);
+        CLAMP(room, ARGS_BUF);
         n = bpf_probe_read_user_str(&b->data[at], room, p);
         if (n <= 0)
             goto done;
@@ -264,11 +277,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 flags = 0;
     unsigned short loc = args->data_loc_filename & 0xFFFF;
     long n = bpf_probe_read_kernel_str(b->data, FILENAME_BUF, (const char *)args + loc);
-    u32 fl = n > 0 ? n : 0;
-    if (fl == FILENAME_BUF)
+    u64 fl = n > 0 ? n : 0;
+    if (fl >= FILENAME_BUF)
         flags |= FLAG_FILENAME_TRUNCATED;
-    if (fl > FILENAME_BUF)
-        fl = FILENAME_BUF;
+    CLAMP(fl, FILENAME_BUF);
 
     /* argv from the new image: already copied in by the kernel, whole */
     void *mm = NULL;
@@ -285,23 +297,20 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         len = ARG_BYTES;
         flags |= FLAG_ARGS_TRUNCATED;
     }
-    u32 al = len;
-    if (al > ARGS_BUF)
-        al = ARGS_BUF;
+    u64 al = len;
+    CLAMP(al, ARGS_BUF);
     long rc = -1;
-    if (al > 0 && fl <= FILENAME_BUF)
+    if (al > 0)
         rc = bpf_probe_read_user(&b->data[fl], al, (const void *)arg_start);
     if (rc < 0) {
         al = 0;
         if (st) {
             /* the mm read faulted: fall back to the syscall-entry copy */
-            u32 sfl = st->e.filename_len;
-            u32 sal = st->e.args_len;
-            if (sfl > FILENAME_BUF)
-                sfl = FILENAME_BUF;
-            if (sal > ARGS_BUF)
-                sal = ARGS_BUF;
-            if (sal > 0 && fl <= FILENAME_BUF &&
+            u64 sfl = st->e.filename_len;
+            u64 sal = st->e.args_len;
+            CLAMP(sfl, FILENAME_BUF);
+            CLAMP(sal, ARGS_BUF);
+            if (sal > 0 &&
                 bpf_probe_read_kernel(&b->data[fl], sal, &st->data[sfl]) == 0) {
                 al = sal;
                 flags |= FLAG_ARGV_FROM_STASH | (st->e.flags & FLAG_ARGS_TRUNCATED);

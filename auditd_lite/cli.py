@@ -1,0 +1,181 @@
+"""The `auditd-lite` command: parses options and calls the library, nothing more.
+
+Heavy modules are imported inside the commands that need them, so that
+`query` starts fast and never loads bcc or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import AuditdLiteError, BadInput
+
+PROG = "auditd-lite"
+EVENTS = ("exec", "exit", "exec_failed")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line naming the problem, no usage dump: exit 2 as the contract says
+        raise BadInput(f"{message} (see '{self.prog} --help')")
+
+
+def nonneg_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: '{text}'")
+    return value
+
+
+def pos_int(text: str) -> int:
+    value = nonneg_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: '{text}'")
+    return value
+
+
+def any_int(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
+
+
+def add_db_source(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--db-dir", type=Path, metavar="DIR",
+                   help="read every database file in DIR (default /var/lib/auditd-lite)")
+    g.add_argument("--db", type=Path, metavar="FILE", help="read one database file, such as an export")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description="Process audit logger: every exec attempt, exec and exit, "
+               "captured with eBPF into SQLite, and the tools to investigate them.",
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    r = sub.add_parser(
+        "run", help="capture in the foreground (the daemon)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load the BPF programs and record every exec attempt, exec and exit.",
+        epilog="examples:\n  auditd-lite run --print --db-dir ./var\n"
+               "  auditd-lite run --min-duration-ms 500 --transport perfbuf")
+    r.add_argument("--config", type=Path, metavar="FILE",
+                   help="TOML settings file (default /etc/auditd-lite/auditd-lite.toml if present)")
+    r.add_argument("--db-dir", type=Path, metavar="DIR", help="where the databases live")
+    r.add_argument("--min-duration-ms", type=nonneg_int, metavar="N",
+                   help="record only exits of processes that lived N ms or more, and no execs")
+    r.add_argument("--print", action="store_true", default=None, help="also print each event")
+    r.add_argument("--transport", choices=("ringbuf", "perfbuf"),
+                   help="kernel-to-user transport (perfbuf for kernels before 5.8)")
+    r.add_argument("--buffer-kb", type=pos_int, metavar="N",
+                   help="ring buffer size (or each per-CPU perf buffer), KiB")
+    r.add_argument("--max-args", type=pos_int, metavar="N", help="arguments kept per exec (128)")
+    r.add_argument("--max-arg-bytes", type=pos_int, metavar="N",
+                   help="argument bytes kept per exec (4096)")
+    r.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+    q = sub.add_parser(
+        "query", help="search the recorded events",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Search every database file, newest first. Exit 1 when nothing matches.",
+        epilog="examples:\n  auditd-lite query --comm sh --exit-code 1\n"
+               "  auditd-lite query --since 2h --event exec_failed --format json\n"
+               "  auditd-lite query --db case-118.db --arg /etc/shadow")
+    add_db_source(q)
+    q.add_argument("--comm", metavar="NAME", help="process name (as the kernel's comm)")
+    q.add_argument("--exit-code", type=any_int, metavar="N")
+    q.add_argument("--signal", type=nonneg_int, metavar="N", help="terminating signal")
+    q.add_argument("--pid", type=nonneg_int, metavar="N")
+    q.add_argument("--ppid", type=nonneg_int, metavar="N")
+    q.add_argument("--uid", type=nonneg_int, metavar="N")
+    q.add_argument("--filename", metavar="GLOB", help="executable path, a glob")
+    q.add_argument("--arg", metavar="SUBSTRING", help="a substring of the arguments")
+    q.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    q.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    q.add_argument("--min-duration-ms", type=nonneg_int, metavar="N")
+    q.add_argument("--event", choices=EVENTS)
+    q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    q.add_argument("--limit", type=pos_int, metavar="N")
+    return p
+
+
+def cmd_run(args) -> int:
+    from . import config, logsetup
+
+    settings = config.settings(args.config, {
+        "db_dir": args.db_dir, "min_duration_ms": args.min_duration_ms, "print": args.print,
+        "transport": args.transport, "buffer_kb": args.buffer_kb, "max_args": args.max_args,
+        "max_arg_bytes": args.max_arg_bytes, "log_level": args.log_level,
+    })
+    logsetup.configure(settings.log_level)
+    from . import daemon
+
+    return daemon.run(settings)
+
+
+def default_db_dir(args) -> Path | None:
+    if args.db is not None:
+        return None
+    from .config import DEFAULT_DB_DIR
+
+    return args.db_dir or DEFAULT_DB_DIR
+
+
+def cmd_query(args) -> int:
+    from . import dbfiles, output, query, timeparse
+    from .errors import NotFound
+
+    filters = query.Filters(
+        comm=args.comm, exit_code=args.exit_code, signal=args.signal, pid=args.pid,
+        ppid=args.ppid, uid=args.uid, filename=args.filename, arg=args.arg,
+        since_ns=timeparse.parse_time(args.since) if args.since else None,
+        until_ns=timeparse.parse_time(args.until) if args.until else None,
+        min_duration_ns=args.min_duration_ms * 1_000_000 if args.min_duration_ms is not None else None,
+        event=args.event)
+    paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
+    n = output.write_records(query.search(paths, filters, args.limit), args.format, sys.stdout)
+    if n == 0:
+        raise NotFound("no matching records")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "query": cmd_query}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except AuditdLiteError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_status
+    except BrokenPipeError:
+        # `auditd-lite query | head`: the reader left, which is not an error
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug: still no traceback for the user unless asked for
+        if os.environ.get("AUDITD_LITE_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(e).__name__}: {e} "
+              "(set AUDITD_LITE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,70 @@
+"""The reader thread: polls the kernel buffer and hands raw records to the writer."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from .records import CNT_LOST, CNT_STASH_MISS
+
+STOP = object()
+
+
+@dataclass
+class Handover:
+    raw: list  # record bytes, already copied out of the buffer
+    lost_kernel: int  # cumulative since load
+    stash_misses: int  # cumulative since load
+
+
+class Collector(threading.Thread):
+    """Reads until stopped, then stops capture, drains the buffer and says STOP.
+
+    The queue to the writer blocks when full, so user space never drops a
+    record: back-pressure ends in the kernel buffer, whose drops are counted.
+    """
+
+    def __init__(self, out: queue.Queue, poll_ms: int = 100):
+        super().__init__(name="collector", daemon=True)
+        self.out = out
+        self.poll_ms = poll_ms
+        self.programs = None
+        self.heartbeat = time.monotonic()
+        self.records_read = 0
+        self._buf: list = []
+        self._perf_lost = 0
+        self._last = (0, 0)
+        self._stop_requested = threading.Event()
+
+    def on_record(self, raw: bytes) -> None:
+        self._buf.append(raw)
+
+    def on_lost(self, n: int) -> None:
+        self._perf_lost += n
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+
+    def run(self) -> None:
+        programs = self.programs
+        try:
+            while not self._stop_requested.is_set():
+                programs.poll(self.poll_ms)
+                self._hand_over()
+                self.heartbeat = time.monotonic()
+            programs.detach()
+            programs.drain()
+            self._hand_over()
+        finally:
+            self.out.put(STOP)
+
+    def _hand_over(self) -> None:
+        counters = self.programs.counters()
+        totals = (counters[CNT_LOST] + self._perf_lost, counters[CNT_STASH_MISS])
+        if self._buf or totals != self._last:
+            buf, self._buf = self._buf, []
+            self.records_read += len(buf)
+            self._last = totals
+            self.out.put(Handover(buf, *totals))

@@ -1,0 +1,95 @@
+"""Daemon settings: defaults, the TOML config file, command-line flags on top."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import BadInput
+
+DEFAULT_CONFIG = Path("/etc/auditd-lite/auditd-lite.toml")
+DEFAULT_DB_DIR = Path("/var/lib/auditd-lite")
+
+
+@dataclass
+class RunSettings:
+    db_dir: Path = DEFAULT_DB_DIR
+    min_duration_ms: int = 0
+    print: bool = False
+    transport: str = "ringbuf"
+    buffer_kb: int = 8192
+    max_args: int = 128
+    max_arg_bytes: int = 4096
+    batch_size: int = 1000
+    batch_ms: int = 200
+    synchronous: str = "NORMAL"
+    log_level: str = "info"
+
+    def validate(self, where: str = "settings") -> "RunSettings":
+        def bad(key, why):
+            raise BadInput(f"{where}: {key} {why}")
+
+        if self.min_duration_ms < 0:
+            bad("min_duration_ms", "must be 0 or more")
+        if self.transport not in ("ringbuf", "perfbuf"):
+            bad("transport", "must be ringbuf or perfbuf")
+        if not 4 <= self.buffer_kb <= 1024 * 1024:
+            bad("buffer_kb", "must be between 4 and 1048576")
+        if not 1 <= self.max_args <= 1024:
+            bad("max_args", "must be between 1 and 1024")
+        if not 256 <= self.max_arg_bytes <= 8192:
+            bad("max_arg_bytes", "must be between 256 and 8192")
+        if not 1 <= self.batch_size <= 100_000:
+            bad("batch_size", "must be between 1 and 100000")
+        if not 1 <= self.batch_ms <= 60_000:
+            bad("batch_ms", "must be between 1 and 60000")
+        if self.synchronous.upper() not in ("NORMAL", "FULL"):
+            bad("synchronous", "must be NORMAL or FULL")
+        self.synchronous = self.synchronous.upper()
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            bad("log_level", "must be debug, info, warning or error")
+        return self
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["db_dir"] = str(self.db_dir)
+        return d
+
+
+def load_file(path: Path, required: bool) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        if required:
+            raise BadInput(f"config file not found: {path}") from None
+        return {}
+    except PermissionError:
+        raise BadInput(f"config file not readable: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"config file {path}: {e}") from None
+    types = {f.name: f.type for f in fields(RunSettings)}
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in types:
+            raise BadInput(f"config file {path}: unknown key '{key}'")
+        want = {"int": int, "bool": bool, "str": str, "Path": str}[types[name]]
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise BadInput(f"config file {path}: key '{key}' must be {want.__name__}")
+        out[name] = Path(value) if types[name] == "Path" else value
+    return out
+
+
+def settings(config: Path | None, overrides: dict) -> RunSettings:
+    """Defaults, then the config file, then flags that were given (not None)."""
+    path = config or DEFAULT_CONFIG
+    values = load_file(path, required=config is not None)
+    s = RunSettings(**values)
+    s.validate(f"config file {path}")
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(s, key, value)
+    return s.validate("command line")

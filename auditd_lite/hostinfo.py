@@ -1,0 +1,37 @@
+"""Facts about this host that records and runs carry."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id() -> str:
+    with open(BOOT_ID_PATH) as f:
+        return f.read().strip()
+
+
+def realtime_offset_ns() -> int:
+    """What to add to a CLOCK_MONOTONIC time (bpf_ktime_get_ns) to get UTC ns."""
+    return time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def boottime_minus_monotonic_ns() -> int:
+    """Time spent suspended: /proc start times count it, task->start_time does not."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def host() -> str:
+    return socket.gethostname()
+
+
+def kernel() -> str:
+    return platform.release()
+
+
+def clock_tick_ns() -> int:
+    return 1_000_000_000 // os.sysconf("SC_CLK_TCK")

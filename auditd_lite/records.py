@@ -1,0 +1,113 @@
+"""The Python mirror of ``bpf/auditd_lite.h`` and the decoder of raw records.
+
+A decoded record is a tuple in ``ROW_FIELDS`` order, the order in which the
+writer inserts it: tuples, not dicts, because this runs once per record on
+the hot path.
+"""
+
+from __future__ import annotations
+
+import struct
+
+EV_EXEC, EV_EXEC_FAILED, EV_EXIT = 1, 2, 3
+EVENT_NAMES = {EV_EXEC: "exec", EV_EXEC_FAILED: "exec_failed", EV_EXIT: "exit"}
+
+FLAG_ARGS_TRUNCATED = 1
+FLAG_ARGC_TRUNCATED = 2
+FLAG_FILENAME_TRUNCATED = 4
+FLAG_ARGV_FROM_STASH = 8
+FLAG_NO_STASH = 16
+
+CNT_LOST = 0
+CNT_STASH_MISS = 1
+CNT_MAX = 2
+
+COMM_LEN = 16
+
+# struct layouts, field by field as in the header (natural alignment, little endian)
+EVENT_HDR = struct.Struct("<IIIIQQII16s")
+EXIT_EVENT = struct.Struct("<IIIIQQII16sQII")
+EXEC_EVENT = struct.Struct("<IIIIQQII16sQIIIiiIIHH")
+
+# (struct name, [(field, offset, size)]) as the header declares them; checked
+# against bpf/auditd_lite.h by tests/test_contract.py
+LAYOUT = {
+    "event_hdr": [
+        ("type", 0, 4), ("pid", 4, 4), ("tid", 8, 4), ("ppid", 12, 4),
+        ("ts_ns", 16, 8), ("start_ns", 24, 8), ("uid", 32, 4), ("gid", 36, 4),
+        ("comm", 40, 16),
+    ],
+    "exit_event": [("h", 0, 56), ("duration_ns", 56, 8), ("status", 64, 4), ("_pad", 68, 4)],
+    "exec_event": [
+        ("h", 0, 56), ("cgroup_id", 56, 8), ("euid", 64, 4), ("auid", 68, 4),
+        ("sessionid", 72, 4), ("old_pid", 76, 4), ("err", 80, 4), ("argc", 84, 4),
+        ("flags", 88, 4), ("filename_len", 92, 2), ("args_len", 94, 2),
+    ],
+}
+
+ROW_FIELDS = (
+    "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm", "start_ns",
+    "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
+    "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns",
+)
+F_EVENT, F_TIME, F_PID, F_TID, F_PPID = 0, 1, 2, 3, 4
+F_COMM, F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = 7, 14, 15, 17, 18
+F_EXIT_CODE, F_SIGNAL, F_DURATION = 20, 21, 23
+
+
+def text(raw: bytes) -> str:
+    """Kernel bytes as text up to the first NUL; bytes that are not UTF-8 escaped as \\xNN."""
+    end = raw.find(b"\0")
+    if end >= 0:
+        raw = raw[:end]
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def split_status(status: int) -> tuple[int, int, bool]:
+    """(exit code, terminating signal, core dumped) of a wait status."""
+    return (status >> 8) & 0xFF, status & 0x7F, bool(status & 0x80)
+
+
+class Decoder:
+    """Turns raw records into row tuples.
+
+    ``realtime_offset_ns`` converts the kernel's CLOCK_MONOTONIC timestamps to
+    UTC; the collector refreshes it so a clock step is followed.
+    """
+
+    def __init__(self, max_args: int, realtime_offset_ns: int = 0):
+        self.max_args = max_args
+        self.realtime_offset_ns = realtime_offset_ns
+
+    def decode(self, raw: bytes) -> tuple:
+        kind = raw[0]
+        if kind == EV_EXIT:
+            (_, pid, tid, ppid, ts, start, uid, gid, comm, duration, status, _) = (
+                EXIT_EVENT.unpack_from(raw))
+            return ("exit", ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid, text(comm),
+                    start, None, None, None, None, None, None, None, None, None, None,
+                    status, (status >> 8) & 0xFF, status & 0x7F, bool(status & 0x80), duration)
+        if kind not in (EV_EXEC, EV_EXEC_FAILED):
+            raise ValueError(f"unknown record type {kind}")
+        (_, pid, tid, ppid, ts, start, uid, gid, comm, cgroup, euid, auid, ses, old_pid, err,
+         argc, flags, fl, al) = EXEC_EVENT.unpack_from(raw)
+        base = EXEC_EVENT.size
+        filename = text(raw[base:base + fl])
+        args = raw[base + fl:base + fl + al]
+        truncated = bool(flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGC_TRUNCATED))
+        if flags & FLAG_NO_STASH and (kind == EV_EXEC_FAILED or not al):
+            truncated = True  # the kernel could not see the arguments at all
+        if args.endswith(b"\0"):
+            args = args[:-1]
+        count = args.count(b"\0") + 1 if al else 0
+        if count and not flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGV_FROM_STASH):
+            argc = count  # the new image's whole argument area was read: exact
+        else:
+            argc = max(argc, count)
+        if count > self.max_args:
+            args = b"\0".join(args.split(b"\0")[: self.max_args])
+            truncated = True
+        return (EVENT_NAMES[kind], ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid,
+                text(comm), start, old_pid, euid, auid, ses, cgroup, filename, args, argc,
+                truncated, err if kind == EV_EXEC_FAILED else None,
+                None, None, None, None, None)

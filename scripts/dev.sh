@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Set up this checkout on Debian 12 (as root) and then run the daemon or the tests.
+#   bash scripts/dev.sh run [extra run flags]   daemon in the foreground, --print, database in ./var
+#   bash scripts/dev.sh test [pytest args]      the whole test suite
+#   bash scripts/dev.sh setup                   set-up only
+# Set-up is idempotent and fast once done.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+venv="$here/.venv"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: run this as root (sudo bash scripts/dev.sh ...): it installs Debian packages" >&2
+        exit 2
+    fi
+}
+
+install_debs() {
+    local arch pkgs=() p
+    arch=$(dpkg --print-architecture)
+    for p in python3-bpfcc python3-venv python3-pip sqlite3 "linux-headers-$arch" util-linux; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
+    done
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        say "installing Debian packages: ${pkgs[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    fi
+}
+
+# bcc compiles against /lib/modules/$(uname -r)/build. When the running kernel
+# ships no headers of its own, point it at the distribution's: their struct
+# layouts may differ, which is fine because every field offset the program
+# uses comes from the running kernel's BTF.
+link_headers() {
+    local mod="/lib/modules/$(uname -r)" arch build common
+    if [ -e "$mod/build/include" ]; then
+        return
+    fi
+    arch=$(dpkg --print-architecture)
+    build=$(ls -d /usr/src/linux-headers-*-"$arch" 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$build" ]; then
+        say "no kernel headers under /usr/src; install linux-headers-$arch"
+        exit 1
+    fi
+    common=${build%-"$arch"}-common
+    [ -d "$common" ] || common=$build
+    say "kernel $(uname -r) has no headers of its own: linking $build"
+    mkdir -p "$mod"
+    ln -sfn "$build" "$mod/build"
+    ln -sfn "$common" "$mod/source"
+}
+
+mount_tracefs() {
+    if [ ! -d /sys/kernel/tracing/events ]; then
+        say "mounting tracefs at /sys/kernel/tracing"
+        mount -t tracefs tracefs /sys/kernel/tracing
+    fi
+}
+
+make_venv() {
+    local stamp="$venv/.installed"
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating $venv (Debian's python3, with system site-packages for bcc)"
+        /usr/bin/python3 -m venv --system-site-packages "$venv"
+    fi
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        say "installing auditd-lite and its Python dependencies into $venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+        touch "$stamp"
+    fi
+}
+
+setup() {
+    need_root
+    install_debs
+    link_headers
+    mount_tracefs
+    make_venv
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    setup) setup ;;
+    run)
+        setup
+        exec "$venv/bin/auditd-lite" run --print --db-dir "$here/var" "$@"
+        ;;
+    test)
+        setup
+        exec "$venv/bin/python" -m pytest "$@"
+        ;;
+    *)
+        echo "usage: bash scripts/dev.sh run|test|setup [args]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,134 @@
+"""Shared fixtures: the real daemon for kernel tests, and the rule that in CI
+(AUDITD_LITE_REQUIRE_BPF=1) a kernel test that cannot run fails instead of
+skipping, so a broken loader never passes as "skipped"."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "auditd_lite.cli"]
+REQUIRE_BPF = os.environ.get("AUDITD_LITE_REQUIRE_BPF") == "1"
+HEADER = "TIME     EVENT COMM             PID     PPID    FILENAME/EXIT CODE"
+
+
+def kernel_unavailable() -> str | None:
+    """Why real capture cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "not root"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "bcc (python3-bpfcc) not importable"
+    if not os.path.isdir("/sys/kernel/tracing/events"):
+        return "tracefs not mounted"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = kernel_unavailable()
+    if reason is None or REQUIRE_BPF:
+        return
+    for item in items:
+        if "kernel" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    if REQUIRE_BPF and "kernel" in item.keywords:
+        reason = kernel_unavailable()
+        if reason is not None:
+            pytest.fail(f"kernel test cannot run: {reason} (AUDITD_LITE_REQUIRE_BPF=1)")
+
+
+def run_cli(*args, check=None, **kw) -> subprocess.CompletedProcess:
+    p = subprocess.run([*CLI, *map(str, args)], capture_output=True, cwd=REPO, **kw)
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    return p
+
+
+def query_json(db_dir, *filters) -> list[dict]:
+    p = run_cli("query", "--db-dir", db_dir, "--format", "json", *filters)
+    assert p.returncode in (0, 1), p.stderr
+    assert "Traceback" not in p.stderr.decode()
+    return [json.loads(line) for line in p.stdout.decode().splitlines() if line.strip()]
+
+
+class Daemon:
+    """The real `auditd-lite run` in a subprocess, with its own database directory."""
+
+    def __init__(self, db_dir: Path, log_path: Path, *flags):
+        self.db_dir = db_dir
+        self.log_path = log_path
+        self.flags = [str(f) for f in flags]
+        self.proc: subprocess.Popen | None = None
+        self.printed: list[str] = []
+
+    def start(self, timeout: float = 90.0) -> "Daemon":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [*CLI, "run", "--print", "--db-dir", str(self.db_dir), *self.flags],
+            stdout=subprocess.PIPE, stderr=self._log, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        os.set_blocking(self.proc.stdout.fileno(), True)
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            if line.rstrip("\n") == HEADER:
+                return self
+        self.proc.kill()
+        self.proc.wait()
+        raise AssertionError(f"daemon never printed its header: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.printed = out.decode(errors="replace").splitlines()
+        self._log.close()
+        assert self.proc.returncode == 0, (self.proc.returncode, self.log_path.read_text()[-3000:])
+        return self.proc.returncode
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path):
+    started: list[Daemon] = []
+
+    def make(*flags) -> Daemon:
+        n = len(started)
+        d = Daemon(tmp_path / f"db{n}", tmp_path / f"daemon{n}.log", *flags)
+        started.append(d)
+        return d.start()
+
+    yield make
+    for d in started:
+        if d.proc and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+@pytest.fixture
+def marker(tmp_path):
+    """A copy of /bin/true under a unique name: its comm and path identify our processes."""
+    name = "m" + uuid.uuid4().hex[:10]
+    path = tmp_path / name
+    shutil.copy("/bin/true", path)
+    path.chmod(0o755)
+    tmp_path.chmod(0o755)
+    return path

@@ -1,0 +1,275 @@
+"""Kernel tests: the real daemon, real processes, the real database read through `query`.
+
+Every expectation comes from the kernel or /proc (the pid Popen got, our own
+pid as the parent, the wait status Popen saw), not from what the code
+believes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import sqlite3
+import uuid
+
+import pytest
+
+from conftest import query_json
+
+pytestmark = pytest.mark.kernel
+
+
+def one(records, **match):
+    found = [r for r in records if all(r.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, (match, records)
+    return found[0]
+
+
+class TestExitStatus:
+    def test_exit_code_and_parent(self, daemon_factory):
+        """`sh -c 'exit 3'` is recorded with exit code 3, no signal, and the real parent."""
+        d = daemon_factory()
+        tag = uuid.uuid4().hex
+        p = subprocess.Popen(["sh", "-c", "exit 3", tag])
+        assert p.wait() == 3
+        d.stop()
+        execs = query_json(d.db_dir, "--arg", tag, "--event", "exec")
+        ex = one(execs, pid=p.pid)
+        assert ex["ppid"] == os.getpid()
+        assert ex["argv"] == ["sh", "-c", "exit 3", tag]
+        exit_ = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exit"), pid=p.pid)
+        assert (exit_["exit_code"], exit_["signal"], exit_["ppid"]) == (3, 0, os.getpid())
+
+    def test_killed_by_sigkill(self, daemon_factory):
+        """A shell that SIGKILLs itself: exit code 0 and signal 9, as the kernel's wait status says."""
+        d = daemon_factory()
+        p = subprocess.Popen(["sh", "-c", "kill -9 $$"])
+        assert p.wait() == -signal.SIGKILL
+        d.stop()
+        exit_ = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exit"), pid=p.pid)
+        assert (exit_["exit_code"], exit_["signal"]) == (0, 9)
+        assert one(query_json(d.db_dir, "--signal", 9, "--event", "exit"), pid=p.pid)
+
+
+class TestExec:
+    def test_failed_exec(self, daemon_factory, tmp_path):
+        """Exec of a path that does not exist is an exec_failed record with ENOENT and its argv."""
+        d = daemon_factory()
+        missing = f"/nonexistent/{uuid.uuid4().hex}"
+        with pytest.raises(FileNotFoundError):
+            subprocess.Popen([missing, "first arg", "-x"])
+        d.stop()
+        rec = one(query_json(d.db_dir, "--event", "exec_failed", "--filename", missing),
+                  filename=missing)
+        assert rec["errno"] == 2
+        assert rec["argv"] == [missing, "first arg", "-x"]
+        assert rec["ppid"] == os.getpid()
+
+    def test_argv_exact(self, daemon_factory, marker):
+        """Arguments with spaces, 40 arguments and non-UTF-8 bytes come out whole and in order."""
+        d = daemon_factory()
+        spaced = [str(marker), "a b", "  lead", "tab\there", ""]
+        forty = [str(marker)] + [f"arg{i}" for i in range(39)]
+        binary = [os.fsencode(str(marker)), b"caf\xe9", b"\xff\xfe ok"]
+        for argv in (spaced, forty, binary):
+            subprocess.run(argv, check=True)
+        d.stop()
+        got = [r["argv"] for r in query_json(d.db_dir, "--filename", str(marker), "--event", "exec")]
+        assert len(got) == 3
+        assert spaced in got and forty in got
+        assert [str(marker), "caf\\xe9", "\\xff\\xfe ok"] in got
+        for r in query_json(d.db_dir, "--filename", str(marker), "--event", "exec"):
+            assert r["args_truncated"] is False
+            assert r["argc"] == len(r["argv"])
+
+    def test_too_many_args_marked_truncated(self, daemon_factory, marker):
+        """More than 128 arguments, or more than 4 KiB of them, is recorded truncated, never silently."""
+        d = daemon_factory()
+        many = [str(marker)] + [f"x{i}" for i in range(199)]
+        long = [str(marker), "L" * 6000]
+        subprocess.run(many, check=True)
+        subprocess.run(long, check=True)
+        d.stop()
+        recs = query_json(d.db_dir, "--filename", str(marker), "--event", "exec")
+        by_len = {r["argc"]: r for r in recs}
+        assert set(by_len) == {200, 2}
+        assert by_len[200]["args_truncated"] is True
+        assert by_len[200]["argv"] == many[:128]
+        assert by_len[2]["args_truncated"] is True
+        assert by_len[2]["argv"][0] == str(marker)
+        assert 0 < len(by_len[2]["argv"][1]) < 6000
+
+    def test_exec_from_non_leader_thread(self, daemon_factory, marker, tmp_path):
+        """exec from a second thread is recorded under the process id, with the thread's id as old_pid."""
+        d = daemon_factory()
+        script = tmp_path / "thread_exec.py"
+        script.write_text(
+            "import os, threading, sys\n"
+            "def go():\n"
+            "    print(threading.get_native_id(), flush=True)\n"
+            f"    os.execv({str(marker)!r}, [{str(marker)!r}, 'from-thread'])\n"
+            "t = threading.Thread(target=go); t.start(); t.join()\n")
+        p = subprocess.run([sys.executable, str(script)], capture_output=True, check=True)
+        tid = int(p.stdout.decode().split()[0])
+        d.stop()
+        rec = one(query_json(d.db_dir, "--filename", str(marker), "--event", "exec"),
+                  argv=[str(marker), "from-thread"])
+        assert rec["old_pid"] == tid
+        assert rec["pid"] != tid
+        assert rec["ppid"] == os.getpid()
+        exit_ = one(query_json(d.db_dir, "--pid", rec["pid"], "--event", "exit"), pid=rec["pid"])
+        assert exit_["exit_code"] == 0
+
+    def test_other_uid(self, daemon_factory, marker):
+        """A process run as uid 65534 is recorded with that uid on its exec and exit."""
+        d = daemon_factory()
+
+        def drop():
+            os.setgid(65534)
+            os.setuid(65534)
+
+        p = subprocess.Popen([str(marker), "as-nobody"], preexec_fn=drop)
+        assert p.wait() == 0
+        d.stop()
+        ex = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exec"), pid=p.pid)
+        assert (ex["uid"], ex["euid"], ex["gid"]) == (65534, 65534, 65534)
+        assert one(query_json(d.db_dir, "--uid", 65534, "--event", "exit"), pid=p.pid)
+
+
+class TestDuration:
+    def test_sleep_one_second(self, daemon_factory):
+        """A process that sleeps 1 s has a recorded duration within 10% of 1 s."""
+        d = daemon_factory()
+        t0 = time.monotonic()
+        p = subprocess.Popen(["sleep", "1"])
+        p.wait()
+        wall = time.monotonic() - t0
+        d.stop()
+        exit_ = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exit"), pid=p.pid)
+        assert 0.9e9 <= exit_["duration_ns"] <= 1.1e9
+        assert exit_["duration_ns"] <= wall * 1e9
+
+
+class TestCounts:
+    def test_exactly_23(self, daemon_factory, marker):
+        """23 runs of a marker program give exactly 23 exec and 23 exit records."""
+        d = daemon_factory()
+        pids = []
+        for _ in range(23):
+            p = subprocess.Popen([str(marker)])
+            p.wait()
+            pids.append(p.pid)
+        d.stop()
+        execs = query_json(d.db_dir, "--filename", str(marker), "--event", "exec")
+        exits = query_json(d.db_dir, "--comm", marker.name[:15], "--event", "exit")
+        assert sorted(r["pid"] for r in execs) == sorted(pids)
+        assert sorted(r["pid"] for r in exits) == sorted(pids)
+
+    def test_min_duration(self, daemon_factory, marker):
+        """--min-duration-ms 500: no exec rows, short exits dropped in the kernel, long ones kept."""
+        d = daemon_factory("--min-duration-ms", 500)
+        short = [subprocess.Popen([str(marker)]) for _ in range(5)]
+        long_ = subprocess.Popen(["sleep", "0.7"])
+        for p in short + [long_]:
+            p.wait()
+        d.stop()
+        assert query_json(d.db_dir, "--event", "exec") == []
+        exits = query_json(d.db_dir, "--event", "exit")
+        pids = {r["pid"] for r in exits}
+        assert long_.pid in pids
+        assert not pids & {p.pid for p in short}
+        assert all(r["duration_ns"] >= 500_000_000 for r in exits)
+
+    def test_sigterm_during_burst(self, daemon_factory, marker, tmp_path):
+        """SIGTERM in the middle of a burst: every process that finished before it is recorded."""
+        d = daemon_factory()
+        done: list[int] = []
+        stop = threading.Event()
+
+        def burst():
+            while not stop.is_set():
+                p = subprocess.Popen([str(marker)])
+                p.wait()
+                done.append(p.pid)
+
+        workers = [threading.Thread(target=burst) for _ in range(2)]
+        for w in workers:
+            w.start()
+        time.sleep(1.5)
+        finished_before = list(done)
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        stop.set()
+        for w in workers:
+            w.join()
+        d.stop()
+        assert len(finished_before) > 50
+        exits = {r["pid"] for r in query_json(d.db_dir, "--comm", marker.name[:15], "--event", "exit")}
+        execs = {r["pid"] for r in query_json(d.db_dir, "--filename", str(marker), "--event", "exec")}
+        missing = set(finished_before) - (exits & execs)
+        assert not missing, f"{len(missing)} processes lost"
+        # nothing half-recorded either: every recorded exit has its exec
+        assert exits <= execs
+
+
+class TestTransportAndPrint:
+    def test_perfbuf(self, daemon_factory, marker):
+        """--transport perfbuf records the same exec and exit."""
+        d = daemon_factory("--transport", "perfbuf")
+        p = subprocess.Popen(["sh", "-c", "exit 7"])
+        assert p.wait() == 7
+        q = subprocess.Popen([str(marker)])
+        q.wait()
+        d.stop()
+        assert one(query_json(d.db_dir, "--pid", p.pid, "--event", "exit"), pid=p.pid)["exit_code"] == 7
+        assert one(query_json(d.db_dir, "--pid", q.pid, "--event", "exec"), pid=q.pid)
+
+    def test_print_lines(self, daemon_factory, marker):
+        """--print shows each event after the header in the bootstrap's columns."""
+        d = daemon_factory()
+        p = subprocess.Popen(["sh", "-c", "exit 5"])
+        p.wait()
+        d.stop()
+        lines = [l for l in d.printed if f" {p.pid} " in l]
+        assert any(l.split()[1] == "EXEC" for l in lines), d.printed[-20:]
+        assert any(l.split()[1] == "EXIT" and "[5]" in l for l in lines), lines
+
+
+class TestIdentity:
+    def test_seeded_and_proc_truth(self, daemon_factory):
+        """A process running before start is seeded from /proc; its exit joins it by start time,
+        and the recorded ppid and start time agree with /proc."""
+        before = subprocess.Popen(["sleep", "30"])
+        with open(f"/proc/{before.pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        d = daemon_factory()
+        during = subprocess.Popen(["sleep", "30"])
+        time.sleep(0.2)
+        with open(f"/proc/{during.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        proc_ppid, during_ticks = int(fields[1]), int(fields[19])
+        before.kill()
+        during.kill()
+        before.wait()
+        during.wait()
+        d.stop()
+        ex = one(query_json(d.db_dir, "--pid", during.pid, "--event", "exec"), pid=during.pid)
+        assert ex["ppid"] == proc_ppid == os.getpid()
+        con = sqlite3.connect(f"file:{d.db_dir / 'audit.db'}?mode=ro", uri=True)
+        tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        seed = con.execute("SELECT start_ns, start_tick_ns, ppid FROM seen_processes WHERE pid=?",
+                           (before.pid,)).fetchone()
+        assert seed is not None and seed[2] == os.getpid()
+        exit_start = con.execute("SELECT start_ns, signal FROM events WHERE event='exit' AND pid=?",
+                                 (before.pid,)).fetchone()
+        assert exit_start[1] == 9
+        assert abs(exit_start[0] - seed[0]) <= seed[1]
+        # exec and exit of one process carry the same start time, and /proc agrees to a tick
+        rows = con.execute("SELECT DISTINCT start_ns FROM events WHERE pid=?", (during.pid,)).fetchall()
+        assert len(rows) == 1
+        assert abs(rows[0][0] // tick - during_ticks) <= 1
+        assert abs(ticks * tick - seed[0]) <= 2 * tick

@@ -1,0 +1,67 @@
+"""Decoding raw records as the BPF program lays them out."""
+
+from __future__ import annotations
+
+from auditd_lite import records as R
+
+
+def exec_raw(args: bytes, filename=b"/bin/x\0", argc=0, flags=0, kind=R.EV_EXEC, err=0):
+    hdr = R.EXEC_EVENT.pack(kind, 100, 101, 1, 5_000, 4_000, 1000, 1000, b"comm\0",
+                            77, 0, 4294967295, 4294967295, 101, err, argc, flags,
+                            len(filename), len(args))
+    return hdr + filename + args
+
+
+class TestDecoder:
+    def test_exit_status_split(self):
+        """A wait status of 768 is exit code 3; 9 is signal 9; 0x80 marks a core dump."""
+        d = R.Decoder(128, realtime_offset_ns=10)
+        for status, want in ((768, (3, 0, False)), (9, (0, 9, False)), (0x86, (0, 6, True))):
+            raw = R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 0, 0, b"sh\0", 1_000, status, 0)
+            row = d.decode(raw)
+            assert row[R.F_EVENT] == "exit"
+            assert row[R.F_TIME] == 2_010
+            assert (row[R.F_EXIT_CODE], row[R.F_SIGNAL], row[22]) == want
+            assert row[R.F_DURATION] == 1_000
+
+    def test_exec_argv_whole(self):
+        """A complete argument area gives the exact argc and byte-exact argv."""
+        row = R.Decoder(128).decode(exec_raw(b"x\0a b\0\xff\0"))
+        assert row[R.F_ARGV] == b"x\0a b\0\xff"
+        assert row[16] == 3
+        assert row[R.F_ARGS_TRUNCATED] is False
+        assert row[R.F_FILENAME] == "/bin/x"
+
+    def test_exec_too_many_args_cut_and_flagged(self):
+        """More arguments than max_args are cut to max_args and flagged; argc keeps the true count."""
+        args = b"\0".join(b"a%d" % i for i in range(10)) + b"\0"
+        row = R.Decoder(4).decode(exec_raw(args, argc=4, flags=R.FLAG_ARGC_TRUNCATED))
+        assert row[R.F_ARGV] == b"a0\0a1\0a2\0a3"
+        assert row[16] == 10
+        assert row[R.F_ARGS_TRUNCATED] is True
+
+    def test_exec_bytes_truncated(self):
+        """A cut argument area is flagged and argc comes from the syscall-entry count."""
+        row = R.Decoder(128).decode(exec_raw(b"x\0yyyy", argc=5, flags=R.FLAG_ARGS_TRUNCATED))
+        assert row[R.F_ARGS_TRUNCATED] is True
+        assert row[16] == 5
+        assert row[R.F_ARGV] == b"x\0yyyy"
+
+    def test_failed_exec_errno(self):
+        """exec_failed carries the errno and the entry-time filename."""
+        row = R.Decoder(128).decode(exec_raw(b"p\0", filename=b"/no\0", argc=1,
+                                             kind=R.EV_EXEC_FAILED, err=2))
+        assert row[R.F_EVENT] == "exec_failed"
+        assert row[R.F_ERRNO] == 2
+        assert row[R.F_FILENAME] == "/no"
+
+    def test_failed_exec_without_entry_copy_is_marked(self):
+        """A failed exec whose entry copy was evicted is still reported, marked truncated."""
+        row = R.Decoder(128).decode(exec_raw(b"", filename=b"", kind=R.EV_EXEC_FAILED, err=13,
+                                             flags=R.FLAG_NO_STASH))
+        assert row[R.F_ARGS_TRUNCATED] is True
+        assert row[R.F_ARGV] == b""
+
+    def test_non_utf8_comm_escaped(self):
+        """comm bytes that are not UTF-8 are escaped, never dropped."""
+        assert R.text(b"a\xffb\0junk") == "a\\xffb"
