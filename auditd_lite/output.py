@@ -1,0 +1,155 @@
+"""Records as table lines (the libbpf bootstrap layout), JSON lines or CSV.
+
+Every string that came from the kernel (comm, filename, argv) is logged
+data an attacker may have chosen, so table and CSV show it shell-quoted with
+control characters escaped: printing a record never drives the terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno as errno_module
+import json
+import shlex
+import time
+from typing import Iterable
+
+from .errors import BadInput
+
+TABLE_HEADER = "%-8s %-5s %-16s %-7s %-7s %s" % ("TIME", "EVENT", "COMM", "PID", "PPID", "FILENAME/EXIT CODE")
+_LABELS = {"exec": "EXEC", "exit": "EXIT", "exec_failed": "FAIL"}
+
+CSV_COLUMNS = [
+    "time", "event", "pid", "tid", "ppid", "uid", "gid", "comm", "filename", "argv",
+    "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name",
+]
+
+
+def quote(text) -> str:
+    """Shell-quote ``text``; with non-printable characters, as bash ``$'...'`` with ``\\xNN`` escapes."""
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "backslashreplace")
+    if text.isprintable():
+        return shlex.quote(text)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in "\\'":
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:  # \xNN would mean a raw byte, not this character
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "$'" + "".join(out) + "'"
+
+
+def _command(filename, argv) -> str:
+    """Filename then arguments, each quoted; ``?`` when the filename was not captured."""
+    parts = [quote(filename) if filename is not None else "?"]
+    parts += [quote(arg) for arg in argv or ()]
+    return " ".join(parts)
+
+
+def _errno_name(record: dict):
+    name = record.get("errno_name")
+    if name is None and record.get("errno") is not None:
+        name = errno_module.errorcode.get(abs(record["errno"]), str(record["errno"]))
+    return name
+
+
+def format_event_line(record: dict) -> str:
+    """One table line: ``TIME EVENT COMM PID PPID`` then command, exit status or errno."""
+    event = record.get("event")
+    clock = time.strftime("%H:%M:%S", time.localtime(record["time_ns"] // 10**9))
+    if event == "exit":
+        code = record.get("exit_code")
+        detail = f"[{'?' if code is None else code}]"
+        if record.get("signal"):
+            detail += f" signal {record['signal']}"
+        if record.get("core_dumped"):
+            detail += " (core dumped)"
+        if record.get("duration_ns"):
+            detail += f" ({record['duration_ns'] // 1_000_000}ms)"
+    else:
+        detail = _command(record.get("filename"), record.get("argv"))
+        if event == "exec_failed":
+            detail += f" [{_errno_name(record)}]"
+    return "%-8s %-5s %-16s %-7d %-7d %s" % (
+        clock, _LABELS.get(event, str(event)[:5].upper()), quote(record.get("comm")),
+        record.get("pid") or 0, record.get("ppid") or 0, detail,
+    )
+
+
+def _csv_row(record: dict) -> list:
+    filename, argv = record.get("filename"), record.get("argv")
+    if record.get("event") == "exit":  # one flat row: show what the process was running
+        filename, argv = record.get("exec_filename"), record.get("exec_argv")
+    row = []
+    for column in CSV_COLUMNS:
+        if column == "comm":
+            value = quote(record.get("comm"))
+        elif column == "filename":
+            value = quote(filename)
+        elif column == "argv":
+            value = " ".join(quote(arg) for arg in argv or ())
+        elif column == "errno_name":
+            value = _errno_name(record)
+        else:
+            value = record.get(column)
+        row.append(int(value) if isinstance(value, bool) else value)
+    return row
+
+
+class _Out:
+    """Writes text, escaping what the stream's encoding cannot hold rather than failing."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(self.stream, "encoding", None) or "ascii"
+            self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
+def _jsonable(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def write_records(records: Iterable[dict], fmt: str, stream) -> int:
+    """Write ``records`` as ``table``, ``json`` (one object a line) or ``csv``; return how many."""
+    out = _Out(stream)
+    count = 0
+    if fmt == "json":
+        for record in records:
+            line = json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n"
+            try:
+                stream.write(line)
+            except UnicodeEncodeError:  # an ASCII-only stream: JSON's own escapes keep it valid
+                stream.write(json.dumps(record, default=_jsonable) + "\n")
+            count += 1
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)  # even with no rows: a script still gets valid CSV
+        for record in records:
+            writer.writerow(_csv_row(record))
+            count += 1
+    elif fmt == "table":
+        for record in records:
+            if count == 0:  # no lone header when nothing matched
+                out.write(TABLE_HEADER + "\n")
+            out.write(format_event_line(record) + "\n")
+            count += 1
+    else:
+        raise BadInput(f"bad format {fmt!r}: use table, json or csv")
+    return count

@@ -1,0 +1,62 @@
+"""Times and durations as users type them, and times as the tool prints them.
+
+Everything inside the tool is UTC nanoseconds since the epoch (``time_ns``
+in the database); only user input may be local time.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta, timezone
+
+from .errors import BadInput
+
+_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9, "w": 7 * 86400 * 10**9}
+# "90s", "2h", and compounds such as "1h30m"
+_AGE = re.compile(r"(?:\d+[smhdw])+")
+_PART = re.compile(r"(\d+)([smhdw])")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _age_ns(text: str) -> int | None:
+    if not _AGE.fullmatch(text):
+        return None
+    return sum(int(n) * _UNIT_NS[unit] for n, unit in _PART.findall(text))
+
+
+def parse_time(text: str, now_ns: int | None = None) -> int:
+    """ISO 8601 date/datetime, an age such as ``10m`` (meaning that long ago), or ``now``."""
+    value = text.strip()
+    if now_ns is None:
+        now_ns = time.time_ns()
+    if value == "now":
+        return now_ns
+    age = _age_ns(value)
+    if age is not None:
+        return now_ns - age
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # a naive time is the user's local time
+        # integer arithmetic: a float timestamp would lose the microseconds
+        return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+    except (ValueError, OverflowError, OSError):
+        raise BadInput(
+            f"bad time {text!r}: use ISO 8601 (2026-11-20T10:00) or an age like 10m, 2h, 3d"
+        ) from None
+
+
+def parse_duration(text: str) -> float:
+    """A positive duration such as ``90s``, ``15m``, ``1h``, ``1d`` (or ``1h30m``), in seconds."""
+    ns = _age_ns(text.strip())
+    if not ns:  # None (unparsable) or 0
+        raise BadInput(f"bad duration {text!r}: use a positive duration like 90s, 15m, 1h, 1d")
+    return ns / 10**9
+
+
+def format_time(ns: int) -> str:
+    """ISO 8601 UTC with microseconds, e.g. ``2026-11-20T10:00:05.123456Z``."""
+    seconds, rest = divmod(ns, 10**9)
+    # gmtime and %-formatting: called once per record, several times faster than datetime
+    return "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6] + ".%06dZ" % (rest // 1000)

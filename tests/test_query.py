@@ -1,0 +1,442 @@
+"""The read side of `auditd-lite query`: time parsing, file discovery, search and output."""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from auditd_lite.dbfiles import database_files, open_ro
+from auditd_lite.errors import BadInput
+from auditd_lite.output import TABLE_HEADER, format_event_line, quote, write_records
+from auditd_lite.query import Filters, build_sql, search
+from auditd_lite.schema import metadata
+from auditd_lite.timeparse import format_time, parse_duration, parse_time
+
+ROOT = Path(__file__).resolve().parents[1]
+ROTATED = "audit-20261120T100000Z-20261120T110000Z.db"
+SEC = 10**9
+
+
+def at(hour, minute, second=0, ms=0):
+    """UTC nanoseconds for a time on 2026-11-20."""
+    return (calendar.timegm((2026, 11, 20, hour, minute, second)) * 1000 + ms) * 10**6
+
+
+EVENT_COLUMNS = [c.name for c in metadata.tables["events"].columns]
+
+
+def exec_row(id, run, pid, comm, when, start, filename, argv, ppid=1, uid=1000, event="exec", errno=None):
+    return dict(
+        id=id, run_id=run, batch_id=run, event=event, time_ns=when, pid=pid, tid=pid, ppid=ppid,
+        uid=uid, gid=uid, comm=comm, start_ns=start, old_pid=pid, euid=uid, auid=1000, sessionid=3,
+        cgroup_id=77, filename=filename, argv=argv, argc=argv.count(b"\0") + 1,
+        args_truncated=False, errno=errno,
+    )
+
+
+def exit_row(id, run, pid, comm, when, start, code, signal=0, core=False, duration=SEC, ppid=1, uid=1000):
+    return dict(
+        id=id, run_id=run, batch_id=run, event="exit", time_ns=when, pid=pid, tid=pid, ppid=ppid,
+        uid=uid, gid=uid, comm=comm, start_ns=start, status=(code << 8) | (0x80 if core else 0) | signal,
+        exit_code=code, signal=signal, core_dumped=core, duration_ns=duration,
+    )
+
+
+def make_db(path: Path, runs: list[dict], events: list[dict], wal: bool = False) -> Path:
+    """A database built from the real models, the way the writer builds it."""
+    engine = create_engine(f"sqlite:///{path}")
+    metadata.create_all(engine)
+    tables = metadata.tables
+    with engine.begin() as conn:
+        if wal:
+            conn.execute(text("PRAGMA journal_mode=WAL"))
+        for run in runs:
+            conn.execute(tables["runs"].insert(), dict(
+                id=run["id"], boot_id=run["boot_id"], host="host1", kernel="6.18.0", version="0.1.0",
+                settings="{}", started_ns=run["started_ns"], lost_kernel=0, lost_user=0, events_written=0))
+            mine = [e["id"] for e in events if e["run_id"] == run["id"]]
+            conn.execute(tables["batches"].insert(), dict(
+                id=run["id"], run_id=run["id"], written_ns=run["started_ns"] + SEC,
+                first_event_id=min(mine), last_event_id=max(mine), count=len(mine), lost_kernel=0, lost_user=0))
+        conn.execute(tables["events"].insert(), [{c: e.get(c) for c in EVENT_COLUMNS} for e in events])
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def dbdir(tmp_path) -> Path:
+    """A db dir with one rotated file (10:00-11:00) and the live file (11:00-)."""
+    make_db(tmp_path / ROTATED, [dict(id=1, boot_id="boot-a", started_ns=at(9, 59))], [
+        exec_row(1, 1, 100, "sh", at(10, 10), 5000, "/bin/sh", b"sh\0-c\0exit 3"),
+        exit_row(2, 1, 100, "sh", at(10, 10, 1, 250), 5000, 3, duration=1250 * 10**6),
+        exec_row(3, 1, 101, "bash", at(10, 20), 6000, "/usr/bin/nope", b"nope\0--help",
+                 ppid=100, uid=0, event="exec_failed", errno=2),
+        exec_row(4, 1, 102, "cat", at(10, 30), 9000, "/bin/cat", b"cat\0my file.txt\0\xff\xfe"),
+        exit_row(5, 1, 102, "cat", at(10, 30, 5), 9000, 0, signal=9, duration=5 * SEC),
+    ])
+    make_db(tmp_path / "audit.db", [
+        dict(id=1, boot_id="boot-a", started_ns=at(11, 0)),
+        dict(id=2, boot_id="boot-b", started_ns=at(11, 30)),  # after a reboot
+    ], [
+        exec_row(1, 1, 200, "evil\x1b[31m", at(11, 5), 20000, "/tmp/x\x1b]0;pwn\x07", b"x\0a\nb", uid=1001),
+        exit_row(2, 1, 200, "evil\x1b[31m", at(11, 5, 0, 500), 20000, 0, duration=500 * 10**6, uid=1001),
+        exec_row(3, 1, 201, "sleep", at(11, 10), 21000, "/usr/bin/sleep", b"sleep\x001000"),
+        exec_row(4, 1, 300, "python3", at(11, 20), 30000, "/usr/bin/python3", b"python3\0-V"),
+        # same pid and start_ns as the exec above, but another boot: not that process
+        exit_row(5, 2, 300, "python3", at(11, 40), 30000, 1, duration=30 * 60 * SEC),
+        exit_row(6, 2, 301, "crashy", at(11, 45), 31000, 0, signal=11, core=True, duration=2 * 10**6),
+    ], wal=True)
+    return tmp_path
+
+
+def keys(records):
+    return [(r["event"], r["pid"]) for r in records]
+
+
+def find(dbdir, **filters):
+    return list(search(database_files(db_dir=dbdir), Filters(**filters)))
+
+
+ALL = [("exit", 301), ("exit", 300), ("exec", 300), ("exec", 201), ("exit", 200), ("exec", 200),
+       ("exit", 102), ("exec", 102), ("exec_failed", 101), ("exit", 100), ("exec", 100)]
+
+
+# --- search ---------------------------------------------------------------
+
+def test_no_filter_returns_everything_newest_first_across_files(dbdir):
+    """Without filters every record of both files comes back, live file first, time descending."""
+    records = find(dbdir)
+    assert keys(records) == ALL
+    times = [r["time_ns"] for r in records]
+    assert times == sorted(times, reverse=True)
+
+
+@pytest.mark.parametrize("filters, expected", [
+    (dict(comm="sh"), [("exit", 100), ("exec", 100)]),
+    (dict(exit_code=3), [("exit", 100)]),
+    (dict(exit_code=0), [("exit", 301), ("exit", 200), ("exit", 102)]),
+    (dict(signal=9), [("exit", 102)]),
+    (dict(pid=102), [("exit", 102), ("exec", 102)]),
+    (dict(ppid=100), [("exec_failed", 101)]),
+    (dict(uid=1001), [("exit", 200), ("exec", 200)]),
+    (dict(filename="/bin/*"), [("exit", 102), ("exec", 102), ("exit", 100), ("exec", 100)]),
+    (dict(filename="/usr/bin/n?pe"), [("exec_failed", 101)]),
+    (dict(arg="exit 3"), [("exit", 100), ("exec", 100)]),
+    (dict(arg="my file"), [("exit", 102), ("exec", 102)]),
+    (dict(since_ns=at(11, 0), until_ns=at(11, 30)), [("exec", 300), ("exec", 201), ("exit", 200), ("exec", 200)]),
+    (dict(until_ns=at(10, 20)), [("exit", 100), ("exec", 100)]),
+    (dict(min_duration_ns=SEC), [("exit", 300), ("exit", 102), ("exit", 100)]),
+    (dict(event="exec_failed"), [("exec_failed", 101)]),
+    (dict(event="exec", comm="sleep"), [("exec", 201)]),
+    (dict(event="exec", exit_code=0), []),
+    (dict(comm="x' OR 1=1 --"), []),
+])
+def test_each_filter_narrows_to_exactly_the_matching_records(dbdir, filters, expected):
+    """Each filter (and a combination) returns exactly the records it describes, newest first."""
+    assert keys(find(dbdir, **filters)) == expected
+
+
+def test_bad_event_name_is_bad_input_before_any_file_is_read(dbdir):
+    """An unknown --event value raises BadInput as soon as search is called."""
+    with pytest.raises(BadInput, match="'fork'"):
+        search([dbdir / "missing.db"], Filters(event="fork"))
+
+
+def test_limit_stops_early_and_never_opens_older_files(dbdir):
+    """limit N yields N records and does not open files it does not need."""
+    live = dbdir / "audit.db"
+    # a non-database second file would raise BadInput if it were opened
+    (dbdir / "junk.db").write_bytes(b"not sqlite" * 100)
+    assert keys(search([live, dbdir / "junk.db"], Filters(), limit=3)) == ALL[:3]
+    assert keys(search([live, dbdir / "junk.db"], Filters(), limit=6)) == ALL[:6]
+    assert list(search([live, dbdir / "junk.db"], Filters(), limit=0)) == []
+    assert keys(search(database_files(db_file=live), Filters(), limit=7)) == ALL[:6]
+    assert keys(search([live, dbdir / ROTATED], Filters(), limit=7)) == ALL[:7]
+
+
+def test_query_walks_the_time_index_without_sorting(dbdir):
+    """The plan reads rows in time_ns order from the index, so --limit costs only what it yields."""
+    sql, params = build_sql(Filters(comm="sh", since_ns=1))
+    conn = open_ro(dbdir / "audit.db")
+    plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    conn.close()
+    assert "ix_events_time" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+def test_exit_record_carries_what_its_process_had_executed(dbdir):
+    """An exit record gets exec_filename/exec_argv; its exec record gets exit_code, signal, duration_ns."""
+    exit100, exec100 = find(dbdir, pid=100)
+    assert exit100["exec_filename"] == "/bin/sh"
+    assert exit100["exec_argv"] == ["sh", "-c", "exit 3"]
+    assert exit100["filename"] is None and exit100["argv"] == []
+    assert (exec100["exit_code"], exec100["signal"], exec100["duration_ns"]) == (3, 0, 1250 * 10**6)
+    running = find(dbdir, pid=201)[0]
+    assert (running["exit_code"], running["signal"], running["duration_ns"]) == (None, None, None)
+
+
+def test_exec_and_exit_of_another_boot_are_not_joined(dbdir):
+    """Same pid and start_ns under a different boot id is another process: no correlation."""
+    exit300, exec300 = find(dbdir, pid=300)
+    assert (exit300["exec_filename"], exit300["exec_argv"]) == (None, None)
+    assert exec300["exit_code"] is None
+    assert (exit300["boot_id"], exec300["boot_id"]) == ("boot-b", "boot-a")
+
+
+def test_record_fields_for_each_event_type(dbdir):
+    """Records carry decoded argv (non-UTF-8 escaped), exit status fields, errno and its name."""
+    exit102, exec102 = find(dbdir, pid=102)
+    assert exec102["argv"] == ["cat", "my file.txt", "\\xff\\xfe"]
+    assert exec102["time"] == "2026-11-20T10:30:00.000000Z"
+    assert (exec102["euid"], exec102["auid"], exec102["sessionid"], exec102["cgroup_id"]) == (1000, 1000, 3, 77)
+    assert (exec102["argc"], exec102["args_truncated"], exec102["old_pid"]) == (3, False, 102)
+    assert (exit102["exit_code"], exit102["signal"], exit102["status"], exit102["core_dumped"]) == (0, 9, 9, False)
+    crashy = find(dbdir, pid=301)[0]
+    assert (crashy["signal"], crashy["core_dumped"], crashy["status"]) == (11, True, 0x8B)
+    failed = find(dbdir, event="exec_failed")[0]
+    assert (failed["errno"], failed["errno_name"], failed["filename"]) == (2, "ENOENT", "/usr/bin/nope")
+
+
+# --- output ---------------------------------------------------------------
+
+REQUIRED_JSON_KEYS = {"event", "time", "pid", "ppid", "uid", "comm", "filename", "argv"}
+
+
+def test_json_lines_have_the_contract_keys(dbdir):
+    """json output is one object per line with the documented keys per event type."""
+    out = io.StringIO()
+    assert write_records(search(database_files(db_dir=dbdir), Filters()), "json", out) == len(ALL)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["event"], r["pid"]) for r in lines] == ALL
+    for record in lines:
+        assert REQUIRED_JSON_KEYS <= record.keys()
+        extra = {"exit": {"exit_code", "signal", "duration_ns"}, "exec_failed": {"errno"}, "exec": set()}
+        assert extra[record["event"]] <= record.keys()
+    exit102 = lines[6]
+    assert (exit102["time"], exit102["exit_code"], exit102["signal"], exit102["duration_ns"]) == (
+        "2026-11-20T10:30:05.000000Z", 0, 9, 5 * SEC)
+    assert exit102["exec_argv"] == ["cat", "my file.txt", "\\xff\\xfe"]
+    assert lines[8]["errno"] == 2
+
+
+def test_json_never_fails_on_odd_values():
+    """Bytes and strings the output encoding cannot hold are escaped, not fatal."""
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    record = {"event": "exec", "comm": "caf\u00e9", "raw": b"\xff", "argv": ["\udcff"]}
+    assert write_records([record], "json", ascii_out) == 1
+    ascii_out.seek(0)
+    assert json.loads(ascii_out.read())["raw"] == "\\xff"
+
+
+def test_csv_has_a_fixed_header_and_shell_quoted_argv(dbdir):
+    """csv output starts with the fixed header; argv is joined with shell quoting."""
+    out = io.StringIO()
+    write_records(search(database_files(db_dir=dbdir), Filters(pid=102)), "csv", out)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == ["time", "event", "pid", "tid", "ppid", "uid", "gid", "comm", "filename", "argv",
+                       "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name"]
+    exit_row_, exec_row_ = rows[1], rows[2]
+    assert exec_row_[:10] == ["2026-11-20T10:30:00.000000Z", "exec", "102", "102", "1", "1000", "1000",
+                              "cat", "/bin/cat", "cat 'my file.txt' '\\xff\\xfe'"]
+    assert exit_row_[8:14] == ["/bin/cat", "cat 'my file.txt' '\\xff\\xfe'", "0", "9", "0", "5000000000"]
+
+
+def test_csv_header_is_written_even_when_nothing_matched():
+    """An empty result is still valid CSV with its header, and counts zero records."""
+    out = io.StringIO()
+    assert write_records([], "csv", out) == 0
+    assert out.getvalue().startswith("time,event,pid,")
+    table = io.StringIO()
+    assert write_records([], "table", table) == 0
+    assert table.getvalue() == ""
+
+
+@pytest.fixture
+def utc_tz(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_table_lines_match_the_bootstrap_layout(dbdir, utc_tz):
+    """Table output is the bootstrap header and columns, with command, exit status or errno last."""
+    assert TABLE_HEADER == "TIME     EVENT COMM             PID     PPID    FILENAME/EXIT CODE"
+    out = io.StringIO()
+    write_records(search(database_files(db_dir=dbdir), Filters(), limit=None), "table", out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == TABLE_HEADER
+    assert lines[1] == "11:45:00 EXIT  crashy           301     1       [0] signal 11 (core dumped) (2ms)"
+    assert lines[7] == "10:30:05 EXIT  cat              102     1       [0] signal 9 (5000ms)"
+    assert lines[8] == "10:30:00 EXEC  cat              102     1       /bin/cat cat 'my file.txt' '\\xff\\xfe'"
+    assert lines[9] == "10:20:00 FAIL  bash             101     100     /usr/bin/nope nope --help [ENOENT]"
+    assert len(lines) == 1 + len(ALL)
+
+
+def test_table_escapes_control_characters_from_logged_data(dbdir, utc_tz):
+    """Escape sequences in comm, filename and argv are shown as \\xNN inside $'...', never emitted."""
+    exit200, exec200 = find(dbdir, pid=200)
+    line = format_event_line(exec200)
+    assert line == ("11:05:00 EXEC  $'evil\\x1b[31m'  200     1       "
+                    "$'/tmp/x\\x1b]0;pwn\\x07' x $'a\\x0ab'")
+    assert not any(ord(c) < 0x20 or c == "\x7f" for c in line)
+    assert format_event_line(exit200) == "11:05:00 EXIT  $'evil\\x1b[31m'  200     1       [0] (500ms)"
+
+
+def test_quote_is_shell_exact():
+    """quote() output read back by bash gives the original string."""
+    samples = ["plain", "with space", "it's", "", "tab\there", "esc\x1b[0m", "back\\slash\x01"]
+    if not shutil.which("bash"):
+        pytest.skip("no bash")
+    for sample in samples:
+        echoed = subprocess.run(["bash", "-c", "printf %s " + quote(sample)], capture_output=True, text=True)
+        assert echoed.stdout == sample
+
+
+# --- time -----------------------------------------------------------------
+
+def test_parse_time_accepts_iso_and_ages(monkeypatch):
+    """ISO 8601 with Z/offset/naive-local, dates, ages and 'now' give exact UTC nanoseconds."""
+    monkeypatch.setenv("TZ", "EST5")  # UTC-5, no zoneinfo needed
+    time.tzset()
+    try:
+        assert parse_time("2026-11-20T10:00Z") == at(10, 0)
+        assert parse_time("2026-11-20 10:00:05+02:00") == at(8, 0, 5)
+        assert parse_time("2026-11-20T10:00:05.123456Z") == at(10, 0, 5) + 123456000
+        assert parse_time("2026-11-20T10:00") == at(15, 0)
+        assert parse_time("2026-11-20") == at(5, 0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    now = at(12, 0)
+    assert parse_time("now", now_ns=now) == now
+    assert parse_time("30s", now_ns=now) == now - 30 * SEC
+    assert parse_time("10m", now_ns=now) == at(11, 50)
+    assert parse_time("2h", now_ns=now) == at(10, 0)
+    assert parse_time("3d", now_ns=now) == now - 3 * 86400 * SEC
+    assert parse_time("1w", now_ns=now) == now - 7 * 86400 * SEC
+
+
+@pytest.mark.parametrize("bad", ["yesterday-ish", "", "10x", "-5m", "2026-13-01", "1.5h"])
+def test_bad_time_is_bad_input_naming_the_value(bad):
+    """Unparsable times raise BadInput with a one-line message quoting the value."""
+    with pytest.raises(BadInput) as info:
+        parse_time(bad)
+    message = str(info.value)
+    assert repr(bad) in message and "\n" not in message
+
+
+def test_parse_duration():
+    """Durations are positive seconds; zero, negative and unit-less values are BadInput."""
+    assert (parse_duration("1h"), parse_duration("1d"), parse_duration("90s"), parse_duration("15m")) == (
+        3600.0, 86400.0, 90.0, 900.0)
+    assert parse_duration("1h30m") == 5400.0
+    for bad in ["0s", "-1h", "90", "soon", ""]:
+        with pytest.raises(BadInput):
+            parse_duration(bad)
+
+
+def test_format_time_is_utc_with_microseconds():
+    """format_time prints ISO 8601 UTC with microseconds and Z."""
+    assert format_time(at(10, 0, 5) + 123456789) == "2026-11-20T10:00:05.123456Z"
+    assert format_time(0) == "1970-01-01T00:00:00.000000Z"
+
+
+# --- files ----------------------------------------------------------------
+
+def test_database_files_lists_live_then_rotated_newest_first(tmp_path):
+    """The live audit.db comes first, rotated files by name descending, other .db files last."""
+    for name in ["audit-20261120T090000Z-20261120T100000Z.db", "audit.db", "case-118.db",
+                 "audit-20261120T100000Z-20261120T110000Z.db", "audit.db-wal", "notes.txt", ".tmp.db"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "dir.db").mkdir()
+    assert [p.name for p in database_files(db_dir=tmp_path)] == [
+        "audit.db", "audit-20261120T100000Z-20261120T110000Z.db",
+        "audit-20261120T090000Z-20261120T100000Z.db", "case-118.db"]
+
+
+def test_missing_directory_or_file_is_bad_input(tmp_path):
+    """A missing --db-dir or --db raises BadInput naming it."""
+    with pytest.raises(BadInput, match="no such database directory: .*nowhere"):
+        database_files(db_dir=tmp_path / "nowhere")
+    with pytest.raises(BadInput, match="no such database file: .*gone.db"):
+        database_files(db_file=tmp_path / "gone.db")
+    with pytest.raises(BadInput, match="not a file"):
+        database_files(db_file=tmp_path)
+
+
+def test_non_database_file_is_bad_input(tmp_path):
+    """A file that is not SQLite, or SQLite without an events table, is not an auditd-lite database."""
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database, just text " * 50)
+    with pytest.raises(BadInput, match=f"not an auditd-lite database: {junk}"):
+        open_ro(junk)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(BadInput, match="not an auditd-lite database"):
+        list(search([other], Filters()))
+
+
+def test_open_ro_cannot_write(dbdir):
+    """Connections from open_ro refuse writes, so a query can never modify evidence."""
+    before = (dbdir / ROTATED).read_bytes()
+    conn = open_ro(dbdir / ROTATED)
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("DELETE FROM events")
+    conn.close()
+    assert (dbdir / ROTATED).read_bytes() == before
+
+
+NOBODY_SCRIPT = textwrap.dedent("""
+    import sys
+    from auditd_lite.dbfiles import database_files
+    from auditd_lite.errors import BadInput
+    from auditd_lite.query import Filters, search
+    print(len(list(search(database_files(db_dir=sys.argv[1]), Filters()))))
+    for closed in sys.argv[2:]:
+        try:
+            database_files(db_dir=closed)
+        except BadInput as exc:
+            print(exc)
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to switch to nobody")
+def test_unprivileged_reader_gets_wal_files_and_a_clear_permission_message(dbdir):
+    """A user who may not create -shm files still reads WAL-mode files; an unreadable dir says why."""
+    shared = Path(tempfile.mkdtemp())
+    try:
+        os.chmod(shared, 0o755)
+        readable, closed = shared / "db", shared / "closed"
+        shutil.copytree(dbdir, readable)
+        readable.chmod(0o755)
+        closed.mkdir(mode=0o700)
+        for path in readable.iterdir():
+            path.chmod(0o444)
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-c", NOBODY_SCRIPT, str(readable), str(closed), str(closed / "inner")],
+            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.returncode == 0, result.stderr
+        count, message, inner = result.stdout.splitlines()
+        assert int(count) == len(ALL)
+        assert message == (f"cannot read {closed}: user nobody lacks read access; "
+                           "run as root or as a member of the group root, which owns it")
+        assert inner.startswith(f"cannot read {closed / 'inner'}: user nobody lacks read access; run as root")
+    finally:
+        shutil.rmtree(shared)
