@@ -153,6 +153,14 @@ def import_bcc():
     return bcc
 
 
+def _release_compiler_memory() -> None:
+    """Hand back to the system the heap clang and LLVM used while compiling."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory stays, nothing breaks
+        pass
+
+
 class Programs:
     """The loaded programs and their buffer, as one unit.
 
@@ -173,7 +181,8 @@ class Programs:
         except Exception as e:  # bcc raises bare Exception for compile and load failures
             raise CannotCapture(f"could not compile or load the BPF program: {e}; "
                                 "run 'auditd-lite doctor'") from None
-        self._attached = [tp for tp in TRACEPOINTS]
+        self._attached = list(TRACEPOINTS)
+        _release_compiler_memory()
         events = self.bpf["events"]
         if settings.transport == "perfbuf":
             def perf_cb(_cpu, data, size):
@@ -216,7 +225,6 @@ class Programs:
     def detach(self) -> None:
         """Stop capture; the buffer stays readable so it can be drained."""
         for tp in self._attached:
-            category, event = tp.split(":")
             try:
                 self.bpf.detach_tracepoint(tp)
             except Exception:  # already gone: nothing left to stop

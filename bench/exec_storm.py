@@ -85,13 +85,14 @@ class Daemon:
     def stop(self) -> dict:
         cpu_storm = cpu_seconds(self.proc.pid) - self.cpu_at_ready
         rss_kb = status_kb(self.proc.pid, "VmRSS")
+        anon_kb = status_kb(self.proc.pid, "RssAnon")
         self.proc.send_signal(signal.SIGTERM)
         _, status, usage = os.wait4(self.proc.pid, 0)
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         if self.proc.returncode != 0:
             self.err.seek(0)
             raise SystemExit(f"daemon failed: {self.err.read()[-2000:]}")
-        return {"cpu_storm_s": cpu_storm, "rss_kb": rss_kb, "peak_rss_kb": usage.ru_maxrss,
+        return {"cpu_storm_s": cpu_storm, "rss_kb": rss_kb, "anon_kb": anon_kb, "peak_rss_kb": usage.ru_maxrss,
                 "ready_s": self.ready_s}
 
 
@@ -151,6 +152,7 @@ def main() -> int:
         "lost_events": sum(c["lost"] for c in checks),
         "daemon_cpu_s_per_1000": statistics.median(c["cpu_storm_s"] for c in costs) / args.execs * 1000,
         "daemon_rss_mb": statistics.median(c["rss_kb"] for c in costs) / 1024,
+        "daemon_anon_rss_mb": statistics.median(c["anon_kb"] for c in costs) / 1024,
         "daemon_peak_rss_mb": statistics.median(c["peak_rss_kb"] for c in costs) / 1024,
         "ready_s": statistics.median(c["ready_s"] for c in costs),
     }
@@ -163,6 +165,7 @@ def main() -> int:
     print(f"| lost events (kernel counter) | {result['lost_events']} |")
     print(f"| daemon CPU s per 1,000 processes | {result['daemon_cpu_s_per_1000']:.3f} |")
     print(f"| daemon RSS after storm (MiB) | {result['daemon_rss_mb']:.1f} |")
+    print(f"| of which anonymous, not shared library pages (MiB) | {result['daemon_anon_rss_mb']:.1f} |")
     print(f"| daemon peak RSS incl. compile (MiB) | {result['daemon_peak_rss_mb']:.1f} |")
     print(f"| start to attached (s) | {result['ready_s']:.2f} |")
     if args.json:
