@@ -2,7 +2,8 @@
 
 A decoded record is a tuple in ``ROW_FIELDS`` order, the order in which the
 writer inserts it: tuples, not dicts, because this runs once per record on
-the hot path.
+the hot path. Flags are 0/1 ints, as SQLite gives them back, so the hash
+chain sees the same values when it is recomputed from the database.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Decoder:
                 EXIT_EVENT.unpack_from(raw))
             return ("exit", ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid, text(comm),
                     start, None, None, None, None, None, None, None, None, None, None,
-                    status, (status >> 8) & 0xFF, status & 0x7F, bool(status & 0x80), duration)
+                    status, (status >> 8) & 0xFF, status & 0x7F, int(bool(status & 0x80)), duration)
         if kind not in (EV_EXEC, EV_EXEC_FAILED):
             raise ValueError(f"unknown record type {kind}")
         (_, pid, tid, ppid, ts, start, uid, gid, comm, cgroup, euid, auid, ses, old_pid, err,
@@ -109,5 +110,5 @@ class Decoder:
             truncated = True
         return (EVENT_NAMES[kind], ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid,
                 text(comm), start, old_pid, euid, auid, ses, cgroup, filename, args, argc,
-                truncated, err if kind == EV_EXEC_FAILED else None,
+                int(truncated), err if kind == EV_EXEC_FAILED else None,
                 None, None, None, None, None)

@@ -46,6 +46,8 @@ class Batch(Base):
     count = Column(Integer, nullable=False)
     lost_kernel = Column(BigInteger, nullable=False, default=0)
     lost_user = Column(BigInteger, nullable=False, default=0)
+    prev_hash = Column(Text)  # hex SHA-256; see auditd_lite.chain
+    hash = Column(Text)
 
 
 class Event(Base):
@@ -90,6 +92,9 @@ class Event(Base):
 
 
 Index("ix_events_time", Event.time_ns)
+Index("ix_events_comm_time", Event.comm, Event.time_ns)
+Index("ix_events_pid_start", Event.pid, Event.start_ns)
+Index("ix_events_batch", Event.batch_id)
 
 
 class SeenProcess(Base):
