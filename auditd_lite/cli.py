@@ -83,6 +83,16 @@ def build_parser() -> Parser:
     r.add_argument("--max-arg-bytes", type=pos_int, metavar="N",
                    help="argument bytes kept per exec (4096)")
     r.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    r.add_argument("--rotate-size-mb", type=nonneg_int, metavar="N",
+                   help="rotate the live file when it passes N MiB (0: never)")
+    r.add_argument("--rotate-interval", metavar="DURATION",
+                   help="rotate the live file after DURATION, e.g. 1h or 1d")
+    r.add_argument("--keep", type=nonneg_int, metavar="N",
+                   help="rotated files to keep, newest first (0: keep all)")
+    r.add_argument("--min-free-mb", type=nonneg_int, metavar="N",
+                   help="below N MiB free, remove the oldest rotated files (only with --keep)")
+    r.add_argument("--synchronous", choices=("normal", "full"),
+                   help="SQLite durability: normal (default, WAL) or full (fsync every batch)")
 
     q = sub.add_parser(
         "query", help="search the recorded events",
@@ -116,6 +126,8 @@ def cmd_run(args) -> int:
         "db_dir": args.db_dir, "min_duration_ms": args.min_duration_ms, "print": args.print,
         "transport": args.transport, "buffer_kb": args.buffer_kb, "max_args": args.max_args,
         "max_arg_bytes": args.max_arg_bytes, "log_level": args.log_level,
+        "rotate_size_mb": args.rotate_size_mb, "rotate_interval": args.rotate_interval,
+        "keep": args.keep, "min_free_mb": args.min_free_mb, "synchronous": args.synchronous,
     })
     logsetup.configure(settings.log_level)
     from . import daemon

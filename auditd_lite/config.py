@@ -8,6 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import BadInput
+from .rotation import RotationPolicy
+from .timeparse import parse_duration
 
 DEFAULT_CONFIG = Path("/etc/auditd-lite/auditd-lite.toml")
 DEFAULT_DB_DIR = Path("/var/lib/auditd-lite")
@@ -26,6 +28,10 @@ class RunSettings:
     batch_ms: int = 200
     synchronous: str = "NORMAL"
     log_level: str = "info"
+    rotate_size_mb: int = 0  # 0: no size limit
+    rotate_interval: str = ""  # e.g. "1h", "1d"; empty: no time limit
+    keep: int = 0  # rotated files kept; 0 keeps all
+    min_free_mb: int = 0  # 0: no floor
 
     def validate(self, where: str = "settings") -> "RunSettings":
         def bad(key, why):
@@ -50,7 +56,21 @@ class RunSettings:
         self.synchronous = self.synchronous.upper()
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             bad("log_level", "must be debug, info, warning or error")
+        for key in ("rotate_size_mb", "keep", "min_free_mb"):
+            if getattr(self, key) < 0:
+                bad(key, "must be 0 or more")
+        if self.rotate_interval:
+            try:
+                parse_duration(self.rotate_interval)
+            except BadInput as e:
+                bad("rotate_interval", f"is invalid: {e}")
         return self
+
+    def rotation_policy(self) -> RotationPolicy:
+        return RotationPolicy(
+            size_mb=self.rotate_size_mb or None,
+            interval_s=parse_duration(self.rotate_interval) if self.rotate_interval else None,
+            keep=self.keep, min_free_mb=self.min_free_mb)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from .collector import STOP as STOP_WRITER, Collector
 from .config import RunSettings
 from .errors import CannotCapture
 from .records import Decoder
-from .writer import Attached, Seeds, Writer
+from .writer import Attached, BatchWriter, Seeds, Writer
 
 log = structlog.get_logger("auditd_lite.daemon")
 
@@ -44,6 +44,8 @@ def make_printer(stream):
 
 def run(settings: RunSettings) -> int:
     require_privileges()
+    # database files 0640, directories 0750: the evidence is not world-readable
+    os.umask(0o027)
     from . import loader  # imports bcc: only now that it is needed
 
     stop = threading.Event()
@@ -58,9 +60,9 @@ def run(settings: RunSettings) -> int:
     header, printer = make_printer(sys.stdout) if settings.print else (None, None)
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     decoder = Decoder(settings.max_args)
-    writer = Writer(settings.db_dir, inbox, decoder, settings.as_dict(),
-                    batch_size=settings.batch_size, batch_ms=settings.batch_ms,
-                    synchronous=settings.synchronous, printer=printer)
+    batch_writer = BatchWriter(settings.db_dir, settings.as_dict(), batch_size=settings.batch_size,
+                               synchronous=settings.synchronous, rotation=settings.rotation_policy())
+    writer = Writer(batch_writer, inbox, decoder, batch_ms=settings.batch_ms, printer=printer)
     writer.start()
     writer.ready.wait()
     if writer.error is not None:
@@ -106,6 +108,6 @@ def run(settings: RunSettings) -> int:
     if writer.error is not None:
         log.error("daemon_stopped", status=1, error=str(writer.error))
         return 1
-    log.info("daemon_stopped", status=status, events_written=writer.events_written,
-             lost_kernel=writer.lost_kernel)
+    log.info("daemon_stopped", status=status, events_written=batch_writer.events_written,
+             lost_kernel=batch_writer.lost_kernel, lost_user=batch_writer.lost_user)
     return status

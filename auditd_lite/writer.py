@@ -1,33 +1,350 @@
-"""The writer thread: batches records into the live database, one transaction a batch.
+"""Writing records: the batch writer (storage) and the writer thread (the pipeline stage).
 
-It owns the only read-write connection (DESIGN decision 8) and is the only
-thread that touches it: it opens it, migrates, records the run and closes it.
+The batch writer owns the only read-write connection (DESIGN decision 8):
+it takes the directory lock, migrates, records the run, writes one
+transaction per batch with its link in the hash chain, rotates between
+batches, and holds records in memory while the disk is full.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import queue
+import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 
-from . import __version__, hostinfo, store
+from . import __version__, chain, hostinfo, rotation, store
 from .collector import STOP, Handover
+from .errors import CannotCapture
 from .records import ROW_FIELDS, Decoder
+from .rotation import RotationPolicy
 from .schema import Batch, Event, Run, SeenProcess
 
 log = structlog.get_logger("auditd_lite.writer")
 
-_EVENT_COLUMNS = ("id", "run_id", "batch_id") + ROW_FIELDS
+assert chain.EVENT_COLUMNS == ("id", "run_id", "batch_id") + ROW_FIELDS
 # Core on the hot path, at driver level: one executemany per batch with
 # tuples in column order; the ORM's unit of work has no place here.
-INSERT_EVENTS = (f"INSERT INTO {Event.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
-                 f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})")
+INSERT_EVENTS = (f"INSERT INTO {Event.__tablename__} ({', '.join(chain.EVENT_COLUMNS)}) "
+                 f"VALUES ({', '.join('?' * len(chain.EVENT_COLUMNS))})")
+LOCK_NAME = "audit.lock"
+RETRY_S = 1.0  # how often a full disk is tried again
+
+__all__ = ["BatchWriter", "RotationPolicy", "Writer", "Attached", "Seeds"]
+
+
+def _storage_error(e: OperationalError) -> bool:
+    """SQLITE_FULL or an I/O error: the disk, not the data, is the problem."""
+    code = getattr(e.orig, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "disk is full" in str(e.orig)
+
+
+def live_is_damaged(path: Path) -> str | None:
+    """Why ``path`` cannot serve as the live database, or None if it can."""
+    if not path.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            check = con.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    if check != "ok":
+        return f"integrity check: {check}"
+    if tables and "events" not in tables:
+        return "not an auditd-lite database"
+    return None
+
+
+class BatchWriter:
+    def __init__(self, db_dir: Path, run_settings: dict, batch_size: int = 1000,
+                 synchronous: str = "NORMAL", rotation: RotationPolicy = RotationPolicy(),
+                 hold_limit: int = 200_000):
+        self.db_dir = Path(db_dir)
+        self.run_settings = run_settings
+        self.batch_size = batch_size
+        self.synchronous = synchronous
+        self.rotation = rotation
+        self.hold_limit = hold_limit
+        self.run_id = None
+        self.events_written = 0
+        self.lost_kernel = 0  # as recorded in batches
+        self.lost_user = 0  # records dropped because the disk stayed full too long
+        self._lost_kernel_pending = 0
+        self._lost_user_pending = 0
+        self._held: list[tuple] = []
+        self._disk_full_since: float | None = None
+        self._next_retry = 0.0
+        self._conn = None
+        self._engine = None
+        self._lock_fd = None
+        self._run_row: dict = {}
+
+    # -- opening and closing -------------------------------------------------
+
+    def open(self) -> None:
+        store.prepare_dir(self.db_dir)
+        self._lock()
+        live = self.db_dir / store.LIVE_NAME
+        why = live_is_damaged(live)
+        if why:
+            aside = self.db_dir / f"audit-damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db.damaged"
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(live) + suffix)
+                if src.exists():
+                    os.replace(src, Path(str(aside) + suffix))
+            log.warning("live_database_damaged", path=str(live), moved_to=str(aside), reason=why)
+        self._last_hash, self._next_event_id, self._next_batch_id = self._chain_tail(live)
+        self._open_live()
+        now = time.time_ns()
+        self._run_row = dict(
+            boot_id=hostinfo.boot_id(), host=hostinfo.host(), kernel=hostinfo.kernel(),
+            version=__version__, settings=json.dumps(self.run_settings, sort_keys=True),
+            started_ns=now, lost_kernel=0, lost_user=0, events_written=0)
+        self.run_id = self._conn.execute(
+            Run.__table__.insert().values(**self._run_row)).inserted_primary_key[0]
+        self._conn.commit()
+        self._run_row["id"] = self.run_id
+        log.info("database_opened", path=str(live), run_id=self.run_id)
+
+    def _lock(self) -> None:
+        fd = os.open(self.db_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CannotCapture(f"another auditd-lite is already writing to {self.db_dir}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _chain_tail(self, live: Path) -> tuple[str, int, int]:
+        """(last hash, next event id, next batch id): from the live file, else the newest rotated one."""
+        candidates = [live] if live.exists() else []
+        candidates += list(reversed(rotation.rotated_files(self.db_dir)))
+        for path in candidates:
+            try:
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    row = con.execute("SELECT hash, id FROM batches WHERE hash IS NOT NULL "
+                                      "ORDER BY id DESC LIMIT 1").fetchone()
+                    max_event = con.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+                    unclean = con.execute("SELECT id, started_ns FROM runs WHERE stopped_ns IS NULL"
+                                          ).fetchall()
+                finally:
+                    con.close()
+            except sqlite3.DatabaseError as e:
+                log.warning("database_unreadable", path=str(path), error=str(e))
+                continue
+            for run_id, started in unclean:
+                log.warning("previous_run_unclean", run_id=run_id, started_ns=started, path=str(path))
+            if row is None:
+                if path == live:
+                    continue  # a live file without batches yet: the chain is in an older file
+                return chain.GENESIS, max_event + 1, 1
+            return row[0], max_event + 1, row[1] + 1
+        return chain.GENESIS, 1, 1
+
+    def _open_live(self) -> None:
+        self._engine, self._conn = store.open_live(self.db_dir, self.synchronous)
+        r = self._conn.exec_driver_sql("SELECT min(time_ns), max(time_ns) FROM events").fetchone()
+        self._file_first_ns, self._file_last_ns = r
+        self._conn.rollback()  # end the read so each batch can begin its own transaction
+        self._file_opened = time.monotonic()
+
+    def close(self, clean: bool = True) -> None:
+        if self._held:
+            self._try_write_held(force=True)
+        if self._held:
+            self._drop_held(len(self._held), "shutdown with the disk still full")
+        conn = self._conn
+        if conn is not None:
+            if clean:
+                try:
+                    conn.execute(update(Run).where(Run.id == self.run_id).values(
+                        stopped_ns=time.time_ns()))
+                    conn.commit()
+                except OperationalError as e:
+                    log.error("run_not_closed", error=str(e.orig))
+            try:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            except OperationalError:
+                pass
+            conn.close()
+            self._engine.dispose()
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("database_closed", run_id=self.run_id, events_written=self.events_written,
+                 lost_kernel=self.lost_kernel, lost_user=self.lost_user, clean=clean)
+
+    # -- writing -------------------------------------------------------------
+
+    def note_lost_kernel(self, n: int) -> None:
+        """Records the kernel dropped since the last call; stored with the next batch."""
+        self._lost_kernel_pending += n
+
+    def write(self, rows: list[tuple]) -> None:
+        """Write ``rows`` in batches; while the disk is full, hold them (bounded)."""
+        if self._held or self._disk_full_since is not None:
+            self._held.extend(rows)
+            self._try_write_held()
+            return
+        for i in range(0, max(len(rows), 1), self.batch_size):
+            chunk = rows[i:i + self.batch_size]
+            if not chunk and not self._lost_kernel_pending:
+                return
+            if not self._write_batch(chunk):
+                self._held.extend(rows[i:])
+                self._bound_held()
+                return
+            self.maybe_rotate()
+
+    def _try_write_held(self, force: bool = False) -> None:
+        if not force and time.monotonic() < self._next_retry:
+            self._bound_held()
+            return
+        while self._held:
+            chunk = self._held[:self.batch_size]
+            if not self._write_batch(chunk):
+                self._bound_held()
+                return
+            del self._held[:len(chunk)]
+        if self._disk_full_since is not None:
+            log.info("disk_space_returned", after_s=round(time.monotonic() - self._disk_full_since, 1),
+                     lost_user=self.lost_user)
+            self._disk_full_since = None
+        self.maybe_rotate()
+
+    def _bound_held(self) -> None:
+        excess = len(self._held) - self.hold_limit
+        if excess > 0:
+            self._drop_held(excess, "disk full longer than the memory bound")
+
+    def _drop_held(self, n: int, why: str) -> None:
+        del self._held[:n]  # the oldest go first; what is dropped is counted
+        self._lost_user_pending += n
+        self.lost_user += n
+        log.error("events_lost", where="user", count=n, reason=why, lost_user=self.lost_user)
+
+    def _write_batch(self, rows: list[tuple]) -> bool:
+        conn = self._conn
+        batch_id = self._next_batch_id
+        first = self._next_event_id
+        last = first + len(rows) - 1
+        lost_k, lost_u = self._lost_kernel_pending, self._lost_user_pending
+        run_id = self.run_id
+        full = [(first + i, run_id, batch_id) + row for i, row in enumerate(rows)]
+        header = (batch_id, run_id, time.time_ns(), first if rows else None,
+                  last if rows else None, len(rows), lost_k, lost_u)
+        digest = chain.batch_hash(self._last_hash, header, map(chain.row_digest, full))
+        try:
+            with conn.begin():
+                conn.execute(Batch.__table__.insert().values(
+                    dict(zip(chain.BATCH_HEADER, header), prev_hash=self._last_hash, hash=digest)))
+                if full:
+                    conn.exec_driver_sql(INSERT_EVENTS, full)
+                conn.execute(update(Run).where(Run.id == run_id).values(
+                    events_written=Run.events_written + len(rows),
+                    lost_kernel=Run.lost_kernel + lost_k, lost_user=Run.lost_user + lost_u))
+        except OperationalError as e:
+            if not _storage_error(e):
+                raise
+            if self._disk_full_since is None:
+                self._disk_full_since = time.monotonic()
+                log.error("disk_full", path=str(self.db_dir), error=str(e.orig),
+                          held=len(self._held) + len(rows), hold_limit=self.hold_limit)
+            self._next_retry = time.monotonic() + RETRY_S
+            return False
+        self._last_hash = digest
+        self._next_batch_id += 1
+        self._next_event_id = last + 1
+        self._lost_kernel_pending -= lost_k
+        self._lost_user_pending -= lost_u
+        self.lost_kernel += lost_k
+        self.events_written += len(rows)
+        if rows:
+            times = [r[1] for r in rows]
+            lo, hi = min(times), max(times)
+            self._file_first_ns = lo if self._file_first_ns is None else min(lo, self._file_first_ns)
+            self._file_last_ns = hi if self._file_last_ns is None else max(hi, self._file_last_ns)
+        log.debug("batch_written", batch_id=batch_id, records=len(rows), lost_kernel=lost_k)
+        return True
+
+    def write_seeds(self, processes: list[dict]) -> None:
+        now = time.time_ns()
+        try:
+            with self._conn.begin():
+                if processes:
+                    self._conn.execute(SeenProcess.__table__.insert(), [
+                        dict(p, run_id=self.run_id, time_ns=now) for p in processes])
+        except OperationalError as e:
+            if not _storage_error(e):
+                raise
+            log.error("seeds_not_written", error=str(e.orig), count=len(processes))
+            return
+        log.info("processes_seeded", count=len(processes))
+
+    def set_attached(self, time_ns: int) -> None:
+        self._run_row["attached_ns"] = time_ns
+        try:
+            self._conn.execute(update(Run).where(Run.id == self.run_id).values(attached_ns=time_ns))
+            self._conn.commit()
+        except OperationalError as e:
+            if not _storage_error(e):
+                raise
+
+    # -- rotation ------------------------------------------------------------
+
+    def maybe_rotate(self) -> None:
+        """Called between batches: rotate on size or age, and keep free space above the floor."""
+        policy = self.rotation
+        if self._disk_full_since is None and self._file_first_ns is not None:
+            due = False
+            if policy.size_mb:
+                live = self.db_dir / store.LIVE_NAME
+                size = sum(os.path.getsize(p) for p in (live, Path(f"{live}-wal")) if p.exists())
+                due = size >= policy.size_mb * 1024 * 1024
+            if policy.interval_s and time.monotonic() - self._file_opened >= policy.interval_s:
+                due = True
+            if due:
+                self.rotate()
+        for p in rotation.make_room(self.db_dir, policy):
+            log.warning("rotated_file_removed_for_space", path=str(p), min_free_mb=policy.min_free_mb)
+
+    def rotate(self) -> Path:
+        conn = self._conn
+        # a rotated file is read by users who cannot create its -shm: leave it
+        # as a plain rollback-journal database, everything checkpointed in
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.exec_driver_sql("PRAGMA journal_mode=DELETE")
+        conn.close()
+        self._engine.dispose()
+        live = self.db_dir / store.LIVE_NAME
+        target = rotation.rotated_path(self.db_dir, self._file_first_ns, self._file_last_ns)
+        os.replace(live, target)
+        os.chmod(target, rotation.ROTATED_MODE)
+        self._open_live()
+        # the run goes on in the new file: it needs its own copy of the run row
+        with self._conn.begin():
+            self._conn.execute(Run.__table__.insert().values(
+                **dict(self._run_row, lost_kernel=0, lost_user=0, events_written=0)))
+        deleted = rotation.apply_retention(self.db_dir, self.rotation.keep)
+        log.info("rotated", path=str(target), deleted=[str(p) for p in deleted])
+        return target
 
 
 class Attached:
@@ -45,35 +362,30 @@ class Seeds:
 
 
 class Writer(threading.Thread):
-    def __init__(self, db_dir: Path, inbox: queue.Queue, decoder: Decoder, settings: dict,
-                 batch_size: int = 1000, batch_ms: int = 200, synchronous: str = "NORMAL",
-                 printer: Callable[[list], None] | None = None):
+    """The pipeline stage: takes hand-overs from the collector, decodes, batches, writes."""
+
+    def __init__(self, batch_writer: BatchWriter, inbox: queue.Queue, decoder: Decoder,
+                 batch_ms: int = 200, printer: Callable[[list], None] | None = None):
         super().__init__(name="writer", daemon=True)
-        self.db_dir = db_dir
+        self.bw = batch_writer
         self.inbox = inbox
         self.decoder = decoder
-        self.settings = settings
-        self.batch_size = batch_size
         self.batch_s = batch_ms / 1000
-        self.synchronous = synchronous
         self.printer = printer
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.heartbeat = time.monotonic()
-        self.events_written = 0
-        self.lost_kernel = 0
-        self.run_id = None
-        self._conn = None
         self._pending: list = []
         self._first_at = 0.0
         self._lost_seen = 0
-        self._lost_written = 0
 
-    # -- thread body ---------------------------------------------------------
+    @property
+    def run_id(self):
+        return self.bw.run_id
 
     def run(self) -> None:
         try:
-            self._open()
+            self.bw.open()
         except BaseException as e:  # reported to the main thread, which exits with it
             self.error = e
             self.ready.set()
@@ -81,26 +393,13 @@ class Writer(threading.Thread):
         self.ready.set()
         try:
             self._loop()
-            self._close(clean=True)
+            self.bw.close(clean=True)
         except BaseException as e:
             self.error = e
             log.error("writer_failed", error=str(e))
 
-    def _open(self) -> None:
-        _engine, self._conn = store.open_live(self.db_dir, self.synchronous)
-        conn = self._conn
-        self._next_event_id = (conn.scalar(select(func.max(Event.id))) or 0) + 1
-        self._next_batch_id = (conn.scalar(select(func.max(Batch.id))) or 0) + 1
-        now = time.time_ns()
-        self.run_id = conn.execute(Run.__table__.insert().values(
-            boot_id=hostinfo.boot_id(), host=hostinfo.host(), kernel=hostinfo.kernel(),
-            version=__version__, settings=json.dumps(self.settings, sort_keys=True),
-            started_ns=now, lost_kernel=0, lost_user=0, events_written=0,
-        )).inserted_primary_key[0]
-        conn.commit()
-        log.info("database_opened", path=str(self.db_dir / store.LIVE_NAME), run_id=self.run_id)
-
     def _loop(self) -> None:
+        batch_size = self.bw.batch_size
         while True:
             self.heartbeat = time.monotonic()
             timeout = 0.5
@@ -119,22 +418,19 @@ class Writer(threading.Thread):
                         self._first_at = time.monotonic()
                     self._pending.extend(item.raw)
                 if item.lost_kernel != self._lost_seen:
-                    log.warning("events_lost", lost_total=item.lost_kernel,
-                                new=item.lost_kernel - self._lost_seen)
+                    new = item.lost_kernel - self._lost_seen
+                    log.warning("events_lost", where="kernel", count=new, lost_total=item.lost_kernel)
+                    self.bw.note_lost_kernel(new)
                     self._lost_seen = item.lost_kernel
             elif isinstance(item, Attached):
-                self._conn.execute(update(Run).where(Run.id == self.run_id)
-                                   .values(attached_ns=item.time_ns))
-                self._conn.commit()
+                self.bw.set_attached(item.time_ns)
             elif isinstance(item, Seeds):
-                self._write_seeds(item.processes)
-            if len(self._pending) >= self.batch_size or (
+                self.bw.write_seeds(item.processes)
+            if len(self._pending) >= batch_size or (
                     self._pending and time.monotonic() - self._first_at >= self.batch_s):
                 self._flush()
-            elif not self._pending and self._lost_seen != self._lost_written:
-                self._flush()
-
-    # -- writing -------------------------------------------------------------
+            elif item is None:
+                self._flush()  # idle: lost counts, held records and time-based rotation
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -142,50 +438,6 @@ class Writer(threading.Thread):
         rows = [self.decoder.decode(raw) for raw in pending]
         if self.printer is not None and rows:
             self.printer(rows)
-        for i in range(0, len(rows), self.batch_size):
-            self._write_batch(rows[i:i + self.batch_size])
-        if not rows and self._lost_seen != self._lost_written:
-            self._write_batch([])
-
-    def _write_batch(self, rows: list[tuple]) -> None:
-        conn = self._conn
-        batch_id = self._next_batch_id
-        first = self._next_event_id
-        last = first + len(rows) - 1
-        lost = self._lost_seen - self._lost_written
-        with conn.begin():
-            conn.execute(Batch.__table__.insert().values(
-                id=batch_id, run_id=self.run_id, written_ns=time.time_ns(),
-                first_event_id=first if rows else None, last_event_id=last if rows else None,
-                count=len(rows), lost_kernel=lost, lost_user=0))
-            if rows:
-                run_id = self.run_id
-                conn.exec_driver_sql(INSERT_EVENTS, [
-                    (first + i, run_id, batch_id) + row for i, row in enumerate(rows)])
-            conn.execute(update(Run).where(Run.id == self.run_id).values(
-                events_written=Run.events_written + len(rows),
-                lost_kernel=Run.lost_kernel + lost))
-        self._next_batch_id += 1
-        self._next_event_id = last + 1
-        self._lost_written = self._lost_seen
-        self.events_written += len(rows)
-        self.lost_kernel = self._lost_written
-        log.debug("batch_written", batch_id=batch_id, records=len(rows), lost=lost)
-
-    def _write_seeds(self, processes: list[dict]) -> None:
-        now = time.time_ns()
-        with self._conn.begin():
-            if processes:
-                self._conn.execute(SeenProcess.__table__.insert(), [
-                    dict(p, run_id=self.run_id, time_ns=now) for p in processes])
-        log.info("processes_seeded", count=len(processes))
-
-    def _close(self, clean: bool) -> None:
-        conn = self._conn
-        if clean:
-            conn.execute(update(Run).where(Run.id == self.run_id).values(stopped_ns=time.time_ns()))
-            conn.commit()
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.close()
-        log.info("database_closed", run_id=self.run_id, events_written=self.events_written,
-                 lost_kernel=self.lost_kernel, clean=clean)
+        self.bw.write(rows)
+        if not rows:
+            self.bw.maybe_rotate()

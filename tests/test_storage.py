@@ -1,0 +1,326 @@
+"""Storage that lasts: migrations, rotation, retention, the hash chain, locks, damage, disk full.
+
+All against real SQLite files written through the real BatchWriter.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from auditd_lite import chain, rotation, store
+from auditd_lite.errors import CannotCapture
+from auditd_lite.writer import BatchWriter, RotationPolicy
+
+T0 = 1_795_000_000 * 10**9
+
+
+def rows(n: int, start: int = 0, t0: int = T0, argbytes: int = 40) -> list[tuple]:
+    """n alternating exec/exit rows in records.ROW_FIELDS order."""
+    out = []
+    for i in range(start, start + n):
+        t = t0 + i * 1_000_000
+        pid = 1000 + i // 2
+        if i % 2 == 0:
+            out.append(("exec", t, pid, pid, 1, 0, 0, "sh", t - 5, pid, 0, 4294967295, 4294967295, 1,
+                        "/bin/sh", b"sh\0-c\0" + b"x" * argbytes, 3, 0, None,
+                        None, None, None, None, None))
+        else:
+            out.append(("exit", t, pid, pid, 1, 0, 0, "sh", t - 1_000_005, None, None, None, None,
+                        None, None, None, None, None, None, 256, 1, 0, 0, 1_000_000))
+    return out
+
+
+def writer(db_dir: Path, **kw) -> BatchWriter:
+    bw = BatchWriter(db_dir, {"test": True}, **kw)
+    bw.open()
+    return bw
+
+
+def all_files(db_dir: Path) -> list[Path]:
+    """Oldest first: rotated by name, then the live file."""
+    live = db_dir / store.LIVE_NAME
+    return rotation.rotated_files(db_dir) + ([live] if live.exists() else [])
+
+
+def verify(db_dir: Path) -> list[chain.Problem]:
+    problems: list[chain.Problem] = []
+    seq = []
+    for path in all_files(db_dir):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        seq.append((path.name, chain.check_file(con, path.name, problems)))
+        con.close()
+    chain.check_sequence(seq, problems)
+    return problems
+
+
+def count_events(db_dir: Path) -> int:
+    total = 0
+    for path in all_files(db_dir):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        total += con.execute("SELECT count(*) FROM events").fetchone()[0]
+        con.close()
+    return total
+
+
+class TestMigrations:
+    def test_upgrade_from_first_revision_keeps_every_row(self, tmp_path):
+        """A database at revision 0001 with rows is upgraded to head and every row is still there."""
+        path = tmp_path / "audit.db"
+        engine = store.engine_for(path)
+        with engine.connect() as conn:
+            store.upgrade(conn, "0001")
+            conn.exec_driver_sql(
+                "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, "
+                "lost_kernel, lost_user, events_written) VALUES (1,'b','h','k','v','{}',1,0,0,2)")
+            conn.exec_driver_sql(
+                "INSERT INTO batches (id, run_id, written_ns, count, lost_kernel, lost_user) "
+                "VALUES (1, 1, 5, 2, 0, 0)")
+            for i, r in enumerate(rows(2), start=1):
+                conn.exec_driver_sql(
+                    f"INSERT INTO events VALUES ({', '.join('?' * 27)})", (i, 1, 1) + r)
+            conn.commit()
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+            store.upgrade(conn)
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+            got = conn.exec_driver_sql("SELECT id, event, argv FROM events ORDER BY id").fetchall()
+            assert got == [(1, "exec", rows(1)[0][15]), (2, "exit", None)]
+            indexes = {r[0] for r in conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type='index'")}
+            assert {"ix_events_comm_time", "ix_events_pid_start"} <= indexes
+        engine.dispose()
+
+    def test_new_database_is_at_head_with_modes(self, tmp_path):
+        """A fresh live database is at the head revision, 0640 in a 0750 directory."""
+        old = os.umask(0o027)
+        try:
+            bw = writer(tmp_path / "db")
+            bw.close()
+        finally:
+            os.umask(old)
+        live = tmp_path / "db" / "audit.db"
+        assert stat.S_IMODE(live.stat().st_mode) == 0o640
+        assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o750
+        con = sqlite3.connect(live)
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+
+
+class TestRotation:
+    def test_size_rotation_loses_nothing_and_chains_across_files(self, tmp_path):
+        """Rotating every 1 MiB: every row lands in some file, files are 0440 and the chain verifies."""
+        db = tmp_path / "db"
+        bw = writer(db, rotation=RotationPolicy(size_mb=1))
+        total = 0
+        for k in range(30):
+            batch = rows(1000, start=total, argbytes=200)
+            bw.write(batch)
+            total += len(batch)
+        bw.close()
+        rotated = rotation.rotated_files(db)
+        assert len(rotated) >= 3
+        assert count_events(db) == total
+        for p in rotated:
+            assert stat.S_IMODE(p.stat().st_mode) == 0o440
+            assert p.name.startswith("audit-2026") and p.name.endswith("Z.db")
+            con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            # each file carries the run its records belong to
+            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+        assert verify(db) == []
+
+    def test_retention_keeps_newest(self, tmp_path):
+        """--keep 2 leaves only the two newest rotated files."""
+        db = tmp_path / "db"
+        bw = writer(db, rotation=RotationPolicy(size_mb=1, keep=2))
+        for k in range(30):
+            bw.write(rows(1000, start=k * 1000, argbytes=200))
+        names_before_close = [p.name for p in rotation.rotated_files(db)]
+        bw.close()
+        assert len(names_before_close) == 2
+        assert names_before_close == sorted(names_before_close)
+
+    def test_rotated_name_never_overwrites(self, tmp_path):
+        """Two rotations with the same time range get distinct names."""
+        a = rotation.rotated_path(tmp_path, T0, T0)
+        a.write_text("x")
+        b = rotation.rotated_path(tmp_path, T0, T0)
+        assert a != b and not b.exists()
+
+    def test_interval_rotation(self, tmp_path):
+        """A time-based policy rotates a non-empty live file once the interval has passed."""
+        db = tmp_path / "db"
+        bw = writer(db, rotation=RotationPolicy(interval_s=0.2))
+        bw.write(rows(10))
+        time.sleep(0.25)
+        bw.maybe_rotate()
+        bw.write(rows(10, start=10))
+        bw.close()
+        assert len(rotation.rotated_files(db)) == 1
+        assert count_events(db) == 20
+        assert verify(db) == []
+
+
+class TestChain:
+    def _filled(self, tmp_path, rotate=False) -> Path:
+        db = tmp_path / "db"
+        bw = writer(db, batch_size=100, rotation=RotationPolicy(size_mb=1 if rotate else None))
+        for k in range(30 if rotate else 3):
+            bw.write(rows(1000 if rotate else 300, start=k * 1000, argbytes=200))
+        bw.close()
+        return db
+
+    def test_intact(self, tmp_path):
+        """A freshly written directory verifies with no problem."""
+        assert verify(self._filled(tmp_path)) == []
+
+    def test_edited_row_detected(self, tmp_path):
+        """Changing one exit code is reported with the file and batch."""
+        db = self._filled(tmp_path)
+        con = sqlite3.connect(db / "audit.db")
+        con.execute("UPDATE events SET exit_code = 0 WHERE id = 250")
+        con.commit()
+        problems = verify(db)
+        assert [(p.file, p.batch_id) for p in problems] == [("audit.db", 3)]
+        assert "hash mismatch" in problems[0].reason
+
+    def test_deleted_batch_detected(self, tmp_path):
+        """Deleting a batch and its rows breaks the chain at the next batch."""
+        db = self._filled(tmp_path)
+        con = sqlite3.connect(db / "audit.db")
+        con.execute("DELETE FROM events WHERE batch_id = 4")
+        con.execute("DELETE FROM batches WHERE id = 4")
+        con.commit()
+        problems = verify(db)
+        assert any(p.batch_id == 5 and "chain broken" in p.reason for p in problems)
+
+    def test_removed_middle_file_detected(self, tmp_path):
+        """Removing a rotated file from the middle is reported on the file after the gap."""
+        db = self._filled(tmp_path, rotate=True)
+        rotated = rotation.rotated_files(db)
+        assert len(rotated) >= 3
+        rotated[1].unlink()
+        problems = verify(db)
+        assert [p.file for p in problems] == [rotated[2].name]
+        assert "does not continue the chain" in problems[0].reason
+
+    def test_restart_continues_chain(self, tmp_path):
+        """A second run in the same directory links its first batch to the last of the first run."""
+        db = tmp_path / "db"
+        for k in range(2):
+            bw = writer(db)
+            bw.write(rows(50, start=k * 50))
+            bw.close()
+        assert verify(db) == []
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("SELECT count(*) FROM runs WHERE stopped_ns IS NOT NULL").fetchone()[0] == 2
+
+
+class TestSafety:
+    def test_second_writer_refused(self, tmp_path):
+        """Only one writer per directory: a second open is refused, naming the directory."""
+        db = tmp_path / "db"
+        bw = writer(db)
+        with pytest.raises(CannotCapture, match="already writing"):
+            writer(db)
+        bw.close()
+
+    def test_unclean_run_stays_visible(self, tmp_path):
+        """A run that did not stop cleanly keeps stopped_ns NULL; the next run records cleanly."""
+        db = tmp_path / "db"
+        bw = writer(db)
+        bw.write(rows(10))
+        bw.close(clean=False)
+        bw = writer(db)
+        bw.close()
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("SELECT id FROM runs WHERE stopped_ns IS NULL").fetchall() == [(1,)]
+
+    def test_damaged_live_file_moved_aside(self, tmp_path):
+        """A live file that is not a database is moved aside and a new one started."""
+        db = tmp_path / "db"
+        db.mkdir()
+        (db / "audit.db").write_bytes(b"this is not sqlite" * 100)
+        bw = writer(db)
+        bw.write(rows(4))
+        bw.close()
+        aside = list(db.glob("audit-damaged-*.db.damaged"))
+        assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not sqlite")
+        assert count_events(db) == 4
+
+    def test_foreign_database_as_live_moved_aside(self, tmp_path):
+        """A SQLite file of another application named audit.db is not written into."""
+        db = tmp_path / "db"
+        db.mkdir()
+        con = sqlite3.connect(db / "audit.db")
+        con.execute("CREATE TABLE customers (name TEXT)")
+        con.commit()
+        con.close()
+        writer(db).close()
+        assert len(list(db.glob("audit-damaged-*.db.damaged"))) == 1
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 3 MiB tmpfs: a disk that really fills."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+class TestDiskFull:
+    def test_full_disk_holds_then_resumes(self, tiny_fs):
+        """With the disk full, records are held (bounded, the excess counted as lost) and written
+        when space returns; the database stays intact."""
+        db = tiny_fs / "db"
+        bw = writer(db, hold_limit=3000)
+        bw.write(rows(100))
+        filler = tiny_fs / "filler"
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        written_before = bw.events_written
+        start = 100
+        for _ in range(6):
+            bw.write(rows(1000, start=start))
+            start += 1000
+        assert bw.events_written == written_before  # nothing could be written
+        assert bw.lost_user == 6000 - 3000
+        filler.unlink()
+        time.sleep(1.1)  # the retry interval
+        bw.write(rows(10, start=start))
+        start += 10
+        bw.close()
+        assert bw.lost_user == 3000
+        assert count_events(db) == 100 + 3000 + 10
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT sum(lost_user) FROM batches").fetchone()[0] == 3000
+        assert con.execute("SELECT lost_user FROM runs").fetchone()[0] == 3000
+        assert verify(db) == []
+
+    def test_min_free_removes_oldest_rotated(self, tiny_fs):
+        """Below --min-free-mb, with retention on, the oldest rotated files go first."""
+        db = tiny_fs / "db"
+        bw = writer(db, rotation=RotationPolicy(size_mb=0.25, keep=50, min_free_mb=2))
+        for k in range(8):
+            bw.write(rows(1000, start=k * 1000, argbytes=100))
+        bw.close()
+        assert rotation.free_mb(db) >= 1.5
+        remaining = rotation.rotated_files(db)
+        assert remaining, "the newest rotated files stay"
