@@ -77,6 +77,11 @@ def check_file(conn: sqlite3.Connection, name: str, problems: list[Problem],
     left out of a batch whose other rows it carries.
     """
     cols = ", ".join(EVENT_COLUMNS)
+    batch_cols = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
+    if "hash" not in batch_cols:
+        problems.append(Problem(name, None, "written before the hash chain (schema revision 0001): "
+                                "nothing to verify"))
+        return FileChain(None, None, 0)
     batches = conn.execute(
         f"SELECT {', '.join(BATCH_HEADER)}, prev_hash, hash FROM batches ORDER BY id").fetchall()
     rows = conn.execute(f"SELECT {cols} FROM events ORDER BY id")

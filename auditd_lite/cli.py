@@ -116,7 +116,36 @@ def build_parser() -> Parser:
     q.add_argument("--event", choices=EVENTS)
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     q.add_argument("--limit", type=pos_int, metavar="N")
+    add_storage_commands(sub)
     return p
+
+
+def add_storage_commands(sub) -> None:
+    s = sub.add_parser(
+        "stats", help="counts, loss, files and runs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="What is recorded, what was lost and when, the database files and the "
+                    "daemon runs (unclean stops flagged: a gap in coverage).",
+        epilog="examples:\n  auditd-lite stats\n  auditd-lite stats --db case-118.db --format json")
+    add_db_source(s)
+    s.add_argument("--format", choices=("table", "json"), default="table")
+
+    d = sub.add_parser(
+        "db", help="schema revision of the databases, and upgrading them",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The daemon upgrades its live database at start; these do it by hand. "
+                    "Rotated files are read-only and are read at whatever revision they have.",
+        epilog="examples:\n  auditd-lite db current\n  auditd-lite db upgrade --db-dir /var/lib/auditd-lite")
+    dsub = d.add_subparsers(dest="db_command", metavar="ACTION", parser_class=Parser)
+    dsub.required = True
+    cur = dsub.add_parser("current", help="print each file's schema revision",
+                          description="Print the Alembic revision of every database file.")
+    add_db_source(cur)
+    up = dsub.add_parser("upgrade", help="bring the live database to the newest revision",
+                         description="Upgrade DIR/audit.db to the head revision (the daemon "
+                                     "must not be running).")
+    up.add_argument("--db-dir", type=Path, metavar="DIR",
+                    help="database directory (default /var/lib/auditd-lite)")
 
 
 def cmd_run(args) -> int:
@@ -161,7 +190,39 @@ def cmd_query(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "query": cmd_query}
+def cmd_stats(args) -> int:
+    import json
+
+    from . import dbfiles, stats
+
+    db_dir = default_db_dir(args)
+    result = stats.collect(dbfiles.database_files(db_dir=db_dir, db_file=args.db), db_dir)
+    if args.format == "json":
+        print(json.dumps(result))
+    else:
+        print(stats.render_table(result))
+    return 0
+
+
+def cmd_db(args) -> int:
+    from . import dbfiles, stats
+
+    if args.db_command == "current":
+        for path in dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db):
+            conn = dbfiles.open_ro(path)
+            try:
+                print(f"{path}: {stats.revision_of(conn) or 'unknown'}")
+            finally:
+                conn.close()
+        return 0
+    from .config import DEFAULT_DB_DIR
+    from .store import upgrade_live
+
+    print(upgrade_live(args.db_dir or DEFAULT_DB_DIR))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "query": cmd_query, "stats": cmd_stats, "db": cmd_db}
 
 
 def main(argv: list[str] | None = None) -> int:

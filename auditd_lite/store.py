@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 
-from .errors import BadInput
+from .errors import BadInput, CannotCapture
 from .resources import resource_dir
 
 LIVE_NAME = "audit.db"
+LOCK_NAME = "audit.lock"  # held by the one writer; stats reads it to tell a running daemon
 DIR_MODE = 0o750
 FILE_MODE = 0o640
 
@@ -61,3 +63,42 @@ def open_live(db_dir: Path, synchronous: str = "NORMAL") -> tuple[Engine, Connec
         os.chmod(path, FILE_MODE)
     upgrade(conn)
     return engine, conn
+
+
+def lock_dir(db_dir: Path) -> int:
+    """Take the directory's writer lock (one writer per directory); returns the fd to keep open."""
+    fd = os.open(db_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CannotCapture(f"another auditd-lite is already writing to {db_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def upgrade_live(db_dir: Path) -> str:
+    """`auditd-lite db upgrade`: the live file to head, with the daemon stopped."""
+    from sqlalchemy import text
+
+    path = db_dir / LIVE_NAME
+    if not path.is_file():
+        raise BadInput(f"no live database to upgrade: {path}")
+    fd = lock_dir(db_dir)
+    try:
+        engine = engine_for(path)
+        with engine.connect() as conn:
+            def current():
+                try:
+                    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                except Exception:
+                    return None
+            before = current()
+            conn.rollback()
+            upgrade(conn)
+            after = current()
+        engine.dispose()
+    finally:
+        os.close(fd)
+    return f"{path}: {before or 'none'} -> {after}"

@@ -8,7 +8,6 @@ batches, and holds records in memory while the disk is full.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import queue
@@ -24,7 +23,6 @@ from sqlalchemy.exc import OperationalError
 
 from . import __version__, chain, hostinfo, rotation, store
 from .collector import STOP, Handover
-from .errors import CannotCapture
 from .records import ROW_FIELDS, Decoder
 from .rotation import RotationPolicy
 from .schema import Batch, Event, Run, SeenProcess
@@ -36,7 +34,6 @@ assert chain.EVENT_COLUMNS == ("id", "run_id", "batch_id") + ROW_FIELDS
 # tuples in column order; the ORM's unit of work has no place here.
 INSERT_EVENTS = (f"INSERT INTO {Event.__tablename__} ({', '.join(chain.EVENT_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(chain.EVENT_COLUMNS))})")
-LOCK_NAME = "audit.lock"
 RETRY_S = 1.0  # how often a full disk is tried again
 
 __all__ = ["BatchWriter", "RotationPolicy", "Writer", "Attached", "Seeds"]
@@ -96,7 +93,7 @@ class BatchWriter:
 
     def open(self) -> None:
         store.prepare_dir(self.db_dir)
-        self._lock()
+        self._lock_fd = store.lock_dir(self.db_dir)
         live = self.db_dir / store.LIVE_NAME
         why = live_is_damaged(live)
         if why:
@@ -118,17 +115,6 @@ class BatchWriter:
         self._conn.commit()
         self._run_row["id"] = self.run_id
         log.info("database_opened", path=str(live), run_id=self.run_id)
-
-    def _lock(self) -> None:
-        fd = os.open(self.db_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise CannotCapture(f"another auditd-lite is already writing to {self.db_dir}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
 
     def _chain_tail(self, live: Path) -> tuple[str, int, int]:
         """(last hash, next event id, next batch id): from the live file, else the newest rotated one."""

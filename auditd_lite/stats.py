@@ -1,0 +1,122 @@
+"""`auditd-lite stats`: what is recorded, what was lost and when, which files, which runs.
+
+Read-only, standard library only (the analysis side).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from .dbfiles import open_ro
+from .timeparse import format_time
+
+LOCK_NAME = "audit.lock"  # held by the running daemon: auditd_lite.store.lock_dir
+EVENT_TYPES = ("exec", "exec_failed", "exit")
+
+
+def daemon_running(db_dir: Path | None) -> bool | None:
+    """True if a daemon holds the directory's lock, None if that cannot be told."""
+    if db_dir is None:
+        return False
+    try:
+        fd = os.open(db_dir / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def revision_of(conn) -> str | None:
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except Exception:  # an export or a foreign tool's copy may have no Alembic table
+        return None
+    return row[0] if row else None
+
+
+def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
+    events = dict.fromkeys(EVENT_TYPES, 0)
+    files, runs, losses = [], {}, []
+    lost_kernel = lost_user = 0
+    for path in paths:
+        conn = open_ro(path)
+        try:
+            per_type = dict(conn.execute("SELECT event, count(*) FROM events GROUP BY event"))
+            first, last = conn.execute("SELECT min(time_ns), max(time_ns) FROM events").fetchone()
+            k, u = conn.execute("SELECT coalesce(sum(lost_kernel), 0), coalesce(sum(lost_user), 0) "
+                                "FROM batches").fetchone()
+            for written, bk, bu in conn.execute(
+                    "SELECT written_ns, lost_kernel, lost_user FROM batches "
+                    "WHERE lost_kernel > 0 OR lost_user > 0 ORDER BY written_ns"):
+                losses.append({"time": format_time(written), "lost_kernel": bk, "lost_user": bu,
+                               "file": path.name})
+            for row in conn.execute(
+                    "SELECT id, boot_id, host, kernel, version, started_ns, stopped_ns, "
+                    "events_written, lost_kernel, lost_user FROM runs"):
+                key = (row[0], row[5])  # a run's row is copied into every file it wrote to
+                r = runs.setdefault(key, {
+                    "id": row[0], "boot_id": row[1], "host": row[2], "kernel": row[3],
+                    "version": row[4], "started": format_time(row[5]), "started_ns": row[5],
+                    "stopped": None, "events_written": 0, "lost_kernel": 0, "lost_user": 0})
+                if row[6] is not None:
+                    r["stopped"] = format_time(row[6])
+                r["events_written"] += row[7]
+                r["lost_kernel"] += row[8]
+                r["lost_user"] += row[9]
+            revision = revision_of(conn)
+        finally:
+            conn.close()
+        for name, n in per_type.items():
+            events[name] = events.get(name, 0) + n
+        lost_kernel += k
+        lost_user += u
+        files.append({
+            "path": str(path), "size": path.stat().st_size, "events": sum(per_type.values()),
+            "first": format_time(first) if first is not None else None,
+            "last": format_time(last) if last is not None else None, "revision": revision,
+        })
+    running = daemon_running(db_dir)
+    ordered = sorted(runs.values(), key=lambda r: r["started_ns"])
+    for r in ordered:
+        r["clean"] = r["stopped"] is not None
+        r["running"] = False
+    if ordered and running and ordered[-1]["stopped"] is None:
+        ordered[-1]["running"] = True
+    unclean = [r for r in ordered if not r["clean"] and not r["running"]]
+    for r in ordered:
+        del r["started_ns"]
+    return {
+        "events": events, "lost_events": lost_kernel + lost_user,
+        "lost_kernel": lost_kernel, "lost_user": lost_user, "losses": losses,
+        "files": files, "runs": ordered, "unclean_runs": len(unclean),
+        "daemon_running": running,
+    }
+
+
+def render_table(s: dict) -> str:
+    lines = ["events:"]
+    lines += [f"  {name:<12} {n}" for name, n in s["events"].items()]
+    lines.append(f"lost events:   {s['lost_events']} (kernel {s['lost_kernel']}, user {s['lost_user']})")
+    for loss in s["losses"][-20:]:
+        lines.append(f"  {loss['time']}  kernel {loss['lost_kernel']}  user {loss['lost_user']}  "
+                     f"({loss['file']})")
+    lines.append(f"files: {len(s['files'])}")
+    for f in s["files"]:
+        lines.append(f"  {f['path']}  {f['size']} bytes  {f['events']} events  "
+                     f"{f['first'] or '-'} .. {f['last'] or '-'}  rev {f['revision'] or '?'}")
+    lines.append(f"runs: {len(s['runs'])}, unclean: {s['unclean_runs']}")
+    for r in s["runs"]:
+        state = "running" if r["running"] else "clean" if r["clean"] else "UNCLEAN STOP"
+        lines.append(f"  run {r['id']}  {r['started']} .. {r['stopped'] or '-'}  {state}  "
+                     f"{r['events_written']} written  lost {r['lost_kernel'] + r['lost_user']}  "
+                     f"{r['host']} {r['kernel']} v{r['version']}")
+    return "\n".join(lines)
