@@ -69,6 +69,16 @@ def split_status(status: int) -> tuple[int, int, bool]:
     return (status >> 8) & 0xFF, status & 0x7F, bool(status & 0x80)
 
 
+class _TextCache(dict):
+    """comm and filename values repeat: decode each distinct one once (bounded)."""
+
+    def __missing__(self, raw: bytes) -> str:
+        if len(self) >= 4096:
+            self.clear()
+        value = self[raw] = text(raw)
+        return value
+
+
 class Decoder:
     """Turns raw records into row tuples.
 
@@ -79,13 +89,14 @@ class Decoder:
     def __init__(self, max_args: int, realtime_offset_ns: int = 0):
         self.max_args = max_args
         self.realtime_offset_ns = realtime_offset_ns
+        self._texts = _TextCache()
 
     def decode(self, raw: bytes) -> tuple:
         kind = raw[0]
         if kind == EV_EXIT:
             (_, pid, tid, ppid, ts, start, uid, gid, comm, duration, status, _) = (
                 EXIT_EVENT.unpack_from(raw))
-            return ("exit", ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid, text(comm),
+            return ("exit", ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid, self._texts[comm],
                     start, None, None, None, None, None, None, None, None, None, None,
                     status, (status >> 8) & 0xFF, status & 0x7F, int(bool(status & 0x80)), duration)
         if kind not in (EV_EXEC, EV_EXEC_FAILED):
@@ -93,7 +104,7 @@ class Decoder:
         (_, pid, tid, ppid, ts, start, uid, gid, comm, cgroup, euid, auid, ses, old_pid, err,
          argc, flags, fl, al) = EXEC_EVENT.unpack_from(raw)
         base = EXEC_EVENT.size
-        filename = text(raw[base:base + fl])
+        filename = self._texts[raw[base:base + fl]]
         args = raw[base + fl:base + fl + al]
         truncated = bool(flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGC_TRUNCATED))
         if flags & FLAG_NO_STASH and (kind == EV_EXEC_FAILED or not al):
@@ -109,6 +120,6 @@ class Decoder:
             args = b"\0".join(args.split(b"\0")[: self.max_args])
             truncated = True
         return (EVENT_NAMES[kind], ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid,
-                text(comm), start, old_pid, euid, auid, ses, cgroup, filename, args, argc,
+                self._texts[comm], start, old_pid, euid, auid, ses, cgroup, filename, args, argc,
                 int(truncated), err if kind == EV_EXEC_FAILED else None,
                 None, None, None, None, None)

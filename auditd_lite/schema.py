@@ -94,7 +94,6 @@ class Event(Base):
 Index("ix_events_time", Event.time_ns)
 Index("ix_events_comm_time", Event.comm, Event.time_ns)
 Index("ix_events_pid_start", Event.pid, Event.start_ns)
-Index("ix_events_batch", Event.batch_id)
 
 
 class SeenProcess(Base):

@@ -8,6 +8,7 @@ batches, and holds records in memory while the disk is full.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -30,10 +31,25 @@ from .schema import Batch, Event, Run, SeenProcess
 log = structlog.get_logger("auditd_lite.writer")
 
 assert chain.EVENT_COLUMNS == ("id", "run_id", "batch_id") + ROW_FIELDS
-# Core on the hot path, at driver level: one executemany per batch with
-# tuples in column order; the ORM's unit of work has no place here.
-INSERT_EVENTS = (f"INSERT INTO {Event.__tablename__} ({', '.join(chain.EVENT_COLUMNS)}) "
-                 f"VALUES ({', '.join('?' * len(chain.EVENT_COLUMNS))})")
+# Core on the hot path, at driver level, with tuples in column order: the
+# ORM's unit of work has no place here.
+# Multi-row VALUES: one statement binds up to ROWS_PER_STATEMENT rows, which
+# measured about a quarter faster than a row-by-row executemany with our 27
+# columns and three indexes (bench/writer_throughput.py).
+ROWS_PER_STATEMENT = 500
+_ONE_ROW = f"({', '.join('?' * len(chain.EVENT_COLUMNS))})"
+_INSERT_HEAD = f"INSERT INTO {Event.__tablename__} ({', '.join(chain.EVENT_COLUMNS)}) VALUES "
+_INSERT_FULL = _INSERT_HEAD + ", ".join([_ONE_ROW] * ROWS_PER_STATEMENT)
+
+
+def insert_events(conn, full: list[tuple]) -> None:
+    """Insert rows (every events column, in order) inside the caller's transaction."""
+    flatten = itertools.chain.from_iterable
+    for i in range(0, len(full), ROWS_PER_STATEMENT):
+        part = full[i:i + ROWS_PER_STATEMENT]
+        sql = _INSERT_FULL if len(part) == ROWS_PER_STATEMENT else (
+            _INSERT_HEAD + ", ".join([_ONE_ROW] * len(part)))
+        conn.exec_driver_sql(sql, tuple(flatten(part)))
 RETRY_S = 1.0  # how often a full disk is tried again
 
 __all__ = ["BatchWriter", "RotationPolicy", "Writer", "Attached", "Seeds"]
@@ -236,13 +252,12 @@ class BatchWriter:
         full = [(first + i, run_id, batch_id) + row for i, row in enumerate(rows)]
         header = (batch_id, run_id, time.time_ns(), first if rows else None,
                   last if rows else None, len(rows), lost_k, lost_u)
-        digest = chain.batch_hash(self._last_hash, header, map(chain.row_digest, full))
+        digest = chain.batch_hash(self._last_hash, header, chain.row_digests(full))
         try:
             with conn.begin():
                 conn.execute(Batch.__table__.insert().values(
                     dict(zip(chain.BATCH_HEADER, header), prev_hash=self._last_hash, hash=digest)))
-                if full:
-                    conn.exec_driver_sql(INSERT_EVENTS, full)
+                insert_events(conn, full)
                 conn.execute(update(Run).where(Run.id == run_id).values(
                     events_written=Run.events_written + len(rows),
                     lost_kernel=Run.lost_kernel + lost_k, lost_user=Run.lost_user + lost_u))

@@ -19,11 +19,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("hash", sa.Text))
     op.create_index("ix_events_comm_time", "events", ["comm", "time_ns"])
     op.create_index("ix_events_pid_start", "events", ["pid", "start_ns"])
-    op.create_index("ix_events_batch", "events", ["batch_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_events_batch", "events")
     op.drop_index("ix_events_pid_start", "events")
     op.drop_index("ix_events_comm_time", "events")
     with op.batch_alter_table("batches") as batch:
