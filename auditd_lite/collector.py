@@ -7,7 +7,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+import structlog
+
 from .records import CNT_LOST, CNT_STASH_MISS
+
+log = structlog.get_logger("auditd_lite.collector")
 
 STOP = object()
 
@@ -54,7 +58,11 @@ class Collector(threading.Thread):
                 programs.poll(self.poll_ms)
                 self._hand_over()
                 self.heartbeat = time.monotonic()
+            # the boundary of coverage: what ended before stopping_ns is recorded
+            # whole, what started after time_ns not at all
+            stopping_ns = time.time_ns()
             programs.detach()
+            log.info("capture_stopped", stopping_ns=stopping_ns, time_ns=time.time_ns())
             programs.drain()
             self._hand_over()
         finally:

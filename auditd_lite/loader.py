@@ -224,7 +224,8 @@ class Programs:
 
     def detach(self) -> None:
         """Stop capture; the buffer stays readable so it can be drained."""
-        for tp in self._attached:
+        # exits first: a process whose exit is recorded then has its exec recorded too
+        for tp in reversed(self._attached):
             try:
                 self.bpf.detach_tracepoint(tp)
             except Exception:  # already gone: nothing left to stop

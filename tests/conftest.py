@@ -132,3 +132,50 @@ def marker(tmp_path):
     path.chmod(0o755)
     tmp_path.chmod(0o755)
     return path
+
+
+class Storm:
+    """Two threads spawning a program as fast as they can, remembering each child:
+    (pid, wall time just before spawn, wall time after it was reaped)."""
+
+    def __init__(self, program, workers: int = 2):
+        import threading
+
+        self.program = str(program)
+        self.children: list[tuple[int, int, int]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work) for _ in range(workers)]
+
+    def _work(self):
+        argv = [self.program]
+        while not self._stop.is_set():
+            t0 = time.time_ns()
+            pid = os.posix_spawn(self.program, argv, {})
+            os.waitpid(pid, 0)
+            self.children.append((pid, t0, time.time_ns()))
+
+    def __enter__(self) -> "Storm":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def count(self) -> int:
+        return len(self.children)
+
+
+def log_events(log_text: str, name: str) -> list[dict]:
+    """The daemon's JSON log lines with event == name."""
+    out = []
+    for line in log_text.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("event") == name:
+            out.append(rec)
+    return out
