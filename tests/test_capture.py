@@ -124,6 +124,28 @@ class TestExec:
         exit_ = one(query_json(d.db_dir, "--pid", rec["pid"], "--event", "exit"), pid=rec["pid"])
         assert exit_["exit_code"] == 0
 
+    def test_execveat(self, daemon_factory, marker, tmp_path):
+        """exec through a file descriptor (execveat) is recorded, and a failed one with its errno."""
+        d = daemon_factory()
+        tag = uuid.uuid4().hex
+        code = ("import os, sys\n"
+                f"fd = os.open({str(marker)!r}, os.O_RDONLY)\n"
+                "if sys.argv[1] == 'bad':\n"
+                "    os.close(fd)\n"
+                "    try:\n"
+                f"        os.execve(fd, ['x', {tag!r}], {{}})\n"
+                "    except OSError:\n"
+                "        sys.exit(9)\n"
+                f"os.execve(fd, ['via-fd', {tag!r}], {{}})\n")
+        ok = subprocess.run([sys.executable, "-c", code, "good"])
+        bad = subprocess.run([sys.executable, "-c", code, "bad"])
+        assert (ok.returncode, bad.returncode) == (0, 9)
+        d.stop()
+        ex = one(query_json(d.db_dir, "--arg", tag, "--event", "exec"), argv=["via-fd", tag])
+        assert ex["comm"] == marker.name[:15] or ex["filename"].startswith("/dev/fd/")
+        failed = one(query_json(d.db_dir, "--arg", tag, "--event", "exec_failed"), argv=["x", tag])
+        assert failed["errno"] == 9  # EBADF
+
     def test_other_uid(self, daemon_factory):
         """A process run as uid 65534 is recorded with that uid on its exec and exit."""
         d = daemon_factory()
