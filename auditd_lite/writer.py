@@ -33,26 +33,26 @@ log = structlog.get_logger("auditd_lite.writer")
 assert chain.EVENT_COLUMNS == ("id", "run_id", "batch_id") + ROW_FIELDS
 # Core on the hot path, at driver level, with tuples in column order: the
 # ORM's unit of work has no place here.
-# Multi-row VALUES: one statement binds up to ROWS_PER_STATEMENT rows, which
-# measured about a quarter faster than a row-by-row executemany with our 27
-# columns and three indexes (bench/writer_throughput.py).
-ROWS_PER_STATEMENT = 500
+# Multi-row VALUES: one statement binds ROWS_PER_STATEMENT rows, measured
+# about a quarter faster than a row-by-row executemany with our 27 columns and
+# three indexes (bench/writer_throughput.py). The rest of a batch goes through
+# executemany of the one-row statement: a statement per remainder length
+# would fill SQLite's statement cache with large prepared statements.
+ROWS_PER_STATEMENT = 100
 _ONE_ROW = f"({', '.join('?' * len(chain.EVENT_COLUMNS))})"
 _INSERT_HEAD = f"INSERT INTO {Event.__tablename__} ({', '.join(chain.EVENT_COLUMNS)}) VALUES "
-_INSERT_FULL = _INSERT_HEAD + ", ".join([_ONE_ROW] * ROWS_PER_STATEMENT)
+_INSERT_ONE = _INSERT_HEAD + _ONE_ROW
+_INSERT_MANY = _INSERT_HEAD + ", ".join([_ONE_ROW] * ROWS_PER_STATEMENT)
 
 
 def insert_events(conn, full: list[tuple]) -> None:
     """Insert rows (every events column, in order) inside the caller's transaction."""
     flatten = itertools.chain.from_iterable
-    for i in range(0, len(full), ROWS_PER_STATEMENT):
-        part = full[i:i + ROWS_PER_STATEMENT]
-        sql = _INSERT_FULL if len(part) == ROWS_PER_STATEMENT else (
-            _INSERT_HEAD + ", ".join([_ONE_ROW] * len(part)))
-        conn.exec_driver_sql(sql, tuple(flatten(part)))
-RETRY_S = 1.0  # how often a full disk is tried again
-
-__all__ = ["BatchWriter", "RotationPolicy", "Writer", "Attached", "Seeds"]
+    whole = len(full) - len(full) % ROWS_PER_STATEMENT
+    for i in range(0, whole, ROWS_PER_STATEMENT):
+        conn.exec_driver_sql(_INSERT_MANY, tuple(flatten(full[i:i + ROWS_PER_STATEMENT])))
+    if whole < len(full):
+        conn.exec_driver_sql(_INSERT_ONE, full[whole:])
 
 
 def _storage_error(e: OperationalError) -> bool:
