@@ -55,6 +55,11 @@ def insert_events(conn, full: list[tuple]) -> None:
         conn.exec_driver_sql(_INSERT_ONE, full[whole:])
 
 
+RETRY_S = 1.0  # how often a full disk is tried again
+
+__all__ = ["BatchWriter", "RotationPolicy", "Writer", "Attached", "Seeds"]
+
+
 def _storage_error(e: OperationalError) -> bool:
     """SQLITE_FULL or an I/O error: the disk, not the data, is the problem."""
     code = getattr(e.orig, "sqlite_errorcode", None)
