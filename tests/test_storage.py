@@ -324,3 +324,17 @@ class TestDiskFull:
         assert rotation.free_mb(db) >= 1.5
         remaining = rotation.rotated_files(db)
         assert remaining, "the newest rotated files stay"
+
+
+class TestDurability:
+    def test_synchronous_setting_reaches_sqlite(self, tmp_path):
+        """synchronous=FULL (auditd's flush) is what the writer's connection runs with; NORMAL by default."""
+        for setting, expected in (("NORMAL", 1), ("FULL", 2)):
+            bw = writer(tmp_path / setting, synchronous=setting)
+            try:
+                got = bw._conn.exec_driver_sql("PRAGMA synchronous").scalar()
+                mode = bw._conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+                bw._conn.rollback()
+            finally:
+                bw.close()
+            assert (got, mode) == (expected, "wal")
