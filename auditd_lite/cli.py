@@ -117,7 +117,36 @@ def build_parser() -> Parser:
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     q.add_argument("--limit", type=pos_int, metavar="N")
     add_storage_commands(sub)
+    add_doctor_command(sub)
     return p
+
+
+def add_doctor_command(sub) -> None:
+    doc = sub.add_parser(
+        "doctor", help="check whether this host can capture, and say how to fix what cannot",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check privileges, kernel, BTF, tracefs, the tracepoints, ring buffer "
+                    "support, bcc and kernel headers, and the database directory: one line "
+                    "per check, with the fix when it fails. Exit 0 when capture can work, 1 if not.",
+        epilog="examples (as root):\n  auditd-lite doctor\n"
+               "  auditd-lite doctor --db-dir /srv/audit --no-compile")
+    doc.add_argument("--db-dir", type=Path, metavar="DIR",
+                     help="database directory to check (default: db_dir from the config file, "
+                          "else /var/lib/auditd-lite)")
+    doc.add_argument("--config", type=Path, metavar="FILE",
+                     help="TOML settings file to take db_dir from "
+                          "(default /etc/auditd-lite/auditd-lite.toml if present)")
+    doc.add_argument("--no-compile", action="store_true",
+                     help="skip compiling and loading a test program (faster, checks less)")
+
+
+def cmd_doctor(args) -> int:
+    from . import config, doctor
+
+    db_dir = args.db_dir
+    if db_dir is None:
+        db_dir = config.settings(args.config, {}).db_dir
+    return doctor.main(db_dir, compile_test=not args.no_compile, out=sys.stdout)
 
 
 def add_storage_commands(sub) -> None:
@@ -151,17 +180,19 @@ def add_storage_commands(sub) -> None:
 def cmd_run(args) -> int:
     from . import config, logsetup
 
-    settings = config.settings(args.config, {
+    overrides = {
         "db_dir": args.db_dir, "min_duration_ms": args.min_duration_ms, "print": args.print,
         "transport": args.transport, "buffer_kb": args.buffer_kb, "max_args": args.max_args,
         "max_arg_bytes": args.max_arg_bytes, "log_level": args.log_level,
         "rotate_size_mb": args.rotate_size_mb, "rotate_interval": args.rotate_interval,
         "keep": args.keep, "min_free_mb": args.min_free_mb, "synchronous": args.synchronous,
-    })
+    }
+    settings = config.settings(args.config, overrides)
     logsetup.configure(settings.log_level)
     from . import daemon
 
-    return daemon.run(settings)
+    # SIGHUP reads the file again; flags given at start still win over it
+    return daemon.run(settings, reread=lambda: config.settings(args.config, overrides))
 
 
 def default_db_dir(args) -> Path | None:
@@ -222,7 +253,8 @@ def cmd_db(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "query": cmd_query, "stats": cmd_stats, "db": cmd_db}
+COMMANDS = {"run": cmd_run, "query": cmd_query, "stats": cmd_stats, "db": cmd_db,
+            "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,14 +8,18 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import fields, replace
+from typing import Callable
 
 import structlog
 
-from . import seed
+from . import logsetup, seed
 from .collector import STOP as STOP_WRITER, Collector
 from .config import RunSettings
 from .errors import CannotCapture
+from .notify import Notifier
 from .records import Decoder
+from .service import Supervisor
 from .writer import Attached, BatchWriter, Seeds, Writer
 
 log = structlog.get_logger("auditd_lite.daemon")
@@ -24,11 +28,35 @@ log = structlog.get_logger("auditd_lite.daemon")
 # blocks and the kernel buffer absorbs the burst (and counts what it drops)
 QUEUE_DEPTH = 256
 
+# what SIGHUP can change without reloading the programs or reopening the
+# database; every other key is logged as needing a restart
+RELOADABLE = ("log_level", "rotate_size_mb", "rotate_interval", "keep", "min_free_mb")
+ROTATION_KEYS = ("rotate_size_mb", "rotate_interval", "keep", "min_free_mb")
+
+
+def apply_reload(new_settings: RunSettings, *, current: RunSettings, batch_writer) -> RunSettings:
+    """Apply what can change live; returns the settings now in force."""
+    changed = [f.name for f in fields(RunSettings)
+               if getattr(new_settings, f.name) != getattr(current, f.name)]
+    live = [k for k in changed if k in RELOADABLE]
+    restart = [k for k in changed if k not in RELOADABLE]
+    if "log_level" in live:
+        logsetup.configure(new_settings.log_level)
+    if any(k in ROTATION_KEYS for k in live):
+        # the writer reads its policy between batches: the next batch uses it
+        batch_writer.rotation = new_settings.rotation_policy()
+    log.info("config_reloaded", applied={k: str(getattr(new_settings, k)) for k in live},
+             needs_restart=restart)
+    if restart:
+        log.warning("reload_needs_restart", keys=restart,
+                    hint="systemctl restart auditd-lite to apply them")
+    return replace(current, **{k: getattr(new_settings, k) for k in live})
+
 
 def require_privileges() -> None:
     if os.geteuid() != 0:
-        raise CannotCapture("auditd-lite run needs root (or CAP_BPF, CAP_PERFMON and "
-                            "CAP_SYS_RESOURCE): run it with sudo or as the systemd service")
+        raise CannotCapture("auditd-lite run needs root (with at least CAP_BPF and CAP_PERFMON): "
+                            "run it with sudo or as the systemd service")
 
 
 def make_printer(stream):
@@ -42,20 +70,27 @@ def make_printer(stream):
     return TABLE_HEADER, printer
 
 
-def run(settings: RunSettings) -> int:
+def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) -> int:
+    """``reread`` gives the settings again (file, then flags) when SIGHUP asks for a reload."""
     require_privileges()
     # database files 0640, directories 0750: the evidence is not world-readable
     os.umask(0o027)
     from . import loader  # imports bcc: only now that it is needed
 
     stop = threading.Event()
+    reload_requested = threading.Event()
+    received: list[str] = []
 
     def on_signal(signum, _frame):
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        stop.set()
+        # only record it: logging here could re-enter a write the main thread is in
+        received.append(signal.Signals(signum).name)
+        (reload_requested if signum == signal.SIGHUP else stop).set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # installed before the slow compile: SIGHUP's default action would kill us
+    signal.signal(signal.SIGHUP, on_signal)
+    notifier = Notifier()
 
     header, printer = make_printer(sys.stdout) if settings.print else (None, None)
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -88,13 +123,26 @@ def run(settings: RunSettings) -> int:
         sys.stdout.write(header + "\n")
         sys.stdout.flush()
     inbox.put(Seeds(list(seed.running_processes())))
+    supervisor = Supervisor(notifier, (collector, writer), lambda: (
+        batch_writer.events_written, batch_writer.lost_kernel, batch_writer.lost_user))
+    # programs attached, database open, running processes seeded
+    supervisor.ready()
 
     status = 0
     while not stop.wait(0.5):
+        while received:
+            log.info("signal_received", signal=received.pop(0))
         if not writer.is_alive() or not collector.is_alive():
             log.error("worker_died", writer=writer.is_alive(), collector=collector.is_alive())
             status = 1
             break
+        if reload_requested.is_set():
+            reload_requested.clear()
+            settings = _reload(settings, reread, batch_writer, notifier)
+        supervisor.tick()
+    while received:
+        log.info("signal_received", signal=received.pop(0))
+    supervisor.stopping()
     log.info("daemon_stopping")
     collector.stop()
     if writer.is_alive():
@@ -107,7 +155,24 @@ def run(settings: RunSettings) -> int:
     sys.stdout.flush()
     if writer.error is not None:
         log.error("daemon_stopped", status=1, error=str(writer.error))
+        supervisor.stopped(1)
         return 1
+    supervisor.stopped(status)
     log.info("daemon_stopped", status=status, events_written=batch_writer.events_written,
              lost_kernel=batch_writer.lost_kernel, lost_user=batch_writer.lost_user)
     return status
+
+
+def _reload(current: RunSettings, reread, batch_writer, notifier: Notifier) -> RunSettings:
+    notifier.reloading()
+    try:
+        if reread is None:
+            log.warning("reload_unsupported", reason="no settings source to read again")
+            return current
+        return apply_reload(reread(), current=current, batch_writer=batch_writer)
+    except Exception as e:  # noqa: BLE001 - a reload, whatever went wrong, must not stop capture
+        # keep what is in force; a bad file is an AuditdLiteError naming key and file
+        log.error("reload_failed", error=str(e), kind=type(e).__name__)
+        return current
+    finally:
+        notifier.ready()

@@ -75,12 +75,23 @@ make_venv() {
     fi
 }
 
+# the last step: says, one line per check, whether capture can work here
+# (on stderr, so `run`'s stdout stays the event stream); a failure stops set-up
+run_doctor() {
+    say "checking this host: auditd-lite doctor"
+    if ! "$venv/bin/auditd-lite" doctor --db-dir "$here/var" >&2; then
+        say "auditd-lite doctor found a problem: see the FAIL lines above"
+        exit 1
+    fi
+}
+
 setup() {
     need_root
     install_debs
     link_headers
     mount_tracefs
     make_venv
+    run_doctor
 }
 
 cmd=${1:-}

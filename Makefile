@@ -1,0 +1,29 @@
+# Entry points for building and measuring; the set-up itself is scripts/dev.sh.
+#   make deb     dist/auditd-lite_<version>_<arch>.deb (as root: installs build dependencies)
+#   make man     build/auditd-lite.1 from the argparse help (view: man -l build/auditd-lite.1)
+#   make bench   the exec storm benchmark (root); BENCH_FLAGS="--execs 5000 --reps 2" to shorten
+#   make test    the whole test suite, through the set-up script (root)
+#   make clean   build/ and dist/
+
+PYTHON ?= .venv/bin/python
+BENCH_FLAGS ?=
+
+.PHONY: deb man bench test clean
+
+deb:
+	bash packaging/build-deb.sh
+
+# always regenerated: the help text may come from any module the CLI imports
+man:
+	@mkdir -p build
+	$(PYTHON) -m auditd_lite.manpage > build/auditd-lite.1.tmp
+	mv build/auditd-lite.1.tmp build/auditd-lite.1
+
+bench:
+	$(PYTHON) bench/exec_storm.py $(BENCH_FLAGS)
+
+test:
+	bash scripts/dev.sh test
+
+clean:
+	rm -rf build dist
