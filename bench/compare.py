@@ -31,7 +31,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from exec_storm import Daemon, count, storm  # noqa: E402
+from exec_storm import Daemon, count, cpu_seconds, status_kb, storm  # noqa: E402
 
 AUDIT_LOG = Path("/var/log/audit/audit.log")
 RULE = ["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-k", "auditd-lite-bench"]
@@ -62,11 +62,11 @@ class Auditd:
         self.lost_before = auditctl_status().get("lost", 0)
         self.pid = int(subprocess.run(["pgrep", "-o", "-x", "auditd"], capture_output=True,
                                       text=True, check=True).stdout)
-        self.cpu_before = _cpu(self.pid)
+        self.cpu_before = cpu_seconds(self.pid)
 
     def stop(self, program: str) -> dict:
-        cpu = _cpu(self.pid) - self.cpu_before
-        rss = _status_kb(self.pid, "VmRSS")
+        cpu = cpu_seconds(self.pid) - self.cpu_before
+        rss = status_kb(self.pid, "VmRSS")
         lost = auditctl_status().get("lost", 0) - self.lost_before
         subprocess.run(["auditctl", "-D"], check=True, capture_output=True)
         subprocess.run(["auditctl", "-e", "0"], check=True, capture_output=True)
@@ -77,20 +77,6 @@ class Auditd:
             execs = sum(1 for line in f if line.startswith("type=SYSCALL") and needle in line)
         return {"exec": execs, "exit": None, "lost": lost, "cpu_storm_s": cpu, "rss_kb": rss,
                 "ready_s": self.ready_s}
-
-
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _status_kb(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def run_config(name: str, program: str, execs: int, work: Path, rep: int) -> dict:

@@ -179,3 +179,15 @@ def log_events(log_text: str, name: str) -> list[dict]:
         if rec.get("event") == name:
             out.append(rec)
     return out
+
+
+def fill_disk(path: Path) -> Path:
+    """Write zeros to ``path`` until the filesystem refuses; returns the file to delete."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,7 +16,7 @@ import pytest
 
 import conftest
 from auditd_lite.manpage import render
-from conftest import REPO
+from conftest import REPO, log_events as events
 
 UNIT = REPO / "auditd-lite.service"
 MAX_EXPOSURE = 3.0
@@ -146,18 +145,6 @@ def wait_for(predicate, timeout=15.0):
             return True
         time.sleep(0.1)
     return False
-
-
-def events(log: str, name: str) -> list[dict]:
-    out = []
-    for line in log.splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if e.get("event") == name:
-            out.append(e)
-    return out
 
 
 class FakeBatchWriter:

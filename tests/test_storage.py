@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from auditd_lite import chain, rotation, store
+from conftest import fill_disk
 from auditd_lite.errors import CannotCapture
 from auditd_lite.writer import BatchWriter, RotationPolicy
 
@@ -286,14 +287,7 @@ class TestDiskFull:
         db = tiny_fs / "db"
         bw = writer(db, hold_limit=3000)
         bw.write(rows(100))
-        filler = tiny_fs / "filler"
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        filler = fill_disk(tiny_fs / "filler")
         written_before = bw.events_written
         start = 100
         for _ in range(6):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Storm, log_events, query_json
+from conftest import Storm, fill_disk, log_events, query_json
 from test_storage import verify
 
 pytestmark = pytest.mark.kernel
@@ -91,14 +91,7 @@ def test_disk_full_then_freed(tmp_path, small_fs, marker):
     from conftest import Daemon
 
     d = Daemon(small_fs / "db", tmp_path / "daemon.log").start()
-    filler = small_fs / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    filler = fill_disk(small_fs / "filler")
     with Storm(marker) as storm:
         deadline = time.monotonic() + 20
         while not log_events(d.log, "disk_full") and time.monotonic() < deadline:
