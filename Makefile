@@ -1,7 +1,8 @@
 # Entry points for building and measuring; the set-up itself is scripts/dev.sh.
 #   make deb     dist/auditd-lite_<version>_<arch>.deb (as root: installs build dependencies)
 #   make man     build/auditd-lite.1 from the argparse help (view: man -l build/auditd-lite.1)
-#   make bench   the exec storm benchmark (root); BENCH_FLAGS="--execs 5000 --reps 2" to shorten
+#   make bench   the side-by-side table: nothing / auditd-lite / auditd / perfbuf, plus
+#                writer and query figures (root); BENCH_FLAGS="--execs 5000 --reps 2" to shorten
 #   make test    the whole test suite, through the set-up script (root)
 #   make clean   build/ and dist/
 
@@ -20,7 +21,8 @@ man:
 	mv build/auditd-lite.1.tmp build/auditd-lite.1
 
 bench:
-	$(PYTHON) bench/exec_storm.py $(BENCH_FLAGS)
+	bash scripts/dev.sh setup
+	$(PYTHON) bench/compare.py $(BENCH_FLAGS)
 
 test:
 	bash scripts/dev.sh test
