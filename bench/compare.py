@@ -52,6 +52,9 @@ class Auditd:
         subprocess.run(["pkill", "-x", "auditd"], check=False)
         time.sleep(0.3)
         AUDIT_LOG.parent.mkdir(parents=True, exist_ok=True)
+        # auditd rotates its log at 8 MiB by default: start from nothing
+        for old in AUDIT_LOG.parent.glob(AUDIT_LOG.name + ".*"):
+            old.unlink()
         AUDIT_LOG.write_text("")
         t0 = time.monotonic()
         subprocess.run(["auditd"], check=True)  # daemonizes once its socket is ready
@@ -73,8 +76,10 @@ class Auditd:
         subprocess.run(["pkill", "-x", "auditd"], check=False)
         time.sleep(0.5)
         needle = f'exe="{program}"'
-        with open(AUDIT_LOG, errors="replace") as f:
-            execs = sum(1 for line in f if line.startswith("type=SYSCALL") and needle in line)
+        execs = 0
+        for log in AUDIT_LOG.parent.glob(AUDIT_LOG.name + "*"):
+            with open(log, errors="replace") as f:
+                execs += sum(1 for line in f if line.startswith("type=SYSCALL") and needle in line)
         return {"exec": execs, "exit": None, "lost": lost, "cpu_storm_s": cpu, "rss_kb": rss,
                 "ready_s": self.ready_s}
 
