@@ -116,6 +116,7 @@ def build_parser() -> Parser:
     q.add_argument("--event", choices=EVENTS)
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     q.add_argument("--limit", type=pos_int, metavar="N")
+    add_investigation_commands(sub)
     add_storage_commands(sub)
     add_doctor_command(sub)
     return p
@@ -215,7 +216,16 @@ def cmd_query(args) -> int:
         min_duration_ns=args.min_duration_ms * 1_000_000 if args.min_duration_ms is not None else None,
         event=args.event)
     paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
-    n = output.write_records(query.search(paths, filters, args.limit), args.format, sys.stdout)
+    oldest: list[int] = []
+
+    def tracked(records):
+        for record in records:
+            if not oldest or record["time_ns"] < oldest[0]:
+                oldest[:] = [record["time_ns"]]
+            yield record
+
+    n = output.write_records(tracked(query.search(paths, filters, args.limit)), args.format, sys.stdout)
+    warn_gaps(args, filters.since_ns, filters.until_ns, n, args.limit, oldest)
     if n == 0:
         raise NotFound("no matching records")
     return 0
@@ -253,8 +263,161 @@ def cmd_db(args) -> int:
     return 0
 
 
+def add_investigation_commands(sub) -> None:
+    t = sub.add_parser(
+        "tree", help="a process's ancestry and descendants",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The process PID: its parents up to the first process recorded, and every "
+                    "descendant, each with what it ran and how it ended. A pid is reused over time: "
+                    "--at picks the process that had it then (default: the latest). Exit 1 if the "
+                    "pid was never recorded (or not at that time).",
+        epilog="examples:\n  auditd-lite tree 4242\n  auditd-lite tree 4242 --at 2026-11-20T10:15\n"
+               "  auditd-lite tree 4242 --db case-118.db --format json")
+    t.add_argument("pid", type=nonneg_int, metavar="PID")
+    add_db_source(t)
+    t.add_argument("--at", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    t.add_argument("--depth", type=nonneg_int, metavar="N", help="descendant levels to show (default all)")
+    t.add_argument("--format", choices=("table", "json"), default="table")
+
+    s = sub.add_parser(
+        "sql", help="read-only SQL over every database file at once",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run one SELECT over the union of every file: the tables events, runs "
+                    "(one row per run), batches and seen_processes, as in one file; files lists "
+                    "the sources. Anything that would write is refused (exit 2); exit 1 when no "
+                    "row comes back.",
+        epilog="examples:\n  auditd-lite sql \"SELECT comm, count(*) FROM events GROUP BY comm "
+               "ORDER BY 2 DESC LIMIT 10\"\n"
+               "  auditd-lite sql --since 1d --format csv \"SELECT * FROM events WHERE exit_code = 1\"")
+    s.add_argument("statement", metavar="SQL")
+    add_db_source(s)
+    s.add_argument("--since", metavar="T", help="only records from T on (and files that hold them)")
+    s.add_argument("--until", metavar="T", help="only records before T")
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    e = sub.add_parser(
+        "export", help="a sealed, self-contained copy of selected records",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write the selected records, with the runs and batch hashes that cover them "
+                    "and a manifest, to OUT (SQLite), and OUT.sha256. Reads a consistent snapshot "
+                    "while the daemon writes. Never replaces OUT without --force. Exit 1 when "
+                    "nothing matches.",
+        epilog="examples:\n  auditd-lite export --since 2026-11-20 --until 2026-11-21 -o case-118.db\n"
+               "  auditd-lite export --since 2h --comm sh -o sh.db && auditd-lite verify sh.db")
+    e.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+    e.add_argument("--db-dir", type=Path, metavar="DIR",
+                   help="the database directory (default /var/lib/auditd-lite)")
+    e.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    e.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    e.add_argument("--comm", metavar="NAME")
+    e.add_argument("--exit-code", type=any_int, metavar="N")
+    e.add_argument("--signal", type=nonneg_int, metavar="N")
+    e.add_argument("--pid", type=nonneg_int, metavar="N")
+    e.add_argument("--ppid", type=nonneg_int, metavar="N")
+    e.add_argument("--uid", type=nonneg_int, metavar="N")
+    e.add_argument("--filename", metavar="GLOB")
+    e.add_argument("--arg", metavar="SUBSTRING")
+    e.add_argument("--min-duration-ms", type=nonneg_int, metavar="N")
+    e.add_argument("--event", choices=EVENTS)
+    e.add_argument("--force", action="store_true", help="replace OUT (and OUT.sha256) if they exist")
+
+    v = sub.add_parser(
+        "verify", help="check the hash chain, or an export's seal",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Recompute every batch hash and follow the chain across files (oldest "
+                    "first); for an export, check its manifest, its .sha256 and its batches. "
+                    "Exit 0 when intact, 1 with one line per problem.",
+        epilog="examples:\n  auditd-lite verify\n  auditd-lite verify --db-dir /srv/audit\n"
+               "  auditd-lite verify case-118.db")
+    v.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    v.add_argument("--db-dir", type=Path, metavar="DIR",
+                   help="every file of DIR (default /var/lib/auditd-lite when no FILE is given)")
+
+
+def warn_gaps(args, since_ns, until_ns, found, limit, oldest) -> None:
+    """Coverage gaps touching the window a query answered for, on stderr."""
+    from . import gaps
+
+    if limit is not None and found >= limit and oldest:
+        since_ns = max(since_ns if since_ns is not None else oldest[0], oldest[0])
+    db_dir = default_db_dir(args)
+    gaps.warn(gaps.window_gaps(db_dir=db_dir, db_file=args.db, since_ns=since_ns, until_ns=until_ns),
+              sys.stderr)
+
+
+def cmd_tree(args) -> int:
+    from . import dbfiles, timeparse, tree
+
+    at_ns = timeparse.parse_time(args.at) if args.at else None
+    db_dir = default_db_dir(args)
+    conns = dbfiles.open_all(db_dir=db_dir, db_file=args.db)
+    try:
+        return tree.run(conns, args.pid, at_ns, args.depth, args.format, db_dir)
+    finally:
+        for _, conn in conns:
+            conn.close()
+
+
+def cmd_sql(args) -> int:
+    from . import dbfiles, sqlcmd, timeparse
+    from .errors import NotFound
+
+    since = timeparse.parse_time(args.since) if args.since else None
+    until = timeparse.parse_time(args.until) if args.until else None
+    paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
+    if since is not None or until is not None:
+        paths = [p for p in paths if not (r := dbfiles.rotated_range(p))
+                 or ((since is None or r[1] >= since) and (until is None or r[0] < until))]
+    if not paths:
+        raise NotFound("no database files hold records in that window")
+    n = sqlcmd.run(paths, args.statement, args.format, sys.stdout, since, until,
+                   note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
+    if n == 0:
+        raise NotFound("no rows")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import export, gaps, query, timeparse
+    from .config import DEFAULT_DB_DIR
+
+    filters = query.Filters(
+        comm=args.comm, exit_code=args.exit_code, signal=args.signal, pid=args.pid,
+        ppid=args.ppid, uid=args.uid, filename=args.filename, arg=args.arg,
+        since_ns=timeparse.parse_time(args.since) if args.since else None,
+        until_ns=timeparse.parse_time(args.until) if args.until else None,
+        min_duration_ns=args.min_duration_ms * 1_000_000 if args.min_duration_ms is not None else None,
+        event=args.event)
+    options = [f"{k}={v}" for k, v in sorted(vars(args).items()) if v not in (None, False)]
+    m = export.export(args.db_dir or DEFAULT_DB_DIR, args.output, filters, force=args.force,
+                      argv=options, progress_stream=sys.stderr,
+                      note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
+    gaps.warn(m["_gaps"], sys.stderr)
+    c = m["counts"]
+    print(f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
+          f"{c['exit']} exit) in {m['tables']['batches']} batches from {len(m['sources'])} file"
+          f"{'s' if len(m['sources']) != 1 else ''} to {args.output}; sha256 {m['sha256']} "
+          f"(in {args.output}.sha256)")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from . import verify
+
+    if args.files and args.db_dir is not None:
+        raise BadInput("give database files or --db-dir, not both")
+    if args.files:
+        report = verify.verify(list(args.files))
+    else:
+        from .config import DEFAULT_DB_DIR
+
+        report = verify.verify(db_dir=args.db_dir or DEFAULT_DB_DIR)
+    return verify.render(report, sys.stdout, sys.stderr)
+
+
 COMMANDS = {"run": cmd_run, "query": cmd_query, "stats": cmd_stats, "db": cmd_db,
-            "doctor": cmd_doctor}
+            "doctor": cmd_doctor, "tree": cmd_tree, "sql": cmd_sql, "export": cmd_export,
+            "verify": cmd_verify}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .dbfiles import open_ro
+from .dbfiles import open_ro, rotated_range
 from .errors import BadInput
 from .records import ROW_FIELDS
 from .timeparse import format_time
@@ -43,38 +43,50 @@ class Filters:
 
 # x: the exec an exit record's process last ran; y: the exit of an exec
 # record's process. Both are matched on the process identity (boot id, pid,
-# start_ns) and walk the time index from the record, so each lookup stops at
-# the nearest match. CASE keeps the lookups off the rows that do not need them.
-_SELECT = """
-SELECT e.*, r.boot_id AS boot_id,
-       x.id AS x_id, x.filename AS x_filename, x.argv AS x_argv,
-       y.id AS y_id, y.exit_code AS y_exit_code, y.signal AS y_signal,
-       y.core_dumped AS y_core_dumped, y.duration_ns AS y_duration_ns, y.status AS y_status
-FROM events e
-LEFT JOIN runs r ON r.id = e.run_id
-LEFT JOIN events x ON x.id = CASE WHEN e.event = 'exit' THEN (
-    SELECT p.id FROM events p
+# start_ns) and walk the (pid, start_ns) index from the record, so each
+# lookup stops at the nearest match. CASE keeps the lookups off the rows that
+# do not need them. {s} is the schema prefix ("" or e.g. "src.").
+_JOIN_R = "LEFT JOIN {s}runs r ON r.id = e.run_id\n"
+_JOIN_X = """LEFT JOIN {s}events x ON x.id = CASE WHEN e.event = 'exit' THEN (
+    SELECT p.id FROM {s}events p
     WHERE p.event = 'exec' AND p.pid = e.pid AND p.start_ns = e.start_ns
       AND p.time_ns <= e.time_ns
       AND p.time_ns >= e.time_ns - COALESCE(e.duration_ns, e.time_ns) - ?
-      AND p.run_id IN (SELECT id FROM runs WHERE boot_id = r.boot_id)
+      AND p.run_id IN (SELECT id FROM {s}runs WHERE boot_id = r.boot_id)
     ORDER BY p.time_ns DESC, p.id DESC LIMIT 1) END
-LEFT JOIN events y ON y.id = CASE WHEN e.event = 'exec' THEN (
-    SELECT q.id FROM events q
+"""
+_JOIN_Y = """LEFT JOIN {s}events y ON y.id = CASE WHEN e.event = 'exec' THEN (
+    SELECT q.id FROM {s}events q
     WHERE q.event = 'exit' AND q.pid = e.pid AND q.start_ns = e.start_ns
       AND q.time_ns >= e.time_ns
-      AND q.run_id IN (SELECT id FROM runs WHERE boot_id = r.boot_id)
+      AND q.run_id IN (SELECT id FROM {s}runs WHERE boot_id = r.boot_id)
     ORDER BY q.time_ns, q.id LIMIT 1) END
+"""
+_COLUMNS = """SELECT e.*, r.boot_id AS boot_id,
+       x.id AS x_id, x.filename AS x_filename, x.argv AS x_argv,
+       y.id AS y_id, y.exit_code AS y_exit_code, y.signal AS y_signal,
+       y.core_dumped AS y_core_dumped, y.duration_ns AS y_duration_ns, y.status AS y_status
 """
 _ORDER = " ORDER BY e.time_ns DESC, e.id DESC"
 
 
-def build_sql(filters: Filters) -> tuple[str, list]:
-    """The SQL and its bound parameters for these filters (BadInput on a bad event name)."""
+def conditions(filters: Filters, use_indexes: bool = True) -> tuple[list[str], list, bool]:
+    """WHERE terms over ``e`` (and ``x``) and their parameters; True if a term needs ``x``.
+
+    Without ``use_indexes`` each column is written ``+e.col``, which keeps SQLite off the
+    column indexes: for a caller that walks an id range, where they would cost a scan each.
+    """
     terms: list[str] = []
-    params: list = [EXEC_WINDOW_SLACK_NS]
+    params: list = []
+    for name in ("exit_code", "signal", "pid", "ppid", "uid", "min_duration_ns", "since_ns", "until_ns"):
+        value = getattr(filters, name)
+        if value is not None and not -(2**63) <= value < 2**63:
+            flag = "--" + name.replace("_ns", "").replace("_", "-")
+            raise BadInput(f"bad {flag} {value}: out of range")
 
     def add(term: str, value) -> None:
+        if not use_indexes:
+            term = term.replace("e.", "+e.", 1)
         terms.append(term)
         params.append(value)
 
@@ -104,9 +116,30 @@ def build_sql(filters: Filters) -> tuple[str, list]:
         add("COALESCE(e.filename, x.filename) GLOB ?", filters.filename)
     if filters.arg is not None:
         add("instr(COALESCE(e.argv, x.argv), ?) > 0", filters.arg.encode("utf-8"))
+    return terms, params, filters.filename is not None or filters.arg is not None
 
+
+def build_sql(filters: Filters, schema: str = "") -> tuple[str, list]:
+    """The SQL and its bound parameters for these filters (BadInput on a bad event name)."""
+    terms, params, _ = conditions(filters)
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
-    return _SELECT + where + _ORDER, params
+    joins = (_JOIN_R + _JOIN_X + _JOIN_Y).format(s=schema)
+    return (_COLUMNS + f"FROM {schema}events e\n" + joins + where + _ORDER,
+            [EXEC_WINDOW_SLACK_NS] + params)
+
+
+def selection_sql(filters: Filters, schema: str = "", extra: str = "") -> tuple[str, list]:
+    """``FROM ... WHERE ...`` selecting the matching rows as ``e`` (for export), joining only what
+    the filters need; ``extra`` is one more condition on ``e`` without parameters, an id range
+    that the filters leave to be walked by rowid."""
+    terms, params, needs_x = conditions(filters, use_indexes=False)
+    if extra:
+        terms.insert(0, extra)
+    where = (" WHERE " + " AND ".join(terms)) if terms else ""
+    if needs_x:
+        return (f"FROM {schema}events e\n" + (_JOIN_R + _JOIN_X).format(s=schema) + where,
+                [EXEC_WINDOW_SLACK_NS] + params)
+    return f"FROM {schema}events e" + where, params
 
 
 def split_argv(blob) -> list[str]:
@@ -187,24 +220,92 @@ def search(paths: Iterable, filters: Filters, limit: int | None = None) -> Itera
     return _search(list(paths), sql, params, limit)
 
 
+class _Joiner:
+    """The exec or exit of a record's process when it lies in another file (the process lived
+    across a rotation): looked up by (boot id, pid, start_ns) in the files around it."""
+
+    def __init__(self, paths: list):
+        self.paths = paths
+        self.conns: dict[int, tuple | None] = {}
+
+    def _conn(self, i: int):
+        if i not in self.conns:
+            try:
+                conn = open_ro(self.paths[i])
+                boots = dict(conn.execute("SELECT id, boot_id FROM runs"))
+                self.conns[i] = (conn, boots)
+            except (BadInput, sqlite3.DatabaseError):
+                self.conns[i] = None  # the search itself reports it when it gets there
+        return self.conns[i]
+
+    def _find(self, indexes, sql: str, rec: dict):
+        for i in indexes:
+            got = self._conn(i)
+            if got is None:
+                continue
+            conn, boots = got
+            try:
+                for row in conn.execute(sql, (rec["pid"], rec["start_ns"], rec["time_ns"])):
+                    if boots.get(row[0]) == rec["boot_id"]:
+                        return row
+            except sqlite3.DatabaseError:
+                continue
+        return None
+
+    def exec_of(self, i: int, rec: dict) -> None:
+        """Fill exec_filename/exec_argv of an exit record from an older file."""
+        fork = rec["time_ns"] - (rec.get("duration_ns") or 0) - EXEC_WINDOW_SLACK_NS
+        older = [j for j in range(i + 1, len(self.paths))
+                 if (r := rotated_range(self.paths[j])) is None or r[1] >= fork]
+        row = self._find(older, "SELECT run_id, filename, argv FROM events WHERE pid = ? AND start_ns = ? "
+                                "AND event = 'exec' AND time_ns <= ? ORDER BY time_ns DESC, id DESC", rec)
+        if row is not None:
+            rec["exec_filename"], rec["exec_argv"] = row[1], split_argv(row[2])
+
+    def exit_of(self, i: int, rec: dict) -> None:
+        """Fill how an exec record's process ended from a newer file."""
+        row = self._find(range(i - 1, -1, -1),
+                         "SELECT run_id, exit_code, signal, core_dumped, duration_ns, status FROM events "
+                         "WHERE pid = ? AND start_ns = ? AND event = 'exit' AND time_ns >= ? "
+                         "ORDER BY time_ns, id", rec)
+        if row is not None:
+            rec.update(exit_code=row[1], signal=row[2], core_dumped=_bool(row[3]), duration_ns=row[4],
+                       status=row[5])
+
+    def close(self) -> None:
+        for got in self.conns.values():
+            if got is not None:
+                got[0].close()
+
+
 def _search(paths, sql, params, limit) -> Iterator[dict]:
     remaining = limit
-    for path in paths:
-        if remaining == 0:
-            return
-        conn = open_ro(path)
-        conn.row_factory = sqlite3.Row
-        try:
-            for row in conn.execute(sql, params):
-                yield _record(row)
-                if remaining is not None:
-                    remaining -= 1
-                    if remaining == 0:
-                        return
-        except sqlite3.DatabaseError as exc:
-            raise BadInput(f"cannot read {path}: {exc}") from None
-        finally:
-            conn.close()
+    joiner = _Joiner(paths)
+    try:
+        for i, path in enumerate(paths):
+            if remaining == 0:
+                return
+            conn = open_ro(path)
+            conn.row_factory = sqlite3.Row
+            try:
+                for row in conn.execute(sql, params):
+                    rec = _record(row)
+                    if len(paths) > 1 and rec["boot_id"] is not None:
+                        if rec["event"] == "exit" and row["x_id"] is None:
+                            joiner.exec_of(i, rec)
+                        elif rec["event"] == "exec" and row["y_id"] is None:
+                            joiner.exit_of(i, rec)
+                    yield rec
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining == 0:
+                            return
+            except sqlite3.DatabaseError as exc:
+                raise BadInput(f"cannot read {path}: {exc}") from None
+            finally:
+                conn.close()
+    finally:
+        joiner.close()
 
 
 # a record straight from the daemon has no joins yet: these read as unknown

@@ -168,14 +168,22 @@ def test_limit_stops_early_and_never_opens_older_files(dbdir):
     assert keys(search([live, dbdir / ROTATED], Filters(), limit=7)) == ALL[:7]
 
 
-def test_query_walks_the_time_index_without_sorting(dbdir):
-    """The plan reads rows in time_ns order from the index, so --limit costs only what it yields."""
-    sql, params = build_sql(Filters(comm="sh", since_ns=1))
+@pytest.mark.parametrize("filters, index", [
+    (Filters(comm="sh", since_ns=1), "ix_events_comm_time"),
+    (Filters(comm="sh", exit_code=1), "ix_events_comm_time"),
+    (Filters(since_ns=1), "ix_events_time"),
+    (Filters(), "ix_events_time"),
+])
+def test_query_walks_an_index_in_time_order_without_sorting(dbdir, filters, index):
+    """The outer loop reads rows in time order from an index (no sort of all matches), so --limit
+    costs only what it yields; only the per-row exec/exit lookups sort their few candidates."""
+    sql, params = build_sql(filters)
     conn = open_ro(dbdir / "audit.db")
-    plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    plan = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
     conn.close()
-    assert "ix_events_time" in plan
-    assert "TEMP B-TREE" not in plan
+    top = [row[3] for row in plan if row[1] == 0]
+    assert top[0].startswith("S") and f"e USING INDEX {index}" in top[0]
+    assert not any("TEMP B-TREE" in detail for detail in top)
 
 
 def test_exit_record_carries_what_its_process_had_executed(dbdir):
@@ -440,3 +448,28 @@ def test_unprivileged_reader_gets_wal_files_and_a_clear_permission_message(dbdir
         assert inner.startswith(f"cannot read {closed / 'inner'}: user nobody lacks read access; run as root")
     finally:
         shutil.rmtree(shared)
+
+
+def test_exec_and_exit_join_across_a_rotation(tmp_path):
+    """A process whose exec is in a rotated file and whose exit is in the next one is joined both ways."""
+    from auditd_lite.writer import BatchWriter, RotationPolicy
+
+    t = at(10, 0)
+    exec_ = ("exec", t, 4242, 4242, 1, 0, 0, "make", 777, 4242, 0, 0, 1, 1, "/usr/bin/make",
+             b"make\0-j2", 2, 0, None, None, None, None, None, None)
+    other = ("exec", t + SEC, 4243, 4243, 1, 0, 0, "cc", 778, 4243, 0, 0, 1, 1, "/usr/bin/cc",
+             b"cc", 1, 0, None, None, None, None, None, None)
+    exit_ = ("exit", t + 90 * SEC, 4242, 4242, 1, 0, 0, "make", 777, None, None, None, None, None, None,
+             None, None, None, None, 2 << 8, 2, 0, 0, 90 * SEC)
+    bw = BatchWriter(tmp_path / "db", {}, rotation=RotationPolicy(size_mb=0.001))
+    bw.open()
+    bw.write([exec_, other])  # rotated after this batch
+    bw.write([exit_])
+    bw.close()
+    files = database_files(db_dir=tmp_path / "db")
+    assert len(files) >= 2
+    got = {(r["event"], r["pid"]): r for r in search(files, Filters())}
+    ended, started = got[("exit", 4242)], got[("exec", 4242)]
+    assert (ended["exec_filename"], ended["exec_argv"]) == ("/usr/bin/make", ["make", "-j2"])
+    assert (started["exit_code"], started["signal"], started["duration_ns"]) == (2, 0, 90 * SEC)
+    assert got[("exec", 4243)]["exit_code"] is None

@@ -1,0 +1,488 @@
+"""`auditd-lite tree PID`: a process's ancestry and descendants, across every file.
+
+A process is (boot id, pid, start_ns) (DESIGN decision 4): ``start_ns`` is
+the kernel's ``task->start_time``, CLOCK_MONOTONIC at fork, the same in
+every record of the process. A pid names several processes over time;
+``--at T`` picks the one alive at T, otherwise the latest is shown.
+
+Parents are found through ``ppid``: the parent is the latest process with
+that pid in the same boot that started before the child and had not exited
+when the child started. Children are the processes that have a record
+naming the process as their parent while it lived (records are written with
+the parent of the moment, so a child reparented before its first record is
+not found under its original parent). Processes already running when a
+daemon started come from ``seen_processes``, so ancestry reaches them.
+
+Read-only, standard library only (the analysis side).
+"""
+
+from __future__ import annotations
+
+import errno as errno_module
+import json
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .dbfiles import file_is_export
+from .errors import BadInput, NotFound
+from .output import quote
+from .query import split_argv
+from .timeparse import format_time
+
+MAX_NODES = 20_000  # descendants shown before the tree is cut (with a warning)
+MAX_ANCESTORS = 1_000
+WALL_SLACK_NS = 2 * 10**9  # records of a child lie within its parent's life, give or take clock steps
+
+_EVENT_COLS = ("id, run_id, event, time_ns, pid, ppid, uid, comm, start_ns, filename, argv, errno, "
+               "exit_code, signal, core_dumped, duration_ns, status")
+
+
+@dataclass
+class Proc:
+    boot_id: str
+    pid: int
+    start_ns: int  # monotonic, task->start_time
+    ppid: int | None = None
+    comm: str | None = None
+    uid: int | None = None
+    execs: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    exit: dict | None = None
+    seen: dict | None = None
+    offset_ns: int | None = None  # wall clock minus monotonic clock for this process's run
+    first_ns: int | None = None  # wall time of its first record
+    children: list = field(default_factory=list)
+    target: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return (self.boot_id, self.pid, self.start_ns)
+
+    @property
+    def fork_ns(self) -> int | None:
+        """Wall time of its fork: exact from the exit record, estimated from the run's clock offset."""
+        if self.exit is not None and self.exit["duration_ns"] is not None:
+            return self.exit["time_ns"] - self.exit["duration_ns"]
+        if self.offset_ns is not None:
+            return self.start_ns + self.offset_ns
+        return self.first_ns
+
+    @property
+    def end_ns(self) -> int | None:
+        return self.exit["time_ns"] if self.exit is not None else None
+
+    @property
+    def end_mono(self) -> int | None:
+        if self.exit is not None and self.exit["duration_ns"] is not None:
+            return self.start_ns + self.exit["duration_ns"]
+        return None
+
+
+class Reader:
+    """Lookups over every file's connection (newest first) by process identity."""
+
+    def __init__(self, conns: list[tuple[Path, sqlite3.Connection]]):
+        self.conns = conns
+        self.boots: list[dict[int, str]] = []  # per file: run id -> boot id
+        self.ranges: list[tuple] = []  # per file: (min time_ns, max time_ns)
+        self._offsets: dict[tuple[int, int], int | None] = {}
+        self.run_bounds: dict[str, list[int]] = {}  # boot id -> started_ns of its runs
+        for _, conn in conns:
+            self.boots.append({rid: boot for rid, boot in conn.execute("SELECT id, boot_id FROM runs")})
+            self.ranges.append(conn.execute("SELECT (SELECT min(time_ns) FROM events), (SELECT max(time_ns) FROM events)").fetchone())
+            for boot, started in conn.execute("SELECT boot_id, started_ns FROM runs"):
+                self.run_bounds.setdefault(boot, []).append(started)
+
+    def _offset(self, i: int, run_id: int) -> int | None:
+        key = (i, run_id)
+        if key not in self._offsets:
+            conn = self.conns[i][1]
+            # start from the run's first batch: a scan from the file's start could be long
+            first = conn.execute("SELECT first_event_id FROM batches WHERE run_id = ? AND count > 0 "
+                                 "ORDER BY id LIMIT 1", (run_id,)).fetchone()
+            row = conn.execute(
+                "SELECT time_ns - start_ns - duration_ns FROM events WHERE id >= ? AND run_id = ? "
+                "AND event = 'exit' AND duration_ns IS NOT NULL ORDER BY id LIMIT 1",
+                (first[0] if first else 0, run_id)).fetchone()
+            self._offsets[key] = row[0] if row else None
+        return self._offsets[key]
+
+    def _add(self, procs: dict, i: int, row) -> Proc | None:
+        (_, run_id, event, time_ns, pid, ppid, uid, comm, start_ns, filename, argv, err,
+         code, sig, core, duration, status) = row
+        boot = self.boots[i].get(run_id)
+        if boot is None:
+            return None
+        key = (boot, pid, start_ns)
+        p = procs.get(key)
+        if p is None:
+            p = procs[key] = Proc(boot, pid, start_ns)
+        if p.first_ns is None or time_ns < p.first_ns:
+            p.first_ns = time_ns
+            if event != "exit" or p.ppid is None:
+                p.ppid = ppid
+        if event == "exit" and duration is not None:
+            self._offsets.setdefault((i, run_id), time_ns - start_ns - duration)
+        if p.offset_ns is None:
+            p.offset_ns = self._offset(i, run_id)
+        if event == "exec":
+            p.execs.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv)})
+            p.comm, p.uid = comm, uid
+        elif event == "exec_failed":
+            p.failed.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv),
+                             "errno": err})
+            if p.comm is None:
+                p.comm, p.uid = comm, uid
+        else:
+            p.exit = {"time_ns": time_ns, "exit_code": code, "signal": sig,
+                      "core_dumped": None if core is None else bool(core), "duration_ns": duration,
+                      "status": status}
+            if not p.execs:
+                p.comm = comm
+            if p.uid is None:
+                p.uid = uid
+            if p.ppid is None:
+                p.ppid = ppid
+        return p
+
+    def _seen(self, procs: dict, pid: int, start_ns: int | None = None, boot: str | None = None) -> None:
+        """Merge seen_processes rows of ``pid`` into ``procs`` (matching a known process within a tick)."""
+        for i, (_, conn) in enumerate(self.conns):
+            for run_id, time_ns, ppid, uid, comm, filename, argv, s_ns, tick in conn.execute(
+                    "SELECT run_id, time_ns, ppid, uid, comm, filename, argv, start_ns, start_tick_ns "
+                    "FROM seen_processes WHERE pid = ?", (pid,)):
+                b = self.boots[i].get(run_id)
+                if b is None or (boot is not None and b != boot):
+                    continue
+                if start_ns is not None and abs(s_ns - start_ns) > max(tick or 0, 1):
+                    continue
+                match = next((p for (pb, pp, ps), p in procs.items()
+                              if pb == b and pp == pid and abs(ps - s_ns) <= max(tick or 0, 1)), None)
+                if match is None:
+                    match = procs[(b, pid, s_ns)] = Proc(b, pid, s_ns)
+                if match.seen is None or time_ns < match.seen["time_ns"]:
+                    match.seen = {"time_ns": time_ns, "filename": filename, "argv": split_argv(argv),
+                                  "comm": comm}
+                match.ppid = ppid if match.ppid is None or not match.execs else match.ppid
+                match.comm = match.comm or comm
+                match.uid = match.uid if match.uid is not None else uid
+                if match.first_ns is None or time_ns < match.first_ns:
+                    match.first_ns = time_ns
+                if match.offset_ns is None:
+                    match.offset_ns = self._offset(i, run_id)
+
+    def incarnations(self, pid: int) -> list[Proc]:
+        """Every process that had this pid, oldest first."""
+        procs: dict = {}
+        for i, (_, conn) in enumerate(self.conns):
+            for row in conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE pid = ? ORDER BY time_ns, id",
+                                    (pid,)):
+                self._add(procs, i, row)
+        self._seen(procs, pid)
+        return sorted(procs.values(), key=lambda p: (p.fork_ns or 0, p.start_ns))
+
+    def load(self, boot: str, pid: int, start_ns: int) -> Proc | None:
+        procs: dict = {}
+        for i, (_, conn) in enumerate(self.conns):
+            for row in conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE pid = ? AND start_ns = ? "
+                                    "ORDER BY time_ns, id", (pid, start_ns)):
+                self._add(procs, i, row)
+        self._seen(procs, pid, start_ns, boot)
+        return procs.get((boot, pid, start_ns)) or next(
+            (p for p in procs.values() if p.boot_id == boot), None)
+
+    def boot_end(self, boot: str, after_ns: int) -> int | None:
+        """When a later boot's first run started (this boot cannot have lasted beyond it)."""
+        later = [s for b, starts in self.run_bounds.items() if b != boot for s in starts if s > after_ns]
+        return min(later) if later else None
+
+    def parent(self, child: Proc) -> Proc | None:
+        if not child.ppid:
+            return None
+        best = None
+        for cand in self.incarnations(child.ppid):
+            if cand.boot_id != child.boot_id or cand.start_ns > child.start_ns + _tick_slack(cand):
+                continue
+            if best is None or cand.start_ns > best.start_ns:
+                best = cand
+        if best is None or (best.end_mono is not None and best.end_mono < child.start_ns):
+            return None  # the real parent was never recorded (an earlier user of the pid had exited)
+        return best
+
+    def children(self, proc: Proc, until_ns: int | None) -> list[Proc]:
+        lo = (proc.fork_ns or proc.first_ns or 0) - WALL_SLACK_NS
+        hi = proc.end_ns + WALL_SLACK_NS if proc.end_ns is not None else until_ns
+        found: dict = {}
+        for i, (_, conn) in enumerate(self.conns):
+            first, last = self.ranges[i]
+            if first is None or last < lo or (hi is not None and first > hi):
+                continue
+            sql = "SELECT DISTINCT pid, start_ns, run_id FROM events WHERE ppid = ? AND time_ns >= ?"
+            params: list = [proc.pid, lo]
+            if hi is not None:
+                sql += " AND time_ns <= ?"
+                params.append(hi)
+            for pid, start_ns, run_id in conn.execute(sql, params):
+                if self.boots[i].get(run_id) != proc.boot_id or start_ns < proc.start_ns:
+                    continue
+                if proc.end_mono is not None and start_ns > proc.end_mono:
+                    continue
+                found[(pid, start_ns)] = True
+        kids = []
+        for pid, start_ns in found:
+            if (pid, start_ns) == (proc.pid, proc.start_ns):
+                continue
+            kid = self.load(proc.boot_id, pid, start_ns)
+            if kid is not None:
+                kids.append(kid)
+        return sorted(kids, key=lambda k: (k.fork_ns or 0, k.pid))
+
+
+def _tick_slack(p: Proc) -> int:
+    return 10**8 if p.seen is not None and not p.execs and p.exit is None else 0  # /proc's tick precision
+
+
+def _alive_until(reader: Reader, procs: list[Proc], i: int) -> int | None:
+    """The latest moment procs[i] can have been alive: its exit, else the next process with the pid,
+    else the end of its boot; None if it may still be running."""
+    p = procs[i]
+    if p.end_ns is not None:
+        return p.end_ns
+    later = [q.fork_ns for q in procs[i + 1:] if q.fork_ns is not None]
+    bounds = [b for b in (min(later) if later else None, reader.boot_end(p.boot_id, p.fork_ns or 0))
+              if b is not None]
+    return min(bounds) if bounds else None
+
+
+@dataclass
+class Tree:
+    root: Proc
+    target: Proc
+    nodes: int
+    truncated: bool
+    incarnations: int
+    complete_ancestry: bool
+
+
+def build(conns, pid: int, at_ns: int | None = None, depth: int | None = None,
+          max_nodes: int = MAX_NODES) -> Tree:
+    if not 0 <= pid < 2**32:
+        raise BadInput(f"bad pid {pid}: out of range")
+    reader = Reader(conns)
+    procs = reader.incarnations(pid)
+    if not procs:
+        raise NotFound(f"pid {pid} was never recorded")
+    if at_ns is None:
+        target = procs[-1]
+    else:
+        alive = [p for i, p in enumerate(procs)
+                 if (p.fork_ns or p.first_ns or 0) <= at_ns
+                 and ((u := _alive_until(reader, procs, i)) is None or at_ns <= u)]
+        if not alive:
+            first, last = procs[0], procs[-1]
+            raise NotFound(
+                f"pid {pid} was not running at {format_time(at_ns)}: recorded for {len(procs)} "
+                f"process(es), started between {_when(first.fork_ns)} and {_when(last.fork_ns)}")
+        target = alive[-1]
+    target.target = True
+
+    # ancestry, up to the first process the logger knows
+    chain = [target]
+    seen_keys = {target.key}
+    complete = False
+    while len(chain) < MAX_ANCESTORS:
+        top = chain[-1]
+        if top.ppid in (0, None):
+            complete = True
+            break
+        parent = reader.parent(top)
+        if parent is None or parent.key in seen_keys:
+            break
+        seen_keys.add(parent.key)
+        chain.append(parent)
+    for upper, lower in zip(chain[1:], chain):
+        upper.children = [lower]
+
+    # descendants, breadth first so a cut keeps the nearest levels
+    idx = procs.index(target)
+    level = [target]
+    nodes = len(chain)
+    truncated = False
+    d = 0
+    while level and (depth is None or d < depth) and not truncated:
+        nxt = []
+        for p in level:
+            alive_to = p.end_ns if p is not target else _alive_until(reader, procs, idx)
+            if p.end_ns is None and p is not target:
+                alive_to = reader.boot_end(p.boot_id, p.fork_ns or 0)
+            kids = [k for k in reader.children(p, alive_to) if k.key not in seen_keys]
+            if nodes + len(kids) > max_nodes:
+                kids = kids[:max(max_nodes - nodes, 0)]
+                truncated = True
+            for k in kids:
+                seen_keys.add(k.key)
+            p.children = kids
+            nodes += len(kids)
+            nxt.extend(kids)
+            if truncated:
+                break
+        level = nxt
+        d += 1
+    return Tree(chain[-1], target, nodes, truncated, len(procs), complete)
+
+
+# --- output ----------------------------------------------------------------
+
+def _when(ns: int | None) -> str:
+    if ns is None:
+        return "?"
+    return format_time(ns)[:23] + "Z"  # milliseconds
+
+
+def _duration(ns: int | None) -> str:
+    if ns is None:
+        return ""
+    if ns < 10**9:
+        return f"{ns / 1e6:.0f}ms" if ns >= 10**6 else f"{ns / 1e3:.0f}us"
+    s = ns / 1e9
+    if s < 120:
+        return f"{s:.1f}s"
+    m, s = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h < 48 else f"{h // 24}d{h % 24:02d}h"
+
+
+def _status(p: Proc) -> str:
+    e = p.exit
+    if e is None:
+        return "no exit recorded"
+    if e["signal"]:
+        text = f"killed by signal {e['signal']}"
+        try:
+            import signal as signal_module
+
+            text += f" ({signal_module.Signals(e['signal']).name})"
+        except ValueError:
+            pass
+        return text + (", core dumped" if e["core_dumped"] else "")
+    return f"exit {e['exit_code']}"
+
+
+def _command(p: Proc) -> str:
+    if p.execs:
+        last = p.execs[-1]
+        cmd = " ".join([quote(last["filename"]) if last["filename"] is not None else "?"]
+                       + [quote(a) for a in last["argv"]])
+        if len(p.execs) > 1:
+            cmd += f" (after {len(p.execs) - 1} earlier exec{'s' if len(p.execs) > 2 else ''})"
+        return cmd
+    if p.seen is not None:
+        parts = [quote(a) for a in p.seen["argv"]] or [quote(p.seen["filename"] or "?")]
+        return " ".join(parts) + " [running when a daemon started]"
+    return "(no exec recorded)"
+
+
+def describe(p: Proc) -> str:
+    parts = [str(p.pid), quote(p.comm or "?"), _command(p)]
+    if p.failed:
+        names = sorted({errno_module.errorcode.get(abs(f["errno"] or 0), str(f["errno"])) for f in p.failed})
+        parts.append(f"({len(p.failed)} failed exec{'s' if len(p.failed) > 1 else ''}: "
+                     f"{quote(p.failed[-1]['filename'])} {'/'.join(names)})")
+    life = _duration(p.exit["duration_ns"]) if p.exit is not None else ""
+    parts.append(f"[{_when(p.fork_ns)}{' +' + life if life else ''} {_status(p)}]")
+    return " ".join(parts)
+
+
+def render_table(tree: Tree, stream) -> None:
+    unicode = (getattr(stream, "encoding", None) or "").lower().replace("-", "") in ("utf8", "utf16", "utf32")
+    tee, last, pipe, blank = ("├─ ", "└─ ", "│  ", "   ") if unicode else ("|- ", "`- ", "|  ", "   ")
+    mark = "  ◀ target" if unicode else "  <== target"
+    t = tree.target
+    stream.write(f"pid {t.pid}, boot {t.boot_id}, started {_when(t.fork_ns)}\n")
+    if not tree.complete_ancestry:
+        top = tree.root
+        stream.write(f"(parent pid {top.ppid} of {top.pid} was not recorded: ancestry starts here)\n")
+    stack = [(tree.root, "", "", True)]
+    while stack:
+        node, prefix, connector, _ = stack.pop()
+        stream.write(prefix + connector + describe(node) + (mark if node.target else "") + "\n")
+        child_prefix = prefix + ((blank if connector in (last, "") else pipe) if connector else "")
+        kids = node.children
+        for j in range(len(kids) - 1, -1, -1):
+            stack.append((kids[j], child_prefix, last if j == len(kids) - 1 else tee, False))
+    if tree.truncated:
+        stream.write(f"(cut at {tree.nodes} processes: use --depth to see less at a time)\n")
+
+
+def _node_json(p: Proc) -> dict:
+    return {
+        "pid": p.pid, "ppid": p.ppid, "boot_id": p.boot_id, "start_ns": p.start_ns,
+        "start": format_time(p.fork_ns) if p.fork_ns is not None else None,
+        "comm": p.comm, "uid": p.uid, "target": p.target,
+        "execs": [{"time": format_time(e["time_ns"]), "time_ns": e["time_ns"], "filename": e["filename"],
+                   "argv": e["argv"]} for e in p.execs],
+        "failed_execs": [{"time": format_time(f["time_ns"]), "time_ns": f["time_ns"],
+                          "filename": f["filename"], "argv": f["argv"], "errno": f["errno"],
+                          "errno_name": errno_module.errorcode.get(abs(f["errno"] or 0))}
+                         for f in p.failed],
+        "exit": None if p.exit is None else {
+            "time": format_time(p.exit["time_ns"]), "time_ns": p.exit["time_ns"],
+            "exit_code": p.exit["exit_code"], "signal": p.exit["signal"],
+            "core_dumped": p.exit["core_dumped"], "duration_ns": p.exit["duration_ns"]},
+        "seen_at_start": p.seen is not None,
+        "children": [_node_json(k) for k in p.children],
+    }
+
+
+def render_json(tree: Tree, stream) -> None:
+    t = tree.target
+    doc = {"target": {"pid": t.pid, "boot_id": t.boot_id, "start_ns": t.start_ns},
+           "incarnations": tree.incarnations, "complete_ancestry": tree.complete_ancestry,
+           "truncated": tree.truncated, "processes": tree.nodes, "tree": _node_json(tree.root)}
+    stream.write(json.dumps(doc, ensure_ascii=False) + "\n")
+
+
+def window(tree: Tree) -> tuple[int | None, int | None]:
+    """The time the target and its descendants span: what gap warnings are about (a gap there
+    can hide a descendant, an exec or an exit)."""
+    lo = hi = None
+    open_ended = False
+    stack = [tree.target]
+    while stack:
+        p = stack.pop()
+        stack.extend(p.children)
+        start = p.fork_ns if p.fork_ns is not None else p.first_ns
+        if start is not None:
+            lo = start if lo is None else min(lo, start)
+        if p.end_ns is None:
+            open_ended = True
+        else:
+            hi = p.end_ns if hi is None else max(hi, p.end_ns)
+    return lo, None if open_ended else hi
+
+
+def run(conns, pid: int, at_ns: int | None, depth: int | None, fmt: str, db_dir,
+        out=None, err=None) -> int:
+    from . import gaps
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    tree = build(conns, pid, at_ns, depth)
+    if tree.incarnations > 1 and at_ns is None:
+        err.write(f"auditd-lite: note: pid {pid} was used by {tree.incarnations} processes; showing the "
+                  f"latest (started {_when(tree.target.fork_ns)}); use --at to pick another\n")
+    if fmt == "json":
+        render_json(tree, out)
+    else:
+        render_table(tree, out)
+    lo, hi = window(tree)
+    wanted = set(gaps.select_paths([p for p, _ in conns], lo, hi))
+    gaps.warn(gaps.for_window([(p, c) for p, c in conns if p in wanted], db_dir, lo, hi), err)
+    if not tree.complete_ancestry and any(file_is_export(c) for _, c in conns):
+        err.write("auditd-lite: note: an export holds only the records selected when it was made; "
+                  "ancestors outside them are not shown\n")
+    return 0

@@ -1,0 +1,319 @@
+"""`auditd-lite verify`: the hash chain of a database directory, or an export's seal.
+
+For the daemon's files (``audit.db``, ``audit-*.db``), oldest first by
+batch id:
+
+- every batch is recomputed from its records (``chain.check_file``): an
+  edited, added or deleted record, or an edited batch, is found;
+- each file continues the chain of the one before (``chain.check_sequence``)
+  and its batch ids follow on without a hole or an overlap: a removed middle
+  file, a file from elsewhere, or a copy of a file is found;
+- in each file, every run's counters (records written, loss) equal the sum
+  of its batches there: the writer updates both in one transaction, so
+  batches cut off the end of a file are found;
+- the oldest file's chain must start at the beginning (batch 1's genesis)
+  unless a run had retention on (``keep`` > 0), which removes old files;
+- with ``--db-dir``, a ``.db`` file the daemon does not write is a problem
+  (queries of the directory would read it as evidence).
+
+For an export (a file with a ``manifest``): its sidecar ``.sha256``, the
+manifest against the tables (format, counts per type, time range, chain
+ends, content digest), every batch recomputed with the digests of the
+records left out, and the chain followed without a hole from the first
+exported batch to the last through ``chain_links``.
+
+Each file is read inside one read transaction, so a live file the daemon is
+writing is checked as one consistent snapshot. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import chain
+from .dbfiles import database_files, file_is_export, is_chain_file, open_ro
+from .errors import BadInput
+
+REQUIRED_MANIFEST = ("format", "tool_version", "exported_at", "host", "kernel", "sources", "time_range",
+                     "counts", "chain", "content_sha256", "tables")
+
+
+@dataclass
+class Report:
+    problems: list = field(default_factory=list)  # chain.Problem
+    notes: list = field(default_factory=list)
+    files: int = 0
+    batches: int = 0
+    records: int = 0
+    first_batch: int | None = None
+    last_batch: int | None = None
+    exports: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class _ChainFile:
+    path: Path
+    name: str
+    fc: chain.FileChain
+    lo: int | None
+    hi: int | None
+    first_is_genesis: bool
+    keeps: list
+
+
+def _read_transaction(conn: sqlite3.Connection) -> None:
+    conn.isolation_level = None
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # take the snapshot now
+
+
+def _check_chain_file(path: Path, report: Report) -> _ChainFile | None:
+    name = str(path)
+    conn = open_ro(path)
+    try:
+        _read_transaction(conn)
+        try:
+            fc = chain.check_file(conn, name, report.problems)
+            lo, hi, n = conn.execute("SELECT (SELECT min(id) FROM batches), (SELECT max(id) FROM batches), "
+                                     "(SELECT count(*) FROM batches)").fetchone()
+            report.records += conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            report.batches += n
+            first_prev = conn.execute("SELECT prev_hash FROM batches ORDER BY id LIMIT 1").fetchone()
+            _check_run_counters(conn, name, report)
+            keeps = []
+            for (settings,) in conn.execute("SELECT settings FROM runs"):
+                try:
+                    keeps.append(json.loads(settings).get("keep"))
+                except (TypeError, ValueError, AttributeError):
+                    keeps.append(None)
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.DatabaseError as exc:
+        report.problems.append(chain.Problem(name, None, f"unreadable: {exc}"))
+        return None
+    finally:
+        conn.close()
+    return _ChainFile(path, name, fc, lo, hi, bool(first_prev and first_prev[0] == chain.GENESIS), keeps)
+
+
+def _check_run_counters(conn: sqlite3.Connection, name: str, report: Report) -> None:
+    rows = conn.execute(
+        "SELECT r.id, r.events_written, r.lost_kernel, r.lost_user, "
+        "coalesce(sum(b.count), 0), coalesce(sum(b.lost_kernel), 0), coalesce(sum(b.lost_user), 0) "
+        "FROM runs r LEFT JOIN batches b ON b.run_id = r.id GROUP BY r.id ORDER BY r.id").fetchall()
+    for rid, written, lost_k, lost_u, b_count, b_lost_k, b_lost_u in rows:
+        if (written, lost_k, lost_u) != (b_count, b_lost_k, b_lost_u):
+            report.problems.append(chain.Problem(name, None, (
+                f"run {rid} says it wrote {written} records (lost {lost_k}+{lost_u}) to this file, "
+                f"its batches here hold {b_count} (lost {b_lost_k}+{b_lost_u}): batches removed or "
+                "added, or the run edited")))
+    orphans = conn.execute("SELECT DISTINCT run_id FROM batches WHERE run_id NOT IN (SELECT id FROM runs)"
+                           ).fetchall()
+    for (rid,) in orphans:
+        report.problems.append(chain.Problem(name, None, f"batches of run {rid}, which has no run record"))
+
+
+def _check_sequence(files: list[_ChainFile], report: Report) -> None:
+    with_batches = sorted((f for f in files if f.lo is not None), key=lambda f: (f.lo, f.hi))
+    for a, b in zip(with_batches, with_batches[1:]):
+        if b.lo <= a.hi:
+            report.problems.append(chain.Problem(b.name, b.lo, (
+                f"batches {b.lo}..{min(a.hi, b.hi)} are also in {a.name}: a copy, or a file from "
+                "another directory")))
+        elif b.lo > a.hi + 1:
+            report.problems.append(chain.Problem(b.name, b.lo, (
+                f"batches {a.hi + 1}..{b.lo - 1} are missing between {a.name} and this file: "
+                "a file was removed")))
+        else:
+            chain.check_sequence([(a.name, a.fc), (b.name, b.fc)], report.problems)
+    if with_batches:
+        first = with_batches[0]
+        report.first_batch, report.last_batch = first.lo, with_batches[-1].hi
+        if not first.first_is_genesis:
+            keeps = [k for f in files for k in f.keeps]
+            if keeps and all(k == 0 for k in keeps):
+                report.problems.append(chain.Problem(first.name, first.lo, (
+                    "the chain does not start here (this batch follows one that is not in any file) "
+                    "although no run had retention on (keep = 0): older files were removed")))
+            else:
+                known = sorted({k for k in keeps if k})
+                report.notes.append(
+                    f"the chain starts at batch {first.lo} in {first.name}: older files were removed"
+                    + (f" (retention: keep = {', '.join(map(str, known))})" if known else ""))
+
+
+# --- exports -----------------------------------------------------------------
+
+def _sidecar(path: Path, report: Report) -> None:
+    from .export import file_sha256
+
+    side = Path(str(path) + ".sha256")
+    name = str(path)
+    try:
+        text = side.read_text()
+    except FileNotFoundError:
+        report.problems.append(chain.Problem(name, None, f"no digest file {side.name}: the file's seal is missing"))
+        return
+    except (OSError, UnicodeDecodeError) as exc:
+        report.problems.append(chain.Problem(name, None, f"cannot read {side.name}: {exc}"))
+        return
+    parts = text.split()
+    if len(parts) < 1 or len(parts[0]) != 64:
+        report.problems.append(chain.Problem(name, None, f"{side.name} is not in sha256sum format"))
+        return
+    if file_sha256(path) != parts[0].lower():
+        report.problems.append(chain.Problem(name, None, f"SHA-256 differs from {side.name}: the file was changed"))
+    if len(parts) >= 2 and parts[-1].lstrip("*") != path.name:
+        report.notes.append(f"{side.name} names {parts[-1]!r}: the export was renamed")
+
+
+def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
+    from .export import FORMAT, content_sha256
+
+    name = str(path)
+    bad = lambda reason, batch=None: report.problems.append(chain.Problem(name, batch, reason))  # noqa: E731
+    try:
+        raw = dict(conn.execute("SELECT key, value FROM manifest"))
+        manifest = {k: json.loads(v) for k, v in raw.items()}
+    except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+        bad(f"manifest unreadable: {exc}")
+        return
+    missing = [k for k in REQUIRED_MANIFEST if k not in manifest]
+    if missing:
+        bad(f"manifest lacks {', '.join(missing)}")
+        return
+    if manifest["format"] != FORMAT:
+        bad(f"manifest format {manifest['format']!r} is not {FORMAT!r}")
+    try:
+        counts = {"exec": 0, "exec_failed": 0, "exit": 0}
+        counts.update(dict(conn.execute("SELECT event, count(*) FROM events GROUP BY event")))
+        counts["total"] = sum(counts.values())
+        if counts != manifest["counts"]:
+            bad(f"records per type {counts} differ from the manifest's {manifest['counts']}")
+        tr = manifest["time_range"]
+        first, last = conn.execute("SELECT (SELECT min(time_ns) FROM events), (SELECT max(time_ns) FROM events)").fetchone()
+        if (first, last) != (tr.get("first_record_ns"), tr.get("last_record_ns")):
+            bad("the records' time range differs from the manifest's")
+        outside = conn.execute(
+            "SELECT count(*) FROM events WHERE time_ns < coalesce(?, time_ns) OR time_ns >= coalesce(?, time_ns + 1)",
+            (tr.get("since_ns"), tr.get("until_ns"))).fetchone()[0]
+        if outside:
+            bad(f"{outside} records lie outside the manifest's window")
+        tables = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in manifest["tables"]}
+        if tables != manifest["tables"]:
+            bad(f"table sizes {tables} differ from the manifest's {manifest['tables']}")
+        if content_sha256(conn) != manifest["content_sha256"]:
+            bad("content digest differs from the manifest's: batches, chain links, omitted digests "
+                "or runs were changed")
+
+        omitted: dict[int, dict[int, bytes]] = {}
+        exported_batches = {r[0] for r in conn.execute("SELECT id FROM batches")}
+        for event_id, batch_id, digest in conn.execute("SELECT event_id, batch_id, digest FROM omitted_rows"):
+            if batch_id not in exported_batches:
+                bad(f"digest of record {event_id} for a batch that is not in the export", batch_id)
+            omitted.setdefault(batch_id, {})[event_id] = bytes(digest)
+        found: list[chain.Problem] = []
+        chain.check_file(conn, name, found, omitted)
+        # links between batches are checked below, through chain_links as well
+        report.problems.extend(p for p in found if not p.reason.startswith("chain broken"))
+        links = conn.execute(
+            "SELECT id, prev_hash, hash FROM batches UNION ALL SELECT id, prev_hash, hash FROM chain_links "
+            "ORDER BY id").fetchall()
+        prev = None
+        for bid, prev_hash, stored in links:
+            if prev is not None:
+                if bid == prev[0]:
+                    bad("batch is both exported and a chain link", bid)
+                elif bid != prev[0] + 1:
+                    bad(f"batches {prev[0] + 1}..{bid - 1} missing from the chain", bid)
+                elif prev_hash != prev[1]:
+                    bad("chain broken: previous batch missing or changed", bid)
+            prev = (bid, stored)
+        ch = manifest["chain"]
+        ends = conn.execute("SELECT (SELECT min(id) FROM batches), (SELECT max(id) FROM batches)").fetchone()
+        if ends != (ch.get("first_batch"), ch.get("last_batch")):
+            bad("first or last batch differs from the manifest's chain")
+        for table in ("events", "batches"):
+            for (rid,) in conn.execute(f"SELECT DISTINCT run_id FROM {table} "
+                                       "WHERE run_id NOT IN (SELECT id FROM runs)"):
+                bad(f"{table} of run {rid}, which has no run record")
+        report.records += counts["total"]
+        report.batches += len(exported_batches)
+    except sqlite3.DatabaseError as exc:
+        bad(f"unreadable: {exc}")
+
+
+# --- entry -------------------------------------------------------------------
+
+def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3) -> Report:
+    """Check files (or a directory's files); a directory rotated meanwhile is checked again."""
+    if paths is not None:
+        return _verify([p for arg in paths for p in database_files(db_file=arg)], False)
+    for _ in range(attempts):
+        listed = database_files(db_dir=db_dir)
+        if not listed:
+            raise BadInput(f"no database files in {db_dir}")
+        report = _verify(list(reversed(listed)), True)  # oldest first
+        if database_files(db_dir=db_dir) == listed:
+            return report
+    raise BadInput(f"the files in {db_dir} kept changing (rotating) during verification; try again")
+
+
+def _verify(paths: list[Path], in_dir: bool) -> Report:
+    report = Report()
+    chain_files: list[_ChainFile] = []
+    for path in paths:
+        conn = open_ro(path)
+        try:
+            export = file_is_export(conn)
+            if export:
+                _read_transaction(conn)
+                try:
+                    _check_export(path, conn, report)
+                finally:
+                    conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+        report.files += 1
+        if export:
+            report.exports += 1
+            _sidecar(path, report)
+            if in_dir:
+                report.problems.append(chain.Problem(str(path), None, (
+                    "an export inside the database directory: queries of the directory read it "
+                    "as if the daemon wrote it")))
+            continue
+        if in_dir and not is_chain_file(path):
+            report.problems.append(chain.Problem(str(path), None, (
+                "not a file the daemon writes (neither audit.db nor audit-*.db): queries of the "
+                "directory read it as evidence")))
+        checked = _check_chain_file(path, report)
+        if checked is not None:
+            chain_files.append(checked)
+    _check_sequence(chain_files, report)
+    return report
+
+
+def render(report: Report, out, err) -> int:
+    for p in report.problems:
+        out.write(f"{p}\n")
+    for n in report.notes:
+        err.write(f"auditd-lite: note: {n}\n")
+    if report.ok:
+        span = (f"; chain intact from batch {report.first_batch} to {report.last_batch}"
+                if report.first_batch is not None else "")
+        out.write(f"ok: {report.files} file{'s' if report.files != 1 else ''}, {report.batches} batches, "
+                  f"{report.records} records{span}"
+                  + (f"; {report.exports} export{'s' if report.exports != 1 else ''} sealed and intact"
+                     if report.exports else "") + "\n")
+        return 0
+    err.write(f"auditd-lite: verification failed: {len(report.problems)} problem"
+              f"{'s' if len(report.problems) != 1 else ''}\n")
+    return 1

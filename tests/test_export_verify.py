@@ -1,0 +1,535 @@
+"""`auditd-lite export` and `verify`: sealed copies, and tamper evidence across real database files.
+
+Every database here is written by the real BatchWriter (hash chain, rotation,
+run records) and every check goes through the command line entry point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from auditd_lite import chain, cli
+from auditd_lite.export import Progress
+from auditd_lite.timeparse import format_time
+from auditd_lite.writer import BatchWriter, RotationPolicy
+
+SEC = 10**9
+T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
+
+
+def rows(n: int, start: int = 0) -> list[tuple]:
+    """Record i (id i + 1) at T0 + i s: exec and exit of pid 1000 + i // 2; comm sh when pid % 3 == 0."""
+    out = []
+    for i in range(start, start + n):
+        t = T0 + i * SEC
+        pid = 1000 + i // 2
+        comm = "sh" if pid % 3 == 0 else "cat"
+        if i % 2 == 0:
+            out.append(("exec", t, pid, pid, 1, 1000, 1000, comm, t - 5, pid, 1000, 1000, 1, 1,
+                        f"/bin/{comm}", f"{comm}\0-c\0echo {i}".encode(), 3, 0, None,
+                        None, None, None, None, None))
+        else:
+            out.append(("exit", t, pid, pid, 1, 1000, 1000, comm, t - SEC - 5, None, None, None, None,
+                        None, None, None, None, None, None, 256, 1, 0, 0, SEC))
+    return out
+
+
+def write(db: Path, n=600, per_write=100, runs=2, rotate=True, settings=None, start=0) -> Path:
+    """n records in batches of per_write (a rotation after each when rotate), over ``runs`` runs."""
+    done = start
+    for r in range(runs):
+        bw = BatchWriter(db, settings or {"keep": 0},
+                         rotation=RotationPolicy(size_mb=0.001) if rotate else RotationPolicy())
+        bw.open()
+        share = n // runs
+        for k in range(0, share, per_write):
+            bw.write(rows(per_write, start=done + k))
+        done += share
+        bw.close(clean=True)
+    return db
+
+
+def t(i: int) -> str:
+    return format_time(T0 + i * SEC)
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main([str(a) for a in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory) -> Path:
+    """600 records in 6 batches of 100, each in its own rotated file; an empty live file."""
+    d = write(tmp_path_factory.mktemp("exp") / "db")
+    assert len(list(d.glob("audit-*.db"))) == 6
+    return d
+
+
+@pytest.fixture
+def case(rotated, tmp_path) -> Path:
+    """An export of records 150..449 (ids 151..450)."""
+    out = tmp_path / "case.db"
+    status, text, err = run("export", "--db-dir", rotated, "--since", t(150), "--until", t(450), "-o", out)
+    assert status == 0, err
+    return out
+
+
+def manifest(path: Path) -> dict:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM manifest")}
+    finally:
+        conn.close()
+
+
+def writable_copy(src: Path, dst: Path) -> Path:
+    shutil.copy(src, dst)
+    shutil.copy(str(src) + ".sha256", str(dst) + ".sha256")
+    dst.chmod(0o644)
+    return dst
+
+
+# --- export ----------------------------------------------------------------
+
+def test_export_holds_the_window_with_batches_omitted_digests_and_manifest(rotated, case):
+    """Records 151..450, batches 2..5 whole in the chain, the 100 records of batches 2 and 5 outside
+    the window as digests, and a manifest that says so."""
+    conn = sqlite3.connect(case)
+    assert conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone() == (300, 151, 450)
+    assert [r[0] for r in conn.execute("SELECT id FROM batches ORDER BY id")] == [2, 3, 4, 5]
+    assert conn.execute("SELECT count(*), min(event_id), max(event_id) FROM omitted_rows").fetchone() == (100, 101, 500)
+    assert conn.execute("SELECT count(*) FROM chain_links").fetchone() == (0,)
+    assert [r[0] for r in conn.execute("SELECT id FROM runs")] == [1, 2]
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    m = manifest(case)
+    assert m["format"] == "auditd-lite-export/1"
+    assert m["counts"] == {"exec": 150, "exec_failed": 0, "exit": 150, "total": 300}
+    assert m["time_range"]["since"] == t(150) and m["time_range"]["until"] == t(450)
+    assert (m["time_range"]["first_record"], m["time_range"]["last_record"]) == (t(150), t(449))
+    assert m["tables"] == {"events": 300, "batches": 4, "omitted_rows": 100, "chain_links": 0, "runs": 2,
+                           "seen_processes": 0}
+    assert (m["chain"]["first_batch"], m["chain"]["last_batch"]) == (2, 5)
+    sources = {s["name"]: s for s in m["sources"]}
+    assert len(sources) == 5  # the four rotated files whose names overlap the window, the live one
+    assert (sources["audit.db"]["live"], sources["audit.db"]["sha256"]) == (True, None)
+    for name, s in sources.items():
+        if name != "audit.db":
+            assert s["sha256"] == sha(rotated / name) and s["size"] == (rotated / name).stat().st_size
+    assert sorted(s["events_exported"] for s in sources.values()) == [0, 50, 50, 100, 100]
+    assert {"host", "kernel", "tool_version", "exported_at", "content_sha256", "gaps"} <= m.keys()
+
+
+def test_sidecar_is_sha256sum_format(case):
+    """OUT.sha256 holds the file's digest and name as sha256sum writes them; the export is read-only."""
+    assert Path(str(case) + ".sha256").read_text() == f"{sha(case)}  case.db\n"
+    assert case.stat().st_mode & 0o222 == 0
+    assert [p.name for p in case.parent.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+
+def test_verify_export_ok(case):
+    """An untouched export verifies: exit 0 and one summary line."""
+    assert run("verify", case) == (0, "ok: 1 file, 4 batches, 300 records; 1 export sealed and intact\n", "")
+
+
+def test_query_on_export_matches_query_on_the_directory(rotated, case):
+    """query --db OUT gives exactly what query over the directory gives for the window."""
+    a = run("query", "--db", case, "--format", "json")[1]
+    b = run("query", "--db-dir", rotated, "--since", t(150), "--until", t(450), "--format", "json")[1]
+    assert a == b and len(a.splitlines()) == 300
+
+
+def test_filtered_export_carries_chain_links_and_verifies(rotated, tmp_path):
+    """--comm sh keeps a third of the records; the chain between their batches is still whole."""
+    out = tmp_path / "sh.db"
+    status, text, err = run("export", "--db-dir", rotated, "--comm", "sh", "--event", "exit", "-o", out)
+    assert status == 0, err
+    want = sum(1 for i in range(600) if i % 2 and (1000 + i // 2) % 3 == 0)
+    assert text.startswith(f"exported {want} records (0 exec, 0 exec_failed, {want} exit) in 6 batches")
+    conn = sqlite3.connect(out)
+    assert conn.execute("SELECT count(*) FROM omitted_rows").fetchone() == (600 - want,)
+    conn.close()
+    assert run("verify", out)[0] == 0
+
+
+def test_filtered_export_with_batches_between_uses_chain_links(tmp_path):
+    """Records in batches 1 and 4 only: batches 2 and 3 travel as chain links, and removing one is found."""
+    d = write(tmp_path / "db", n=400, per_write=100, runs=1, rotate=False)
+    out = tmp_path / "two.db"
+    status, _, err = run("export", "--db-dir", d, "--pid", "1010", "-o", out)  # ids 21, 22
+    assert status == 0, err
+    status, _, err = run("export", "--db-dir", d, "--pid", "1160", "-o", tmp_path / "other.db")
+    conn = sqlite3.connect(out)
+    assert conn.execute("SELECT id FROM batches").fetchall() == [(1,)]
+    conn.close()
+    out2 = tmp_path / "span.db"
+    status, _, err = run("export", "--db-dir", d, "--arg", "echo 20", "-o", out2)  # ids 21 and 201..210
+    assert status == 0, err
+    conn = sqlite3.connect(out2)
+    assert conn.execute("SELECT id FROM batches").fetchall() == [(1,), (3,)]
+    assert conn.execute("SELECT id FROM chain_links").fetchall() == [(2,)]
+    conn.close()
+    assert run("verify", out2)[0] == 0
+    bad = writable_copy(out2, tmp_path / "bad.db")
+    conn = sqlite3.connect(bad)
+    conn.execute("DELETE FROM chain_links")
+    conn.commit()
+    conn.close()
+    status, text, _ = run("verify", bad)
+    assert status == 1
+    assert f"{bad} batch 3: batches 2..2 missing from the chain" in text.splitlines()
+
+
+def test_never_overwrites_without_force(rotated, case):
+    """An existing OUT is left alone (exit 2) unless --force, which replaces it and its sidecar."""
+    before = case.read_bytes()
+    status, out, err = run("export", "--db-dir", rotated, "--since", t(0), "-o", case)
+    assert (status, out, err) == (2, "", f"auditd-lite: {case} exists: use --force to replace it\n")
+    assert case.read_bytes() == before
+    status, out, err = run("export", "--db-dir", rotated, "--since", t(0), "-o", case, "--force")
+    assert status == 0, err
+    assert manifest(case)["counts"]["total"] == 600
+    assert Path(str(case) + ".sha256").read_text() == f"{sha(case)}  case.db\n"
+    assert run("verify", case)[0] == 0
+
+
+def test_nothing_to_export_is_exit_1_and_leaves_nothing(rotated, tmp_path):
+    """No matching record: exit 1, no file, no sidecar, no temporary file."""
+    out = tmp_path / "empty.db"
+    status, text, err = run("export", "--db-dir", rotated, "--comm", "nosuch", "-o", out)
+    assert (status, text) == (1, "")
+    assert err.splitlines()[-1] == "auditd-lite: no records match: nothing to export"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("target, message", [
+    ("{db}/case.db", "refusing to write the export into the database directory {db}: it would be read as "
+                     "evidence itself"),
+    ("{tmp}/nodir/case.db", "no such directory for the export: {tmp}/nodir"),
+    ("{tmp}", "{tmp} is a directory: give the export's file name with -o"),
+])
+def test_bad_targets_are_refused(rotated, tmp_path, target, message):
+    """Exports into the evidence directory, into a missing directory or onto a directory exit 2."""
+    fmt = {"db": rotated, "tmp": tmp_path}
+    status, out, err = run("export", "--db-dir", rotated, "-o", target.format(**fmt))
+    assert (status, out, err) == (2, "", f"auditd-lite: {message.format(**fmt)}\n")
+
+
+def test_progress_bar_only_on_a_terminal():
+    """The bar is drawn (carriage returns, percent) on a TTY and nothing is written otherwise."""
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, plain = Tty(), io.StringIO()
+    for stream in (tty, plain):
+        p = Progress(stream)
+        p.total = 200
+        p.update(100, "audit.db", force=True)
+        p.finish()
+    assert plain.getvalue() == ""
+    assert tty.getvalue().startswith("\r   50% [###############               ] 100 records  audit.db")
+    assert tty.getvalue().endswith("\n")
+
+
+def test_export_while_the_writer_writes(tmp_path):
+    """Exports taken while a writer keeps adding batches are whole snapshots that verify."""
+    d = tmp_path / "db"
+    bw = BatchWriter(d, {"keep": 0})
+    bw.open()
+    bw.write(rows(200))
+    stop = threading.Event()
+    errors = []
+
+    def keep_writing():
+        i = 200
+        try:
+            while not stop.is_set() and i < 200_000:
+                bw.write(rows(50, start=i))
+                i += 50
+                time.sleep(0.001)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        totals = []
+        for k in range(4):
+            out = tmp_path / f"snap{k}.db"
+            status, text, err = run("export", "--db-dir", d, "-o", out)
+            assert status == 0, err
+            status, text, err = run("verify", out)
+            assert status == 0, text + err
+            conn = sqlite3.connect(out)
+            n, lo, hi = conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone()
+            conn.close()
+            assert (lo, n) == (1, hi)  # every record up to the snapshot, none missing
+            totals.append(n)
+    finally:
+        stop.set()
+        writer.join()
+        bw.close()
+    assert errors == []
+    assert totals == sorted(totals) and totals[-1] > totals[0]
+
+
+@pytest.mark.parametrize("at_call", [1, 2])
+def test_rotation_between_listing_and_live_snapshot_loses_nothing(tmp_path, monkeypatch, at_call):
+    """If the live file is rotated after the export listed the files (1: before it is reached, 2: while
+    it is being opened for its snapshot), the renamed file is read too and nothing is lost."""
+    from auditd_lite import export as export_module
+
+    d = tmp_path / "db"
+    bw = BatchWriter(d, {"keep": 0}, rotation=RotationPolicy(size_mb=0.001))
+    bw.open()
+    bw.write(rows(100))
+    bw.write(rows(100, start=100))  # rotated after each write: the live file is empty now
+    attach = export_module._Export._attach
+    rotated_once = []
+
+    calls = []
+
+    def attach_after_a_rotation(self, conn, path):
+        if path.name == "audit.db":
+            calls.append(path)
+            if len(calls) == at_call:
+                rotated_once.append(True)
+                bw.write(rows(100, start=200))  # written to audit.db, which is then rotated
+        return attach(self, conn, path)
+
+    monkeypatch.setattr(export_module._Export, "_attach", attach_after_a_rotation)
+    out = tmp_path / "snap.db"
+    status, text, err = run("export", "--db-dir", d, "-o", out)
+    bw.close()
+    assert status == 0, err
+    assert rotated_once and len(list(d.glob("audit-*.db"))) == 3
+    conn = sqlite3.connect(out)
+    assert conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone() == (300, 1, 300)
+    conn.close()
+    assert run("verify", out)[0] == 0
+
+
+# --- verify on the daemon's files ----------------------------------------
+
+def fresh(tmp_path, **kw) -> Path:
+    return write(tmp_path / "db", **kw)
+
+
+def files_oldest_first(d: Path) -> list[Path]:
+    return sorted(d.glob("audit-*.db")) + [d / "audit.db"]
+
+
+def edit(path: Path, *statements):
+    path.chmod(0o640)
+    conn = sqlite3.connect(path)
+    for s in statements:
+        conn.execute(s)
+    conn.commit()
+    conn.close()
+
+
+def test_intact_directory_verifies(rotated):
+    """The writer's own files: every batch recomputes and the chain runs across all seven files."""
+    assert run("verify", "--db-dir", rotated) == (
+        0, "ok: 7 files, 6 batches, 600 records; chain intact from batch 1 to 6\n", "")
+
+
+def test_edited_row_is_found(tmp_path):
+    """A record changed in a rotated file: its batch's hash no longer matches."""
+    d = fresh(tmp_path)
+    victim = files_oldest_first(d)[2]
+    edit(victim, "UPDATE events SET argv = CAST('cat -c rm -rf /' AS BLOB) WHERE id = 250")
+    status, out, err = run("verify", "--db-dir", d)
+    assert status == 1
+    assert out == f"{victim} batch 3: hash mismatch: a record or the batch was edited\n"
+    assert err == "auditd-lite: verification failed: 1 problem\n"
+
+
+def test_deleted_batch_in_a_file_is_found(tmp_path):
+    """A batch and its records deleted from the middle of a file: the next batch's link breaks and
+    the run's counters no longer add up."""
+    d = fresh(tmp_path, rotate=False)
+    live = d / "audit.db"
+    edit(live, "DELETE FROM events WHERE batch_id = 2", "DELETE FROM batches WHERE id = 2")
+    status, out, _ = run("verify", "--db-dir", d)
+    assert status == 1
+    assert out.splitlines() == [
+        f"{live} batch 3: chain broken: previous batch missing or changed",
+        f"{live}: run 1 says it wrote 300 records (lost 0+0) to this file, its batches here hold 200 "
+        "(lost 0+0): batches removed or added, or the run edited",
+    ]
+
+
+def test_deleted_last_batch_is_found_by_the_run_counters(tmp_path):
+    """Cutting the newest batch off the live file leaves no chain break; the run record catches it."""
+    d = fresh(tmp_path, rotate=False)
+    live = d / "audit.db"
+    edit(live, "DELETE FROM events WHERE batch_id = 6", "DELETE FROM batches WHERE id = 6")
+    status, out, _ = run("verify", "--db-dir", d)
+    assert (status, out.splitlines()) == (1, [
+        f"{live}: run 2 says it wrote 300 records (lost 0+0) to this file, its batches here hold 200 "
+        "(lost 0+0): batches removed or added, or the run edited"])
+
+
+def test_removed_middle_file_is_found(tmp_path):
+    """A rotated file removed from between two others: its batch ids are missing."""
+    d = fresh(tmp_path)
+    files = files_oldest_first(d)
+    files[3].unlink()
+    status, out, _ = run("verify", "--db-dir", d)
+    assert (status, out) == (1, f"{files[4]} batch 5: batches 4..4 are missing between {files[2]} and this "
+                                "file: a file was removed\n")
+
+
+def test_file_from_elsewhere_is_found(tmp_path):
+    """A rotated file from another directory put in place of one: the chain breaks on both sides."""
+    d = fresh(tmp_path)
+    other = write(tmp_path / "other", start=1)  # the same shape, other records
+    mine, theirs = files_oldest_first(d)[3], files_oldest_first(other)[3]
+    mine.unlink()
+    shutil.copy(theirs, mine)
+    status, out, _ = run("verify", "--db-dir", d)
+    nxt, prev = files_oldest_first(d)[4], files_oldest_first(d)[2]
+    assert (status, out.splitlines()) == (1, [
+        f"{mine}: does not continue the chain of {prev}: a file between them is missing, or one is from elsewhere",
+        f"{nxt}: does not continue the chain of {mine}: a file between them is missing, or one is from elsewhere",
+    ])
+
+
+def test_copy_of_a_file_is_found(tmp_path):
+    """The same batches in two files (a copy under a rotated name) are reported."""
+    d = fresh(tmp_path)
+    first = files_oldest_first(d)[0]
+    copy = d / first.name.replace(".db", "-1.db")
+    shutil.copy(first, copy)
+    status, out, _ = run("verify", "--db-dir", d)
+    assert (status, out) == (1, f"{copy} batch 1: batches 1..1 are also in {first}: a copy, or a file from "
+                                "another directory\n")
+
+
+def test_oldest_file_removed_without_retention_is_found(tmp_path):
+    """keep = 0 in every run: the chain must start at genesis, so a removed oldest file is a problem."""
+    d = fresh(tmp_path)
+    first, second = files_oldest_first(d)[:2]
+    first.unlink()
+    status, out, _ = run("verify", "--db-dir", d)
+    assert (status, out) == (1, f"{second} batch 2: the chain does not start here (this batch follows one "
+                                "that is not in any file) although no run had retention on (keep = 0): "
+                                "older files were removed\n")
+
+
+def test_oldest_file_removed_by_retention_is_a_note(tmp_path):
+    """With keep > 0 the daemon removes old files itself: verify passes and says where the chain starts."""
+    d = fresh(tmp_path, settings={"keep": 3})
+    files_oldest_first(d)[0].unlink()
+    status, out, err = run("verify", "--db-dir", d)
+    assert (status, out) == (0, "ok: 6 files, 5 batches, 500 records; chain intact from batch 2 to 6\n")
+    assert err == (f"auditd-lite: note: the chain starts at batch 2 in {files_oldest_first(d)[0]}: older "
+                   "files were removed (retention: keep = 3)\n")
+
+
+def test_foreign_files_in_the_directory_are_problems(rotated, case, tmp_path):
+    """An export or another .db file inside the database directory is flagged: queries would read it."""
+    d = tmp_path / "db"
+    shutil.copytree(rotated, d)
+    shutil.copy(case, d / "case.db")
+    shutil.copy(str(case) + ".sha256", d / "case.db.sha256")
+    status, out, _ = run("verify", "--db-dir", d)
+    assert (status, out) == (1, f"{d / 'case.db'}: an export inside the database directory: queries of the "
+                                "directory read it as if the daemon wrote it\n")
+
+
+def test_verify_files_in_any_order(rotated):
+    """Files given on the command line are put in chain order (by batch id) before checking."""
+    files = files_oldest_first(rotated)
+    status, out, err = run("verify", *reversed(files))
+    assert (status, out, err) == (0, "ok: 7 files, 6 batches, 600 records; chain intact from batch 1 to 6\n", "")
+
+
+# --- verify on exports -------------------------------------------------------
+
+def test_edited_export_record_is_found(case, tmp_path):
+    """A record edited in an export: its batch fails, and the file no longer matches its sidecar."""
+    bad = writable_copy(case, tmp_path / "bad.db")
+    edit(bad, "UPDATE events SET comm = 'innocent' WHERE id = 300")
+    status, out, _ = run("verify", bad)
+    assert (status, out.splitlines()) == (1, [
+        f"{bad} batch 3: hash mismatch: a record or the batch was edited",
+        f"{bad}: SHA-256 differs from bad.db.sha256: the file was changed",
+    ])
+
+
+def test_deleted_export_record_is_found(case, tmp_path):
+    """A record deleted from an export: counts, table sizes, its batch and the digest all disagree."""
+    bad = writable_copy(case, tmp_path / "bad.db")
+    edit(bad, "DELETE FROM events WHERE id = 301")
+    status, out, _ = run("verify", bad)
+    assert status == 1
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{bad}: records per type {{'exec': 149, 'exec_failed': 0, 'exit': 150, "
+                               "'total': 299} differ from the manifest's")
+    assert f"{bad} batch 4: holds 99 of its 100 records: rows deleted or added" in lines
+    assert lines[-1] == f"{bad}: SHA-256 differs from bad.db.sha256: the file was changed"
+
+
+def test_edited_manifest_is_found(case, tmp_path):
+    """A manifest claiming other counts is caught by comparing it with the tables."""
+    bad = writable_copy(case, tmp_path / "bad.db")
+    m = manifest(case)
+    m["counts"]["exit"] = 10
+    edit(bad, "UPDATE manifest SET value = '" + json.dumps(m["counts"]) + "' WHERE key = 'counts'")
+    status, out, _ = run("verify", bad)
+    assert status == 1
+    assert out.splitlines()[0] == (f"{bad}: records per type {{'exec': 150, 'exec_failed': 0, 'exit': 150, "
+                                   "'total': 300} differ from the manifest's {'exec': 150, 'exec_failed': 0, "
+                                   "'exit': 10, 'total': 300}")
+
+
+def test_removed_export_batch_is_found(case, tmp_path):
+    """A whole batch taken out of an export (records, header, digests) leaves a hole in the chain."""
+    bad = writable_copy(case, tmp_path / "bad.db")
+    edit(bad, "DELETE FROM events WHERE batch_id = 3", "DELETE FROM batches WHERE id = 3",
+         "DELETE FROM omitted_rows WHERE batch_id = 3")
+    status, out, _ = run("verify", bad)
+    assert status == 1
+    assert f"{bad} batch 4: batches 3..3 missing from the chain" in out.splitlines()
+
+
+def test_missing_or_wrong_sidecar(case, tmp_path):
+    """Without its .sha256 the seal is incomplete: verification fails and says so."""
+    lone = tmp_path / "lone.db"
+    shutil.copy(case, lone)
+    status, out, _ = run("verify", lone)
+    assert (status, out) == (1, f"{lone}: no digest file lone.db.sha256: the file's seal is missing\n")
+    Path(str(lone) + ".sha256").write_text("0" * 64 + "  lone.db\n")
+    assert run("verify", lone)[1] == f"{lone}: SHA-256 differs from lone.db.sha256: the file was changed\n"
+
+
+@pytest.mark.parametrize("make, status, message", [
+    (lambda p: p.write_bytes(b"plain text, not SQLite" * 50), 2, "auditd-lite: not an auditd-lite database: {p}\n"),
+    (lambda p: None, 2, "auditd-lite: no such database file: {p}\n"),
+])
+def test_verify_bad_input(tmp_path, make, status, message):
+    """A non-database or missing file is bad input (exit 2), not a verification failure."""
+    p = tmp_path / "x.db"
+    make(p)
+    assert run("verify", p) == (status, "", message.format(p=p))
