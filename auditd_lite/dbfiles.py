@@ -9,6 +9,7 @@ import pwd
 import re
 import sqlite3
 import stat
+import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -107,12 +108,31 @@ def database_files(db_dir=None, db_file=None) -> list[Path]:
     except PermissionError:
         raise _no_access(directory) from None
 
+    files = [p for p in files if _usable(p)]
     live = [p for p in files if p.name == LIVE_NAME]
     # rotated names carry their UTC time range in ISO basic format, so the
     # name order is the time order
     rotated = sorted((p for p in files if p.name.startswith("audit-")), key=_rotated_key, reverse=True)
     others = sorted((p for p in files if p not in live and p not in rotated), key=lambda p: p.name, reverse=True)
     return live + rotated + others
+
+
+_warned: set[Path] = set()
+
+
+def _usable(path: Path) -> bool:
+    """A corrupt or foreign file dropped into a database directory is skipped with one warning,
+    so that it cannot make every read command fail; an unreadable one is still an error."""
+    try:
+        open_ro(path).close()
+        return True
+    except BadInput as exc:
+        if "lacks read access" in str(exc):
+            raise
+        if path not in _warned:
+            _warned.add(path)
+            print(f"auditd-lite: warning: skipping {path}: {exc}", file=sys.stderr)
+        return False
 
 
 def _connect(path: Path, immutable: bool) -> tuple[sqlite3.Connection, bool]:

@@ -5,34 +5,12 @@ Read-only, standard library only (the analysis side).
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
 
-from .dbfiles import open_ro
+from .dbfiles import daemon_running, open_ro
 from .timeparse import format_time
 
-LOCK_NAME = "audit.lock"  # held by the running daemon: auditd_lite.store.lock_dir
 EVENT_TYPES = ("exec", "exec_failed", "exit")
-
-
-def daemon_running(db_dir: Path | None) -> bool | None:
-    """True if a daemon holds the directory's lock, None if that cannot be told."""
-    if db_dir is None:
-        return False
-    try:
-        fd = os.open(db_dir / LOCK_NAME, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def revision_of(conn) -> str | None:

@@ -109,3 +109,31 @@ def test_disk_full_then_freed(tmp_path, small_fs, marker):
     spawned = {pid for pid, _, _ in storm.children}
     assert execs == spawned and exits == spawned
     assert verify(d.db_dir) == []
+
+
+def test_corrupt_file_dropped_in_while_running(daemon_factory, marker):
+    """A corrupt file dropped into the database directory while capturing: the daemon keeps
+    recording, and query answers with one warning naming the file."""
+    d = daemon_factory()
+    subprocess.run([str(marker)])
+    junk = d.db_dir / "audit-20260101T000000Z-20260101T000001Z.db"
+    junk.write_bytes(b"\x00garbage" * 4096)
+    foreign = d.db_dir / "notes.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE notes (t TEXT)")
+    con.commit()
+    con.close()
+    subprocess.run([str(marker)])
+    time.sleep(0.5)
+    d.stop()
+    from conftest import run_cli
+
+    p = run_cli("query", "--db-dir", d.db_dir, "--filename", str(marker), "--event", "exec",
+                "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.decode().splitlines()) == 2
+    warnings = [l for l in p.stderr.decode().splitlines() if "skipping" in l]
+    assert len(warnings) == 2
+    assert any(junk.name in w for w in warnings) and any(foreign.name in w for w in warnings)
+    assert "Traceback" not in p.stderr.decode()
+    assert "database_closed" in d.log
