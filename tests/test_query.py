@@ -370,9 +370,13 @@ def test_format_time_is_utc_with_microseconds():
 def test_database_files_lists_live_then_rotated_newest_first(tmp_path):
     """The live audit.db comes first, rotated files by name descending, other .db files last."""
     for name in ["audit-20261120T090000Z-20261120T100000Z.db", "audit.db", "case-118.db",
-                 "audit-20261120T100000Z-20261120T110000Z.db", "audit.db-wal", "notes.txt", ".tmp.db"]:
-        (tmp_path / name).write_bytes(b"")
+                 "audit-20261120T100000Z-20261120T110000Z.db", "notes.txt", ".tmp.db"]:
+        con = sqlite3.connect(tmp_path / name)
+        con.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+        con.commit()
+        con.close()
     (tmp_path / "dir.db").mkdir()
+    (tmp_path / "empty.db").write_bytes(b"")  # not a database: skipped with a warning
     assert [p.name for p in database_files(db_dir=tmp_path)] == [
         "audit.db", "audit-20261120T100000Z-20261120T110000Z.db",
         "audit-20261120T090000Z-20261120T100000Z.db", "case-118.db"]
