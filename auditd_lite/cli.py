@@ -369,7 +369,8 @@ def cmd_sql(args) -> int:
         paths = [p for p in paths if not (r := dbfiles.rotated_range(p))
                  or ((since is None or r[1] >= since) and (until is None or r[0] < until))]
     if not paths:
-        raise NotFound("no database files hold records in that window")
+        raise NotFound("no database files hold records in that window" if since or until
+                       else "no database files")
     n = sqlcmd.run(paths, args.statement, args.format, sys.stdout, since, until,
                    note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
     if n == 0:
@@ -420,12 +421,18 @@ COMMANDS = {"run": cmd_run, "query": cmd_query, "stats": cmd_stats, "db": cmd_db
             "verify": cmd_verify}
 
 
+def one_line(text: str) -> str:
+    """Errors echo what the user typed: control characters are escaped so the message stays one
+    line and cannot drive the terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except AuditdLiteError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROG}: {one_line(str(e))}", file=sys.stderr)
         return e.exit_status
     except BrokenPipeError:
         # `auditd-lite query | head`: the reader left, which is not an error

@@ -77,6 +77,9 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     os.umask(0o027)
     from . import loader  # imports bcc: only now that it is needed
 
+    # before the database is touched: a host without bcc records no run at all
+    loader.import_bcc()
+
     stop = threading.Event()
     reload_requested = threading.Event()
     received: list[str] = []
