@@ -577,9 +577,16 @@ class _Export:
         return manifest
 
     def _seal(self, tmp: Path, summary: dict) -> None:
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        import threading
+
+        def flush():  # to disk while the digest is computed from the page cache
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+
+        flusher = threading.Thread(target=flush)
+        flusher.start()
         digest = file_sha256(tmp)
+        flusher.join()
         os.chmod(tmp, 0o444)
         os.replace(tmp, self.out)
         sidecar = Path(str(self.out) + ".sha256")

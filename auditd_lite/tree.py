@@ -89,6 +89,10 @@ class Reader:
         self.ranges: list[tuple] = []  # per file: (min time_ns, max time_ns)
         self._offsets: dict[tuple[int, int], int | None] = {}
         self.run_bounds: dict[str, list[int]] = {}  # boot id -> started_ns of its runs
+        self.runs: dict[tuple, list] = {}  # (run id, started_ns) -> [boot id, [(file, run id)]]
+        for i, (_, conn) in enumerate(conns):
+            for rid, boot, started in conn.execute("SELECT id, boot_id, started_ns FROM runs"):
+                self.runs.setdefault((rid, started), [boot, []])[1].append((i, rid))
         for _, conn in conns:
             self.boots.append({rid: boot for rid, boot in conn.execute("SELECT id, boot_id FROM runs")})
             self.ranges.append(conn.execute("SELECT (SELECT min(time_ns) FROM events), (SELECT max(time_ns) FROM events)").fetchone())
@@ -198,6 +202,27 @@ class Reader:
         later = [s for b, starts in self.run_bounds.items() if b != boot for s in starts if s > after_ns]
         return min(later) if later else None
 
+    def gone_by(self, p: Proc) -> int | None:
+        """For a process without a recorded exit: the latest moment it can have been alive.
+
+        A daemon seeds every running process at its start: a later run of the same boot that
+        seeded processes but not this one started after it was gone. Failing that, the next boot.
+        """
+        after = p.fork_ns or p.first_ns or 0
+        later = sorted((started, key) for key, (boot, _) in self.runs.items()
+                       if boot == p.boot_id and (started := key[1]) > after)
+        for started, key in later:
+            seeds = []
+            for i, rid in self.runs[key][1]:
+                seeds += self.conns[i][1].execute(
+                    "SELECT pid, start_ns, start_tick_ns FROM seen_processes WHERE run_id = ?", (rid,)).fetchall()
+            if not seeds:
+                continue  # this run seeded nothing: it cannot tell
+            if not any(pid == p.pid and abs(s - p.start_ns) <= max(tick or 0, 1) + _tick_slack(p)
+                       for pid, s, tick in seeds):
+                return started
+        return self.boot_end(p.boot_id, after)
+
     def parent(self, child: Proc) -> Proc | None:
         if not child.ppid:
             return None
@@ -251,8 +276,7 @@ def _alive_until(reader: Reader, procs: list[Proc], i: int) -> int | None:
     if p.end_ns is not None:
         return p.end_ns
     later = [q.fork_ns for q in procs[i + 1:] if q.fork_ns is not None]
-    bounds = [b for b in (min(later) if later else None, reader.boot_end(p.boot_id, p.fork_ns or 0))
-              if b is not None]
+    bounds = [b for b in (min(later) if later else None, reader.gone_by(p)) if b is not None]
     return min(bounds) if bounds else None
 
 
@@ -316,7 +340,7 @@ def build(conns, pid: int, at_ns: int | None = None, depth: int | None = None,
         for p in level:
             alive_to = p.end_ns if p is not target else _alive_until(reader, procs, idx)
             if p.end_ns is None and p is not target:
-                alive_to = reader.boot_end(p.boot_id, p.fork_ns or 0)
+                alive_to = reader.gone_by(p)
             kids = [k for k in reader.children(p, alive_to) if k.key not in seen_keys]
             if nodes + len(kids) > max_nodes:
                 kids = kids[:max(max_nodes - nodes, 0)]

@@ -281,6 +281,12 @@ class Workload:
         n = max(1, int(rng.expovariate(1 / 40)))
         span = int(hours * 3600 * SEC)
 
+        def git_remote(p, c, a, b):  # git talking to its remote through a helper
+            _, e = sim.process(p, c, a, "/usr/lib/git-core/git-remote-https",
+                               ["git-remote-https", "origin", "https://git.example.org/app.git"],
+                               uid, rng.randrange(100, 2000) * MS)
+            return e
+
         def bash_kids(pid, comm, t0, t1):
             tt = t0
             for _ in range(n):
@@ -298,13 +304,7 @@ class Workload:
                     sig = SIGINT  # ^C
                 elif r < 0.075:
                     sig = SIGPIPE
-                children = None
-                if kind == "git" and rng.random() < 0.5:
-                    def children(p, c, a, b):
-                        _, e = sim.process(p, c, a, "/usr/lib/git-core/git-remote-https",
-                                           ["git-remote-https", "origin", "https://git.example.org/app.git"],
-                                           uid, rng.randrange(100, 2000) * MS)
-                        return e
+                children = git_remote if kind == "git" and rng.random() < 0.5 else None
                 _, end = sim.process(pid, comm, tt, filename, argv_for(kind, rng), uid, life_ns,
                                      code=code, sig=sig, search=rng.random() < 0.25,
                                      children=children, session=ses)

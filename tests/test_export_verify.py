@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import shutil
 import sqlite3
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from auditd_lite import chain, cli
+from auditd_lite import cli
 from auditd_lite.export import Progress
 from auditd_lite.timeparse import format_time
 from auditd_lite.writer import BatchWriter, RotationPolicy

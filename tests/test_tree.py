@@ -286,3 +286,33 @@ def _cli(*argv):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = cli.main([str(a) for a in argv])
     return status, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("seeded_again, found_at_10_50", [(False, False), (True, True)])
+def test_process_without_exit_is_bounded_by_the_next_runs_seeds(tmp_path, seeded_again, found_at_10_50):
+    """No exit recorded: the process was gone by a later run of the same boot that did not find it
+    running at its start; if that run found it, it may still have been running."""
+    db = tmp_path / "db"
+    daemon = Proc(5000, 1, at(10, 0), "bash")
+    first = BatchWriter(db, {})
+    first.open()
+    first.write_seeds(seeds())
+    first.write([daemon.exec(at(10, 0, 0, 1), "/usr/sbin/mydaemon", ["mydaemon"], comm="mydaemon")])
+    first.close()
+    second = BatchWriter(db, {})
+    second.open()
+    again = [{"pid": 5000, "ppid": 1, "uid": 1000, "comm": "mydaemon", "filename": "/usr/sbin/mydaemon",
+              "argv": b"mydaemon", "start_ns": daemon.start, "start_tick_ns": 10 * MS}]
+    second.write_seeds(seeds() + (again if seeded_again else []))
+    second.close()
+    conn = sqlite3.connect(db / "audit.db")
+    conn.execute("UPDATE runs SET boot_id = 'boot-a', started_ns = CASE id WHEN 1 THEN ? ELSE ? END, "
+                 "attached_ns = NULL, stopped_ns = CASE id WHEN 1 THEN ? ELSE ? END",
+                 (at(9, 30), at(10, 40), at(10, 30), at(11, 0)))
+    conn.commit()
+    conn.close()
+    assert run_tree(5000, "--db-dir", db, "--at", "2026-11-20T10:20Z")[0] == 0
+    status, out, err = run_tree(5000, "--db-dir", db, "--at", "2026-11-20T10:50Z")
+    assert status == (0 if found_at_10_50 else 1)
+    if not found_at_10_50:
+        assert err.startswith("auditd-lite: pid 5000 was not running at 2026-11-20T10:50:00.000000Z")
