@@ -204,17 +204,24 @@ def default_db_dir(args) -> Path | None:
     return args.db_dir or DEFAULT_DB_DIR
 
 
-def cmd_query(args) -> int:
-    from . import dbfiles, output, query, timeparse
-    from .errors import NotFound
+def filters_from_args(args):
+    """The query filters of the contract, shared by query and export."""
+    from . import query, timeparse
 
-    filters = query.Filters(
+    return query.Filters(
         comm=args.comm, exit_code=args.exit_code, signal=args.signal, pid=args.pid,
         ppid=args.ppid, uid=args.uid, filename=args.filename, arg=args.arg,
         since_ns=timeparse.parse_time(args.since) if args.since else None,
         until_ns=timeparse.parse_time(args.until) if args.until else None,
         min_duration_ns=args.min_duration_ms * 1_000_000 if args.min_duration_ms is not None else None,
         event=args.event)
+
+
+def cmd_query(args) -> int:
+    from . import dbfiles, output, query
+    from .errors import NotFound
+
+    filters = filters_from_args(args)
     paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
     oldest: list[int] = []
 
@@ -379,16 +386,10 @@ def cmd_sql(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from . import export, gaps, query, timeparse
+    from . import export, gaps
     from .config import DEFAULT_DB_DIR
 
-    filters = query.Filters(
-        comm=args.comm, exit_code=args.exit_code, signal=args.signal, pid=args.pid,
-        ppid=args.ppid, uid=args.uid, filename=args.filename, arg=args.arg,
-        since_ns=timeparse.parse_time(args.since) if args.since else None,
-        until_ns=timeparse.parse_time(args.until) if args.until else None,
-        min_duration_ns=args.min_duration_ms * 1_000_000 if args.min_duration_ms is not None else None,
-        event=args.event)
+    filters = filters_from_args(args)
     options = [f"{k}={v}" for k, v in sorted(vars(args).items()) if v not in (None, False)]
     m = export.export(args.db_dir or DEFAULT_DB_DIR, args.output, filters, force=args.force,
                       argv=options, progress_stream=sys.stderr,

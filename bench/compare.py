@@ -138,7 +138,6 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     base = results["nothing"]
-    rows = []
     summary = {}
     for c in configs:
         rs = results[c]

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 
 from auditd_lite import chain, rotation, store
 from conftest import fill_disk
