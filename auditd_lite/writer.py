@@ -88,6 +88,7 @@ class BatchWriter:
         self._next_retry = 0.0
         self._conn = None
         self._engine = None
+        self._rotate_after = 0.0
         self._lock_fd = None
         self._run_row: dict = {}
 
@@ -136,7 +137,9 @@ class BatchWriter:
             except sqlite3.DatabaseError as e:
                 log.warning("database_unreadable", path=str(path), error=str(e))
                 continue
-            for run_id, started in unclean:
+            # a rotated file holds copies of run rows that went on in a newer file:
+            # only the live file knows how its runs ended
+            for run_id, started in (unclean if path == live else ()):
                 log.warning("previous_run_unclean", run_id=run_id, started_ns=started, path=str(path))
             if row is None:
                 if path == live:
@@ -147,7 +150,9 @@ class BatchWriter:
 
     def _open_live(self) -> None:
         self._engine, self._conn = store.open_live(self.db_dir, self.synchronous)
-        r = self._conn.exec_driver_sql("SELECT min(time_ns), max(time_ns) FROM events").fetchone()
+        # two subqueries: min() and max() in one SELECT would read the whole index
+        r = self._conn.exec_driver_sql("SELECT (SELECT min(time_ns) FROM events), "
+                                       "(SELECT max(time_ns) FROM events)").fetchone()
         self._file_first_ns, self._file_last_ns = r
         self._conn.rollback()  # end the read so each batch can begin its own transaction
         self._file_opened = time.monotonic()
@@ -161,9 +166,9 @@ class BatchWriter:
         if conn is not None:
             if clean:
                 try:
-                    conn.execute(update(Run).where(Run.id == self.run_id).values(
-                        stopped_ns=time.time_ns()))
-                    conn.commit()
+                    with conn.begin():
+                        conn.execute(update(Run).where(Run.id == self.run_id).values(
+                            stopped_ns=time.time_ns()))
                 except OperationalError as e:
                     log.error("run_not_closed", error=str(e.orig))
             try:
@@ -289,18 +294,23 @@ class BatchWriter:
     def set_attached(self, time_ns: int) -> None:
         self._run_row["attached_ns"] = time_ns
         try:
-            self._conn.execute(update(Run).where(Run.id == self.run_id).values(attached_ns=time_ns))
-            self._conn.commit()
+            # a transaction of its own, rolled back on failure: a full disk here
+            # must not leave one open under the next batch
+            with self._conn.begin():
+                self._conn.execute(update(Run).where(Run.id == self.run_id).values(
+                    attached_ns=time_ns))
         except OperationalError as e:
             if not _storage_error(e):
                 raise
+            log.error("run_not_updated", field="attached_ns", error=str(e.orig))
 
     # -- rotation ------------------------------------------------------------
 
     def maybe_rotate(self) -> None:
         """Called between batches: rotate on size or age, and keep free space above the floor."""
         policy = self.rotation
-        if self._disk_full_since is None and self._file_first_ns is not None:
+        if (self._disk_full_since is None and self._file_first_ns is not None
+                and time.monotonic() >= self._rotate_after):
             due = False
             if policy.size_mb:
                 live = self.db_dir / store.LIVE_NAME
@@ -313,12 +323,23 @@ class BatchWriter:
         for p in rotation.make_room(self.db_dir, policy):
             log.warning("rotated_file_removed_for_space", path=str(p), min_free_mb=policy.min_free_mb)
 
-    def rotate(self) -> Path:
+    def rotate(self) -> Path | None:
         conn = self._conn
         # a rotated file is read by users who cannot create its -shm: leave it
-        # as a plain rollback-journal database, everything checkpointed in
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.exec_driver_sql("PRAGMA journal_mode=DELETE")
+        # as a plain rollback-journal database, everything checkpointed in.
+        # A reader with the file open makes that fail: try again later.
+        try:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            mode = conn.exec_driver_sql("PRAGMA journal_mode=DELETE").scalar()
+        except OperationalError as e:
+            mode = str(e.orig)
+        if mode != "delete":
+            conn.rollback()
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            conn.rollback()
+            self._rotate_after = time.monotonic() + RETRY_S
+            log.warning("rotation_postponed", reason=mode)
+            return None
         conn.close()
         self._engine.dispose()
         live = self.db_dir / store.LIVE_NAME

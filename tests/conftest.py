@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -88,15 +89,22 @@ class Daemon:
             if not line:
                 break
             if line.rstrip("\n") == HEADER:
+                # keep reading what --print prints: a full pipe would block the writer
+                self._reader = threading.Thread(target=self._drain, daemon=True)
+                self._reader.start()
                 return self
         self.proc.kill()
         self.proc.wait()
         raise AssertionError(f"daemon never printed its header: {self.log_path.read_text()[-3000:]}")
 
+    def _drain(self) -> None:
+        for raw in self.proc.stdout:
+            self.printed.append(raw.decode(errors="replace").rstrip("\n"))
+
     def stop(self, timeout: float = 60.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=timeout)
-        self.printed = out.decode(errors="replace").splitlines()
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
         self._log.close()
         assert self.proc.returncode == 0, (self.proc.returncode, self.log_path.read_text()[-3000:])
         return self.proc.returncode

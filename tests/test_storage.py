@@ -331,3 +331,43 @@ class TestDurability:
             finally:
                 bw.close()
             assert (got, mode) == (expected, "wal")
+
+
+class TestDiskFullBookkeeping:
+    def test_run_updates_on_full_disk_do_not_wedge_the_writer(self, tiny_fs):
+        """A run-row update that hits a full disk leaves no transaction open: batches go on
+        once space returns."""
+        db = tiny_fs / "db"
+        bw = writer(db)
+        filler = fill_disk(tiny_fs / "filler")
+        bw.set_attached(time.time_ns())
+        bw.write_seeds([{"pid": 1, "ppid": 0, "uid": 0, "comm": "init", "filename": "/sbin/init",
+                         "argv": b"init", "start_ns": 1, "start_tick_ns": 10_000_000}] * 2000)
+        filler.unlink()
+        time.sleep(1.1)
+        bw.write(rows(10))
+        bw.close()
+        assert count_events(db) == 10
+        assert verify(db) == []
+
+
+class TestRotationWithReaders:
+    def test_reader_holding_the_live_file_postpones_rotation(self, tmp_path):
+        """A reader in the middle of a read makes rotation wait, never kills the writer."""
+        db = tmp_path / "db"
+        bw = writer(db, rotation=RotationPolicy(size_mb=0.3))
+        bw.write(rows(100))
+        assert rotation.rotated_files(db) == []
+        reader = sqlite3.connect(db / "audit.db")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()
+        bw.write(rows(2000, start=100, argbytes=200))
+        assert rotation.rotated_files(db) == []  # postponed while the read is open
+        reader.rollback()
+        reader.close()
+        time.sleep(1.1)
+        bw.write(rows(10, start=2100))
+        bw.close()
+        assert len(rotation.rotated_files(db)) >= 1
+        assert count_events(db) == 2110
+        assert verify(db) == []

@@ -17,6 +17,17 @@ from test_storage import verify
 pytestmark = pytest.mark.kernel
 
 
+def written(db_dir) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db_dir / 'audit.db'}?mode=ro", uri=True)
+        try:
+            return con.execute("SELECT count(*) FROM events").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
 def storm(program, stop: threading.Event):
     while not stop.is_set():
         subprocess.run([str(program)])
@@ -30,7 +41,11 @@ def test_kill9_mid_storm(daemon_factory, marker):
     workers = [threading.Thread(target=storm, args=(marker, stop)) for _ in range(2)]
     for w in workers:
         w.start()
-    time.sleep(2.0)
+    # kill only once batches are landing, whatever the load on the machine
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not written(d.db_dir):
+        time.sleep(0.2)
+    time.sleep(1.0)
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait()
     stop.set()
