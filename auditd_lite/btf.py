@@ -134,9 +134,6 @@ class BTF:
                         return bit_off + found[0], found[1]
         return None
 
-    def has_struct(self, struct_name: str) -> bool:
-        return struct_name in self._structs
-
     def field(self, struct_name: str, path: str) -> Field:
         """Offset and size of ``path`` (``a.b.c``) inside ``struct struct_name``."""
         tid = self._structs.get(struct_name)

@@ -36,7 +36,6 @@ class Collector(threading.Thread):
         self.poll_ms = poll_ms
         self.programs = None
         self.heartbeat = time.monotonic()
-        self.records_read = 0
         self._buf: list = []
         self._perf_lost = 0
         self._last = (0, 0)
@@ -73,6 +72,5 @@ class Collector(threading.Thread):
         totals = (counters[CNT_LOST] + self._perf_lost, counters[CNT_STASH_MISS])
         if self._buf or totals != self._last:
             buf, self._buf = self._buf, []
-            self.records_read += len(buf)
             self._last = totals
             self.out.put(Handover(buf, *totals))

@@ -51,8 +51,8 @@ ROW_FIELDS = (
     "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
     "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns",
 )
-F_EVENT, F_TIME, F_PID, F_TID, F_PPID = 0, 1, 2, 3, 4
-F_COMM, F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = 7, 14, 15, 17, 18
+F_EVENT, F_TIME = 0, 1
+F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = 14, 15, 17, 18
 F_EXIT_CODE, F_SIGNAL, F_DURATION = 20, 21, 23
 
 
@@ -63,10 +63,6 @@ def text(raw: bytes) -> str:
         raw = raw[:end]
     return raw.decode("utf-8", "backslashreplace")
 
-
-def split_status(status: int) -> tuple[int, int, bool]:
-    """(exit code, terminating signal, core dumped) of a wait status."""
-    return (status >> 8) & 0xFF, status & 0x7F, bool(status & 0x80)
 
 
 class _TextCache(dict):
