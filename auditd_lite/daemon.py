@@ -146,6 +146,10 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     while received:
         log.info("signal_received", signal=received.pop(0))
     supervisor.stopping()
+    # a repeated SIGTERM while we flush and exit must not turn a clean stop into a kill:
+    # past this point the first one is already being acted on
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     log.info("daemon_stopping")
     collector.stop()
     if writer.is_alive():
