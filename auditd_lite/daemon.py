@@ -20,7 +20,7 @@ from .errors import CannotCapture
 from .notify import Notifier
 from .records import Decoder
 from .service import Supervisor
-from .writer import Attached, BatchWriter, Seeds, Writer
+from .writer import Attached, BatchWriter, Seeds, Writer, settle_gc
 
 log = structlog.get_logger("auditd_lite.daemon")
 
@@ -130,6 +130,7 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
         batch_writer.events_written, batch_writer.lost_kernel, batch_writer.lost_user))
     # programs attached, database open, running processes seeded
     supervisor.ready()
+    settle_gc()
 
     status = 0
     while not stop.wait(0.5):

@@ -30,6 +30,10 @@ EVENT_HDR = struct.Struct("<IIIIQQII16s")
 EXIT_EVENT = struct.Struct("<IIIIQQII16sQII")
 EXEC_EVENT = struct.Struct("<IIIIQQII16sQIIIiiIIHH")
 
+_unpack_exit = EXIT_EVENT.unpack_from
+_unpack_exec = EXEC_EVENT.unpack_from
+_EXEC_SIZE = EXEC_EVENT.size
+
 # (struct name, [(field, offset, size)]) as the header declares them; checked
 # against bpf/auditd_lite.h by tests/test_contract.py
 LAYOUT = {
@@ -89,33 +93,36 @@ class Decoder:
 
     def decode(self, raw: bytes) -> tuple:
         kind = raw[0]
+        texts = self._texts
         if kind == EV_EXIT:
-            (_, pid, tid, ppid, ts, start, uid, gid, comm, duration, status, _) = (
-                EXIT_EVENT.unpack_from(raw))
-            return ("exit", ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid, self._texts[comm],
+            (_, pid, tid, ppid, ts, start, uid, gid, comm, duration, status, _) = _unpack_exit(raw)
+            return ("exit", ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid, texts[comm],
                     start, None, None, None, None, None, None, None, None, None, None,
-                    status, (status >> 8) & 0xFF, status & 0x7F, int(bool(status & 0x80)), duration)
-        if kind not in (EV_EXEC, EV_EXEC_FAILED):
+                    status, (status >> 8) & 0xFF, status & 0x7F, (status >> 7) & 1, duration)
+        if kind != EV_EXEC and kind != EV_EXEC_FAILED:
             raise ValueError(f"unknown record type {kind}")
         (_, pid, tid, ppid, ts, start, uid, gid, comm, cgroup, euid, auid, ses, old_pid, err,
-         argc, flags, fl, al) = EXEC_EVENT.unpack_from(raw)
-        base = EXEC_EVENT.size
-        filename = self._texts[raw[base:base + fl]]
-        args = raw[base + fl:base + fl + al]
-        truncated = bool(flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGC_TRUNCATED))
-        if flags & FLAG_NO_STASH and (kind == EV_EXEC_FAILED or not al):
-            truncated = True  # the kernel could not see the arguments at all
-        if args.endswith(b"\0"):
-            args = args[:-1]
-        count = args.count(b"\0") + 1 if al else 0
-        if count and not flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGV_FROM_STASH):
-            argc = count  # the new image's whole argument area was read: exact
+         argc, flags, fl, al) = _unpack_exec(raw)
+        end = _EXEC_SIZE + fl
+        filename = texts[raw[_EXEC_SIZE:end]]
+        truncated = flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGC_TRUNCATED)
+        if al:
+            args = raw[end:end + al]
+            if args.endswith(b"\0"):
+                args = args[:-1]
+            count = args.count(b"\0") + 1
+            if not flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGV_FROM_STASH):
+                argc = count  # the new image's whole argument area was read: exact
+            elif count > argc:
+                argc = count
+            if count > self.max_args:
+                args = b"\0".join(args.split(b"\0")[: self.max_args])
+                truncated = 1
         else:
-            argc = max(argc, count)
-        if count > self.max_args:
-            args = b"\0".join(args.split(b"\0")[: self.max_args])
-            truncated = True
+            args = b""
+        if flags & FLAG_NO_STASH and (kind == EV_EXEC_FAILED or not al):
+            truncated = 1  # the kernel could not see the arguments at all
         return (EVENT_NAMES[kind], ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid,
-                self._texts[comm], start, old_pid, euid, auid, ses, cgroup, filename, args, argc,
-                int(truncated), err if kind == EV_EXEC_FAILED else None,
+                texts[comm], start, old_pid, euid, auid, ses, cgroup, filename, args, argc,
+                1 if truncated else 0, err if kind == EV_EXEC_FAILED else None,
                 None, None, None, None, None)

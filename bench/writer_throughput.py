@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from auditd_lite import logsetup  # noqa: E402
 from auditd_lite import records as R  # noqa: E402
-from auditd_lite.writer import BatchWriter, RotationPolicy  # noqa: E402
+from auditd_lite.writer import DEFAULT_BATCH, BatchWriter, RotationPolicy, settle_gc  # noqa: E402
 
 PROGRAMS = [("/usr/bin/sh", [b"sh", b"-c", b"test -f /etc/motd && cat /etc/motd"]),
             ("/usr/bin/ls", [b"ls", b"-la", b"/var/log"]),
@@ -66,7 +66,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--rotate-mb", type=float, default=64)
-    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=DEFAULT_BATCH)
     ap.add_argument("--dir", type=Path, help="where to write (default: a temporary directory)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -78,6 +78,7 @@ def main() -> int:
     bw = BatchWriter(work / "db", {"bench": True}, batch_size=args.batch,
                      rotation=RotationPolicy(size_mb=args.rotate_mb))
     bw.open()
+    settle_gc()  # as the daemon does once it is ready
     t0 = time.perf_counter()
     # the writer thread hands over what one 100 ms poll returned; at this
     # rate that is a few thousand records at a time
