@@ -65,10 +65,23 @@ def open_live(db_dir: Path, synchronous: str = "NORMAL") -> tuple[Engine, Connec
     path = prepare_dir(db_dir) / LIVE_NAME
     fresh = not path.exists()
     engine = engine_for(path, synchronous)
-    conn = engine.connect()
-    if fresh:
-        os.chmod(path, FILE_MODE)
-    upgrade(conn)
+    try:
+        conn = engine.connect()
+        try:
+            if fresh:
+                os.chmod(path, FILE_MODE)
+            upgrade(conn)
+        except BaseException:
+            conn.close()
+            raise
+    except BaseException:
+        engine.dispose()  # the caller retries later (a full disk): leave nothing open
+        if fresh:
+            # SQLite runs DDL outside the migration's transaction: a half-made
+            # file would fail the next try, and holds no record yet
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        raise
     return engine, conn
 
 
@@ -81,7 +94,10 @@ def lock_dir(db_dir: Path) -> int:
         os.close(fd)
         raise CannotCapture(f"another auditd-lite is already writing to {db_dir}") from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # the pid is for people; the lock itself is the flock, and a full disk must not stop capture
     return fd
 
 

@@ -88,10 +88,11 @@ def settle_gc() -> None:
 __all__ = ["BatchWriter", "RotationPolicy", "Writer", "Attached", "Seeds"]
 
 
-def _storage_error(e: OperationalError) -> bool:
-    """SQLITE_FULL or an I/O error: the disk, not the data, is the problem."""
-    code = getattr(e.orig, "sqlite_errorcode", None)
-    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "disk is full" in str(e.orig)
+def _storage_error(e: Exception) -> bool:
+    """SQLITE_FULL or an I/O error (extended codes included): the disk, not the data, is the problem."""
+    orig = getattr(e, "orig", e)
+    code = (getattr(orig, "sqlite_errorcode", 0) or 0) & 0xFF
+    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "disk is full" in str(orig)
 
 
 def live_is_damaged(path: Path) -> str | None:
@@ -106,7 +107,13 @@ def live_is_damaged(path: Path) -> str | None:
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
-        return str(e)
+        # only what the file says about itself is damage: an I/O error or a
+        # full disk (no room for the -shm) says nothing about the file, and
+        # moving a healthy live file aside for it would split the evidence
+        if not _storage_error(e):
+            return str(e)
+        log.warning("live_database_not_checked", path=str(path), error=str(e))
+        return None
     if check != "ok":
         return f"integrity check: {check}"
     if tables and "events" not in tables:
@@ -138,6 +145,10 @@ class BatchWriter:
         self._rotate_after = 0.0
         self._lock_fd = None
         self._run_row: dict = {}
+        self._seeds: list[dict] = []  # seen processes waiting for the run to reach the file
+        self._tail_read = False
+        self._file_first_ns = self._file_last_ns = None
+        self._file_opened = time.monotonic()
 
     # -- opening and closing -------------------------------------------------
 
@@ -153,18 +164,42 @@ class BatchWriter:
                 if src.exists():
                     os.replace(src, Path(str(aside) + suffix))
             log.warning("live_database_damaged", path=str(live), moved_to=str(aside), reason=why)
-        self._last_hash, self._next_event_id, self._next_batch_id = self._chain_tail(live)
-        self._open_live()
-        now = time.time_ns()
         self._run_row = dict(
             boot_id=hostinfo.boot_id(), host=hostinfo.host(), kernel=hostinfo.kernel(),
             version=__version__, settings=json.dumps(self.run_settings, sort_keys=True),
-            started_ns=now, lost_kernel=0, lost_user=0, events_written=0)
-        self.run_id = self._conn.execute(
-            Run.__table__.insert().values(**self._run_row)).inserted_primary_key[0]
-        self._conn.commit()
-        self._run_row["id"] = self.run_id
-        log.info("database_opened", path=str(live), run_id=self.run_id)
+            started_ns=time.time_ns(), lost_kernel=0, lost_user=0, events_written=0)
+        # a full disk at start is no reason not to capture: records are held
+        # as for a disk that fills later, and the run begins in the file once
+        # space returns
+        self._start_run()
+
+    def _start_run(self) -> bool:
+        """Open the live file and record the run in it; False while the disk is full."""
+        try:
+            # read here, not at open: with the disk full even a reader of the
+            # live file may fail (no room for its -shm)
+            self._last_hash, self._next_event_id, self._next_batch_id = self._chain_tail(
+                self.db_dir / store.LIVE_NAME)
+            self._tail_read = True  # warnings about earlier runs once, not at every retry
+            self._open_live()
+            with self._conn.begin():
+                self.run_id = self._conn.execute(
+                    Run.__table__.insert().values(**self._run_row)).inserted_primary_key[0]
+                self._run_row["id"] = self.run_id
+                if self._seeds:
+                    self._conn.execute(SeenProcess.__table__.insert(), [
+                        dict(p, run_id=self.run_id) for p in self._seeds])
+        except (OperationalError, sqlite3.OperationalError) as e:
+            if not _storage_error(e):
+                raise
+            self._close_live()
+            self._disk_full(e, 0)
+            return False
+        if self._seeds:
+            log.info("processes_seeded", count=len(self._seeds))
+            self._seeds = []
+        log.info("database_opened", path=str(self.db_dir / store.LIVE_NAME), run_id=self.run_id)
+        return True
 
     def _chain_tail(self, live: Path) -> tuple[str, int, int]:
         """(last hash, next event id, next batch id): from the live file, else the newest rotated one."""
@@ -182,11 +217,13 @@ class BatchWriter:
                 finally:
                     con.close()
             except sqlite3.DatabaseError as e:
+                if path == live and _storage_error(e):
+                    raise  # the live file is fine but cannot be read now: try again later
                 log.warning("database_unreadable", path=str(path), error=str(e))
                 continue
             # a rotated file holds copies of run rows that went on in a newer file:
             # only the live file knows how its runs ended
-            for run_id, started in (unclean if path == live else ()):
+            for run_id, started in (unclean if path == live and not self._tail_read else ()):
                 log.warning("previous_run_unclean", run_id=run_id, started_ns=started, path=str(path))
             if row is None:
                 if path == live:
@@ -204,11 +241,24 @@ class BatchWriter:
         self._conn.rollback()  # end the read so each batch can begin its own transaction
         self._file_opened = time.monotonic()
 
+    def _close_live(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     def close(self, clean: bool = True) -> None:
         if self._held:
             self._try_write_held(force=True)
         if self._held:
             self._drop_held(len(self._held), "shutdown with the disk still full")
+        if self._conn is None and self._run_row:
+            self._start_run()  # a last try, if the disk stayed full since start
+        if self._conn is None:
+            log.error("run_not_recorded", path=str(self.db_dir), reason="the disk was full from start to stop",
+                      lost_user=self.lost_user)
         conn = self._conn
         if conn is not None:
             if clean:
@@ -222,9 +272,7 @@ class BatchWriter:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             except OperationalError:
                 pass
-            conn.close()
-            self._engine.dispose()
-            self._conn = None
+            self._close_live()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -257,6 +305,9 @@ class BatchWriter:
         if not force and time.monotonic() < self._next_retry:
             self._bound_held()
             return
+        if self._conn is None and not self._start_run():
+            self._bound_held()
+            return
         while self._held:
             chunk = self._held[:self.batch_size]
             if not self._write_batch(chunk):
@@ -280,7 +331,16 @@ class BatchWriter:
         self.lost_user += n
         log.error("events_lost", where="user", count=n, reason=why, lost_user=self.lost_user)
 
+    def _disk_full(self, e: OperationalError, held: int) -> None:
+        if self._disk_full_since is None:
+            self._disk_full_since = time.monotonic()
+            log.error("disk_full", path=str(self.db_dir), error=str(getattr(e, "orig", e)),
+                      held=len(self._held) + held, hold_limit=self.hold_limit)
+        self._next_retry = time.monotonic() + RETRY_S
+
     def _write_batch(self, rows: list[tuple]) -> bool:
+        if self._conn is None and not self._start_run():
+            return False
         conn = self._conn
         batch_id = self._next_batch_id
         first = self._next_event_id
@@ -303,11 +363,7 @@ class BatchWriter:
         except OperationalError as e:
             if not _storage_error(e):
                 raise
-            if self._disk_full_since is None:
-                self._disk_full_since = time.monotonic()
-                log.error("disk_full", path=str(self.db_dir), error=str(e.orig),
-                          held=len(self._held) + len(rows), hold_limit=self.hold_limit)
-            self._next_retry = time.monotonic() + RETRY_S
+            self._disk_full(e, len(rows))
             return False
         self._last_hash = digest
         self._next_batch_id += 1
@@ -326,6 +382,9 @@ class BatchWriter:
 
     def write_seeds(self, processes: list[dict]) -> None:
         now = time.time_ns()
+        if self._conn is None:  # the run is not in the file yet: they go in with it
+            self._seeds.extend(dict(p, time_ns=now) for p in processes)
+            return
         try:
             with self._conn.begin():
                 if processes:
@@ -340,6 +399,8 @@ class BatchWriter:
 
     def set_attached(self, time_ns: int) -> None:
         self._run_row["attached_ns"] = time_ns
+        if self._conn is None:
+            return  # written with the run row once the disk has room
         try:
             # a transaction of its own, rolled back on failure: a full disk here
             # must not leave one open under the next batch

@@ -69,7 +69,7 @@ class Auditd:
 
     def stop(self, program: str) -> dict:
         cpu = cpu_seconds(self.pid) - self.cpu_before
-        rss = status_kb(self.pid, "VmRSS")
+        rss = status_kb(self.pid, "VmHWM")
         lost = auditctl_status().get("lost", 0) - self.lost_before
         subprocess.run(["auditctl", "-D"], check=True, capture_output=True)
         subprocess.run(["auditctl", "-e", "0"], check=True, capture_output=True)
@@ -80,7 +80,7 @@ class Auditd:
         for log in AUDIT_LOG.parent.glob(AUDIT_LOG.name + "*"):
             with open(log, errors="replace") as f:
                 execs += sum(1 for line in f if line.startswith("type=SYSCALL") and needle in line)
-        return {"exec": execs, "exit": None, "lost": lost, "cpu_storm_s": cpu, "rss_kb": rss,
+        return {"exec": execs, "exit": None, "lost": lost, "cpu_storm_s": cpu, "peak_rss_kb": rss,
                 "ready_s": self.ready_s}
 
 
@@ -151,7 +151,7 @@ def main() -> int:
                 captured_exit=(statistics.median(exits) / args.execs) if exits else None,
                 lost=sum(r["lost"] for r in rs),
                 cpu_s_per_1000=statistics.median(r["cpu_storm_s"] for r in rs) / args.execs * 1000,
-                rss_mb=statistics.median(r["rss_kb"] for r in rs) / 1024,
+                peak_rss_mb=statistics.median(r["peak_rss_kb"] for r in rs) / 1024,
                 ready_s=statistics.median(r["ready_s"] for r in rs))
             cpu = statistics.median(r["cpu_storm_s"] for r in rs)
             records = 2 * args.execs if exits else args.execs
@@ -170,7 +170,7 @@ def main() -> int:
         "medians; ratio = median of per-rep ratios to 'nothing running'.",
         "",
         "| configuration | execs/s | ratio | exec captured | exit captured | lost (own counter) "
-        "| daemon CPU s / 1,000 proc | records per daemon CPU-s | RSS MiB | start to ready s |",
+        "| daemon CPU s / 1,000 proc | records per daemon CPU-s | peak RSS MiB | start to ready s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in configs:
@@ -182,7 +182,7 @@ def main() -> int:
         lines.append(
             f"| {c} | {e['execs_per_s']:.0f} | {e['ratio']:.3f} | {pct(e['captured_exec'])} | "
             f"{pct(e['captured_exit'])} | {e['lost']} | {e['cpu_s_per_1000']:.3f} | {rpc} | "
-            f"{e['rss_mb']:.1f} | {e['ready_s']:.2f} |")
+            f"{e['peak_rss_mb']:.1f} | {e['ready_s']:.2f} |")
     kb = 8192
     lines += ["", f"Buffer memory at the default --buffer-kb {kb}: ring buffer {kb // 1024} MiB shared "
               f"by all CPUs; perf buffer {kb // 1024} MiB per CPU = {kb * os.cpu_count() // 1024} MiB.",

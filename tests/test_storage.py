@@ -307,6 +307,44 @@ class TestDiskFull:
         assert con.execute("SELECT lost_user FROM runs").fetchone()[0] == 3000
         assert verify(db) == []
 
+    @pytest.mark.parametrize("existing", [False, True], ids=["new-directory", "existing-database"])
+    def test_full_at_start_holds_then_begins_the_run(self, tiny_fs, existing):
+        """A disk already full when the writer starts: it starts anyway, holds records, and
+        once space returns writes the run (with its attach time and seeds) and the records."""
+        db = tiny_fs / "db"
+        if existing:
+            bw = writer(db)
+            bw.write(rows(50))
+            bw.close()
+        filler = fill_disk(tiny_fs / "filler")
+        bw = writer(db, hold_limit=2500)
+        assert bw.run_id is None
+        attached = time.time_ns()
+        bw.set_attached(attached)
+        bw.write_seeds([{"pid": 1, "ppid": 0, "uid": 0, "comm": "init", "filename": "/sbin/init",
+                         "argv": b"init", "start_ns": 1, "start_tick_ns": 10_000_000}])
+        start = 50 if existing else 0
+        for _ in range(3):
+            bw.write(rows(1000, start=start))
+            start += 1000
+        assert bw.events_written == 0
+        assert bw.lost_user == 500
+        filler.unlink()
+        time.sleep(1.1)  # the retry interval
+        bw.write(rows(10, start=start))
+        bw.close()
+        assert bw.run_id is not None
+        assert count_events(db) == (50 if existing else 0) + 2500 + 10
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        run = con.execute("SELECT attached_ns, stopped_ns, lost_user, events_written FROM runs "
+                          "WHERE id = ?", (bw.run_id,)).fetchone()
+        assert run[0] == attached and run[1] is not None and run[2:] == (500, 2510)
+        assert con.execute("SELECT count(*) FROM seen_processes WHERE run_id = ?",
+                           (bw.run_id,)).fetchone()[0] == 1
+        assert os.stat(db / "audit.db").st_mode & 0o777 == 0o640
+        assert verify(db) == []
+
     def test_min_free_removes_oldest_rotated(self, tiny_fs):
         """Below --min-free-mb, with retention on, the oldest rotated files go first."""
         db = tiny_fs / "db"

@@ -111,6 +111,35 @@ def test_disk_full_then_freed(tmp_path, small_fs, marker):
     assert verify(d.db_dir) == []
 
 
+def test_disk_full_before_start(tmp_path, small_fs, marker):
+    """Started on a disk that is already full, the daemon captures anyway: it holds records
+    and begins its run in the database once space returns, losing none of the storm."""
+    from conftest import Daemon
+
+    (small_fs / "db").mkdir(mode=0o750)
+    filler = fill_disk(small_fs / "filler")
+    d = Daemon(small_fs / "db", tmp_path / "daemon.log").start()
+    with Storm(marker) as storm:
+        time.sleep(1.0)
+        assert log_events(d.log, "disk_full"), "the daemon did not say the disk was full"
+        assert not log_events(d.log, "database_opened"), "a database opened on a full disk?"
+        filler.unlink()
+        time.sleep(2.5)
+    time.sleep(0.3)
+    d.stop()
+    assert d.proc.returncode == 0
+    assert log_events(d.log, "database_opened") and log_events(d.log, "disk_space_returned")
+    con = sqlite3.connect(d.db_dir / "audit.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    attached, stopped = con.execute("SELECT attached_ns, stopped_ns FROM runs").fetchone()
+    assert attached is not None and stopped is not None
+    con.close()
+    execs, exits = captured_pids(d.db_dir, marker)
+    spawned = {pid for pid, _, _ in storm.children}
+    assert execs == spawned and exits == spawned
+    assert verify(d.db_dir) == []
+
+
 def test_corrupt_file_dropped_in_while_running(daemon_factory, marker):
     """A corrupt file dropped into the database directory while capturing: the daemon keeps
     recording, and query answers with one warning naming the file."""
