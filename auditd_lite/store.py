@@ -17,7 +17,7 @@ LOCK_NAME = "audit.lock"  # held by the one writer; stats reads it to tell a run
 DIR_MODE = 0o750
 FILE_MODE = 0o640
 # WAL pages between checkpoints. SQLite's 1,000 makes a checkpoint, with its
-# fsyncs, every 4 MiB of records; fewer of them raise the writer's rate. With
+# fsyncs and a second copy of every page, every 4 MiB of records. With
 # synchronous=NORMAL a power cut can lose the commits since the last
 # checkpoint (a crash of the daemon loses none): 16 MiB of records is a few
 # seconds at the heaviest load, like auditd's flush=incremental_async.

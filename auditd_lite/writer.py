@@ -61,11 +61,6 @@ INSERT_BATCH = (f"INSERT INTO {Batch.__tablename__} ({', '.join(chain.BATCH_HEAD
                 f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER) + 2))})")
 COUNT_RUN = (f"UPDATE {Run.__tablename__} SET events_written = events_written + ?, "
              "lost_kernel = lost_kernel + ?, lost_user = lost_user + ? WHERE id = ?")
-# WAL pages between checkpoints. SQLite's 1,000 makes a checkpoint, with its
-# fsyncs, every 4 MiB of records; fewer of them raised the writer's rate by
-# about a fifth. With synchronous=NORMAL a power cut can lose the commits
-# since the last checkpoint (a crash of the daemon loses none): 16 MiB of
-# records is a few seconds at the heaviest load, like auditd's flush=incremental.
 RETRY_S = 1.0  # how often a full disk is tried again
 
 DEFAULT_BATCH = RunSettings.batch_size

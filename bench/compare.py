@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side: what an audit logger costs and what it loses, under one exec storm.
 
-Configurations, alternated rep by rep and compared by the median of pairs:
+Configurations, alternated rep by rep (each rep starting with the next one,
+after the disk has settled) and compared by the median of pairs:
 nothing running; auditd-lite (ring buffer); Debian's auditd with an execve
 rule as users configure it; auditd-lite with --transport perfbuf. Each is
 checked record by record against what the storm ran. Then the writer and
@@ -113,6 +114,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--skip-auditd", action="store_true")
     ap.add_argument("--writer-records", type=int, default=1_000_000)
+    ap.add_argument("--query-records", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -130,7 +132,12 @@ def main() -> int:
     try:
         storm(program, 2000)
         for rep in range(args.reps):
-            for c in configs:
+            # each rep starts with a different configuration, and each run
+            # starts once the previous one's writes are on disk: otherwise
+            # the run after a logger pays for its writeback
+            for c in configs[rep % len(configs):] + configs[:rep % len(configs)]:
+                os.sync()
+                time.sleep(1.0)
                 r = run_config(c, program, args.execs, work, rep)
                 results[c].append(r)
                 print(f"rep {rep} {c}: {r['rate']:.0f}/s", file=sys.stderr)
@@ -188,7 +195,7 @@ def main() -> int:
               f"by all CPUs; perf buffer {kb // 1024} MiB per CPU = {kb * os.cpu_count() // 1024} MiB.",
               "", "## Writer", "", bench_table("writer_throughput.py", "--records", str(args.writer_records))]
     if (HERE / "query_latency.py").exists():
-        lines += ["", "## Queries", "", bench_table("query_latency.py")]
+        lines += ["", "## Queries", "", bench_table("query_latency.py", "--records", str(args.query_records))]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
