@@ -8,7 +8,7 @@ rule as users configure it; auditd-lite with --transport perfbuf. Each is
 checked record by record against what the storm ran. Then the writer and
 query benchmarks are run and their tables appended.
 
-    sudo .venv/bin/python bench/compare.py --execs 20000 --reps 3
+    sudo .venv/bin/python bench/compare.py --execs 20000 --reps 5
 
 Writes bench/results/<date>.md and .json beside it.
 """
@@ -111,7 +111,7 @@ def bench_table(script: str, *args: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--execs", type=int, default=20000)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--skip-auditd", action="store_true")
     ap.add_argument("--writer-records", type=int, default=1_000_000)
     ap.add_argument("--query-records", type=int, default=1_000_000)
