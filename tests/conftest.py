@@ -199,3 +199,27 @@ def fill_disk(path: Path) -> Path:
         except OSError:
             pass
     return path
+
+
+SEC = 10**9
+T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
+
+
+def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:
+    """Record i (id i + 1 in a fresh directory) at T0 + i s, in records.ROW_FIELDS order: the exec
+    (even i) and exit (odd i) of pid 1000 + i // 2, comm sh when pid % 3 == 0 else cat, exiting
+    with ``exit_code(pid)``."""
+    out = []
+    for i in range(start, start + n):
+        t = T0 + i * SEC
+        pid = 1000 + i // 2
+        comm = "sh" if pid % 3 == 0 else "cat"
+        if i % 2 == 0:
+            out.append(("exec", t, pid, pid, 1, 1000, 1000, comm, t - 5, pid, 1000, 1000, 1, 1,
+                        f"/bin/{comm}", f"{comm}\0-c\0echo {i}".encode(), 3, 0, None,
+                        None, None, None, None, None))
+        else:
+            code = exit_code(pid)
+            out.append(("exit", t, pid, pid, 1, 1000, 1000, comm, t - SEC - 5, None, None, None, None,
+                        None, None, None, None, None, None, code << 8, code, 0, 0, SEC))
+    return out

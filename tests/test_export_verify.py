@@ -23,25 +23,7 @@ from auditd_lite.export import Progress
 from auditd_lite.timeparse import format_time
 from auditd_lite.writer import BatchWriter, RotationPolicy
 
-SEC = 10**9
-T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
-
-
-def rows(n: int, start: int = 0) -> list[tuple]:
-    """Record i (id i + 1) at T0 + i s: exec and exit of pid 1000 + i // 2; comm sh when pid % 3 == 0."""
-    out = []
-    for i in range(start, start + n):
-        t = T0 + i * SEC
-        pid = 1000 + i // 2
-        comm = "sh" if pid % 3 == 0 else "cat"
-        if i % 2 == 0:
-            out.append(("exec", t, pid, pid, 1, 1000, 1000, comm, t - 5, pid, 1000, 1000, 1, 1,
-                        f"/bin/{comm}", f"{comm}\0-c\0echo {i}".encode(), 3, 0, None,
-                        None, None, None, None, None))
-        else:
-            out.append(("exit", t, pid, pid, 1, 1000, 1000, comm, t - SEC - 5, None, None, None, None,
-                        None, None, None, None, None, None, 256, 1, 0, 0, SEC))
-    return out
+from conftest import SEC, T0, second_rows as rows
 
 
 def write(db: Path, n=600, per_write=100, runs=2, rotate=True, settings=None, start=0) -> Path:

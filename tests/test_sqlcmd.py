@@ -14,26 +14,12 @@ import pytest
 from auditd_lite import cli
 from auditd_lite.writer import BatchWriter, RotationPolicy
 
-SEC = 10**9
-T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
+from conftest import T0, second_rows
 
 
 def rows(n: int, start: int = 0) -> list[tuple]:
-    """n records: exec and exit of processes 1000.. alternately; every 7th exit fails with code 1."""
-    out = []
-    for i in range(start, start + n):
-        t = T0 + i * SEC
-        pid = 1000 + i // 2
-        comm = "sh" if pid % 3 == 0 else "cat"
-        if i % 2 == 0:
-            out.append(("exec", t, pid, pid, 1, 1000, 1000, comm, t - 5, pid, 1000, 1000, 1, 1,
-                        f"/bin/{comm}", f"{comm}\0-c\0echo {i}".encode(), 3, 0, None,
-                        None, None, None, None, None))
-        else:
-            code = 1 if pid % 7 == 0 else 0
-            out.append(("exit", t, pid, pid, 1, 1000, 1000, comm, t - SEC - 5, None, None, None, None,
-                        None, None, None, None, None, None, code << 8, code, 0, 0, SEC))
-    return out
+    """Every 7th process exits with code 1, the others with 0."""
+    return second_rows(n, start, exit_code=lambda pid: 1 if pid % 7 == 0 else 0)
 
 
 def write(db: Path, n: int, per_write: int, rotation=None, runs: int = 1) -> Path:
