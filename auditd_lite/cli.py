@@ -74,7 +74,9 @@ def build_parser() -> Parser:
     r.add_argument("--db-dir", type=Path, metavar="DIR", help="where the databases live")
     r.add_argument("--min-duration-ms", type=nonneg_int, metavar="N",
                    help="record only exits of processes that lived N ms or more, and no execs")
-    r.add_argument("--print", action="store_true", default=None, help="also print each event")
+    r.add_argument("--print", action="store_true", default=None,
+                   help="also print each event (a reader that falls behind only skips lines; the "
+                        "database keeps them all; a closed pipe stops the daemon cleanly)")
     r.add_argument("--transport", choices=("ringbuf", "perfbuf"),
                    help="kernel-to-user transport (perfbuf for kernels before 5.8)")
     r.add_argument("--buffer-kb", type=pos_int, metavar="N",

@@ -20,6 +20,7 @@ from .errors import CannotCapture
 from .notify import Notifier
 from .records import Decoder
 from .service import Supervisor
+from .printer import Printer
 from .writer import Attached, BatchWriter, Seeds, Writer, settle_gc
 
 log = structlog.get_logger("auditd_lite.daemon")
@@ -59,17 +60,6 @@ def require_privileges() -> None:
                             "run it with sudo or as the systemd service")
 
 
-def make_printer(stream):
-    from .output import TABLE_HEADER, format_event_line
-    from .query import row_to_record
-
-    def printer(rows: list) -> None:
-        stream.write("".join(format_event_line(row_to_record(row)) + "\n" for row in rows))
-        stream.flush()
-
-    return TABLE_HEADER, printer
-
-
 def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) -> int:
     """``reread`` gives the settings again (file, then flags) when SIGHUP asks for a reload."""
     require_privileges()
@@ -95,7 +85,7 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     signal.signal(signal.SIGHUP, on_signal)
     notifier = Notifier()
 
-    header, printer = make_printer(sys.stdout) if settings.print else (None, None)
+    printer = Printer(sys.stdout, on_closed=stop.set) if settings.print else None
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     decoder = Decoder(settings.max_args)
     batch_writer = BatchWriter(settings.db_dir, settings.as_dict(), batch_size=settings.batch_size,
@@ -121,10 +111,9 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     collector.programs = programs
     collector.start()
     inbox.put(Attached(time.time_ns()))
-    if header is not None:
-        # scripts wait for this line: it means every program is attached
-        sys.stdout.write(header + "\n")
-        sys.stdout.flush()
+    if printer is not None:
+        printer.start()
+        printer.header()
     inbox.put(Seeds(list(seed.running_processes())))
     supervisor = Supervisor(notifier, (collector, writer), lambda: (
         batch_writer.events_written, batch_writer.lost_kernel, batch_writer.lost_user))
@@ -160,7 +149,8 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
         # a dead writer cannot take the collector's last hand-over: do not wait on it
         collector.join(timeout=2)
     programs.close()
-    sys.stdout.flush()
+    if printer is not None:
+        printer.close()
     if writer.error is not None:
         log.error("daemon_stopped", status=1, error=str(writer.error))
         supervisor.stopped(1)

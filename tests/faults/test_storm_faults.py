@@ -166,3 +166,59 @@ def test_corrupt_file_dropped_in_while_running(daemon_factory, marker):
     assert any(junk.name in w for w in warnings) and any(foreign.name in w for w in warnings)
     assert "Traceback" not in p.stderr.decode()
     assert "database_closed" in d.log
+
+
+def _start_printing_daemon(tmp_path) -> tuple[subprocess.Popen, Path, Path]:
+    """`run --print` whose standard output this test reads only up to the header."""
+    from conftest import CLI, HEADER, REPO
+
+    db_dir, log = tmp_path / "db", tmp_path / "daemon.log"
+    proc = subprocess.Popen([*CLI, "run", "--print", "--db-dir", str(db_dir)], stdout=subprocess.PIPE,
+                            stderr=open(log, "wb"), cwd=REPO)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()
+        if not line or line.rstrip("\n") == HEADER:
+            break
+    assert line.rstrip("\n") == HEADER, log.read_text()[-3000:]
+    return proc, db_dir, log
+
+
+def test_print_reader_that_stops_reading_stalls_nothing(tmp_path, marker):
+    """A --print reader that stops reading (a paused pager): the pipe fills, yet every record
+    of the storm reaches the database, nothing is lost in the kernel, and SIGTERM still stops
+    the daemon cleanly."""
+    proc, db_dir, log = _start_printing_daemon(tmp_path)
+    try:
+        with Storm(marker) as storm:
+            time.sleep(4)  # far more than a 64 KiB pipe holds of printed lines
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+    assert storm.count() > 2000, "the storm was too small to fill the pipe"
+    execs, exits = captured_pids(db_dir, marker)
+    spawned = {pid for pid, _, _ in storm.children}
+    assert execs == spawned and exits == spawned
+    assert not log_events(log.read_text(), "events_lost")
+
+
+def test_print_reader_gone_stops_cleanly(tmp_path, marker):
+    """`run --print | head`: once the reader has gone the daemon stops by itself, as after
+    SIGTERM, exit 0, with what it captured written and no traceback."""
+    proc, db_dir, log = _start_printing_daemon(tmp_path)
+    proc.stdout.close()
+    try:
+        subprocess.run([str(marker)])
+        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert log_events(text, "print_reader_gone") and log_events(text, "daemon_stopped")
+    assert "Traceback" not in text
+    execs, _ = captured_pids(db_dir, marker)
+    assert len(execs) == 1
