@@ -56,7 +56,17 @@ def upgrade(conn: Connection, revision: str = "head") -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(resource_dir("migrations")))
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, revision)
+    # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE:
+    # the migration's DDL would commit statement by statement, and a failure
+    # half-way (a full disk) would leave a half-migrated file that no later
+    # attempt can finish. SQLite's DDL is transactional once we begin.
+    if not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN")
+    try:
+        command.upgrade(cfg, revision)
+    except BaseException:
+        conn.rollback()
+        raise
     conn.commit()
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from auditd_lite import chain, rotation, store
 from conftest import fill_disk
@@ -344,6 +345,40 @@ class TestDiskFull:
                            (bw.run_id,)).fetchone()[0] == 1
         assert os.stat(db / "audit.db").st_mode & 0o777 == 0o640
         assert verify(db) == []
+
+    def test_migration_on_full_disk_is_all_or_nothing(self, tiny_fs):
+        """An upgrade that runs out of space half-way leaves the file at its old revision with
+        nothing of the new one (SQLite would otherwise commit each DDL statement on its own),
+        so the upgrade succeeds once space returns."""
+        path = tiny_fs / "audit.db"
+        engine = store.engine_for(path)
+        with engine.connect() as conn:
+            store.upgrade(conn, "0001")
+            conn.exec_driver_sql(
+                "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, "
+                "lost_kernel, lost_user, events_written) VALUES (1,'b','h','k','v','{}',1,0,0,0)")
+            conn.exec_driver_sql("INSERT INTO batches (id, run_id, written_ns, count, lost_kernel, "
+                                 "lost_user) VALUES (1, 1, 5, 6000, 0, 0)")
+            conn.exec_driver_sql(f"INSERT INTO events VALUES ({', '.join('?' * 27)})",
+                                 [(i + 1, 1, 1) + r for i, r in enumerate(rows(6000))])
+            conn.commit()
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            filler = fill_disk(tiny_fs / "filler")
+            # room for the new columns, not for the new indexes
+            with open(filler, "r+b") as f:
+                f.truncate(filler.stat().st_size - 48 * 1024)
+            with pytest.raises(OperationalError):
+                store.upgrade(conn)
+            conn.rollback()
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+            columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(batches)")}
+            assert "prev_hash" not in columns
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+            filler.unlink()
+            store.upgrade(conn)
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+            assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar() == 6000
+        engine.dispose()
 
     def test_min_free_removes_oldest_rotated(self, tiny_fs):
         """Below --min-free-mb, with retention on, the oldest rotated files go first."""
