@@ -454,17 +454,18 @@ class _Export:
         if not cur.rowcount:
             return
         partial = conn.execute(
-            "SELECT b.id, b.first_event_id, b.last_event_id FROM main.batches b "
+            "SELECT b.id, b.first_event_id, b.last_event_id, b.hash FROM main.batches b "
             "WHERE b.last_event_id >= ? AND b.first_event_id <= ? AND b.count != "
             "(SELECT count(*) FROM main.events m WHERE m.id BETWEEN b.first_event_id AND b.last_event_id)",
             (lo, hi)).fetchall()
         cols = ", ".join(chain.EVENT_COLUMNS)
-        for batch_id, first, last in partial:
+        for batch_id, first, last, stored in partial:
+            fmt = chain.hash_format(stored or "")
             rows = conn.execute(
                 f"SELECT {cols} FROM src.events s WHERE s.id BETWEEN ? AND ? "
                 "AND NOT EXISTS (SELECT 1 FROM main.events m WHERE m.id = s.id)", (first, last)).fetchall()
             conn.executemany("INSERT OR REPLACE INTO main.omitted_rows VALUES (?, ?, ?)",
-                             [(r[0], batch_id, chain.row_digest(tuple(r))) for r in rows])
+                             [(r[0], batch_id, chain.row_digest(tuple(r), fmt)) for r in rows])
 
     @staticmethod
     def _merge_run(runs: dict, rec: dict, path: Path) -> None:

@@ -1,0 +1,144 @@
+"""The hash chain's serialization: its definition, the writer's fast path against it, and the
+files written in the first format, which must go on verifying."""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import sys
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditd_lite import chain
+from auditd_lite import records as R
+from auditd_lite.writer import BatchWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from writer_throughput import synthetic  # noqa: E402
+
+from conftest import second_rows  # noqa: E402
+from test_records import exec_raw  # noqa: E402
+from test_storage import verify  # noqa: E402
+
+
+def test_serialization_is_the_documented_one():
+    """Pinned bytes, so that a reimplementation in any language can be checked against it."""
+    got = chain.serialize((1, None, "é", b"\x00\xff", -2.5, -1))
+    want = (b"INTBRI" + struct.pack("<qdq", 1, -2.5, -1) + struct.pack("<II", 2, 2)
+            + "é".encode() + b"\x00\xff")
+    assert got == want
+    assert chain.row_digest((1, None), 2) == __import__("hashlib").sha256(b"IN" + struct.pack("<q", 1)).digest()
+
+
+def decoded_records() -> list[tuple]:
+    """What the decoder makes of every kind of record, edge cases included, as stored rows."""
+    d = R.Decoder(4, realtime_offset_ns=10**18)
+    raws = synthetic(3000) + [
+        exec_raw(b""),  # no arguments at all
+        exec_raw(b"", flags=R.FLAG_NO_STASH),
+        exec_raw(b"x\0\xff\xfe\0", filename=b"/bin/\xff\0"),  # not UTF-8
+        exec_raw(b"a\0b\0c\0d\0e\0f\0", argc=6),  # cut to max_args
+        exec_raw(b"x\0", kind=R.EV_EXEC_FAILED, err=-2),
+        exec_raw(b"", kind=R.EV_EXEC_FAILED, err=-13, flags=R.FLAG_NO_STASH),
+        R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 0, 0, b"\xe2\x82\xac\0", 1_000, 0x86, 0),
+    ]
+    return [(i + 1, 3, 9) + d.decode(raw) for i, raw in enumerate(raws)]
+
+
+def test_writer_fast_path_is_the_definition():
+    """For every shape the decoder makes, the writer's digests equal the documented
+    serialization's, and the shapes are the three the fast path knows."""
+    rows = decoded_records()
+    shapes = {r[3]: tuple(map(type, r)) for r in rows}
+    assert shapes == {"exec": chain.EXEC_SIGNATURE, "exec_failed": chain.EXEC_FAILED_SIGNATURE,
+                      "exit": chain.EXIT_SIGNATURE}
+    expected = [chain._sha256(chain.serialize(r)).digest() for r in rows]
+    assert chain.row_digests(rows) == expected
+    assert [chain.row_digest(r, 2) for r in rows] == expected
+
+
+_int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_value = st.one_of(st.none(), _int64, st.floats(allow_nan=False), st.text(), st.binary())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_value, min_size=27, max_size=27))
+def test_any_row_serializes_the_same_both_ways(values):
+    """Whatever a database holds (an edited row too), verify's per-shape path gives the
+    definition's bytes."""
+    row = tuple(values)
+    assert chain.row_digest(row, 2) == chain._sha256(chain.serialize(row)).digest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([chain.EXEC_SIGNATURE, chain.EXEC_FAILED_SIGNATURE, chain.EXIT_SIGNATURE]),
+       st.data())
+def test_fast_shapes_with_any_values(signature, data):
+    strategy = {int: _int64, str: st.text(), bytes: st.binary(), type(None): st.none()}
+    row = tuple(data.draw(strategy[t]) for t in signature)
+    assert chain._BY_SIGNATURE[signature](row) == chain.serialize(row)
+
+
+def _rewrite_as_format_1(path: Path, prev: str) -> str:
+    """Recompute a file's chain in format 1, as the first version wrote it; returns its last hash."""
+    con = sqlite3.connect(path)
+    cols = ", ".join(chain.EVENT_COLUMNS)
+    for b in con.execute(f"SELECT {', '.join(chain.BATCH_HEADER)} FROM batches ORDER BY id").fetchall():
+        rows = con.execute(f"SELECT {cols} FROM events WHERE batch_id = ? ORDER BY id", (b[0],)).fetchall()
+        h = chain.batch_hash(prev, tuple(b), [chain.row_digest(tuple(r), 1) for r in rows], fmt=1)
+        con.execute("UPDATE batches SET prev_hash = ?, hash = ? WHERE id = ?", (prev, h, b[0]))
+        prev = h
+    con.commit()
+    con.close()
+    return prev
+
+
+def test_format_1_files_verify_and_the_chain_goes_on_in_format_2(tmp_path):
+    """A directory whose older file was written in format 1: it verifies, the writer's next
+    batches (format 2) continue its chain, and an edit in either format is found."""
+    db = tmp_path / "db"
+    bw = BatchWriter(db, {})
+    bw.open()
+    bw.write(second_rows(300))
+    bw.close()
+    old = db / "audit.db"
+    last = _rewrite_as_format_1(old, chain.GENESIS)
+    assert chain.hash_format(last) == 1
+    assert verify(db) == []
+    bw = BatchWriter(db, {})
+    bw.open()
+    bw.write(second_rows(300, start=300))
+    bw.close()
+    con = sqlite3.connect(old)
+    hashes = [r[0] for r in con.execute("SELECT hash FROM batches ORDER BY id")]
+    assert [chain.hash_format(h) for h in hashes] == [1, 2]
+    assert con.execute("SELECT prev_hash FROM batches WHERE id = 2").fetchone()[0] == last
+    assert verify(db) == []
+    for batch_id in (1, 2):
+        con.execute("UPDATE events SET pid = pid + 1 WHERE id = (SELECT min(id) FROM events "
+                    "WHERE batch_id = ?)", (batch_id,))
+        con.commit()
+        assert [p.batch_id for p in verify(db)] == [batch_id]
+        con.execute("UPDATE events SET pid = pid - 1 WHERE id = (SELECT min(id) FROM events "
+                    "WHERE batch_id = ?)", (batch_id,))
+        con.commit()
+    # a format-2 hash passed off as format 1 (its prefix dropped) does not verify
+    con.execute("UPDATE batches SET hash = substr(hash, 3) WHERE id = 2")
+    con.commit()
+    con.close()
+    assert [p.batch_id for p in verify(db)] == [2]
+
+
+def test_a_previous_hash_that_is_no_hash_is_a_problem_not_a_crash(tmp_path):
+    db = tmp_path / "db"
+    bw = BatchWriter(db, {})
+    bw.open()
+    bw.write(second_rows(10))
+    bw.close()
+    con = sqlite3.connect(db / "audit.db")
+    con.execute("UPDATE batches SET prev_hash = 'not hex' WHERE id = 1")
+    con.commit()
+    con.close()
+    assert [p.batch_id for p in verify(db)] == [1]
