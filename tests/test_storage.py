@@ -71,23 +71,26 @@ def count_events(db_dir: Path) -> int:
     return total
 
 
+def at_first_revision(conn, n: int) -> None:
+    """The database on ``conn`` at revision 0001, with a run, one batch and n records."""
+    store.upgrade(conn, "0001")
+    conn.exec_driver_sql(
+        "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, "
+        "lost_kernel, lost_user, events_written) VALUES (1, 'b', 'h', 'k', 'v', '{}', 1, 0, 0, ?)", (n,))
+    conn.exec_driver_sql("INSERT INTO batches (id, run_id, written_ns, count, lost_kernel, lost_user) "
+                         "VALUES (1, 1, 5, ?, 0, 0)", (n,))
+    conn.exec_driver_sql(f"INSERT INTO events VALUES ({', '.join('?' * 27)})",
+                         [(i + 1, 1, 1) + r for i, r in enumerate(rows(n))])
+    conn.commit()
+
+
 class TestMigrations:
     def test_upgrade_from_first_revision_keeps_every_row(self, tmp_path):
         """A database at revision 0001 with rows is upgraded to head and every row is still there."""
         path = tmp_path / "audit.db"
         engine = store.engine_for(path)
         with engine.connect() as conn:
-            store.upgrade(conn, "0001")
-            conn.exec_driver_sql(
-                "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, "
-                "lost_kernel, lost_user, events_written) VALUES (1,'b','h','k','v','{}',1,0,0,2)")
-            conn.exec_driver_sql(
-                "INSERT INTO batches (id, run_id, written_ns, count, lost_kernel, lost_user) "
-                "VALUES (1, 1, 5, 2, 0, 0)")
-            for i, r in enumerate(rows(2), start=1):
-                conn.exec_driver_sql(
-                    f"INSERT INTO events VALUES ({', '.join('?' * 27)})", (i, 1, 1) + r)
-            conn.commit()
+            at_first_revision(conn, 2)
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
             store.upgrade(conn)
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
@@ -353,15 +356,7 @@ class TestDiskFull:
         path = tiny_fs / "audit.db"
         engine = store.engine_for(path)
         with engine.connect() as conn:
-            store.upgrade(conn, "0001")
-            conn.exec_driver_sql(
-                "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, "
-                "lost_kernel, lost_user, events_written) VALUES (1,'b','h','k','v','{}',1,0,0,0)")
-            conn.exec_driver_sql("INSERT INTO batches (id, run_id, written_ns, count, lost_kernel, "
-                                 "lost_user) VALUES (1, 1, 5, 6000, 0, 0)")
-            conn.exec_driver_sql(f"INSERT INTO events VALUES ({', '.join('?' * 27)})",
-                                 [(i + 1, 1, 1) + r for i, r in enumerate(rows(6000))])
-            conn.commit()
+            at_first_revision(conn, 6000)
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             filler = fill_disk(tiny_fs / "filler")
             # room for the new columns, not for the new indexes
