@@ -87,8 +87,7 @@ def open_live(db_dir: Path, synchronous: str = "NORMAL") -> tuple[Engine, Connec
     except BaseException:
         engine.dispose()  # the caller retries later (a full disk): leave nothing open
         if fresh:
-            # SQLite runs DDL outside the migration's transaction: a half-made
-            # file would fail the next try, and holds no record yet
+            # a file we just created holds no record: the next try starts clean
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         raise
