@@ -141,7 +141,7 @@ class BatchWriter:
         self._lock_fd = None
         self._run_row: dict = {}
         self._seeds: list[dict] = []  # seen processes waiting for the run to reach the file
-        self._tail_read = False
+        self._chain_known = False  # last hash and next ids, read once from the files
         self._file_first_ns = self._file_last_ns = None
         self._file_opened = time.monotonic()
 
@@ -169,13 +169,15 @@ class BatchWriter:
         self._start_run()
 
     def _start_run(self) -> bool:
-        """Open the live file and record the run in it; False while the disk is full."""
+        """Open the live file and record the run in it (at start, and in each new file after a
+        rotation); False while the disk is full, to be tried again."""
         try:
-            # read here, not at open: with the disk full even a reader of the
-            # live file may fail (no room for its -shm)
-            self._last_hash, self._next_event_id, self._next_batch_id = self._chain_tail(
-                self.db_dir / store.LIVE_NAME)
-            self._tail_read = True  # warnings about earlier runs once, not at every retry
+            if not self._chain_known:
+                # read here, not at open: with the disk full even a reader of
+                # the live file may fail (no room for its -shm)
+                self._last_hash, self._next_event_id, self._next_batch_id = self._chain_tail(
+                    self.db_dir / store.LIVE_NAME)
+                self._chain_known = True
             self._open_live()
             with self._conn.begin():
                 self.run_id = self._conn.execute(
@@ -218,7 +220,7 @@ class BatchWriter:
                 continue
             # a rotated file holds copies of run rows that went on in a newer file:
             # only the live file knows how its runs ended
-            for run_id, started in (unclean if path == live and not self._tail_read else ()):
+            for run_id, started in (unclean if path == live else ()):
                 log.warning("previous_run_unclean", run_id=run_id, started_ns=started, path=str(path))
             if row is None:
                 if path == live:
@@ -245,14 +247,12 @@ class BatchWriter:
             self._engine = None
 
     def close(self, clean: bool = True) -> None:
-        if self._held:
-            self._try_write_held(force=True)
+        if self._held or (self._conn is None and self._run_row):
+            self._try_write_held(force=True)  # a last try: it also starts a run the disk kept out
         if self._held:
             self._drop_held(len(self._held), "shutdown with the disk still full")
-        if self._conn is None and self._run_row:
-            self._start_run()  # a last try, if the disk stayed full since start
         if self._conn is None:
-            log.error("run_not_recorded", path=str(self.db_dir), reason="the disk was full from start to stop",
+            log.error("run_not_recorded", path=str(self.db_dir), reason="the disk stayed full until the stop",
                       lost_user=self.lost_user)
         conn = self._conn
         if conn is not None:
@@ -334,8 +334,6 @@ class BatchWriter:
         self._next_retry = time.monotonic() + RETRY_S
 
     def _write_batch(self, rows: list[tuple]) -> bool:
-        if self._conn is None and not self._start_run():
-            return False
         conn = self._conn
         batch_id = self._next_batch_id
         first = self._next_event_id
@@ -445,17 +443,14 @@ class BatchWriter:
             self._rotate_after = time.monotonic() + RETRY_S
             log.warning("rotation_postponed", reason=mode)
             return None
-        conn.close()
-        self._engine.dispose()
+        self._close_live()
         live = self.db_dir / store.LIVE_NAME
         target = rotation.rotated_path(self.db_dir, self._file_first_ns, self._file_last_ns)
         os.replace(live, target)
         os.chmod(target, rotation.ROTATED_MODE)
-        self._open_live()
-        # the run goes on in the new file: it needs its own copy of the run row
-        with self._conn.begin():
-            self._conn.execute(Run.__table__.insert().values(
-                **dict(self._run_row, lost_kernel=0, lost_user=0, events_written=0)))
+        # the run goes on in the new file, which needs its own copy of the run
+        # row; on a full disk records are held until it can be made
+        self._start_run()
         deleted = rotation.apply_retention(self.db_dir, self.rotation.keep)
         log.info("rotated", path=str(target), deleted=[str(p) for p in deleted])
         return target

@@ -349,6 +349,29 @@ class TestDiskFull:
         assert os.stat(db / "audit.db").st_mode & 0o777 == 0o640
         assert verify(db) == []
 
+    def test_rotation_into_a_full_disk_holds_records(self, tiny_fs):
+        """A rotation whose new live file cannot be made (the disk filled): records are held,
+        not the writer killed, and the new file begins once space returns."""
+        db = tiny_fs / "db"
+        bw = writer(db)
+        bw.write(rows(100))
+        bw._conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        filler = fill_disk(tiny_fs / "filler")
+        assert bw.rotate() is not None
+        assert rotation.rotated_files(db) and bw.run_id is not None
+        bw.write(rows(50, start=100))
+        assert bw.events_written == 100
+        filler.unlink()
+        time.sleep(1.1)  # the retry interval
+        bw.write(rows(10, start=150))
+        bw.close()
+        assert bw.lost_user == 0
+        assert count_events(db) == 160
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("SELECT id, stopped_ns IS NOT NULL FROM runs").fetchall() == [(bw.run_id, 1)]
+        con.close()
+        assert verify(db) == []
+
     def test_migration_on_full_disk_is_all_or_nothing(self, tiny_fs):
         """An upgrade that runs out of space half-way leaves the file at its old revision with
         nothing of the new one (SQLite would otherwise commit each DDL statement on its own),
