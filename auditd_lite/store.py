@@ -75,17 +75,17 @@ def open_live(db_dir: Path, synchronous: str = "NORMAL") -> tuple[Engine, Connec
     path = prepare_dir(db_dir) / LIVE_NAME
     fresh = not path.exists()
     engine = engine_for(path, synchronous)
+    conn = None
     try:
         conn = engine.connect()
-        try:
-            if fresh:
-                os.chmod(path, FILE_MODE)
-            upgrade(conn)
-        except BaseException:
-            conn.close()
-            raise
+        if fresh:
+            os.chmod(path, FILE_MODE)
+        upgrade(conn)
     except BaseException:
-        engine.dispose()  # the caller retries later (a full disk): leave nothing open
+        # the caller retries later (a full disk): leave nothing open
+        if conn is not None:
+            conn.close()
+        engine.dispose()
         if fresh:
             # a file we just created holds no record: the next try starts clean
             for suffix in ("", "-wal", "-shm"):

@@ -183,9 +183,7 @@ class BatchWriter:
                 self.run_id = self._conn.execute(
                     Run.__table__.insert().values(**self._run_row)).inserted_primary_key[0]
                 self._run_row["id"] = self.run_id
-                if self._seeds:
-                    self._conn.execute(SeenProcess.__table__.insert(), [
-                        dict(p, run_id=self.run_id) for p in self._seeds])
+                self._insert_seeds(self._seeds)
         except (OperationalError, sqlite3.OperationalError) as e:
             if not _storage_error(e):
                 raise
@@ -373,16 +371,19 @@ class BatchWriter:
         log.debug("batch_written", batch_id=batch_id, records=len(rows), lost_kernel=lost_k)
         return True
 
+    def _insert_seeds(self, seeds: list[dict]) -> None:
+        if seeds:
+            self._conn.execute(SeenProcess.__table__.insert(), [dict(p, run_id=self.run_id) for p in seeds])
+
     def write_seeds(self, processes: list[dict]) -> None:
         now = time.time_ns()
+        seeds = [dict(p, time_ns=now) for p in processes]
         if self._conn is None:  # the run is not in the file yet: they go in with it
-            self._seeds.extend(dict(p, time_ns=now) for p in processes)
+            self._seeds.extend(seeds)
             return
         try:
             with self._conn.begin():
-                if processes:
-                    self._conn.execute(SeenProcess.__table__.insert(), [
-                        dict(p, run_id=self.run_id, time_ns=now) for p in processes])
+                self._insert_seeds(seeds)
         except OperationalError as e:
             if not _storage_error(e):
                 raise
