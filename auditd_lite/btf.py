@@ -63,10 +63,16 @@ class BTF:
         # type id -> byte offset of its struct btf_type; id 0 is void
         self._offsets = [0]
         self._structs: dict[str, int] = {}
+        # btf_trace_<event>: the typedef the kernel declares for each raw
+        # tracepoint, a pointer to the prototype its programs are called with
+        self._tracepoints: dict[str, int] = {}
         pos, end = hdr_len + type_off, hdr_len + type_off + type_len
         unpack = struct.unpack_from
         offsets = self._offsets
         structs = self._structs
+        tracepoints = self._tracepoints
+        prefix = b"btf_trace_"
+        str_base = self._str_base
         while pos < end:
             name_off, info = unpack("<II", data, pos)
             kind = (info >> 24) & 0x1F
@@ -74,6 +80,8 @@ class BTF:
             offsets.append(pos)
             if kind == KIND_STRUCT and name_off:
                 structs.setdefault(self._name(name_off), len(offsets) - 1)
+            elif kind == KIND_TYPEDEF and data.startswith(prefix, str_base + name_off):
+                tracepoints[self._name(name_off)[len(prefix):]] = len(offsets) - 1
             fixed, per = _EXTRA.get(kind, (0, 0))
             pos += 12 + fixed + per * vlen
 
@@ -133,6 +141,21 @@ class BTF:
                     if found is not None:
                         return bit_off + found[0], found[1]
         return None
+
+    def tracepoint_args(self, event: str) -> list[int] | None:
+        """Sizes of the arguments a raw tracepoint program of ``event`` gets
+        (``ctx->args[i]``), or None when this kernel has no such tracepoint."""
+        tid = self._tracepoints.get(event)
+        if tid is None:
+            return None
+        proto = self._resolve(self._type(self._resolve(tid))[4])  # typedef -> pointer -> proto
+        kind, vlen, _, _, _ = self._type(proto)
+        if kind != KIND_FUNC_PROTO:
+            raise BTFError(f"btf_trace_{event} is not a function prototype")
+        base = self._offsets[proto] + 12
+        params = [struct.unpack_from("<II", self._data, base + 8 * i)[1] for i in range(vlen)]
+        # the first parameter is the tracepoint's private data, not an argument
+        return [self.sizeof(t) for t in params[1:]]
 
     def field(self, struct_name: str, path: str) -> Field:
         """Offset and size of ``path`` (``a.b.c``) inside ``struct struct_name``."""

@@ -37,15 +37,11 @@ class Collector(threading.Thread):
         self.programs = None
         self.heartbeat = time.monotonic()
         self._buf: list = []
-        self._perf_lost = 0
         self._last = (0, 0)
         self._stop_requested = threading.Event()
 
     def on_record(self, raw: bytes) -> None:
         self._buf.append(raw)
-
-    def on_lost(self, n: int) -> None:
-        self._perf_lost += n
 
     def stop(self) -> None:
         self._stop_requested.set()
@@ -69,7 +65,7 @@ class Collector(threading.Thread):
 
     def _hand_over(self) -> None:
         counters = self.programs.counters()
-        totals = (counters[CNT_LOST] + self._perf_lost, counters[CNT_STASH_MISS])
+        totals = (counters[CNT_LOST], counters[CNT_STASH_MISS])
         if self._buf or totals != self._last:
             buf, self._buf = self._buf, []
             self._last = totals

@@ -103,7 +103,7 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
         min_duration_ns=settings.min_duration_ms * 1_000_000,
         max_args=settings.max_args, arg_bytes=settings.max_arg_bytes)
     try:
-        programs = loader.Programs(program_settings, collector.on_record, collector.on_lost)
+        programs = loader.Programs(program_settings, collector.on_record)
     except BaseException:
         inbox.put(STOP_WRITER)
         writer.join()

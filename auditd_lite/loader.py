@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 from dataclasses import dataclass
 from typing import Callable
 
@@ -19,11 +20,17 @@ BPF_DIR = resource_dir("bpf")
 PROGRAM = "auditd_lite.bpf.c"
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
-TRACEPOINTS = (
-    "syscalls:sys_enter_execve", "syscalls:sys_exit_execve",
-    "syscalls:sys_enter_execveat", "syscalls:sys_exit_execveat",
-    "sched:sched_process_exec", "sched:sched_process_exit",
-)
+# The raw tracepoints the program attaches to, by BPF_RAW_TRACEPOINT_OPEN (no
+# perf_event_open: docs/design.md, "Attaching without perf_event_open"), in
+# the order they are attached. sched_process_free only where the kernel's
+# sched_process_exit has no group_dead argument (exit claims, see the program).
+RAW_TRACEPOINTS = ("sys_enter", "sys_exit", "sched_process_exec", "sched_process_exit")
+CLAIM_TRACEPOINT = "sched_process_free"
+# the argument sched_process_exit gained in 6.16: (task, bool group_dead)
+EXIT_ARGS_GROUP_DEAD = [8, 1]
+
+# native syscall numbers of execve and execveat, by machine
+SYSCALLS = {"x86_64": (59, 322)}
 
 # (macro, struct, field path, expected size): every kernel field the program reads
 FIELDS = (
@@ -39,6 +46,15 @@ FIELDS = (
     ("OFF_MM_ARG_START", "mm_struct", "arg_start", 8),
     ("OFF_MM_ARG_END", "mm_struct", "arg_end", 8),
     ("OFF_SIGNAL_LIVE", "signal_struct", "live", 4),
+    ("OFF_SIGNAL_FLAGS", "signal_struct", "flags", 4),
+    ("OFF_SIGNAL_GROUP_EXIT_CODE", "signal_struct", "group_exit_code", 4),
+    ("OFF_TASK_PID", "task_struct", "pid", 4),
+    ("OFF_TASK_TI_STATUS", "task_struct", "thread_info.status", 4),
+    ("OFF_BPRM_FILENAME", "linux_binprm", "filename", 8),
+    ("OFF_REGS_DI", "pt_regs", "di", 8),
+    ("OFF_REGS_SI", "pt_regs", "si", 8),
+    ("OFF_REGS_DX", "pt_regs", "dx", 8),
+    ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax", 8),
 )
 # only with CONFIG_AUDIT(SYSCALL); without them auid and session read as unset
 AUDIT_FIELDS = (
@@ -58,6 +74,10 @@ class ProgramSettings:
     arg_bytes: int = 4096
     filename_bytes: int = 1024
     stash_entries: int = 512
+    claim_entries: int = 16384
+    # claim exits in a map even where sched_process_exit says group_dead, so
+    # the older kernels' path can be tested on a newer one
+    force_exit_claims: bool = False
 
 
 def tracefs_dir() -> str | None:
@@ -85,16 +105,31 @@ def _pow2_at_least(n: int) -> int:
     return p
 
 
-def kernel_offsets(btf_path: str = btf.VMLINUX_BTF) -> tuple[dict[str, str], str]:
-    """-D values for every field offset, and where they came from (btf | headers)."""
+@dataclass(frozen=True)
+class KernelFacts:
+    """What the program is compiled for, read from the running kernel."""
+
+    offsets: dict[str, str]  # -D value of every OFF_* macro
+    source: str  # where the offsets came from: btf | headers
+    group_dead: bool  # sched_process_exit tells which thread ended the group
+
+
+def kernel_facts(btf_path: str = btf.VMLINUX_BTF) -> KernelFacts:
     try:
         types = btf.BTF.from_file(btf_path)
     except (OSError, btf.BTFError) as e:
         log.warning("btf_unavailable", path=btf_path, error=str(e),
                     fallback="header layouts: field reads may be wrong on this kernel")
         defs = {m: f"offsetof(struct {s}, {p})" for m, s, p, _ in FIELDS + AUDIT_FIELDS}
-        defs["OFF_SIGNAL_LIVE"] = "offsetof(struct signal_struct, live)"
-        return defs, "headers"
+        # the trace record's fields come after the arguments, in the same order
+        group_dead = tracepoint_has_field("sched", "sched_process_exit", "group_dead")
+        return KernelFacts(defs, "headers", group_dead)
+    return KernelFacts(btf_offsets(types), "btf",
+                       types.tracepoint_args("sched_process_exit") == EXIT_ARGS_GROUP_DEAD)
+
+
+def btf_offsets(types: btf.BTF) -> dict[str, str]:
+    """-D values for every field offset the program reads, from the kernel's BTF."""
     defs = {}
     for macro, struct_name, path, size in FIELDS:
         field = types.field(struct_name, path)
@@ -109,14 +144,28 @@ def kernel_offsets(btf_path: str = btf.VMLINUX_BTF) -> tuple[dict[str, str], str
             break
         if field.size == size:
             defs[macro] = str(field.offset)
-    return defs, "btf"
+    return defs
 
 
-def cflags(settings: ProgramSettings, offsets: dict[str, str]) -> list[str]:
+def syscall_numbers(machine: str | None = None) -> tuple[int, int]:
+    machine = machine or platform.machine()
+    try:
+        return SYSCALLS[machine]
+    except KeyError:
+        raise CannotCapture(f"this machine is {machine}: the program reads x86_64 system call "
+                            "registers and numbers, other machines are not supported") from None
+
+
+def claims_exits(settings: ProgramSettings, facts: KernelFacts) -> bool:
+    return settings.force_exit_claims or not facts.group_dead
+
+
+def cflags(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
     if not 1 <= settings.max_args <= 1024:
         raise ValueError("max_args must be 1..1024")
     if not 256 <= settings.arg_bytes <= 8192:
         raise ValueError("arg_bytes must be 256..8192")
+    nr_execve, nr_execveat = syscall_numbers()
     pages = _pow2_at_least(max(1, settings.buffer_kb // 4))
     ncpu = os.cpu_count() or 1
     # wake the reader well before the buffer could fill between two polls
@@ -130,13 +179,16 @@ def cflags(settings: ProgramSettings, offsets: dict[str, str]) -> list[str]:
         "RINGBUF_PAGES": pages,
         "WAKEUP_EVERY": wakeup_every,
         "STASH_ENTRIES": settings.stash_entries,
-        "HAVE_GROUP_DEAD": int(tracepoint_has_field("sched", "sched_process_exit", "group_dead")),
-        **offsets,
+        "CLAIM_ENTRIES": settings.claim_entries,
+        "HAVE_GROUP_DEAD": int(not claims_exits(settings, facts)),
+        "NR_EXECVE": nr_execve,
+        "NR_EXECVEAT": nr_execveat,
+        **facts.offsets,
     }
     flags = [f"-D{k}={v}" for k, v in defs.items()]
     if settings.transport == "perfbuf":
         flags.append("-DUSE_PERFBUF")
-    if offsets.get("OFF_TASK_REAL_PARENT", "").startswith("offsetof"):
+    if facts.source == "headers":
         flags.append("-DUSE_HEADER_LAYOUT")
     flags.append(f"-I{BPF_DIR}")
     return flags
@@ -168,29 +220,33 @@ class Programs:
     the bytes are already copied out of the buffer.
     """
 
-    def __init__(self, settings: ProgramSettings, on_record: Callable[[bytes], None],
-                 on_lost: Callable[[int], None] | None = None):
+    def __init__(self, settings: ProgramSettings, on_record: Callable[[bytes], None]):
         bcc = import_bcc()
-        if tracefs_dir() is None:
-            raise CannotCapture("tracefs is not mounted: mount -t tracefs tracefs /sys/kernel/tracing")
-        offsets, self.offsets_source = kernel_offsets()
+        facts = kernel_facts()
+        self.offsets_source = facts.source
         self.settings = settings
-        flags = cflags(settings, offsets)
+        flags = cflags(settings, facts)
         try:
+            # bcc attaches every RAW_TRACEPOINT_PROBE as it loads it
             self.bpf = bcc.BPF(src_file=str(BPF_DIR / PROGRAM), cflags=flags)
         except Exception as e:  # bcc raises bare Exception for compile and load failures
             raise CannotCapture(f"could not compile or load the BPF program: {e}; "
                                 "run 'auditd-lite doctor'") from None
-        self._attached = list(TRACEPOINTS)
+        self._attached = [tp.encode() for tp in RAW_TRACEPOINTS]
+        if claims_exits(settings, facts):
+            self._attached.append(CLAIM_TRACEPOINT.encode())
         _release_compiler_memory()
         events = self.bpf["events"]
         if settings.transport == "perfbuf":
             def perf_cb(_cpu, data, size):
                 on_record(ctypes.string_at(data, size))
 
-            def lost_cb(*a):
-                if on_lost:
-                    on_lost(a[-1])
+            # a failed perf_submit is counted by the program itself
+            # (CNT_LOST); the kernel's own lost-sample report of the same drop
+            # is not added to it, or every drop would count twice. A callback
+            # is still given: without one bcc prints each report to stdout.
+            def lost_cb(_lost):
+                pass
 
             pages = _pow2_at_least(max(1, settings.buffer_kb // 4))
             events.open_perf_buffer(perf_cb, page_cnt=pages, lost_cb=lost_cb)
@@ -206,9 +262,10 @@ class Programs:
             self._poll = self.bpf.ring_buffer_poll
             self._consume = self.bpf.ring_buffer_consume
         self._counters = self.bpf["counters"]
-        log.info("programs_attached", tracepoints=len(self._attached),
-                 offsets=self.offsets_source, transport=settings.transport,
-                 buffer_kb=settings.buffer_kb, min_duration_ns=settings.min_duration_ns)
+        log.info("programs_attached", raw_tracepoints=[tp.decode() for tp in self._attached],
+                 offsets=self.offsets_source, exit_claims=claims_exits(settings, facts),
+                 transport=settings.transport, buffer_kb=settings.buffer_kb,
+                 min_duration_ns=settings.min_duration_ns)
 
     def poll(self, timeout_ms: int) -> None:
         self._poll(timeout_ms)
@@ -224,10 +281,13 @@ class Programs:
 
     def detach(self) -> None:
         """Stop capture; the buffer stays readable so it can be drained."""
-        # exits first: a process whose exit is recorded then has its exec recorded too
-        for tp in reversed(self._attached):
+        # exits first: a process whose exit is recorded then has its exec
+        # recorded too; exit claims are released last
+        order = [tp for tp in reversed(self._attached) if tp != CLAIM_TRACEPOINT.encode()]
+        order += [tp for tp in self._attached if tp == CLAIM_TRACEPOINT.encode()]
+        for tp in order:
             try:
-                self.bpf.detach_tracepoint(tp)
+                self.bpf.detach_raw_tracepoint(tp)
             except Exception:  # already gone: nothing left to stop
                 pass
         self._attached = []

@@ -2,10 +2,19 @@
  *
  * Settings arrive as -D constants fixed before load (never text
  * substitution): MIN_DURATION_NS, MAX_ARGS, ARG_BYTES, ARGS_BUF,
- * FILENAME_BUF, RINGBUF_PAGES, WAKEUP_EVERY, STASH_ENTRIES, HAVE_GROUP_DEAD,
- * USE_PERFBUF, and the OFF_* struct offsets resolved from the running
- * kernel's BTF (auditd_lite/btf.py). Struct fields are therefore read by
- * offset, never through header layouts, which may belong to another kernel.
+ * FILENAME_BUF, RINGBUF_PAGES, WAKEUP_EVERY, STASH_ENTRIES, CLAIM_ENTRIES,
+ * HAVE_GROUP_DEAD, NR_EXECVE, NR_EXECVEAT, USE_PERFBUF, and the OFF_* struct
+ * offsets resolved from the running kernel's BTF (auditd_lite/btf.py).
+ * Struct fields are therefore read by offset, never through header layouts,
+ * which may belong to another kernel.
+ *
+ * Every program is a raw tracepoint (BPF_RAW_TRACEPOINT_OPEN): attaching
+ * one needs only CAP_BPF and CAP_PERFMON, where a perf-event tracepoint
+ * needs perf_event_open, which Debian's perf_event_paranoid=3 keeps from
+ * anything without CAP_SYS_ADMIN (docs/design.md, "Attaching without
+ * perf_event_open"). Raw tracepoints carry the tracepoint's C arguments,
+ * not its trace record, so the execve/execveat entry and exit come from
+ * raw_syscalls:sys_enter/sys_exit filtered by syscall number.
  */
 #include "auditd_lite.h"
 
@@ -16,7 +25,17 @@
 #include <linux/sched/signal.h>
 #include <linux/cred.h>
 #include <linux/mm_types.h>
+#include <linux/binfmts.h>
+#include <asm/ptrace.h>
 #endif
+
+/* x86's thread_info.status bit for a 32-bit syscall (arch/x86/include/asm/
+ * thread_info.h); syscalls:sys_enter_execve skips those calls, and so do we:
+ * their numbers mean other calls and their pointers are 32-bit */
+#define TS_COMPAT 0x0002
+/* signal_struct.flags: the whole group is exiting, group_exit_code holds the
+ * wait status (include/linux/sched/signal.h, the same since 2.6) */
+#define SIGNAL_GROUP_EXIT 0x00000004
 
 /* Clamp on the very register that is used next: clang otherwise proves the
  * bound redundant, drops it, and the verifier rejects the access. */
@@ -48,6 +67,21 @@ BPF_PERCPU_ARRAY(scratch, struct exec_buf, 1);
 /* syscall-entry copy of filename and argv, per thread; LRU so a thread that
  * died inside execve cannot leak an entry forever */
 BPF_TABLE("lru_hash", u32, struct exec_buf, stash, STASH_ENTRIES);
+
+#if !HAVE_GROUP_DEAD
+/* Without sched_process_exit's group_dead argument, the exiting thread reads
+ * signal->live, which every thread decremented before the tracepoint: when
+ * threads die together several read 0. The first of them claims the process
+ * here (BPF_NOEXIST is atomic), the others find the claim. The claim is
+ * released when the group leader is freed, which the kernel does only after
+ * every thread of the group has passed sched_process_exit. */
+struct exit_claim {
+    u32 tgid;
+    u32 _pad;
+    u64 start_ns;
+};
+BPF_TABLE("lru_hash", struct exit_claim, u8, exit_claims, CLAIM_ENTRIES);
+#endif
 
 static __always_inline void count(u32 idx)
 {
@@ -204,14 +238,30 @@ done:
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+static __always_inline int compat_syscall(void)
 {
-    return stash_entry(args->filename, args->argv);
+    u32 status = 0;
+    READ_AT(status, (void *)bpf_get_current_task(), OFF_TASK_TI_STATUS);
+    return status & TS_COMPAT;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+/* runs on every system call of the machine: the number test comes first */
+RAW_TRACEPOINT_PROBE(sys_enter)
 {
-    return stash_entry(args->filename, args->argv);
+    long nr = (long)ctx->args[1];
+    if (nr != NR_EXECVE && nr != NR_EXECVEAT)
+        return 0;
+    if (compat_syscall())
+        return 0;
+    const void *regs = (const void *)ctx->args[0];
+    u64 a0 = 0, a1 = 0, a2 = 0;
+    READ_AT(a0, regs, OFF_REGS_DI);
+    READ_AT(a1, regs, OFF_REGS_SI);
+    if (nr == NR_EXECVE)
+        return stash_entry((const char *)a0, (const char *const *)a1);
+    /* execveat(dirfd, filename, argv, envp, flags) */
+    READ_AT(a2, regs, OFF_REGS_DX);
+    return stash_entry((const char *)a1, (const char *const *)a2);
 }
 
 static __always_inline int exit_exec_syscall(void *ctx, long ret)
@@ -243,19 +293,27 @@ static __always_inline int exit_exec_syscall(void *ctx, long ret)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_execve)
+/* also on every system call: a successful exec has nothing left to do here
+ * (sched_process_exec took its entry copy), so only failures read further */
+RAW_TRACEPOINT_PROBE(sys_exit)
 {
-    return exit_exec_syscall(args, args->ret);
+    long ret = (long)ctx->args[1];
+    if (ret >= 0)
+        return 0;
+    const void *regs = (const void *)ctx->args[0];
+    long nr = -1;
+    READ_AT(nr, regs, OFF_REGS_ORIG_AX);
+    if (nr != NR_EXECVE && nr != NR_EXECVEAT)
+        return 0;
+    if (compat_syscall())
+        return 0;
+    return exit_exec_syscall(ctx, ret);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
+/* (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
+RAW_TRACEPOINT_PROBE(sched_process_exec)
 {
-    return exit_exec_syscall(args, args->ret);
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exec)
-{
-    u32 old_tid = args->old_pid;
+    u32 old_tid = (u32)ctx->args[1];
     struct exec_buf *st = stash.lookup(&old_tid);
 #if MIN_DURATION_NS > 0
     /* with a minimum duration only exits are reported (libbpf bootstrap) */
@@ -271,12 +329,13 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 
     fill_hdr(&b->e.h, EV_EXEC, task);
     fill_creds(&b->e, task);
-    b->e.old_pid = args->old_pid;
+    b->e.old_pid = old_tid;
     b->e.err = 0;
 
     u32 flags = 0;
-    unsigned short loc = args->data_loc_filename & 0xFFFF;
-    long n = bpf_probe_read_kernel_str(b->data, FILENAME_BUF, (const char *)args + loc);
+    const char *fname = NULL;
+    READ_AT(fname, (const void *)ctx->args[2], OFF_BPRM_FILENAME);
+    long n = bpf_probe_read_kernel_str(b->data, FILENAME_BUF, fname);
     u64 fl = n > 0 ? n : 0;
     if (fl >= FILENAME_BUF)
         flags |= FLAG_FILENAME_TRUNCATED;
@@ -325,21 +384,40 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     b->e.flags = flags;
     b->e.filename_len = fl;
     b->e.args_len = al;
-    emit(args, b, record_size(&b->e));
+    emit(ctx, b, record_size(&b->e));
 out:
     if (st)
         stash.delete(&old_tid);
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_process_exit)
+/* The wait status the parent will see: a group exit's code when the group
+ * exits together (exit_group, a fatal signal: set before any thread dies),
+ * else the exit code of the thread that ended the process. */
+static __always_inline u32 wait_status(struct task_struct *task)
+{
+    void *sig = NULL;
+    u32 flags = 0;
+    int code = 0;
+    READ_AT(sig, task, OFF_TASK_SIGNAL);
+    if (sig)
+        READ_AT(flags, sig, OFF_SIGNAL_FLAGS);
+    if (sig && (flags & SIGNAL_GROUP_EXIT))
+        READ_AT(code, sig, OFF_SIGNAL_GROUP_EXIT_CODE);
+    else
+        READ_AT(code, task, OFF_TASK_EXIT_CODE);
+    return code;
+}
+
+/* (struct task_struct *p) or, since it has group_dead, (p, bool group_dead) */
+RAW_TRACEPOINT_PROBE(sched_process_exit)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     stash.delete(&tid);
 
     struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 #if HAVE_GROUP_DEAD
-    if (!args->group_dead)
+    if (!(u8)ctx->args[1])
         return 0;
 #else
     {
@@ -354,16 +432,22 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     struct exit_event ev = {};
     fill_hdr(&ev.h, EV_EXIT, task);
+#if !HAVE_GROUP_DEAD
+    {
+        struct exit_claim key = {.tgid = ev.h.pid, .start_ns = ev.h.start_ns};
+        u8 one = 1;
+        if (exit_claims.insert(&key, &one) != 0)
+            return 0;
+    }
+#endif
     ev.duration_ns = ev.h.ts_ns - ev.h.start_ns;
 #if MIN_DURATION_NS > 0
     if (ev.duration_ns < MIN_DURATION_NS)
         return 0;
 #endif
-    int code = 0;
-    READ_AT(code, task, OFF_TASK_EXIT_CODE);
-    ev.status = code;
+    ev.status = wait_status(task);
 #ifdef USE_PERFBUF
-    if (events.perf_submit(args, &ev, sizeof(ev)) < 0)
+    if (events.perf_submit(ctx, &ev, sizeof(ev)) < 0)
         count(CNT_LOST);
 #else
     struct exit_event *r = events.ringbuf_reserve(sizeof(struct exit_event));
@@ -376,3 +460,20 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     return 0;
 }
+
+#if !HAVE_GROUP_DEAD
+/* (struct task_struct *p): the task's last reference is gone */
+RAW_TRACEPOINT_PROBE(sched_process_free)
+{
+    const void *p = (const void *)ctx->args[0];
+    u32 pid = 0, tgid = 0;
+    READ_AT(pid, p, OFF_TASK_PID);
+    READ_AT(tgid, p, OFF_TASK_TGID);
+    if (pid != tgid)
+        return 0;
+    struct exit_claim key = {.tgid = tgid};
+    READ_AT(key.start_ns, p, OFF_TASK_START_TIME);
+    exit_claims.delete(&key);
+    return 0;
+}
+#endif

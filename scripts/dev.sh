@@ -22,7 +22,7 @@ need_root() {
 install_debs() {
     local arch pkgs=() p
     arch=$(dpkg --print-architecture)
-    for p in python3-bpfcc python3-venv python3-pip sqlite3 "linux-headers-$arch" util-linux; do
+    for p in python3-bpfcc python3-venv python3-pip sqlite3 "linux-headers-$arch" util-linux gcc libc6-dev strace; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
     done
     if [ ${#pkgs[@]} -gt 0 ]; then

@@ -20,6 +20,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "auditd_lite.cli"]
 REQUIRE_BPF = os.environ.get("AUDITD_LITE_REQUIRE_BPF") == "1"
+# Set inside the VM tier's guests (tests/vm): the capture tests then read the
+# database of the running auditd-lite.service instead of starting a daemon.
+SERVICE_DB = os.environ.get("AUDITD_LITE_SERVICE_DB")
 HEADER = "TIME     EVENT COMM             PID     PPID    FILENAME/EXIT CODE"
 
 
@@ -109,9 +112,34 @@ class Daemon:
         assert self.proc.returncode == 0, (self.proc.returncode, self.log_path.read_text()[-3000:])
         return self.proc.returncode
 
+    # every record of what ran before is written once the daemon has stopped
+    flush = stop
+
     @property
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+class Service:
+    """The running auditd-lite.service, as the capture tests see a daemon: a
+    database directory, and a flush that returns once everything that ran
+    before it is written. The service keeps running."""
+
+    def __init__(self, db_dir: Path):
+        self.db_dir = db_dir
+
+    def flush(self, timeout: float = 120.0) -> None:
+        # Records reach the database in the order the ring buffer reserved
+        # them, and the writer commits batches in order: once the exit of a
+        # process started now is in the database, so is every earlier record.
+        p = subprocess.Popen(["/bin/true", "auditd-lite-flush", uuid.uuid4().hex])
+        p.wait()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if query_json(self.db_dir, "--pid", p.pid, "--event", "exit", "--since", "10m"):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the service wrote no exit for pid {p.pid} in {timeout:.0f} s")
 
 
 @pytest.fixture
@@ -129,6 +157,15 @@ def daemon_factory(tmp_path):
         if d.proc and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+@pytest.fixture
+def capture(daemon_factory):
+    """What records this test's processes: a daemon of its own with default
+    settings, or in a VM guest the service. Call ``flush()`` before reading."""
+    if SERVICE_DB:
+        return Service(Path(SERVICE_DB))
+    return daemon_factory()
 
 
 @pytest.fixture

@@ -29,13 +29,13 @@ def one(records, **match):
 
 
 class TestExitStatus:
-    def test_exit_code_and_parent(self, daemon_factory):
+    def test_exit_code_and_parent(self, capture):
         """`sh -c 'exit 3'` is recorded with exit code 3, no signal, and the real parent."""
-        d = daemon_factory()
+        d = capture
         tag = uuid.uuid4().hex
         p = subprocess.Popen(["sh", "-c", "exit 3", tag])
         assert p.wait() == 3
-        d.stop()
+        d.flush()
         execs = query_json(d.db_dir, "--arg", tag, "--event", "exec")
         ex = one(execs, pid=p.pid)
         assert ex["ppid"] == os.getpid()
@@ -43,40 +43,40 @@ class TestExitStatus:
         exit_ = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exit"), pid=p.pid)
         assert (exit_["exit_code"], exit_["signal"], exit_["ppid"]) == (3, 0, os.getpid())
 
-    def test_killed_by_sigkill(self, daemon_factory):
+    def test_killed_by_sigkill(self, capture):
         """A shell that SIGKILLs itself: exit code 0 and signal 9, as the kernel's wait status says."""
-        d = daemon_factory()
+        d = capture
         p = subprocess.Popen(["sh", "-c", "kill -9 $$"])
         assert p.wait() == -signal.SIGKILL
-        d.stop()
+        d.flush()
         exit_ = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exit"), pid=p.pid)
         assert (exit_["exit_code"], exit_["signal"]) == (0, 9)
         assert one(query_json(d.db_dir, "--signal", 9, "--event", "exit"), pid=p.pid)
 
 
 class TestExec:
-    def test_failed_exec(self, daemon_factory, tmp_path):
+    def test_failed_exec(self, capture, tmp_path):
         """Exec of a path that does not exist is an exec_failed record with ENOENT and its argv."""
-        d = daemon_factory()
+        d = capture
         missing = f"/nonexistent/{uuid.uuid4().hex}"
         with pytest.raises(FileNotFoundError):
             subprocess.Popen([missing, "first arg", "-x"])
-        d.stop()
+        d.flush()
         rec = one(query_json(d.db_dir, "--event", "exec_failed", "--filename", missing),
                   filename=missing)
         assert rec["errno"] == 2
         assert rec["argv"] == [missing, "first arg", "-x"]
         assert rec["ppid"] == os.getpid()
 
-    def test_argv_exact(self, daemon_factory, marker):
+    def test_argv_exact(self, capture, marker):
         """Arguments with spaces, 40 arguments and non-UTF-8 bytes come out whole and in order."""
-        d = daemon_factory()
+        d = capture
         spaced = [str(marker), "a b", "  lead", "tab\there", ""]
         forty = [str(marker)] + [f"arg{i}" for i in range(39)]
         binary = [os.fsencode(str(marker)), b"caf\xe9", b"\xff\xfe ok"]
         for argv in (spaced, forty, binary):
             subprocess.run(argv, check=True)
-        d.stop()
+        d.flush()
         got = [r["argv"] for r in query_json(d.db_dir, "--filename", str(marker), "--event", "exec")]
         assert len(got) == 3
         assert spaced in got and forty in got
@@ -85,14 +85,14 @@ class TestExec:
             assert r["args_truncated"] is False
             assert r["argc"] == len(r["argv"])
 
-    def test_too_many_args_marked_truncated(self, daemon_factory, marker):
+    def test_too_many_args_marked_truncated(self, capture, marker):
         """More than 128 arguments, or more than 4 KiB of them, is recorded truncated, never silently."""
-        d = daemon_factory()
+        d = capture
         many = [str(marker)] + [f"x{i}" for i in range(199)]
         long = [str(marker), "L" * 6000]
         subprocess.run(many, check=True)
         subprocess.run(long, check=True)
-        d.stop()
+        d.flush()
         recs = query_json(d.db_dir, "--filename", str(marker), "--event", "exec")
         by_len = {r["argc"]: r for r in recs}
         assert set(by_len) == {200, 2}
@@ -102,9 +102,9 @@ class TestExec:
         assert by_len[2]["argv"][0] == str(marker)
         assert 0 < len(by_len[2]["argv"][1]) < 6000
 
-    def test_exec_from_non_leader_thread(self, daemon_factory, marker, tmp_path):
+    def test_exec_from_non_leader_thread(self, capture, marker, tmp_path):
         """exec from a second thread is recorded under the process id, with the thread's id as old_pid."""
-        d = daemon_factory()
+        d = capture
         script = tmp_path / "thread_exec.py"
         script.write_text(
             "import os, threading, sys\n"
@@ -114,7 +114,7 @@ class TestExec:
             "t = threading.Thread(target=go); t.start(); t.join()\n")
         p = subprocess.run([sys.executable, str(script)], capture_output=True, check=True)
         tid = int(p.stdout.decode().split()[0])
-        d.stop()
+        d.flush()
         rec = one(query_json(d.db_dir, "--filename", str(marker), "--event", "exec"),
                   argv=[str(marker), "from-thread"])
         assert rec["old_pid"] == tid
@@ -123,9 +123,9 @@ class TestExec:
         exit_ = one(query_json(d.db_dir, "--pid", rec["pid"], "--event", "exit"), pid=rec["pid"])
         assert exit_["exit_code"] == 0
 
-    def test_execveat(self, daemon_factory, marker, tmp_path):
+    def test_execveat(self, capture, marker, tmp_path):
         """exec through a file descriptor (execveat) is recorded, and a failed one with its errno."""
-        d = daemon_factory()
+        d = capture
         tag = uuid.uuid4().hex
         code = ("import os, sys\n"
                 f"fd = os.open({str(marker)!r}, os.O_RDONLY)\n"
@@ -139,15 +139,15 @@ class TestExec:
         ok = subprocess.run([sys.executable, "-c", code, "good"])
         bad = subprocess.run([sys.executable, "-c", code, "bad"])
         assert (ok.returncode, bad.returncode) == (0, 9)
-        d.stop()
+        d.flush()
         ex = one(query_json(d.db_dir, "--arg", tag, "--event", "exec"), argv=["via-fd", tag])
         assert ex["comm"] == marker.name[:15] or ex["filename"].startswith("/dev/fd/")
         failed = one(query_json(d.db_dir, "--arg", tag, "--event", "exec_failed"), argv=["x", tag])
         assert failed["errno"] == 9  # EBADF
 
-    def test_other_uid(self, daemon_factory):
+    def test_other_uid(self, capture):
         """A process run as uid 65534 is recorded with that uid on its exec and exit."""
-        d = daemon_factory()
+        d = capture
 
         def drop():
             os.setgid(65534)
@@ -156,36 +156,36 @@ class TestExec:
         # /bin/true: pytest's temporary directories are closed to other users
         p = subprocess.Popen(["/bin/true", "as-nobody"], preexec_fn=drop)
         assert p.wait() == 0
-        d.stop()
+        d.flush()
         ex = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exec"), pid=p.pid)
         assert (ex["uid"], ex["euid"], ex["gid"]) == (65534, 65534, 65534)
         assert one(query_json(d.db_dir, "--uid", 65534, "--event", "exit"), pid=p.pid)
 
 
 class TestDuration:
-    def test_sleep_one_second(self, daemon_factory):
+    def test_sleep_one_second(self, capture):
         """A process that sleeps 1 s has a recorded duration within 10% of 1 s."""
-        d = daemon_factory()
+        d = capture
         t0 = time.monotonic()
         p = subprocess.Popen(["sleep", "1"])
         p.wait()
         wall = time.monotonic() - t0
-        d.stop()
+        d.flush()
         exit_ = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exit"), pid=p.pid)
         assert 0.9e9 <= exit_["duration_ns"] <= 1.1e9
         assert exit_["duration_ns"] <= wall * 1e9
 
 
 class TestCounts:
-    def test_exactly_23(self, daemon_factory, marker):
+    def test_exactly_23(self, capture, marker):
         """23 runs of a marker program give exactly 23 exec and 23 exit records."""
-        d = daemon_factory()
+        d = capture
         pids = []
         for _ in range(23):
             p = subprocess.Popen([str(marker)])
             p.wait()
             pids.append(p.pid)
-        d.stop()
+        d.flush()
         execs = query_json(d.db_dir, "--filename", str(marker), "--event", "exec")
         exits = query_json(d.db_dir, "--comm", marker.name[:15], "--event", "exit")
         assert sorted(r["pid"] for r in execs) == sorted(pids)
