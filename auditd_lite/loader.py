@@ -10,7 +10,7 @@ from typing import Callable
 
 import structlog
 
-from . import btf, records
+from . import btf, config, records
 from .errors import CannotCapture
 from .resources import resource_dir
 
@@ -161,10 +161,10 @@ def claims_exits(settings: ProgramSettings, facts: KernelFacts) -> bool:
 
 
 def cflags(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
-    if not 1 <= settings.max_args <= 1024:
-        raise ValueError("max_args must be 1..1024")
-    if not 256 <= settings.arg_bytes <= 8192:
-        raise ValueError("arg_bytes must be 256..8192")
+    for value, (lo, hi) in ((settings.max_args, config.MAX_ARGS_RANGE),
+                            (settings.arg_bytes, config.MAX_ARG_BYTES_RANGE)):
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} is outside {lo}..{hi}: the program is not sized for it")
     nr_execve, nr_execveat = syscall_numbers()
     pages = _pow2_at_least(max(1, settings.buffer_kb // 4))
     ncpu = os.cpu_count() or 1

@@ -43,11 +43,18 @@ def test_sigterm_mid_storm_exact(daemon_factory, marker):
     assert exits <= execs
 
 
-def test_tiny_buffer_loss_is_counted(daemon_factory, marker):
-    """With an 8 KiB ring buffer, records captured plus lost_events equals what the storm made."""
-    d = daemon_factory("--buffer-kb", "8")
+@pytest.mark.parametrize("transport", ["ringbuf", "perfbuf"])
+def test_tiny_buffer_loss_is_counted(daemon_factory, marker, transport):
+    """With an 8 KiB buffer (the ring buffer, or two pages per CPU of perf buffer), records
+    captured plus the loss counter equals what the storm made: each drop counted once. The
+    daemon is stopped (SIGSTOP) for a while mid-storm, so the kernel side overflows for sure."""
+    d = daemon_factory("--buffer-kb", "8", "--transport", transport)
     with Storm(marker) as storm:
-        time.sleep(3)
+        time.sleep(1)
+        d.proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)
+        d.proc.send_signal(signal.SIGCONT)
+        time.sleep(1)
     time.sleep(0.3)
     d.stop()
     execs, exits = captured_pids(d.db_dir, marker)
@@ -57,9 +64,12 @@ def test_tiny_buffer_loss_is_counted(daemon_factory, marker):
     lost = con.execute("SELECT sum(lost_kernel) FROM batches").fetchone()[0] or 0
     others = con.execute("SELECT count(*) FROM events WHERE comm != ?", (marker.name[:15],)).fetchone()[0]
     missing = generated - captured
-    # every missing record is in the loss counter; the counter may also hold
-    # a few records of other processes running meanwhile
-    assert missing <= lost <= missing + max(20, others), (generated, captured, lost)
+    # every missing record is in the loss counter; the counter also holds the
+    # records of other processes lost meanwhile: up to what they had captured
+    # and a tenth of ours more. A drop counted twice shows as lost ~ 2 * missing.
+    slack = max(20, others) + missing // 10
+    assert missing > 100, f"the buffer overflowed too little to tell: {missing} missing"
+    assert missing <= lost <= missing + slack, (generated, captured, lost, others)
 
 
 def test_rotation_every_mib_under_storm(daemon_factory, marker):
