@@ -3,7 +3,7 @@
 bcc compiles our C against whatever headers are installed, which are often
 not the running kernel's; layouts taken from them are wrong. The offsets here
 come from ``/sys/kernel/btf/vmlinux`` and are handed to the compiler as ``-D``
-constants (DESIGN decision 1).
+constants (docs/design.md, "BTF offsets, not header layouts").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The tamper-evidence hash chain over batches (DESIGN decision 7).
+"""The tamper-evidence hash chain over batches (docs/design.md, "Tamper evidence").
 
 A batch's hash covers the previous batch's hash, the batch header and one
 SHA-256 digest per record, in id order. Hashing per-record digests rather

@@ -1,7 +1,7 @@
 """Where the record is incomplete: coverage gaps, so that no absence of evidence looks like evidence of absence.
 
 A gap is a stretch of time in which processes may have run without being
-recorded (DESIGN decision 5):
+recorded (docs/design.md, "Loss never silent"):
 
 - ``not_running``: no daemon was running (between two runs, after the last
   clean stop, or between a start and the moment its programs were attached);

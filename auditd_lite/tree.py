@@ -1,6 +1,6 @@
 """`auditd-lite tree PID`: a process's ancestry and descendants, across every file.
 
-A process is (boot id, pid, start_ns) (DESIGN decision 4): ``start_ns`` is
+A process is (boot id, pid, start_ns) (docs/design.md, "Process identity"): ``start_ns`` is
 the kernel's ``task->start_time``, CLOCK_MONOTONIC at fork, the same in
 every record of the process. A pid names several processes over time;
 ``--at T`` picks the one alive at T, otherwise the latest is shown.

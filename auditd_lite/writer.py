@@ -1,6 +1,6 @@
 """Writing records: the batch writer (storage) and the writer thread (the pipeline stage).
 
-The batch writer owns the only read-write connection (DESIGN decision 8):
+The batch writer owns the only read-write connection (docs/design.md, "One writer connection"):
 it takes the directory lock, migrates, records the run, writes one
 transaction per batch with its link in the hash chain, rotates between
 batches, and holds records in memory while the disk is full.

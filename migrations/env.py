@@ -1,7 +1,7 @@
 """Alembic environment: runs on the connection the caller hands in.
 
 The daemon's writer owns the only read-write connection to a live database
-(DESIGN decision 8), so migrations run on that connection rather than
+(docs/design.md, "One writer connection"), so migrations run on that connection rather than
 opening one of their own.
 """
 
