@@ -1,0 +1,51 @@
+"""The Debian kernels the VM tier boots: one line each.
+
+The concrete ABI (6.1.0-57-amd64, ...) is not written here: it is resolved
+when the kernel is fetched, from the suite's linux-image-amd64 and
+linux-headers-amd64 metapackages, because the archive moves on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kernel:
+    # short name, used in test ids and cache paths
+    name: str
+    # Debian suite whose metapackages pick the kernel
+    suite: str
+    # a release suite (bookworm) also reads its -security and -updates
+    # pockets, which is where that release's current kernel lives (what an
+    # installed Debian runs); False takes the kernel of the last point release
+    security: bool = True
+    mirror: str = "http://deb.debian.org/debian"
+    security_mirror: str = "http://deb.debian.org/debian-security"
+    flavour: str = "amd64"
+
+    def __str__(self) -> str:
+        return f"linux {self.name} ({self.suite})"
+
+    def sources(self) -> list[tuple[str, str]]:
+        """(mirror, suite) pairs for this kernel's private apt sources."""
+        pairs = [(self.mirror, self.suite)]
+        if self.security and "-" not in self.suite:
+            pairs.append((self.mirror, f"{self.suite}-updates"))
+            pairs.append((self.security_mirror, f"{self.suite}-security"))
+        return pairs
+
+
+KERNELS = [
+    Kernel("5.10", suite="bullseye"),
+    Kernel("6.1", suite="bookworm"),
+    Kernel("6.12", suite="bookworm-backports"),
+]
+
+
+def by_name(name: str) -> Kernel:
+    for k in KERNELS:
+        if k.name == name:
+            return k
+    raise KeyError(f"no kernel named {name!r} in tests/vm/kernels.py "
+                   f"(known: {', '.join(k.name for k in KERNELS)})")
