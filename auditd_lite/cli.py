@@ -128,28 +128,32 @@ def add_doctor_command(sub) -> None:
     doc = sub.add_parser(
         "doctor", help="check whether this host can capture, and say how to fix what cannot",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Check privileges, kernel, BTF, tracefs, the tracepoints, ring buffer "
-                    "support, bcc and kernel headers, and the database directory: one line "
-                    "per check, with the fix when it fails. Exit 0 when capture can work, 1 if not.",
+        description="Check privileges, kernel, BTF, tracefs, the raw tracepoints, bcc and kernel "
+                    "headers, the settings the service will run with (config file and the unit's "
+                    "ExecStart flags), what the service's capabilities allow with its transport, "
+                    "and the database directory; then compile, load and attach the real program "
+                    "with those settings in a process bounded to the unit's capabilities. One "
+                    "line per check, with the fix when it fails. Exit 0 when capture can work, "
+                    "1 if not.",
         epilog="examples (as root):\n  auditd-lite doctor\n"
+               "  auditd-lite doctor --transport perfbuf\n"
                "  auditd-lite doctor --db-dir /srv/audit --no-compile")
     doc.add_argument("--db-dir", type=Path, metavar="DIR",
-                     help="database directory to check (default: db_dir from the config file, "
-                          "else /var/lib/auditd-lite)")
+                     help="database directory to check (default: the service's, from its settings)")
     doc.add_argument("--config", type=Path, metavar="FILE",
-                     help="TOML settings file to take db_dir from "
-                          "(default /etc/auditd-lite/auditd-lite.toml if present)")
+                     help="TOML settings file the service will read (default: the unit's "
+                          "ExecStart --config, else /etc/auditd-lite/auditd-lite.toml if present)")
+    doc.add_argument("--transport", choices=("ringbuf", "perfbuf"),
+                     help="check this transport instead of the one the settings give")
     doc.add_argument("--no-compile", action="store_true",
-                     help="skip compiling and loading a test program (faster, checks less)")
+                     help="skip compiling and loading the program (faster, checks less)")
 
 
 def cmd_doctor(args) -> int:
-    from . import config, doctor
+    from . import doctor
 
-    db_dir = args.db_dir
-    if db_dir is None:
-        db_dir = config.settings(args.config, {}).db_dir
-    return doctor.main(db_dir, compile_test=not args.no_compile, out=sys.stdout)
+    return doctor.main(args.config, {"db_dir": args.db_dir, "transport": args.transport},
+                       compile_test=not args.no_compile, out=sys.stdout)
 
 
 def add_storage_commands(sub) -> None:
