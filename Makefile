@@ -4,12 +4,13 @@
 #   make bench   the side-by-side table: nothing / auditd-lite / auditd / perfbuf, plus
 #                writer and query figures (root); BENCH_FLAGS="--execs 5000 --reps 2" to shorten
 #   make test    the whole test suite, through the set-up script (root)
+#   make vmtest  the VM tier: Debian's kernels booted under qemu (tests/vm, docs/vm.md; root)
 #   make clean   build/ and dist/
 
 PYTHON ?= .venv/bin/python
 BENCH_FLAGS ?=
 
-.PHONY: deb man bench test clean
+.PHONY: deb man bench test vmtest clean
 
 deb:
 	bash packaging/build-deb.sh
@@ -26,6 +27,10 @@ bench:
 
 test:
 	bash scripts/dev.sh test
+
+vmtest:
+	bash scripts/dev.sh vm-setup
+	$(PYTHON) -m pytest -m vm tests/vm
 
 clean:
 	rm -rf build dist

@@ -3,6 +3,7 @@
 #   bash scripts/dev.sh run [extra run flags]   daemon in the foreground, --print, database in ./var
 #   bash scripts/dev.sh test [pytest args]      the whole test suite
 #   bash scripts/dev.sh setup                   set-up only
+#   bash scripts/dev.sh vm-setup                what the VM tier (tests/vm, make vmtest) needs
 # Set-up is idempotent and fast once done.
 set -euo pipefail
 
@@ -27,6 +28,23 @@ install_debs() {
     done
     if [ ${#pkgs[@]} -gt 0 ]; then
         say "installing Debian packages: ${pkgs[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    fi
+}
+
+# The VM tier boots Debian's kernels under qemu (tests/vm/vm.py): qemu and
+# its firmware, a static busybox for the initramfs, depmod for the extracted
+# modules, zstd for kernels and modules packed with it, and the archive keys
+# (bullseye's too) for its private apt state. It needs no capture on this
+# host, so no doctor here.
+install_vm_debs() {
+    local pkgs=() p
+    for p in qemu-system-x86 busybox-static kmod zstd debian-archive-keyring; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
+    done
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        say "installing Debian packages for the VM tier: ${pkgs[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
     fi
@@ -98,6 +116,12 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
     setup) setup ;;
+    vm-setup)
+        need_root
+        install_debs
+        install_vm_debs
+        make_venv
+        ;;
     run)
         setup
         exec "$venv/bin/auditd-lite" run --print --db-dir "$here/var" "$@"
@@ -107,7 +131,7 @@ case "$cmd" in
         exec "$venv/bin/python" -m pytest "$@"
         ;;
     *)
-        echo "usage: bash scripts/dev.sh run|test|setup [args]" >&2
+        echo "usage: bash scripts/dev.sh run|test|setup|vm-setup [args]" >&2
         exit 2
         ;;
 esac
