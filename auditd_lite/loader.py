@@ -74,7 +74,9 @@ class ProgramSettings:
     arg_bytes: int = 4096
     filename_bytes: int = 1024
     stash_entries: int = 512
-    claim_entries: int = 16384
+    # claims wait for the leader's RCU-delayed free (lazy RCU: up to ~10 s),
+    # so this many exits may be outstanding; an older claim evicted is harmless
+    claim_entries: int = 32768
     # claim exits in a map even where sched_process_exit says group_dead, so
     # the older kernels' path can be tested on a newer one
     force_exit_claims: bool = False

@@ -74,7 +74,10 @@ BPF_TABLE("lru_hash", u32, struct exec_buf, stash, STASH_ENTRIES);
  * threads die together several read 0. The first of them claims the process
  * here (BPF_NOEXIST is atomic), the others find the claim. The claim is
  * released when the group leader is freed, which the kernel does only after
- * every thread of the group has passed sched_process_exit. */
+ * every thread of the group has passed sched_process_exit. That release is
+ * best effort (a free in softirq that interrupts an exit holding the same
+ * bucket lock gets -EBUSY): a claim left behind is evicted by the LRU, and
+ * since no other process has its (tgid, start time) it never hides one. */
 struct exit_claim {
     u32 tgid;
     u32 _pad;

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from auditd_lite import config
-from conftest import HEADER, REPO
+from conftest import HEADER, REPO, build_deb
 
 PKG = "auditd-lite"
 BIN = Path("/usr/bin/auditd-lite")
@@ -51,14 +51,7 @@ def sh(*cmd, env=None, timeout=300, **kw) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def deb() -> Path:
     """The package built from this checkout by packaging/build-deb.sh."""
-    p = subprocess.run(["bash", "packaging/build-deb.sh"], capture_output=True, text=True,
-                       cwd=REPO, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    path = REPO / p.stdout.strip().splitlines()[-1]
-    version = p.stdout.strip().splitlines()[-1].split("_")[1]
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-    assert path.name == f"{PKG}_{version}_{arch}.deb" and path.is_file()
-    return path
+    return build_deb()
 
 
 @pytest.fixture(scope="module")

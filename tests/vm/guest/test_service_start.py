@@ -1,0 +1,105 @@
+"""Inside a VM guest, first: the service that the package's postinst started
+under a real systemd (tests/vm/guest.sh installs the package just before)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+from auditd_lite.doctor import headers_release
+from guest_helpers import STATE, UNIT, props, systemctl, wait_for
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def journal_json_with_time() -> list[tuple[int, dict]]:
+    """(monotonic µs, record) of each JSON log line of the unit."""
+    out = subprocess.run(["journalctl", "-u", UNIT, "-o", "json", "--no-pager"],
+                         capture_output=True, text=True, check=True).stdout
+    recs = []
+    for line in out.splitlines():
+        entry = json.loads(line)
+        try:
+            rec = json.loads(entry.get("MESSAGE", ""))
+        except (TypeError, ValueError):
+            continue
+        if isinstance(rec, dict) and "event" in rec:
+            recs.append((int(entry["__MONOTONIC_TIMESTAMP"]), {**rec, "_pid": int(entry.get("_PID", 0))}))
+    return recs
+
+
+def test_postinst_started_the_service():
+    """Installing the package started the service: active and running, under the unit's
+    capability set, without CAP_SYS_ADMIN, on this kernel's default perf_event_paranoid."""
+    p = props("ActiveState", "SubState", "CapabilityBoundingSet", "MainPID", "NRestarts")
+    assert (p["ActiveState"], p["SubState"]) == ("active", "running"), p
+    caps = set(p["CapabilityBoundingSet"].split())
+    assert caps == {"cap_bpf", "cap_perfmon", "cap_sys_ptrace"}, caps
+    with open(f"/proc/{p['MainPID']}/status") as f:
+        eff = next(int(l.split()[1], 16) for l in f if l.startswith("CapEff:"))
+    assert not eff >> 21 & 1, "the daemon holds CAP_SYS_ADMIN"
+    paranoid = int(Path("/proc/sys/kernel/perf_event_paranoid").read_text())
+    assert paranoid >= 2, paranoid  # Debian's kernels: 3
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    STATE.write_text(json.dumps({"pid": int(p["MainPID"]), "restarts": int(p["NRestarts"]),
+                                 "paranoid": paranoid}))
+
+
+def test_active_only_after_ready():
+    """A restart passes through activating while the programs load, and systemd calls the
+    service active only after the daemon logged programs_attached (READY=1 comes after it)."""
+    old = int(props("MainPID")["MainPID"])
+    systemctl("restart", "--no-block", UNIT)
+    seen = []
+
+    def active():
+        p = props("ActiveState", "MainPID")
+        if not seen or seen[-1] != p["ActiveState"]:
+            seen.append(p["ActiveState"])
+        return p["ActiveState"] == "active" and int(p["MainPID"]) not in (0, old) and p
+
+    p = wait_for(active, 180, "the restarted service to become active", every=0.05)
+    new = int(p["MainPID"])
+    assert "activating" in seen, seen
+    assert "failed" not in seen, seen
+    enter = int(props("ActiveEnterTimestampMonotonic")["ActiveEnterTimestampMonotonic"])
+    attached = [t for t, rec in journal_json_with_time()
+                if rec["event"] == "programs_attached" and rec["_pid"] == new]
+    assert attached, "the new daemon logged no programs_attached"
+    assert attached[0] <= enter, (attached[0], enter)
+    state = json.loads(STATE.read_text())
+    state.update(pid=new, restarts=int(props("NRestarts")["NRestarts"]), active_at_us=enter)
+    STATE.write_text(json.dumps(state))
+
+
+def test_fields_from_btf_with_matching_headers():
+    """This guest has the headers of its own kernel, and the program still read every field
+    at BTF offsets: its log says offsets btf, on raw tracepoints."""
+    build = Path("/lib/modules") / platform.release() / "build"
+    assert headers_release(build) == platform.release()
+    pid = json.loads(STATE.read_text())["pid"]
+    rec = [r for _, r in journal_json_with_time() if r["event"] == "programs_attached" and r["_pid"] == pid]
+    assert rec and rec[-1]["offsets"] == "btf", rec
+    assert {"sys_enter", "sys_exit", "sched_process_exec", "sched_process_exit"} <= set(
+        rec[-1]["raw_tracepoints"])
+
+
+def test_doctor_passes_for_the_service():
+    """`auditd-lite doctor` (the installed one) says capture can work, with the service's
+    capabilities and this kernel's perf_event_paranoid."""
+    p = subprocess.run(["/usr/bin/auditd-lite", "doctor"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "capture can work" in p.stdout
+
+
+def test_security_exposure_as_documented():
+    """`systemd-analyze security` gives the exposure the README states."""
+    readme = (REPO / "README.md").read_text()
+    documented = float(re.search(r"systemd-analyze security`\s+exposure (\d+\.\d+)", readme).group(1))
+    out = subprocess.run(["systemd-analyze", "security", UNIT, "--no-pager"],
+                         capture_output=True, text=True).stdout
+    measured = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out).group(1))
+    assert measured == documented, out[-2000:]
