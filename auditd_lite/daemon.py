@@ -98,12 +98,8 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     log.info("daemon_started", pid=os.getpid(), db_dir=str(settings.db_dir), run_id=writer.run_id)
 
     collector = Collector(inbox)
-    program_settings = loader.ProgramSettings(
-        transport=settings.transport, buffer_kb=settings.buffer_kb,
-        min_duration_ns=settings.min_duration_ms * 1_000_000,
-        max_args=settings.max_args, arg_bytes=settings.max_arg_bytes)
     try:
-        programs = loader.Programs(program_settings, collector.on_record)
+        programs = loader.Programs(loader.ProgramSettings.for_run(settings), collector.on_record)
     except BaseException:
         inbox.put(STOP_WRITER)
         writer.join()

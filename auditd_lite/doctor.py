@@ -298,14 +298,6 @@ def daemon_settings(host: Host, unit: Unit | None, config_file: Path | None = No
     return DaemonSettings(settings, sources, transport_from)
 
 
-def program_settings(settings: config.RunSettings) -> loader.ProgramSettings:
-    """The programs' settings for the run settings, as `auditd-lite run` loads them."""
-    return loader.ProgramSettings(
-        transport=settings.transport, buffer_kb=settings.buffer_kb,
-        min_duration_ns=settings.min_duration_ms * 1_000_000,
-        max_args=settings.max_args, arg_bytes=settings.max_arg_bytes)
-
-
 # --- checks ----------------------------------------------------------------
 
 def check_privileges(host: Host) -> Result:
@@ -381,10 +373,7 @@ def check_btf(host: Host) -> Result:
 
 
 def _tracefs(host: Host) -> str | None:
-    for d in host.tracefs:
-        if os.path.isdir(os.path.join(d, "events")):
-            return d
-    return None
+    return loader.tracefs_dir(host.tracefs)
 
 
 def tracefs_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
@@ -415,27 +404,18 @@ def check_tracefs(host: Host) -> Result:
 
 
 def _group_dead(host: Host) -> bool | None:
-    """Whether sched_process_exit passes group_dead, as loader.kernel_facts decides it, from
-    this host's BTF or tracefs; None when neither says."""
     try:
-        return load_btf(host).tracepoint_args("sched_process_exit") == loader.EXIT_ARGS_GROUP_DEAD
+        types = load_btf(host)
     except (OSError, btf.BTFError):
-        pass
-    d = _tracefs(host)
-    if d is None:
-        return None
-    try:
-        with open(os.path.join(d, "events", "sched", "sched_process_exit", "format")) as f:
-            return any(" group_dead;" in line for line in f)
-    except OSError:
-        return False
+        types = None
+    return loader.has_group_dead(types, _tracefs(host))
 
 
 def attached_tracepoints(host: Host, settings: config.RunSettings | None) -> list[str]:
     """The raw tracepoints the program will attach here, in loader's order."""
     group_dead = _group_dead(host)
     facts = loader.KernelFacts({}, "btf", bool(group_dead))
-    ps = program_settings(settings) if settings else loader.ProgramSettings()
+    ps = loader.ProgramSettings.for_run(settings) if settings else loader.ProgramSettings()
     wanted = list(loader.RAW_TRACEPOINTS)
     if loader.claims_exits(ps, facts):
         wanted.append(loader.CLAIM_TRACEPOINT)
@@ -671,7 +651,7 @@ def load_child(settings_json: str) -> int:
         values = json.loads(settings_json)
         values["db_dir"] = Path(values["db_dir"])
         settings = config.RunSettings(**values)
-        programs = loader.Programs(program_settings(settings), lambda _raw: None)
+        programs = loader.Programs(loader.ProgramSettings.for_run(settings), lambda _raw: None)
         try:
             result = {"offsets": programs.offsets_source}
         finally:

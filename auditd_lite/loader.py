@@ -81,21 +81,32 @@ class ProgramSettings:
     # the older kernels' path can be tested on a newer one
     force_exit_claims: bool = False
 
+    @classmethod
+    def for_run(cls, settings: config.RunSettings) -> "ProgramSettings":
+        """The programs' settings for a run's settings: what `run` and `doctor` load."""
+        return cls(transport=settings.transport, buffer_kb=settings.buffer_kb,
+                   min_duration_ns=settings.min_duration_ms * 1_000_000,
+                   max_args=settings.max_args, arg_bytes=settings.max_arg_bytes)
 
-def tracefs_dir() -> str | None:
-    for d in TRACEFS:
+
+def tracefs_dir(candidates: tuple[str, ...] = TRACEFS) -> str | None:
+    for d in candidates:
         if os.path.isdir(os.path.join(d, "events")):
             return d
     return None
 
 
-def tracepoint_has_field(category: str, event: str, field: str) -> bool:
-    d = tracefs_dir()
-    if d is None:
-        return False
+def has_group_dead(types: btf.BTF | None, tracefs: str | None = None) -> bool | None:
+    """Whether sched_process_exit tells which thread ended the group: from the
+    raw tracepoint's prototype in BTF, else from the trace record's fields in
+    tracefs (they follow the arguments); None when neither can say."""
+    if types is not None:
+        return types.tracepoint_args("sched_process_exit") == EXIT_ARGS_GROUP_DEAD
+    if tracefs is None:
+        return None
     try:
-        with open(os.path.join(d, "events", category, event, "format")) as f:
-            return any(f" {field};" in line for line in f)
+        with open(os.path.join(tracefs, "events", "sched", "sched_process_exit", "format")) as f:
+            return any(" group_dead;" in line for line in f)
     except OSError:
         return False
 
@@ -123,11 +134,8 @@ def kernel_facts(btf_path: str = btf.VMLINUX_BTF) -> KernelFacts:
         log.warning("btf_unavailable", path=btf_path, error=str(e),
                     fallback="header layouts: field reads may be wrong on this kernel")
         defs = {m: f"offsetof(struct {s}, {p})" for m, s, p, _ in FIELDS + AUDIT_FIELDS}
-        # the trace record's fields come after the arguments, in the same order
-        group_dead = tracepoint_has_field("sched", "sched_process_exit", "group_dead")
-        return KernelFacts(defs, "headers", group_dead)
-    return KernelFacts(btf_offsets(types), "btf",
-                       types.tracepoint_args("sched_process_exit") == EXIT_ARGS_GROUP_DEAD)
+        return KernelFacts(defs, "headers", bool(has_group_dead(None, tracefs_dir())))
+    return KernelFacts(btf_offsets(types), "btf", bool(has_group_dead(types)))
 
 
 def btf_offsets(types: btf.BTF) -> dict[str, str]:

@@ -318,7 +318,7 @@ class TestSettings:
         """The programs' settings carry every run setting the program is compiled with."""
         s = config.RunSettings(transport="perfbuf", buffer_kb=64, min_duration_ms=3, max_args=9,
                                max_arg_bytes=512)
-        assert doctor.program_settings(s) == loader.ProgramSettings(
+        assert loader.ProgramSettings.for_run(s) == loader.ProgramSettings(
             transport="perfbuf", buffer_kb=64, min_duration_ns=3_000_000, max_args=9, arg_bytes=512)
 
 
