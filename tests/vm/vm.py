@@ -157,6 +157,10 @@ class _Apt:
             "-o", "Dir::Etc::preferencesparts=-",
             "-o", f"Dir::State::Lists={root / 'lists'}",
             "-o", f"Dir::Cache={root / 'apt'}",
+            # Docker-derived images turn the package cache off; each
+            # apt-cache call would parse every list again
+            "-o", "Dir::Cache::pkgcache=pkgcache.bin",
+            "-o", "Dir::Cache::srcpkgcache=srcpkgcache.bin",
             "-o", f"Dir::State::status={root / 'status'}",
             # the download dir is ours and root's; _apt could not write it
             "-o", "APT::Sandbox::User=root",
@@ -184,7 +188,8 @@ class _Apt:
         p = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True)
         if p.returncode != 0:
-            err = " ".join((p.stderr or p.stdout).strip().splitlines()[-3:])
+            lines = (p.stderr or p.stdout).strip().splitlines() or ["(no output)"]
+            err = next((ln for ln in lines if ln.startswith("E:")), lines[-1])
             raise KernelFetchError(f"cannot fetch {self.kernel}: "
                                    f"`{' '.join(args)}` failed: {err}")
         return p.stdout
@@ -338,6 +343,9 @@ def _resolve(apt: _Apt) -> dict:
 def _download_extract(apt: _Apt, meta: dict, tree_dir: Path) -> None:
     k = apt.kernel
     tree_dir.parent.mkdir(parents=True, exist_ok=True)
+    # under the lock any temporary directory of this tree is a killed run's
+    for stale in tree_dir.parent.glob(f".{tree_dir.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     # everything happens in a temporary directory renamed into place at
     # the end, so an interrupted run leaves no half-extracted kernel
     tmp = Path(tempfile.mkdtemp(prefix=f".{tree_dir.name}.", dir=tree_dir.parent))
@@ -606,9 +614,11 @@ def initramfs(tree: KernelTree) -> Path:
         c.file(f"modules/{name}", _ko_bytes(moddir / rel))
         names.append(name)
     c.file("modules.order", ("\n".join(names) + "\n").encode())
-    for old in tree.root.parent.glob("initramfs-*.cpio"):
-        old.unlink()
     _write_atomic(out, c.finish())
+    # another run may be about to boot an older one: only day-old ones go
+    for old in tree.root.parent.glob("initramfs-*.cpio"):
+        if old != out and time.time() - old.stat().st_mtime > 86400:
+            old.unlink(missing_ok=True)
     return out
 
 
@@ -719,8 +729,8 @@ def _env_file(env: dict[str, str]) -> str:
     for k, v in env.items():
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) or "\n" in v:
             raise VMError(f"guest environment: cannot pass {k!r}")
-        # systemd EnvironmentFile and sh both read this quoting
-        lines.append(f"{k}='" + v.replace("'", "'\\''") + "'")
+        # systemd's EnvironmentFile and sh read double quotes alike
+        lines.append(f'{k}="' + re.sub(r'([\\"$`])', r"\\\1", v) + '"')
     return "\n".join(lines) + "\n"
 
 
@@ -731,6 +741,11 @@ def _make_ctl(tree: KernelTree, script, results_dir: Path, env: dict[str, str],
     lists the bind mounts."""
     top = cache_dir() / "run"
     top.mkdir(parents=True, exist_ok=True)
+    # a boot removes its own; these are from runs that were killed
+    for stale in top.glob("boot-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > 6 * 3600:
+                shutil.rmtree(stale, ignore_errors=True)
     ctl = Path(tempfile.mkdtemp(prefix="boot-", dir=top))
     root = ctl / "root"
     (root / "run/vmtest").mkdir(parents=True)
