@@ -5,9 +5,11 @@ under a tmpfs overlay, so the guest has every package the host has and sees
 the repository at the same absolute path; nothing is downloaded but the
 kernel's own packages. See docs/vm.md.
 
-    from tests.vm import kernels, vm
+    import kernels, vm      # tests/vm is on sys.path in its pytest tests
     res = vm.boot(kernels.by_name("6.1"), "uname -r > $VMTEST_RESULTS/uname", tmp_path, 300)
-    assert res.exit_status == 0, res.describe()
+    assert res.ok, res.describe()
+
+By hand: /usr/bin/python3 tests/vm/vm.py 6.1 'systemctl status' (see main()).
 
 Standard library only: the host side runs under any python3.
 """
@@ -77,6 +79,20 @@ MASKED_UNITS = [
     "getty@.service", "serial-getty@.service", "getty.target",
     # the root is an overlay; there is no block device to check or remount
     "systemd-remount-fs.service", "systemd-fsck-root.service",
+]
+
+
+# Host files removed from the guest's view (whiteouts in the overlay).
+HIDDEN = [
+    # exits 101 ("Docker: never start services"): no postinst could start one
+    "/usr/sbin/policy-rc.d",
+    # makes systemd believe it runs in a Docker container: it then ignores
+    # the kernel command line (graphical.target instead of multi-user)
+    "/.dockerenv",
+    # apt's packagekit hook calls PackageKit over D-Bus after each dpkg run;
+    # with packagekit.service masked that prints a D-Bus error into every
+    # install log, and unmasked it starts packagekitd for nothing
+    "/usr/share/dbus-1/system-services/org.freedesktop.PackageKit.service",
 ]
 
 
@@ -340,6 +356,20 @@ def _resolve(apt: _Apt) -> dict:
             "packages": [f"{p}={apt.candidate(p)}" for p in pkgs]}
 
 
+def _drop_old_trees(kernel: Kernel, current: Path) -> None:
+    """Remove this kernel's earlier ABIs (the archive moved on), once they
+    are a day old: a run started before the move may still be using one."""
+    for meta in current.parent.glob("*/meta.json"):
+        tree = meta.parent
+        if tree == current:
+            continue
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(meta.read_text())["kernel"] == kernel.name and \
+                    time.time() - (tree / "complete").stat().st_mtime > 86400:
+                _log(f"{kernel}: removing {tree.name}, superseded by {current.name}")
+                shutil.rmtree(tree, ignore_errors=True)
+
+
 def _download_extract(apt: _Apt, meta: dict, tree_dir: Path) -> None:
     k = apt.kernel
     tree_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +408,7 @@ def _download_extract(apt: _Apt, meta: dict, tree_dir: Path) -> None:
             shutil.rmtree(tree_dir)
         os.rename(tmp, tree_dir)
         _log(f"{k}: {meta['abi']} ready in {time.monotonic() - t0:.1f} s")
+        _drop_old_trees(k, tree_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -581,10 +612,11 @@ while read -r src dst; do
     mkdir -p "/newroot$dst"
     mount --bind "/lower$src" "/newroot$dst" || fail "bind $src $dst"
 done < "/lower$ctl/binds"
-# the host's policy-rc.d exits 101: no postinst could start a service;
-# with /.dockerenv systemd believes it runs in a container (no udev, the
-# kernel command line ignored)
-rm -f /newroot/usr/sbin/policy-rc.d /newroot/.dockerenv
+# host files the guest must not see (HIDDEN in vm.py says why); removing
+# them from the overlay leaves the host's untouched
+while read -r path; do
+    [ -n "$path" ] && rm -f "/newroot$path"
+done < "/lower$ctl/hide"
 echo "vmtest-init: switch_root"
 exec switch_root /newroot /lib/systemd/systemd
 """
@@ -715,6 +747,7 @@ WorkingDirectory={cwd}
 ExecStart=/bin/bash /run/vmtest/wrapper.sh
 StandardOutput=journal+console
 StandardError=inherit
+SyslogIdentifier=vmtest
 TimeoutStartSec=infinity
 """
 
@@ -790,6 +823,7 @@ def _make_ctl(tree: KernelTree, script, results_dir: Path, env: dict[str, str],
         if any(ch.isspace() for ch in src + dst):
             raise VMError(f"cannot bind {src!r}: the initramfs splits paths on white space")
     (ctl / "binds").write_text("".join(f"{s} {d}\n" for s, d in binds))
+    (ctl / "hide").write_text("".join(f"{p}\n" for p in HIDDEN))
     return ctl, full_env
 
 
