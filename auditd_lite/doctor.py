@@ -447,9 +447,11 @@ def check_tracepoints(host: Host, settings: config.RunSettings | None = None) ->
 
 
 def headers_release(build: Path) -> str | None:
-    """The kernel release the headers in ``build`` were made for."""
-    for name, pattern in (("include/config/kernel.release", r"(\S+)"),
-                          ("include/generated/utsrelease.h", r'UTS_RELEASE\s+"([^"]+)"')):
+    """The kernel release the headers in ``build`` were made for: what `uname -r` says on it.
+    UTS_RELEASE first: Debian's headers put the upstream version (6.1.192) in kernel.release
+    and the release (6.1.0-57-amd64) only there."""
+    for name, pattern in (("include/generated/utsrelease.h", r'UTS_RELEASE\s+"([^"]+)"'),
+                          ("include/config/kernel.release", r"(\S+)")):
         try:
             m = re.search(pattern, (build / name).read_text())
         except OSError:

@@ -180,6 +180,16 @@ class TestChecks:
         r = doctor.check_headers(fake_host(tmp_path))
         assert r.status == OK and "made for the running kernel" in r.message
 
+    def test_debian_headers_named_by_uts_release(self, tmp_path):
+        """Debian's headers: kernel.release holds the upstream version (6.1.192), utsrelease.h
+        the release uname -r gives (6.1.0-57-amd64); they are the running kernel's."""
+        host = fake_host(tmp_path, release="6.1.0-57-amd64", headers_for="6.1.192")
+        gen = tmp_path / "modules" / "6.1.0-57-amd64" / "build" / "include" / "generated"
+        gen.mkdir()
+        (gen / "utsrelease.h").write_text('#define UTS_RELEASE "6.1.0-57-amd64"\n')
+        r = doctor.check_headers(host)
+        assert r.status == OK and "made for the running kernel" in r.message, r
+
     def test_no_headers(self, tmp_path):
         """No headers at all: FAIL, with the package to install."""
         r = doctor.check_headers(fake_host(tmp_path, headers_for=None))

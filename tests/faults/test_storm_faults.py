@@ -15,6 +15,13 @@ from test_storage import verify
 pytestmark = pytest.mark.kernel
 
 
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.05)
+
+
 def captured_pids(db_dir, marker) -> tuple[set[int], set[int]]:
     execs = {r["pid"] for r in query_json(db_dir, "--filename", str(marker), "--event", "exec")}
     exits = {r["pid"] for r in query_json(db_dir, "--comm", marker.name[:15], "--event", "exit")}
@@ -26,8 +33,11 @@ def test_sigterm_mid_storm_exact(daemon_factory, marker):
     and no child spawned after it stopped is."""
     d = daemon_factory()
     with Storm(marker) as storm:
-        time.sleep(1.5)
+        # by count, not time: an emulated guest spawns far fewer per second
+        wait_until(lambda: storm.count() > 150, 120, "150 children")
         d.proc.send_signal(signal.SIGTERM)
+        # the storm runs on past the stop, so there are children to find absent
+        wait_until(lambda: log_events(d.log, "capture_stopped"), 120, "capture to stop")
         time.sleep(0.5)
     d.stop()
     stop = log_events(d.log, "capture_stopped")[0]
@@ -52,7 +62,10 @@ def test_tiny_buffer_loss_is_counted(daemon_factory, marker, transport):
     with Storm(marker) as storm:
         time.sleep(1)
         d.proc.send_signal(signal.SIGSTOP)
-        time.sleep(1.5)
+        # 300 processes (600 records of 100 to 300 bytes) overflow 8 KiB, or
+        # two pages per CPU, many times over, however slow the machine
+        stopped_at = storm.count()
+        wait_until(lambda: storm.count() > stopped_at + 300, 120, "300 children while stopped")
         d.proc.send_signal(signal.SIGCONT)
         time.sleep(1)
     time.sleep(0.3)

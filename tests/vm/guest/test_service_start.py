@@ -76,9 +76,11 @@ def test_active_only_after_ready():
 
 
 def test_fields_from_btf_with_matching_headers():
-    """This guest has the headers of its own kernel, and the program still read every field
-    at BTF offsets: its log says offsets btf, on raw tracepoints."""
+    """This guest has the headers package of its own kernel, and the program still read every
+    field at BTF offsets: its log says offsets btf, on raw tracepoints."""
     build = Path("/lib/modules") / platform.release() / "build"
+    assert (build / "include").is_dir()
+    assert build.resolve().name == f"linux-headers-{platform.release()}", build.resolve()
     assert headers_release(build) == platform.release()
     pid = json.loads(STATE.read_text())["pid"]
     rec = [r for _, r in journal_json_with_time() if r["event"] == "programs_attached" and r["_pid"] == pid]
