@@ -28,6 +28,12 @@ structure with ``repr(tuple).encode()`` for ``serialize``, no domain prefix.
 Python's repr of text depends on its Unicode tables, which is why it was
 replaced. Both verify.
 
+Batches without a hash were written before the chain existed (the first
+release, schema revision 0001): they are checked for their records only, and
+named as such. They can only come first: the chain's first batch after them
+links to GENESIS, and a batch without a hash after a hashed one is a hash
+that was removed.
+
 Standard library only: the analysis side (verify, export) uses this without
 SQLAlchemy.
 """
@@ -37,7 +43,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Iterable
 
@@ -188,9 +194,12 @@ class Problem:
 class FileChain:
     """What a file's chain looks like from the outside: where it starts and ends."""
 
-    first_prev: str | None  # prev_hash of its first batch
-    last_hash: str | None  # hash of its last batch
+    first_prev: str | None  # prev_hash of its first batch with a hash
+    last_hash: str | None  # hash of its last batch with a hash
     batches: int
+    pre_chain: list = field(default_factory=list)  # ids of its batches from before the chain
+    pre_chain_records: int = 0  # the records those batches hold
+    first_hashed: int | None = None  # id of its first batch with a hash
 
 
 def check_file(conn: sqlite3.Connection, name: str, problems: list[Problem],
@@ -202,48 +211,73 @@ def check_file(conn: sqlite3.Connection, name: str, problems: list[Problem],
     """
     cols = ", ".join(EVENT_COLUMNS)
     batch_cols = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
-    if "hash" not in batch_cols:
-        problems.append(Problem(name, None, "written before the hash chain (schema revision 0001): "
-                                "nothing to verify"))
-        return FileChain(None, None, 0)
+    # a file still at revision 0001 has no chain columns: all its batches are from before it
+    links = "prev_hash, hash" if "hash" in batch_cols else "NULL, NULL"
     batches = conn.execute(
-        f"SELECT {', '.join(BATCH_HEADER)}, prev_hash, hash FROM batches ORDER BY id").fetchall()
+        f"SELECT {', '.join(BATCH_HEADER)}, {links} FROM batches ORDER BY id").fetchall()
     rows = conn.execute(f"SELECT {cols} FROM events ORDER BY id")
     pending = rows.fetchone()
     prev = None
     first_prev = None
+    last_hashed = first_hashed = None  # ids of the last and first batches with a hash so far
+    pre_chain: list[int] = []
+    pre_chain_records = 0
     for b in batches:
         header, prev_hash, stored = tuple(b[:8]), b[8], b[9]
         batch_id, count, first, last = header[0], header[5], header[3], header[4]
-        if stored is None:
-            problems.append(Problem(name, batch_id, "batch has no hash (written before the chain)"))
-            continue
-        if first_prev is None:
-            first_prev = prev_hash
-        elif prev_hash != prev:
-            problems.append(Problem(name, batch_id, "chain broken: previous batch missing or changed"))
-        fmt = hash_format(stored)
+        fmt = hash_format(stored) if stored is not None else None
         digests: dict[int, bytes] = dict((omitted or {}).get(batch_id, {}))
         while pending is not None and pending[2] == batch_id:
-            digests[pending[0]] = row_digest(tuple(pending), fmt)
+            digests[pending[0]] = row_digest(tuple(pending), fmt) if fmt else b""
             pending = rows.fetchone()
-        if count and (first is None or last is None or set(digests) != set(range(first, last + 1))):
+        whole = not count or (first is not None and last is not None
+                              and set(digests) == set(range(first, last + 1)))
+        if not whole:
             problems.append(Problem(
                 name, batch_id, f"holds {len(digests)} of its {count} records: rows deleted or added"))
-        elif _recomputed(prev_hash, header, [digests[i] for i in sorted(digests)], fmt) != stored:
+        if stored is None:
+            if last_hashed is not None:
+                problems.append(Problem(name, batch_id, f"no hash, yet batch {last_hashed} before it "
+                                        "has one: its hash was removed"))
+            else:
+                pre_chain.append(batch_id)
+                pre_chain_records += len(digests)
+            continue
+        if first_prev is None:
+            first_prev, first_hashed = prev_hash, batch_id
+            if pre_chain and prev_hash != GENESIS:
+                problems.append(Problem(name, batch_id, "the chain begins here, after batches without "
+                                        "a hash, but not at its start: hashes were removed"))
+        elif prev_hash != prev:
+            problems.append(Problem(name, batch_id, "chain broken: previous batch missing or changed"))
+        if whole and _recomputed(prev_hash, header, [digests[i] for i in sorted(digests)], fmt) != stored:
             problems.append(Problem(name, batch_id, "hash mismatch: a record or the batch was edited"))
         prev = stored
+        last_hashed = batch_id
     while pending is not None:
         problems.append(Problem(name, pending[2], f"record {pending[0]} belongs to no batch"))
         pending = rows.fetchone()
-    return FileChain(first_prev, prev, len(batches))
+    return FileChain(first_prev, prev, len(batches), pre_chain, pre_chain_records, first_hashed)
+
+
+def pre_chain_note(name: str, fc: FileChain) -> str | None:
+    """The line naming a file's batches from before the chain, or None if it has none."""
+    ids = fc.pre_chain
+    if not ids:
+        return None
+    which = f"batch {ids[0]} was" if len(ids) == 1 else f"batches {ids[0]}..{ids[-1]} were"
+    their = "its" if len(ids) == 1 else "their"
+    return (f"{name}: {which} written before the hash chain (schema revision 0001): no hash vouches "
+            f"for {their} {fc.pre_chain_records} record{'s' if fc.pre_chain_records != 1 else ''}")
 
 
 def check_sequence(chains: list[tuple[str, FileChain]], problems: list[Problem]) -> None:
     """Files given oldest first: each must start where the one before ended."""
     for (older, a), (newer, b) in zip(chains, chains[1:]):
-        if a.last_hash is None or b.first_prev is None:
+        # after a file wholly from before the chain, the chain begins
+        expected = a.last_hash if a.last_hash is not None or not a.pre_chain else GENESIS
+        if expected is None or b.first_prev is None:
             continue
-        if b.first_prev != a.last_hash:
+        if b.first_prev != expected:
             problems.append(Problem(newer, None, f"does not continue the chain of {older}: "
                                     "a file between them is missing, or one is from elsewhere"))

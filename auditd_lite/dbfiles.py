@@ -1,4 +1,10 @@
-"""Which database files a read command looks at, and how it opens them (read-only)."""
+"""The database files of a directory: their names, their order, how they are opened read-only,
+and the writer's lock (docs/design.md, "One owner for the database files").
+
+Everything that names, lists, orders, opens or locks these files asks this module: the writer,
+retention and free space, the chain tail, and every read command. Standard library only (the
+analysis side imports it without the capture stack).
+"""
 
 from __future__ import annotations
 
@@ -14,17 +20,35 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import BadInput
+from .errors import BadInput, CannotCapture
 
 DEFAULT_DB_DIR = Path("/var/lib/auditd-lite")
 LIVE_NAME = "audit.db"
-LOCK_NAME = "audit.lock"  # held by the running daemon (auditd_lite.store.lock_dir)
-# audit-<first UTC>-<last UTC>[-N].db: the times of the file's first and last record
-ROTATED_NAME = re.compile(r"audit-(\d{8}T\d{6}Z)-(\d{8}T\d{6}Z)(?:-(\d+))?\.db")
+LOCK_NAME = "audit.lock"  # held by the one writer (lock_dir); daemon_running tests it
+# the UTC second in every name the daemon gives a file, ISO basic format: names sort as time
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_STAMP = r"\d{8}T\d{6}Z"
+# audit-<first UTC>-<last UTC>[-N].db: the times of the file's first and last record; -N for
+# the N-th further file whose records fall in the same seconds
+ROTATED_NAME = re.compile(rf"audit-({_STAMP})-({_STAMP})(?:-(\d+))?\.db")
+# audit-damaged-<UTC>[-N].db.damaged: a live file the writer moved out of its way at that second
+SET_ASIDE_NAME = re.compile(rf"audit-damaged-({_STAMP})(?:-(\d+))?\.db\.damaged")
+# what SQLite keeps beside a database: moved with it
+COMPANIONS = ("", "-wal", "-shm")
+# the evidence is not world-readable; rotated files are never written again
+DIR_MODE = 0o750
+FILE_MODE = 0o640
+ROTATED_MODE = 0o440
 
 
-def _stamp_ns(stamp: str) -> int:
-    return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ")) * 10**9
+def stamp(ns: int) -> str:
+    """The UTC second of ``ns`` as the names carry it."""
+    return time.strftime(STAMP_FORMAT, time.gmtime(ns // 1_000_000_000))
+
+
+def stamp_ns(text: str) -> int:
+    """The start of the second a name's stamp gives, in UTC ns; ValueError if it is no date."""
+    return calendar.timegm(time.strptime(text, STAMP_FORMAT)) * 10**9
 
 
 def rotated_range(path) -> tuple[int, int] | None:
@@ -33,15 +57,118 @@ def rotated_range(path) -> tuple[int, int] | None:
     if m is None:
         return None
     try:
-        return _stamp_ns(m[1]), _stamp_ns(m[2]) + 10**9 - 1
+        return stamp_ns(m[1]), stamp_ns(m[2]) + 10**9 - 1
     except ValueError:
         return None
 
 
-def _rotated_key(path: Path) -> tuple:
-    """Time order of rotated files; ``-N`` marks a later file whose range names the same seconds."""
-    m = ROTATED_NAME.fullmatch(path.name)
-    return (m[1], m[2], int(m[3] or 0)) if m else (path.name, "", 0)
+def file_order(path) -> tuple:
+    """The sort key of rotated files, oldest first: the one order of the daemon's files.
+
+    A newer file's records come after an older one's, so its first and last seconds are never
+    earlier; files whose names give the same seconds are told apart by ``-N``, which
+    rotated_path makes larger than that of any file of those seconds already there (no
+    suffix counts as 0). Comparing names as text would put ``X-1.db`` before ``X.db``.
+    """
+    m = ROTATED_NAME.fullmatch(Path(path).name)
+    return (m[1], m[2], int(m[3] or 0)) if m else (Path(path).name, "", 0)
+
+
+def rotated_files(db_dir) -> list[Path]:
+    """The rotated files of ``db_dir``, oldest first (file_order); files of other names are not."""
+    found = [p for p in Path(db_dir).glob("audit-*.db") if ROTATED_NAME.fullmatch(p.name) and p.is_file()]
+    return sorted(found, key=file_order)
+
+
+def rotated_path(db_dir, first_ns: int, last_ns: int) -> Path:
+    """The name for a file rotated now whose records run from ``first_ns`` to ``last_ns``.
+
+    Never an existing name, and always after every file of the same seconds, also when an
+    older one of them was deleted meanwhile: reusing a freed name would sort the newest file
+    among the oldest, for retention to delete first.
+    """
+    first, last = stamp(first_ns), stamp(last_ns)
+    taken = [file_order(p)[2] for p in rotated_files(db_dir) if file_order(p)[:2] == (first, last)]
+    base = Path(db_dir) / f"audit-{first}-{last}"
+    return Path(f"{base}.db") if not taken else Path(f"{base}-{max(taken) + 1}.db")
+
+
+def _set_aside_order(path: Path) -> tuple:
+    m = SET_ASIDE_NAME.fullmatch(path.name)
+    return (m[1], int(m[2] or 0)) if m else (path.name, 0)
+
+
+def set_aside_files(db_dir) -> list[Path]:
+    """Live files the writer moved out of its way (set_aside), oldest first."""
+    found = [p for p in Path(db_dir).glob("audit-damaged-*.db.damaged")
+             if SET_ASIDE_NAME.fullmatch(p.name) and p.is_file()]
+    return sorted(found, key=_set_aside_order)
+
+
+def set_aside_time_ns(path) -> int | None:
+    """When a file was set aside, to the second, from its name; None if the name says no time."""
+    m = SET_ASIDE_NAME.fullmatch(Path(path).name)
+    try:
+        return stamp_ns(m[1]) if m else None
+    except ValueError:
+        return None
+
+
+def set_aside(db_dir) -> Path | None:
+    """Move ``db_dir``'s live file (with its -wal and -shm) to a new audit-damaged-<now>[-N].db.damaged;
+    None when there is no live file.
+
+    A second file set aside within the same second gets the next -N: evidence is never
+    overwritten (docs/design.md, "A live file that refuses a batch is set aside").
+    """
+    db_dir = Path(db_dir)
+    live = db_dir / LIVE_NAME
+    if not live.exists():
+        return None
+    now = stamp(time.time_ns())
+    taken = [_set_aside_order(p)[1] for p in db_dir.glob(f"audit-damaged-{now}*.db.damaged")
+             if SET_ASIDE_NAME.fullmatch(p.name)]
+    target = db_dir / (f"audit-damaged-{now}.db.damaged" if not taken
+                       else f"audit-damaged-{now}-{max(taken) + 1}.db.damaged")
+    for suffix in COMPANIONS:
+        src = Path(f"{live}{suffix}")
+        if src.exists():
+            os.replace(src, Path(f"{target}{suffix}"))
+    return target
+
+
+def lock_dir(db_dir) -> int:
+    """Take the directory's writer lock (one writer per directory); returns the fd to keep open."""
+    import fcntl  # here and in daemon_running only: the read side runs where there is no fcntl
+
+    fd = os.open(Path(db_dir) / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CannotCapture(f"another auditd-lite is already writing to {db_dir}") from None
+    os.ftruncate(fd, 0)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # the pid is for people; the lock itself is the flock, and a full disk must not stop capture
+    return fd
+
+
+def ro_uri(path, immutable: bool = False) -> str:
+    """The read-only URI of ``path`` for sqlite3.connect(uri=True) or ATTACH.
+
+    Every read-only open goes through here: in a URI, '#', '?' and '%' in a directory's name
+    would end the path or decode to other characters, and SQLite would open (and create)
+    another file.
+    """
+    return ("file:" + quote(str(Path(path).absolute())) + "?mode=ro"
+            + ("&immutable=1" if immutable else ""))
+
+
+def connect_ro(path, immutable: bool = False) -> sqlite3.Connection:
+    """A plain read-only sqlite3 connection to ``path`` (open_ro adds the checks and messages)."""
+    return sqlite3.connect(ro_uri(path, immutable), uri=True)
 
 
 def is_chain_file(path) -> bool:
@@ -110,9 +237,7 @@ def database_files(db_dir=None, db_file=None) -> list[Path]:
 
     files = [p for p in files if _usable(p)]
     live = [p for p in files if p.name == LIVE_NAME]
-    # rotated names carry their UTC time range in ISO basic format, so the
-    # name order is the time order
-    rotated = sorted((p for p in files if p.name.startswith("audit-")), key=_rotated_key, reverse=True)
+    rotated = sorted((p for p in files if ROTATED_NAME.fullmatch(p.name)), key=file_order, reverse=True)
     others = sorted((p for p in files if p not in live and p not in rotated), key=lambda p: p.name, reverse=True)
     return live + rotated + others
 
@@ -137,8 +262,7 @@ def _usable(path: Path) -> bool:
 
 def _connect(path: Path, immutable: bool) -> tuple[sqlite3.Connection, bool]:
     """Connect and check for an ``events`` table; OperationalError if SQLite cannot read it."""
-    uri = "file:" + quote(str(path.absolute())) + "?mode=ro" + ("&immutable=1" if immutable else "")
-    conn = sqlite3.connect(uri, uri=True)
+    conn = connect_ro(path, immutable)
     # kernel strings should already be valid UTF-8, but a hand-edited or
     # foreign file must not make a query fail
     conn.text_factory = lambda raw: raw.decode("utf-8", "backslashreplace")
@@ -177,7 +301,7 @@ def open_ro(path) -> sqlite3.Connection:
 def _has_tables(path: Path) -> bool:
     """Has the file its events table (or is it not SQLite at all, so waiting is pointless)?"""
     try:
-        conn = sqlite3.connect(ro_uri(path), uri=True)
+        conn = connect_ro(path)
         try:
             return conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
                                 "AND name = 'events'").fetchone()[0] > 0
@@ -211,19 +335,13 @@ def _open_ro(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def ro_uri(path, immutable: bool = False) -> str:
-    """The read-only URI of ``path`` for sqlite3.connect(uri=True) or ATTACH."""
-    return ("file:" + quote(str(Path(path).absolute())) + "?mode=ro"
-            + ("&immutable=1" if immutable else ""))
-
-
 def needs_immutable(path) -> bool:
     """Whether a read-only open of ``path`` must use immutable=1 (a WAL file whose -shm we cannot create).
 
     Mirrors open_ro: tried only when a plain read-only open failed and no -wal file exists.
     """
     try:
-        conn = sqlite3.connect(ro_uri(path), uri=True)
+        conn = connect_ro(path)
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return False

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .dbfiles import LIVE_NAME, daemon_running, is_chain_file, rotated_range
+from .dbfiles import LIVE_NAME, daemon_running, file_order, is_chain_file, rotated_range
 from .timeparse import format_time
 
 LOSS_MERGE_NS = 60 * 10**9  # loss batches closer than this are one gap
@@ -103,7 +103,7 @@ def select_paths(paths: list[Path], since_ns: int | None, until_ns: int | None) 
     on each side (a gap between runs lies between files), the live file and any other file."""
     if since_ns is None and until_ns is None:
         return list(paths)
-    rotated = sorted((p for p in paths if rotated_range(p)), key=lambda p: rotated_range(p))
+    rotated = sorted((p for p in paths if rotated_range(p)), key=file_order)
     keep = {p for p in paths if not rotated_range(p)}
     hits = [i for i, p in enumerate(rotated)
             if (until_ns is None or rotated_range(p)[0] <= until_ns)

@@ -1,18 +1,16 @@
-"""Rotated database files: their names, retention, and free space.
+"""When files rotate, and which rotated files go: retention and free space.
 
-A rotated file is named for the UTC times of its first and last record, in
-ISO basic format, so sorting names sorts time.
+Their names and their order belong to auditd_lite.dbfiles (docs/design.md, "One owner for the
+database files"): retention and the free-space floor delete the oldest by that order.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROTATED_GLOB = "audit-*.db"
-ROTATED_MODE = 0o440
+from .dbfiles import rotated_files
 
 
 @dataclass(frozen=True)
@@ -21,25 +19,6 @@ class RotationPolicy:
     interval_s: float | None = None  # or when it has been open this long
     keep: int = 0  # rotated files to keep; 0 keeps all
     min_free_mb: float = 0  # below this free space, remove the oldest rotated files (keep > 0)
-
-
-def _stamp(ns: int) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(ns // 1_000_000_000))
-
-
-def rotated_path(db_dir: Path, first_ns: int, last_ns: int) -> Path:
-    base = f"audit-{_stamp(first_ns)}-{_stamp(last_ns)}"
-    path = db_dir / f"{base}.db"
-    n = 1
-    while path.exists():  # two rotations within one second: never overwrite
-        path = db_dir / f"{base}-{n}.db"
-        n += 1
-    return path
-
-
-def rotated_files(db_dir: Path) -> list[Path]:
-    """Oldest first."""
-    return sorted(db_dir.glob(ROTATED_GLOB), key=lambda p: p.name)
 
 
 def apply_retention(db_dir: Path, keep: int) -> list[Path]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .dbfiles import daemon_running, open_ro
+from .dbfiles import daemon_running, open_ro, set_aside_files, set_aside_time_ns
 from .timeparse import format_time
 
 EVENT_TYPES = ("exec", "exec_failed", "exit")
@@ -63,6 +63,13 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
             "last": format_time(last) if last is not None else None, "revision": revision,
         })
     running = daemon_running(db_dir)
+    # live files the writer moved out of its way: their records are not in the counts above
+    # (no read command reads them), so say that they exist and since when
+    set_aside = []
+    for path in set_aside_files(db_dir) if db_dir is not None else []:
+        at = set_aside_time_ns(path)
+        set_aside.append({"path": str(path), "time": format_time(at) if at is not None else None,
+                          "size": path.stat().st_size})
     ordered = sorted(runs.values(), key=lambda r: r["started_ns"])
     for r in ordered:
         r["clean"] = r["stopped"] is not None
@@ -76,7 +83,7 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
         "events": events, "lost_events": lost_kernel + lost_user,
         "lost_kernel": lost_kernel, "lost_user": lost_user, "losses": losses,
         "files": files, "runs": ordered, "unclean_runs": len(unclean),
-        "daemon_running": running,
+        "daemon_running": running, "set_aside": set_aside,
     }
 
 
@@ -91,6 +98,11 @@ def render_table(s: dict) -> str:
     for f in s["files"]:
         lines.append(f"  {f['path']}  {f['size']} bytes  {f['events']} events  "
                      f"{f['first'] or '-'} .. {f['last'] or '-'}  rev {f['revision'] or '?'}")
+    if s["set_aside"]:
+        lines.append(f"set aside: {len(s['set_aside'])}")
+        for a in s["set_aside"]:
+            lines.append(f"  {a['path']}  {a['time'] or '-'}  {a['size']} bytes  "
+                         "(a live file the writer moved out of its way; queries do not read it)")
     lines.append(f"runs: {len(s['runs'])}, unclean: {s['unclean_runs']}")
     for r in s["runs"]:
         state = "running" if r["running"] else "clean" if r["clean"] else "UNCLEAN STOP"

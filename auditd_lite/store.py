@@ -1,21 +1,21 @@
-"""The live database: location, permissions, engine, pragmas and migrations."""
+"""The live database's read-write side: directory, engine, pragmas and migrations.
+
+Names, order, read-only opens and the lock are auditd_lite.dbfiles' (docs/design.md, "One
+owner for the database files").
+"""
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 
-from .errors import BadInput, CannotCapture
+from .dbfiles import DIR_MODE, FILE_MODE, LIVE_NAME, lock_dir
+from .errors import BadInput
 from .resources import resource_dir
 
-LIVE_NAME = "audit.db"
-LOCK_NAME = "audit.lock"  # held by the one writer; stats reads it to tell a running daemon
-DIR_MODE = 0o750
-FILE_MODE = 0o640
 # WAL pages between checkpoints. SQLite's 1,000 makes a checkpoint, with its
 # fsyncs and a second copy of every page, every 4 MiB of records. With
 # synchronous=NORMAL a power cut can lose the commits since the last
@@ -35,7 +35,9 @@ def prepare_dir(db_dir: Path) -> Path:
 
 
 def engine_for(path: Path, synchronous: str = "NORMAL") -> Engine:
-    engine = create_engine(f"sqlite:///{path}")
+    # URL.create takes the path as it is: parsed from "sqlite:///..." text, a '?' in a
+    # directory's name would start the URL's query
+    engine = create_engine(URL.create("sqlite", database=str(path)))
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record):
@@ -92,22 +94,6 @@ def open_live(db_dir: Path, synchronous: str = "NORMAL") -> tuple[Engine, Connec
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         raise
     return engine, conn
-
-
-def lock_dir(db_dir: Path) -> int:
-    """Take the directory's writer lock (one writer per directory); returns the fd to keep open."""
-    fd = os.open(db_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise CannotCapture(f"another auditd-lite is already writing to {db_dir}") from None
-    os.ftruncate(fd, 0)
-    try:
-        os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError:
-        pass  # the pid is for people; the lock itself is the flock, and a full disk must not stop capture
-    return fd
 
 
 def upgrade_live(db_dir: Path) -> str:

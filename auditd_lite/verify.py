@@ -13,8 +13,15 @@ batch id:
   batches cut off the end of a file are found;
 - the oldest file's chain must start at the beginning (batch 1's genesis)
   unless a run had retention on (``keep`` > 0), which removes old files;
+- batches from before the chain (no hash: the first release) are checked for
+  their records and named in a note, not taken for tampering; they can only
+  come first, before a chain that begins at genesis (``chain.check_file``);
 - with ``--db-dir``, a ``.db`` file the daemon does not write is a problem
-  (queries of the directory would read it as evidence).
+  (queries of the directory would read it as evidence);
+- with ``--db-dir``, a live file the writer set aside (``audit-damaged-*``)
+  that SQLite finds intact is checked with the others: the chain went on from
+  its last batch (docs/design.md, "A live file that refuses a batch is set
+  aside"). One that is not intact is damaged, and its batches count as missing.
 
 For an export (a file with a ``manifest``): its sidecar ``.sha256``, the
 manifest against the tables (format, counts per type, time range, chain
@@ -34,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import chain
-from .dbfiles import database_files, file_is_export, is_chain_file, open_ro
+from .dbfiles import database_files, file_is_export, is_chain_file, open_ro, set_aside_files
 from .errors import BadInput
 
 REQUIRED_MANIFEST = ("format", "tool_version", "exported_at", "host", "kernel", "sources", "time_range",
@@ -85,7 +92,6 @@ def _check_chain_file(path: Path, report: Report) -> _ChainFile | None:
                                      "(SELECT count(*) FROM batches)").fetchone()
             report.records += conn.execute("SELECT count(*) FROM events").fetchone()[0]
             report.batches += n
-            first_prev = conn.execute("SELECT prev_hash FROM batches ORDER BY id LIMIT 1").fetchone()
             _check_run_counters(conn, name, report)
             keeps = []
             for (settings,) in conn.execute("SELECT settings FROM runs"):
@@ -100,7 +106,12 @@ def _check_chain_file(path: Path, report: Report) -> _ChainFile | None:
         return None
     finally:
         conn.close()
-    return _ChainFile(path, name, fc, lo, hi, bool(first_prev and first_prev[0] == chain.GENESIS), keeps)
+    note = chain.pre_chain_note(name, fc)
+    if note:
+        report.notes.append(note)
+    # the first release numbered batches from 1, and batches from before the chain come first
+    starts = lo == 1 if fc.pre_chain and fc.pre_chain[0] == lo else fc.first_prev == chain.GENESIS
+    return _ChainFile(path, name, fc, lo, hi, starts, keeps)
 
 
 def _check_run_counters(conn: sqlite3.Connection, name: str, report: Report) -> None:
@@ -135,7 +146,10 @@ def _check_sequence(files: list[_ChainFile], report: Report) -> None:
             chain.check_sequence([(a.name, a.fc), (b.name, b.fc)], report.problems)
     if with_batches:
         first = with_batches[0]
-        report.first_batch, report.last_batch = first.lo, with_batches[-1].hi
+        # the chain's span: from its first hashed batch (the batches before it are named in notes)
+        chained = [f for f in with_batches if f.fc.first_hashed is not None]
+        if chained:
+            report.first_batch, report.last_batch = chained[0].fc.first_hashed, with_batches[-1].hi
         if not first.first_is_genesis:
             keeps = [k for f in files for k in f.keeps]
             if keeps and all(k == 0 for k in keeps):
@@ -220,7 +234,9 @@ def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
                 bad(f"digest of record {event_id} for a batch that is not in the export", batch_id)
             omitted.setdefault(batch_id, {})[event_id] = bytes(digest)
         found: list[chain.Problem] = []
-        chain.check_file(conn, name, found, omitted)
+        note = chain.pre_chain_note(name, chain.check_file(conn, name, found, omitted))
+        if note:
+            report.notes.append(note)
         # links between batches are checked below, through chain_links as well
         report.problems.extend(p for p in found if not p.reason.startswith("chain broken"))
         links = conn.execute(
@@ -233,7 +249,8 @@ def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
                     bad("batch is both exported and a chain link", bid)
                 elif bid != prev[0] + 1:
                     bad(f"batches {prev[0] + 1}..{bid - 1} missing from the chain", bid)
-                elif prev_hash != prev[1]:
+                elif prev_hash != prev[1] and not (prev[1] is None and prev_hash == chain.GENESIS):
+                    # (after a batch from before the chain, the chain begins at genesis)
                     bad("chain broken: previous batch missing or changed", bid)
             prev = (bid, stored)
         ch = manifest["chain"]
@@ -260,15 +277,39 @@ def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3) -> R
         listed = database_files(db_dir=db_dir)
         if not listed:
             raise BadInput(f"no database files in {db_dir}")
-        report = _verify(list(reversed(listed)), True)  # oldest first
+        report = _verify(list(reversed(listed)), True, set_aside_files(db_dir))  # oldest first
         if database_files(db_dir=db_dir) == listed:
             return report
     raise BadInput(f"the files in {db_dir} kept changing (rotating) during verification; try again")
 
 
-def _verify(paths: list[Path], in_dir: bool) -> Report:
+def _check_set_aside(path: Path, report: Report) -> _ChainFile | None:
+    """A set-aside file that is intact joins the chain check; one that is not is left out."""
+    try:
+        conn = open_ro(path)
+    except BadInput:
+        return None  # not SQLite, or not ours: it was set aside for that, and holds no chain
+    try:
+        intact = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    except sqlite3.DatabaseError:
+        intact = False
+    finally:
+        conn.close()
+    if not intact:
+        return None
+    report.files += 1
+    report.notes.append(f"{path}: a live file the writer set aside: checked with the others, but "
+                        "queries of the directory do not read it")
+    return _check_chain_file(path, report)
+
+
+def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = ()) -> Report:
     report = Report()
     chain_files: list[_ChainFile] = []
+    for path in set_aside:
+        checked = _check_set_aside(path, report)
+        if checked is not None:
+            chain_files.append(checked)
     for path in paths:
         conn = open_ro(path)
         try:

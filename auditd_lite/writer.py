@@ -3,7 +3,9 @@
 The batch writer owns the only read-write connection (docs/design.md, "One writer connection"):
 it takes the directory lock, migrates, records the run, writes one
 transaction per batch with its link in the hash chain, rotates between
-batches, and holds records in memory while the disk is full.
+batches, holds records in memory while the disk is full, and writes a batch
+the live file refuses in a new file (docs/design.md, "A live file that
+refuses a batch is set aside").
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Callable
 
 import structlog
 from sqlalchemy import update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
-from . import __version__, chain, hostinfo, rotation, store
+from . import __version__, chain, dbfiles, hostinfo, rotation, store
 from .collector import STOP, Handover
 from .config import RunSettings
 from .records import ROW_FIELDS, Decoder
@@ -90,12 +92,16 @@ def _storage_error(e: Exception) -> bool:
     return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "disk is full" in str(orig)
 
 
+def _why(e: BaseException) -> str:
+    return str(getattr(e, "orig", None) or e) or type(e).__name__
+
+
 def live_is_damaged(path: Path) -> str | None:
     """Why ``path`` cannot serve as the live database, or None if it can."""
     if not path.exists():
         return None
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = dbfiles.connect_ro(path)
         try:
             check = con.execute("PRAGMA quick_check").fetchone()[0]
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -114,6 +120,21 @@ def live_is_damaged(path: Path) -> str | None:
     if tables and "events" not in tables:
         return "not an auditd-lite database"
     return None
+
+
+def _tail(query: Callable[[str], list]) -> tuple[int | None, str | None, int]:
+    """(highest batch id or None, hash of the last hashed batch or None, highest event id or 0)
+    of one file; ``query`` runs a statement on it. Ids count whether or not a batch has a hash:
+    the first release wrote none, and the next batch must still follow its batches."""
+    columns = {r[1] for r in query("PRAGMA table_info(batches)")}
+    top_batch, top_event = query(
+        "SELECT (SELECT max(id) FROM batches), max((SELECT coalesce(max(id), 0) FROM events), "
+        "(SELECT coalesce(max(last_event_id), 0) FROM batches))")[0]
+    last_hash = None
+    if "hash" in columns:
+        row = query("SELECT hash FROM batches WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1")
+        last_hash = row[0][0] if row else None
+    return top_batch, last_hash, top_event
 
 
 class BatchWriter:
@@ -142,6 +163,10 @@ class BatchWriter:
         self._run_row: dict = {}
         self._seeds: list[dict] = []  # seen processes waiting for the run to reach the file
         self._chain_known = False  # last hash and next ids, read once from the files
+        # a live file was set aside and no batch has been written since: the next
+        # failure is not the file's, so it is not set aside again
+        self._set_aside_pending = False
+        self._opening = False
         self._file_first_ns = self._file_last_ns = None
         self._file_opened = time.monotonic()
 
@@ -149,15 +174,11 @@ class BatchWriter:
 
     def open(self) -> None:
         store.prepare_dir(self.db_dir)
-        self._lock_fd = store.lock_dir(self.db_dir)
-        live = self.db_dir / store.LIVE_NAME
+        self._lock_fd = dbfiles.lock_dir(self.db_dir)
+        live = self.db_dir / dbfiles.LIVE_NAME
         why = live_is_damaged(live)
         if why:
-            aside = self.db_dir / f"audit-damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.db.damaged"
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(live) + suffix)
-                if src.exists():
-                    os.replace(src, Path(str(aside) + suffix))
+            aside = dbfiles.set_aside(self.db_dir)
             log.warning("live_database_damaged", path=str(live), moved_to=str(aside), reason=why)
         self._run_row = dict(
             boot_id=hostinfo.boot_id(), host=hostinfo.host(), kernel=hostinfo.kernel(),
@@ -166,66 +187,90 @@ class BatchWriter:
         # a full disk at start is no reason not to capture: records are held
         # as for a disk that fills later, and the run begins in the file once
         # space returns
-        self._start_run()
+        self._opening = True
+        try:
+            self._start_run()
+        finally:
+            self._opening = False
 
     def _start_run(self) -> bool:
         """Open the live file and record the run in it (at start, and in each new file after a
-        rotation); False while the disk is full, to be tried again."""
+        rotation or a set-aside); False while it cannot be, to be tried again."""
         try:
-            if not self._chain_known:
-                # read here, not at open: with the disk full even a reader of
-                # the live file may fail (no room for its -shm)
-                self._last_hash, self._next_event_id, self._next_batch_id = self._chain_tail(
-                    self.db_dir / store.LIVE_NAME)
-                self._chain_known = True
             self._open_live()
+            if not self._chain_known:
+                # only now, at the head revision: a file of the first release has no hash
+                # column until migrated, and its batches still hold ids the next ones follow
+                self._last_hash, self._next_event_id, self._next_batch_id = self._chain_tail()
+                self._chain_known = True
             with self._conn.begin():
                 self.run_id = self._conn.execute(
                     Run.__table__.insert().values(**self._run_row)).inserted_primary_key[0]
                 self._run_row["id"] = self.run_id
                 self._insert_seeds(self._seeds)
-        except (OperationalError, sqlite3.OperationalError) as e:
-            if not _storage_error(e):
-                raise
+        except Exception as e:
             self._close_live()
-            self._disk_full(e, 0)
+            if _storage_error(e):
+                self._disk_full(e, 0)
+                return False
+            log.error("run_not_started", path=str(self.db_dir / dbfiles.LIVE_NAME), error=_why(e))
+            if not self._set_aside_pending:
+                return self._set_aside_live(_why(e))
+            if self._opening:
+                raise  # not even a new file takes the run: nothing is captured yet, say so now
+            self._disk_full(e, 0, event="database_unwritable")
             return False
         if self._seeds:
             log.info("processes_seeded", count=len(self._seeds))
             self._seeds = []
-        log.info("database_opened", path=str(self.db_dir / store.LIVE_NAME), run_id=self.run_id)
+        log.info("database_opened", path=str(self.db_dir / dbfiles.LIVE_NAME), run_id=self.run_id)
         return True
 
-    def _chain_tail(self, live: Path) -> tuple[str, int, int]:
-        """(last hash, next event id, next batch id): from the live file, else the newest rotated one."""
-        candidates = [live] if live.exists() else []
-        candidates += list(reversed(rotation.rotated_files(self.db_dir)))
-        for path in candidates:
-            try:
-                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    def _set_aside_live(self, reason: str) -> bool:
+        """Move the live file out of the way and begin the run in a new one, whose first batch
+        chains on from the last batch written (docs/design.md, "A live file that refuses a
+        batch is set aside"); False while the new file cannot be made."""
+        self._close_live()
+        self._set_aside_pending = True
+        try:
+            aside = dbfiles.set_aside(self.db_dir)
+        except OSError as e:  # the directory itself is in trouble: hold, and try again
+            self._disk_full(e, 0, event="database_unwritable")
+            return False
+        if aside is not None:  # else a new file failed as it was made, and is gone already
+            log.error("live_database_set_aside", path=str(self.db_dir / dbfiles.LIVE_NAME),
+                      moved_to=str(aside), reason=reason, next_batch_id=self._next_batch_id,
+                      prev_hash=self._last_hash)
+        return self._start_run()
+
+    def _chain_tail(self) -> tuple[str, int, int]:
+        """(last hash, next event id, next batch id): from the live file (on the writer's own
+        connection, migrated), else from the newest rotated file with batches."""
+        top_batch, last_hash, top_event = _tail(lambda sql: self._conn.exec_driver_sql(sql).fetchall())
+        unclean = self._conn.exec_driver_sql(
+            "SELECT id, started_ns FROM runs WHERE stopped_ns IS NULL").fetchall()
+        self._conn.rollback()  # end the read so the run's insert can begin its own transaction
+        # a rotated file holds copies of run rows that went on in a newer file:
+        # only the live file knows how its runs ended
+        for run_id, started in unclean:
+            log.warning("previous_run_unclean", run_id=run_id, started_ns=started,
+                        path=str(self.db_dir / dbfiles.LIVE_NAME))
+        if top_batch is None:  # no batches yet: the chain is in an older file
+            for path in reversed(dbfiles.rotated_files(self.db_dir)):
                 try:
-                    row = con.execute("SELECT hash, id FROM batches WHERE hash IS NOT NULL "
-                                      "ORDER BY id DESC LIMIT 1").fetchone()
-                    max_event = con.execute("SELECT max(id) FROM events").fetchone()[0] or 0
-                    unclean = con.execute("SELECT id, started_ns FROM runs WHERE stopped_ns IS NULL"
-                                          ).fetchall()
-                finally:
-                    con.close()
-            except sqlite3.DatabaseError as e:
-                if path == live and _storage_error(e):
-                    raise  # the live file is fine but cannot be read now: try again later
-                log.warning("database_unreadable", path=str(path), error=str(e))
-                continue
-            # a rotated file holds copies of run rows that went on in a newer file:
-            # only the live file knows how its runs ended
-            for run_id, started in (unclean if path == live else ()):
-                log.warning("previous_run_unclean", run_id=run_id, started_ns=started, path=str(path))
-            if row is None:
-                if path == live:
-                    continue  # a live file without batches yet: the chain is in an older file
-                return chain.GENESIS, max_event + 1, 1
-            return row[0], max_event + 1, row[1] + 1
-        return chain.GENESIS, 1, 1
+                    con = dbfiles.connect_ro(path)
+                    try:
+                        top_batch, last_hash, older_top = _tail(lambda sql: con.execute(sql).fetchall())
+                    finally:
+                        con.close()
+                except sqlite3.DatabaseError as e:
+                    log.warning("database_unreadable", path=str(path), error=str(e))
+                    continue
+                if top_batch is not None:
+                    top_event = max(top_event, older_top)
+                    break
+        # batches without a hash were written before the chain: it begins after them
+        return last_hash or chain.GENESIS, top_event + 1, (top_batch or 0) + 1
 
     def _open_live(self) -> None:
         self._engine, self._conn = store.open_live(self.db_dir, self.synchronous)
@@ -237,12 +282,14 @@ class BatchWriter:
         self._file_opened = time.monotonic()
 
     def _close_live(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        conn, engine, self._conn, self._engine = self._conn, self._engine, None, None
+        try:
+            if conn is not None:
+                conn.close()
+            if engine is not None:
+                engine.dispose()
+        except Exception as e:  # noqa: BLE001 - a file that failed a write may fail its close too
+            log.warning("database_close_failed", error=_why(e))
 
     def close(self, clean: bool = True) -> None:
         if self._held or (self._conn is None and self._run_row):
@@ -259,11 +306,11 @@ class BatchWriter:
                     with conn.begin():
                         conn.execute(update(Run).where(Run.id == self.run_id).values(
                             stopped_ns=time.time_ns()))
-                except OperationalError as e:
-                    log.error("run_not_closed", error=str(e.orig))
+                except DBAPIError as e:
+                    log.error("run_not_closed", error=_why(e))
             try:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-            except OperationalError:
+            except DBAPIError:
                 pass
             self._close_live()
         if self._lock_fd is not None:
@@ -320,18 +367,51 @@ class BatchWriter:
 
     def _drop_held(self, n: int, why: str) -> None:
         del self._held[:n]  # the oldest go first; what is dropped is counted
+        self._count_lost(n, why)
+
+    def _count_lost(self, n: int, why: str) -> None:
+        """Records dropped here: stored with the next batch and the run (docs/design.md, "Loss never silent")."""
         self._lost_user_pending += n
         self.lost_user += n
         log.error("events_lost", where="user", count=n, reason=why, lost_user=self.lost_user)
 
-    def _disk_full(self, e: OperationalError, held: int) -> None:
+    def _disk_full(self, e: Exception, held: int, event: str = "disk_full") -> None:
+        """Hold records and try again in RETRY_S: the disk is full (or, ``event``, the file cannot
+        be made at all)."""
         if self._disk_full_since is None:
             self._disk_full_since = time.monotonic()
-            log.error("disk_full", path=str(self.db_dir), error=str(getattr(e, "orig", e)),
+            log.error(event, path=str(self.db_dir), error=_why(e),
                       held=len(self._held) + held, hold_limit=self.hold_limit)
         self._next_retry = time.monotonic() + RETRY_S
 
     def _write_batch(self, rows: list[tuple]) -> bool:
+        """Write one batch; False while it cannot be written now (the caller holds the rows).
+
+        A batch the live file refuses for any reason but a full disk is written in a new
+        file, the old one set aside; one that fails there too is dropped and counted as lost
+        (docs/design.md, "A live file that refuses a batch is set aside").
+        """
+        for attempt in ("live", "new file"):
+            try:
+                self._insert_batch(rows)
+                self._set_aside_pending = False
+                return True
+            except Exception as e:
+                if _storage_error(e):
+                    self._disk_full(e, len(rows))
+                    return False
+                reason = _why(e)
+                log.error("batch_not_written", batch_id=self._next_batch_id, records=len(rows),
+                          error=reason, kind=type(e).__name__, file=attempt)
+            if self._set_aside_pending:
+                break
+            if not self._set_aside_live(reason):
+                return False  # the new file cannot be made now: held, as on a full disk
+        self._count_lost(len(rows), f"a batch no file accepted: {reason}")
+        return True
+
+    def _insert_batch(self, rows: list[tuple]) -> None:
+        """One batch in one transaction; the writer's counters move only once it is committed."""
         conn = self._conn
         batch_id = self._next_batch_id
         first = self._next_event_id
@@ -342,20 +422,14 @@ class BatchWriter:
         header = (batch_id, run_id, time.time_ns(), first if rows else None,
                   last if rows else None, len(rows), lost_k, lost_u)
         digest = chain.batch_hash(self._last_hash, header, chain.row_digests(full))
-        try:
-            with conn.begin():
-                conn.exec_driver_sql(INSERT_BATCH, header + (self._last_hash, digest))
-                exits = [_EXIT_VALUES(r) for r in full if r[_EVENT] == "exit"]
-                if exits:
-                    conn.exec_driver_sql(INSERT_EXIT, exits)
-                if len(exits) < len(full):
-                    conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in full if r[_EVENT] != "exit"])
-                conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_k, lost_u, run_id))
-        except OperationalError as e:
-            if not _storage_error(e):
-                raise
-            self._disk_full(e, len(rows))
-            return False
+        with conn.begin():
+            conn.exec_driver_sql(INSERT_BATCH, header + (self._last_hash, digest))
+            exits = [_EXIT_VALUES(r) for r in full if r[_EVENT] == "exit"]
+            if exits:
+                conn.exec_driver_sql(INSERT_EXIT, exits)
+            if len(exits) < len(full):
+                conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in full if r[_EVENT] != "exit"])
+            conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_k, lost_u, run_id))
         self._last_hash = digest
         self._next_batch_id += 1
         self._next_event_id = last + 1
@@ -369,7 +443,6 @@ class BatchWriter:
             self._file_first_ns = lo if self._file_first_ns is None else min(lo, self._file_first_ns)
             self._file_last_ns = hi if self._file_last_ns is None else max(hi, self._file_last_ns)
         log.debug("batch_written", batch_id=batch_id, records=len(rows), lost_kernel=lost_k)
-        return True
 
     def _insert_seeds(self, seeds: list[dict]) -> None:
         if seeds:
@@ -384,10 +457,9 @@ class BatchWriter:
         try:
             with self._conn.begin():
                 self._insert_seeds(seeds)
-        except OperationalError as e:
-            if not _storage_error(e):
-                raise
-            log.error("seeds_not_written", error=str(e.orig), count=len(processes))
+        except DBAPIError as e:
+            # not records of the capture, and no reason to set the file aside: said, and left
+            log.error("seeds_not_written", error=_why(e), count=len(processes))
             return
         log.info("processes_seeded", count=len(processes))
 
@@ -401,10 +473,8 @@ class BatchWriter:
             with self._conn.begin():
                 self._conn.execute(update(Run).where(Run.id == self.run_id).values(
                     attached_ns=time_ns))
-        except OperationalError as e:
-            if not _storage_error(e):
-                raise
-            log.error("run_not_updated", field="attached_ns", error=str(e.orig))
+        except DBAPIError as e:
+            log.error("run_not_updated", field="attached_ns", error=_why(e))
 
     # -- rotation ------------------------------------------------------------
 
@@ -416,9 +486,13 @@ class BatchWriter:
             due = False
             if policy.size_mb:
                 # the database's own size, wherever its pages are (file or WAL)
-                size = self._conn.exec_driver_sql(
-                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()").scalar()
-                self._conn.rollback()
+                try:
+                    size = self._conn.exec_driver_sql(
+                        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()").scalar()
+                    self._conn.rollback()
+                except DBAPIError as e:  # a file in trouble: the next batch tells, and sets it aside
+                    log.warning("rotation_check_failed", error=_why(e))
+                    size = 0
                 due = size >= policy.size_mb * 1024 * 1024
             if policy.interval_s and time.monotonic() - self._file_opened >= policy.interval_s:
                 due = True
@@ -435,20 +509,23 @@ class BatchWriter:
         try:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             mode = conn.exec_driver_sql("PRAGMA journal_mode=DELETE").scalar()
-        except OperationalError as e:
-            mode = str(e.orig)
+        except DBAPIError as e:
+            mode = _why(e)
         if mode != "delete":
-            conn.rollback()
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            conn.rollback()
+            try:
+                conn.rollback()
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                conn.rollback()
+            except DBAPIError as e:
+                log.warning("journal_mode_not_restored", error=_why(e))
             self._rotate_after = time.monotonic() + RETRY_S
             log.warning("rotation_postponed", reason=mode)
             return None
         self._close_live()
-        live = self.db_dir / store.LIVE_NAME
-        target = rotation.rotated_path(self.db_dir, self._file_first_ns, self._file_last_ns)
+        live = self.db_dir / dbfiles.LIVE_NAME
+        target = dbfiles.rotated_path(self.db_dir, self._file_first_ns, self._file_last_ns)
         os.replace(live, target)
-        os.chmod(target, rotation.ROTATED_MODE)
+        os.chmod(target, dbfiles.ROTATED_MODE)
         # the run goes on in the new file, which needs its own copy of the run
         # row; on a full disk records are held until it can be made
         self._start_run()

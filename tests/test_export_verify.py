@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from auditd_lite import cli
+from auditd_lite import cli, store
+from auditd_lite.dbfiles import connect_ro, database_files
 from auditd_lite.export import Progress
 from auditd_lite.timeparse import format_time
 from auditd_lite.writer import BatchWriter, RotationPolicy
 
 from conftest import SEC, T0, second_rows as rows
+from test_storage import at_first_revision
 
 
 def write(db: Path, n=600, per_write=100, runs=2, rotate=True, settings=None, start=0) -> Path:
@@ -74,7 +76,7 @@ def case(rotated, tmp_path) -> Path:
 
 
 def manifest(path: Path) -> dict:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = connect_ro(path)
     try:
         return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM manifest")}
     finally:
@@ -316,7 +318,8 @@ def fresh(tmp_path, **kw) -> Path:
 
 
 def files_oldest_first(d: Path) -> list[Path]:
-    return sorted(d.glob("audit-*.db")) + [d / "audit.db"]
+    """The directory's files in the readers' order, oldest first (the live file last)."""
+    return list(reversed(database_files(db_dir=d)))
 
 
 def edit(path: Path, *statements):
@@ -444,6 +447,105 @@ def test_verify_files_in_any_order(rotated):
     files = files_oldest_first(rotated)
     status, out, err = run("verify", *reversed(files))
     assert (status, out, err) == (0, "ok: 7 files, 6 batches, 600 records; chain intact from batch 1 to 6\n", "")
+
+
+# --- verify on files from before the chain, and on files the writer set aside ----------
+
+def first_release_upgraded(tmp_path) -> Path:
+    """audit.db as the first release wrote it (revision 0001: 3 batches without hashes, 30
+    records), then upgraded and written on by the current writer: batches 4 and 5 of 100."""
+    d = tmp_path / "db"
+    d.mkdir()
+    engine = store.engine_for(d / "audit.db")
+    with engine.connect() as conn:
+        at_first_revision(conn, 30, batches=3)
+    engine.dispose()
+    bw = BatchWriter(d, {"keep": 0})
+    bw.open()
+    bw.write(rows(100, start=30))
+    bw.write(rows(100, start=130))
+    bw.close()
+    return d
+
+
+def test_verify_names_batches_from_before_the_chain(tmp_path):
+    """An upgraded first-release file: exit 0, the chain intact from batch 4, and one note naming
+    batches 1..3 and their 30 records as written before the hash chain."""
+    d = first_release_upgraded(tmp_path)
+    live = d / "audit.db"
+    assert run("verify", "--db-dir", d) == (
+        0, "ok: 1 file, 5 batches, 230 records; chain intact from batch 4 to 5\n",
+        f"auditd-lite: note: {live}: batches 1..3 were written before the hash chain (schema revision "
+        "0001): no hash vouches for their 30 records\n")
+
+
+def test_edit_after_the_pre_chain_batches_is_still_found(tmp_path):
+    """In the same upgraded file, a record of chained batch 5 edited: that batch is reported,
+    and only it."""
+    d = first_release_upgraded(tmp_path)
+    live = d / "audit.db"
+    edit(live, "UPDATE events SET exit_code = 99 WHERE id = 150")
+    status, out, _ = run("verify", "--db-dir", d)
+    assert (status, out) == (1, f"{live} batch 5: hash mismatch: a record or the batch was edited\n")
+
+
+@pytest.mark.parametrize("statement, batch, reason", [
+    ("UPDATE batches SET hash = NULL, prev_hash = NULL WHERE id = 5", 5,
+     "no hash, yet batch 4 before it has one: its hash was removed"),
+    ("UPDATE batches SET hash = NULL, prev_hash = NULL WHERE id = 4", 5,
+     "the chain begins here, after batches without a hash, but not at its start: hashes were removed"),
+])
+def test_hash_removed_from_a_chained_batch_is_found(tmp_path, statement, batch, reason):
+    """A chained batch whose hash was removed does not pass as written before the chain: a batch
+    without a hash after a hashed one, or a chain that does not begin at genesis after batches
+    without hashes, is a problem."""
+    d = first_release_upgraded(tmp_path)
+    live = d / "audit.db"
+    edit(live, statement)
+    status, out, _ = run("verify", "--db-dir", d)
+    assert status == 1
+    assert f"{live} batch {batch}: {reason}" in out.splitlines()
+
+
+def test_file_at_the_first_revision_verifies_with_a_note(tmp_path):
+    """A file still at revision 0001 (no hash columns): exit 0 and the note naming its batches."""
+    d = tmp_path / "db"
+    d.mkdir()
+    engine = store.engine_for(d / "audit.db")
+    with engine.connect() as conn:
+        at_first_revision(conn, 30, batches=3)
+    engine.dispose()
+    live = d / "audit.db"
+    assert run("verify", live) == (
+        0, "ok: 1 file, 3 batches, 30 records\n",
+        f"auditd-lite: note: {live}: batches 1..3 were written before the hash chain (schema revision "
+        "0001): no hash vouches for their 30 records\n")
+
+
+def test_file_set_aside_by_the_writer_is_part_of_the_chain(tmp_path):
+    """A live file the writer set aside after a batch it refused (here: a planted trigger): verify
+    of the directory checks it with the others, exit 0, and a note names it as set aside and
+    not read by queries; an edit in it is found."""
+    d = tmp_path / "db"
+    bw = BatchWriter(d, {"keep": 0})
+    bw.open()
+    for k in range(3):
+        bw.write(rows(100, start=k * 100))
+    conn = sqlite3.connect(d / "audit.db")
+    conn.execute("CREATE TRIGGER planted BEFORE INSERT ON batches WHEN NEW.id = 4 "
+                 "BEGIN SELECT RAISE(ABORT, 'planted'); END")
+    conn.commit()
+    conn.close()
+    bw.write(rows(100, start=300))
+    bw.close()
+    (aside,) = d.glob("audit-damaged-*.db.damaged")
+    status, out, err = run("verify", "--db-dir", d)
+    assert (status, out) == (0, "ok: 2 files, 4 batches, 400 records; chain intact from batch 1 to 4\n")
+    assert err == (f"auditd-lite: note: {aside}: a live file the writer set aside: checked with the "
+                   "others, but queries of the directory do not read it\n")
+    edit(aside, "UPDATE events SET comm = 'x' WHERE id = 5")
+    status, out, _ = run("verify", "--db-dir", d)
+    assert (status, out) == (1, f"{aside} batch 1: hash mismatch: a record or the batch was edited\n")
 
 
 # --- verify on exports -------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 from conftest import run_cli
-from test_storage import rows, writer
+from test_storage import plant_refusal, rows, writer
 
 from auditd_lite import store
+from auditd_lite.timeparse import parse_time
 
 
 class TestStats:
@@ -49,6 +51,35 @@ class TestStats:
         writer(db).close(clean=False)
         out = run_cli("stats", "--db-dir", db, check=0).stdout.decode()
         assert "UNCLEAN STOP" in out and "unclean: 1" in out
+
+    def test_set_aside_live_file_is_shown_with_its_time(self, tmp_path):
+        """A live file the writer set aside (a batch it refused) is listed in JSON under
+        set_aside with its path and the UTC second it was set aside, and in the table on a
+        'set aside: 1' line followed by its path and time; a directory without one has an
+        empty list and no such line."""
+        db = tmp_path / "db"
+        bw = writer(db)
+        bw.write(rows(10))
+        before = time.time_ns() // 10**9 * 10**9
+        plant_refusal(db / "audit.db", batch_id=2)
+        bw.write(rows(10, start=10))
+        bw.close()
+        after = time.time_ns()
+        (aside,) = db.glob("audit-damaged-*.db.damaged")
+        s = json.loads(run_cli("stats", "--db-dir", db, "--format", "json", check=0).stdout)
+        assert [a["path"] for a in s["set_aside"]] == [str(aside)]
+        assert before <= parse_time(s["set_aside"][0]["time"]) <= after
+        table = run_cli("stats", "--db-dir", db, check=0).stdout.decode().splitlines()
+        i = table.index("set aside: 1")
+        assert table[i + 1].split()[:2] == [str(aside), s["set_aside"][0]["time"]]
+        assert s["events"]["exec"] + s["events"]["exit"] == 10  # the set-aside file is not counted
+
+        other = tmp_path / "other"
+        writer(other).close()
+        s = json.loads(run_cli("stats", "--db-dir", other, "--format", "json", check=0).stdout)
+        assert s["set_aside"] == []
+        assert not any(line.startswith("set aside") for line in
+                       run_cli("stats", "--db-dir", other, check=0).stdout.decode().splitlines())
 
     def test_missing_dir(self, tmp_path):
         """A missing directory is one line, exit 2."""

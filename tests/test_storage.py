@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from auditd_lite import chain, rotation, store
+from auditd_lite import chain, dbfiles, rotation, store
 from conftest import fill_disk
 from auditd_lite.errors import CannotCapture
 from auditd_lite.writer import BatchWriter, RotationPolicy
@@ -23,11 +23,11 @@ from auditd_lite.writer import BatchWriter, RotationPolicy
 T0 = 1_795_000_000 * 10**9
 
 
-def rows(n: int, start: int = 0, t0: int = T0, argbytes: int = 40) -> list[tuple]:
-    """n alternating exec/exit rows in records.ROW_FIELDS order."""
+def rows(n: int, start: int = 0, t0: int = T0, argbytes: int = 40, step: int = 1_000_000) -> list[tuple]:
+    """n alternating exec/exit rows in records.ROW_FIELDS order, row i at t0 + i * step ns."""
     out = []
     for i in range(start, start + n):
-        t = t0 + i * 1_000_000
+        t = t0 + i * step
         pid = 1000 + i // 2
         if i % 2 == 0:
             out.append(("exec", t, pid, pid, 1, 0, 0, "sh", t - 5, pid, 0, 4294967295, 4294967295, 1,
@@ -46,16 +46,20 @@ def writer(db_dir: Path, **kw) -> BatchWriter:
 
 
 def all_files(db_dir: Path) -> list[Path]:
-    """Oldest first: rotated by name, then the live file."""
-    live = db_dir / store.LIVE_NAME
-    return rotation.rotated_files(db_dir) + ([live] if live.exists() else [])
+    """Oldest first, in the readers' order: rotated files, then the live file."""
+    return list(reversed(dbfiles.database_files(db_dir=db_dir)))
+
+
+def rotated_files(db_dir: Path) -> list[Path]:
+    """The rotated files, oldest first, in the readers' order."""
+    return [p for p in all_files(db_dir) if dbfiles.rotated_range(p)]
 
 
 def verify(db_dir: Path) -> list[chain.Problem]:
     problems: list[chain.Problem] = []
     seq = []
     for path in all_files(db_dir):
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = dbfiles.open_ro(path)
         seq.append((path.name, chain.check_file(con, path.name, problems)))
         con.close()
     chain.check_sequence(seq, problems)
@@ -63,24 +67,51 @@ def verify(db_dir: Path) -> list[chain.Problem]:
 
 
 def count_events(db_dir: Path) -> int:
-    total = 0
+    return len(event_ids(db_dir))
+
+
+def event_ids(db_dir: Path) -> list[int]:
+    """Every event id in the directory's files, oldest file first."""
+    out = []
     for path in all_files(db_dir):
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        total += con.execute("SELECT count(*) FROM events").fetchone()[0]
+        con = dbfiles.open_ro(path)
+        out += [r[0] for r in con.execute("SELECT id FROM events ORDER BY id")]
         con.close()
-    return total
+    return out
 
 
-def at_first_revision(conn, n: int) -> None:
-    """The database on ``conn`` at revision 0001, with a run, one batch and n records."""
+class Rotations:
+    """Every file the writer's rotations made, in the order it made them."""
+
+    def __init__(self, bw: BatchWriter):
+        self.made: list[Path] = []
+        rotate = bw.rotate
+
+        def recorded():
+            target = rotate()
+            if target is not None:
+                self.made.append(target)
+            return target
+
+        bw.rotate = recorded
+
+
+def at_first_revision(conn, n: int, batches: int = 1) -> None:
+    """The database on ``conn`` at revision 0001 as the first release wrote it: one stopped run,
+    ``batches`` batches without hashes (none existed) sharing n records, ids from 1."""
     store.upgrade(conn, "0001")
     conn.exec_driver_sql(
-        "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, "
-        "lost_kernel, lost_user, events_written) VALUES (1, 'b', 'h', 'k', 'v', '{}', 1, 0, 0, ?)", (n,))
-    conn.exec_driver_sql("INSERT INTO batches (id, run_id, written_ns, count, lost_kernel, lost_user) "
-                         "VALUES (1, 1, 5, ?, 0, 0)", (n,))
+        "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, stopped_ns, "
+        "lost_kernel, lost_user, events_written) VALUES (1, 'b', 'h', 'k', 'v', '{}', 1, 2, 0, 0, ?)", (n,))
+    per = -(-n // batches)
+    for b in range(batches):
+        first, last = b * per + 1, min((b + 1) * per, n)
+        conn.exec_driver_sql(
+            "INSERT INTO batches (id, run_id, written_ns, first_event_id, last_event_id, count, "
+            "lost_kernel, lost_user) VALUES (?, 1, ?, ?, ?, ?, 0, 0)",
+            (b + 1, 5 + b, first, last, last - first + 1))
     conn.exec_driver_sql(f"INSERT INTO events VALUES ({', '.join('?' * 27)})",
-                         [(i + 1, 1, 1) + r for i, r in enumerate(rows(n))])
+                         [(i + 1, 1, i // per + 1) + r for i, r in enumerate(rows(n))])
     conn.commit()
 
 
@@ -101,6 +132,27 @@ class TestMigrations:
             assert {"ix_events_comm_time", "ix_events_pid_start"} <= indexes
         engine.dispose()
 
+    def test_writer_on_a_first_release_database_continues_after_it(self, tmp_path):
+        """A live file at revision 0001 (3 batches without hashes, 30 records): the writer
+        upgrades it before reading where the chain ends, so its records keep ids 1..30 unchanged
+        and the new ones follow as 31..130 in batch 4, the chain's first link (genesis)."""
+        db = tmp_path / "db"
+        db.mkdir()
+        engine = store.engine_for(db / "audit.db")
+        with engine.connect() as conn:
+            at_first_revision(conn, 30, batches=3)
+            old = conn.exec_driver_sql("SELECT * FROM events ORDER BY id").fetchall()
+        engine.dispose()
+        bw = writer(db)
+        bw.write(rows(100, start=30))
+        bw.close()
+        assert ids_in(db / "audit.db") == list(range(1, 131))
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("SELECT * FROM events WHERE id <= 30 ORDER BY id").fetchall() == old
+        con.close()
+        assert [b[:2] for b in batches_of(db / "audit.db")] == [
+            (1, None), (2, None), (3, None), (4, chain.GENESIS)]
+
     def test_new_database_is_at_head_with_modes(self, tmp_path):
         """A fresh live database is at the head revision, 0640 in a 0750 directory."""
         old = os.umask(0o027)
@@ -118,7 +170,9 @@ class TestMigrations:
 
 class TestRotation:
     def test_size_rotation_loses_nothing_and_chains_across_files(self, tmp_path):
-        """Rotating every 1 MiB: every row lands in some file, files are 0440 and the chain verifies."""
+        """Rotating every 1 MiB: the files hold ids 1..30000 once each, oldest file first, the
+        writer counted 30000 and the runs' counters in the files add up to it; files are 0440,
+        read-only-journal, intact, each with its run, and the chain verifies."""
         db = tmp_path / "db"
         bw = writer(db, rotation=RotationPolicy(size_mb=1))
         total = 0
@@ -127,36 +181,79 @@ class TestRotation:
             bw.write(batch)
             total += len(batch)
         bw.close()
-        rotated = rotation.rotated_files(db)
+        assert total == bw.events_written == 30000
+        assert event_ids(db) == list(range(1, total + 1))
+        rotated = rotated_files(db)
         assert len(rotated) >= 3
-        assert count_events(db) == total
-        for p in rotated:
-            assert stat.S_IMODE(p.stat().st_mode) == 0o440
-            assert p.name.startswith("audit-2026") and p.name.endswith("Z.db")
-            con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
-            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            # each file carries the run its records belong to
-            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+        counted = 0
+        for p in all_files(db):
+            con = dbfiles.open_ro(p)
+            counted += con.execute("SELECT sum(events_written) FROM runs").fetchone()[0]
+            if p in rotated:
+                assert stat.S_IMODE(p.stat().st_mode) == 0o440
+                assert p.name.startswith("audit-2026") and p.name.endswith("Z.db")
+                assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+                assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                # each file carries the run its records belong to
+                assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+            con.close()
+        assert counted == total
         assert verify(db) == []
 
-    def test_retention_keeps_newest(self, tmp_path):
-        """--keep 2 leaves only the two newest rotated files."""
+    @pytest.mark.parametrize("step", [1_000_000, 1_000], ids=["a-second-a-write", "all-in-one-second"])
+    def test_retention_keeps_newest(self, tmp_path, step):
+        """--keep 2 deletes, at each rotation, exactly the file rotated two before, also when
+        every file's name gives the same second: the two files made last are what is left, and
+        with the live file they hold the newest ids, 1..30000 without a gap."""
         db = tmp_path / "db"
         bw = writer(db, rotation=RotationPolicy(size_mb=1, keep=2))
+        made = Rotations(bw).made
+        left = []
         for k in range(30):
-            bw.write(rows(1000, start=k * 1000, argbytes=200))
-        names_before_close = [p.name for p in rotation.rotated_files(db)]
+            bw.write(rows(1000, start=k * 1000, argbytes=200, step=step))
+            left.append((len(made), rotated_files(db)))
         bw.close()
-        assert len(names_before_close) == 2
-        assert names_before_close == sorted(names_before_close)
+        assert len(made) >= 5
+        for n, listing in left:  # after each write: the newest two made so far
+            assert listing == made[:n][-2:]
+        assert rotated_files(db) == made[-2:]
+        ids = event_ids(db)
+        assert ids == list(range(ids[0], 30001))
 
-    def test_rotated_name_never_overwrites(self, tmp_path):
-        """Two rotations with the same time range get distinct names."""
-        a = rotation.rotated_path(tmp_path, T0, T0)
-        a.write_text("x")
-        b = rotation.rotated_path(tmp_path, T0, T0)
-        assert a != b and not b.exists()
+    def test_rotated_names_sort_in_the_order_they_were_made(self, tmp_path):
+        """Rotations whose records all fall in one second get distinct names that the readers
+        order as they were made, also after the first of them was deleted (as retention does)."""
+        db = tmp_path / "db"
+        bw = writer(db)
+        made = Rotations(bw).made
+        for k in range(3):
+            bw.write(rows(10, start=k * 10, step=1_000))
+            bw.rotate()
+        assert len({p.name for p in made}) == 3
+        assert rotated_files(db) == made
+        made[0].unlink()
+        for k in range(3, 5):
+            bw.write(rows(10, start=k * 10, step=1_000))
+            bw.rotate()
+        bw.close()
+        assert len({p.name for p in made}) == 5
+        assert rotated_files(db) == made[1:]
+        assert event_ids(db) == list(range(11, 51))
+
+    def test_restart_reads_the_chain_tail_from_the_newest_rotated_file(self, tmp_path):
+        """Two files rotated within one second and an empty live file: a restart continues the
+        ids and the chain from the newer of the two, so the whole directory verifies."""
+        db = tmp_path / "db"
+        bw = writer(db)
+        for k in range(2):
+            bw.write(rows(10, start=k * 10, step=1_000))
+            bw.rotate()
+        bw.close()
+        bw = writer(db)
+        bw.write(rows(10, start=20, step=1_000))
+        bw.close()
+        assert event_ids(db) == list(range(1, 31))
+        assert verify(db) == []
 
     def test_interval_rotation(self, tmp_path):
         """A time-based policy rotates a non-empty live file once the interval has passed."""
@@ -167,7 +264,7 @@ class TestRotation:
         bw.maybe_rotate()
         bw.write(rows(10, start=10))
         bw.close()
-        assert len(rotation.rotated_files(db)) == 1
+        assert len(rotated_files(db)) == 1
         assert count_events(db) == 20
         assert verify(db) == []
 
@@ -208,7 +305,7 @@ class TestChain:
     def test_removed_middle_file_detected(self, tmp_path):
         """Removing a rotated file from the middle is reported on the file after the gap."""
         db = self._filled(tmp_path, rotate=True)
-        rotated = rotation.rotated_files(db)
+        rotated = rotated_files(db)
         assert len(rotated) >= 3
         rotated[1].unlink()
         problems = verify(db)
@@ -247,6 +344,22 @@ class TestSafety:
         con = sqlite3.connect(db / "audit.db")
         assert con.execute("SELECT id FROM runs WHERE stopped_ns IS NULL").fetchall() == [(1,)]
 
+    @pytest.mark.parametrize("name", ["case #7", "what?now", "case %41"])
+    def test_directory_name_with_uri_characters(self, tmp_path, name):
+        """A database directory named with '#', '?' or '%': a second writer continues the ids
+        and the chain of the first, nothing is set aside, and nothing appears beside the
+        directory."""
+        parent = tmp_path / "srv"
+        db = parent / name
+        for k in range(2):
+            bw = writer(db)
+            bw.write(rows(10, start=k * 10))
+            bw.close()
+        assert ids_in(db / "audit.db") == list(range(1, 21))
+        assert verify(db) == []
+        assert not list(db.glob("audit-damaged-*"))
+        assert [p.name for p in parent.iterdir()] == [name]
+
     def test_damaged_live_file_moved_aside(self, tmp_path):
         """A live file that is not a database is moved aside and a new one started."""
         db = tmp_path / "db"
@@ -269,6 +382,124 @@ class TestSafety:
         con.close()
         writer(db).close()
         assert len(list(db.glob("audit-damaged-*.db.damaged"))) == 1
+
+
+def plant_refusal(live: Path, batch_id: int) -> None:
+    """Make the live file refuse batch ``batch_id`` with a constraint error, as a planted
+    conflicting row would, through a trigger written from another connection."""
+    con = sqlite3.connect(live)
+    con.execute(f"CREATE TRIGGER planted BEFORE INSERT ON batches WHEN NEW.id = {batch_id} "
+                "BEGIN SELECT RAISE(ABORT, 'planted conflict'); END")
+    con.commit()
+    con.close()
+
+
+def batches_of(path: Path) -> list[tuple]:
+    """(id, prev_hash, hash) of every batch in one file."""
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT id, prev_hash, hash FROM batches ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+def ids_in(path: Path) -> list[int]:
+    con = sqlite3.connect(path)
+    try:
+        return [r[0] for r in con.execute("SELECT id FROM events ORDER BY id")]
+    finally:
+        con.close()
+
+
+class TestWriterNeverDies:
+    def _refuse_once(self, how, db, monkeypatch):
+        if how == "constraint":
+            plant_refusal(db / "audit.db", batch_id=4)
+            return
+        from auditd_lite import writer as writer_module
+
+        real = writer_module.chain.row_digests
+        calls = []
+
+        def once(rows_):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("something unexpected")
+            return real(rows_)
+
+        monkeypatch.setattr(writer_module.chain, "row_digests", once)
+
+    @pytest.mark.parametrize("how", ["constraint", "unexpected"])
+    def test_refused_batch_is_written_in_a_new_file(self, tmp_path, monkeypatch, how):
+        """Batch 4 cannot be written (a constraint error in the file, or an unexpected exception):
+        the writer sets the live file aside as audit-damaged-*.db.damaged holding batches 1..3
+        and records 1..300, writes the batch as batch 4 of a new audit.db whose prev_hash is
+        batch 3's hash, and goes on; the new file's run row counts the 200 records it holds and
+        is closed cleanly, and nothing is lost."""
+        db = tmp_path / "db"
+        bw = writer(db)
+        for k in range(3):
+            bw.write(rows(100, start=k * 100))
+        self._refuse_once(how, db, monkeypatch)
+        bw.write(rows(100, start=300))
+        bw.write(rows(100, start=400))
+        bw.close()
+        (aside,) = db.glob("audit-damaged-*.db.damaged")
+        old, new = batches_of(aside), batches_of(db / "audit.db")
+        assert [b[0] for b in old] == [1, 2, 3] and [b[0] for b in new] == [4, 5]
+        assert new[0][1] == old[-1][2]
+        assert ids_in(aside) == list(range(1, 301)) and ids_in(db / "audit.db") == list(range(301, 501))
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("SELECT id, events_written, stopped_ns IS NOT NULL FROM runs").fetchall() == [
+            (1, 200, 1)]
+        con.close()
+        assert (bw.events_written, bw.lost_user) == (500, 0)
+
+    def test_batch_refused_by_the_new_file_too_is_counted_lost(self, tmp_path, monkeypatch):
+        """A batch that fails again in the new file (a record no file accepts): it is dropped
+        and counted (lost_user 100, stored with the next batch), only one file is set aside, and
+        the batches after it are written."""
+        from auditd_lite import writer as writer_module
+
+        db = tmp_path / "db"
+        bw = writer(db)
+        bw.write(rows(100))
+        real = writer_module.chain.row_digests
+
+        def poison(rows_):
+            if any(r[5] == 1000 + 150 for r in rows_):  # pid, after id, run_id, batch_id
+                raise ValueError("a record no file accepts")
+            return real(rows_)
+
+        monkeypatch.setattr(writer_module.chain, "row_digests", poison)
+        bw.write(rows(100, start=200))  # pids 1100..1149: fine
+        bw.write(rows(100, start=300))  # pid 1150: refused twice
+        bw.write(rows(100, start=400))
+        bw.close()
+        assert len(list(db.glob("audit-damaged-*.db.damaged"))) == 1
+        assert bw.lost_user == 100
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("SELECT id, lost_user FROM batches ORDER BY id").fetchall() == [(3, 100)]
+        con.close()
+        assert ids_in(db / "audit.db") == list(range(201, 301))
+
+    def test_run_refused_at_start_goes_to_a_new_file(self, tmp_path):
+        """The live file refuses the run row at start (a planted trigger): it is set aside and
+        the run, and its batches, begin in a new file that continues the chain."""
+        db = tmp_path / "db"
+        bw = writer(db)
+        bw.write(rows(100))
+        bw.close()
+        con = sqlite3.connect(db / "audit.db")
+        con.execute("CREATE TRIGGER planted BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'no'); END")
+        con.commit()
+        con.close()
+        bw = writer(db)
+        bw.write(rows(100, start=100))
+        bw.close()
+        (aside,) = db.glob("audit-damaged-*.db.damaged")
+        assert batches_of(db / "audit.db")[0][:2] == (2, batches_of(aside)[0][2])
+        assert ids_in(db / "audit.db") == list(range(101, 201))
 
 
 @pytest.fixture
@@ -358,7 +589,7 @@ class TestDiskFull:
         bw._conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         filler = fill_disk(tiny_fs / "filler")
         assert bw.rotate() is not None
-        assert rotation.rotated_files(db) and bw.run_id is not None
+        assert rotated_files(db) and bw.run_id is not None
         bw.write(rows(50, start=100))
         assert bw.events_written == 100
         filler.unlink()
@@ -399,15 +630,21 @@ class TestDiskFull:
         engine.dispose()
 
     def test_min_free_removes_oldest_rotated(self, tiny_fs):
-        """Below --min-free-mb, with retention on, the oldest rotated files go first."""
+        """Below --min-free-mb, with retention on, the oldest rotated files go first, also when
+        their names give the same second: what is left is the files made last, some of them,
+        and they hold the newest ids without a gap up to the last."""
         db = tiny_fs / "db"
         bw = writer(db, rotation=RotationPolicy(size_mb=0.25, keep=50, min_free_mb=2))
+        made = Rotations(bw).made
         for k in range(8):
-            bw.write(rows(1000, start=k * 1000, argbytes=100))
+            bw.write(rows(1000, start=k * 1000, argbytes=100, step=1_000))
         bw.close()
         assert rotation.free_mb(db) >= 1.5
-        remaining = rotation.rotated_files(db)
-        assert remaining, "the newest rotated files stay"
+        remaining = rotated_files(db)
+        assert remaining and len(remaining) < len(made)
+        assert remaining == made[len(made) - len(remaining):]
+        ids = event_ids(db)
+        assert ids == list(range(ids[0], 8001))
 
 
 class TestDurability:
@@ -448,17 +685,17 @@ class TestRotationWithReaders:
         db = tmp_path / "db"
         bw = writer(db, rotation=RotationPolicy(size_mb=0.3))
         bw.write(rows(100))
-        assert rotation.rotated_files(db) == []
+        assert rotated_files(db) == []
         reader = sqlite3.connect(db / "audit.db")
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM events").fetchone()
         bw.write(rows(2000, start=100, argbytes=200))
-        assert rotation.rotated_files(db) == []  # postponed while the read is open
+        assert rotated_files(db) == []  # postponed while the read is open
         reader.rollback()
         reader.close()
         time.sleep(1.1)
         bw.write(rows(10, start=2100))
         bw.close()
-        assert len(rotation.rotated_files(db)) >= 1
+        assert len(rotated_files(db)) >= 1
         assert count_events(db) == 2110
         assert verify(db) == []
