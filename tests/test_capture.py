@@ -210,25 +210,25 @@ class TestCounts:
 
 class TestLimits:
     def test_largest_accepted_limits_load_and_hold(self, daemon_factory, marker):
-        """The largest --max-args and --max-arg-bytes the config accepts (1024, 8192) load on
-        this kernel, and an exec with 1023 short arguments comes out whole, one with 1100 cut
-        at 1024 and marked truncated."""
+        """The largest --max-args and --max-arg-bytes the config accepts (256, 8192) load on
+        this kernel, and an exec with 255 arguments comes out whole, one with 300 cut at 256
+        and marked truncated."""
         from auditd_lite import config  # noqa: PLC0415
 
         top_args, top_bytes = config.MAX_ARGS_RANGE[1], config.MAX_ARG_BYTES_RANGE[1]
-        assert (top_args, top_bytes) == (1024, 8192)
+        assert (top_args, top_bytes) == (256, 8192)
         for key, value in (("max_args", top_args + 1), ("max_arg_bytes", top_bytes + 1)):
             with pytest.raises(BadInput):
                 config.RunSettings(**{key: value}).validate()
         d = daemon_factory("--max-args", top_args, "--max-arg-bytes", top_bytes)
-        whole = [str(marker)] + [f"{i}" for i in range(1022)]
-        cut = [str(marker)] + ["y"] * 1099
+        whole = [str(marker)] + [f"{i}" for i in range(254)]
+        cut = [str(marker)] + ["y"] * 299
         subprocess.run(whole, check=True)
         subprocess.run(cut, check=True)
         d.stop()
         recs = {r["argc"]: r for r in query_json(d.db_dir, "--filename", str(marker), "--event", "exec")}
-        assert recs[1023]["argv"] == whole and recs[1023]["args_truncated"] is False
-        assert recs[1100]["argv"] == cut[:1024] and recs[1100]["args_truncated"] is True
+        assert recs[255]["argv"] == whole and recs[255]["args_truncated"] is False
+        assert recs[300]["argv"] == cut[:256] and recs[300]["args_truncated"] is True
 
 
 class TestTransportAndPrint:
