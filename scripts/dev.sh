@@ -128,6 +128,8 @@ case "$cmd" in
         ;;
     test)
         setup
+        # the whole suite includes the VM tier
+        install_vm_debs
         exec "$venv/bin/python" -m pytest "$@"
         ;;
     *)
