@@ -20,17 +20,23 @@ need_root() {
     fi
 }
 
-install_debs() {
-    local arch pkgs=() p
-    arch=$(dpkg --print-architecture)
-    for p in python3-bpfcc python3-venv python3-pip sqlite3 "linux-headers-$arch" util-linux gcc libc6-dev strace; do
+# install_packages WHAT PKG...: the Debian packages among PKG not yet installed
+install_packages() {
+    local what=$1 pkgs=() p
+    shift
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
     done
     if [ ${#pkgs[@]} -gt 0 ]; then
-        say "installing Debian packages: ${pkgs[*]}"
+        say "installing Debian packages$what: ${pkgs[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
     fi
+}
+
+install_debs() {
+    install_packages "" python3-bpfcc python3-venv python3-pip sqlite3 \
+        "linux-headers-$(dpkg --print-architecture)" util-linux gcc libc6-dev strace
 }
 
 # The VM tier boots Debian's kernels under qemu (tests/vm/vm.py): qemu and
@@ -39,15 +45,7 @@ install_debs() {
 # (bullseye's too) for its private apt state. It needs no capture on this
 # host, so no doctor here.
 install_vm_debs() {
-    local pkgs=() p
-    for p in qemu-system-x86 busybox-static kmod zstd debian-archive-keyring; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
-    done
-    if [ ${#pkgs[@]} -gt 0 ]; then
-        say "installing Debian packages for the VM tier: ${pkgs[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-    fi
+    install_packages " for the VM tier" qemu-system-x86 busybox-static kmod zstd debian-archive-keyring
 }
 
 # bcc compiles against /lib/modules/$(uname -r)/build. When the running kernel
