@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, log_events, query_json, run_cli
+from conftest import Daemon, log_events, run_cli
 from test_storage import at_first_revision
 
 from auditd_lite import dbfiles, store
