@@ -73,7 +73,8 @@ def build_parser() -> Parser:
                    help="TOML settings file (default /etc/auditd-lite/auditd-lite.toml if present)")
     r.add_argument("--db-dir", type=Path, metavar="DIR", help="where the databases live")
     r.add_argument("--min-duration-ms", type=nonneg_int, metavar="N",
-                   help="record only exits of processes that lived N ms or more, and no execs")
+                   help="record exits only of processes that lived N ms or more, and no successful execs "
+                        "(failed execs still are)")
     r.add_argument("--print", action="store_true", default=None,
                    help="also print each event (a reader that falls behind only skips lines; the "
                         "database keeps them all; a closed pipe stops the daemon cleanly)")

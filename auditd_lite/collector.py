@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from .records import CNT_LOST, CNT_STASH_MISS
+from .records import CNT_LOST
 
 log = structlog.get_logger("auditd_lite.collector")
 
@@ -20,7 +20,6 @@ STOP = object()
 class Handover:
     raw: list  # record bytes, already copied out of the buffer
     lost_kernel: int  # cumulative since load
-    stash_misses: int  # cumulative since load
 
 
 class Collector(threading.Thread):
@@ -37,7 +36,7 @@ class Collector(threading.Thread):
         self.programs = None
         self.heartbeat = time.monotonic()
         self._buf: list = []
-        self._last = (0, 0)
+        self._last = 0
         self._stop_requested = threading.Event()
 
     def on_record(self, raw: bytes) -> None:
@@ -64,9 +63,8 @@ class Collector(threading.Thread):
             self.out.put(STOP)
 
     def _hand_over(self) -> None:
-        counters = self.programs.counters()
-        totals = (counters[CNT_LOST], counters[CNT_STASH_MISS])
-        if self._buf or totals != self._last:
+        lost = self.programs.counters()[CNT_LOST]
+        if self._buf or lost != self._last:
             buf, self._buf = self._buf, []
-            self._last = totals
-            self.out.put(Handover(buf, *totals))
+            self._last = lost
+            self.out.put(Handover(buf, lost))

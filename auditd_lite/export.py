@@ -353,7 +353,7 @@ class _Export:
                     self._batches_and_omitted(conn, lo, hi, select)
                 run_cols = _columns(conn, "src", "runs")
                 for row in conn.execute("SELECT * FROM src.runs"):
-                    self._merge_run(runs, dict(zip(run_cols, row)), path)
+                    self._merge_run(runs, dict(zip(run_cols, row)))
                 seen_cols = _columns(conn, "src", "seen_processes")
                 by_id = {r[0]: r for r in conn.execute("SELECT id, started_ns FROM src.runs")}
                 for row in conn.execute("SELECT * FROM src.seen_processes"):
@@ -468,7 +468,7 @@ class _Export:
                              [(r[0], batch_id, chain.row_digest(tuple(r), fmt)) for r in rows])
 
     @staticmethod
-    def _merge_run(runs: dict, rec: dict, path: Path) -> None:
+    def _merge_run(runs: dict, rec: dict) -> None:
         key = (rec.get("id"), rec.get("started_ns"))
         have = runs.get(key)
         if have is None:

@@ -10,7 +10,7 @@ recorded (docs/design.md, "Loss never silent"):
 - ``lost``: batches that carry records the kernel or the writer dropped
   (``lost_kernel``/``lost_user``), from the batch before them to them;
 - ``missing_records``: batch ids jump between two files (a file removed);
-- ``exits_only``: a run with ``min_duration_ms`` recorded no execs and only
+- ``exits_only``: a run with ``min_duration_ms`` recorded no successful execs and only
   exits of processes that lived at least that long;
 - ``before_first``/``outside_export``: the window asked for starts before
   anything was recorded, or reaches beyond what an export holds.
@@ -196,7 +196,7 @@ def collect(conns: Iterable[tuple[Path, sqlite3.Connection]], db_dir: Path | Non
         end, clean = ends[i]
         if run.min_duration_ms():
             gaps.append(Gap("exits_only", run.cover_start, end, runs=[run.id], detail=(
-                f"run {run.id} recorded no execs and only exits of processes that lived at least "
+                f"run {run.id} recorded no successful execs and only exits of processes that lived at least "
                 f"{run.min_duration_ms()} ms (min_duration_ms)")))
         last = i == len(ordered) - 1
         nxt = None if last else ordered[i + 1]

@@ -83,7 +83,7 @@ class Decoder:
     """Turns raw records into row tuples.
 
     ``realtime_offset_ns`` converts the kernel's CLOCK_MONOTONIC timestamps to
-    UTC; the collector refreshes it so a clock step is followed.
+    UTC; the writer refreshes it (BatchWriter) so a clock step is followed.
     """
 
     def __init__(self, max_args: int, realtime_offset_ns: int = 0):

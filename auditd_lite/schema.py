@@ -1,8 +1,7 @@
 """The one description of the database schema (SQLAlchemy 2.x models).
 
 Alembic revisions in ``migrations/`` are written against these models. The
-read side (query, tree, sql, export) uses plain ``sqlite3`` with the column
-names defined here mirrored in :mod:`auditd_lite.columns`, so that a query
+read side (query, tree, sql, export) uses plain ``sqlite3``, so that a query
 does not pay SQLAlchemy's import time.
 """
 

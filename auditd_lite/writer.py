@@ -82,7 +82,7 @@ def settle_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-__all__ = ["BatchWriter", "RotationPolicy", "Writer", "Attached", "Seeds"]
+__all__ = ["BatchWriter", "Writer", "Attached", "Seeds"]
 
 
 def _storage_error(e: Exception) -> bool:

@@ -405,7 +405,8 @@ class Workload:
 
 def simulate(args) -> dict:
     from auditd_lite import hostinfo, writer as writer_module
-    from auditd_lite.writer import BatchWriter, RotationPolicy
+    from auditd_lite.rotation import RotationPolicy
+    from auditd_lite.writer import BatchWriter
 
     rng = random.Random(args.seed)
     sim = Sim(rng, args.pid_max)

@@ -319,7 +319,8 @@ RAW_TRACEPOINT_PROBE(sched_process_exec)
     u32 old_tid = (u32)ctx->args[1];
     struct exec_buf *st = stash.lookup(&old_tid);
 #if MIN_DURATION_NS > 0
-    /* with a minimum duration only exits are reported (libbpf bootstrap) */
+    /* with a minimum duration no successful exec is reported (libbpf
+     * bootstrap); failed execs still are, from sys_exit */
     if (st)
         stash.delete(&old_tid);
     return 0;

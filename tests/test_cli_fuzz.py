@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditd_lite import cli
-from auditd_lite.writer import BatchWriter, RotationPolicy
+from auditd_lite.rotation import RotationPolicy
+from auditd_lite.writer import BatchWriter
 
 SEC = 10**9
 T0 = 1_795_000_000 * SEC

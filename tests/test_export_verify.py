@@ -22,7 +22,8 @@ from auditd_lite import cli, store
 from auditd_lite.dbfiles import connect_ro, database_files
 from auditd_lite.export import Progress
 from auditd_lite.timeparse import format_time
-from auditd_lite.writer import BatchWriter, RotationPolicy
+from auditd_lite.rotation import RotationPolicy
+from auditd_lite.writer import BatchWriter
 
 from conftest import SEC, T0, second_rows as rows
 from test_storage import at_first_revision

@@ -218,7 +218,7 @@ def test_missing_batches_between_files_are_a_gap(tmp_path):
 
 
 def test_exits_only_run_is_partial_coverage(tmp_path):
-    """A run with min_duration_ms recorded no execs: its whole span is reported."""
+    """A run with min_duration_ms recorded no successful execs: its whole span is reported."""
     d = tmp_path / "db"
     h = History(d).file("audit.db")
     h.run(1, at(10, 0), attached=at(10, 0, 1), stopped=at(10, 30), settings={"min_duration_ms": 500})

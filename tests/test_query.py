@@ -456,7 +456,8 @@ def test_unprivileged_reader_gets_wal_files_and_a_clear_permission_message(dbdir
 
 def test_exec_and_exit_join_across_a_rotation(tmp_path):
     """A process whose exec is in a rotated file and whose exit is in the next one is joined both ways."""
-    from auditd_lite.writer import BatchWriter, RotationPolicy
+    from auditd_lite.rotation import RotationPolicy
+    from auditd_lite.writer import BatchWriter
 
     t = at(10, 0)
     exec_ = ("exec", t, 4242, 4242, 1, 0, 0, "make", 777, 4242, 0, 0, 1, 1, "/usr/bin/make",

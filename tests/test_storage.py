@@ -18,7 +18,8 @@ from sqlalchemy.exc import OperationalError
 from auditd_lite import chain, dbfiles, rotation, store
 from conftest import fill_disk
 from auditd_lite.errors import CannotCapture
-from auditd_lite.writer import BatchWriter, RotationPolicy
+from auditd_lite.rotation import RotationPolicy
+from auditd_lite.writer import BatchWriter
 
 T0 = 1_795_000_000 * 10**9
 

@@ -11,9 +11,7 @@ with the kernel's ``group_dead`` and with the claims forced on.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import shutil
 import subprocess
 import threading
 import time

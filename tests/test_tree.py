@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from auditd_lite import cli
-from auditd_lite.writer import BatchWriter, RotationPolicy
+from auditd_lite.rotation import RotationPolicy
+from auditd_lite.writer import BatchWriter
 
 SEC = 10**9
 MS = 10**6
