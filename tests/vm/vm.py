@@ -961,7 +961,11 @@ def boot(kernel: Kernel, script: str | Path, results_dir: str | Path, timeout_s:
         finally:
             _stop(proc)
     total = time.monotonic() - t0
-    shutil.rmtree(ctl, ignore_errors=True)
+    if os.environ.get("AUDITD_LITE_VM_KEEP") == "1":
+        # qemu.cmd names this directory: kept, the boot can be rerun by hand
+        _log(f"kept {ctl} (AUDITD_LITE_VM_KEEP=1)")
+    else:
+        shutil.rmtree(ctl, ignore_errors=True)
     status = None
     with contextlib.suppress(FileNotFoundError, ValueError):
         status = int((results_dir / "exit_status").read_text().strip())
