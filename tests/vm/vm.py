@@ -316,12 +316,13 @@ def fetch(kernel: Kernel, refresh: bool = True) -> KernelTree:
 
     refresh=False skips apt-get update when this kernel was resolved before,
     so a run without network uses the cached kernel."""
-    if kernel.name in _resolved:
-        return _resolved[kernel.name]
     top = cache_dir()
+    key = f"{top}:{kernel.name}"
+    if key in _resolved:
+        return _resolved[key]
     with _locked(top / "locks" / f"{kernel.name}.lock"):
         tree = _fetch_locked(kernel, top, refresh)
-    _resolved[kernel.name] = tree
+    _resolved[key] = tree
     return tree
 
 
