@@ -5,21 +5,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
 
 import structlog
 
+from .messages import STOP, Handover
 from .records import CNT_LOST
 
 log = structlog.get_logger("auditd_lite.collector")
-
-STOP = object()
-
-
-@dataclass
-class Handover:
-    raw: list  # record bytes, already copied out of the buffer
-    lost_kernel: int  # cumulative since load
 
 
 class Collector(threading.Thread):

@@ -8,20 +8,21 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import structlog
 
 from . import logsetup, seed
-from .collector import STOP as STOP_WRITER, Collector
+from .collector import Collector
 from .config import RunSettings
 from .errors import CannotCapture
+from .messages import STOP, Attached, Seeds
 from .notify import Notifier
 from .records import Decoder
-from .service import Supervisor
 from .printer import Printer
-from .writer import Attached, BatchWriter, Seeds, Writer, settle_gc
+from .service import Supervisor
+from .writer import BatchWriter, Writer, settle_gc
 
 log = structlog.get_logger("auditd_lite.daemon")
 
@@ -69,23 +70,51 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
 
     # before the database is touched: a host without bcc records no run at all
     loader.import_bcc()
-
-    stop = threading.Event()
-    reload_requested = threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum, _frame):
-        # only record it: logging here could re-enter a write the main thread is in
-        received.append(signal.Signals(signum).name)
-        (reload_requested if signum == signal.SIGHUP else stop).set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    # installed before the slow compile: SIGHUP's default action would kill us
-    signal.signal(signal.SIGHUP, on_signal)
+    signals = _Signals()
     notifier = Notifier()
+    pipeline = _start(settings, loader, signals, notifier)
+    status = _serve(pipeline, settings, reread, signals, notifier)
+    return _stop(pipeline, signals, status)
 
-    printer = Printer(sys.stdout, on_closed=stop.set) if settings.print else None
+
+class _Signals:
+    """SIGTERM and SIGINT ask to stop, SIGHUP to reload; the handler only records them: logging
+    there could re-enter a write the main thread is in."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self._received: list[str] = []
+        # SIGHUP too, and now, before the slow compile: its default action would kill us
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._received.append(signal.Signals(signum).name)
+        (self.reload if signum == signal.SIGHUP else self.stop).set()
+
+    def log_received(self) -> None:
+        while self._received:
+            log.info("signal_received", signal=self._received.pop(0))
+
+    def ignore(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+
+
+@dataclass
+class _Pipeline:
+    batch_writer: BatchWriter
+    writer: Writer
+    collector: Collector
+    programs: object  # loader.Programs: loader imports bcc, so not at module level
+    printer: Printer | None
+    supervisor: Supervisor
+
+
+def _start(settings: RunSettings, loader, signals: _Signals, notifier: Notifier) -> _Pipeline:
+    """Database open (or records held), programs attached, running processes seeded, READY."""
+    printer = Printer(sys.stdout, on_closed=signals.stop.set) if settings.print else None
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     decoder = Decoder(settings.max_args)
     batch_writer = BatchWriter(settings.db_dir, settings.as_dict(), batch_size=settings.batch_size,
@@ -101,7 +130,7 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     try:
         programs = loader.Programs(loader.ProgramSettings.for_run(settings), collector.on_record)
     except BaseException:
-        inbox.put(STOP_WRITER)
+        inbox.put(STOP)
         writer.join()
         raise
     collector.programs = programs
@@ -113,47 +142,51 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     inbox.put(Seeds(list(seed.running_processes())))
     supervisor = Supervisor(notifier, (collector, writer), lambda: (
         batch_writer.events_written, batch_writer.lost_kernel, batch_writer.lost_user))
-    # programs attached, database open, running processes seeded
     supervisor.ready()
     settle_gc()
+    return _Pipeline(batch_writer, writer, collector, programs, printer, supervisor)
 
-    status = 0
-    while not stop.wait(0.5):
-        while received:
-            log.info("signal_received", signal=received.pop(0))
-        if not writer.is_alive() or not collector.is_alive():
-            log.error("worker_died", writer=writer.is_alive(), collector=collector.is_alive())
-            status = 1
-            break
-        if reload_requested.is_set():
-            reload_requested.clear()
-            settings = _reload(settings, reread, batch_writer, notifier)
-        supervisor.tick()
-    while received:
-        log.info("signal_received", signal=received.pop(0))
-    supervisor.stopping()
+
+def _serve(p: _Pipeline, settings: RunSettings, reread, signals: _Signals, notifier: Notifier) -> int:
+    """Until a stop is asked for (0) or a worker thread dies (1); reloads on the way."""
+    while not signals.stop.wait(0.5):
+        signals.log_received()
+        if not p.writer.is_alive() or not p.collector.is_alive():
+            log.error("worker_died", writer=p.writer.is_alive(), collector=p.collector.is_alive())
+            return 1
+        if signals.reload.is_set():
+            signals.reload.clear()
+            settings = _reload(settings, reread, p.batch_writer, notifier)
+        p.supervisor.tick()
+    return 0
+
+
+def _stop(p: _Pipeline, signals: _Signals, status: int) -> int:
+    """Capture stopped, the buffer drained, every record written; the exit status."""
+    signals.log_received()
+    p.supervisor.stopping()
     # a repeated SIGTERM while we flush and exit must not turn a clean stop into a kill:
     # past this point the first one is already being acted on
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
+    signals.ignore()
     log.info("daemon_stopping")
-    collector.stop()
-    if writer.is_alive():
-        collector.join()
-        writer.join()
+    p.collector.stop()
+    if p.writer.is_alive():
+        p.collector.join()
+        p.writer.join()
     else:
         # a dead writer cannot take the collector's last hand-over: do not wait on it
-        collector.join(timeout=2)
-    programs.close()
-    if printer is not None:
-        printer.close()
-    if writer.error is not None:
-        log.error("daemon_stopped", status=1, error=str(writer.error))
-        supervisor.stopped(1)
+        p.collector.join(timeout=2)
+    p.programs.close()
+    if p.printer is not None:
+        p.printer.close()
+    if p.writer.error is not None:
+        log.error("daemon_stopped", status=1, error=str(p.writer.error))
+        p.supervisor.stopped(1)
         return 1
-    supervisor.stopped(status)
-    log.info("daemon_stopped", status=status, events_written=batch_writer.events_written,
-             lost_kernel=batch_writer.lost_kernel, lost_user=batch_writer.lost_user)
+    p.supervisor.stopped(status)
+    bw = p.batch_writer
+    log.info("daemon_stopped", status=status, events_written=bw.events_written,
+             lost_kernel=bw.lost_kernel, lost_user=bw.lost_user)
     return status
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import gc
 import json
-import operator
 import os
 import queue
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -25,45 +23,17 @@ import structlog
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
-from . import __version__, chain, dbfiles, hostinfo, rotation, store
-from .collector import STOP, Handover
+from . import __version__, dbfiles, hostinfo, rotation, store
+from .batches import ChainPosition
 from .config import RunSettings
-from .records import ROW_FIELDS, Decoder
+from .holding import RETRY_S, Held
+from .livefile import LiveFile, live_is_damaged, storage_error, why
+from .messages import STOP, Attached, Handover, Seeds
+from .records import Decoder
 from .rotation import RotationPolicy
-from .schema import Batch, Event, Run, SeenProcess
+from .schema import Run, SeenProcess
 
 log = structlog.get_logger("auditd_lite.writer")
-
-assert chain.EVENT_COLUMNS == ("id", "run_id", "batch_id") + ROW_FIELDS
-# Core on the hot path, at driver level: one executemany per record type and
-# batch, with tuples in column order; the ORM's unit of work has no place
-# here. Binding a parameter costs the sqlite3 module more than SQLite's own
-# insert, so each record type binds only the columns it can fill: an exit
-# leaves the exec columns NULL and the reverse, exactly what binding None
-# stored (the hash chain reads the same row back). A multi-row VALUES
-# statement measured only ~2-6% faster whole-process: not worth its
-# statement-cache memory.
-EXIT_ONLY = ("status", "exit_code", "signal", "core_dumped", "duration_ns")
-EXEC_ONLY = ("old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
-             "args_truncated", "errno")
-
-
-def _insert_for(omit: tuple[str, ...]) -> tuple[str, Callable[[tuple], tuple]]:
-    """The INSERT binding every column but ``omit``, and the getter picking those values from a row."""
-    keep = [i for i, c in enumerate(chain.EVENT_COLUMNS) if c not in omit]
-    names = ", ".join(chain.EVENT_COLUMNS[i] for i in keep)
-    sql = f"INSERT INTO {Event.__tablename__} ({names}) VALUES ({', '.join('?' * len(keep))})"
-    return sql, operator.itemgetter(*keep)
-
-
-INSERT_EXEC, _EXEC_VALUES = _insert_for(EXIT_ONLY)
-INSERT_EXIT, _EXIT_VALUES = _insert_for(EXEC_ONLY)
-_EVENT = chain.EVENT_COLUMNS.index("event")
-INSERT_BATCH = (f"INSERT INTO {Batch.__tablename__} ({', '.join(chain.BATCH_HEADER)}, prev_hash, hash) "
-                f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER) + 2))})")
-COUNT_RUN = (f"UPDATE {Run.__tablename__} SET events_written = events_written + ?, "
-             "lost_kernel = lost_kernel + ?, lost_user = lost_user + ? WHERE id = ?")
-RETRY_S = 1.0  # how often a full disk is tried again
 
 DEFAULT_BATCH = RunSettings.batch_size
 
@@ -82,104 +52,53 @@ def settle_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-__all__ = ["BatchWriter", "Writer", "Attached", "Seeds"]
-
-
-def _storage_error(e: Exception) -> bool:
-    """SQLITE_FULL or an I/O error (extended codes included): the disk, not the data, is the problem."""
-    orig = getattr(e, "orig", e)
-    code = (getattr(orig, "sqlite_errorcode", 0) or 0) & 0xFF
-    return code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) or "disk is full" in str(orig)
-
-
-def _why(e: BaseException) -> str:
-    return str(getattr(e, "orig", None) or e) or type(e).__name__
-
-
-def live_is_damaged(path: Path) -> str | None:
-    """Why ``path`` cannot serve as the live database, or None if it can."""
-    if not path.exists():
-        return None
-    try:
-        con = dbfiles.connect_ro(path)
-        try:
-            check = con.execute("PRAGMA quick_check").fetchone()[0]
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as e:
-        # only what the file says about itself is damage: an I/O error or a
-        # full disk (no room for the -shm) says nothing about the file, and
-        # moving a healthy live file aside for it would split the evidence
-        if not _storage_error(e):
-            return str(e)
-        log.warning("live_database_not_checked", path=str(path), error=str(e))
-        return None
-    if check != "ok":
-        return f"integrity check: {check}"
-    if tables and "events" not in tables:
-        return "not an auditd-lite database"
-    return None
-
-
-def _tail(query: Callable[[str], list]) -> tuple[int | None, str | None, int]:
-    """(highest batch id or None, hash of the last hashed batch or None, highest event id or 0)
-    of one file; ``query`` runs a statement on it. Ids count whether or not a batch has a hash:
-    the first release wrote none, and the next batch must still follow its batches."""
-    columns = {r[1] for r in query("PRAGMA table_info(batches)")}
-    top_batch, top_event = query(
-        "SELECT (SELECT max(id) FROM batches), max((SELECT coalesce(max(id), 0) FROM events), "
-        "(SELECT coalesce(max(last_event_id), 0) FROM batches))")[0]
-    last_hash = None
-    if "hash" in columns:
-        row = query("SELECT hash FROM batches WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1")
-        last_hash = row[0][0] if row else None
-    return top_batch, last_hash, top_event
+__all__ = ["BatchWriter", "Writer"]
 
 
 class BatchWriter:
+    """The steps are other modules': the live file (livefile), a batch's chain link and
+    transaction (batches), the records a full disk holds (holding). This is the order of them,
+    and what happens when one fails."""
+
     def __init__(self, db_dir: Path, run_settings: dict, batch_size: int = DEFAULT_BATCH,
                  synchronous: str = "NORMAL", rotation: RotationPolicy = RotationPolicy(),
                  hold_limit: int = 200_000):
         self.db_dir = Path(db_dir)
         self.run_settings = run_settings
         self.batch_size = batch_size
-        self.synchronous = synchronous
         self.rotation = rotation
-        self.hold_limit = hold_limit
         self.run_id = None
         self.events_written = 0
         self.lost_kernel = 0  # as recorded in batches
         self.lost_user = 0  # records dropped because the disk stayed full too long
         self._lost_kernel_pending = 0
         self._lost_user_pending = 0
-        self._held: list[tuple] = []
-        self._disk_full_since: float | None = None
-        self._next_retry = 0.0
-        self._conn = None
-        self._engine = None
+        self._live = LiveFile(self.db_dir, synchronous)
+        self._held = Held(hold_limit)
+        self._chain = ChainPosition()
         self._rotate_after = 0.0
         self._lock_fd = None
         self._run_row: dict = {}
         self._seeds: list[dict] = []  # seen processes waiting for the run to reach the file
-        self._chain_known = False  # last hash and next ids, read once from the files
         # a live file was set aside and no batch has been written since: the next
         # failure is not the file's, so it is not set aside again
         self._set_aside_pending = False
         self._opening = False
-        self._file_first_ns = self._file_last_ns = None
-        self._file_opened = time.monotonic()
+
+    @property
+    def _conn(self):
+        return self._live.conn
 
     # -- opening and closing -------------------------------------------------
 
     def open(self) -> None:
         store.prepare_dir(self.db_dir)
         self._lock_fd = dbfiles.lock_dir(self.db_dir)
-        live = self.db_dir / dbfiles.LIVE_NAME
-        why = live_is_damaged(live)
-        if why:
+        live = self._live.path
+        reason = live_is_damaged(live)
+        if reason:
             aside = dbfiles.set_aside(self.db_dir)
-            log.warning("live_database_damaged", path=str(live), moved_to=str(aside), reason=why)
+            log.warning("live_database_damaged", path=str(live), moved_to=str(aside), reason=reason)
         self._run_row = dict(
             boot_id=hostinfo.boot_id(), host=hostinfo.host(), kernel=hostinfo.kernel(),
             version=__version__, settings=json.dumps(self.run_settings, sort_keys=True),
@@ -197,25 +116,22 @@ class BatchWriter:
         """Open the live file and record the run in it (at start, and in each new file after a
         rotation or a set-aside); False while it cannot be, to be tried again."""
         try:
-            self._open_live()
-            if not self._chain_known:
-                # only now, at the head revision: a file of the first release has no hash
-                # column until migrated, and its batches still hold ids the next ones follow
-                self._last_hash, self._next_event_id, self._next_batch_id = self._chain_tail()
-                self._chain_known = True
+            self._live.open()
+            if not self._chain.known:
+                self._chain.read(self._conn, self.db_dir)
             with self._conn.begin():
                 self.run_id = self._conn.execute(
                     Run.__table__.insert().values(**self._run_row)).inserted_primary_key[0]
                 self._run_row["id"] = self.run_id
                 self._insert_seeds(self._seeds)
         except Exception as e:
-            self._close_live()
-            if _storage_error(e):
+            self._live.close()
+            if storage_error(e):
                 self._disk_full(e, 0)
                 return False
-            log.error("run_not_started", path=str(self.db_dir / dbfiles.LIVE_NAME), error=_why(e))
+            log.error("run_not_started", path=str(self._live.path), error=why(e))
             if not self._set_aside_pending:
-                return self._set_aside_live(_why(e))
+                return self._set_aside_live(why(e))
             if self._opening:
                 raise  # not even a new file takes the run: nothing is captured yet, say so now
             self._disk_full(e, 0, event="database_unwritable")
@@ -223,14 +139,14 @@ class BatchWriter:
         if self._seeds:
             log.info("processes_seeded", count=len(self._seeds))
             self._seeds = []
-        log.info("database_opened", path=str(self.db_dir / dbfiles.LIVE_NAME), run_id=self.run_id)
+        log.info("database_opened", path=str(self._live.path), run_id=self.run_id)
         return True
 
     def _set_aside_live(self, reason: str) -> bool:
         """Move the live file out of the way and begin the run in a new one, whose first batch
         chains on from the last batch written (docs/design.md, "A live file that refuses a
         batch is set aside"); False while the new file cannot be made."""
-        self._close_live()
+        self._live.close()
         self._set_aside_pending = True
         try:
             aside = dbfiles.set_aside(self.db_dir)
@@ -238,64 +154,16 @@ class BatchWriter:
             self._disk_full(e, 0, event="database_unwritable")
             return False
         if aside is not None:  # else a new file failed as it was made, and is gone already
-            log.error("live_database_set_aside", path=str(self.db_dir / dbfiles.LIVE_NAME),
-                      moved_to=str(aside), reason=reason, next_batch_id=self._next_batch_id,
-                      prev_hash=self._last_hash)
+            log.error("live_database_set_aside", path=str(self._live.path),
+                      moved_to=str(aside), reason=reason, next_batch_id=self._chain.next_batch_id,
+                      prev_hash=self._chain.last_hash)
         return self._start_run()
 
-    def _chain_tail(self) -> tuple[str, int, int]:
-        """(last hash, next event id, next batch id): from the live file (on the writer's own
-        connection, migrated), else from the newest rotated file with batches."""
-        top_batch, last_hash, top_event = _tail(lambda sql: self._conn.exec_driver_sql(sql).fetchall())
-        unclean = self._conn.exec_driver_sql(
-            "SELECT id, started_ns FROM runs WHERE stopped_ns IS NULL").fetchall()
-        self._conn.rollback()  # end the read so the run's insert can begin its own transaction
-        # a rotated file holds copies of run rows that went on in a newer file:
-        # only the live file knows how its runs ended
-        for run_id, started in unclean:
-            log.warning("previous_run_unclean", run_id=run_id, started_ns=started,
-                        path=str(self.db_dir / dbfiles.LIVE_NAME))
-        if top_batch is None:  # no batches yet: the chain is in an older file
-            for path in reversed(dbfiles.rotated_files(self.db_dir)):
-                try:
-                    con = dbfiles.connect_ro(path)
-                    try:
-                        top_batch, last_hash, older_top = _tail(lambda sql: con.execute(sql).fetchall())
-                    finally:
-                        con.close()
-                except sqlite3.DatabaseError as e:
-                    log.warning("database_unreadable", path=str(path), error=str(e))
-                    continue
-                if top_batch is not None:
-                    top_event = max(top_event, older_top)
-                    break
-        # batches without a hash were written before the chain: it begins after them
-        return last_hash or chain.GENESIS, top_event + 1, (top_batch or 0) + 1
-
-    def _open_live(self) -> None:
-        self._engine, self._conn = store.open_live(self.db_dir, self.synchronous)
-        # two subqueries: min() and max() in one SELECT would read the whole index
-        r = self._conn.exec_driver_sql("SELECT (SELECT min(time_ns) FROM events), "
-                                       "(SELECT max(time_ns) FROM events)").fetchone()
-        self._file_first_ns, self._file_last_ns = r
-        self._conn.rollback()  # end the read so each batch can begin its own transaction
-        self._file_opened = time.monotonic()
-
-    def _close_live(self) -> None:
-        conn, engine, self._conn, self._engine = self._conn, self._engine, None, None
-        try:
-            if conn is not None:
-                conn.close()
-            if engine is not None:
-                engine.dispose()
-        except Exception as e:  # noqa: BLE001 - a file that failed a write may fail its close too
-            log.warning("database_close_failed", error=_why(e))
-
     def close(self, clean: bool = True) -> None:
-        if self._held or (self._conn is None and self._run_row):
+        if self._held.rows or (self._conn is None and self._run_row):
             self._try_write_held(force=True)  # a last try: it also starts a run the disk kept out
-        if self._held:
-            self._drop_held(len(self._held), "shutdown with the disk still full")
+        if self._held.rows:
+            self._drop_held(len(self._held.rows), "shutdown with the disk still full")
         if self._conn is None:
             log.error("run_not_recorded", path=str(self.db_dir), reason="the disk stayed full until the stop",
                       lost_user=self.lost_user)
@@ -307,12 +175,12 @@ class BatchWriter:
                         conn.execute(update(Run).where(Run.id == self.run_id).values(
                             stopped_ns=time.time_ns()))
                 except DBAPIError as e:
-                    log.error("run_not_closed", error=_why(e))
+                    log.error("run_not_closed", error=why(e))
             try:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             except DBAPIError:
                 pass
-            self._close_live()
+            self._live.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -327,8 +195,9 @@ class BatchWriter:
 
     def write(self, rows: list[tuple]) -> None:
         """Write ``rows`` in batches; while the disk is full, hold them (bounded)."""
-        if self._held or self._disk_full_since is not None:
-            self._held.extend(rows)
+        held = self._held.rows
+        if held or self._held.full_since is not None:
+            held.extend(rows)
             self._try_write_held()
             return
         for i in range(0, max(len(rows), 1), self.batch_size):
@@ -336,53 +205,49 @@ class BatchWriter:
             if not chunk and not self._lost_kernel_pending:
                 return
             if not self._write_batch(chunk):
-                self._held.extend(rows[i:])
+                held.extend(rows[i:])
                 self._bound_held()
                 return
             self.maybe_rotate()
 
     def _try_write_held(self, force: bool = False) -> None:
-        if not force and time.monotonic() < self._next_retry:
+        if not force and not self._held.retry_due():
             self._bound_held()
             return
         if self._conn is None and not self._start_run():
             self._bound_held()
             return
-        while self._held:
-            chunk = self._held[:self.batch_size]
+        held = self._held.rows
+        while held:
+            chunk = held[:self.batch_size]
             if not self._write_batch(chunk):
                 self._bound_held()
                 return
-            del self._held[:len(chunk)]
-        if self._disk_full_since is not None:
-            log.info("disk_space_returned", after_s=round(time.monotonic() - self._disk_full_since, 1),
-                     lost_user=self.lost_user)
-            self._disk_full_since = None
+            del held[:len(chunk)]
+        after = self._held.space_returned()
+        if after is not None:
+            log.info("disk_space_returned", after_s=round(after, 1), lost_user=self.lost_user)
         self.maybe_rotate()
 
     def _bound_held(self) -> None:
-        excess = len(self._held) - self.hold_limit
+        excess = self._held.excess()
         if excess > 0:
             self._drop_held(excess, "disk full longer than the memory bound")
 
-    def _drop_held(self, n: int, why: str) -> None:
-        del self._held[:n]  # the oldest go first; what is dropped is counted
-        self._count_lost(n, why)
+    def _drop_held(self, n: int, reason: str) -> None:
+        del self._held.rows[:n]  # the oldest go first; what is dropped is counted
+        self._count_lost(n, reason)
 
-    def _count_lost(self, n: int, why: str) -> None:
+    def _count_lost(self, n: int, reason: str) -> None:
         """Records dropped here: stored with the next batch and the run (docs/design.md, "Loss never silent")."""
         self._lost_user_pending += n
         self.lost_user += n
-        log.error("events_lost", where="user", count=n, reason=why, lost_user=self.lost_user)
+        log.error("events_lost", where="user", count=n, reason=reason, lost_user=self.lost_user)
 
     def _disk_full(self, e: Exception, held: int, event: str = "disk_full") -> None:
-        """Hold records and try again in RETRY_S: the disk is full (or, ``event``, the file cannot
+        """Hold records and try again shortly: the disk is full (or, ``event``, the file cannot
         be made at all)."""
-        if self._disk_full_since is None:
-            self._disk_full_since = time.monotonic()
-            log.error(event, path=str(self.db_dir), error=_why(e),
-                      held=len(self._held) + held, hold_limit=self.hold_limit)
-        self._next_retry = time.monotonic() + RETRY_S
+        self._held.disk_full(self.db_dir, e, held, event)
 
     def _write_batch(self, rows: list[tuple]) -> bool:
         """Write one batch; False while it cannot be written now (the caller holds the rows).
@@ -397,11 +262,11 @@ class BatchWriter:
                 self._set_aside_pending = False
                 return True
             except Exception as e:
-                if _storage_error(e):
+                if storage_error(e):
                     self._disk_full(e, len(rows))
                     return False
-                reason = _why(e)
-                log.error("batch_not_written", batch_id=self._next_batch_id, records=len(rows),
+                reason = why(e)
+                log.error("batch_not_written", batch_id=self._chain.next_batch_id, records=len(rows),
                           error=reason, kind=type(e).__name__, file=attempt)
             if self._set_aside_pending:
                 break
@@ -412,36 +277,15 @@ class BatchWriter:
 
     def _insert_batch(self, rows: list[tuple]) -> None:
         """One batch in one transaction; the writer's counters move only once it is committed."""
-        conn = self._conn
-        batch_id = self._next_batch_id
-        first = self._next_event_id
-        last = first + len(rows) - 1
         lost_k, lost_u = self._lost_kernel_pending, self._lost_user_pending
-        run_id = self.run_id
-        full = [(first + i, run_id, batch_id) + row for i, row in enumerate(rows)]
-        header = (batch_id, run_id, time.time_ns(), first if rows else None,
-                  last if rows else None, len(rows), lost_k, lost_u)
-        digest = chain.batch_hash(self._last_hash, header, chain.row_digests(full))
-        with conn.begin():
-            conn.exec_driver_sql(INSERT_BATCH, header + (self._last_hash, digest))
-            exits = [_EXIT_VALUES(r) for r in full if r[_EVENT] == "exit"]
-            if exits:
-                conn.exec_driver_sql(INSERT_EXIT, exits)
-            if len(exits) < len(full):
-                conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in full if r[_EVENT] != "exit"])
-            conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_k, lost_u, run_id))
-        self._last_hash = digest
-        self._next_batch_id += 1
-        self._next_event_id = last + 1
+        batch_id = self._chain.next_batch_id
+        self._chain.insert(self._conn, rows, self.run_id, time.time_ns(), lost_k, lost_u)
         self._lost_kernel_pending -= lost_k
         self._lost_user_pending -= lost_u
         self.lost_kernel += lost_k
         self.events_written += len(rows)
         if rows:
-            times = [r[1] for r in rows]
-            lo, hi = min(times), max(times)
-            self._file_first_ns = lo if self._file_first_ns is None else min(lo, self._file_first_ns)
-            self._file_last_ns = hi if self._file_last_ns is None else max(hi, self._file_last_ns)
+            self._live.note_times([r[1] for r in rows])
         log.debug("batch_written", batch_id=batch_id, records=len(rows), lost_kernel=lost_k)
 
     def _insert_seeds(self, seeds: list[dict]) -> None:
@@ -459,7 +303,7 @@ class BatchWriter:
                 self._insert_seeds(seeds)
         except DBAPIError as e:
             # not records of the capture, and no reason to set the file aside: said, and left
-            log.error("seeds_not_written", error=_why(e), count=len(processes))
+            log.error("seeds_not_written", error=why(e), count=len(processes))
             return
         log.info("processes_seeded", count=len(processes))
 
@@ -474,78 +318,41 @@ class BatchWriter:
                 self._conn.execute(update(Run).where(Run.id == self.run_id).values(
                     attached_ns=time_ns))
         except DBAPIError as e:
-            log.error("run_not_updated", field="attached_ns", error=_why(e))
+            log.error("run_not_updated", field="attached_ns", error=why(e))
 
     # -- rotation ------------------------------------------------------------
 
     def maybe_rotate(self) -> None:
         """Called between batches: rotate on size or age, and keep free space above the floor."""
         policy = self.rotation
-        if (self._disk_full_since is None and self._file_first_ns is not None
-                and time.monotonic() >= self._rotate_after):
-            due = False
-            if policy.size_mb:
-                # the database's own size, wherever its pages are (file or WAL)
-                try:
-                    size = self._conn.exec_driver_sql(
-                        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()").scalar()
-                    self._conn.rollback()
-                except DBAPIError as e:  # a file in trouble: the next batch tells, and sets it aside
-                    log.warning("rotation_check_failed", error=_why(e))
-                    size = 0
-                due = size >= policy.size_mb * 1024 * 1024
-            if policy.interval_s and time.monotonic() - self._file_opened >= policy.interval_s:
-                due = True
-            if due:
-                self.rotate()
+        if (self._held.full_since is None and self._live.first_ns is not None
+                and time.monotonic() >= self._rotate_after and self._rotation_due(policy)):
+            self.rotate()
         for p in rotation.make_room(self.db_dir, policy):
             log.warning("rotated_file_removed_for_space", path=str(p), min_free_mb=policy.min_free_mb)
 
+    def _rotation_due(self, policy: RotationPolicy) -> bool:
+        due = False
+        if policy.size_mb:
+            due = self._live.size_bytes() >= policy.size_mb * 1024 * 1024
+        if policy.interval_s and time.monotonic() - self._live.opened >= policy.interval_s:
+            due = True
+        return due
+
     def rotate(self) -> Path | None:
-        conn = self._conn
-        # a rotated file is read by users who cannot create its -shm: leave it
-        # as a plain rollback-journal database, everything checkpointed in.
-        # A reader with the file open makes that fail: try again later.
-        try:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-            mode = conn.exec_driver_sql("PRAGMA journal_mode=DELETE").scalar()
-        except DBAPIError as e:
-            mode = _why(e)
+        mode = self._live.to_rollback_journal()
         if mode != "delete":
-            try:
-                conn.rollback()
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-                conn.rollback()
-            except DBAPIError as e:
-                log.warning("journal_mode_not_restored", error=_why(e))
+            # a reader with the file open: try again later
             self._rotate_after = time.monotonic() + RETRY_S
             log.warning("rotation_postponed", reason=mode)
             return None
-        self._close_live()
-        live = self.db_dir / dbfiles.LIVE_NAME
-        target = dbfiles.rotated_path(self.db_dir, self._file_first_ns, self._file_last_ns)
-        os.replace(live, target)
-        os.chmod(target, dbfiles.ROTATED_MODE)
+        target = self._live.close_as_rotated()
         # the run goes on in the new file, which needs its own copy of the run
         # row; on a full disk records are held until it can be made
         self._start_run()
         deleted = rotation.apply_retention(self.db_dir, self.rotation.keep)
         log.info("rotated", path=str(target), deleted=[str(p) for p in deleted])
         return target
-
-
-class Attached:
-    """Message: every program is attached (time in UTC ns)."""
-
-    def __init__(self, time_ns: int):
-        self.time_ns = time_ns
-
-
-class Seeds:
-    """Message: processes found running at start."""
-
-    def __init__(self, processes: list[dict]):
-        self.processes = processes
 
 
 class Writer(threading.Thread):

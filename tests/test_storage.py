@@ -417,9 +417,7 @@ class TestWriterNeverDies:
         if how == "constraint":
             plant_refusal(db / "audit.db", batch_id=4)
             return
-        from auditd_lite import writer as writer_module
-
-        real = writer_module.chain.row_digests
+        real = chain.row_digests
         calls = []
 
         def once(rows_):
@@ -428,7 +426,7 @@ class TestWriterNeverDies:
                 raise RuntimeError("something unexpected")
             return real(rows_)
 
-        monkeypatch.setattr(writer_module.chain, "row_digests", once)
+        monkeypatch.setattr(chain, "row_digests", once)
 
     @pytest.mark.parametrize("how", ["constraint", "unexpected"])
     def test_refused_batch_is_written_in_a_new_file(self, tmp_path, monkeypatch, how):
@@ -460,19 +458,17 @@ class TestWriterNeverDies:
         """A batch that fails again in the new file (a record no file accepts): it is dropped
         and counted (lost_user 100, stored with the next batch), only one file is set aside, and
         the batches after it are written."""
-        from auditd_lite import writer as writer_module
-
         db = tmp_path / "db"
         bw = writer(db)
         bw.write(rows(100))
-        real = writer_module.chain.row_digests
+        real = chain.row_digests
 
         def poison(rows_):
             if any(r[5] == 1000 + 150 for r in rows_):  # pid, after id, run_id, batch_id
                 raise ValueError("a record no file accepts")
             return real(rows_)
 
-        monkeypatch.setattr(writer_module.chain, "row_digests", poison)
+        monkeypatch.setattr(chain, "row_digests", poison)
         bw.write(rows(100, start=200))  # pids 1100..1149: fine
         bw.write(rows(100, start=300))  # pid 1150: refused twice
         bw.write(rows(100, start=400))

@@ -1,0 +1,128 @@
+"""One batch in the live file: where it stands in the hash chain (docs/design.md, "Tamper
+evidence") and its one transaction."""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+from pathlib import Path
+from typing import Callable
+
+import structlog
+
+from . import chain, dbfiles
+from .schema import Batch, Event, Run
+
+# the writer's: these steps were its own, and the log keeps naming it
+log = structlog.get_logger("auditd_lite.writer")
+
+# Core on the hot path, at driver level: one executemany per record type and
+# batch, with tuples in column order; the ORM's unit of work has no place
+# here. Binding a parameter costs the sqlite3 module more than SQLite's own
+# insert, so each record type binds only the columns it can fill: an exit
+# leaves the exec columns NULL and the reverse, exactly what binding None
+# stored (the hash chain reads the same row back). A multi-row VALUES
+# statement measured only ~2-6% faster whole-process: not worth its
+# statement-cache memory. What a type can fill is the decoder's shape of it,
+# which tests/test_chain.py holds to chain's signatures.
+_NULL = type(None)
+EXEC_ONLY = tuple(c for c, t in zip(chain.EVENT_COLUMNS, chain.EXIT_SIGNATURE) if t is _NULL)
+EXIT_ONLY = tuple(c for c, a, b in zip(chain.EVENT_COLUMNS, chain.EXEC_SIGNATURE,
+                                        chain.EXEC_FAILED_SIGNATURE) if a is _NULL and b is _NULL)
+
+
+def _insert_for(omit: tuple[str, ...]) -> tuple[str, Callable[[tuple], tuple]]:
+    """The INSERT binding every column but ``omit``, and the getter picking those values from a row."""
+    keep = [i for i, c in enumerate(chain.EVENT_COLUMNS) if c not in omit]
+    names = ", ".join(chain.EVENT_COLUMNS[i] for i in keep)
+    sql = f"INSERT INTO {Event.__tablename__} ({names}) VALUES ({', '.join('?' * len(keep))})"
+    return sql, operator.itemgetter(*keep)
+
+
+INSERT_EXEC, _EXEC_VALUES = _insert_for(EXIT_ONLY)
+INSERT_EXIT, _EXIT_VALUES = _insert_for(EXEC_ONLY)
+_EVENT = chain.EVENT_COLUMNS.index("event")
+INSERT_BATCH = (f"INSERT INTO {Batch.__tablename__} ({', '.join(chain.BATCH_HEADER)}, prev_hash, hash) "
+                f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER) + 2))})")
+COUNT_RUN = (f"UPDATE {Run.__tablename__} SET events_written = events_written + ?, "
+             "lost_kernel = lost_kernel + ?, lost_user = lost_user + ? WHERE id = ?")
+
+
+def _tail(query: Callable[[str], list]) -> tuple[int | None, str | None, int]:
+    """(highest batch id or None, hash of the last hashed batch or None, highest event id or 0)
+    of one file; ``query`` runs a statement on it. Ids count whether or not a batch has a hash:
+    the first release wrote none, and the next batch must still follow its batches."""
+    columns = {r[1] for r in query("PRAGMA table_info(batches)")}
+    top_batch, top_event = query(
+        "SELECT (SELECT max(id) FROM batches), max((SELECT coalesce(max(id), 0) FROM events), "
+        "(SELECT coalesce(max(last_event_id), 0) FROM batches))")[0]
+    last_hash = None
+    if "hash" in columns:
+        row = query("SELECT hash FROM batches WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1")
+        last_hash = row[0][0] if row else None
+    return top_batch, last_hash, top_event
+
+
+class ChainPosition:
+    """The last hash written and the ids the next batch takes: read once from the files, then
+    moved only by a committed batch, so a batch written again (in a new file after a set-aside,
+    or after the disk had no room) is the same batch."""
+
+    def __init__(self):
+        self.known = False
+        self.last_hash: str | None = None
+        self.next_event_id = self.next_batch_id = None
+
+    def read(self, conn, db_dir: Path) -> None:
+        """From the live file on the writer's own connection, migrated (a file of the first
+        release has no hash column until then, and its batches still hold ids the next ones
+        follow), else from the newest rotated file with batches."""
+        top_batch, last_hash, top_event = _tail(lambda sql: conn.exec_driver_sql(sql).fetchall())
+        unclean = conn.exec_driver_sql(
+            "SELECT id, started_ns FROM runs WHERE stopped_ns IS NULL").fetchall()
+        conn.rollback()  # end the read so the run's insert can begin its own transaction
+        # a rotated file holds copies of run rows that went on in a newer file:
+        # only the live file knows how its runs ended
+        for run_id, started in unclean:
+            log.warning("previous_run_unclean", run_id=run_id, started_ns=started,
+                        path=str(db_dir / dbfiles.LIVE_NAME))
+        if top_batch is None:  # no batches yet: the chain is in an older file
+            for path in reversed(dbfiles.rotated_files(db_dir)):
+                try:
+                    con = dbfiles.connect_ro(path)
+                    try:
+                        top_batch, last_hash, older_top = _tail(lambda sql: con.execute(sql).fetchall())
+                    finally:
+                        con.close()
+                except sqlite3.DatabaseError as e:
+                    log.warning("database_unreadable", path=str(path), error=str(e))
+                    continue
+                if top_batch is not None:
+                    top_event = max(top_event, older_top)
+                    break
+        # batches without a hash were written before the chain: it begins after them
+        self.last_hash = last_hash or chain.GENESIS
+        self.next_event_id, self.next_batch_id = top_event + 1, (top_batch or 0) + 1
+        self.known = True
+
+    def insert(self, conn, rows: list[tuple], run_id: int, written_ns: int,
+               lost_kernel: int, lost_user: int) -> None:
+        """``rows`` as the next batch, in one transaction; the position moves once it is committed."""
+        batch_id = self.next_batch_id
+        first = self.next_event_id
+        last = first + len(rows) - 1
+        full = [(first + i, run_id, batch_id) + row for i, row in enumerate(rows)]
+        header = (batch_id, run_id, written_ns, first if rows else None,
+                  last if rows else None, len(rows), lost_kernel, lost_user)
+        digest = chain.batch_hash(self.last_hash, header, chain.row_digests(full))
+        with conn.begin():
+            conn.exec_driver_sql(INSERT_BATCH, header + (self.last_hash, digest))
+            exits = [_EXIT_VALUES(r) for r in full if r[_EVENT] == "exit"]
+            if exits:
+                conn.exec_driver_sql(INSERT_EXIT, exits)
+            if len(exits) < len(full):
+                conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in full if r[_EVENT] != "exit"])
+            conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_kernel, lost_user, run_id))
+        self.last_hash = digest
+        self.next_batch_id += 1
+        self.next_event_id = last + 1
