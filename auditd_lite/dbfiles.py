@@ -268,7 +268,7 @@ def _connect(path: Path, immutable: bool) -> tuple[sqlite3.Connection, bool]:
     conn.text_factory = lambda raw: raw.decode("utf-8", "backslashreplace")
     try:
         conn.execute("PRAGMA query_only = 1")
-        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
+        found = has_table(conn, "events")
     except sqlite3.OperationalError:
         conn.close()
         raise
@@ -303,8 +303,7 @@ def _has_tables(path: Path) -> bool:
     try:
         conn = connect_ro(path)
         try:
-            return conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                                "AND name = 'events'").fetchone()[0] > 0
+            return has_table(conn, "events")
         finally:
             conn.close()
     except sqlite3.Error:
@@ -401,7 +400,57 @@ def open_all(db_dir=None, db_file=None, attempts: int = 5) -> list[tuple[Path, s
     raise BadInput(f"the files in {db_dir} keep changing (rotating?); try again")
 
 
-def file_is_export(conn: sqlite3.Connection) -> bool:
-    """An export carries a manifest table."""
-    return conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'manifest'").fetchone() is not None
+def has_table(conn: sqlite3.Connection, name: str, schema: str = "main") -> bool:
+    """Does the database ``schema`` (main, or an ATTACH alias) of ``conn`` have the table ``name``?"""
+    return conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
+
+
+def file_is_export(conn: sqlite3.Connection, schema: str = "main") -> bool:
+    """Is this file an export (auditd_lite.export) rather than one the daemon wrote? It carries a
+    manifest table; every command that treats exports apart asks here."""
+    return has_table(conn, "manifest", schema)
+
+
+# A run's row is copied into every file the run wrote to, each copy counting what went into
+# that file, and only the file open when the run stopped has its stop time. One run is its
+# (id, started_ns): ids alone repeat in files from another directory. Every reader that puts
+# the copies together (stats, sql, export, gaps, tree) uses this rule.
+RUN_KEY = ("id", "started_ns")
+RUN_COUNTERS = ("events_written", "lost_kernel", "lost_user")
+# how each column of the copies is combined; a column not named is the same in every copy
+RUN_MERGE = {**dict.fromkeys(RUN_COUNTERS, "sum"), "attached_ns": "min", "stopped_ns": "max"}
+
+
+def run_key(row: dict) -> tuple:
+    return tuple(row.get(c) for c in RUN_KEY)
+
+
+def run_rows(conn: sqlite3.Connection, schema: str = "main") -> list[dict]:
+    """The run rows of one file as column -> value (a file of an older revision lacks some columns)."""
+    cols = [r[1] for r in conn.execute(f"PRAGMA {schema}.table_info(runs)")]
+    return [dict(zip(cols, row)) for row in conn.execute(f"SELECT * FROM {schema}.runs")]
+
+
+def merge_run(runs: dict, row: dict) -> dict:
+    """Fold one file's copy of a run row into ``runs`` (run_key -> merged row); the merged row.
+
+    Call it once per file that holds a copy: the counters add up file by file. None (a column
+    a copy lacks) counts as absent, as SQL's sum, min and max take it.
+    """
+    key = run_key(row)
+    have = runs.get(key)
+    if have is None:
+        runs[key] = have = dict(row)
+        return have
+    for col, how in RUN_MERGE.items():
+        values = [v for v in (have.get(col), row.get(col)) if v is not None]
+        if values:
+            have[col] = sum(values) if how == "sum" else min(values) if how == "min" else max(values)
+    return have
+
+
+def run_merge_sql(columns: list[str], quote=lambda c: c) -> str:
+    """The select list that merges a run's copies by RUN_MERGE, for ``... GROUP BY id, started_ns``."""
+    return ", ".join(quote(c) if c in RUN_KEY else f"{RUN_MERGE.get(c, 'min')}({quote(c)}) AS {quote(c)}"
+                     for c in columns)

@@ -126,30 +126,55 @@ def _jsonable(value):
     return str(value)
 
 
-def write_records(records: Iterable[dict], fmt: str, stream) -> int:
-    """Write ``records`` as ``table``, ``json`` (one object a line) or ``csv``; return how many."""
+FORMATS = ("table", "json", "csv")
+
+
+def write_json_line(obj, stream) -> None:
+    """One JSON object a line; bytes are decoded with escapes, as everywhere else."""
+    try:
+        stream.write(json.dumps(obj, ensure_ascii=False, default=_jsonable) + "\n")
+    except UnicodeEncodeError:  # an ASCII-only stream: JSON's own escapes keep it valid
+        stream.write(json.dumps(obj, default=_jsonable) + "\n")
+
+
+def write_formatted(items: Iterable, fmt: str, stream, *, as_json, csv_header: list, as_csv,
+                    table) -> int:
+    """The one switch between the output formats (FORMATS); return how many items were written.
+
+    ``as_json(item)`` is the object of its line, ``as_csv(item)`` its row under ``csv_header``
+    (written even with no rows: a script still gets valid CSV), and ``table(items, out)`` writes
+    the table itself and returns its count.
+    """
     out = _Out(stream)
     count = 0
     if fmt == "json":
-        for record in records:
-            line = json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n"
-            try:
-                stream.write(line)
-            except UnicodeEncodeError:  # an ASCII-only stream: JSON's own escapes keep it valid
-                stream.write(json.dumps(record, default=_jsonable) + "\n")
+        for item in items:
+            write_json_line(as_json(item), stream)
             count += 1
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)  # even with no rows: a script still gets valid CSV
-        for record in records:
-            writer.writerow(_csv_row(record))
+        writer.writerow(csv_header)
+        for item in items:
+            writer.writerow(as_csv(item))
             count += 1
     elif fmt == "table":
-        for record in records:
-            if count == 0:  # no lone header when nothing matched
-                out.write(TABLE_HEADER + "\n")
-            out.write(format_event_line(record) + "\n")
-            count += 1
+        count = table(items, out)
     else:
-        raise BadInput(f"bad format {fmt!r}: use table, json or csv")
+        raise BadInput(f"bad format {fmt!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
     return count
+
+
+def _record_table(records: Iterable[dict], out: _Out) -> int:
+    count = 0
+    for record in records:
+        if count == 0:  # no lone header when nothing matched
+            out.write(TABLE_HEADER + "\n")
+        out.write(format_event_line(record) + "\n")
+        count += 1
+    return count
+
+
+def write_records(records: Iterable[dict], fmt: str, stream) -> int:
+    """Write ``records`` as ``table``, ``json`` (one object a line) or ``csv``; return how many."""
+    return write_formatted(records, fmt, stream, as_json=lambda r: r, csv_header=CSV_COLUMNS,
+                           as_csv=_csv_row, table=_record_table)

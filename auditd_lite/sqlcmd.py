@@ -22,8 +22,6 @@ a few schema-describing pragmas. Anything else fails with exit status 2.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 import shutil
@@ -31,15 +29,12 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from .dbfiles import needs_immutable, open_ro, ro_uri
+from .dbfiles import RUN_KEY, has_table, needs_immutable, open_ro, ro_uri, run_merge_sql
 from .errors import BadInput
-from .output import _Out, quote
+from .output import quote, write_formatted
 
 # columns of a table filtered by --since/--until
 TIME_COLUMNS = {"events": "time_ns", "batches": "written_ns", "seen_processes": "time_ns"}
-# runs: one row per run, merging the copies in each file
-RUN_MERGE = {"attached_ns": "min", "stopped_ns": "max", "lost_kernel": "sum", "lost_user": "sum",
-             "events_written": "sum"}
 SKIP_TABLES = ("sqlite_",)
 
 _A = sqlite3
@@ -72,91 +67,34 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class Workspace:
-    """An in-memory connection with every file attached and the union views made."""
+def _attach(conn: sqlite3.Connection, path: Path, alias: str) -> None:
+    open_ro(path).close()  # the same checks and messages as every other command
+    try:
+        conn.execute("ATTACH DATABASE ? AS " + alias, (ro_uri(path, needs_immutable(path)),))
+    except sqlite3.Error as exc:
+        raise BadInput(f"cannot open {path}: {exc}") from None
 
-    def __init__(self, paths: list[Path], since_ns: int | None = None, until_ns: int | None = None,
-                 sql: str | None = None, note=None):
-        self.paths = list(paths)
+
+def _tables(conn: sqlite3.Connection, alias: str) -> dict[str, list[str]]:
+    out = {}
+    for (name,) in conn.execute(f"SELECT name FROM {alias}.sqlite_master WHERE type = 'table'"):
+        if name.startswith(SKIP_TABLES):
+            continue
+        out[name] = [r[1] for r in conn.execute(f"PRAGMA {alias}.table_info({_ident(name)})")]
+    return out
+
+
+class _Window:
+    """--since/--until as the WHERE of each table that has a time column."""
+
+    def __init__(self, since_ns: int | None, until_ns: int | None):
         self.since_ns, self.until_ns = since_ns, until_ns
-        self.note = note or (lambda text: None)
-        self.tmpdir: str | None = None
-        self.conn = sqlite3.connect(":memory:", uri=True)
-        self.conn.text_factory = lambda raw: raw.decode("utf-8", "backslashreplace")
-        try:
-            self._build(sql)
-        except BaseException:
-            self.close()
-            raise
 
-    # -- building --------------------------------------------------------
+    @property
+    def open(self) -> bool:
+        return self.since_ns is None and self.until_ns is None
 
-    def _attach(self, path: Path, alias: str) -> None:
-        open_ro(path).close()  # the same checks and messages as every other command
-        try:
-            self.conn.execute("ATTACH DATABASE ? AS " + alias, (ro_uri(path, needs_immutable(path)),))
-        except sqlite3.Error as exc:
-            raise BadInput(f"cannot open {path}: {exc}") from None
-
-    def _tables(self, alias: str) -> dict[str, list[str]]:
-        out = {}
-        for (name,) in self.conn.execute(f"SELECT name FROM {alias}.sqlite_master WHERE type = 'table'"):
-            if name.startswith(SKIP_TABLES):
-                continue
-            out[name] = [r[1] for r in self.conn.execute(f"PRAGMA {alias}.table_info({_ident(name)})")]
-        return out
-
-    def _build(self, sql: str | None) -> None:
-        limit = self.conn.getlimit(sqlite3.SQLITE_LIMIT_ATTACHED)
-        # with more files than that: the newest attached directly, leaving two slots for the
-        # temporary database and the file being copied into it
-        direct = self.paths if len(self.paths) <= limit else self.paths[:limit - 2]
-        older = self.paths[len(direct):]
-        sources: list[tuple[str, str]] = []  # (alias, label)
-        for i, path in enumerate(direct):
-            self._attach(path, f"f{i}")
-            sources.append((f"f{i}", str(path)))
-        if older:
-            sources.append(("merged", self._merge(older, sql)))
-        schemas = {alias: self._tables(alias) for alias, _ in sources}
-        tables: dict[str, list[str]] = {}
-        for alias, _ in sources:
-            for name, cols in schemas[alias].items():
-                have = tables.setdefault(name, [])
-                have.extend(c for c in cols if c not in have)
-        self.sources = sources
-        # a UNION ALL view hands every column of every row to the statement: give it only the
-        # columns the statement reads (SQLite 3.40 does not prune them by itself)
-        reads = self._read_columns(sql, sources[0][0]) if sources else None
-        for name, cols in list(tables.items()):
-            if reads is None or name == "runs":
-                continue
-            used = [c for c in cols if c in reads.get(name, ())]
-            tables[name] = used or [CHEAP_COLUMN.get(name) if CHEAP_COLUMN.get(name) in cols else cols[0]]
-        for name, cols in tables.items():
-            parts = []
-            for alias, _ in sources:
-                if name not in schemas[alias]:
-                    continue
-                mine = schemas[alias][name]
-                select = ", ".join(_ident(c) if c in mine else f"NULL AS {_ident(c)}" for c in cols)
-                part = f"SELECT {select} FROM {alias}.{_ident(name)}"
-                where = self._window(name, mine)
-                parts.append(part + where)
-            body = "\nUNION ALL\n".join(parts)
-            if name == "runs" and {"id", "started_ns"} <= set(cols):
-                agg = ", ".join(f"{RUN_MERGE.get(c, 'min')}({_ident(c)}) AS {_ident(c)}"
-                                if c not in ("id", "started_ns") else _ident(c) for c in cols)
-                body = f"SELECT {agg} FROM ({body}) GROUP BY id, started_ns ORDER BY id, started_ns"
-            self.conn.execute(f"CREATE TEMP VIEW {_ident(name)} AS {body}")
-        self.conn.execute("CREATE TEMP TABLE files (alias TEXT, name TEXT, path TEXT)")
-        for alias, label in sources:
-            self.conn.execute("INSERT INTO files VALUES (?, ?, ?)", (alias, Path(label).name, label))
-        self.conn.commit()
-        self.conn.execute("PRAGMA query_only = 1")
-        self.conn.set_authorizer(_authorizer)
-
-    def _window(self, table: str, cols: list[str]) -> str:
+    def where(self, table: str, cols: list[str]) -> str:
         column = TIME_COLUMNS.get(table)
         if column is None or column not in cols:
             return ""
@@ -167,75 +105,154 @@ class Workspace:
             terms.append(f"{column} < {int(self.until_ns)}")
         return (" WHERE " + " AND ".join(terms)) if terms else ""
 
-    def _read_columns(self, sql: str | None, alias: str) -> dict[str, set[str]] | None:
-        """The columns of each table ``sql`` reads, found by compiling it against empty copies of
-        the tables; None when that cannot be told (then views carry every column)."""
-        if not sql:
-            return None
-        probe = sqlite3.connect(":memory:")
+
+def read_columns(conn: sqlite3.Connection, sql: str | None, alias: str) -> dict[str, set[str]] | None:
+    """The columns of each table ``sql`` reads, found by compiling it against empty copies of
+    the tables of ``alias``; None when that cannot be told (then views carry every column)."""
+    if not sql:
+        return None
+    probe = sqlite3.connect(":memory:")
+    try:
+        for (create,) in conn.execute(
+                f"SELECT sql FROM {alias}.sqlite_master WHERE type = 'table' AND sql IS NOT NULL "
+                "AND name NOT LIKE 'sqlite_%'"):
+            probe.execute(create)
+        probe.execute("CREATE TABLE IF NOT EXISTS files (alias TEXT, name TEXT, path TEXT)")
+        read: dict[str, set[str]] = {}
+        other = []
+
+        def watch(action, arg1, arg2, db, trigger):
+            if action == _A.SQLITE_READ and arg1:
+                read.setdefault(arg1, set()).add(arg2)
+            elif action not in (_A.SQLITE_SELECT, _A.SQLITE_FUNCTION, _A.SQLITE_RECURSIVE):
+                other.append(action)  # a pragma describes whole tables: keep every column
+            return _authorizer(action, arg1, arg2, db, trigger)
+
+        probe.set_authorizer(watch)
         try:
-            for (create,) in self.conn.execute(
-                    f"SELECT sql FROM {alias}.sqlite_master WHERE type = 'table' AND sql IS NOT NULL "
-                    "AND name NOT LIKE 'sqlite_%'"):
-                probe.execute(create)
-            probe.execute("CREATE TABLE IF NOT EXISTS files (alias TEXT, name TEXT, path TEXT)")
-            read: dict[str, set[str]] = {}
-            other = []
+            probe.execute("EXPLAIN " + sql)
+        except (sqlite3.Error, sqlite3.Warning, ValueError):
+            return None  # the real run reports the error
+        return None if other else read
+    finally:
+        probe.close()
 
-            def watch(action, arg1, arg2, db, trigger):
-                if action == _A.SQLITE_READ and arg1:
-                    read.setdefault(arg1, set()).add(arg2)
-                elif action not in (_A.SQLITE_SELECT, _A.SQLITE_FUNCTION, _A.SQLITE_RECURSIVE):
-                    other.append(action)  # a pragma describes whole tables: keep every column
-                return _authorizer(action, arg1, arg2, db, trigger)
 
-            probe.set_authorizer(watch)
-            try:
-                probe.execute("EXPLAIN " + sql)
-            except (sqlite3.Error, sqlite3.Warning, ValueError):
-                return None  # the real run reports the error
-            return None if other else read
-        finally:
-            probe.close()
+def _copy_older(conn: sqlite3.Connection, older: list[Path], sql: str | None, window: _Window,
+                tmpdir: str, total: int, note) -> str:
+    """Copy the tables ``sql`` reads from the ``older`` files into one database in ``tmpdir``,
+    attached as ``merged``; its label for the files table."""
+    _attach(conn, older[0], "probe")
+    columns = read_columns(conn, sql, "probe")
+    wanted = set(columns) if columns is not None else None
+    conn.execute("DETACH DATABASE probe")
+    size = sum(p.stat().st_size for p in older)
+    free = shutil.disk_usage(tmpdir).free
+    if size > free:
+        raise BadInput(
+            f"{total} files are more than SQLite attaches at once, and copying the "
+            f"{len(older)} oldest ({size >> 20} MiB) does not fit in {tmpdir} ({free >> 20} MiB "
+            "free): narrow with --since/--until, or set TMPDIR")
+    note(f"{total} files are more than SQLite attaches at once (10): copying "
+         f"{', '.join(sorted(wanted)) if wanted is not None else 'every table'} of the "
+         f"{len(older)} oldest files into a temporary database")
+    conn.execute("ATTACH DATABASE ? AS merged", (os.path.join(tmpdir, "merged.db"),))
+    conn.execute("PRAGMA merged.journal_mode = OFF")
+    conn.execute("PRAGMA merged.synchronous = OFF")
+    made: dict[str, list[str]] = {}
+    for path in older:
+        _attach(conn, path, "src")
+        for name, cols in _tables(conn, "src").items():
+            if wanted is not None and name not in wanted:
+                continue
+            if name not in made:  # no keys: a run's row repeats, one copy per file
+                conn.execute(f"CREATE TABLE merged.{_ident(name)} AS "
+                             f"SELECT * FROM src.{_ident(name)} WHERE 0")
+                made[name] = cols
+            common = [c for c in cols if c in made[name]]
+            col_list = ", ".join(_ident(c) for c in common)
+            conn.execute(f"INSERT INTO merged.{_ident(name)} ({col_list}) "
+                         f"SELECT {col_list} FROM src.{_ident(name)}{window.where(name, cols)}")
+        conn.commit()
+        conn.execute("DETACH DATABASE src")
+    return f"{len(older)} older files (merged)"
 
-    def _merge(self, older: list[Path], sql: str | None) -> str:
-        """Copy the tables ``sql`` reads from the ``older`` files into one temporary database."""
-        self._attach(older[0], "probe")
-        columns = self._read_columns(sql, "probe")
-        wanted = set(columns) if columns is not None else None
-        self.conn.execute("DETACH DATABASE probe")
-        size = sum(p.stat().st_size for p in older)
-        self.tmpdir = tempfile.mkdtemp(prefix="auditd-lite-sql-")
-        free = shutil.disk_usage(self.tmpdir).free
-        if size > free:
-            raise BadInput(
-                f"{len(self.paths)} files are more than SQLite attaches at once, and copying the "
-                f"{len(older)} oldest ({size >> 20} MiB) does not fit in {self.tmpdir} ({free >> 20} MiB "
-                "free): narrow with --since/--until, or set TMPDIR")
-        self.note(f"{len(self.paths)} files are more than SQLite attaches at once (10): copying "
-                  f"{', '.join(sorted(wanted)) if wanted is not None else 'every table'} of the "
-                  f"{len(older)} oldest files into a temporary database")
-        merged = os.path.join(self.tmpdir, "merged.db")
-        self.conn.execute("ATTACH DATABASE ? AS merged", (merged,))
-        self.conn.execute("PRAGMA merged.journal_mode = OFF")
-        self.conn.execute("PRAGMA merged.synchronous = OFF")
-        made: dict[str, list[str]] = {}
-        for path in older:
-            self._attach(path, "src")
-            for name, cols in self._tables("src").items():
-                if wanted is not None and name not in wanted:
-                    continue
-                if name not in made:  # no keys: a run's row repeats, one copy per file
-                    self.conn.execute(f"CREATE TABLE merged.{_ident(name)} AS "
-                                      f"SELECT * FROM src.{_ident(name)} WHERE 0")
-                    made[name] = cols
-                common = [c for c in cols if c in made[name]]
-                col_list = ", ".join(_ident(c) for c in common)
-                self.conn.execute(f"INSERT INTO merged.{_ident(name)} ({col_list}) "
-                                  f"SELECT {col_list} FROM src.{_ident(name)}{self._window(name, cols)}")
-            self.conn.commit()
-            self.conn.execute("DETACH DATABASE src")
-        return f"{len(older)} older files (merged)"
+
+def _union_columns(schemas: dict[str, dict[str, list[str]]], reads: dict[str, set[str]] | None
+                   ) -> dict[str, list[str]]:
+    """Each table's columns over every source; with ``reads``, only those the statement reads."""
+    tables: dict[str, list[str]] = {}
+    for tables_of in schemas.values():
+        for name, cols in tables_of.items():
+            have = tables.setdefault(name, [])
+            have.extend(c for c in cols if c not in have)
+    # a UNION ALL view hands every column of every row to the statement: give it only the
+    # columns the statement reads (SQLite 3.40 does not prune them by itself)
+    for name, cols in list(tables.items()):
+        if reads is None or name == "runs":
+            continue
+        used = [c for c in cols if c in reads.get(name, ())]
+        tables[name] = used or [CHEAP_COLUMN.get(name) if CHEAP_COLUMN.get(name) in cols else cols[0]]
+    return tables
+
+
+def _view_sql(name: str, cols: list[str], schemas: dict[str, dict[str, list[str]]], window: _Window) -> str:
+    parts = []
+    for alias, tables_of in schemas.items():
+        if name not in tables_of:
+            continue
+        mine = tables_of[name]
+        select = ", ".join(_ident(c) if c in mine else f"NULL AS {_ident(c)}" for c in cols)
+        parts.append(f"SELECT {select} FROM {alias}.{_ident(name)}" + window.where(name, mine))
+    body = "\nUNION ALL\n".join(parts)
+    if name == "runs" and set(RUN_KEY) <= set(cols):
+        body = (f"SELECT {run_merge_sql(cols, _ident)} FROM ({body}) "
+                f"GROUP BY {', '.join(RUN_KEY)} ORDER BY {', '.join(RUN_KEY)}")
+    return body
+
+
+class Workspace:
+    """An in-memory connection with every file attached and the union views made."""
+
+    def __init__(self, paths: list[Path], since_ns: int | None = None, until_ns: int | None = None,
+                 sql: str | None = None, note=None):
+        self.paths = list(paths)
+        self.window = _Window(since_ns, until_ns)
+        self.note = note or (lambda text: None)
+        self.tmpdir: str | None = None
+        self.conn = sqlite3.connect(":memory:")
+        self.conn.text_factory = lambda raw: raw.decode("utf-8", "backslashreplace")
+        try:
+            self._build(sql)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, sql: str | None) -> None:
+        limit = self.conn.getlimit(sqlite3.SQLITE_LIMIT_ATTACHED)
+        # with more files than that: the newest attached directly, leaving two slots for the
+        # temporary database and the file being copied into it
+        direct = self.paths if len(self.paths) <= limit else self.paths[:limit - 2]
+        older = self.paths[len(direct):]
+        sources: list[tuple[str, str]] = []  # (alias, label)
+        for i, path in enumerate(direct):
+            _attach(self.conn, path, f"f{i}")
+            sources.append((f"f{i}", str(path)))
+        if older:
+            self.tmpdir = tempfile.mkdtemp(prefix="auditd-lite-sql-")
+            sources.append(("merged", _copy_older(self.conn, older, sql, self.window, self.tmpdir,
+                                                  len(self.paths), self.note)))
+        self.sources = sources
+        schemas = {alias: _tables(self.conn, alias) for alias, _ in sources}
+        reads = read_columns(self.conn, sql, sources[0][0]) if sources else None
+        for name, cols in _union_columns(schemas, reads).items():
+            self.conn.execute(f"CREATE TEMP VIEW {_ident(name)} AS {_view_sql(name, cols, schemas, self.window)}")
+        self.conn.execute("CREATE TEMP TABLE files (alias TEXT, name TEXT, path TEXT)")
+        for alias, label in sources:
+            self.conn.execute("INSERT INTO files VALUES (?, ?, ?)", (alias, Path(label).name, label))
+        self.conn.commit()
+        self.conn.execute("PRAGMA query_only = 1")
+        self.conn.set_authorizer(_authorizer)
 
     def close(self) -> None:
         try:
@@ -244,21 +261,21 @@ class Workspace:
             if self.tmpdir:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
 
-    # -- running ---------------------------------------------------------
+    def _whole_count(self, sql: str) -> str:
+        """``SELECT count(*) FROM <table>`` over the whole files as the sum of each file's count."""
+        whole = _WHOLE_COUNT.fullmatch(sql)
+        if not whole or not self.window.open or whole[3].lower() not in ("events", "batches", "seen_processes"):
+            return sql
+        table = whole[3].lower()
+        arms = [f"SELECT count(*) AS n FROM {alias}.{table}" for alias, _ in self.sources
+                if has_table(self.conn, table, alias)]
+        return f"SELECT sum(n) AS {_ident(whole[1])} FROM ({' UNION ALL '.join(arms)})" if arms else sql
 
     def execute(self, sql: str) -> sqlite3.Cursor:
         if not sql.strip():
             raise BadInput("empty SQL statement")
-        whole = _WHOLE_COUNT.fullmatch(sql)
-        if (whole and self.since_ns is None and self.until_ns is None
-                and whole[3].lower() in ("events", "batches", "seen_processes")):
-            arms = [f"SELECT count(*) AS n FROM {alias}.{whole[3].lower()}" for alias, _ in self.sources
-                    if self.conn.execute(f"SELECT 1 FROM {alias}.sqlite_master WHERE type = 'table' "
-                                         "AND name = ?", (whole[3].lower(),)).fetchone()]
-            if arms:
-                sql = f"SELECT sum(n) AS {_ident(whole[1])} FROM ({' UNION ALL '.join(arms)})"
         try:
-            cur = self.conn.execute(sql)
+            cur = self.conn.execute(self._whole_count(sql))
         except sqlite3.DatabaseError as exc:
             raise _refusal(exc) from None
         except (sqlite3.Warning, sqlite3.ProgrammingError, ValueError, OverflowError) as exc:
@@ -288,12 +305,6 @@ def _text(value) -> str:
     return str(value)
 
 
-def _json_value(value):
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    return value
-
-
 def _unique(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
@@ -307,29 +318,9 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def write_rows(cur: sqlite3.Cursor, fmt: str, stream) -> int:
-    """Write the result as table, json (one object a line) or csv; return the row count."""
-    if cur.description is None:
-        return 0
-    names = _unique([d[0] for d in cur.description])
-    out = _Out(stream)
-    count = 0
-    rows = _rows(cur)
-    if fmt == "json":
-        for row in rows:
-            obj = {k: _json_value(v) for k, v in zip(names, row)}
-            try:
-                stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
-            except UnicodeEncodeError:
-                stream.write(json.dumps(obj) + "\n")
-            count += 1
-    elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(names)
-        for row in rows:
-            writer.writerow(["" if v is None else _text(v) for v in row])
-            count += 1
-    elif fmt == "table":
+def _table(names: list[str]):
+    """Rows as aligned columns, sized by the first TABLE_WIDTH_ROWS rows; numbers to the right."""
+    def write(rows, out) -> int:
         head: list[list[str]] = []
         for row in rows:
             head.append([_text(v) for v in row])
@@ -346,13 +337,22 @@ def write_rows(cur: sqlite3.Cursor, fmt: str, stream) -> int:
             out.write(line(names) + "\n")
         for cells in head:
             out.write(line(cells) + "\n")
-            count += 1
+        count = len(head)
         for row in rows:
             out.write(line([_text(v) for v in row]) + "\n")
             count += 1
-    else:
-        raise BadInput(f"bad format {fmt!r}: use table, json or csv")
-    return count
+        return count
+    return write
+
+
+def write_rows(cur: sqlite3.Cursor, fmt: str, stream) -> int:
+    """Write the result as table, json (one object a line) or csv; return the row count."""
+    if cur.description is None:
+        return 0
+    names = _unique([d[0] for d in cur.description])
+    return write_formatted(_rows(cur), fmt, stream, as_json=lambda row: dict(zip(names, row)),
+                           csv_header=names, as_csv=lambda row: ["" if v is None else _text(v) for v in row],
+                           table=_table(names))
 
 
 def _is_number(text: str) -> bool:

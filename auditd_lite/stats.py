@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .dbfiles import daemon_running, open_ro, set_aside_files, set_aside_time_ns
+from .dbfiles import daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
 from .timeparse import format_time
 
 EVENT_TYPES = ("exec", "exec_failed", "exit")
@@ -19,6 +19,15 @@ def revision_of(conn) -> str | None:
     except Exception:  # an export or a foreign tool's copy may have no Alembic table
         return None
     return row[0] if row else None
+
+
+def _run_summary(r: dict) -> dict:
+    stopped = r.get("stopped_ns")
+    return {"id": r["id"], "boot_id": r.get("boot_id"), "host": r.get("host"), "kernel": r.get("kernel"),
+            "version": r.get("version"), "started": format_time(r["started_ns"]),
+            "stopped": format_time(stopped) if stopped is not None else None,
+            "events_written": r.get("events_written") or 0, "lost_kernel": r.get("lost_kernel") or 0,
+            "lost_user": r.get("lost_user") or 0, "clean": stopped is not None, "running": False}
 
 
 def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
@@ -37,19 +46,8 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
                     "WHERE lost_kernel > 0 OR lost_user > 0 ORDER BY written_ns"):
                 losses.append({"time": format_time(written), "lost_kernel": bk, "lost_user": bu,
                                "file": path.name})
-            for row in conn.execute(
-                    "SELECT id, boot_id, host, kernel, version, started_ns, stopped_ns, "
-                    "events_written, lost_kernel, lost_user FROM runs"):
-                key = (row[0], row[5])  # a run's row is copied into every file it wrote to
-                r = runs.setdefault(key, {
-                    "id": row[0], "boot_id": row[1], "host": row[2], "kernel": row[3],
-                    "version": row[4], "started": format_time(row[5]), "started_ns": row[5],
-                    "stopped": None, "events_written": 0, "lost_kernel": 0, "lost_user": 0})
-                if row[6] is not None:
-                    r["stopped"] = format_time(row[6])
-                r["events_written"] += row[7]
-                r["lost_kernel"] += row[8]
-                r["lost_user"] += row[9]
+            for row in run_rows(conn):
+                merge_run(runs, row)
             revision = revision_of(conn)
         finally:
             conn.close()
@@ -70,15 +68,10 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
         at = set_aside_time_ns(path)
         set_aside.append({"path": str(path), "time": format_time(at) if at is not None else None,
                           "size": path.stat().st_size})
-    ordered = sorted(runs.values(), key=lambda r: r["started_ns"])
-    for r in ordered:
-        r["clean"] = r["stopped"] is not None
-        r["running"] = False
+    ordered = [_run_summary(r) for r in sorted(runs.values(), key=lambda r: r["started_ns"])]
     if ordered and running and ordered[-1]["stopped"] is None:
         ordered[-1]["running"] = True
     unclean = [r for r in ordered if not r["clean"] and not r["running"]]
-    for r in ordered:
-        del r["started_ns"]
     return {
         "events": events, "lost_events": lost_kernel + lost_user,
         "lost_kernel": lost_kernel, "lost_user": lost_user, "losses": losses,
