@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import btf, config, loader
-from .errors import AuditdLiteError
+from .errors import AuditdLiteError, CannotCapture
 from .resources import resource_dir
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
@@ -57,11 +57,6 @@ UNIT = "auditd-lite.service"
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system",
              "/usr/lib/systemd/system")
 DROPIN = "/etc/systemd/system/auditd-lite.service.d"
-
-# the tracefs category of each raw tracepoint the program may attach
-TRACEFS_CATEGORY = {"sys_enter": "raw_syscalls", "sys_exit": "raw_syscalls",
-                    "sched_process_exec": "sched", "sched_process_exit": "sched",
-                    "sched_process_free": "sched"}
 
 # the child's one line of result on stdout, among whatever bcc prints
 RESULT_MARK = "auditd-lite-doctor-result "
@@ -436,8 +431,7 @@ def check_tracepoints(host: Host, settings: config.RunSettings | None = None) ->
         if d is None:
             return Result(SKIP, "tracepoints", "neither BTF nor tracefs to look in")
         where = f"in {d}/events"
-        missing = [tp for tp in wanted if not os.path.isdir(
-            os.path.join(d, "events", TRACEFS_CATEGORY.get(tp, "sched"), tp))]
+        missing = [tp for tp in wanted if not os.path.isdir(loader.tracepoint_dir(d, tp))]
     if missing:
         return Result(FAIL, "tracepoints", f"missing {where}: {', '.join(missing)}",
                       "a kernel built with CONFIG_BPF_EVENTS (raw tracepoint programs), on an "
@@ -483,11 +477,11 @@ def check_headers(host: Host) -> Result:
 
 
 def _import_bcc():
+    """bcc's module, or None: doctor reports a missing bcc rather than stopping at it."""
     try:
-        import bcc  # noqa: PLC0415 - only doctor's compile checks need it
-    except ImportError:
+        return loader.import_bcc()
+    except CannotCapture:
         return None
-    return bcc
 
 
 def check_bcc(host: Host) -> Result:

@@ -89,11 +89,22 @@ class ProgramSettings:
                    max_args=settings.max_args, arg_bytes=settings.max_arg_bytes)
 
 
+# the tracefs category of each raw tracepoint the program may attach
+TRACEFS_CATEGORY = {"sys_enter": "raw_syscalls", "sys_exit": "raw_syscalls",
+                    "sched_process_exec": "sched", "sched_process_exit": "sched",
+                    CLAIM_TRACEPOINT: "sched"}
+
+
 def tracefs_dir(candidates: tuple[str, ...] = TRACEFS) -> str | None:
     for d in candidates:
         if os.path.isdir(os.path.join(d, "events")):
             return d
     return None
+
+
+def tracepoint_dir(tracefs: str, tracepoint: str) -> str:
+    """Where tracefs describes one of the program's tracepoints (its ``format``)."""
+    return os.path.join(tracefs, "events", TRACEFS_CATEGORY.get(tracepoint, "sched"), tracepoint)
 
 
 def has_group_dead(types: btf.BTF | None, tracefs: str | None = None) -> bool | None:
@@ -105,7 +116,7 @@ def has_group_dead(types: btf.BTF | None, tracefs: str | None = None) -> bool | 
     if tracefs is None:
         return None
     try:
-        with open(os.path.join(tracefs, "events", "sched", "sched_process_exit", "format")) as f:
+        with open(os.path.join(tracepoint_dir(tracefs, "sched_process_exit"), "format")) as f:
             return any(" group_dead;" in line for line in f)
     except OSError:
         return False
@@ -205,6 +216,7 @@ def cflags(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
 
 
 def import_bcc():
+    """bcc's module, or CannotCapture saying in one line how to install it."""
     try:
         import bcc  # noqa: PLC0415 - imported late: only the capture side needs it
     except ImportError as e:
