@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .dbfiles import LIVE_NAME, daemon_running, file_order, is_chain_file, rotated_range
+from .dbfiles import (LIVE_NAME, daemon_running, file_is_export, file_order, is_chain_file, merge_run, rotated_range,
+                      run_key, run_rows)
 from .timeparse import format_time
 
 LOSS_MERGE_NS = 60 * 10**9  # loss batches closer than this are one gap
@@ -132,47 +133,32 @@ def _manifest_gaps(conn: sqlite3.Connection) -> tuple[list[Gap], int | None, int
     return gaps, window.get("since_ns"), window.get("until_ns")
 
 
-def collect(conns: Iterable[tuple[Path, sqlite3.Connection]], db_dir: Path | None = None,
-            now_ns: int | None = None) -> list[Gap]:
-    """Every gap in the history these files hold, oldest first."""
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    runs: dict[tuple, _Run] = {}
-    losses: list[tuple] = []  # (batch id, prev written_ns, written_ns, lost_k, lost_u, run key)
-    spans: list[tuple] = []  # per chain file: (min batch id, max batch id, first ns, last ns, name)
-    gaps: list[Gap] = []
-    live_dir = db_dir
-    for path, conn in conns:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='manifest'").fetchone():
-            found, since, until = _manifest_gaps(conn)
-            gaps.extend(found)
-            continue
-        if live_dir is None and Path(path).name == LIVE_NAME:
-            live_dir = Path(path).parent
-        by_local = {}
-        for rid, boot, started, attached, stopped, settings in conn.execute(
-                "SELECT id, boot_id, started_ns, attached_ns, stopped_ns, settings FROM runs"):
-            key = (rid, started)
-            run = runs.get(key)
-            if run is None:
-                run = runs[key] = _Run(rid, boot, started, settings=_settings(settings))
-            if attached is not None:
-                run.attached_ns = attached if run.attached_ns is None else min(run.attached_ns, attached)
-            if stopped is not None:
-                run.stopped_ns = stopped
-            by_local[rid] = key
+class _History:
+    """What the files say about coverage, gathered file by file: the runs (their copies merged),
+    their batches' times, the batches that carry losses and each chain file's batch ids."""
+
+    def __init__(self):
+        self.rows: dict[tuple, dict] = {}  # run_key -> merged run row
+        self.batch_ns: dict[tuple, tuple[int, int]] = {}  # run_key -> (first, last) batch written_ns
+        self.losses: list[tuple] = []  # (batch id, prev written_ns, written_ns, lost_k, lost_u, run key)
+        self.spans: list[tuple] = []  # per chain file: (min batch id, max batch id, first ns, last ns, name)
+
+    def add(self, path: Path, conn: sqlite3.Connection) -> None:
+        by_local = {row["id"]: run_key(merge_run(self.rows, row)) for row in run_rows(conn)}
         for rid, first_ns, last_ns in conn.execute(
                 "SELECT run_id, min(written_ns), max(written_ns) FROM batches GROUP BY run_id"):
-            run = runs.get(by_local.get(rid))
-            if run is None:
+            key = by_local.get(rid)
+            if key is None:
                 continue
-            run.first_batch_ns = first_ns if run.first_batch_ns is None else min(run.first_batch_ns, first_ns)
-            run.last_batch_ns = last_ns if run.last_batch_ns is None else max(run.last_batch_ns, last_ns)
+            have = self.batch_ns.get(key)
+            self.batch_ns[key] = (first_ns, last_ns) if have is None else (min(have[0], first_ns),
+                                                                            max(have[1], last_ns))
         for bid, rid, written, lost_k, lost_u in conn.execute(
                 "SELECT id, run_id, written_ns, lost_kernel, lost_user FROM batches "
                 "WHERE lost_kernel > 0 OR lost_user > 0 ORDER BY id").fetchall():
             prev = conn.execute("SELECT written_ns FROM batches WHERE id < ? AND run_id = ? "
                                 "ORDER BY id DESC LIMIT 1", (bid, rid)).fetchone()
-            losses.append((bid, prev[0] if prev else None, written, lost_k, lost_u, by_local.get(rid)))
+            self.losses.append((bid, prev[0] if prev else None, written, lost_k, lost_u, by_local.get(rid)))
         if is_chain_file(path):
             # batches are written in id order: the first and last by id are the oldest and newest
             lo, hi, first_ns, last_ns = conn.execute(
@@ -180,10 +166,20 @@ def collect(conns: Iterable[tuple[Path, sqlite3.Connection]], db_dir: Path | Non
                 "(SELECT written_ns FROM batches ORDER BY id LIMIT 1), "
                 "(SELECT written_ns FROM batches ORDER BY id DESC LIMIT 1)").fetchone()
             if lo is not None:
-                spans.append((lo, hi, first_ns, last_ns, Path(path).name))
+                self.spans.append((lo, hi, first_ns, last_ns, Path(path).name))
 
-    ordered = sorted(runs.values(), key=lambda r: (r.started_ns, r.id))
-    running = daemon_running(live_dir) if live_dir is not None else None
+    def runs(self) -> dict[tuple, _Run]:
+        out = {}
+        for key, row in self.rows.items():
+            first, last = self.batch_ns.get(key, (None, None))
+            out[key] = _Run(row["id"], row.get("boot_id"), row["started_ns"], row.get("attached_ns"),
+                            row.get("stopped_ns"), _settings(row.get("settings")), first, last)
+        return out
+
+
+def _run_gaps(ordered: list[_Run], running: bool | None, now_ns: int) -> list[Gap]:
+    """exits_only, not_running and unclean_stop gaps of the runs, given oldest first."""
+    gaps: list[Gap] = []
     ends: dict[int, tuple[int, bool]] = {}  # index -> (coverage end, clean)
     for i, run in enumerate(ordered):
         if run.stopped_ns is not None:
@@ -205,17 +201,21 @@ def collect(conns: Iterable[tuple[Path, sqlite3.Connection]], db_dir: Path | Non
         gap_end = nxt.cover_start if nxt is not None else None
         if last and running:
             continue
+        until = f"run {nxt.id} started capturing" if nxt else "now"
+        involved = [run.id] + ([nxt.id] if nxt else [])
         if clean:
-            until = f"run {nxt.id} started capturing" if nxt else "now"
-            gaps.append(Gap("not_running", end, gap_end, runs=[run.id] + ([nxt.id] if nxt else []),
+            gaps.append(Gap("not_running", end, gap_end, runs=involved,
                             detail=f"no daemon running: run {run.id} stopped, nothing recorded until {until}"))
         else:
             maybe = " (or it is still running: the lock cannot be checked)" if last and running is None else ""
-            until = f"run {nxt.id} started capturing" if nxt else "now"
-            gaps.append(Gap("unclean_stop", end, gap_end, runs=[run.id] + ([nxt.id] if nxt else []),
+            gaps.append(Gap("unclean_stop", end, gap_end, runs=involved,
                             detail=f"run {run.id} stopped uncleanly after its last batch (no stop "
                                    f"recorded){maybe}: nothing recorded until {until}"))
+    return gaps
 
+
+def _loss_gaps(losses: list[tuple], runs: dict[tuple, _Run]) -> list[Gap]:
+    """One "lost" gap per stretch of loss batches of a run closer than LOSS_MERGE_NS."""
     merged: list[Gap] = []
     for bid, prev_ns, written, lost_k, lost_u, key in sorted(losses):
         run = runs.get(key)
@@ -231,14 +231,41 @@ def collect(conns: Iterable[tuple[Path, sqlite3.Connection]], db_dir: Path | Non
     for g in merged:
         g.detail = (f"{g.lost_kernel + g.lost_user} records lost (kernel {g.lost_kernel}, "
                     f"user {g.lost_user}) in run {g.runs[0]}")
-    gaps.extend(merged)
+    return merged
 
-    spans.sort()
+
+def _missing_gaps(spans: list[tuple]) -> list[Gap]:
+    """Batch ids that jump from one chain file to the next."""
+    gaps = []
+    spans = sorted(spans)
     for (lo_a, hi_a, _, last_a, name_a), (lo_b, hi_b, first_b, _, name_b) in zip(spans, spans[1:]):
         if lo_b > hi_a + 1:
             gaps.append(Gap("missing_records", last_a, first_b, detail=(
                 f"batches {hi_a + 1}..{lo_b - 1} are missing between {name_a} and {name_b} "
                 "(a database file was removed?)")))
+    return gaps
+
+
+def collect(conns: Iterable[tuple[Path, sqlite3.Connection]], db_dir: Path | None = None,
+            now_ns: int | None = None) -> list[Gap]:
+    """Every gap in the history these files hold, oldest first."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    history = _History()
+    gaps: list[Gap] = []
+    live_dir = db_dir
+    for path, conn in conns:
+        if file_is_export(conn):
+            gaps.extend(_manifest_gaps(conn)[0])
+            continue
+        if live_dir is None and Path(path).name == LIVE_NAME:
+            live_dir = Path(path).parent
+        history.add(path, conn)
+    runs = history.runs()
+    ordered = sorted(runs.values(), key=lambda r: (r.started_ns, r.id))
+    running = daemon_running(live_dir) if live_dir is not None else None
+    gaps += _run_gaps(ordered, running, now_ns)
+    gaps += _loss_gaps(history.losses, runs)
+    gaps += _missing_gaps(history.spans)
     gaps.sort(key=lambda g: (g.start_ns if g.start_ns is not None else -1, g.kind))
     return gaps
 
@@ -258,7 +285,7 @@ def first_covered(conns: Iterable[tuple[Path, sqlite3.Connection]]) -> int | Non
     """The earliest moment any run was capturing (attached), or an export's window start."""
     first = None
     for _, conn in conns:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='manifest'").fetchone():
+        if file_is_export(conn):
             _, since, _ = _manifest_gaps(conn)
             value = since
             if value is None:
@@ -276,7 +303,7 @@ def for_window(conns: list[tuple[Path, sqlite3.Connection]], db_dir: Path | None
     gaps = collect(conns, db_dir)
     out = in_window(gaps, since_ns, until_ns, first_covered(conns) if since_ns is not None else None)
     for path, conn in conns:  # an export knows only its own window
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='manifest'").fetchone():
+        if file_is_export(conn):
             _, e_since, e_until = _manifest_gaps(conn)
             if until_ns is not None and e_until is not None and until_ns > e_until:
                 out.append(Gap("outside_export", e_until, until_ns,

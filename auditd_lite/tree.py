@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dbfiles import file_is_export
+from .dbfiles import file_is_export, merge_run, run_key, run_rows
 from .errors import BadInput, NotFound
 from .output import quote
 from .query import split_argv
@@ -80,26 +80,67 @@ class Proc:
         return None
 
 
-class Reader:
-    """Lookups over every file's connection (newest first) by process identity."""
+class _Runs:
+    """The runs the files hold: which boot each file's run ids belong to, when each boot's runs
+    started, and which files hold a copy of each run's row."""
 
     def __init__(self, conns: list[tuple[Path, sqlite3.Connection]]):
         self.conns = conns
         self.boots: list[dict[int, str]] = []  # per file: run id -> boot id
-        self.ranges: list[tuple] = []  # per file: (min time_ns, max time_ns)
-        self._offsets: dict[tuple[int, int], int | None] = {}
-        self.run_bounds: dict[str, list[int]] = {}  # boot id -> started_ns of its runs
-        self.runs: dict[tuple, list] = {}  # (run id, started_ns) -> [boot id, [(file, run id)]]
+        self.starts: dict[str, list[int]] = {}  # boot id -> started_ns of its runs
+        self.merged: dict[tuple, dict] = {}  # run_key -> the run's row, copies merged
+        self.copies: dict[tuple, list[tuple[int, int]]] = {}  # run_key -> [(file, run id)]
         for i, (_, conn) in enumerate(conns):
-            for rid, boot, started in conn.execute("SELECT id, boot_id, started_ns FROM runs"):
-                self.runs.setdefault((rid, started), [boot, []])[1].append((i, rid))
-        for _, conn in conns:
-            self.boots.append({rid: boot for rid, boot in conn.execute("SELECT id, boot_id FROM runs")})
-            self.ranges.append(conn.execute("SELECT (SELECT min(time_ns) FROM events), (SELECT max(time_ns) FROM events)").fetchone())
-            for boot, started in conn.execute("SELECT boot_id, started_ns FROM runs"):
-                self.run_bounds.setdefault(boot, []).append(started)
+            rows = run_rows(conn)
+            self.boots.append({r["id"]: r["boot_id"] for r in rows})
+            for r in rows:
+                merge_run(self.merged, r)
+                self.copies.setdefault(run_key(r), []).append((i, r["id"]))
+                self.starts.setdefault(r["boot_id"], []).append(r["started_ns"])
 
-    def _offset(self, i: int, run_id: int) -> int | None:
+    def boot_end(self, boot: str, after_ns: int) -> int | None:
+        """When a later boot's first run started (this boot cannot have lasted beyond it)."""
+        later = [s for b, starts in self.starts.items() if b != boot for s in starts if s > after_ns]
+        return min(later) if later else None
+
+    def seeds(self, key: tuple) -> list[tuple]:
+        """(pid, start_ns, start_tick_ns) of the processes a run found running at its start."""
+        found = []
+        for i, rid in self.copies[key]:
+            found += self.conns[i][1].execute(
+                "SELECT pid, start_ns, start_tick_ns FROM seen_processes WHERE run_id = ?", (rid,)).fetchall()
+        return found
+
+    def gone_by(self, p: Proc) -> int | None:
+        """For a process without a recorded exit: the latest moment it can have been alive.
+
+        A daemon seeds every running process at its start: a later run of the same boot that
+        seeded processes but not this one started after it was gone. Failing that, the next boot.
+        """
+        after = p.fork_ns or p.first_ns or 0
+        later = sorted((started, key) for key, row in self.merged.items()
+                       if row["boot_id"] == p.boot_id and (started := key[1]) > after)
+        for started, key in later:
+            seeds = self.seeds(key)
+            if not seeds:
+                continue  # this run seeded nothing: it cannot tell
+            if not any(pid == p.pid and abs(s - p.start_ns) <= max(tick or 0, 1) + _tick_slack(p)
+                       for pid, s, tick in seeds):
+                return started
+        return self.boot_end(p.boot_id, after)
+
+
+class _Clocks:
+    """Wall clock minus monotonic clock of each run in each file, from its first exit record."""
+
+    def __init__(self, conns: list[tuple[Path, sqlite3.Connection]]):
+        self.conns = conns
+        self._offsets: dict[tuple[int, int], int | None] = {}
+
+    def saw(self, i: int, run_id: int, offset_ns: int) -> None:
+        self._offsets.setdefault((i, run_id), offset_ns)
+
+    def offset(self, i: int, run_id: int) -> int | None:
         key = (i, run_id)
         if key not in self._offsets:
             conn = self.conns[i][1]
@@ -113,6 +154,57 @@ class Reader:
             self._offsets[key] = row[0] if row else None
         return self._offsets[key]
 
+
+def _apply_event(p: Proc, event: str, time_ns: int, ppid, uid, comm, filename, argv, err,
+                 code, sig, core, duration, status) -> None:
+    """What one events row says about its process."""
+    if p.first_ns is None or time_ns < p.first_ns:
+        p.first_ns = time_ns
+        if event != "exit" or p.ppid is None:
+            p.ppid = ppid
+    if event == "exec":
+        p.execs.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv)})
+        p.comm, p.uid = comm, uid
+    elif event == "exec_failed":
+        p.failed.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv),
+                         "errno": err})
+        if p.comm is None:
+            p.comm, p.uid = comm, uid
+    else:
+        p.exit = {"time_ns": time_ns, "exit_code": code, "signal": sig,
+                  "core_dumped": None if core is None else bool(core), "duration_ns": duration,
+                  "status": status}
+        if not p.execs:
+            p.comm = comm
+        if p.uid is None:
+            p.uid = uid
+        if p.ppid is None:
+            p.ppid = ppid
+
+
+def _apply_seen(p: Proc, time_ns: int, ppid, uid, comm, filename, argv) -> None:
+    """What a seen_processes row (a process running when a daemon started) says about it."""
+    if p.seen is None or time_ns < p.seen["time_ns"]:
+        p.seen = {"time_ns": time_ns, "filename": filename, "argv": split_argv(argv), "comm": comm}
+    p.ppid = ppid if p.ppid is None or not p.execs else p.ppid
+    p.comm = p.comm or comm
+    p.uid = p.uid if p.uid is not None else uid
+    if p.first_ns is None or time_ns < p.first_ns:
+        p.first_ns = time_ns
+
+
+class Reader:
+    """Lookups over every file's connection (newest first) by process identity."""
+
+    def __init__(self, conns: list[tuple[Path, sqlite3.Connection]]):
+        self.conns = conns
+        self.runs = _Runs(conns)
+        self.boots = self.runs.boots
+        self.clocks = _Clocks(conns)
+        self.ranges: list[tuple] = [  # per file: (min time_ns, max time_ns)
+            conn.execute("SELECT (SELECT min(time_ns) FROM events), (SELECT max(time_ns) FROM events)").fetchone()
+            for _, conn in conns]
+
     def _add(self, procs: dict, i: int, row) -> Proc | None:
         (_, run_id, event, time_ns, pid, ppid, uid, comm, start_ns, filename, argv, err,
          code, sig, core, duration, status) = row
@@ -123,32 +215,11 @@ class Reader:
         p = procs.get(key)
         if p is None:
             p = procs[key] = Proc(boot, pid, start_ns)
-        if p.first_ns is None or time_ns < p.first_ns:
-            p.first_ns = time_ns
-            if event != "exit" or p.ppid is None:
-                p.ppid = ppid
+        _apply_event(p, event, time_ns, ppid, uid, comm, filename, argv, err, code, sig, core, duration, status)
         if event == "exit" and duration is not None:
-            self._offsets.setdefault((i, run_id), time_ns - start_ns - duration)
+            self.clocks.saw(i, run_id, time_ns - start_ns - duration)
         if p.offset_ns is None:
-            p.offset_ns = self._offset(i, run_id)
-        if event == "exec":
-            p.execs.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv)})
-            p.comm, p.uid = comm, uid
-        elif event == "exec_failed":
-            p.failed.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv),
-                             "errno": err})
-            if p.comm is None:
-                p.comm, p.uid = comm, uid
-        else:
-            p.exit = {"time_ns": time_ns, "exit_code": code, "signal": sig,
-                      "core_dumped": None if core is None else bool(core), "duration_ns": duration,
-                      "status": status}
-            if not p.execs:
-                p.comm = comm
-            if p.uid is None:
-                p.uid = uid
-            if p.ppid is None:
-                p.ppid = ppid
+            p.offset_ns = self.clocks.offset(i, run_id)
         return p
 
     def _seen(self, procs: dict, pid: int, start_ns: int | None = None, boot: str | None = None) -> None:
@@ -166,62 +237,32 @@ class Reader:
                               if pb == b and pp == pid and abs(ps - s_ns) <= max(tick or 0, 1)), None)
                 if match is None:
                     match = procs[(b, pid, s_ns)] = Proc(b, pid, s_ns)
-                if match.seen is None or time_ns < match.seen["time_ns"]:
-                    match.seen = {"time_ns": time_ns, "filename": filename, "argv": split_argv(argv),
-                                  "comm": comm}
-                match.ppid = ppid if match.ppid is None or not match.execs else match.ppid
-                match.comm = match.comm or comm
-                match.uid = match.uid if match.uid is not None else uid
-                if match.first_ns is None or time_ns < match.first_ns:
-                    match.first_ns = time_ns
+                _apply_seen(match, time_ns, ppid, uid, comm, filename, argv)
                 if match.offset_ns is None:
-                    match.offset_ns = self._offset(i, run_id)
+                    match.offset_ns = self.clocks.offset(i, run_id)
+
+    def _events(self, procs: dict, where: str, params: tuple) -> None:
+        for i, (_, conn) in enumerate(self.conns):
+            for row in conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE {where} ORDER BY time_ns, id",
+                                    params):
+                self._add(procs, i, row)
 
     def incarnations(self, pid: int) -> list[Proc]:
         """Every process that had this pid, oldest first."""
         procs: dict = {}
-        for i, (_, conn) in enumerate(self.conns):
-            for row in conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE pid = ? ORDER BY time_ns, id",
-                                    (pid,)):
-                self._add(procs, i, row)
+        self._events(procs, "pid = ?", (pid,))
         self._seen(procs, pid)
         return sorted(procs.values(), key=lambda p: (p.fork_ns or 0, p.start_ns))
 
     def load(self, boot: str, pid: int, start_ns: int) -> Proc | None:
         procs: dict = {}
-        for i, (_, conn) in enumerate(self.conns):
-            for row in conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE pid = ? AND start_ns = ? "
-                                    "ORDER BY time_ns, id", (pid, start_ns)):
-                self._add(procs, i, row)
+        self._events(procs, "pid = ? AND start_ns = ?", (pid, start_ns))
         self._seen(procs, pid, start_ns, boot)
         return procs.get((boot, pid, start_ns)) or next(
             (p for p in procs.values() if p.boot_id == boot), None)
 
-    def boot_end(self, boot: str, after_ns: int) -> int | None:
-        """When a later boot's first run started (this boot cannot have lasted beyond it)."""
-        later = [s for b, starts in self.run_bounds.items() if b != boot for s in starts if s > after_ns]
-        return min(later) if later else None
-
     def gone_by(self, p: Proc) -> int | None:
-        """For a process without a recorded exit: the latest moment it can have been alive.
-
-        A daemon seeds every running process at its start: a later run of the same boot that
-        seeded processes but not this one started after it was gone. Failing that, the next boot.
-        """
-        after = p.fork_ns or p.first_ns or 0
-        later = sorted((started, key) for key, (boot, _) in self.runs.items()
-                       if boot == p.boot_id and (started := key[1]) > after)
-        for started, key in later:
-            seeds = []
-            for i, rid in self.runs[key][1]:
-                seeds += self.conns[i][1].execute(
-                    "SELECT pid, start_ns, start_tick_ns FROM seen_processes WHERE run_id = ?", (rid,)).fetchall()
-            if not seeds:
-                continue  # this run seeded nothing: it cannot tell
-            if not any(pid == p.pid and abs(s - p.start_ns) <= max(tick or 0, 1) + _tick_slack(p)
-                       for pid, s, tick in seeds):
-                return started
-        return self.boot_end(p.boot_id, after)
+        return self.runs.gone_by(p)
 
     def parent(self, child: Proc) -> Proc | None:
         if not child.ppid:
