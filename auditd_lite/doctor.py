@@ -395,7 +395,7 @@ def check_tracefs(host: Host) -> Result:
                       f"{host.euid}", "run as root")
     return Result(WARN, "tracefs", f"not mounted (looked in {', '.join(host.tracefs)}) and no "
                   "BTF: the tracepoints cannot be checked, and exits are claimed in a map as on "
-                  "kernels before 6.16", "mount -t tracefs tracefs /sys/kernel/tracing")
+                  "kernels before 6.16", f"mount -t tracefs tracefs {loader.TRACEFS[0]}")
 
 
 def _group_dead(host: Host) -> bool | None:

@@ -50,14 +50,18 @@ LAYOUT = {
     ],
 }
 
+# the columns of schema.Event after id, run_id and batch_id, in its order: the models are the
+# one description, but the read side imports this without SQLAlchemy, so it is a copy that
+# tests/test_records.py holds to them (and Decoder.decode builds its tuples in this order)
 ROW_FIELDS = (
     "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm", "start_ns",
     "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
     "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns",
 )
-F_EVENT, F_TIME = 0, 1
-F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = 14, 15, 17, 18
-F_EXIT_CODE, F_SIGNAL, F_DURATION = 20, 21, 23
+F_EVENT, F_TIME = ROW_FIELDS.index("event"), ROW_FIELDS.index("time_ns")
+F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = (
+    ROW_FIELDS.index(f) for f in ("filename", "argv", "args_truncated", "errno"))
+F_EXIT_CODE, F_SIGNAL, F_DURATION = (ROW_FIELDS.index(f) for f in ("exit_code", "signal", "duration_ns"))
 
 
 def text(raw: bytes) -> str:

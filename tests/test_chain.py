@@ -32,6 +32,21 @@ def test_serialization_is_the_documented_one():
     assert chain.row_digest((1, None), 2) == __import__("hashlib").sha256(b"IN" + struct.pack("<q", 1)).digest()
 
 
+def test_format_2_hashes_these_columns_which_are_the_tables():
+    """Format 2 serializes these columns in this order; changing them would make every file
+    written so far fail to verify, so it is pinned here as the bytes are above. They are also
+    the models' columns (schema.py, the one description), and the batch header is the batches
+    table's columns before the chain's two."""
+    from auditd_lite.schema import Batch, Event
+
+    assert chain.EVENT_COLUMNS == (
+        "id", "run_id", "batch_id", "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm",
+        "start_ns", "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
+        "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns")
+    assert chain.EVENT_COLUMNS == tuple(c.name for c in Event.__table__.columns)
+    assert chain.BATCH_HEADER + ("prev_hash", "hash") == tuple(c.name for c in Batch.__table__.columns)
+
+
 def decoded_records() -> list[tuple]:
     """What the decoder makes of every kind of record, edge cases included, as stored rows."""
     d = R.Decoder(4, realtime_offset_ns=10**18)

@@ -65,3 +65,33 @@ class TestDecoder:
     def test_non_utf8_comm_escaped(self):
         """comm bytes that are not UTF-8 are escaped, never dropped."""
         assert R.text(b"a\xffb\0junk") == "a\\xffb"
+
+
+class TestColumns:
+    """The schema models are the one description of the columns: the decoder's tuples follow them."""
+
+    def test_row_fields_are_the_events_columns_after_the_writers(self):
+        """A column added to, removed from or moved in schema.Event and not in ROW_FIELDS (or
+        the reverse) fails here."""
+        from auditd_lite.schema import Event
+
+        columns = tuple(c.name for c in Event.__table__.columns)
+        assert columns[:3] == ("id", "run_id", "batch_id")
+        assert R.ROW_FIELDS == columns[3:]
+
+    def test_decoded_values_sit_under_their_column(self):
+        """Each kind of record decodes to one value per ROW_FIELDS name, each under its name."""
+        d = R.Decoder(128)
+        exit_raw = R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 7, 8, b"sh\0", 900, 0x300, 0)
+        exits = dict(zip(R.ROW_FIELDS, d.decode(exit_raw), strict=True))
+        assert exits == dict.fromkeys(R.ROW_FIELDS) | {
+            "event": "exit", "time_ns": 2_000, "pid": 5, "tid": 6, "ppid": 1, "uid": 7, "gid": 8,
+            "comm": "sh", "start_ns": 1_000, "status": 0x300, "exit_code": 3, "signal": 0,
+            "core_dumped": 0, "duration_ns": 900}
+        for kind, errno in ((R.EV_EXEC, None), (R.EV_EXEC_FAILED, -2)):
+            row = d.decode(exec_raw(b"x\0", argc=1, kind=kind, err=-2))
+            assert dict(zip(R.ROW_FIELDS, row, strict=True)) == dict.fromkeys(R.ROW_FIELDS) | {
+                "event": R.EVENT_NAMES[kind], "time_ns": 5_000, "pid": 100, "tid": 101, "ppid": 1,
+                "uid": 1000, "gid": 1000, "comm": "comm", "start_ns": 4_000, "old_pid": 101,
+                "euid": 0, "auid": 4294967295, "sessionid": 4294967295, "cgroup_id": 77,
+                "filename": "/bin/x", "argv": b"x", "argc": 1, "args_truncated": 0, "errno": errno}
