@@ -38,12 +38,12 @@ import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__, chain
-from .dbfiles import (LIVE_NAME, database_files, file_is_export, is_chain_file, needs_immutable,
-                      open_ro, ro_uri, rotated_range)
+from .dbfiles import (LIVE_NAME, database_files, file_is_export, has_table, is_chain_file, merge_run,
+                      needs_immutable, open_ro, ro_uri, rotated_range, run_rows)
 from .errors import BadInput, NotFound
 from .query import Filters, selection_sql
 from .timeparse import format_time
@@ -168,6 +168,79 @@ def _columns(conn: sqlite3.Connection, alias: str, table: str) -> list[str]:
     return [r[1] for r in conn.execute(f"PRAGMA {alias}.table_info({table})")]
 
 
+def _has_chain_columns(path: Path) -> bool:
+    probe = open_ro(path)
+    try:
+        return "hash" in {r[1] for r in probe.execute("PRAGMA table_info(batches)")}
+    finally:
+        probe.close()
+
+
+def _seal(tmp: Path, out: Path) -> str:
+    """Make ``tmp`` read-only, rename it to ``out`` and write ``out.sha256`` beside it, all on
+    disk before returning; the file's digest."""
+    import threading
+
+    def flush():  # to disk while the digest is computed from the page cache
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+
+    flusher = threading.Thread(target=flush)
+    flusher.start()
+    digest = file_sha256(tmp)
+    flusher.join()
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, out)
+    sidecar = Path(str(out) + ".sha256")
+    fd, side_tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=str(out.parent) or ".")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{digest}  {out.name}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(side_tmp, 0o444)
+    os.replace(side_tmp, sidecar)
+    dir_fd = os.open(str(out.parent) or ".", os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return digest
+
+
+def _user() -> str | None:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None
+
+
+def _insert_rows(conn: sqlite3.Connection, table: str, cols: list[str], rows) -> None:
+    conn.executemany(f"INSERT INTO main.{table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                     [[rec.get(c) for c in cols] for rec in rows])
+
+
+@dataclass
+class _Collected:
+    """What the copy gathers from every source besides the records it copies."""
+    runs: dict = field(default_factory=dict)  # run_key -> merged run row
+    seen_rows: list = field(default_factory=list)  # (run_key, seen_processes row)
+    headers: dict = field(default_factory=dict)  # batch id -> BATCH_COLUMNS of every source batch
+    source_info: list = field(default_factory=list)  # the manifest's "sources"
+    done: int = 0  # ids gone through, for the progress bar
+
+    def add_runs(self, conn: sqlite3.Connection) -> None:
+        for row in run_rows(conn, "src"):
+            merge_run(self.runs, row)
+        seen_cols = _columns(conn, "src", "seen_processes")
+        by_id = {r[0]: r for r in conn.execute("SELECT id, started_ns FROM src.runs")}
+        for row in conn.execute("SELECT * FROM src.seen_processes"):
+            rec = dict(zip(seen_cols, row))
+            run = by_id.get(rec.get("run_id"))
+            self.seen_rows.append(((rec.get("run_id"), run[1] if run else None), rec))
+
+
 class _Export:
     def __init__(self, db_dir: Path, out: Path, filters: Filters, argv: list[str] | None,
                  progress: Progress, note):
@@ -214,7 +287,7 @@ class _Export:
                 if summary is None:
                     self.note("the database files changed during the export (rotation): starting over")
                     continue
-                self._seal(Path(tmp), summary)
+                summary["sha256"] = _seal(Path(tmp), self.out)
                 tmp = None
                 return summary
             finally:
@@ -236,23 +309,10 @@ class _Export:
         finally:
             conn.close()
 
-    def _copy(self, conn: sqlite3.Connection, sources: list[Path]) -> dict:
-        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -131072",
-                       "temp_store = MEMORY"):
-            conn.execute(f"PRAGMA {pragma}")
-        if not sources:
-            raise NotFound("no database file covers that time window: nothing to export")
+    def _create_tables(self, conn: sqlite3.Connection, sources: list[Path]) -> None:
         # schema of the newest source that has the chain columns: the tables as the daemon
         # writes them (a live file just created by a rotation may still be migrating)
-        schema_source = sources[-1]
-        for candidate in reversed(sources):
-            probe = open_ro(candidate)
-            try:
-                if "hash" in {r[1] for r in probe.execute("PRAGMA table_info(batches)")}:
-                    schema_source = candidate
-                    break
-            finally:
-                probe.close()
+        schema_source = next((c for c in reversed(sources) if _has_chain_columns(c)), sources[-1])
         self._attach(conn, schema_source)
         for _, sql in _schema(conn, "src", "table"):
             conn.execute(sql)
@@ -265,51 +325,59 @@ class _Export:
         # building them afterwards (measured on 1.4 million records)
         for sql in indexes:
             conn.execute(sql)
-        out_cols = _columns(conn, "main", "events")
+
+    def _copy(self, conn: sqlite3.Connection, sources: list[Path]) -> dict:
+        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -131072",
+                       "temp_store = MEMORY"):
+            conn.execute(f"PRAGMA {pragma}")
+        if not sources:
+            raise NotFound("no database file covers that time window: nothing to export")
+        self._create_tables(conn, sources)
         # rotated files never change: hash them on another thread while SQLite copies
         from concurrent.futures import ThreadPoolExecutor
 
         self.pool = ThreadPoolExecutor(max_workers=2)
         self.type_counts: list = []  # futures of, or dicts of, records per type
-        digests = {p: self.pool.submit(file_sha256, p) for p in sources if rotated_range(p) is not None}
+        self.digests = {p: self.pool.submit(file_sha256, p) for p in sources if rotated_range(p) is not None}
         try:
-            return self._copy_sources(conn, sources, out_cols, digests)
+            got = self._copy_sources(conn, sources)
+            if conn.execute("SELECT count(*) FROM main.events").fetchone()[0] == 0:
+                raise NotFound("no records match: nothing to export")
+            return self._finish(conn, got)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def _copy_sources(self, conn, sources, out_cols, digests) -> dict:
-        self.progress.total = 0
-        runs: dict[tuple, dict] = {}
-        seen_rows: list[tuple] = []
-        headers: dict[int, tuple] = {}
-        source_info = []
-        done = 0
-        estimates = []
-        for path in sources:  # cheap size estimate for the progress bar
-            est = 0
-            if self.progress.on:
-                c = open_ro(path)
-                try:
-                    est = self._id_range(c, "main", path)[:2]
-                    est = (est[1] - est[0] + 1) if est[0] is not None else 0
-                finally:
-                    c.close()
-            estimates.append(est)
-        self.progress.total = sum(estimates)
-        self.progress.update(0, "", force=True)
+    def _estimate(self, sources: list[Path]) -> int:
+        """Ids in the window over every source: cheap, for the progress bar only."""
+        total = 0
+        for path in sources if self.progress.on else ():
+            c = open_ro(path)
+            try:
+                lo, hi, _ = self._id_range(c, "main", path)
+                total += (hi - lo + 1) if lo is not None else 0
+            finally:
+                c.close()
+        return total
 
+    def _copy_sources(self, conn: sqlite3.Connection, sources: list[Path]) -> _Collected:
+        self.progress.total = 0
+        self.progress.total = self._estimate(sources)
+        self.progress.update(0, "", force=True)
+        got = _Collected()
+        out_cols = _columns(conn, "main", "events")
         processed: set[Path] = set()
         queue = list(sources)
         while queue:
             path = queue.pop(0)
             live = path.name == LIVE_NAME
+            inode = None
             if live:
                 # a rotation since the listing renamed the live file: read the renamed file first
                 fresh = [p for p in self.sources(quiet=True) if p.name != LIVE_NAME
                          and p not in processed and p not in queue]
                 if fresh:
                     for p in fresh:
-                        digests[p] = self.pool.submit(file_sha256, p)
+                        self.digests[p] = self.pool.submit(file_sha256, p)
                     queue = fresh + queue + [path]
                     continue
                 try:
@@ -324,44 +392,7 @@ class _Export:
                     if os.stat(path).st_ino != inode:  # rotated between the check and the snapshot
                         raise _Rotated
                 processed.add(path)
-                lo, hi, whole = self._id_range(conn, "src", path)
-                cols = [c for c in out_cols if c in _columns(conn, "src", "events")]
-                col_list = ", ".join(cols)
-                exported = 0
-                if lo is not None and whole and cols == out_cols and self._row_filters_none():
-                    # every record of the file: SQLite's transfer optimization copies the
-                    # table and index records without decoding them
-                    exported = conn.execute("INSERT INTO main.events SELECT * FROM src.events").rowcount
-                    done += hi - lo + 1
-                    self._count(path, lo, hi)
-                    self.progress.update(done, path.name)
-                elif lo is not None:
-                    for a in range(lo, hi + 1, CHUNK_IDS):
-                        b = min(a + CHUNK_IDS - 1, hi)
-                        frm, params = selection_sql(self.filters, "src.", f"e.id BETWEEN {a} AND {b}")
-                        cur = conn.execute(f"INSERT INTO main.events ({col_list}) "
-                                           f"SELECT {', '.join('e.' + c for c in cols)} {frm}", params)
-                        exported += cur.rowcount
-                        self.progress.update(done + (b - lo + 1), path.name)
-                    done += hi - lo + 1
-                    self._count(path, lo, hi)
-                have = _columns(conn, "src", "batches")
-                select = ", ".join(c if c in have else "NULL" for c in BATCH_COLUMNS)
-                for row in conn.execute(f"SELECT {select} FROM src.batches"):
-                    headers[row[0]] = row
-                if exported:
-                    self._batches_and_omitted(conn, lo, hi, select)
-                run_cols = _columns(conn, "src", "runs")
-                for row in conn.execute("SELECT * FROM src.runs"):
-                    self._merge_run(runs, dict(zip(run_cols, row)))
-                seen_cols = _columns(conn, "src", "seen_processes")
-                by_id = {r[0]: r for r in conn.execute("SELECT id, started_ns FROM src.runs")}
-                for row in conn.execute("SELECT * FROM src.seen_processes"):
-                    rec = dict(zip(seen_cols, row))
-                    run = by_id.get(rec.get("run_id"))
-                    seen_rows.append(((rec.get("run_id"), run[1] if run else None), rec))
-                last = conn.execute("SELECT id, hash FROM src.batches ORDER BY id DESC LIMIT 1").fetchone()
-                first_t, last_t = conn.execute("SELECT (SELECT min(time_ns) FROM src.events), (SELECT max(time_ns) FROM src.events)").fetchone()
+                info = self._copy_file(conn, path, out_cols, got)
                 conn.execute("COMMIT")
             except _Rotated:
                 conn.execute("ROLLBACK")
@@ -372,22 +403,61 @@ class _Export:
                 raise
             finally:
                 conn.execute("DETACH DATABASE src")
-            source_info.append({
-                "name": path.name, "path": str(path.resolve()), "live": live,
-                "size": path.stat().st_size,
-                "sha256": None if live else digests[path].result(),
-                "first_record": format_time(first_t) if first_t is not None else None,
-                "last_record": format_time(last_t) if last_t is not None else None,
-                "last_batch": {"id": last[0], "hash": last[1]} if last else None,
-                "events_exported": exported,
-            })
-            self.progress.update(done, path.name, force=True)
+            info.update(size=path.stat().st_size, sha256=None if live else self.digests[path].result())
+            got.source_info.append(info)
+            self.progress.update(got.done, path.name, force=True)
         self.progress.finish()
+        return got
 
-        total = conn.execute("SELECT count(*) FROM main.events").fetchone()[0]
-        if total == 0:
-            raise NotFound("no records match: nothing to export")
-        return self._finish(conn, runs, seen_rows, headers, source_info, sources)
+    def _copy_file(self, conn: sqlite3.Connection, path: Path, out_cols: list[str], got: _Collected) -> dict:
+        """Copy the attached ``src``'s selected records, their batches and its runs, inside the
+        snapshot; the file's entry for the manifest (size and digest are added after)."""
+        lo, hi, whole = self._id_range(conn, "src", path)
+        exported = self._copy_events(conn, path, lo, hi, whole, out_cols, got)
+        have = _columns(conn, "src", "batches")
+        select = ", ".join(c if c in have else "NULL" for c in BATCH_COLUMNS)
+        for row in conn.execute(f"SELECT {select} FROM src.batches"):
+            got.headers[row[0]] = row
+        if exported:
+            self._batches_and_omitted(conn, lo, hi, select)
+        got.add_runs(conn)
+        last = conn.execute("SELECT id, hash FROM src.batches ORDER BY id DESC LIMIT 1").fetchone()
+        first_t, last_t = conn.execute("SELECT (SELECT min(time_ns) FROM src.events), "
+                                       "(SELECT max(time_ns) FROM src.events)").fetchone()
+        return {
+            "name": path.name, "path": str(path.resolve()), "live": path.name == LIVE_NAME,
+            "size": None, "sha256": None,
+            "first_record": format_time(first_t) if first_t is not None else None,
+            "last_record": format_time(last_t) if last_t is not None else None,
+            "last_batch": {"id": last[0], "hash": last[1]} if last else None,
+            "events_exported": exported,
+        }
+
+    def _copy_events(self, conn, path: Path, lo, hi, whole: bool, out_cols: list[str], got: _Collected) -> int:
+        """Copy the selected records of ``src`` with ids lo..hi; how many."""
+        if lo is None:
+            return 0
+        cols = [c for c in out_cols if c in _columns(conn, "src", "events")]
+        exported = 0
+        if whole and cols == out_cols and self._row_filters_none():
+            # every record of the file: SQLite's transfer optimization copies the
+            # table and index records without decoding them
+            exported = conn.execute("INSERT INTO main.events SELECT * FROM src.events").rowcount
+            got.done += hi - lo + 1
+            self._count(path, lo, hi)
+            self.progress.update(got.done, path.name)
+            return exported
+        col_list = ", ".join(cols)
+        for a in range(lo, hi + 1, CHUNK_IDS):
+            b = min(a + CHUNK_IDS - 1, hi)
+            frm, params = selection_sql(self.filters, "src.", f"e.id BETWEEN {a} AND {b}")
+            cur = conn.execute(f"INSERT INTO main.events ({col_list}) "
+                               f"SELECT {', '.join('e.' + c for c in cols)} {frm}", params)
+            exported += cur.rowcount
+            self.progress.update(got.done + (b - lo + 1), path.name)
+        got.done += hi - lo + 1
+        self._count(path, lo, hi)
+        return exported
 
     def _attach(self, conn: sqlite3.Connection, path: Path) -> None:
         deadline = time.monotonic() + 2.0
@@ -397,15 +467,14 @@ class _Export:
                 conn.execute("ATTACH DATABASE ? AS src", (ro_uri(path, needs_immutable(path)),))
             except sqlite3.Error as exc:
                 raise BadInput(f"cannot open {path}: {exc}") from None
-            if conn.execute("SELECT 1 FROM src.sqlite_master WHERE type = 'table' AND name = 'events'"
-                            ).fetchone():
+            if has_table(conn, "events", "src"):
                 break
             # a new live file a rotation made after the check, still getting its tables
             conn.execute("DETACH DATABASE src")
             if time.monotonic() > deadline:
                 raise BadInput(f"not an auditd-lite database: {path}")
             time.sleep(0.02)
-        if file_is_export_alias(conn):
+        if file_is_export(conn, "src"):
             conn.execute("DETACH DATABASE src")
             raise BadInput(f"{path} is an export, not a file the daemon wrote")
 
@@ -467,29 +536,16 @@ class _Export:
             conn.executemany("INSERT OR REPLACE INTO main.omitted_rows VALUES (?, ?, ?)",
                              [(r[0], batch_id, chain.row_digest(tuple(r), fmt)) for r in rows])
 
-    @staticmethod
-    def _merge_run(runs: dict, rec: dict) -> None:
-        key = (rec.get("id"), rec.get("started_ns"))
-        have = runs.get(key)
-        if have is None:
-            runs[key] = dict(rec)
-            return
-        for col in ("lost_kernel", "lost_user", "events_written"):
-            have[col] = (have.get(col) or 0) + (rec.get(col) or 0)
-        if rec.get("stopped_ns") is not None:
-            have["stopped_ns"] = rec["stopped_ns"]
-        if rec.get("attached_ns") is not None and have.get("attached_ns") is None:
-            have["attached_ns"] = rec["attached_ns"]
-
-    def _finish(self, conn, runs, seen_rows, headers, source_info, sources) -> dict:
+    def _chosen_runs(self, conn: sqlite3.Connection, got: _Collected) -> dict:
+        """The runs the export carries: those of its batches and those that cover the window."""
         f = self.filters
         # a record's run is its batch's run (the hash covers both): the small table says it
         exported_runs = {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM main.batches")}
         last_batch_of = {}
-        for h in headers.values():
+        for h in got.headers.values():
             last_batch_of[h[1]] = max(last_batch_of.get(h[1], 0), h[2])
         chosen = {}
-        for key, rec in runs.items():
+        for key, rec in got.runs.items():
             start = rec.get("attached_ns") or rec.get("started_ns")
             end = rec.get("stopped_ns") or last_batch_of.get(rec.get("id")) or start
             overlaps = ((f.until_ns is None or start < f.until_ns) and (f.since_ns is None or end >= f.since_ns))
@@ -498,26 +554,28 @@ class _Export:
                     raise BadInput(f"run id {key[0]} names two different runs in {self.db_dir}: "
                                    "files from another directory? (verify says more)")
                 chosen[key] = rec
-        run_cols = _columns(conn, "main", "runs")
+        return chosen
+
+    def _store_runs_and_links(self, conn: sqlite3.Connection, got: _Collected, chosen: dict) -> None:
+        """The chosen runs, their seen processes, and the headers of the batches between the first
+        and last exported one that hold no exported record."""
         conn.execute("BEGIN")
-        for rec in chosen.values():
-            conn.execute(f"INSERT INTO main.runs ({', '.join(run_cols)}) VALUES "
-                         f"({', '.join('?' * len(run_cols))})", [rec.get(c) for c in run_cols])
-        seen_cols = [c for c in _columns(conn, "main", "seen_processes") if c != "id"]
-        conn.executemany(f"INSERT INTO main.seen_processes ({', '.join(seen_cols)}) VALUES "
-                         f"({', '.join('?' * len(seen_cols))})",
-                         [[rec.get(c) for c in seen_cols] for key, rec in seen_rows if key in chosen])
-        lo_b, hi_b = conn.execute("SELECT (SELECT min(id) FROM main.batches), (SELECT max(id) FROM main.batches)").fetchone()
+        _insert_rows(conn, "runs", _columns(conn, "main", "runs"), chosen.values())
+        _insert_rows(conn, "seen_processes", [c for c in _columns(conn, "main", "seen_processes") if c != "id"],
+                     [rec for key, rec in got.seen_rows if key in chosen])
+        lo_b, hi_b = self._batch_ends(conn)
         exported_batches = {r[0] for r in conn.execute("SELECT id FROM main.batches")}
-        links = [h for bid, h in sorted(headers.items())
+        links = [h for bid, h in sorted(got.headers.items())
                  if lo_b is not None and lo_b <= bid <= hi_b and bid not in exported_batches]
         conn.executemany(f"INSERT INTO main.chain_links VALUES ({', '.join('?' * len(BATCH_COLUMNS))})", links)
         conn.execute("COMMIT")
 
-        from . import gaps
+    @staticmethod
+    def _batch_ends(conn: sqlite3.Connection) -> tuple:
+        return conn.execute("SELECT (SELECT min(id) FROM main.batches), (SELECT max(id) FROM main.batches)"
+                            ).fetchone()
 
-        found = gaps.window_gaps(db_dir=self.db_dir, since_ns=f.since_ns, until_ns=f.until_ns)
-
+    def _type_counts(self, conn: sqlite3.Connection) -> dict:
         counts = {"exec": 0, "exec_failed": 0, "exit": 0}
         for part in self.type_counts:
             if isinstance(part, tuple):
@@ -528,30 +586,30 @@ class _Export:
             for name, n in part.items():
                 counts[name] = counts.get(name, 0) + n
         counts["total"] = sum(v for k, v in counts.items() if k != "total")
-        first_t, last_t = conn.execute("SELECT (SELECT min(time_ns) FROM main.events), (SELECT max(time_ns) FROM main.events)").fetchone()
-        ends = conn.execute("SELECT (SELECT prev_hash FROM batches ORDER BY id LIMIT 1), "
-                            "(SELECT hash FROM batches ORDER BY id DESC LIMIT 1)").fetchone()
-        n = lambda table: conn.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]  # noqa: E731
+        return counts
+
+    def _manifest(self, conn: sqlite3.Connection, got: _Collected, chosen: dict, found: list) -> dict:
         from . import hostinfo
 
-        try:
-            import pwd
-
-            user = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            user = None
-        manifest = {
+        f = self.filters
+        first_t, last_t = conn.execute("SELECT (SELECT min(time_ns) FROM main.events), "
+                                       "(SELECT max(time_ns) FROM main.events)").fetchone()
+        ends = conn.execute("SELECT (SELECT prev_hash FROM batches ORDER BY id LIMIT 1), "
+                            "(SELECT hash FROM batches ORDER BY id DESC LIMIT 1)").fetchone()
+        lo_b, hi_b = self._batch_ends(conn)
+        n = lambda table: conn.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]  # noqa: E731
+        return {
             "format": FORMAT,
             "tool_version": __version__,
             "exported_at": format_time(time.time_ns()),
-            "exported_by": {"uid": os.getuid(), "user": user},
+            "exported_by": {"uid": os.getuid(), "user": _user()},
             "host": hostinfo.host(),
             "kernel": hostinfo.kernel(),
             "recorded_hosts": sorted({(r.get("host"), r.get("kernel")) for r in chosen.values()}),
             "recorded_boots": sorted({r.get("boot_id") for r in chosen.values()}),
             "command": self.argv,
             "source_dir": str(self.db_dir.resolve()),
-            "sources": source_info,
+            "sources": got.source_info,
             "filters": {k: v for k, v in asdict(f).items() if v is not None
                         and k not in ("since_ns", "until_ns")},
             "time_range": {
@@ -561,7 +619,7 @@ class _Export:
                 "first_record": format_time(first_t), "last_record": format_time(last_t),
                 "first_record_ns": first_t, "last_record_ns": last_t,
             },
-            "counts": counts,
+            "counts": self._type_counts(conn),
             "tables": {t: n(t) for t in ("events", "batches", "omitted_rows", "chain_links", "runs",
                                          "seen_processes")},
             "chain": {"first_batch": lo_b, "last_batch": hi_b, "first_prev_hash": ends[0],
@@ -569,6 +627,15 @@ class _Export:
             "gaps": [g.as_dict() for g in found],
             "content_sha256": content_sha256(conn),
         }
+
+    def _finish(self, conn: sqlite3.Connection, got: _Collected) -> dict:
+        from . import gaps
+
+        chosen = self._chosen_runs(conn, got)
+        self._store_runs_and_links(conn, got, chosen)
+        found = gaps.window_gaps(db_dir=self.db_dir, since_ns=self.filters.since_ns,
+                                 until_ns=self.filters.until_ns)
+        manifest = self._manifest(conn, got, chosen, found)
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO manifest VALUES (?, ?)",
                          [(k, json.dumps(v, sort_keys=True)) for k, v in manifest.items()])
@@ -576,40 +643,6 @@ class _Export:
         conn.execute("PRAGMA journal_mode = DELETE")
         manifest["_gaps"] = found
         return manifest
-
-    def _seal(self, tmp: Path, summary: dict) -> None:
-        import threading
-
-        def flush():  # to disk while the digest is computed from the page cache
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-
-        flusher = threading.Thread(target=flush)
-        flusher.start()
-        digest = file_sha256(tmp)
-        flusher.join()
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, self.out)
-        sidecar = Path(str(self.out) + ".sha256")
-        fd, side_tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp",
-                                        dir=str(self.out.parent) or ".")
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{digest}  {self.out.name}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(side_tmp, 0o444)
-        os.replace(side_tmp, sidecar)
-        dir_fd = os.open(str(self.out.parent) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        summary["sha256"] = digest
-
-
-def file_is_export_alias(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM src.sqlite_master WHERE type = 'table' AND name = 'manifest'"
-                        ).fetchone() is not None
 
 
 def export(db_dir, out, filters: Filters, force: bool = False, argv: list[str] | None = None,
@@ -625,4 +658,4 @@ def export(db_dir, out, filters: Filters, force: bool = False, argv: list[str] |
     return job.run()
 
 
-__all__ = ["export", "file_sha256", "content_sha256", "FORMAT", "file_is_export"]
+__all__ = ["export", "file_sha256", "content_sha256", "FORMAT"]

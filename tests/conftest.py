@@ -96,6 +96,25 @@ def run_cli(*args, check=None, **kw) -> subprocess.CompletedProcess:
     return p
 
 
+def cli_in_process(*argv) -> tuple[int, str, str]:
+    """``auditd-lite ARGV`` run in this process (cli.main): (exit status, stdout, stderr).
+
+    Faster than run_cli's subprocess, and a monkeypatched module is the one the command uses.
+    """
+    import contextlib
+    import io
+
+    from auditd_lite import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = cli.main([str(a) for a in argv])
+        except SystemExit as exc:  # --help and --version exit through argparse
+            status = exc.code if isinstance(exc.code, int) else 0
+    return status, out.getvalue(), err.getvalue()
+
+
 def query_json(db_dir, *filters) -> list[dict]:
     p = run_cli("query", "--db-dir", db_dir, "--format", "json", *filters)
     assert p.returncode in (0, 1), p.stderr

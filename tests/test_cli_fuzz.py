@@ -9,9 +9,7 @@ host; they are not fuzzed here.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,8 @@ from hypothesis import strategies as st
 from auditd_lite import cli
 from auditd_lite.rotation import RotationPolicy
 from auditd_lite.writer import BatchWriter
+
+from conftest import cli_in_process
 
 SEC = 10**9
 T0 = 1_795_000_000 * SEC
@@ -74,13 +74,7 @@ def world(tmp_path_factory) -> World:
 
 
 def invoke(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = cli.main(argv)
-        except SystemExit as exc:  # --help and --version exit through argparse
-            status = exc.code if isinstance(exc.code, int) else 0
-    return status, out.getvalue(), err.getvalue()
+    return cli_in_process(*argv)
 
 
 def check(world: World, argv: list[str]) -> None:

@@ -6,7 +6,6 @@ run records) and every check goes through the command line entry point.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -18,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from auditd_lite import cli, store
+from auditd_lite import store
 from auditd_lite.dbfiles import connect_ro, database_files
 from auditd_lite.export import Progress
 from auditd_lite.timeparse import format_time
 from auditd_lite.rotation import RotationPolicy
 from auditd_lite.writer import BatchWriter
 
-from conftest import SEC, T0, second_rows as rows
+from conftest import SEC, T0, cli_in_process, second_rows as rows
 from test_storage import at_first_revision
 
 
@@ -48,13 +47,6 @@ def t(i: int) -> str:
     return format_time(T0 + i * SEC)
 
 
-def run(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
-
-
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -71,7 +63,7 @@ def rotated(tmp_path_factory) -> Path:
 def case(rotated, tmp_path) -> Path:
     """An export of records 150..449 (ids 151..450)."""
     out = tmp_path / "case.db"
-    status, text, err = run("export", "--db-dir", rotated, "--since", t(150), "--until", t(450), "-o", out)
+    status, text, err = cli_in_process("export", "--db-dir", rotated, "--since", t(150), "--until", t(450), "-o", out)
     assert status == 0, err
     return out
 
@@ -131,53 +123,53 @@ def test_sidecar_is_sha256sum_format(case):
 
 def test_verify_export_ok(case):
     """An untouched export verifies: exit 0 and one summary line."""
-    assert run("verify", case) == (0, "ok: 1 file, 4 batches, 300 records; 1 export sealed and intact\n", "")
+    assert cli_in_process("verify", case) == (0, "ok: 1 file, 4 batches, 300 records; 1 export sealed and intact\n", "")
 
 
 def test_query_on_export_matches_query_on_the_directory(rotated, case):
     """query --db OUT gives exactly what query over the directory gives for the window."""
-    a = run("query", "--db", case, "--format", "json")[1]
-    b = run("query", "--db-dir", rotated, "--since", t(150), "--until", t(450), "--format", "json")[1]
+    a = cli_in_process("query", "--db", case, "--format", "json")[1]
+    b = cli_in_process("query", "--db-dir", rotated, "--since", t(150), "--until", t(450), "--format", "json")[1]
     assert a == b and len(a.splitlines()) == 300
 
 
 def test_filtered_export_carries_chain_links_and_verifies(rotated, tmp_path):
     """--comm sh keeps a third of the records; the chain between their batches is still whole."""
     out = tmp_path / "sh.db"
-    status, text, err = run("export", "--db-dir", rotated, "--comm", "sh", "--event", "exit", "-o", out)
+    status, text, err = cli_in_process("export", "--db-dir", rotated, "--comm", "sh", "--event", "exit", "-o", out)
     assert status == 0, err
     want = sum(1 for i in range(600) if i % 2 and (1000 + i // 2) % 3 == 0)
     assert text.startswith(f"exported {want} records (0 exec, 0 exec_failed, {want} exit) in 6 batches")
     conn = sqlite3.connect(out)
     assert conn.execute("SELECT count(*) FROM omitted_rows").fetchone() == (600 - want,)
     conn.close()
-    assert run("verify", out)[0] == 0
+    assert cli_in_process("verify", out)[0] == 0
 
 
 def test_filtered_export_with_batches_between_uses_chain_links(tmp_path):
     """Records in batches 1 and 4 only: batches 2 and 3 travel as chain links, and removing one is found."""
     d = write(tmp_path / "db", n=400, per_write=100, runs=1, rotate=False)
     out = tmp_path / "two.db"
-    status, _, err = run("export", "--db-dir", d, "--pid", "1010", "-o", out)  # ids 21, 22
+    status, _, err = cli_in_process("export", "--db-dir", d, "--pid", "1010", "-o", out)  # ids 21, 22
     assert status == 0, err
-    status, _, err = run("export", "--db-dir", d, "--pid", "1160", "-o", tmp_path / "other.db")
+    status, _, err = cli_in_process("export", "--db-dir", d, "--pid", "1160", "-o", tmp_path / "other.db")
     conn = sqlite3.connect(out)
     assert conn.execute("SELECT id FROM batches").fetchall() == [(1,)]
     conn.close()
     out2 = tmp_path / "span.db"
-    status, _, err = run("export", "--db-dir", d, "--arg", "echo 20", "-o", out2)  # ids 21 and 201..210
+    status, _, err = cli_in_process("export", "--db-dir", d, "--arg", "echo 20", "-o", out2)  # ids 21 and 201..210
     assert status == 0, err
     conn = sqlite3.connect(out2)
     assert conn.execute("SELECT id FROM batches").fetchall() == [(1,), (3,)]
     assert conn.execute("SELECT id FROM chain_links").fetchall() == [(2,)]
     conn.close()
-    assert run("verify", out2)[0] == 0
+    assert cli_in_process("verify", out2)[0] == 0
     bad = writable_copy(out2, tmp_path / "bad.db")
     conn = sqlite3.connect(bad)
     conn.execute("DELETE FROM chain_links")
     conn.commit()
     conn.close()
-    status, text, _ = run("verify", bad)
+    status, text, _ = cli_in_process("verify", bad)
     assert status == 1
     assert f"{bad} batch 3: batches 2..2 missing from the chain" in text.splitlines()
 
@@ -185,20 +177,20 @@ def test_filtered_export_with_batches_between_uses_chain_links(tmp_path):
 def test_never_overwrites_without_force(rotated, case):
     """An existing OUT is left alone (exit 2) unless --force, which replaces it and its sidecar."""
     before = case.read_bytes()
-    status, out, err = run("export", "--db-dir", rotated, "--since", t(0), "-o", case)
+    status, out, err = cli_in_process("export", "--db-dir", rotated, "--since", t(0), "-o", case)
     assert (status, out, err) == (2, "", f"auditd-lite: {case} exists: use --force to replace it\n")
     assert case.read_bytes() == before
-    status, out, err = run("export", "--db-dir", rotated, "--since", t(0), "-o", case, "--force")
+    status, out, err = cli_in_process("export", "--db-dir", rotated, "--since", t(0), "-o", case, "--force")
     assert status == 0, err
     assert manifest(case)["counts"]["total"] == 600
     assert Path(str(case) + ".sha256").read_text() == f"{sha(case)}  case.db\n"
-    assert run("verify", case)[0] == 0
+    assert cli_in_process("verify", case)[0] == 0
 
 
 def test_nothing_to_export_is_exit_1_and_leaves_nothing(rotated, tmp_path):
     """No matching record: exit 1, no file, no sidecar, no temporary file."""
     out = tmp_path / "empty.db"
-    status, text, err = run("export", "--db-dir", rotated, "--comm", "nosuch", "-o", out)
+    status, text, err = cli_in_process("export", "--db-dir", rotated, "--comm", "nosuch", "-o", out)
     assert (status, text) == (1, "")
     assert err.splitlines()[-1] == "auditd-lite: no records match: nothing to export"
     assert list(tmp_path.iterdir()) == []
@@ -213,7 +205,7 @@ def test_nothing_to_export_is_exit_1_and_leaves_nothing(rotated, tmp_path):
 def test_bad_targets_are_refused(rotated, tmp_path, target, message):
     """Exports into the evidence directory, into a missing directory or onto a directory exit 2."""
     fmt = {"db": rotated, "tmp": tmp_path}
-    status, out, err = run("export", "--db-dir", rotated, "-o", target.format(**fmt))
+    status, out, err = cli_in_process("export", "--db-dir", rotated, "-o", target.format(**fmt))
     assert (status, out, err) == (2, "", f"auditd-lite: {message.format(**fmt)}\n")
 
 
@@ -259,9 +251,9 @@ def test_export_while_the_writer_writes(tmp_path):
         totals = []
         for k in range(4):
             out = tmp_path / f"snap{k}.db"
-            status, text, err = run("export", "--db-dir", d, "-o", out)
+            status, text, err = cli_in_process("export", "--db-dir", d, "-o", out)
             assert status == 0, err
-            status, text, err = run("verify", out)
+            status, text, err = cli_in_process("verify", out)
             assert status == 0, text + err
             conn = sqlite3.connect(out)
             n, lo, hi = conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone()
@@ -302,14 +294,14 @@ def test_rotation_between_listing_and_live_snapshot_loses_nothing(tmp_path, monk
 
     monkeypatch.setattr(export_module._Export, "_attach", attach_after_a_rotation)
     out = tmp_path / "snap.db"
-    status, text, err = run("export", "--db-dir", d, "-o", out)
+    status, text, err = cli_in_process("export", "--db-dir", d, "-o", out)
     bw.close()
     assert status == 0, err
     assert rotated_once and len(list(d.glob("audit-*.db"))) == 3
     conn = sqlite3.connect(out)
     assert conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone() == (300, 1, 300)
     conn.close()
-    assert run("verify", out)[0] == 0
+    assert cli_in_process("verify", out)[0] == 0
 
 
 # --- verify on the daemon's files ----------------------------------------
@@ -334,7 +326,7 @@ def edit(path: Path, *statements):
 
 def test_intact_directory_verifies(rotated):
     """The writer's own files: every batch recomputes and the chain runs across all seven files."""
-    assert run("verify", "--db-dir", rotated) == (
+    assert cli_in_process("verify", "--db-dir", rotated) == (
         0, "ok: 7 files, 6 batches, 600 records; chain intact from batch 1 to 6\n", "")
 
 
@@ -343,7 +335,7 @@ def test_edited_row_is_found(tmp_path):
     d = fresh(tmp_path)
     victim = files_oldest_first(d)[2]
     edit(victim, "UPDATE events SET argv = CAST('cat -c rm -rf /' AS BLOB) WHERE id = 250")
-    status, out, err = run("verify", "--db-dir", d)
+    status, out, err = cli_in_process("verify", "--db-dir", d)
     assert status == 1
     assert out == f"{victim} batch 3: hash mismatch: a record or the batch was edited\n"
     assert err == "auditd-lite: verification failed: 1 problem\n"
@@ -355,7 +347,7 @@ def test_deleted_batch_in_a_file_is_found(tmp_path):
     d = fresh(tmp_path, rotate=False)
     live = d / "audit.db"
     edit(live, "DELETE FROM events WHERE batch_id = 2", "DELETE FROM batches WHERE id = 2")
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert status == 1
     assert out.splitlines() == [
         f"{live} batch 3: chain broken: previous batch missing or changed",
@@ -369,7 +361,7 @@ def test_deleted_last_batch_is_found_by_the_run_counters(tmp_path):
     d = fresh(tmp_path, rotate=False)
     live = d / "audit.db"
     edit(live, "DELETE FROM events WHERE batch_id = 6", "DELETE FROM batches WHERE id = 6")
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert (status, out.splitlines()) == (1, [
         f"{live}: run 2 says it wrote 300 records (lost 0+0) to this file, its batches here hold 200 "
         "(lost 0+0): batches removed or added, or the run edited"])
@@ -380,7 +372,7 @@ def test_removed_middle_file_is_found(tmp_path):
     d = fresh(tmp_path)
     files = files_oldest_first(d)
     files[3].unlink()
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert (status, out) == (1, f"{files[4]} batch 5: batches 4..4 are missing between {files[2]} and this "
                                 "file: a file was removed\n")
 
@@ -392,7 +384,7 @@ def test_file_from_elsewhere_is_found(tmp_path):
     mine, theirs = files_oldest_first(d)[3], files_oldest_first(other)[3]
     mine.unlink()
     shutil.copy(theirs, mine)
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     nxt, prev = files_oldest_first(d)[4], files_oldest_first(d)[2]
     assert (status, out.splitlines()) == (1, [
         f"{mine}: does not continue the chain of {prev}: a file between them is missing, or one is from elsewhere",
@@ -406,7 +398,7 @@ def test_copy_of_a_file_is_found(tmp_path):
     first = files_oldest_first(d)[0]
     copy = d / first.name.replace(".db", "-1.db")
     shutil.copy(first, copy)
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert (status, out) == (1, f"{copy} batch 1: batches 1..1 are also in {first}: a copy, or a file from "
                                 "another directory\n")
 
@@ -416,7 +408,7 @@ def test_oldest_file_removed_without_retention_is_found(tmp_path):
     d = fresh(tmp_path)
     first, second = files_oldest_first(d)[:2]
     first.unlink()
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert (status, out) == (1, f"{second} batch 2: the chain does not start here (this batch follows one "
                                 "that is not in any file) although no run had retention on (keep = 0): "
                                 "older files were removed\n")
@@ -426,7 +418,7 @@ def test_oldest_file_removed_by_retention_is_a_note(tmp_path):
     """With keep > 0 the daemon removes old files itself: verify passes and says where the chain starts."""
     d = fresh(tmp_path, settings={"keep": 3})
     files_oldest_first(d)[0].unlink()
-    status, out, err = run("verify", "--db-dir", d)
+    status, out, err = cli_in_process("verify", "--db-dir", d)
     assert (status, out) == (0, "ok: 6 files, 5 batches, 500 records; chain intact from batch 2 to 6\n")
     assert err == (f"auditd-lite: note: the chain starts at batch 2 in {files_oldest_first(d)[0]}: older "
                    "files were removed (retention: keep = 3)\n")
@@ -438,7 +430,7 @@ def test_foreign_files_in_the_directory_are_problems(rotated, case, tmp_path):
     shutil.copytree(rotated, d)
     shutil.copy(case, d / "case.db")
     shutil.copy(str(case) + ".sha256", d / "case.db.sha256")
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert (status, out) == (1, f"{d / 'case.db'}: an export inside the database directory: queries of the "
                                 "directory read it as if the daemon wrote it\n")
 
@@ -446,7 +438,7 @@ def test_foreign_files_in_the_directory_are_problems(rotated, case, tmp_path):
 def test_verify_files_in_any_order(rotated):
     """Files given on the command line are put in chain order (by batch id) before checking."""
     files = files_oldest_first(rotated)
-    status, out, err = run("verify", *reversed(files))
+    status, out, err = cli_in_process("verify", *reversed(files))
     assert (status, out, err) == (0, "ok: 7 files, 6 batches, 600 records; chain intact from batch 1 to 6\n", "")
 
 
@@ -474,7 +466,7 @@ def test_verify_names_batches_from_before_the_chain(tmp_path):
     batches 1..3 and their 30 records as written before the hash chain."""
     d = first_release_upgraded(tmp_path)
     live = d / "audit.db"
-    assert run("verify", "--db-dir", d) == (
+    assert cli_in_process("verify", "--db-dir", d) == (
         0, "ok: 1 file, 5 batches, 230 records; chain intact from batch 4 to 5\n",
         f"auditd-lite: note: {live}: batches 1..3 were written before the hash chain (schema revision "
         "0001): no hash vouches for their 30 records\n")
@@ -486,7 +478,7 @@ def test_edit_after_the_pre_chain_batches_is_still_found(tmp_path):
     d = first_release_upgraded(tmp_path)
     live = d / "audit.db"
     edit(live, "UPDATE events SET exit_code = 99 WHERE id = 150")
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert (status, out) == (1, f"{live} batch 5: hash mismatch: a record or the batch was edited\n")
 
 
@@ -503,7 +495,7 @@ def test_hash_removed_from_a_chained_batch_is_found(tmp_path, statement, batch, 
     d = first_release_upgraded(tmp_path)
     live = d / "audit.db"
     edit(live, statement)
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert status == 1
     assert f"{live} batch {batch}: {reason}" in out.splitlines()
 
@@ -517,7 +509,7 @@ def test_file_at_the_first_revision_verifies_with_a_note(tmp_path):
         at_first_revision(conn, 30, batches=3)
     engine.dispose()
     live = d / "audit.db"
-    assert run("verify", live) == (
+    assert cli_in_process("verify", live) == (
         0, "ok: 1 file, 3 batches, 30 records\n",
         f"auditd-lite: note: {live}: batches 1..3 were written before the hash chain (schema revision "
         "0001): no hash vouches for their 30 records\n")
@@ -540,12 +532,12 @@ def test_file_set_aside_by_the_writer_is_part_of_the_chain(tmp_path):
     bw.write(rows(100, start=300))
     bw.close()
     (aside,) = d.glob("audit-damaged-*.db.damaged")
-    status, out, err = run("verify", "--db-dir", d)
+    status, out, err = cli_in_process("verify", "--db-dir", d)
     assert (status, out) == (0, "ok: 2 files, 4 batches, 400 records; chain intact from batch 1 to 4\n")
     assert err == (f"auditd-lite: note: {aside}: a live file the writer set aside: checked with the "
                    "others, but queries of the directory do not read it\n")
     edit(aside, "UPDATE events SET comm = 'x' WHERE id = 5")
-    status, out, _ = run("verify", "--db-dir", d)
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
     assert (status, out) == (1, f"{aside} batch 1: hash mismatch: a record or the batch was edited\n")
 
 
@@ -555,7 +547,7 @@ def test_edited_export_record_is_found(case, tmp_path):
     """A record edited in an export: its batch fails, and the file no longer matches its sidecar."""
     bad = writable_copy(case, tmp_path / "bad.db")
     edit(bad, "UPDATE events SET comm = 'innocent' WHERE id = 300")
-    status, out, _ = run("verify", bad)
+    status, out, _ = cli_in_process("verify", bad)
     assert (status, out.splitlines()) == (1, [
         f"{bad} batch 3: hash mismatch: a record or the batch was edited",
         f"{bad}: SHA-256 differs from bad.db.sha256: the file was changed",
@@ -566,7 +558,7 @@ def test_deleted_export_record_is_found(case, tmp_path):
     """A record deleted from an export: counts, table sizes, its batch and the digest all disagree."""
     bad = writable_copy(case, tmp_path / "bad.db")
     edit(bad, "DELETE FROM events WHERE id = 301")
-    status, out, _ = run("verify", bad)
+    status, out, _ = cli_in_process("verify", bad)
     assert status == 1
     lines = out.splitlines()
     assert lines[0].startswith(f"{bad}: records per type {{'exec': 149, 'exec_failed': 0, 'exit': 150, "
@@ -581,7 +573,7 @@ def test_edited_manifest_is_found(case, tmp_path):
     m = manifest(case)
     m["counts"]["exit"] = 10
     edit(bad, "UPDATE manifest SET value = '" + json.dumps(m["counts"]) + "' WHERE key = 'counts'")
-    status, out, _ = run("verify", bad)
+    status, out, _ = cli_in_process("verify", bad)
     assert status == 1
     assert out.splitlines()[0] == (f"{bad}: records per type {{'exec': 150, 'exec_failed': 0, 'exit': 150, "
                                    "'total': 300} differ from the manifest's {'exec': 150, 'exec_failed': 0, "
@@ -593,7 +585,7 @@ def test_removed_export_batch_is_found(case, tmp_path):
     bad = writable_copy(case, tmp_path / "bad.db")
     edit(bad, "DELETE FROM events WHERE batch_id = 3", "DELETE FROM batches WHERE id = 3",
          "DELETE FROM omitted_rows WHERE batch_id = 3")
-    status, out, _ = run("verify", bad)
+    status, out, _ = cli_in_process("verify", bad)
     assert status == 1
     assert f"{bad} batch 4: batches 3..3 missing from the chain" in out.splitlines()
 
@@ -602,10 +594,10 @@ def test_missing_or_wrong_sidecar(case, tmp_path):
     """Without its .sha256 the seal is incomplete: verification fails and says so."""
     lone = tmp_path / "lone.db"
     shutil.copy(case, lone)
-    status, out, _ = run("verify", lone)
+    status, out, _ = cli_in_process("verify", lone)
     assert (status, out) == (1, f"{lone}: no digest file lone.db.sha256: the file's seal is missing\n")
     Path(str(lone) + ".sha256").write_text("0" * 64 + "  lone.db\n")
-    assert run("verify", lone)[1] == f"{lone}: SHA-256 differs from lone.db.sha256: the file was changed\n"
+    assert cli_in_process("verify", lone)[1] == f"{lone}: SHA-256 differs from lone.db.sha256: the file was changed\n"
 
 
 @pytest.mark.parametrize("make, status, message", [
@@ -616,4 +608,4 @@ def test_verify_bad_input(tmp_path, make, status, message):
     """A non-database or missing file is bad input (exit 2), not a verification failure."""
     p = tmp_path / "x.db"
     make(p)
-    assert run("verify", p) == (status, "", message.format(p=p))
+    assert cli_in_process("verify", p) == (status, "", message.format(p=p))

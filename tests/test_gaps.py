@@ -9,7 +9,6 @@ the clock.
 from __future__ import annotations
 
 import calendar
-import contextlib
 import fcntl
 import io
 import json
@@ -20,9 +19,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from auditd_lite import chain, cli, gaps
+from auditd_lite import chain, gaps
 from auditd_lite.dbfiles import open_all
 from auditd_lite.schema import metadata
+
+from conftest import cli_in_process
 
 SEC = 10**9
 MIN = 60 * SEC
@@ -229,16 +230,9 @@ def test_exits_only_run_is_partial_coverage(tmp_path):
     assert "only exits of processes that lived at least 500 ms" in found[0].detail
 
 
-def run_cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
-
-
 def test_query_warns_on_stderr_for_gaps_in_its_window(hist):
     """query prints one warning line per gap overlapping --since/--until, results stay on stdout."""
-    status, out, err = run_cli("query", "--db-dir", hist, "--since", iso(at(10, 20)),
+    status, out, err = cli_in_process("query", "--db-dir", hist, "--since", iso(at(10, 20)),
                                "--until", iso(at(10, 50)), "--format", "json")
     assert status == 0
     assert [json.loads(line)["pid"] for line in out.splitlines()] == [203, 203, 202, 201, 200, 101]
@@ -255,7 +249,7 @@ def test_query_warns_on_stderr_for_gaps_in_its_window(hist):
 
 def test_nothing_found_still_warns(hist):
     """An empty answer over a gap says so: exit 1, and the gap on stderr."""
-    status, out, err = run_cli("query", "--db-dir", hist, "--comm", "nosuch", "--since", iso(at(10, 50)),
+    status, out, err = cli_in_process("query", "--db-dir", hist, "--comm", "nosuch", "--since", iso(at(10, 50)),
                                "--until", iso(at(10, 55)))
     assert (status, out) == (1, "")
     assert err.splitlines()[0].startswith("auditd-lite: warning: coverage gap 2026-11-20T10:45:00.000000Z")
@@ -264,17 +258,17 @@ def test_nothing_found_still_warns(hist):
 
 def test_limit_narrows_the_window_to_what_was_answered(hist):
     """With --limit reached, only gaps newer than the oldest record returned are relevant."""
-    status, out, err = run_cli("query", "--db-dir", hist, "--until", iso(at(11, 20)), "--limit", "2")
+    status, out, err = cli_in_process("query", "--db-dir", hist, "--until", iso(at(11, 20)), "--limit", "2")
     assert status == 0 and len(out.splitlines()) == 3  # header and two records (11:09:30, 11:09)
     assert err == ""
-    status, out, err = run_cli("query", "--db-dir", hist, "--until", iso(at(11, 20)), "--limit", "4")
+    status, out, err = cli_in_process("query", "--db-dir", hist, "--until", iso(at(11, 20)), "--limit", "4")
     assert [line.split(": ", 2)[1] for line in err.splitlines()] == ["warning"]  # 10:44:50 reached
     assert "run 2 stopped uncleanly" in err
 
 
 def test_query_since_before_first_run_warns(hist):
     """Asking about a time before anything was recorded says nothing was recorded then."""
-    status, _, err = run_cli("query", "--db-dir", hist, "--since", iso(at(9, 0)), "--until", iso(at(10, 10)))
+    status, _, err = cli_in_process("query", "--db-dir", hist, "--since", iso(at(9, 0)), "--until", iso(at(10, 10)))
     assert status == 0
     assert err.splitlines()[0] == (
         "auditd-lite: warning: coverage gap 2026-11-20T09:00:00.000000Z .. 2026-11-20T10:00:02.000000Z: "
@@ -284,7 +278,7 @@ def test_query_since_before_first_run_warns(hist):
 def test_export_manifest_carries_the_gaps_and_query_on_it_reports_them(hist, tmp_path):
     """export puts the window's gaps in its manifest; query --db on the export warns from it."""
     out = tmp_path / "case.db"
-    status, text, err = run_cli("export", "--db-dir", hist, "--since", iso(at(10, 20)), "--until",
+    status, text, err = cli_in_process("export", "--db-dir", hist, "--since", iso(at(10, 20)), "--until",
                                 iso(at(10, 50)), "-o", out)
     assert status == 0, err
     assert err.count("warning: coverage gap") == 3
@@ -294,7 +288,7 @@ def test_export_manifest_carries_the_gaps_and_query_on_it_reports_them(hist, tmp
     assert [(g["kind"], g["start_ns"], g["end_ns"], g["lost_kernel"], g["lost_user"]) for g in manifest_gaps] == [
         ("not_running", at(10, 30), at(10, 40, 2), 0, 0), ("lost", at(10, 41), at(10, 42, 30), 42, 3),
         ("unclean_stop", at(10, 45), at(11, 0, 2), 0, 0)]
-    status, _, err = run_cli("query", "--db", out, "--pid", "201")
+    status, _, err = cli_in_process("query", "--db", out, "--pid", "201")
     assert status == 0
     assert [line.split(": ", 2)[2][:40] for line in err.splitlines()] == [
         "coverage gap 2026-11-20T10:30:00.000000Z", "coverage gap 2026-11-20T10:41:00.000000Z",

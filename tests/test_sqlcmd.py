@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -11,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from auditd_lite import cli
 from auditd_lite.rotation import RotationPolicy
 from auditd_lite.writer import BatchWriter
 
-from conftest import T0, second_rows
+from conftest import T0, cli_in_process, second_rows
 
 
 def rows(n: int, start: int = 0) -> list[tuple]:
@@ -56,10 +54,7 @@ def many(tmp_path_factory) -> Path:
 
 
 def sql(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main(["sql", *map(str, argv)])
-    return status, out.getvalue(), err.getvalue()
+    return cli_in_process("sql", *argv)
 
 
 def digests(d: Path) -> dict:

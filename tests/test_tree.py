@@ -15,6 +15,8 @@ from auditd_lite import cli
 from auditd_lite.rotation import RotationPolicy
 from auditd_lite.writer import BatchWriter
 
+from conftest import cli_in_process
+
 SEC = 10**9
 MS = 10**6
 BOOT_A_WALL = calendar.timegm((2026, 11, 20, 0, 0, 0)) * SEC  # boot A: monotonic 0 at midnight
@@ -274,19 +276,12 @@ def test_tree_across_rotated_files(tmp_path):
 def test_tree_on_an_export(db, tmp_path):
     """tree --db works on an export made of the window, on the records it holds."""
     out = tmp_path / "case.db"
-    status, _, err = _cli("export", "--db-dir", db, "--since", "2026-11-20T09:00Z", "--until",
+    status, _, err = cli_in_process("export", "--db-dir", db, "--since", "2026-11-20T09:00Z", "--until",
                           "2026-11-20T11:30Z", "-o", out)
     assert status == 0, err
     status, text, err = run_tree(1002, "--db", out)
     assert status == 0, err
     assert text.splitlines()[4].startswith("      └─ 1002 sh /bin/sh sh -c 'sleep 1000'")
-
-
-def _cli(*argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main([str(a) for a in argv])
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("seeded_again, found_at_10_50", [(False, False), (True, True)])
