@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AuditdLiteError, BadInput
+from .output import FORMATS
 
 PROG = "auditd-lite"
 EVENTS = ("exec", "exit", "exec_failed")
@@ -117,7 +118,7 @@ def build_parser() -> Parser:
     q.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
     q.add_argument("--min-duration-ms", type=nonneg_int, metavar="N")
     q.add_argument("--event", choices=EVENTS)
-    q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("--limit", type=pos_int, metavar="N")
     add_investigation_commands(sub)
     add_storage_commands(sub)
@@ -307,7 +308,7 @@ def add_investigation_commands(sub) -> None:
     add_db_source(s)
     s.add_argument("--since", metavar="T", help="only records from T on (and files that hold them)")
     s.add_argument("--until", metavar="T", help="only records before T")
-    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--format", choices=FORMATS, default="table")
 
     e = sub.add_parser(
         "export", help="a sealed, self-contained copy of selected records",
@@ -380,8 +381,7 @@ def cmd_sql(args) -> int:
     until = timeparse.parse_time(args.until) if args.until else None
     paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
     if since is not None or until is not None:
-        paths = [p for p in paths if not (r := dbfiles.rotated_range(p))
-                 or ((since is None or r[1] >= since) and (until is None or r[0] < until))]
+        paths = [p for p in paths if dbfiles.may_hold(p, since, until)]
     if not paths:
         raise NotFound("no database files hold records in that window" if since or until
                        else "no database files")

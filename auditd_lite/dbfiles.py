@@ -62,6 +62,13 @@ def rotated_range(path) -> tuple[int, int] | None:
         return None
 
 
+def may_hold(path, since_ns: int | None, until_ns: int | None) -> bool:
+    """Can ``path`` hold records of [since, until)? A rotated file's name says its range; any
+    other file may hold anything."""
+    rng = rotated_range(path)
+    return rng is None or ((since_ns is None or rng[1] >= since_ns) and (until_ns is None or rng[0] < until_ns))
+
+
 def file_order(path) -> tuple:
     """The sort key of rotated files, oldest first: the one order of the daemon's files.
 

@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__, chain
-from .dbfiles import (LIVE_NAME, database_files, file_is_export, has_table, is_chain_file, merge_run,
-                      needs_immutable, open_ro, ro_uri, rotated_range, run_rows)
+from .dbfiles import (LIVE_NAME, database_files, file_is_export, has_table, is_chain_file, may_hold,
+                      merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows)
 from .errors import BadInput, NotFound
 from .query import Filters, selection_sql
 from .timeparse import format_time
@@ -260,12 +260,8 @@ class _Export:
                 if not quiet:
                     self.note(f"skipping {p.name}: not a file the daemon writes (audit.db or audit-*.db)")
                 continue
-            rng = rotated_range(p)
-            f = self.filters
-            if rng and ((f.since_ns is not None and rng[1] < f.since_ns)
-                        or (f.until_ns is not None and rng[0] >= f.until_ns)):
-                continue
-            chosen.append(p)
+            if may_hold(p, self.filters.since_ns, self.filters.until_ns):
+                chosen.append(p)
         return chosen
 
     def run(self) -> dict:

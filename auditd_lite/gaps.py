@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .dbfiles import (LIVE_NAME, daemon_running, file_is_export, file_order, is_chain_file, merge_run, rotated_range,
-                      run_key, run_rows)
+from .dbfiles import (LIVE_NAME, daemon_running, file_is_export, file_order, is_chain_file, merge_run,
+                      rotated_range, run_key, run_rows)
 from .timeparse import format_time
 
 LOSS_MERGE_NS = 60 * 10**9  # loss batches closer than this are one gap

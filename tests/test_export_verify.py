@@ -444,15 +444,22 @@ def test_verify_files_in_any_order(rotated):
 
 # --- verify on files from before the chain, and on files the writer set aside ----------
 
-def first_release_upgraded(tmp_path) -> Path:
-    """audit.db as the first release wrote it (revision 0001: 3 batches without hashes, 30
-    records), then upgraded and written on by the current writer: batches 4 and 5 of 100."""
+def first_release(tmp_path) -> Path:
+    """A directory whose audit.db is as the first release wrote it (revision 0001: 3 batches
+    without hashes, 30 records)."""
     d = tmp_path / "db"
     d.mkdir()
     engine = store.engine_for(d / "audit.db")
     with engine.connect() as conn:
         at_first_revision(conn, 30, batches=3)
     engine.dispose()
+    return d
+
+
+def first_release_upgraded(tmp_path) -> Path:
+    """audit.db as the first release wrote it (revision 0001: 3 batches without hashes, 30
+    records), then upgraded and written on by the current writer: batches 4 and 5 of 100."""
+    d = first_release(tmp_path)
     bw = BatchWriter(d, {"keep": 0})
     bw.open()
     bw.write(rows(100, start=30))
@@ -502,13 +509,7 @@ def test_hash_removed_from_a_chained_batch_is_found(tmp_path, statement, batch, 
 
 def test_file_at_the_first_revision_verifies_with_a_note(tmp_path):
     """A file still at revision 0001 (no hash columns): exit 0 and the note naming its batches."""
-    d = tmp_path / "db"
-    d.mkdir()
-    engine = store.engine_for(d / "audit.db")
-    with engine.connect() as conn:
-        at_first_revision(conn, 30, batches=3)
-    engine.dispose()
-    live = d / "audit.db"
+    live = first_release(tmp_path) / "audit.db"
     assert cli_in_process("verify", live) == (
         0, "ok: 1 file, 3 batches, 30 records\n",
         f"auditd-lite: note: {live}: batches 1..3 were written before the hash chain (schema revision "
