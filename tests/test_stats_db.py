@@ -110,3 +110,51 @@ class TestDbCommands:
         finally:
             bw.close()
         assert p.returncode == 2 and "already writing" in p.stderr.decode()
+
+
+class TestRunCopies:
+    """A run's row is copied into every file it wrote to; every reader merges the copies by
+    dbfiles.merge_run, so they agree on what the run wrote and when it stopped."""
+
+    def test_merge_adds_each_copy_once_and_keeps_the_stop(self):
+        from auditd_lite.dbfiles import merge_run
+
+        runs: dict = {}
+        copies = [  # newest file first, as the readers list them: only it has the stop
+            {"id": 1, "started_ns": 5, "boot_id": "b", "attached_ns": 7, "stopped_ns": 90,
+             "events_written": 3, "lost_kernel": 1, "lost_user": 0},
+            {"id": 1, "started_ns": 5, "boot_id": "b", "attached_ns": 7, "stopped_ns": None,
+             "events_written": 10, "lost_kernel": 2, "lost_user": 4},
+            {"id": 1, "started_ns": 5, "boot_id": "b", "attached_ns": 7, "stopped_ns": None,
+             "events_written": 10, "lost_kernel": 0, "lost_user": 0},
+            {"id": 1, "started_ns": 6, "boot_id": "other", "stopped_ns": None,  # another run, same id
+             "events_written": 99, "lost_kernel": 0, "lost_user": 0},
+        ]
+        for row in copies:
+            merge_run(runs, row)
+        assert runs[(1, 5)] == {"id": 1, "started_ns": 5, "boot_id": "b", "attached_ns": 7, "stopped_ns": 90,
+                                "events_written": 23, "lost_kernel": 3, "lost_user": 4}
+        assert runs[(1, 6)]["events_written"] == 99
+        assert copies[0]["events_written"] == 3  # the caller's row is not changed
+
+    def test_stats_sql_and_export_agree_on_a_run_across_rotated_files(self, tmp_path):
+        from auditd_lite.rotation import RotationPolicy
+
+        db = tmp_path / "db"
+        bw = writer(db, rotation=RotationPolicy(size_mb=0.001))
+        for i in range(4):
+            bw.write(rows(50, start=50 * i))
+        bw.close()
+        assert len(list(db.glob("audit-*.db"))) >= 2
+        s = json.loads(run_cli("stats", "--db-dir", db, "--format", "json", check=0).stdout)
+        assert [(r["events_written"], r["clean"]) for r in s["runs"]] == [(200, True)]
+        p = run_cli("sql", "--db-dir", db, "--format", "json",
+                    "SELECT events_written, stopped_ns IS NOT NULL AS stopped FROM runs", check=0)
+        assert [json.loads(line) for line in p.stdout.decode().splitlines()] == [
+            {"events_written": 200, "stopped": 1}]
+        out = tmp_path / "case.db"
+        run_cli("export", "--db-dir", db, "-o", out, check=0)
+        p = run_cli("sql", "--db", out, "--format", "json",
+                    "SELECT events_written, stopped_ns IS NOT NULL AS stopped FROM runs", check=0)
+        assert [json.loads(line) for line in p.stdout.decode().splitlines()] == [
+            {"events_written": 200, "stopped": 1}]
