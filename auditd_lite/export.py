@@ -241,6 +241,112 @@ class _Collected:
             self.seen_rows.append(((rec.get("run_id"), run[1] if run else None), rec))
 
 
+def _id_range(conn: sqlite3.Connection, alias: str, f: Filters) -> tuple:
+    """The ids of the file's records in the window: a superset is enough (the copy filters
+    each record by time again), so a file wholly inside the window is taken whole."""
+    first, last, lo, hi = conn.execute(
+        f"SELECT (SELECT min(time_ns) FROM {alias}.events), (SELECT max(time_ns) FROM {alias}.events), "
+        f"(SELECT min(id) FROM {alias}.events), (SELECT max(id) FROM {alias}.events)").fetchone()
+    if first is None or ((f.since_ns is None or first >= f.since_ns)
+                         and (f.until_ns is None or last < f.until_ns)):
+        return lo, hi, True
+    terms, params = [], []
+    if f.since_ns is not None:
+        terms.append("time_ns >= ?")
+        params.append(f.since_ns)
+    if f.until_ns is not None:
+        terms.append("time_ns < ?")
+        params.append(f.until_ns)
+    where = (" WHERE " + " AND ".join(terms)) if terms else ""
+    return (*conn.execute(f"SELECT min(id), max(id) FROM {alias}.events{where}", params).fetchone(), False)
+
+
+def _only_time_selects(f: Filters) -> bool:
+    """Do only --since/--until select records (no filter on their columns)?"""
+    return all(getattr(f, name) is None for name in (
+        "comm", "exit_code", "signal", "pid", "ppid", "uid", "filename", "arg", "min_duration_ns",
+        "event"))
+
+
+def _batches_and_omitted(conn: sqlite3.Connection, lo: int, hi: int, select: str) -> None:
+    """Copy the batches holding exported records of ``src``, and the digests of their other records."""
+    cur = conn.execute(
+        f"INSERT OR IGNORE INTO main.batches ({', '.join(BATCH_COLUMNS)}) SELECT {select} "
+        "FROM src.batches sb WHERE sb.last_event_id >= ? AND sb.first_event_id <= ? AND EXISTS "
+        "(SELECT 1 FROM main.events m WHERE m.id BETWEEN sb.first_event_id AND sb.last_event_id)",
+        (lo, hi))
+    if not cur.rowcount:
+        return
+    partial = conn.execute(
+        "SELECT b.id, b.first_event_id, b.last_event_id, b.hash FROM main.batches b "
+        "WHERE b.last_event_id >= ? AND b.first_event_id <= ? AND b.count != "
+        "(SELECT count(*) FROM main.events m WHERE m.id BETWEEN b.first_event_id AND b.last_event_id)",
+        (lo, hi)).fetchall()
+    cols = ", ".join(chain.EVENT_COLUMNS)
+    for batch_id, first, last, stored in partial:
+        fmt = chain.hash_format(stored or "")
+        rows = conn.execute(
+            f"SELECT {cols} FROM src.events s WHERE s.id BETWEEN ? AND ? "
+            "AND NOT EXISTS (SELECT 1 FROM main.events m WHERE m.id = s.id)", (first, last)).fetchall()
+        conn.executemany("INSERT OR REPLACE INTO main.omitted_rows VALUES (?, ?, ?)",
+                         [(r[0], batch_id, chain.row_digest(tuple(r), fmt)) for r in rows])
+
+
+def _batch_ends(conn: sqlite3.Connection) -> tuple:
+    return conn.execute("SELECT (SELECT min(id) FROM main.batches), (SELECT max(id) FROM main.batches)"
+                        ).fetchone()
+
+
+def _chosen_runs(conn: sqlite3.Connection, got: _Collected, f: Filters, db_dir: Path) -> dict:
+    """The runs the export carries: those of its batches and those that cover the window."""
+    # a record's run is its batch's run (the hash covers both): the small table says it
+    exported_runs = {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM main.batches")}
+    last_batch_of = {}
+    for h in got.headers.values():
+        last_batch_of[h[1]] = max(last_batch_of.get(h[1], 0), h[2])
+    chosen = {}
+    for key, rec in got.runs.items():
+        start = rec.get("attached_ns") or rec.get("started_ns")
+        end = rec.get("stopped_ns") or last_batch_of.get(rec.get("id")) or start
+        overlaps = ((f.until_ns is None or start < f.until_ns) and (f.since_ns is None or end >= f.since_ns))
+        if key[0] in exported_runs or overlaps:
+            if key[0] in {k[0] for k in chosen}:
+                raise BadInput(f"run id {key[0]} names two different runs in {db_dir}: "
+                               "files from another directory? (verify says more)")
+            chosen[key] = rec
+    return chosen
+
+
+def _store_runs_and_links(conn: sqlite3.Connection, got: _Collected, chosen: dict) -> None:
+    """The chosen runs, their seen processes, and the headers of the batches between the first
+    and last exported one that hold no exported record."""
+    conn.execute("BEGIN")
+    _insert_rows(conn, "runs", _columns(conn, "main", "runs"), chosen.values())
+    _insert_rows(conn, "seen_processes", [c for c in _columns(conn, "main", "seen_processes") if c != "id"],
+                 [rec for key, rec in got.seen_rows if key in chosen])
+    lo_b, hi_b = _batch_ends(conn)
+    exported_batches = {r[0] for r in conn.execute("SELECT id FROM main.batches")}
+    links = [h for bid, h in sorted(got.headers.items())
+             if lo_b is not None and lo_b <= bid <= hi_b and bid not in exported_batches]
+    conn.executemany(f"INSERT INTO main.chain_links VALUES ({', '.join('?' * len(BATCH_COLUMNS))})", links)
+    conn.execute("COMMIT")
+
+
+def _type_counts(conn: sqlite3.Connection, parts: list) -> dict:
+    """Records per type over the parts: a future of a source's counts, or an id range to count here."""
+    counts = {"exec": 0, "exec_failed": 0, "exit": 0}
+    for part in parts:
+        if isinstance(part, tuple):
+            part = dict(conn.execute("SELECT event, count(*) FROM main.events WHERE id BETWEEN ? AND ? "
+                                     "GROUP BY event", part))
+        else:
+            part = part.result()
+        for name, n in part.items():
+            counts[name] = counts.get(name, 0) + n
+    counts["total"] = sum(v for k, v in counts.items() if k != "total")
+    return counts
+
+
 class _Export:
     def __init__(self, db_dir: Path, out: Path, filters: Filters, argv: list[str] | None,
                  progress: Progress, note):
@@ -349,7 +455,7 @@ class _Export:
         for path in sources if self.progress.on else ():
             c = open_ro(path)
             try:
-                lo, hi, _ = self._id_range(c, "main", path)
+                lo, hi, _ = _id_range(c, "main", self.filters)
                 total += (hi - lo + 1) if lo is not None else 0
             finally:
                 c.close()
@@ -368,54 +474,69 @@ class _Export:
             live = path.name == LIVE_NAME
             inode = None
             if live:
-                # a rotation since the listing renamed the live file: read the renamed file first
-                fresh = [p for p in self.sources(quiet=True) if p.name != LIVE_NAME
-                         and p not in processed and p not in queue]
-                if fresh:
-                    for p in fresh:
-                        self.digests[p] = self.pool.submit(file_sha256, p)
-                    queue = fresh + queue + [path]
+                if self._renamed_first(path, queue, processed):
                     continue
                 try:
                     inode = os.stat(path).st_ino
                 except FileNotFoundError:
                     continue
-            self._attach(conn, path)
-            conn.execute("BEGIN")
-            try:
-                if live:
-                    conn.execute("SELECT count(*) FROM src.batches").fetchone()  # the snapshot starts
-                    if os.stat(path).st_ino != inode:  # rotated between the check and the snapshot
-                        raise _Rotated
-                processed.add(path)
-                info = self._copy_file(conn, path, out_cols, got)
-                conn.execute("COMMIT")
-            except _Rotated:
-                conn.execute("ROLLBACK")
+            info = self._copy_in_snapshot(conn, path, inode, out_cols, got)
+            if info is None:
                 queue.insert(0, path)
                 continue
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            finally:
-                conn.execute("DETACH DATABASE src")
+            processed.add(path)
             info.update(size=path.stat().st_size, sha256=None if live else self.digests[path].result())
             got.source_info.append(info)
             self.progress.update(got.done, path.name, force=True)
         self.progress.finish()
         return got
 
+    def _renamed_first(self, live: Path, queue: list[Path], processed: set[Path]) -> bool:
+        """A rotation since the listing renamed the live file: put the renamed files, to be read
+        first, and the live file again after them at the head of ``queue``. True if there were any."""
+        fresh = [p for p in self.sources(quiet=True) if p.name != LIVE_NAME
+                 and p not in processed and p not in queue]
+        for p in fresh:
+            self.digests[p] = self.pool.submit(file_sha256, p)
+        if fresh:
+            queue[:0] = fresh
+            queue.append(live)
+        return bool(fresh)
+
+    def _copy_in_snapshot(self, conn: sqlite3.Connection, path: Path, inode: int | None,
+                          out_cols: list[str], got: _Collected) -> dict | None:
+        """Copy ``path`` inside one read transaction; None if the live file (``inode`` given) was
+        rotated between the check and the snapshot, so it must be read again."""
+        self._attach(conn, path)
+        conn.execute("BEGIN")
+        try:
+            if inode is not None:
+                conn.execute("SELECT count(*) FROM src.batches").fetchone()  # the snapshot starts
+                if os.stat(path).st_ino != inode:
+                    raise _Rotated
+            info = self._copy_file(conn, path, out_cols, got)
+            conn.execute("COMMIT")
+            return info
+        except _Rotated:
+            conn.execute("ROLLBACK")
+            return None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.execute("DETACH DATABASE src")
+
     def _copy_file(self, conn: sqlite3.Connection, path: Path, out_cols: list[str], got: _Collected) -> dict:
         """Copy the attached ``src``'s selected records, their batches and its runs, inside the
         snapshot; the file's entry for the manifest (size and digest are added after)."""
-        lo, hi, whole = self._id_range(conn, "src", path)
+        lo, hi, whole = _id_range(conn, "src", self.filters)
         exported = self._copy_events(conn, path, lo, hi, whole, out_cols, got)
         have = _columns(conn, "src", "batches")
         select = ", ".join(c if c in have else "NULL" for c in BATCH_COLUMNS)
         for row in conn.execute(f"SELECT {select} FROM src.batches"):
             got.headers[row[0]] = row
         if exported:
-            self._batches_and_omitted(conn, lo, hi, select)
+            _batches_and_omitted(conn, lo, hi, select)
         got.add_runs(conn)
         last = conn.execute("SELECT id, hash FROM src.batches ORDER BY id DESC LIMIT 1").fetchone()
         first_t, last_t = conn.execute("SELECT (SELECT min(time_ns) FROM src.events), "
@@ -435,7 +556,7 @@ class _Export:
             return 0
         cols = [c for c in out_cols if c in _columns(conn, "src", "events")]
         exported = 0
-        if whole and cols == out_cols and self._row_filters_none():
+        if whole and cols == out_cols and _only_time_selects(self.filters):
             # every record of the file: SQLite's transfer optimization copies the
             # table and index records without decoding them
             exported = conn.execute("INSERT INTO main.events SELECT * FROM src.events").rowcount
@@ -474,115 +595,14 @@ class _Export:
             conn.execute("DETACH DATABASE src")
             raise BadInput(f"{path} is an export, not a file the daemon wrote")
 
-    def _id_range(self, conn: sqlite3.Connection, alias: str, path: Path) -> tuple:
-        """The ids of the file's records in the window: a superset is enough (the copy filters
-        each record by time again), so a file wholly inside the window is taken whole."""
-        f = self.filters
-        first, last, lo, hi = conn.execute(
-            f"SELECT (SELECT min(time_ns) FROM {alias}.events), (SELECT max(time_ns) FROM {alias}.events), "
-            f"(SELECT min(id) FROM {alias}.events), (SELECT max(id) FROM {alias}.events)").fetchone()
-        if first is None or ((f.since_ns is None or first >= f.since_ns)
-                             and (f.until_ns is None or last < f.until_ns)):
-            return lo, hi, True
-        terms, params = [], []
-        if f.since_ns is not None:
-            terms.append("time_ns >= ?")
-            params.append(f.since_ns)
-        if f.until_ns is not None:
-            terms.append("time_ns < ?")
-            params.append(f.until_ns)
-        where = (" WHERE " + " AND ".join(terms)) if terms else ""
-        return (*conn.execute(f"SELECT min(id), max(id) FROM {alias}.events{where}", params).fetchone(), False)
-
     def _count(self, path: Path, lo: int, hi: int) -> None:
         """Count the copied records per type: on another thread from the source when only the
         time selects them, else from the export afterwards."""
         f = self.filters
-        if self._row_filters_none():
+        if _only_time_selects(self.filters):
             self.type_counts.append(self.pool.submit(count_types, path, lo, hi, f.since_ns, f.until_ns))
         else:
             self.type_counts.append((lo, hi))
-
-    def _row_filters_none(self) -> bool:
-        f = self.filters
-        return all(getattr(f, name) is None for name in (
-            "comm", "exit_code", "signal", "pid", "ppid", "uid", "filename", "arg", "min_duration_ns",
-            "event"))
-
-    def _batches_and_omitted(self, conn, lo: int, hi: int, select: str) -> None:
-        """Copy the batches holding exported records of ``src``, and the digests of their other records."""
-        cur = conn.execute(
-            f"INSERT OR IGNORE INTO main.batches ({', '.join(BATCH_COLUMNS)}) SELECT {select} "
-            "FROM src.batches sb WHERE sb.last_event_id >= ? AND sb.first_event_id <= ? AND EXISTS "
-            "(SELECT 1 FROM main.events m WHERE m.id BETWEEN sb.first_event_id AND sb.last_event_id)",
-            (lo, hi))
-        if not cur.rowcount:
-            return
-        partial = conn.execute(
-            "SELECT b.id, b.first_event_id, b.last_event_id, b.hash FROM main.batches b "
-            "WHERE b.last_event_id >= ? AND b.first_event_id <= ? AND b.count != "
-            "(SELECT count(*) FROM main.events m WHERE m.id BETWEEN b.first_event_id AND b.last_event_id)",
-            (lo, hi)).fetchall()
-        cols = ", ".join(chain.EVENT_COLUMNS)
-        for batch_id, first, last, stored in partial:
-            fmt = chain.hash_format(stored or "")
-            rows = conn.execute(
-                f"SELECT {cols} FROM src.events s WHERE s.id BETWEEN ? AND ? "
-                "AND NOT EXISTS (SELECT 1 FROM main.events m WHERE m.id = s.id)", (first, last)).fetchall()
-            conn.executemany("INSERT OR REPLACE INTO main.omitted_rows VALUES (?, ?, ?)",
-                             [(r[0], batch_id, chain.row_digest(tuple(r), fmt)) for r in rows])
-
-    def _chosen_runs(self, conn: sqlite3.Connection, got: _Collected) -> dict:
-        """The runs the export carries: those of its batches and those that cover the window."""
-        f = self.filters
-        # a record's run is its batch's run (the hash covers both): the small table says it
-        exported_runs = {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM main.batches")}
-        last_batch_of = {}
-        for h in got.headers.values():
-            last_batch_of[h[1]] = max(last_batch_of.get(h[1], 0), h[2])
-        chosen = {}
-        for key, rec in got.runs.items():
-            start = rec.get("attached_ns") or rec.get("started_ns")
-            end = rec.get("stopped_ns") or last_batch_of.get(rec.get("id")) or start
-            overlaps = ((f.until_ns is None or start < f.until_ns) and (f.since_ns is None or end >= f.since_ns))
-            if key[0] in exported_runs or overlaps:
-                if key[0] in {k[0] for k in chosen}:
-                    raise BadInput(f"run id {key[0]} names two different runs in {self.db_dir}: "
-                                   "files from another directory? (verify says more)")
-                chosen[key] = rec
-        return chosen
-
-    def _store_runs_and_links(self, conn: sqlite3.Connection, got: _Collected, chosen: dict) -> None:
-        """The chosen runs, their seen processes, and the headers of the batches between the first
-        and last exported one that hold no exported record."""
-        conn.execute("BEGIN")
-        _insert_rows(conn, "runs", _columns(conn, "main", "runs"), chosen.values())
-        _insert_rows(conn, "seen_processes", [c for c in _columns(conn, "main", "seen_processes") if c != "id"],
-                     [rec for key, rec in got.seen_rows if key in chosen])
-        lo_b, hi_b = self._batch_ends(conn)
-        exported_batches = {r[0] for r in conn.execute("SELECT id FROM main.batches")}
-        links = [h for bid, h in sorted(got.headers.items())
-                 if lo_b is not None and lo_b <= bid <= hi_b and bid not in exported_batches]
-        conn.executemany(f"INSERT INTO main.chain_links VALUES ({', '.join('?' * len(BATCH_COLUMNS))})", links)
-        conn.execute("COMMIT")
-
-    @staticmethod
-    def _batch_ends(conn: sqlite3.Connection) -> tuple:
-        return conn.execute("SELECT (SELECT min(id) FROM main.batches), (SELECT max(id) FROM main.batches)"
-                            ).fetchone()
-
-    def _type_counts(self, conn: sqlite3.Connection) -> dict:
-        counts = {"exec": 0, "exec_failed": 0, "exit": 0}
-        for part in self.type_counts:
-            if isinstance(part, tuple):
-                part = dict(conn.execute("SELECT event, count(*) FROM main.events WHERE id BETWEEN ? AND ? "
-                                         "GROUP BY event", part))
-            else:
-                part = part.result()
-            for name, n in part.items():
-                counts[name] = counts.get(name, 0) + n
-        counts["total"] = sum(v for k, v in counts.items() if k != "total")
-        return counts
 
     def _manifest(self, conn: sqlite3.Connection, got: _Collected, chosen: dict, found: list) -> dict:
         from . import hostinfo
@@ -592,7 +612,7 @@ class _Export:
                                        "(SELECT max(time_ns) FROM main.events)").fetchone()
         ends = conn.execute("SELECT (SELECT prev_hash FROM batches ORDER BY id LIMIT 1), "
                             "(SELECT hash FROM batches ORDER BY id DESC LIMIT 1)").fetchone()
-        lo_b, hi_b = self._batch_ends(conn)
+        lo_b, hi_b = _batch_ends(conn)
         n = lambda table: conn.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]  # noqa: E731
         return {
             "format": FORMAT,
@@ -615,7 +635,7 @@ class _Export:
                 "first_record": format_time(first_t), "last_record": format_time(last_t),
                 "first_record_ns": first_t, "last_record_ns": last_t,
             },
-            "counts": self._type_counts(conn),
+            "counts": _type_counts(conn, self.type_counts),
             "tables": {t: n(t) for t in ("events", "batches", "omitted_rows", "chain_links", "runs",
                                          "seen_processes")},
             "chain": {"first_batch": lo_b, "last_batch": hi_b, "first_prev_hash": ends[0],
@@ -627,8 +647,8 @@ class _Export:
     def _finish(self, conn: sqlite3.Connection, got: _Collected) -> dict:
         from . import gaps
 
-        chosen = self._chosen_runs(conn, got)
-        self._store_runs_and_links(conn, got, chosen)
+        chosen = _chosen_runs(conn, got, self.filters, self.db_dir)
+        _store_runs_and_links(conn, got, chosen)
         found = gaps.window_gaps(db_dir=self.db_dir, since_ns=self.filters.since_ns,
                                  until_ns=self.filters.until_ns)
         manifest = self._manifest(conn, got, chosen, found)
