@@ -395,21 +395,27 @@ out:
     return 0;
 }
 
-/* The wait status the parent will see: a group exit's code when the group
- * exits together (exit_group, a fatal signal: set before any thread dies),
- * else the exit code of the thread that ended the process. */
+/* The wait status the parent will see, as wait_task_zombie() computes it
+ * from the group leader: the group's exit code while SIGNAL_GROUP_EXIT is
+ * set, else the leader's own exit_code. Since 6.0 the last thread to enter
+ * do_exit sets SIGNAL_GROUP_EXIT with its code (synchronize_group_exit), so
+ * after the leader's pthread_exit the parent sees the last thread's code;
+ * on 5.10 it sees the leader's (0). Every thread has passed that point once
+ * signal->live is 0, so the exit record says what wait will say. */
 static __always_inline u32 wait_status(struct task_struct *task)
 {
-    void *sig = NULL;
+    void *sig = NULL, *leader = NULL;
     u32 flags = 0;
     int code = 0;
     READ_AT(sig, task, OFF_TASK_SIGNAL);
     if (sig)
         READ_AT(flags, sig, OFF_SIGNAL_FLAGS);
-    if (sig && (flags & SIGNAL_GROUP_EXIT))
+    if (sig && (flags & SIGNAL_GROUP_EXIT)) {
         READ_AT(code, sig, OFF_SIGNAL_GROUP_EXIT_CODE);
-    else
-        READ_AT(code, task, OFF_TASK_EXIT_CODE);
+        return code;
+    }
+    READ_AT(leader, task, OFF_TASK_GROUP_LEADER);
+    READ_AT(code, leader ? leader : (void *)task, OFF_TASK_EXIT_CODE);
     return code;
 }
 
