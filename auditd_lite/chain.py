@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Iterable
 
-from .records import ROW_FIELDS
+from .rows import ROW_FIELDS
 
 GENESIS = "0" * 64
 FORMAT_PREFIX = "2:"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AuditdLiteError, BadInput
-from .output import FORMATS
+from .investigate.output import FORMATS
 
 PROG = "auditd-lite"
 EVENTS = ("exec", "exit", "exec_failed")
@@ -152,7 +152,7 @@ def add_doctor_command(sub) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from . import doctor
+    from .capture import doctor
 
     return doctor.main(args.config, {"db_dir": args.db_dir, "transport": args.transport},
                        compile_test=not args.no_compile, out=sys.stdout)
@@ -187,7 +187,8 @@ def add_storage_commands(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from . import config, logsetup
+    from . import config
+    from .daemon import logsetup
 
     overrides = {
         "db_dir": args.db_dir, "min_duration_ms": args.min_duration_ms, "print": args.print,
@@ -198,7 +199,7 @@ def cmd_run(args) -> int:
     }
     settings = config.settings(args.config, overrides)
     logsetup.configure(settings.log_level)
-    from . import daemon
+    from .daemon import main as daemon
 
     # SIGHUP reads the file again; flags given at start still win over it
     return daemon.run(settings, reread=lambda: config.settings(args.config, overrides))
@@ -214,7 +215,8 @@ def default_db_dir(args) -> Path | None:
 
 def filters_from_args(args):
     """The query filters of the contract, shared by query and export."""
-    from . import query, timeparse
+    from .investigate import query
+    from . import timeparse
 
     return query.Filters(
         comm=args.comm, exit_code=args.exit_code, signal=args.signal, pid=args.pid,
@@ -226,7 +228,8 @@ def filters_from_args(args):
 
 
 def cmd_query(args) -> int:
-    from . import dbfiles, output, query
+    from . import dbfiles
+    from .investigate import output, query
     from .errors import NotFound
 
     filters = filters_from_args(args)
@@ -249,7 +252,8 @@ def cmd_query(args) -> int:
 def cmd_stats(args) -> int:
     import json
 
-    from . import dbfiles, stats
+    from . import dbfiles
+    from .investigate import stats
 
     db_dir = default_db_dir(args)
     result = stats.collect(dbfiles.database_files(db_dir=db_dir, db_file=args.db), db_dir)
@@ -261,7 +265,8 @@ def cmd_stats(args) -> int:
 
 
 def cmd_db(args) -> int:
-    from . import dbfiles, stats
+    from . import dbfiles
+    from .investigate import stats
 
     if args.db_command == "current":
         for path in dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db):
@@ -272,7 +277,7 @@ def cmd_db(args) -> int:
                 conn.close()
         return 0
     from .config import DEFAULT_DB_DIR
-    from .store import upgrade_live
+    from .storage.store import upgrade_live
 
     print(upgrade_live(args.db_dir or DEFAULT_DB_DIR))
     return 0
@@ -351,7 +356,7 @@ def add_investigation_commands(sub) -> None:
 
 def warn_gaps(args, since_ns, until_ns, found, limit, oldest) -> None:
     """Coverage gaps touching the window a query answered for, on stderr."""
-    from . import gaps
+    from .investigate import gaps
 
     if limit is not None and found >= limit and oldest:
         since_ns = max(since_ns if since_ns is not None else oldest[0], oldest[0])
@@ -361,7 +366,8 @@ def warn_gaps(args, since_ns, until_ns, found, limit, oldest) -> None:
 
 
 def cmd_tree(args) -> int:
-    from . import dbfiles, timeparse, tree
+    from . import dbfiles, timeparse
+    from .investigate import tree
 
     at_ns = timeparse.parse_time(args.at) if args.at else None
     db_dir = default_db_dir(args)
@@ -374,7 +380,8 @@ def cmd_tree(args) -> int:
 
 
 def cmd_sql(args) -> int:
-    from . import dbfiles, sqlcmd, timeparse
+    from . import dbfiles, timeparse
+    from .investigate import sqlcmd
     from .errors import NotFound
 
     since = timeparse.parse_time(args.since) if args.since else None
@@ -393,7 +400,7 @@ def cmd_sql(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from . import export, gaps
+    from .investigate import export, gaps
     from .config import DEFAULT_DB_DIR
 
     filters = filters_from_args(args)
@@ -411,7 +418,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from . import verify
+    from .investigate import verify
 
     if args.files and args.db_dir is not None:
         raise BadInput("give database files or --db-dir, not both")

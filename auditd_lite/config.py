@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import BadInput
-from .rotation import RotationPolicy
+from .storage.rotation import RotationPolicy
 from .timeparse import parse_duration
 
 DEFAULT_CONFIG = Path("/etc/auditd-lite/auditd-lite.toml")

@@ -414,7 +414,7 @@ def has_table(conn: sqlite3.Connection, name: str, schema: str = "main") -> bool
 
 
 def file_is_export(conn: sqlite3.Connection, schema: str = "main") -> bool:
-    """Is this file an export (auditd_lite.export) rather than one the daemon wrote? It carries a
+    """Is this file an export (auditd_lite.investigate.export) rather than one the daemon wrote? It carries a
     manifest table; every command that treats exports apart asks here."""
     return has_table(conn, "manifest", schema)
 

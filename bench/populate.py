@@ -11,7 +11,7 @@ a Python job runner whose workers time out (SIGTERM, SIGKILL) or crash
 gcc -> cc1/as/ld) that make deep process trees. About 10% of the records
 are failures: failed execs, non-zero exits, deaths by signal.
 
-Everything goes through ``auditd_lite.writer.BatchWriter`` with size
+Everything goes through ``auditd_lite.storage.batchwriter.BatchWriter`` with size
 rotation, so the files, the batches, the hash chain and the run records are
 exactly what the daemon writes. Three daemon runs: a clean stop followed by
 20 minutes without a daemon, an unclean stop (kill -9) followed by a reboot
@@ -404,9 +404,10 @@ class Workload:
 
 
 def simulate(args) -> dict:
-    from auditd_lite import hostinfo, writer as writer_module
-    from auditd_lite.rotation import RotationPolicy
-    from auditd_lite.writer import BatchWriter
+    from auditd_lite import hostinfo
+    from auditd_lite.storage import batchwriter as writer_module
+    from auditd_lite.storage.rotation import RotationPolicy
+    from auditd_lite.storage.batchwriter import BatchWriter
 
     rng = random.Random(args.seed)
     sim = Sim(rng, args.pid_max)

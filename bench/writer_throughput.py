@@ -24,10 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from auditd_lite import logsetup  # noqa: E402
-from auditd_lite import records as R  # noqa: E402
-from auditd_lite.rotation import RotationPolicy  # noqa: E402
-from auditd_lite.writer import DEFAULT_BATCH, BatchWriter, settle_gc  # noqa: E402
+from auditd_lite.daemon import logsetup  # noqa: E402
+from auditd_lite.capture import records as R  # noqa: E402
+from auditd_lite.storage.rotation import RotationPolicy  # noqa: E402
+from auditd_lite.storage.batchwriter import DEFAULT_BATCH, BatchWriter  # noqa: E402
+from auditd_lite.daemon.writer import settle_gc  # noqa: E402
 
 PROGRAMS = [("/usr/bin/sh", [b"sh", b"-c", b"test -f /etc/motd && cat /etc/motd"]),
             ("/usr/bin/ls", [b"ls", b"-la", b"/var/log"]),

@@ -4,7 +4,7 @@
  * substitution): MIN_DURATION_NS, MAX_ARGS, ARG_BYTES, ARGS_BUF,
  * FILENAME_BUF, RINGBUF_PAGES, WAKEUP_EVERY, STASH_ENTRIES, CLAIM_ENTRIES,
  * HAVE_GROUP_DEAD, NR_EXECVE, NR_EXECVEAT, USE_PERFBUF, and the OFF_* struct
- * offsets resolved from the running kernel's BTF (auditd_lite/btf.py).
+ * offsets resolved from the running kernel's BTF (auditd_lite/capture/btf.py).
  * Struct fields are therefore read by offset, never through header layouts,
  * which may belong to another kernel.
  *

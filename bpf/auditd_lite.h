@@ -1,5 +1,5 @@
 /* The record layout shared by the BPF program and the Python decoder
- * (auditd_lite/records.py). Every field is naturally aligned so the layout
+ * (auditd_lite/capture/records.py). Every field is naturally aligned so the layout
  * is the same with or without packing; tests/test_contract.py checks the
  * Python side against this file.
  */

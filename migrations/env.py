@@ -7,11 +7,11 @@ opening one of their own.
 
 from alembic import context
 
-from auditd_lite.schema import metadata
+from auditd_lite.storage.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("auditd-lite migrations run through auditd_lite.store, not the alembic CLI")
+    raise RuntimeError("auditd-lite migrations run through auditd_lite.storage.store, not the alembic CLI")
 
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
 with context.begin_transaction():

@@ -78,7 +78,7 @@ PYTHONPATH="$lib" "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from
     | gzip -9n > "$stage/usr/share/man/man1/$pkg.1.gz"
 
 # smoke test of the staged tree before packaging it
-"$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.writer, auditd_lite.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")' "$lib"
+"$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.daemon.writer, auditd_lite.storage.batchwriter, auditd_lite.capture.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")' "$lib"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
 mkdir -p "$stage/DEBIAN"

@@ -295,7 +295,7 @@ T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
 
 
 def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:
-    """Record i (id i + 1 in a fresh directory) at T0 + i s, in records.ROW_FIELDS order: the exec
+    """Record i (id i + 1 in a fresh directory) at T0 + i s, in rows.ROW_FIELDS order: the exec
     (even i) and exit (odd i) of pid 1000 + i // 2, comm sh when pid % 3 == 0 else cat, exiting
     with ``exit_code(pid)``."""
     out = []

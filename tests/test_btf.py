@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from auditd_lite import btf
+from auditd_lite.capture import btf
 
 
 class BlobBuilder:
@@ -96,7 +96,7 @@ class TestSyntheticBlob:
 class TestRunningKernel:
     def test_fields_the_program_reads_exist_with_expected_sizes(self):
         """Every field the BPF program reads resolves on this kernel, with its size."""
-        from auditd_lite.loader import FIELDS
+        from auditd_lite.capture.loader import FIELDS
 
         types = btf.BTF.from_file()
         for _macro, struct_name, path, size in FIELDS:

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from auditd_lite import chain
-from auditd_lite import records as R
-from auditd_lite.writer import BatchWriter
+from auditd_lite.capture import records as R
+from auditd_lite.storage.batchwriter import BatchWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from writer_throughput import synthetic  # noqa: E402
@@ -37,7 +37,7 @@ def test_format_2_hashes_these_columns_which_are_the_tables():
     written so far fail to verify, so it is pinned here as the bytes are above. They are also
     the models' columns (schema.py, the one description), and the batch header is the batches
     table's columns before the chain's two."""
-    from auditd_lite.schema import Batch, Event
+    from auditd_lite.storage.schema import Batch, Event
 
     assert chain.EVENT_COLUMNS == (
         "id", "run_id", "batch_id", "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm",

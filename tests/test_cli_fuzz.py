@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditd_lite import cli
-from auditd_lite.rotation import RotationPolicy
-from auditd_lite.writer import BatchWriter
+from auditd_lite.storage.rotation import RotationPolicy
+from auditd_lite.storage.batchwriter import BatchWriter
 
 from conftest import cli_in_process
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from auditd_lite import records
+from auditd_lite.capture import records
 
 HEADER = Path(__file__).resolve().parent.parent / "bpf" / "auditd_lite.h"
 SIZES = {"__u8": 1, "__u16": 2, "__s16": 2, "__u32": 4, "__s32": 4, "__u64": 8, "__s64": 8, "char": 1}

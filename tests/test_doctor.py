@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from auditd_lite import btf, config, doctor, loader
-from auditd_lite.doctor import FAIL, OK, SKIP, WARN, Host
+from auditd_lite.capture import btf, doctor, loader
+from auditd_lite import config
+from auditd_lite.capture.doctor import FAIL, OK, SKIP, WARN, Host
 from conftest import REPO, run_cli
 from test_btf import BlobBuilder
 
@@ -599,9 +600,9 @@ class TestOnThisHost:
         real_plan = doctor.load_plan(host, unit, ds.settings)
         code = real_plan.argv[-3]
         assert "load_child" in code
-        swap = (f"import auditd_lite.loader as L, pathlib; L.BPF_DIR = pathlib.Path({str(tmp_path)!r}); "
+        swap = (f"import auditd_lite.capture.loader as L, pathlib; L.BPF_DIR = pathlib.Path({str(tmp_path)!r}); "
                 "L.PROGRAM = 'refused.bpf.c'; ")
-        argv = real_plan.argv[:-3] + [code.replace("from auditd_lite.doctor", swap + "from auditd_lite.doctor")
+        argv = real_plan.argv[:-3] + [code.replace("from auditd_lite.capture.doctor", swap + "from auditd_lite.capture.doctor")
                                       ] + real_plan.argv[-2:]
         monkeypatch.setattr(doctor, "load_plan", lambda *a: doctor.LoadPlan(argv, None, "test"))
         r = doctor.check_compile(host, unit, ds)

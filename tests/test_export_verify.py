@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from auditd_lite import store
+from auditd_lite.storage import store
 from auditd_lite.dbfiles import connect_ro, database_files
-from auditd_lite.export import Progress
+from auditd_lite.investigate.export import Progress
 from auditd_lite.timeparse import format_time
-from auditd_lite.rotation import RotationPolicy
-from auditd_lite.writer import BatchWriter
+from auditd_lite.storage.rotation import RotationPolicy
+from auditd_lite.storage.batchwriter import BatchWriter
 
 from conftest import SEC, T0, cli_in_process, second_rows as rows
 from test_storage import at_first_revision
@@ -272,7 +272,7 @@ def test_export_while_the_writer_writes(tmp_path):
 def test_rotation_between_listing_and_live_snapshot_loses_nothing(tmp_path, monkeypatch, at_call):
     """If the live file is rotated after the export listed the files (1: before it is reached, 2: while
     it is being opened for its snapshot), the renamed file is read too and nothing is lost."""
-    from auditd_lite import export as export_module
+    from auditd_lite.investigate import export as export_module
 
     d = tmp_path / "db"
     bw = BatchWriter(d, {"keep": 0}, rotation=RotationPolicy(size_mb=0.001))

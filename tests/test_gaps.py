@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from auditd_lite import chain, gaps
+from auditd_lite import chain
+from auditd_lite.investigate import gaps
 from auditd_lite.dbfiles import open_all
-from auditd_lite.schema import metadata
+from auditd_lite.storage.schema import metadata
 
 from conftest import cli_in_process
 

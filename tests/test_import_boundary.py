@@ -1,5 +1,6 @@
 """The analysis side must start fast and run without bcc: it never imports the capture stack."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -7,19 +8,60 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("bcc", "sqlalchemy")
 
+# The rule, in one line: investigate/ imports nothing from capture/, daemon/ or storage/.
+RULE = {"investigate": {"capture", "daemon", "storage"}}
+
+
+def package_imports(path: Path) -> set[str]:
+    """The auditd_lite subpackages a module of auditd_lite/<pkg>/ imports (relative or absolute)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 2:  # from ..capture.x import / from .. import capture
+                names = [node.module] if node.module else [a.name for a in node.names]
+            elif node.level == 0 and node.module and node.module.startswith("auditd_lite."):
+                names = [node.module.split(".", 1)[1]]
+            else:
+                continue
+            found.update(n.split(".")[0] for n in names if n)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("auditd_lite."))
+    return found
+
+
+def test_packages_keep_the_import_rule():
+    """No module of a package imports a package the rule forbids it (checked on the source,
+    so a lazy import inside a function counts too)."""
+    broken = []
+    for pkg, forbidden in RULE.items():
+        modules = sorted((ROOT / "auditd_lite" / pkg).glob("*.py"))
+        assert modules, pkg
+        for path in modules:
+            bad = package_imports(path) & forbidden
+            if bad:
+                broken.append(f"{path.relative_to(ROOT)} imports {', '.join(sorted(bad))}")
+    assert broken == []
+
+
+def test_import_rule_check_sees_a_violation(tmp_path):
+    """The rule's check finds a relative and an absolute import of a forbidden package."""
+    bad = tmp_path / "m.py"
+    bad.write_text("from ..capture import loader\nimport auditd_lite.daemon.main\n")
+    assert package_imports(bad) == {"capture", "daemon"}
+
 
 def test_query_modules_import_neither_bcc_nor_sqlalchemy():
     """Importing query, output, dbfiles and timeparse pulls in no bcc or sqlalchemy module."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
-         "import auditd_lite.query, auditd_lite.output, auditd_lite.dbfiles, auditd_lite.timeparse"],
+         "import auditd_lite.investigate.query, auditd_lite.investigate.output, auditd_lite.dbfiles, auditd_lite.timeparse"],
         capture_output=True, text=True, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
     # lines look like "import time:       123 |        456 |   package.module"
     modules = [line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                if line.startswith("import time:") and "|" in line]
-    assert "auditd_lite.query" in modules  # the check really saw the imports
+    assert "auditd_lite.investigate.query" in modules  # the check really saw the imports
     leaked = [m for m in modules if m.split(".")[0] in FORBIDDEN]
     assert leaked == []
 
@@ -28,15 +70,15 @@ def test_investigation_modules_import_no_capture_stack():
     """tree, sql, export, verify and gaps pull in no bcc, sqlalchemy or structlog module."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
-         "import auditd_lite.tree, auditd_lite.sqlcmd, auditd_lite.export, auditd_lite.verify, "
-         "auditd_lite.gaps"],
+         "import auditd_lite.investigate.tree, auditd_lite.investigate.sqlcmd, auditd_lite.investigate.export, auditd_lite.investigate.verify, "
+         "auditd_lite.investigate.gaps"],
         capture_output=True, text=True, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
     modules = [line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
                if line.startswith("import time:") and "|" in line]
-    assert {"auditd_lite.tree", "auditd_lite.sqlcmd", "auditd_lite.export", "auditd_lite.verify",
-            "auditd_lite.gaps"} <= set(modules)
+    assert {"auditd_lite.investigate.tree", "auditd_lite.investigate.sqlcmd", "auditd_lite.investigate.export", "auditd_lite.investigate.verify",
+            "auditd_lite.investigate.gaps"} <= set(modules)
     leaked = [m for m in modules if m.split(".")[0] in FORBIDDEN + ("structlog",)]
     assert leaked == []
 

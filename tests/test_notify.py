@@ -13,8 +13,8 @@ import uuid
 import pytest
 from structlog.testing import capture_logs
 
-from auditd_lite.notify import Notifier
-from auditd_lite.service import Supervisor
+from auditd_lite.daemon.notify import Notifier
+from auditd_lite.daemon.service import Supervisor
 
 
 @pytest.fixture

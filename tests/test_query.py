@@ -21,9 +21,9 @@ from sqlalchemy import create_engine, text
 
 from auditd_lite.dbfiles import database_files, open_ro
 from auditd_lite.errors import BadInput
-from auditd_lite.output import TABLE_HEADER, format_event_line, quote, write_records
-from auditd_lite.query import Filters, build_sql, search
-from auditd_lite.schema import metadata
+from auditd_lite.investigate.output import TABLE_HEADER, format_event_line, quote, write_records
+from auditd_lite.investigate.query import Filters, build_sql, search
+from auditd_lite.storage.schema import metadata
 from auditd_lite.timeparse import format_time, parse_duration, parse_time
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -418,7 +418,7 @@ NOBODY_SCRIPT = textwrap.dedent("""
     import sys
     from auditd_lite.dbfiles import database_files
     from auditd_lite.errors import BadInput
-    from auditd_lite.query import Filters, search
+    from auditd_lite.investigate.query import Filters, search
     print(len(list(search(database_files(db_dir=sys.argv[1]), Filters()))))
     for closed in sys.argv[2:]:
         try:
@@ -456,8 +456,8 @@ def test_unprivileged_reader_gets_wal_files_and_a_clear_permission_message(dbdir
 
 def test_exec_and_exit_join_across_a_rotation(tmp_path):
     """A process whose exec is in a rotated file and whose exit is in the next one is joined both ways."""
-    from auditd_lite.rotation import RotationPolicy
-    from auditd_lite.writer import BatchWriter
+    from auditd_lite.storage.rotation import RotationPolicy
+    from auditd_lite.storage.batchwriter import BatchWriter
 
     t = at(10, 0)
     exec_ = ("exec", t, 4242, 4242, 1, 0, 0, "make", 777, 4242, 0, 0, 1, 1, "/usr/bin/make",

@@ -21,7 +21,8 @@ import pytest
 from conftest import Daemon, log_events, run_cli
 from test_storage import at_first_revision
 
-from auditd_lite import dbfiles, store
+from auditd_lite import dbfiles
+from auditd_lite.storage import store
 
 pytestmark = pytest.mark.kernel
 

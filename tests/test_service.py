@@ -155,7 +155,7 @@ class TestApplyReload:
     def test_live_keys_applied_others_kept(self):
         """Rotation keys reach the writer, log_level is applied, capture keys stay as they were."""
         from auditd_lite.config import RunSettings
-        from auditd_lite.daemon import apply_reload
+        from auditd_lite.daemon.main import apply_reload
 
         current = RunSettings(buffer_kb=8192, log_level="info")
         new = RunSettings(buffer_kb=64, log_level="warning", keep=3, rotate_interval="1h")
@@ -163,7 +163,7 @@ class TestApplyReload:
         try:
             now = apply_reload(new, current=current, batch_writer=bw)
         finally:
-            from auditd_lite import logsetup
+            from auditd_lite.daemon import logsetup
             logsetup.configure("info")
         assert (now.log_level, now.keep, now.rotate_interval) == ("warning", 3, "1h")
         assert now.buffer_kb == 8192  # needs a reload of the programs: not applied
@@ -172,7 +172,7 @@ class TestApplyReload:
     def test_nothing_changed(self):
         """Reloading an unchanged file touches neither the writer nor the settings."""
         from auditd_lite.config import RunSettings
-        from auditd_lite.daemon import apply_reload
+        from auditd_lite.daemon.main import apply_reload
 
         bw = FakeBatchWriter()
         s = RunSettings()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from auditd_lite.rotation import RotationPolicy
-from auditd_lite.writer import BatchWriter
+from auditd_lite.storage.rotation import RotationPolicy
+from auditd_lite.storage.batchwriter import BatchWriter
 
 from conftest import T0, cli_in_process, second_rows
 

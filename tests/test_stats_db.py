@@ -8,7 +8,7 @@ import time
 from conftest import run_cli
 from test_storage import plant_refusal, rows, writer
 
-from auditd_lite import store
+from auditd_lite.storage import store
 from auditd_lite.timeparse import parse_time
 
 
@@ -138,7 +138,7 @@ class TestRunCopies:
         assert copies[0]["events_written"] == 3  # the caller's row is not changed
 
     def test_stats_sql_and_export_agree_on_a_run_across_rotated_files(self, tmp_path):
-        from auditd_lite.rotation import RotationPolicy
+        from auditd_lite.storage.rotation import RotationPolicy
 
         db = tmp_path / "db"
         bw = writer(db, rotation=RotationPolicy(size_mb=0.001))

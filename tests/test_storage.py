@@ -15,17 +15,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from auditd_lite import chain, dbfiles, rotation, store
+from auditd_lite import chain, dbfiles
+from auditd_lite.storage import rotation, store
 from conftest import fill_disk
 from auditd_lite.errors import CannotCapture
-from auditd_lite.rotation import RotationPolicy
-from auditd_lite.writer import BatchWriter
+from auditd_lite.storage.rotation import RotationPolicy
+from auditd_lite.storage.batchwriter import BatchWriter
 
 T0 = 1_795_000_000 * 10**9
 
 
 def rows(n: int, start: int = 0, t0: int = T0, argbytes: int = 40, step: int = 1_000_000) -> list[tuple]:
-    """n alternating exec/exit rows in records.ROW_FIELDS order, row i at t0 + i * step ns."""
+    """n alternating exec/exit rows in rows.ROW_FIELDS order, row i at t0 + i * step ns."""
     out = []
     for i in range(start, start + n):
         t = t0 + i * step

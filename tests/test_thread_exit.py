@@ -95,7 +95,8 @@ def test_claims_forced_on_this_kernel(program):
     this process, records decoded as the daemon does, the same four kinds of process, one exit
     each with waitpid's status, and all but a few claims released once the processes are
     reaped."""
-    from auditd_lite import loader, records  # noqa: PLC0415 - the capture side, only for this test
+    from auditd_lite import rows
+    from auditd_lite.capture import loader, records  # noqa: PLC0415 - the capture side, only for this test
 
     raw: list[bytes] = []
     programs = loader.Programs(loader.ProgramSettings(force_exit_claims=True), raw.append)
@@ -117,7 +118,7 @@ def test_claims_forced_on_this_kernel(program):
         deadline = time.monotonic() + 30
         while True:
             ours = {(row[2], row[8]) for row in map(records.Decoder(max_args=128).decode, list(raw))
-                    if row[records.F_EVENT] == "exit" and row[2] in seen}
+                    if row[rows.F_EVENT] == "exit" and row[2] in seen}
             left = [(k.tgid, k.start_ns) for k, _ in programs.bpf["exit_claims"].items()
                     if (k.tgid, k.start_ns) in ours]
             if len(left) <= len(seen) // 50 or time.monotonic() > deadline:
@@ -133,9 +134,9 @@ def test_claims_forced_on_this_kernel(program):
     finally:
         programs.close()
     decoder = records.Decoder(max_args=128)
-    rows = [decoder.decode(r) for r in raw]
-    exits = [(row[2], row[records.F_EXIT_CODE], row[records.F_SIGNAL]) for row in rows
-             if row[records.F_EVENT] == "exit" and row[2] in seen]
+    decoded = [decoder.decode(r) for r in raw]
+    exits = [(row[2], row[rows.F_EXIT_CODE], row[rows.F_SIGNAL]) for row in decoded
+             if row[rows.F_EVENT] == "exit" and row[2] in seen]
     check_once(seen, exits)
     # The release is best effort: a free that runs in softirq while an exit on the same CPU
     # holds the map's bucket lock gets -EBUSY and leaves its claim to the LRU. A release that

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from auditd_lite import cli
-from auditd_lite.rotation import RotationPolicy
-from auditd_lite.writer import BatchWriter
+from auditd_lite.storage.rotation import RotationPolicy
+from auditd_lite.storage.batchwriter import BatchWriter
 
 from conftest import cli_in_process
 
@@ -28,7 +28,7 @@ def at(hour, minute, second=0, ms=0):
 
 
 class Proc:
-    """Records of one simulated process, in records.ROW_FIELDS order."""
+    """Records of one simulated process, in rows.ROW_FIELDS order."""
 
     def __init__(self, pid, ppid, fork_ns, comm, boot_wall=BOOT_A_WALL, uid=1000):
         self.pid, self.ppid, self.fork, self.comm, self.uid = pid, ppid, fork_ns, comm, uid

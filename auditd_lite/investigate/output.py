@@ -14,7 +14,7 @@ import shlex
 import time
 from typing import Iterable
 
-from .errors import BadInput
+from ..errors import BadInput
 
 TABLE_HEADER = "%-8s %-5s %-16s %-7s %-7s %s" % ("TIME", "EVENT", "COMM", "PID", "PPID", "FILENAME/EXIT CODE")
 _LABELS = {"exec": "EXEC", "exit": "EXIT", "exec_failed": "FAIL"}

@@ -13,18 +13,20 @@ from typing import Callable
 
 import structlog
 
-from . import logsetup, seed
+from . import logsetup
+from ..capture import seed
 from .collector import Collector
-from .config import RunSettings
-from .errors import CannotCapture
+from ..config import RunSettings
+from ..errors import CannotCapture
 from .messages import STOP, Attached, Seeds
 from .notify import Notifier
-from .records import Decoder
+from ..capture.records import Decoder
 from .printer import Printer
 from .service import Supervisor
-from .writer import BatchWriter, Writer, settle_gc
+from ..storage.batchwriter import BatchWriter
+from .writer import Writer, settle_gc
 
-log = structlog.get_logger("auditd_lite.daemon")
+log = structlog.get_logger("auditd_lite.daemon.main")
 
 # batches of records in flight between the threads; when full the reader
 # blocks and the kernel buffer absorbs the burst (and counts what it drops)
@@ -66,7 +68,7 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     require_privileges()
     # database files 0640, directories 0750: the evidence is not world-readable
     os.umask(0o027)
-    from . import loader  # imports bcc: only now that it is needed
+    from ..capture import loader  # imports bcc: only now that it is needed
 
     # before the database is touched: a host without bcc records no run at all
     loader.import_bcc()

@@ -25,11 +25,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dbfiles import file_is_export, merge_run, run_key, run_rows
-from .errors import BadInput, NotFound
+from ..dbfiles import file_is_export, merge_run, run_key, run_rows
+from ..errors import BadInput, NotFound
 from .output import quote
 from .query import split_argv
-from .timeparse import format_time
+from ..timeparse import format_time
 
 MAX_NODES = 20_000  # descendants shown before the tree is cut (with a warning)
 MAX_ANCESTORS = 1_000

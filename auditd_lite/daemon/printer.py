@@ -17,10 +17,10 @@ from typing import Callable, TextIO
 
 import structlog
 
-from .output import TABLE_HEADER, format_event_line
-from .query import row_to_record
+from ..investigate.output import TABLE_HEADER, format_event_line
+from ..investigate.query import row_to_record
 
-log = structlog.get_logger("auditd_lite.printer")
+log = structlog.get_logger("auditd_lite.daemon.printer")
 
 QUEUE_ROWS = 100_000  # what may wait for a slow reader, in records
 _STOP = object()

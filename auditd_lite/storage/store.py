@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine
 
-from .dbfiles import DIR_MODE, FILE_MODE, LIVE_NAME, lock_dir
-from .errors import BadInput
-from .resources import resource_dir
+from ..dbfiles import DIR_MODE, FILE_MODE, LIVE_NAME, lock_dir
+from ..errors import BadInput
+from ..resources import resource_dir
 
 # WAL pages between checkpoints. SQLite's 1,000 makes a checkpoint, with its
 # fsyncs and a second copy of every page, every 4 MiB of records. With

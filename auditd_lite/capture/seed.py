@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from . import hostinfo
+from .. import hostinfo
 from .records import text
 
 PROC = "/proc"

@@ -15,7 +15,7 @@ import structlog
 
 from .notify import Notifier
 
-log = structlog.get_logger("auditd_lite.service")
+log = structlog.get_logger("auditd_lite.daemon.service")
 
 SUMMARY_EVERY_S = 60.0  # the journal gets one summary line a minute, not one per event
 STATUS_EVERY_S = 5.0

@@ -10,7 +10,7 @@ from typing import Callable
 
 import structlog
 
-from . import chain, dbfiles
+from .. import chain, dbfiles
 from .schema import Batch, Event, Run
 
 # the writer's: these steps were its own, and the log keeps naming it

@@ -40,9 +40,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import chain
-from .dbfiles import database_files, file_is_export, is_chain_file, open_ro, set_aside_files
-from .errors import BadInput
+from .. import chain
+from ..dbfiles import database_files, file_is_export, is_chain_file, open_ro, set_aside_files
+from ..errors import BadInput
 
 REQUIRED_MANIFEST = ("format", "tool_version", "exported_at", "host", "kernel", "sources", "time_range",
                      "counts", "chain", "content_sha256", "tables")

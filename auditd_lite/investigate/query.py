@@ -12,10 +12,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .dbfiles import open_ro, rotated_range
-from .errors import BadInput
-from .records import ROW_FIELDS
-from .timeparse import format_time
+from ..dbfiles import open_ro, rotated_range
+from ..errors import BadInput
+from ..rows import ROW_FIELDS
+from ..timeparse import format_time
 
 EVENTS = ("exec", "exit", "exec_failed")
 
@@ -314,5 +314,5 @@ _UNJOINED = dict.fromkeys(("boot_id", "x_id", "x_filename", "x_argv", "y_exit_co
 
 
 def row_to_record(row: tuple) -> dict:
-    """A row decoded by the daemon (records.ROW_FIELDS order), shaped like a search result."""
+    """A row decoded by the daemon (rows.ROW_FIELDS order), shaped like a search result."""
     return _record({**_UNJOINED, **dict(zip(ROW_FIELDS, row))})

@@ -29,8 +29,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from .dbfiles import RUN_KEY, has_table, needs_immutable, open_ro, ro_uri, run_merge_sql
-from .errors import BadInput
+from ..dbfiles import RUN_KEY, has_table, needs_immutable, open_ro, ro_uri, run_merge_sql
+from ..errors import BadInput
 from .output import quote, write_formatted
 
 # columns of a table filtered by --since/--until

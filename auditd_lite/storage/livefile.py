@@ -12,7 +12,8 @@ from pathlib import Path
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-from . import dbfiles, store
+from .. import dbfiles
+from . import store
 
 # the writer's: these steps were its own, and the log keeps naming it
 log = structlog.get_logger("auditd_lite.writer")

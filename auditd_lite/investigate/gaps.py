@@ -28,9 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .dbfiles import (LIVE_NAME, daemon_running, file_is_export, file_order, is_chain_file, merge_run,
-                      rotated_range, run_key, run_rows)
-from .timeparse import format_time
+from ..dbfiles import LIVE_NAME, daemon_running, file_is_export, file_order, is_chain_file, merge_run, rotated_range, run_key, run_rows
+from ..timeparse import format_time
 
 LOSS_MERGE_NS = 60 * 10**9  # loss batches closer than this are one gap
 MAX_LINES = 10  # warnings printed before "... and N more"
@@ -314,8 +313,8 @@ def for_window(conns: list[tuple[Path, sqlite3.Connection]], db_dir: Path | None
 def window_gaps(db_dir=None, db_file=None, since_ns: int | None = None,
                 until_ns: int | None = None) -> list[Gap]:
     """Open the files that matter for [since, until) and return the gaps touching it."""
-    from .dbfiles import database_files, open_ro
-    from .errors import AuditdLiteError
+    from ..dbfiles import database_files, open_ro
+    from ..errors import AuditdLiteError
 
     paths = select_paths(database_files(db_dir=db_dir, db_file=db_file), since_ns, until_ns)
     conns = []

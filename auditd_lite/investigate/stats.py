@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .dbfiles import daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
-from .timeparse import format_time
+from ..dbfiles import daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
+from ..timeparse import format_time
 
 EVENT_TYPES = ("exec", "exec_failed", "exit")
 

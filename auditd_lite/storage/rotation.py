@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dbfiles import rotated_files
+from ..dbfiles import rotated_files
 
 
 @dataclass(frozen=True)

@@ -41,12 +41,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import __version__, chain
-from .dbfiles import (LIVE_NAME, database_files, file_is_export, has_table, is_chain_file, may_hold,
-                      merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows)
-from .errors import BadInput, NotFound
+from .. import __version__, chain
+from ..dbfiles import LIVE_NAME, database_files, file_is_export, has_table, is_chain_file, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows
+from ..errors import BadInput, NotFound
 from .query import Filters, selection_sql
-from .timeparse import format_time
+from ..timeparse import format_time
 
 FORMAT = "auditd-lite-export/1"
 CHUNK_IDS = 100_000
@@ -605,7 +604,7 @@ class _Export:
             self.type_counts.append((lo, hi))
 
     def _manifest(self, conn: sqlite3.Connection, got: _Collected, chosen: dict, found: list) -> dict:
-        from . import hostinfo
+        from .. import hostinfo
 
         f = self.filters
         first_t, last_t = conn.execute("SELECT (SELECT min(time_ns) FROM main.events), "

@@ -2,7 +2,7 @@
 
 Alembic revisions in ``migrations/`` are written against these models. The
 read side (query, tree, sql, export) uses plain ``sqlite3``, so that a query
-does not pay SQLAlchemy's import time; for it, ``records.ROW_FIELDS`` (and
+does not pay SQLAlchemy's import time; for it, ``rows.ROW_FIELDS`` (and
 through it ``chain.EVENT_COLUMNS``) copies the order of ``events``' columns,
 and tests/test_records.py and tests/test_chain.py hold the copy to these models.
 """

@@ -9,9 +9,9 @@ import time
 import structlog
 
 from .messages import STOP, Handover
-from .records import CNT_LOST
+from ..capture.records import CNT_LOST
 
-log = structlog.get_logger("auditd_lite.collector")
+log = structlog.get_logger("auditd_lite.daemon.collector")
 
 
 class Collector(threading.Thread):

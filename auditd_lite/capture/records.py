@@ -50,20 +50,6 @@ LAYOUT = {
     ],
 }
 
-# the columns of schema.Event after id, run_id and batch_id, in its order: the models are the
-# one description, but the read side imports this without SQLAlchemy, so it is a copy that
-# tests/test_records.py holds to them (and Decoder.decode builds its tuples in this order)
-ROW_FIELDS = (
-    "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm", "start_ns",
-    "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
-    "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns",
-)
-F_EVENT, F_TIME = ROW_FIELDS.index("event"), ROW_FIELDS.index("time_ns")
-F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = (
-    ROW_FIELDS.index(f) for f in ("filename", "argv", "args_truncated", "errno"))
-F_EXIT_CODE, F_SIGNAL, F_DURATION = (ROW_FIELDS.index(f) for f in ("exit_code", "signal", "duration_ns"))
-
-
 def text(raw: bytes) -> str:
     """Kernel bytes as text up to the first NUL; bytes that are not UTF-8 escaped as \\xNN."""
     end = raw.find(b"\0")

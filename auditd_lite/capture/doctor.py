@@ -27,9 +27,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, TextIO
 
-from . import btf, config, loader
-from .errors import AuditdLiteError, CannotCapture
-from .resources import resource_dir
+from . import btf, loader
+from .. import config
+from ..errors import AuditdLiteError, CannotCapture
+from ..resources import resource_dir
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -252,7 +253,7 @@ class DaemonSettings:
 def _run_overrides(flags: list[str]) -> dict:
     """What `run FLAGS` overrides, as cmd_run hands it to config.settings: the flags'
     destinations are the RunSettings fields they set."""
-    from .cli import build_parser  # noqa: PLC0415 - cli imports doctor lazily, not at load
+    from ..cli import build_parser  # noqa: PLC0415 - cli imports doctor lazily, not at load
 
     args = build_parser().parse_args(["run", *flags])
     names = [f.name for f in fields(config.RunSettings)]
@@ -639,7 +640,7 @@ def load_failure(error: str, stderr: str) -> tuple[str, str]:
 def load_child(settings_json: str) -> int:
     """In the child: load, attach and release the real program with these run settings,
     exactly as the daemon does, and print one result line."""
-    from . import logsetup
+    from ..daemon import logsetup
 
     # loader logs to stdout unless told otherwise: keep stdout for the result line
     logsetup.configure("error", sys.stderr)
@@ -676,9 +677,11 @@ def load_plan(host: Host, unit: Unit | None, settings: config.RunSettings) -> Lo
     """How to start the child so it can do what the service can: the unit's bounding set
     (setpriv), and its LimitMEMLOCK."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from auditd_lite.doctor import load_child; sys.exit(load_child(sys.argv[2]))")
+            "from auditd_lite.capture.doctor import load_child; sys.exit(load_child(sys.argv[2]))")
     # -I: as the installed /usr/bin/auditd-lite runs, no PYTHONPATH or user site
-    child = [sys.executable, "-I", "-c", code, str(Path(__file__).resolve().parent.parent),
+    # the directory that holds the auditd_lite package, wherever this module sits in it
+    site = Path(sys.modules["auditd_lite"].__file__).resolve().parent.parent
+    child = [sys.executable, "-I", "-c", code, str(site),
              json.dumps(settings.as_dict())]
     own = effective_caps(host.proc_status)
     memlock, stand_in = None, False

@@ -10,11 +10,12 @@ from typing import Callable
 
 import structlog
 
-from . import btf, config, records
-from .errors import CannotCapture
-from .resources import resource_dir
+from . import btf, records
+from .. import config
+from ..errors import CannotCapture
+from ..resources import resource_dir
 
-log = structlog.get_logger("auditd_lite.loader")
+log = structlog.get_logger("auditd_lite.capture.loader")
 
 BPF_DIR = resource_dir("bpf")
 PROGRAM = "auditd_lite.bpf.c"
