@@ -165,7 +165,8 @@ class TestExec:
 
 class TestDuration:
     def test_sleep_one_second(self, capture):
-        """A process that sleeps 1 s has a recorded duration within 10% of 1 s."""
+        """A process that sleeps 1 s has a recorded duration of at least 1 s and at most the wall
+        time this test saw from before its start to after its reap."""
         d = capture
         t0 = time.monotonic()
         p = subprocess.Popen(["sleep", "1"])
@@ -173,8 +174,8 @@ class TestDuration:
         wall = time.monotonic() - t0
         d.flush()
         exit_ = one(query_json(d.db_dir, "--pid", p.pid, "--event", "exit"), pid=p.pid)
-        assert 0.9e9 <= exit_["duration_ns"] <= 1.1e9
-        assert exit_["duration_ns"] <= wall * 1e9
+        # no fixed upper margin: under an emulated CPU exec and exit alone take 100 ms
+        assert 1.0e9 <= exit_["duration_ns"] <= wall * 1e9
 
 
 class TestCounts:
