@@ -7,12 +7,12 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from .dbfiles import DEFAULT_DB_DIR
 from .errors import BadInput
 from .storage.rotation import RotationPolicy
 from .timeparse import parse_duration
 
 DEFAULT_CONFIG = Path("/etc/auditd-lite/auditd-lite.toml")
-DEFAULT_DB_DIR = Path("/var/lib/auditd-lite")
 # The largest values load on every kernel of the VM matrix (tests/vm): the
 # program's argument loop and buffers are sized by them. Measured: 6.12 and
 # 6.18 load 1024 arguments, 5.10 and 6.1 refuse 384 (the verifier's
