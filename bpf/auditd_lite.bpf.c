@@ -267,31 +267,30 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     return stash_entry((const char *)a1, (const char *const *)a2);
 }
 
-static __always_inline int exit_exec_syscall(void *ctx, long ret)
+/* a failed execve/execveat: its attempt, with the entry copy when there is one */
+static __always_inline int exec_failed(void *ctx, long ret)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     struct exec_buf *b = stash.lookup(&tid);
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
-    if (ret < 0) {
-        struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-        if (!b) {
-            /* the entry copy was evicted: still report the attempt */
-            u32 zero = 0;
-            b = scratch.lookup(&zero);
-            if (!b)
-                return 0;
-            b->e.argc = 0;
-            b->e.flags = FLAG_NO_STASH;
-            b->e.filename_len = 0;
-            b->e.args_len = 0;
-            count(CNT_STASH_MISS);
-        }
-        fill_hdr(&b->e.h, EV_EXEC_FAILED, task);
-        fill_creds(&b->e, task);
-        b->e.old_pid = b->e.h.tid;
-        b->e.err = -ret;
-        emit(ctx, b, record_size(&b->e));
+    if (!b) {
+        /* the entry copy was evicted: still report the attempt */
+        u32 zero = 0;
+        b = scratch.lookup(&zero);
+        if (!b)
+            return 0;
+        b->e.argc = 0;
+        b->e.flags = FLAG_NO_STASH;
+        b->e.filename_len = 0;
+        b->e.args_len = 0;
+        count(CNT_STASH_MISS);
     }
+    fill_hdr(&b->e.h, EV_EXEC_FAILED, task);
+    fill_creds(&b->e, task);
+    b->e.old_pid = b->e.h.tid;
+    b->e.err = -ret;
+    emit(ctx, b, record_size(&b->e));
     stash.delete(&tid);
     return 0;
 }
@@ -310,7 +309,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         return 0;
     if (compat_syscall())
         return 0;
-    return exit_exec_syscall(ctx, ret);
+    return exec_failed(ctx, ret);
 }
 
 /* (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
