@@ -35,7 +35,7 @@ install_packages() {
 }
 
 install_debs() {
-    install_packages "" python3-bpfcc python3-venv python3-pip sqlite3 \
+    install_packages "" python3-bpfcc libbpf1 python3-venv python3-pip sqlite3 \
         "linux-headers-$(dpkg --print-architecture)" util-linux gcc libc6-dev strace
 }
 
