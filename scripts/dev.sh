@@ -4,6 +4,7 @@
 #   bash scripts/dev.sh test [pytest args]      the whole test suite
 #   bash scripts/dev.sh setup                   set-up only
 #   bash scripts/dev.sh vm-setup                what the VM tier (tests/vm, make vmtest) needs
+#   bash scripts/dev.sh bench-setup             set-up plus what make bench compares against
 # Set-up is idempotent and fast once done.
 set -euo pipefail
 
@@ -46,6 +47,12 @@ install_debs() {
 # host, so no doctor here.
 install_vm_debs() {
     install_packages " for the VM tier" qemu-system-x86 busybox-static kmod zstd debian-archive-keyring
+}
+
+# make bench (bench/compare.py) runs Debian's auditd and bpftrace under the
+# same storm as auditd-lite; the storm and its checks need nothing more.
+install_bench_debs() {
+    install_packages " for the bench" auditd bpftrace
 }
 
 # bcc compiles against /lib/modules/$(uname -r)/build. When the running kernel
@@ -120,6 +127,10 @@ case "$cmd" in
         install_vm_debs
         make_venv
         ;;
+    bench-setup)
+        setup
+        install_bench_debs
+        ;;
     run)
         setup
         exec "$venv/bin/auditd-lite" run --print --db-dir "$here/var" "$@"
@@ -131,7 +142,7 @@ case "$cmd" in
         exec "$venv/bin/python" -m pytest "$@"
         ;;
     *)
-        echo "usage: bash scripts/dev.sh run|test|setup|vm-setup [args]" >&2
+        echo "usage: bash scripts/dev.sh run|test|setup|vm-setup|bench-setup [args]" >&2
         exit 2
         ;;
 esac

@@ -1,0 +1,77 @@
+"""The bench's arithmetic and parsing, apart from anything that needs root or a kernel,
+so that tests can check them on made-up input."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+
+# The bpftrace configuration: what a user would type to log every exec and exit.
+# Exits are the thread group leader's only (pid == tid): a process ends once, however
+# many threads it had. curtask->exit_code is set before the tracepoint fires (do_exit);
+# it is the wait status, so the code is bits 8..15 and a killing signal bits 0..6.
+BPFTRACE_PROGRAM = (
+    'tracepoint:sched:sched_process_exec { printf("exec %d %d %s %s\\n", pid, '
+    'curtask->real_parent->tgid, comm, str(args->filename)); } '
+    'tracepoint:sched:sched_process_exit /pid == tid/ { printf("exit %d %d %s %d %d\\n", pid, '
+    'curtask->real_parent->tgid, comm, (curtask->exit_code >> 8) & 0xff, curtask->exit_code & 0x7f); }'
+)
+
+_LOST = re.compile(r"^Lost (\d+) events", re.M)
+
+
+def count_bpftrace(text: str, program: str) -> dict:
+    """Exec lines of `program`, exit lines of its comm, and the events bpftrace said it lost."""
+    comm = Path(program).name[:15]
+    got = {"exec": 0, "exit": 0, "lost": sum(int(n) for n in _LOST.findall(text))}
+    for line in text.splitlines():
+        f = line.split(" ")
+        # exec pid ppid comm filename / exit pid ppid comm code signal; a comm may hold
+        # spaces, so the fields are taken from both ends
+        if f[0] == "exec" and len(f) >= 5 and f[-1] == program:
+            got["exec"] += 1
+        elif f[0] == "exit" and len(f) >= 6 and " ".join(f[3:-2]) == comm:
+            got["exit"] += 1
+    return got
+
+
+def spread(values: list[float]) -> dict | None:
+    """Median, min and max; None when there is nothing to summarise."""
+    vs = [v for v in values if v is not None]
+    if not vs:
+        return None
+    return {"median": statistics.median(vs), "min": min(vs), "max": max(vs)}
+
+
+def cell(s: dict | None, fmt: str = ".3f", scale: float = 1.0, suffix: str = "") -> str:
+    """'median (min..max)', or the median alone when every rep gave the same figure."""
+    if s is None:
+        return "-"
+    m, lo, hi = (format(s[k] * scale, fmt) for k in ("median", "min", "max"))
+    return f"{m}{suffix}" if lo == hi else f"{m}{suffix} ({lo}..{hi})"
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x; None below two distinct x."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    return (sum((x - mx) * (y - my) for x, y in points)
+            / sum((x - mx) ** 2 for x, _ in points))
+
+
+def rss_trend(samples: list[tuple[int, int]]) -> dict | None:
+    """From (execs done, VmRSS kB) samples taken during one storm: RSS at the first and
+    last sample in MiB, the growth between them and the least-squares slope in MiB per
+    10,000 execs. The first sample is past the first tenth of the storm, so what the
+    first batches allocate once (the SQLite page cache filling, a batch's buffers) is
+    not read as growth."""
+    if len(samples) < 2:
+        return None
+    first, last = samples[0], samples[-1]
+    k = slope([(n / 10_000, kb / 1024) for n, kb in samples])
+    return {"first_mb": first[1] / 1024, "last_mb": last[1] / 1024,
+            "growth_mb": (last[1] - first[1]) / 1024, "slope_mb_per_10k": k,
+            "first_at": first[0], "last_at": last[0]}
