@@ -18,6 +18,12 @@
  */
 #include "auditd_lite.h"
 
+/* A raw tracepoint program that bcc loads but does not attach: the compiler
+ * child hands it to the daemon, which attaches it (auditd_lite/capture/
+ * compiler.py). bcc's RAW_TRACEPOINT_PROBE names would be attached by bcc in
+ * the child, and detached when it exits. */
+#define PROBE(event) int probe__##event(struct bpf_raw_tracepoint_args *ctx)
+
 #ifdef USE_HEADER_LAYOUT
 /* No BTF on this kernel: the loader defines OFF_* as offsetof() expressions
  * over these headers and logs that it did so. */
@@ -249,7 +255,7 @@ static __always_inline int compat_syscall(void)
 }
 
 /* runs on every system call of the machine: the number test comes first */
-RAW_TRACEPOINT_PROBE(sys_enter)
+PROBE(sys_enter)
 {
     long nr = (long)ctx->args[1];
     if (nr != NR_EXECVE && nr != NR_EXECVEAT)
@@ -297,7 +303,7 @@ static __always_inline int exec_failed(void *ctx, long ret)
 
 /* also on every system call: a successful exec has nothing left to do here
  * (sched_process_exec took its entry copy), so only failures read further */
-RAW_TRACEPOINT_PROBE(sys_exit)
+PROBE(sys_exit)
 {
     long ret = (long)ctx->args[1];
     if (ret >= 0)
@@ -313,7 +319,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 }
 
 /* (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
-RAW_TRACEPOINT_PROBE(sched_process_exec)
+PROBE(sched_process_exec)
 {
     u32 old_tid = (u32)ctx->args[1];
     struct exec_buf *st = stash.lookup(&old_tid);
@@ -419,7 +425,7 @@ static __always_inline u32 wait_status(struct task_struct *task)
 }
 
 /* (struct task_struct *p) or, since it has group_dead, (p, bool group_dead) */
-RAW_TRACEPOINT_PROBE(sched_process_exit)
+PROBE(sched_process_exit)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     stash.delete(&tid);
@@ -472,7 +478,7 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
 
 #if !HAVE_GROUP_DEAD
 /* (struct task_struct *p): the task's last reference is gone */
-RAW_TRACEPOINT_PROBE(sched_process_free)
+PROBE(sched_process_free)
 {
     const void *p = (const void *)ctx->args[0];
     u32 pid = 0, tgid = 0;

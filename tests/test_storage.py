@@ -9,6 +9,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -168,6 +169,70 @@ class TestMigrations:
         assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o750
         con = sqlite3.connect(live)
         assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+
+
+def schema_of(path: Path) -> dict:
+    """Every table's columns (name, type, not null, default, primary key), indexes (name,
+    unique, columns) and foreign keys, as SQLite itself describes them."""
+    con = sqlite3.connect(path)
+    try:
+        out = {}
+        for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+            indexes = sorted((i[1], i[2], tuple(c[2] for c in con.execute(f"PRAGMA index_info('{i[1]}')")))
+                             for i in con.execute(f"PRAGMA index_list('{name}')"))
+            out[name] = (con.execute(f"PRAGMA table_info('{name}')").fetchall(), indexes,
+                         sorted(con.execute(f"PRAGMA foreign_key_list('{name}')").fetchall()))
+        return out
+    finally:
+        con.close()
+
+
+class TestFreshFromModels:
+    def test_head_revision_is_alembics(self):
+        """store.HEAD_REVISION, which spares the daemon importing Alembic, is the head of
+        migrations/ as Alembic reads it."""
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+        from auditd_lite.resources import resource_dir
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resource_dir("migrations")))
+        assert ScriptDirectory.from_config(cfg).get_current_head() == store.HEAD_REVISION
+
+    def test_made_from_models_equals_migrated(self, tmp_path):
+        """A file made by ensure_head (models, then stamped) has exactly the tables, columns,
+        indexes, foreign keys and revision of one taken to head by Alembic's migrations."""
+        made, migrated = tmp_path / "made.db", tmp_path / "migrated.db"
+        for path, step in ((made, store.ensure_head), (migrated, store.upgrade)):
+            engine = store.engine_for(path)
+            with engine.connect() as conn:
+                step(conn)
+            engine.dispose()
+        assert schema_of(made) == schema_of(migrated)
+        assert "events" in schema_of(made)
+        for path in (made, migrated):
+            con = sqlite3.connect(path)
+            assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+            con.close()
+
+    def test_writer_imports_alembic_only_to_upgrade(self, tmp_path):
+        """In a fresh interpreter, the writer opening a new directory, writing, rotating and
+        opening it again never imports alembic; opening a file at revision 0001 does."""
+        code = (
+            "import sys; from pathlib import Path; from test_storage import writer, rows, at_first_revision\n"
+            "from auditd_lite.storage import store\n"
+            "db = Path(sys.argv[1]); bw = writer(db); bw.write(rows(10)); bw.rotate(); bw.write(rows(10, start=10))\n"
+            "bw.close(); bw = writer(db); bw.close()\n"
+            "print('ALEMBIC', 'alembic' in sys.modules)\n"
+            "old = Path(sys.argv[2]); old.mkdir(); e = store.engine_for(old / 'audit.db')\n"
+            "c = e.connect(); at_first_revision(c, 2); c.close(); e.dispose()\n"
+            "bw = writer(old); bw.close(); print('ALEMBIC', 'alembic' in sys.modules)\n")
+        here = Path(__file__).parent
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "db"), str(tmp_path / "old")],
+                             capture_output=True, text=True, cwd=here, check=True,
+                             env={**os.environ, "PYTHONPATH": f"{here}:{here.parent}"}).stdout
+        assert [line.split()[1] for line in out.splitlines() if line.startswith("ALEMBIC ")] == [
+            "False", "True"]
 
 
 class TestRotation:

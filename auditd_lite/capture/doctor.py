@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, TextIO
 
-from . import btf, loader
+from . import btf, compiler, loader
 from .. import config
 from ..errors import AuditdLiteError, CannotCapture
 from ..resources import resource_dir
@@ -480,7 +480,7 @@ def check_headers(host: Host) -> Result:
 def _import_bcc():
     """bcc's module, or None: doctor reports a missing bcc rather than stopping at it."""
     try:
-        return loader.import_bcc()
+        return compiler.import_bcc()
     except CannotCapture:
         return None
 
@@ -619,20 +619,18 @@ def load_failure(error: str, stderr: str) -> tuple[str, str]:
         line = _last_line(stderr, r":\d+:\d+: (fatal )?error: ") or "no error line from clang"
         return (f"clang could not compile {loader.PROGRAM}: {os.path.basename(line)}",
                 "install the kernel headers for the running kernel (see the headers line)")
-    if "Failed to attach BPF to raw tracepoint" in error:
-        line = _last_line(stderr, r"^bpf_attach_raw_tracepoint")
-        m = re.match(r"bpf_attach_raw_tracepoint \((\w+)\): (.+)", line or "")
-        what = f"raw tracepoint {m.group(1)} ({m.group(2)})" if m else "a raw tracepoint"
-        return f"the kernel could not attach {what}", "see the tracepoints line"
-    if "Could not open perf buffer" in error:
-        line = _last_line(stderr, r"\S") or "no reason given"
+    if m := re.search(r"could not attach the program to the raw tracepoint (\w+): (.+)", error):
+        return (f"the kernel could not attach raw tracepoint {m.group(1)} ({m.group(2).strip()})",
+                "see the tracepoints line")
+    if m := re.search(r"could not open perf buffer: ([^(]+)", error):
+        # libbpf's own warning names the step (perf_event_open or mmap) and the CPU
+        line = _last_line(stderr, r"^libbpf: ") or m.group(1).strip()
         fix = ("LimitMEMLOCK=infinity in the unit (without CAP_IPC_LOCK the perf buffers count "
                "against RLIMIT_MEMLOCK), a smaller buffer_kb, or the ring buffer"
-               if line.startswith("mmap") else "see the service line, or use the ring buffer")
-        return f"the perf buffers could not be opened ({line})", fix
-    if "Could not open ring buffer" in error:
-        line = _last_line(stderr, r"\S") or "no reason given"
-        return f"the ring buffer could not be opened ({line})", "a smaller buffer_kb"
+               if "mmap" in line else "see the service line, or use the ring buffer")
+        return f"the perf buffers could not be opened ({line.removeprefix('libbpf: ')})", fix
+    if m := re.search(r"could not map the ring buffer .*?: (.+)", error):
+        return f"the ring buffer could not be opened ({m.group(1).strip()})", "a smaller buffer_kb"
     first = error.strip().splitlines()[0] if error.strip() else "no message"
     return f"loading failed: {first}", "see the lines above"
 
@@ -676,13 +674,7 @@ class LoadPlan:
 def load_plan(host: Host, unit: Unit | None, settings: config.RunSettings) -> LoadPlan:
     """How to start the child so it can do what the service can: the unit's bounding set
     (setpriv), and its LimitMEMLOCK."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from auditd_lite.capture.doctor import load_child; sys.exit(load_child(sys.argv[2]))")
-    # -I: as the installed /usr/bin/auditd-lite runs, no PYTHONPATH or user site
-    # the directory that holds the auditd_lite package, wherever this module sits in it
-    site = Path(sys.modules["auditd_lite"].__file__).resolve().parent.parent
-    child = [sys.executable, "-I", "-c", code, str(site),
-             json.dumps(settings.as_dict())]
+    child = compiler.python_child(__name__, "load_child", json.dumps(settings.as_dict()))
     own = effective_caps(host.proc_status)
     memlock, stand_in = None, False
     if unit is not None and unit.memlock is not None:

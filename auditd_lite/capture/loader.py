@@ -1,8 +1,11 @@
-"""Compiles and attaches the BPF program through bcc: the only module that imports bcc."""
+"""The BPF programs: what they are built from (the running kernel's facts and the run's
+settings), and, once the compiler child has loaded them, their attachment and their buffer.
+
+No bcc here: the daemon imports this module, and bcc is the compiler child's
+alone (capture/compiler.py; docs/design.md, "The daemon never maps the compiler")."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 from dataclasses import dataclass
@@ -10,7 +13,7 @@ from typing import Callable
 
 import structlog
 
-from . import btf, records
+from . import btf, compiler, libbpf, records, ringbuf
 from .. import config
 from ..errors import CannotCapture
 from ..resources import resource_dir
@@ -188,7 +191,7 @@ def cflags(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
         if not lo <= value <= hi:
             raise ValueError(f"{value} is outside {lo}..{hi}: the program is not sized for it")
     nr_execve, nr_execveat = syscall_numbers()
-    pages = _pow2_at_least(max(1, settings.buffer_kb // 4))
+    pages = ringbuf_pages(settings)
     ncpu = os.cpu_count() or 1
     # wake the reader well before the buffer could fill between two polls
     wakeup_every = max(1, min(1024, pages * 4096 // (8 * ncpu * 1024)))
@@ -216,77 +219,64 @@ def cflags(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
     return flags
 
 
-def import_bcc():
-    """bcc's module, or CannotCapture saying in one line how to install it."""
-    try:
-        import bcc  # noqa: PLC0415 - imported late: only the capture side needs it
-    except ImportError as e:
-        raise CannotCapture(
-            "bcc's Python module is missing: install Debian's python3-bpfcc "
-            "(apt-get install python3-bpfcc) and use a Python that sees it "
-            f"(a venv made with /usr/bin/python3 --system-site-packages) [{e}]") from None
-    return bcc
+def tracepoints(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
+    """The raw tracepoints the programs attach to, in attach order."""
+    return list(RAW_TRACEPOINTS) + ([CLAIM_TRACEPOINT] if claims_exits(settings, facts) else [])
 
 
-def _release_compiler_memory() -> None:
-    """Hand back to the system the heap clang and LLVM used while compiling."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the memory stays, nothing breaks
-        pass
+def ringbuf_pages(settings: ProgramSettings) -> int:
+    """Pages of the ring buffer, or of each CPU's perf buffer: a power of two."""
+    return _pow2_at_least(max(1, settings.buffer_kb // 4))
 
 
 class Programs:
     """The loaded programs and their buffer, as one unit.
 
-    ``on_record(raw: bytes)`` is called for every record during ``poll``;
-    the bytes are already copied out of the buffer.
+    Compiled and loaded by a child process (capture/compiler.py), attached
+    here. ``on_record(raw: bytes)`` is called for every record during
+    ``poll``; the bytes are already copied out of the buffer.
     """
 
-    def __init__(self, settings: ProgramSettings, on_record: Callable[[bytes], None]):
-        bcc = import_bcc()
-        facts = kernel_facts()
-        self.offsets_source = facts.source
+    def __init__(self, settings: ProgramSettings, on_record: Callable[[bytes], None],
+                 child: compiler.Child | None = None):
+        """``child``: a compiler child already started with these settings (the daemon starts
+        it early, to compile while it opens the database)."""
         self.settings = settings
-        flags = cflags(settings, facts)
+        self._links: list[tuple[str, int]] = []
+        compiled = (child or compiler.Child(settings)).result()
+        self._compiled = compiled
+        self.offsets_source = compiled.offsets_source
+        self.exit_claims = compiled.exit_claims
         try:
-            # bcc attaches every RAW_TRACEPOINT_PROBE as it loads it
-            self.bpf = bcc.BPF(src_file=str(BPF_DIR / PROGRAM), cflags=flags)
-        except Exception as e:  # bcc raises bare Exception for compile and load failures
-            raise CannotCapture(f"could not compile or load the BPF program: {e}; "
-                                "run 'auditd-lite doctor'") from None
-        self._attached = [tp.encode() for tp in RAW_TRACEPOINTS]
-        if claims_exits(settings, facts):
-            self._attached.append(CLAIM_TRACEPOINT.encode())
-        _release_compiler_memory()
-        events = self.bpf["events"]
-        if settings.transport == "perfbuf":
-            def perf_cb(_cpu, data, size):
-                on_record(ctypes.string_at(data, size))
+            self._counters = libbpf.PerCpuCounters(compiled.maps["counters"], records.CNT_MAX)
+            events = compiled.maps["events"]
+            if settings.transport == "perfbuf":
+                self._buffer = libbpf.PerfBuffers(events, ringbuf_pages(settings), on_record)
+                self._poll = self._buffer.poll
+                self._consume = self._buffer.consume
+            else:
+                ring = self._buffer = ringbuf.RingReader(events)
+                out: list = []
 
-            # a failed perf_submit is counted by the program itself
-            # (CNT_LOST); the kernel's own lost-sample report of the same drop
-            # is not added to it, or every drop would count twice. A callback
-            # is still given: without one bcc prints each report to stdout.
-            def lost_cb(_lost):
-                pass
+                def consume():
+                    ring.read(out)
+                    for raw in out:
+                        on_record(raw)
+                    out.clear()
 
-            pages = _pow2_at_least(max(1, settings.buffer_kb // 4))
-            events.open_perf_buffer(perf_cb, page_cnt=pages, lost_cb=lost_cb)
-            self._poll = self.bpf.perf_buffer_poll
-            self._consume = lambda: self.bpf.perf_buffer_poll(0)
-        else:
-            def ring_cb(_ctx, data, size):
-                # the data pointer is into ring memory that is reused once we return
-                on_record(ctypes.string_at(data, size))
-                return 0
+                def poll(timeout_ms):
+                    ring.wait(timeout_ms)
+                    consume()
 
-            events.open_ring_buffer(ring_cb)
-            self._poll = self.bpf.ring_buffer_poll
-            self._consume = self.bpf.ring_buffer_consume
-        self._counters = self.bpf["counters"]
-        log.info("programs_attached", raw_tracepoints=[tp.decode() for tp in self._attached],
-                 offsets=self.offsets_source, exit_claims=claims_exits(settings, facts),
+                self._poll, self._consume = poll, consume
+            # attached last, once there is somewhere for records to go
+            for tp, fd in compiled.programs.items():
+                self._links.append((tp, libbpf.raw_tracepoint_open(tp, fd)))
+        except BaseException:
+            self.close()
+            raise
+        log.info("programs_attached", raw_tracepoints=[tp for tp, _ in self._links],
+                 offsets=self.offsets_source, exit_claims=self.exit_claims,
                  transport=settings.transport, buffer_kb=settings.buffer_kb,
                  min_duration_ns=settings.min_duration_ns)
 
@@ -297,26 +287,25 @@ class Programs:
 
     def counters(self) -> list[int]:
         """Kernel-side counters (records.CNT_*), summed over CPUs."""
-        out = []
-        for i in range(records.CNT_MAX):
-            out.append(sum(int(v) for v in self._counters[ctypes.c_int(i)]))
-        return out
+        return self._counters.read()
 
     def detach(self) -> None:
         """Stop capture; the buffer stays readable so it can be drained."""
         # exits first: a process whose exit is recorded then has its exec
         # recorded too; exit claims are released last
-        order = [tp for tp in reversed(self._attached) if tp != CLAIM_TRACEPOINT.encode()]
-        order += [tp for tp in self._attached if tp == CLAIM_TRACEPOINT.encode()]
-        for tp in order:
-            try:
-                self.bpf.detach_raw_tracepoint(tp)
-            except Exception:  # already gone: nothing left to stop
-                pass
-        self._attached = []
+        order = [link for link in reversed(self._links) if link[0] != CLAIM_TRACEPOINT]
+        order += [link for link in self._links if link[0] == CLAIM_TRACEPOINT]
+        for _tp, fd in order:
+            os.close(fd)
+        self._links = []
 
     def drain(self) -> None:
         self._consume()
 
     def close(self) -> None:
-        self.bpf.cleanup()
+        self.detach()
+        buffer = getattr(self, "_buffer", None)
+        if buffer is not None:
+            buffer.close()
+            self._buffer = None
+        self._compiled.close()

@@ -14,7 +14,7 @@ from typing import Callable
 import structlog
 
 from . import logsetup
-from ..capture import seed
+from ..capture import compiler, loader, seed
 from .collector import Collector
 from ..config import RunSettings
 from ..errors import CannotCapture
@@ -68,13 +68,11 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) 
     require_privileges()
     # database files 0640, directories 0750: the evidence is not world-readable
     os.umask(0o027)
-    from ..capture import loader  # imports bcc: only now that it is needed
-
     # before the database is touched: a host without bcc records no run at all
-    loader.import_bcc()
+    compiler.require_bcc()
     signals = _Signals()
     notifier = Notifier()
-    pipeline = _start(settings, loader, signals, notifier)
+    pipeline = _start(settings, signals, notifier)
     status = _serve(pipeline, settings, reread, signals, notifier)
     return _stop(pipeline, signals, status)
 
@@ -109,13 +107,25 @@ class _Pipeline:
     batch_writer: BatchWriter
     writer: Writer
     collector: Collector
-    programs: object  # loader.Programs: loader imports bcc, so not at module level
+    programs: loader.Programs
     printer: Printer | None
     supervisor: Supervisor
 
 
-def _start(settings: RunSettings, loader, signals: _Signals, notifier: Notifier) -> _Pipeline:
+def _start(settings: RunSettings, signals: _Signals, notifier: Notifier) -> _Pipeline:
     """Database open (or records held), programs attached, running processes seeded, READY."""
+    program_settings = loader.ProgramSettings.for_run(settings)
+    # the programs compile in a child while the database opens here
+    child = compiler.Child(program_settings)
+    try:
+        return _start_with(settings, signals, notifier, program_settings, child)
+    except BaseException:
+        child.kill()
+        raise
+
+
+def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
+                program_settings: loader.ProgramSettings, child: compiler.Child) -> _Pipeline:
     printer = Printer(sys.stdout, on_closed=signals.stop.set) if settings.print else None
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     decoder = Decoder(settings.max_args)
@@ -130,7 +140,7 @@ def _start(settings: RunSettings, loader, signals: _Signals, notifier: Notifier)
 
     collector = Collector(inbox)
     try:
-        programs = loader.Programs(loader.ProgramSettings.for_run(settings), collector.on_record)
+        programs = loader.Programs(program_settings, collector.on_record, child)
     except BaseException:
         inbox.put(STOP)
         writer.join()

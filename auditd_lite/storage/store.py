@@ -72,6 +72,48 @@ def upgrade(conn: Connection, revision: str = "head") -> None:
     conn.commit()
 
 
+# the newest revision in migrations/versions; tests/test_storage.py holds it to Alembic's head
+HEAD_REVISION = "0002"
+# the table Alembic keeps its revision in, as Alembic creates it
+_VERSION_TABLE = ("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                  "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
+
+
+def _revision(conn: Connection) -> str | None:
+    """The file's revision; "" for a file with no tables at all, None for one Alembic never saw."""
+    tables = {r[0] for r in conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "alembic_version" not in tables:
+        return "" if not tables else None
+    return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+
+
+def ensure_head(conn: Connection) -> None:
+    """The file on ``conn`` at the head revision, importing Alembic only when a file needs
+    upgrading: a file made here is made from the models and stamped, Alembic's way of building
+    a database at head from scratch (its 10 MiB of modules would otherwise stay in the daemon
+    for good: docs/design.md, "The daemon never maps the compiler"). tests/test_storage.py
+    holds the two ways to the same schema."""
+    from .schema import metadata
+
+    revision = _revision(conn)
+    conn.rollback()  # end the read: the schema's DDL below is one transaction of its own
+    if revision == HEAD_REVISION:
+        return
+    if revision != "":
+        upgrade(conn)
+        return
+    conn.exec_driver_sql("BEGIN")
+    try:
+        metadata.create_all(conn)
+        conn.exec_driver_sql(_VERSION_TABLE)
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD_REVISION,))
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
 def open_live(db_dir: Path, synchronous: str = "NORMAL") -> tuple[Engine, Connection]:
     """The one read-write connection to ``db_dir/audit.db``, at the head revision."""
     path = prepare_dir(db_dir) / LIVE_NAME
@@ -82,7 +124,7 @@ def open_live(db_dir: Path, synchronous: str = "NORMAL") -> tuple[Engine, Connec
         conn = engine.connect()
         if fresh:
             os.chmod(path, FILE_MODE)
-        upgrade(conn)
+        ensure_head(conn)
     except BaseException:
         # the caller retries later (a full disk): leave nothing open
         if conn is not None:
