@@ -4,11 +4,16 @@
 Configurations, alternated rep by rep (each rep starting with the next one,
 after the disk has settled) and compared by the median of pairs:
 nothing running; auditd-lite (ring buffer); Debian's auditd with an execve
-rule as users configure it; auditd-lite with --transport perfbuf. Each is
-checked record by record against what the storm ran. Then the writer and
-query benchmarks are run and their tables appended.
+rule as users configure it; Debian's bpftrace with a one-liner printing every
+exec and exit to a file; auditd-lite with --transport perfbuf. Each is
+checked record by record against what the storm ran. A longer storm follows,
+nothing running against auditd-lite only (the one a daemon's CPU per process
+and its steady RSS are read from). Then the writer and query benchmarks are
+run and their tables appended.
 
-    sudo .venv/bin/python bench/compare.py --execs 20000 --reps 5
+    sudo .venv/bin/python bench/compare.py --execs 20000 --reps 5 --big-execs 100000 --big-reps 3
+    sudo .venv/bin/python bench/compare.py --execs 2000 --reps 1 --big-execs 5000 --big-reps 1 \\
+        --writer-records 0 --query-records 0     # a quick look
 
 Writes bench/results/<date>.md and .json beside it.
 """
@@ -22,7 +27,7 @@ import os
 import platform
 import re
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +37,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from exec_storm import Daemon, count, cpu_seconds, status_kb, storm  # noqa: E402
+from exec_storm import Daemon, count, status_kb, storm, wait_idle  # noqa: E402
+from figures import BPFTRACE_PROGRAM, cell, count_bpftrace, rss_trend, spread  # noqa: E402
 
 AUDIT_LOG = Path("/var/log/audit/audit.log")
 RULE = ["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-k", "auditd-lite-bench"]
@@ -66,10 +72,10 @@ class Auditd:
         self.lost_before = auditctl_status().get("lost", 0)
         self.pid = int(subprocess.run(["pgrep", "-o", "-x", "auditd"], capture_output=True,
                                       text=True, check=True).stdout)
-        self.cpu_before = cpu_seconds(self.pid)
+        self.cpu_before = wait_idle(self.pid)
 
     def stop(self, program: str) -> dict:
-        cpu = cpu_seconds(self.pid) - self.cpu_before
+        cpu = wait_idle(self.pid) - self.cpu_before
         rss = status_kb(self.pid, "VmHWM")
         lost = auditctl_status().get("lost", 0) - self.lost_before
         subprocess.run(["auditctl", "-D"], check=True, capture_output=True)
@@ -85,20 +91,114 @@ class Auditd:
                 "ready_s": self.ready_s}
 
 
+class Bpftrace:
+    """Debian's bpftrace running the one-liner a user would write for the same job,
+    printing every exec and exit to a file."""
+
+    def __init__(self, work: Path, rep: int, ready_limit_s: float = 60.0):
+        if not shutil.which("bpftrace"):
+            raise SystemExit("compare: no bpftrace; run `bash scripts/dev.sh bench-setup` "
+                             "or pass --skip-bpftrace")
+        self.out = work / f"bpftrace-{rep}.out"
+        self.err = open(work / f"bpftrace-{rep}.err", "w+")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(["bpftrace", "-o", str(self.out), "-e", BPFTRACE_PROGRAM],
+                                     stdout=subprocess.DEVNULL, stderr=self.err)
+        self.pid = self.proc.pid
+        # "Attaching N probes..." is flushed at once; the events are block-buffered
+        while not (self.out.exists() and "Attaching" in self.out.read_text(errors="replace")):
+            if self.proc.poll() is not None or time.monotonic() - t0 > ready_limit_s:
+                self.proc.kill()
+                self.err.seek(0)
+                raise SystemExit(f"bpftrace did not start: {self.err.read()[-2000:]}")
+            time.sleep(0.02)
+        self.ready_s = time.monotonic() - t0
+        self.cpu_before = wait_idle(self.pid)
+
+    def stop(self, program: str) -> dict:
+        cpu = wait_idle(self.pid) - self.cpu_before
+        hwm = status_kb(self.pid, "VmHWM")
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise SystemExit("bpftrace did not stop on SIGINT")
+        self.err.seek(0)
+        got = count_bpftrace(self.out.read_text(errors="replace") + "\n" + self.err.read(), program)
+        self.out.unlink()
+        return {**got, "cpu_storm_s": cpu, "peak_rss_kb": hwm, "ready_s": self.ready_s}
+
+
 def run_config(name: str, program: str, execs: int, work: Path, rep: int) -> dict:
+    """One storm under one configuration; the logger's VmRSS is sampled every tenth of
+    each worker's share (every 5% of the storm)."""
+    samples: list[tuple[int, int]] = []
     if name == "nothing":
-        return {"rate": storm(program, execs)}
+        return {"rate": storm(program, execs, on_progress=lambda n: None)}
     if name == "auditd":
-        a = Auditd()
-        rate = storm(program, execs)
-        return {"rate": rate, **a.stop(program)}
-    flags = ["--transport", "perfbuf"] if name == "auditd-lite perfbuf" else []
-    db = work / f"{name.replace(' ', '-')}-{rep}"
-    d = Daemon(db, flags)
-    rate = storm(program, execs)
-    cost = d.stop()
-    got = count(db, program)
-    return {"rate": rate, **cost, **got}
+        logger = Auditd()
+    elif name == "bpftrace":
+        logger = Bpftrace(work, rep)
+    else:
+        flags = ["--transport", "perfbuf"] if name == "auditd-lite perfbuf" else []
+        db = work / f"{name.replace(' ', '-')}-{rep}"
+        logger = Daemon(db, flags)
+    pid = logger.pid if not isinstance(logger, Daemon) else logger.proc.pid
+    rate = storm(program, execs, on_progress=lambda n: samples.append((n, status_kb(pid, "VmRSS"))))
+    if isinstance(logger, Daemon):
+        r = {"rate": rate, **logger.stop(), **count(db, program)}
+        shutil.rmtree(db, ignore_errors=True)
+    else:
+        r = {"rate": rate, **logger.stop(program)}
+    r["rss_samples"] = samples
+    return r
+
+
+def run_phase(configs: list[str], program: str, execs: int, reps: int, work: Path, label: str) -> dict:
+    results: dict[str, list[dict]] = {c: [] for c in configs}
+    for rep in range(reps):
+        # each rep starts with a different configuration, and each run
+        # starts once the previous one's writes are on disk: otherwise
+        # the run after a logger pays for its writeback
+        for c in configs[rep % len(configs):] + configs[:rep % len(configs)]:
+            os.sync()
+            time.sleep(1.0)
+            r = run_config(c, program, execs, work, rep)
+            results[c].append(r)
+            extra = "" if c == "nothing" else (
+                f", exec {r['exec']} exit {r['exit']} lost {r['lost']}, cpu {r['cpu_storm_s']:.2f} s, "
+                f"hwm {r['peak_rss_kb'] / 1024:.1f} MiB, ready {r['ready_s']:.2f} s")
+            print(f"{label} rep {rep} {c}: {r['rate']:.0f}/s{extra}", file=sys.stderr)
+    return results
+
+
+def summarize(results: dict[str, list[dict]], execs: int) -> dict:
+    """Per configuration, each figure's median and min..max over the reps; ratios are
+    taken rep by rep against the same rep's 'nothing running'."""
+    base = results["nothing"]
+    summary = {}
+    for c, rs in results.items():
+        entry = {"execs_per_s": spread([r["rate"] for r in rs]),
+                 "ratio": spread([r["rate"] / b["rate"] for r, b in zip(rs, base)])}
+        if c != "nothing":
+            trends = [rss_trend(r["rss_samples"]) for r in rs]
+            entry.update(
+                captured_exec=spread([r["exec"] / execs for r in rs]),
+                captured_exit=spread([None if r["exit"] is None else r["exit"] / execs for r in rs]),
+                lost=sum(r["lost"] for r in rs),
+                cpu_s_per_1000=spread([r["cpu_storm_s"] / execs * 1000 for r in rs]),
+                records_per_cpu_s=spread([
+                    (execs * (1 if r["exit"] is None else 2)) / r["cpu_storm_s"] if r["cpu_storm_s"] else None
+                    for r in rs]),
+                peak_rss_mb=spread([r["peak_rss_kb"] / 1024 for r in rs]),
+                ready_s=spread([r["ready_s"] for r in rs]),
+                rss_first_mb=spread([t and t["first_mb"] for t in trends]),
+                rss_last_mb=spread([t and t["last_mb"] for t in trends]),
+                rss_growth_mb=spread([t and t["growth_mb"] for t in trends]),
+                rss_slope_mb_per_10k=spread([t and t["slope_mb_per_10k"] for t in trends]))
+        summary[c] = entry
+    return summary
 
 
 def bench_table(script: str, *args: str) -> str:
@@ -108,100 +208,157 @@ def bench_table(script: str, *args: str) -> str:
     return "\n".join(line for line in p.stdout.splitlines() if line.startswith("|"))
 
 
+def storm_table(summary: dict, cols: list[str]) -> list[str]:
+    heads = {
+        "execs_per_s": "execs/s", "ratio": "ratio", "captured_exec": "exec captured",
+        "captured_exit": "exit captured", "lost": "lost (own counter)",
+        "cpu_s_per_1000": "daemon CPU s / 1,000 proc", "records_per_cpu_s": "records per daemon CPU-s",
+        "peak_rss_mb": "peak RSS MiB (VmHWM)", "rss_first_mb": "RSS MiB at 10%",
+        "rss_last_mb": "RSS MiB at 100%", "rss_slope_mb_per_10k": "RSS slope MiB / 10,000 execs",
+        "ready_s": "start to ready s"}
+    fmts = {"execs_per_s": (".0f", 1, ""), "ratio": (".3f", 1, ""), "captured_exec": (".2f", 100, "%"),
+            "captured_exit": (".2f", 100, "%"), "cpu_s_per_1000": (".4f", 1, ""),
+            "records_per_cpu_s": (".0f", 1, ""), "peak_rss_mb": (".1f", 1, ""), "rss_first_mb": (".1f", 1, ""),
+            "rss_last_mb": (".1f", 1, ""), "rss_slope_mb_per_10k": ("+.2f", 1, ""), "ready_s": (".2f", 1, "")}
+    lines = ["| configuration | " + " | ".join(heads[k] for k in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for c, e in summary.items():
+        row = []
+        for k in cols:
+            if c == "nothing" and k not in ("execs_per_s", "ratio"):
+                row.append("")
+            elif k == "lost":
+                row.append(str(e["lost"]))
+            else:
+                row.append(cell(e[k], *fmts[k]))
+        lines.append(f"| {'nothing running' if c == 'nothing' else c} | " + " | ".join(row) + " |")
+    return lines
+
+
+def goals(small: dict, big: dict | None, execs: int, big_execs: int) -> list[str]:
+    """Issue #12's figures for auditd-lite, each against its goal, from the medians."""
+    d = small["auditd-lite"]
+    rows = [("throughput ratio at %d execs" % execs, f"{d['ratio']['median']:.3f}", ">= 0.985",
+             d["ratio"]["median"] >= 0.985),
+            ("every exec and exit captured, every rep", "yes" if d["captured_exec"]["min"] == 1
+             and d["captured_exit"]["min"] == 1 else "no", "yes",
+             d["captured_exec"]["min"] == 1 and d["captured_exit"]["min"] == 1),
+            ("lost", str(d["lost"]), "0", d["lost"] == 0),
+            ("daemon CPU s / 1,000 proc at %d execs" % execs, f"{d['cpu_s_per_1000']['median']:.4f}",
+             "<= 0.012", d["cpu_s_per_1000"]["median"] <= 0.012),
+            ("peak RSS MiB (VmHWM)", f"{d['peak_rss_mb']['median']:.1f}", "<= 60",
+             d["peak_rss_mb"]["median"] <= 60),
+            ("start to ready s", f"{d['ready_s']['median']:.2f}", "<= 1.0 (about 1.0 s before)",
+             d["ready_s"]["median"] <= 1.0)]
+    if big is not None:
+        b = big["auditd-lite"]
+        flat = b["cpu_s_per_1000"]["median"] / d["cpu_s_per_1000"]["median"]
+        rows += [("daemon CPU s / 1,000 proc at %d execs" % big_execs, f"{b['cpu_s_per_1000']['median']:.4f}",
+                  "<= 0.012", b["cpu_s_per_1000"]["median"] <= 0.012),
+                 ("CPU per process, %d against %d execs" % (big_execs, execs), f"{flat:.2f}",
+                  "flat (about 1)", None),
+                 ("throughput ratio at %d execs" % big_execs, f"{b['ratio']['median']:.3f}", ">= 0.985",
+                  b["ratio"]["median"] >= 0.985),
+                 ("every exec and exit captured at %d execs" % big_execs, "yes" if b["captured_exec"]["min"] == 1
+                  and b["captured_exit"]["min"] == 1 and b["lost"] == 0 else "no", "yes, 0 lost",
+                  b["captured_exec"]["min"] == 1 and b["captured_exit"]["min"] == 1 and b["lost"] == 0),
+                 ("RSS growth MiB, 10% to 100% of the storm", f"{b['rss_growth_mb']['median']:+.1f}",
+                  "flat (about 0)", None)]
+    out = ["| figure (auditd-lite, medians) | measured | goal | met |", "|---|---|---|---|"]
+    for name, value, goal, ok in rows:
+        out.append(f"| {name} | {value} | {goal} | {'-' if ok is None else ('yes' if ok else 'no')} |")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--execs", type=int, default=20000)
+    ap.add_argument("--execs", type=int, default=20000, help="execs per run, every configuration")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--big-execs", type=int, default=100_000,
+                    help="execs per run of the long storm (nothing running and auditd-lite only); 0: none")
+    ap.add_argument("--big-reps", type=int, default=3)
     ap.add_argument("--skip-auditd", action="store_true")
-    ap.add_argument("--writer-records", type=int, default=1_000_000)
-    ap.add_argument("--query-records", type=int, default=1_000_000)
+    ap.add_argument("--skip-bpftrace", action="store_true")
+    ap.add_argument("--skip-perfbuf", action="store_true")
+    ap.add_argument("--writer-records", type=int, default=1_000_000, help="0: no writer bench")
+    ap.add_argument("--query-records", type=int, default=1_000_000, help="0: no query bench")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args()
     if os.geteuid() != 0:
-        print("compare: needs root (BPF, auditd)", file=sys.stderr)
+        print("compare: needs root (BPF, auditd, bpftrace)", file=sys.stderr)
         return 2
 
-    configs = ["nothing", "auditd-lite", "auditd", "auditd-lite perfbuf"]
-    if args.skip_auditd:
-        configs.remove("auditd")
+    configs = ["nothing", "auditd-lite", "auditd", "bpftrace", "auditd-lite perfbuf"]
+    for flag, name in ((args.skip_auditd, "auditd"), (args.skip_bpftrace, "bpftrace"),
+                       (args.skip_perfbuf, "auditd-lite perfbuf")):
+        if flag:
+            configs.remove(name)
+    if "bpftrace" in configs and not shutil.which("bpftrace"):
+        print("compare: no bpftrace; run `bash scripts/dev.sh bench-setup` or pass --skip-bpftrace",
+              file=sys.stderr)
+        return 2
+    big_configs = ["nothing", "auditd-lite"]
     work = Path(tempfile.mkdtemp(prefix="auditd-compare-"))
     os.chmod(work, 0o755)
     program = str(work / "stormtrue")
     shutil.copy("/bin/true", program)
-    results: dict[str, list[dict]] = {c: [] for c in configs}
+    t_start = time.monotonic()
     try:
         storm(program, 2000)
-        for rep in range(args.reps):
-            # each rep starts with a different configuration, and each run
-            # starts once the previous one's writes are on disk: otherwise
-            # the run after a logger pays for its writeback
-            for c in configs[rep % len(configs):] + configs[:rep % len(configs)]:
-                os.sync()
-                time.sleep(1.0)
-                r = run_config(c, program, args.execs, work, rep)
-                results[c].append(r)
-                print(f"rep {rep} {c}: {r['rate']:.0f}/s", file=sys.stderr)
+        results = run_phase(configs, program, args.execs, args.reps, work, f"{args.execs}")
+        big_results = (run_phase(big_configs, program, args.big_execs, args.big_reps, work, f"{args.big_execs}")
+                       if args.big_execs and args.big_reps else None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    storm_s = time.monotonic() - t_start
 
-    base = results["nothing"]
-    summary = {}
-    for c in configs:
-        rs = results[c]
-        ratio = statistics.median(r["rate"] / b["rate"] for r, b in zip(rs, base))
-        entry = {"execs_per_s": statistics.median(r["rate"] for r in rs), "ratio": ratio}
-        if c != "nothing":
-            execs_got = statistics.median(r["exec"] for r in rs)
-            exits = [r["exit"] for r in rs if r["exit"] is not None]
-            entry.update(
-                captured_exec=execs_got / args.execs,
-                captured_exit=(statistics.median(exits) / args.execs) if exits else None,
-                lost=sum(r["lost"] for r in rs),
-                cpu_s_per_1000=statistics.median(r["cpu_storm_s"] for r in rs) / args.execs * 1000,
-                peak_rss_mb=statistics.median(r["peak_rss_kb"] for r in rs) / 1024,
-                ready_s=statistics.median(r["ready_s"] for r in rs))
-            cpu = statistics.median(r["cpu_storm_s"] for r in rs)
-            records = 2 * args.execs if exits else args.execs
-            entry["records_per_cpu_s"] = records / cpu if cpu else None
-        summary[c] = entry
-
-    def pct(x):
-        return "-" if x is None else f"{100 * x:.2f}%"
-
+    summary = summarize(results, args.execs)
+    big_summary = summarize(big_results, args.big_execs) if big_results else None
+    kb = 8192
     lines = [
         f"# auditd-lite benchmark, {datetime.date.today().isoformat()}",
         "",
         f"Machine: {os.cpu_count()} cores, Linux {platform.release()}, "
         f"{platform.freedesktop_os_release().get('PRETTY_NAME', '')}. Exec storm: 2 workers "
-        f"fork+exec a copy of /bin/true, {args.execs} execs per run, {args.reps} alternated reps, "
-        "medians; ratio = median of per-rep ratios to 'nothing running'.",
+        f"fork+exec a copy of /bin/true, {args.execs} execs per run, {args.reps} alternated reps; "
+        "each cell is the median, with (min..max) over the reps when they differ; ratio = the "
+        "per-rep ratio to 'nothing running' in the same rep. Daemon CPU: the logger process's "
+        "user+system time from at rest after ready to at rest after the storm (its backlog "
+        "drained); peak RSS: its VmHWM just before it is stopped; start to ready: spawn to "
+        "sd_notify READY=1 (auditd-lite), to `auditctl` having loaded the rule (auditd), to "
+        "bpftrace's \"Attaching\" line (bpftrace).",
         "",
-        "| configuration | execs/s | ratio | exec captured | exit captured | lost (own counter) "
-        "| daemon CPU s / 1,000 proc | records per daemon CPU-s | peak RSS MiB | start to ready s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *storm_table(summary, ["execs_per_s", "ratio", "captured_exec", "captured_exit", "lost",
+                               "cpu_s_per_1000", "records_per_cpu_s", "peak_rss_mb", "ready_s"]),
+        "",
+        f"auditd: `auditctl {' '.join(RULE)}`, counted in its log (it records no exits). "
+        f"bpftrace: `bpftrace -o FILE -e '{BPFTRACE_PROGRAM}'`, its lines counted, "
+        "its \"Lost N events\" lines summed.",
     ]
-    for c in configs:
-        e = summary[c]
-        if c == "nothing":
-            lines.append(f"| nothing running | {e['execs_per_s']:.0f} | 1.000 | | | | | | | |")
-            continue
-        rpc = f"{e['records_per_cpu_s']:.0f}" if e.get("records_per_cpu_s") else "-"
-        lines.append(
-            f"| {c} | {e['execs_per_s']:.0f} | {e['ratio']:.3f} | {pct(e['captured_exec'])} | "
-            f"{pct(e['captured_exit'])} | {e['lost']} | {e['cpu_s_per_1000']:.3f} | {rpc} | "
-            f"{e['peak_rss_mb']:.1f} | {e['ready_s']:.2f} |")
-    kb = 8192
+    if big_summary:
+        lines += ["", f"## {args.big_execs}-exec storm", "",
+                  f"Nothing running and auditd-lite, alternated, {args.big_reps} reps. VmRSS sampled every 5% of "
+                  "the storm; first and last sample from 10% on, and the least-squares slope over them.", "",
+                  *storm_table(big_summary, ["execs_per_s", "ratio", "captured_exec", "captured_exit", "lost",
+                                             "cpu_s_per_1000", "peak_rss_mb", "rss_first_mb", "rss_last_mb",
+                                             "rss_slope_mb_per_10k", "ready_s"])]
+    lines += ["", "## Goals (issue #12)", "", *goals(summary, big_summary, args.execs, args.big_execs)]
     lines += ["", f"Buffer memory at the default --buffer-kb {kb}: ring buffer {kb // 1024} MiB shared "
               f"by all CPUs; perf buffer {kb // 1024} MiB per CPU = {kb * os.cpu_count() // 1024} MiB.",
-              "", "## Writer", "", bench_table("writer_throughput.py", "--records", str(args.writer_records))]
-    if (HERE / "query_latency.py").exists():
+              f"Storm runs took {storm_s / 60:.1f} min."]
+    if args.writer_records:
+        lines += ["", "## Writer", "", bench_table("writer_throughput.py", "--records", str(args.writer_records))]
+    if args.query_records and (HERE / "query_latency.py").exists():
         lines += ["", "## Queries", "", bench_table("query_latency.py", "--records", str(args.query_records))]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / datetime.date.today().isoformat()
     stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps({"configs": summary, "raw": results}, indent=2))
+    stem.with_suffix(".json").write_text(json.dumps({
+        "execs": args.execs, "reps": args.reps, "big_execs": args.big_execs, "big_reps": args.big_reps,
+        "bpftrace_program": BPFTRACE_PROGRAM, "auditd_rule": RULE,
+        "configs": summary, "raw": results, "big_configs": big_summary, "big_raw": big_results}, indent=2))
     return 0
 
 

@@ -64,14 +64,18 @@ def slope(points: list[tuple[float, float]]) -> float | None:
 
 def rss_trend(samples: list[tuple[int, int]]) -> dict | None:
     """From (execs done, VmRSS kB) samples taken during one storm: RSS at the first and
-    last sample in MiB, the growth between them and the least-squares slope in MiB per
-    10,000 execs. The first sample is past the first tenth of the storm, so what the
-    first batches allocate once (the SQLite page cache filling, a batch's buffers) is
-    not read as growth."""
-    if len(samples) < 2:
+    last sample from a tenth of the storm on, in MiB, the growth between them and the
+    least-squares slope in MiB per 10,000 execs. What the first batches allocate once
+    (SQLite's page cache filling, a batch's buffers) is not growth, hence the first tenth
+    left out."""
+    if not samples:
         return None
-    first, last = samples[0], samples[-1]
-    k = slope([(n / 10_000, kb / 1024) for n, kb in samples])
+    total = max(n for n, _ in samples)
+    pts = sorted(p for p in samples if p[0] >= total / 10)
+    if len(pts) < 2:
+        return None
+    first, last = pts[0], pts[-1]
+    k = slope([(n / 10_000, kb / 1024) for n, kb in pts])
     return {"first_mb": first[1] / 1024, "last_mb": last[1] / 1024,
             "growth_mb": (last[1] - first[1]) / 1024, "slope_mb_per_10k": k,
-            "first_at": first[0], "last_at": last[0]}
+            "first_at": first[0], "last_at": last[0], "samples": len(pts)}
