@@ -1,14 +1,18 @@
 # Entry points for building and measuring; the set-up itself is scripts/dev.sh.
 #   make deb     dist/auditd-lite_<version>_<arch>.deb (as root: installs build dependencies)
 #   make man     build/auditd-lite.1 from the argparse help (view: man -l build/auditd-lite.1)
-#   make bench   the side-by-side table: nothing / auditd-lite / auditd / perfbuf, plus
-#                writer and query figures (root); BENCH_FLAGS="--execs 5000 --reps 2" to shorten
+#   make bench   the side-by-side table: nothing / auditd-lite / auditd / bpftrace / perfbuf at
+#                20,000 execs, nothing / auditd-lite at 100,000, writer and query figures; to
+#                bench/results/<date>.md and README.md (root; about 22 minutes). A quick look,
+#                README left alone: make bench BENCH_README= BENCH_FLAGS="--execs 2000 --reps 1
+#                --big-execs 5000 --big-reps 1 --writer-records 0 --query-records 0"
 #   make test    the whole test suite, through the set-up script (root)
 #   make vmtest  the VM tier: Debian's kernels booted under qemu (tests/vm, docs/vm.md; root)
 #   make clean   build/ and dist/
 
 PYTHON ?= .venv/bin/python
 BENCH_FLAGS ?=
+BENCH_README ?= README.md
 
 .PHONY: deb man bench test vmtest clean
 
@@ -22,8 +26,8 @@ man:
 	mv build/auditd-lite.1.tmp build/auditd-lite.1
 
 bench:
-	bash scripts/dev.sh setup
-	$(PYTHON) bench/compare.py $(BENCH_FLAGS)
+	bash scripts/dev.sh bench-setup
+	$(PYTHON) bench/compare.py $(if $(BENCH_README),--readme $(BENCH_README)) $(BENCH_FLAGS)
 
 test:
 	bash scripts/dev.sh test

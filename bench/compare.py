@@ -38,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from exec_storm import Daemon, count, status_kb, storm, wait_idle  # noqa: E402
-from figures import BPFTRACE_PROGRAM, cell, count_bpftrace, rss_trend, spread  # noqa: E402
+from figures import (BPFTRACE_PROGRAM, cell, count_bpftrace, readme_block, replace_block,  # noqa: E402
+                     rss_trend, spread)
 
 AUDIT_LOG = Path("/var/log/audit/audit.log")
 RULE = ["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-k", "auditd-lite-bench"]
@@ -283,11 +284,18 @@ def main() -> int:
     ap.add_argument("--writer-records", type=int, default=1_000_000, help="0: no writer bench")
     ap.add_argument("--query-records", type=int, default=1_000_000, help="0: no query bench")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--readme", type=Path, help="also put the tables in this README's make-bench block")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("compare: needs root (BPF, auditd, bpftrace)", file=sys.stderr)
         return 2
 
+    if args.readme:
+        try:  # an hour's bench must not end on a README it cannot write
+            replace_block(args.readme.read_text(), "")
+        except (OSError, ValueError) as e:
+            print(f"compare: --readme {args.readme}: {e}", file=sys.stderr)
+            return 2
     configs = ["nothing", "auditd-lite", "auditd", "bpftrace", "auditd-lite perfbuf"]
     for flag, name in ((args.skip_auditd, "auditd"), (args.skip_bpftrace, "bpftrace"),
                        (args.skip_perfbuf, "auditd-lite perfbuf")):
@@ -355,6 +363,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / datetime.date.today().isoformat()
     stem.with_suffix(".md").write_text(text)
+    if args.readme:
+        args.readme.write_text(replace_block(args.readme.read_text(), readme_block(text, stem.name)))
     stem.with_suffix(".json").write_text(json.dumps({
         "execs": args.execs, "reps": args.reps, "big_execs": args.big_execs, "big_reps": args.big_reps,
         "bpftrace_program": BPFTRACE_PROGRAM, "auditd_rule": RULE,

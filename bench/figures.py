@@ -79,3 +79,29 @@ def rss_trend(samples: list[tuple[int, int]]) -> dict | None:
     return {"first_mb": first[1] / 1024, "last_mb": last[1] / 1024,
             "growth_mb": (last[1] - first[1]) / 1024, "slope_mb_per_10k": k,
             "first_at": first[0], "last_at": last[0], "samples": len(pts)}
+
+
+README_BEGIN = "<!-- make bench writes from here: bench/compare.py --readme -->"
+README_END = "<!-- make bench writes up to here -->"
+
+
+def readme_block(md: str, stem: str) -> str:
+    """The results file as the README shows it: its title made a pointer to the file,
+    its sections one level down under the README's Performance section."""
+    lines = md.rstrip("\n").split("\n")
+    title, body = lines[0], lines[1:]
+    date = title.rsplit(",", 1)[-1].strip()
+    out = [f"Measured {date} by `make bench` (`bench/results/{stem}.md`, the JSON beside it)."]
+    for line in body:
+        out.append("#" + line if line.startswith("## ") else line)
+    return "\n".join(out)
+
+
+def replace_block(text: str, block: str) -> str:
+    """text with what lies between the README markers replaced by block."""
+    try:
+        a = text.index(README_BEGIN) + len(README_BEGIN)
+        b = text.index(README_END, a)
+    except ValueError:
+        raise ValueError(f"README has no '{README_BEGIN}' ... '{README_END}' block") from None
+    return text[:a] + "\n" + block.strip("\n") + "\n" + text[b:]

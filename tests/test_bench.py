@@ -6,6 +6,7 @@ themselves check: every record stored, every exec captured."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import figures  # noqa: E402
 
 
 def test_writer_bench_stores_every_record(tmp_path):
@@ -30,17 +34,32 @@ def test_writer_bench_stores_every_record(tmp_path):
 @pytest.mark.kernel
 def test_compare_bench_small(tmp_path):
     """compare.py at a tiny size, without auditd (installing and running it is make bench's
-    part, not CI's): the table is written, auditd-lite captured
-    every exec and exit of the storm in both transports, and nothing was lost."""
+    part, not CI's), with bpftrace where it is installed: the tables are written, every
+    logger that records exits captured every exec and exit of the storm, nothing was lost,
+    and the long storm's RSS samples gave a trend."""
+    bpftrace = shutil.which("bpftrace") is not None
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{figures.README_BEGIN}\nold\n{figures.README_END}\n")
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "compare.py"), "--execs", "400", "--reps", "2",
-                        "--writer-records", "4000", "--query-records", "20000", "--out", str(tmp_path),
-                        "--skip-auditd"], capture_output=True, text=True, timeout=900)
+                        "--big-execs", "1000", "--big-reps", "1",
+                        "--writer-records", "4000", "--query-records", "20000", "--out", str(tmp_path / "out"),
+                        "--readme", str(readme), "--skip-auditd", *([] if bpftrace else ["--skip-bpftrace"])],
+                       capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    (md,) = tmp_path.glob("*.md")
-    data = json.loads(md.with_suffix(".json").read_text())["configs"]
-    for name in ("auditd-lite", "auditd-lite perfbuf"):
-        assert data[name]["captured_exec"] == 1.0 and data[name]["captured_exit"] == 1.0, data[name]
+    (md,) = (tmp_path / "out").glob("*.md")
+    result = json.loads(md.with_suffix(".json").read_text())
+    data = result["configs"]
+    for name in ("auditd-lite", "auditd-lite perfbuf", *(["bpftrace"] if bpftrace else [])):
+        assert data[name]["captured_exec"]["min"] == 1.0 and data[name]["captured_exit"]["min"] == 1.0, data[name]
         assert data[name]["lost"] == 0
+        assert data[name]["peak_rss_mb"]["median"] > 1 and data[name]["cpu_s_per_1000"] is not None
+    assert [len(r) for r in result["raw"].values()] == [2] * len(data)
+    big = result["big_configs"]["auditd-lite"]
+    assert big["captured_exec"]["min"] == 1.0 and big["captured_exit"]["min"] == 1.0
+    assert big["rss_slope_mb_per_10k"] is not None
     text = md.read_text()
     assert "| auditd-lite |" in text and "## Writer" in text and "## Queries" in text
+    assert "## 1000-exec storm" in text and "## Goals (issue #12)" in text
+    assert ("| bpftrace |" in text) == bpftrace
     assert "failed" not in text
+    assert "\nold\n" not in readme.read_text() and "| auditd-lite |" in readme.read_text()
