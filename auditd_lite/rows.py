@@ -3,12 +3,12 @@ the writer inserts them and the chain hashes them.
 
 The capture side (capture/records.py) makes these rows and the analysis side
 reads them; both take the order from here. tests/test_records.py holds it to
-the schema models (storage/schema.py), the one description of the columns.
+the schema tables (storage/schema.py), the one description of the columns.
 """
 
 from __future__ import annotations
 
-# the columns of schema.Event after id, run_id and batch_id, in its order: the models are the
+# the columns of schema.events after id, run_id and batch_id, in its order: the tables are the
 # one description, but the read side imports this without SQLAlchemy, so it is a copy that
 # tests/test_records.py holds to them (and Decoder.decode builds its tuples in this order)
 ROW_FIELDS = (

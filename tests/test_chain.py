@@ -37,14 +37,14 @@ def test_format_2_hashes_these_columns_which_are_the_tables():
     written so far fail to verify, so it is pinned here as the bytes are above. They are also
     the models' columns (schema.py, the one description), and the batch header is the batches
     table's columns before the chain's two."""
-    from auditd_lite.storage.schema import Batch, Event
+    from auditd_lite.storage.schema import batches, events
 
     assert chain.EVENT_COLUMNS == (
         "id", "run_id", "batch_id", "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm",
         "start_ns", "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
         "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns")
-    assert chain.EVENT_COLUMNS == tuple(c.name for c in Event.__table__.columns)
-    assert chain.BATCH_HEADER + ("prev_hash", "hash") == tuple(c.name for c in Batch.__table__.columns)
+    assert chain.EVENT_COLUMNS == tuple(c.name for c in events.columns)
+    assert chain.BATCH_HEADER + ("prev_hash", "hash") == tuple(c.name for c in batches.columns)
 
 
 def decoded_records() -> list[tuple]:

@@ -72,11 +72,11 @@ class TestColumns:
     """The schema models are the one description of the columns: the decoder's tuples follow them."""
 
     def test_row_fields_are_the_events_columns_after_the_writers(self):
-        """A column added to, removed from or moved in schema.Event and not in ROW_FIELDS (or
+        """A column added to, removed from or moved in schema.events and not in ROW_FIELDS (or
         the reverse) fails here."""
-        from auditd_lite.storage.schema import Event
+        from auditd_lite.storage.schema import events
 
-        columns = tuple(c.name for c in Event.__table__.columns)
+        columns = tuple(c.name for c in events.columns)
         assert columns[:3] == ("id", "run_id", "batch_id")
         assert rows.ROW_FIELDS == columns[3:]
 

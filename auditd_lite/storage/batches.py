@@ -11,7 +11,7 @@ from typing import Callable
 import structlog
 
 from .. import chain, dbfiles
-from .schema import Batch, Event, Run
+from .schema import batches, events, runs
 
 # the writer's: these steps were its own, and the log keeps naming it
 log = structlog.get_logger("auditd_lite.writer")
@@ -35,16 +35,16 @@ def _insert_for(omit: tuple[str, ...]) -> tuple[str, Callable[[tuple], tuple]]:
     """The INSERT binding every column but ``omit``, and the getter picking those values from a row."""
     keep = [i for i, c in enumerate(chain.EVENT_COLUMNS) if c not in omit]
     names = ", ".join(chain.EVENT_COLUMNS[i] for i in keep)
-    sql = f"INSERT INTO {Event.__tablename__} ({names}) VALUES ({', '.join('?' * len(keep))})"
+    sql = f"INSERT INTO {events.name} ({names}) VALUES ({', '.join('?' * len(keep))})"
     return sql, operator.itemgetter(*keep)
 
 
 INSERT_EXEC, _EXEC_VALUES = _insert_for(EXIT_ONLY)
 INSERT_EXIT, _EXIT_VALUES = _insert_for(EXEC_ONLY)
 _EVENT = chain.EVENT_COLUMNS.index("event")
-INSERT_BATCH = (f"INSERT INTO {Batch.__tablename__} ({', '.join(chain.BATCH_HEADER)}, prev_hash, hash) "
+INSERT_BATCH = (f"INSERT INTO {batches.name} ({', '.join(chain.BATCH_HEADER)}, prev_hash, hash) "
                 f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER) + 2))})")
-COUNT_RUN = (f"UPDATE {Run.__tablename__} SET events_written = events_written + ?, "
+COUNT_RUN = (f"UPDATE {runs.name} SET events_written = events_written + ?, "
              "lost_kernel = lost_kernel + ?, lost_user = lost_user + ? WHERE id = ?")
 
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import structlog
-from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
 from .. import __version__, dbfiles, hostinfo
@@ -26,7 +25,7 @@ from ..config import RunSettings
 from .holding import RETRY_S, Held
 from .livefile import LiveFile, live_is_damaged, storage_error, why
 from .rotation import RotationPolicy
-from .schema import Run, SeenProcess
+from .schema import runs, seen_processes
 
 log = structlog.get_logger("auditd_lite.writer")
 
@@ -102,7 +101,7 @@ class BatchWriter:
                 self._chain.read(self._conn, self.db_dir)
             with self._conn.begin():
                 self.run_id = self._conn.execute(
-                    Run.__table__.insert().values(**self._run_row)).inserted_primary_key[0]
+                    runs.insert().values(**self._run_row)).inserted_primary_key[0]
                 self._run_row["id"] = self.run_id
                 self._insert_seeds(self._seeds)
         except Exception as e:
@@ -153,7 +152,7 @@ class BatchWriter:
             if clean:
                 try:
                     with conn.begin():
-                        conn.execute(update(Run).where(Run.id == self.run_id).values(
+                        conn.execute(runs.update().where(runs.c.id == self.run_id).values(
                             stopped_ns=time.time_ns()))
                 except DBAPIError as e:
                     log.error("run_not_closed", error=why(e))
@@ -271,7 +270,7 @@ class BatchWriter:
 
     def _insert_seeds(self, seeds: list[dict]) -> None:
         if seeds:
-            self._conn.execute(SeenProcess.__table__.insert(), [dict(p, run_id=self.run_id) for p in seeds])
+            self._conn.execute(seen_processes.insert(), [dict(p, run_id=self.run_id) for p in seeds])
 
     def write_seeds(self, processes: list[dict]) -> None:
         now = time.time_ns()
@@ -296,7 +295,7 @@ class BatchWriter:
             # a transaction of its own, rolled back on failure: a full disk here
             # must not leave one open under the next batch
             with self._conn.begin():
-                self._conn.execute(update(Run).where(Run.id == self.run_id).values(
+                self._conn.execute(runs.update().where(runs.c.id == self.run_id).values(
                     attached_ns=time_ns))
         except DBAPIError as e:
             log.error("run_not_updated", field="attached_ns", error=why(e))

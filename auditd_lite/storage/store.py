@@ -90,7 +90,7 @@ def _revision(conn: Connection) -> str | None:
 
 def ensure_head(conn: Connection) -> None:
     """The file on ``conn`` at the head revision, importing Alembic only when a file needs
-    upgrading: a file made here is made from the models and stamped, Alembic's way of building
+    upgrading: a file made here is made from the tables and stamped, Alembic's way of building
     a database at head from scratch (its 10 MiB of modules would otherwise stay in the daemon
     for good: docs/design.md, "The daemon never maps the compiler"). tests/test_storage.py
     holds the two ways to the same schema."""
