@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -308,7 +309,8 @@ def main() -> int:
     big_configs = ["nothing", "auditd-lite"]
     work = Path(tempfile.mkdtemp(prefix="auditd-compare-"))
     os.chmod(work, 0o755)
-    program = str(work / "stormtrue")
+    # a name of this run's own: other storms on the machine exit with a comm too
+    program = str(work / f"storm{secrets.token_hex(3)}")
     shutil.copy("/bin/true", program)
     t_start = time.monotonic()
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -194,7 +195,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="auditd-storm-"))
     os.chmod(work, 0o755)
-    program = str(work / "stormtrue")
+    # a name of this run's own: other storms on the machine exit with a comm too
+    program = str(work / f"storm{secrets.token_hex(3)}")
     shutil.copy("/bin/true", program)
     base, with_d, checks, costs = [], [], [], []
     try:

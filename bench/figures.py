@@ -22,17 +22,21 @@ _LOST = re.compile(r"^Lost (\d+) events", re.M)
 
 
 def count_bpftrace(text: str, program: str) -> dict:
-    """Exec lines of `program`, exit lines of its comm, and the events bpftrace said it lost."""
+    """Exec lines of `program`, exit lines of the processes those execs were (same pid,
+    the program's comm), and the events bpftrace said it lost."""
     comm = Path(program).name[:15]
     got = {"exec": 0, "exit": 0, "lost": sum(int(n) for n in _LOST.findall(text))}
+    execed: set[str] = set()
     for line in text.splitlines():
         f = line.split(" ")
         # exec pid ppid comm filename / exit pid ppid comm code signal; a comm may hold
         # spaces, so the fields are taken from both ends
         if f[0] == "exec" and len(f) >= 5 and f[-1] == program:
             got["exec"] += 1
-        elif f[0] == "exit" and len(f) >= 6 and " ".join(f[3:-2]) == comm:
+            execed.add(f[1])
+        elif f[0] == "exit" and len(f) >= 6 and f[1] in execed and " ".join(f[3:-2]) == comm:
             got["exit"] += 1
+            execed.discard(f[1])
     return got
 
 

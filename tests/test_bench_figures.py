@@ -26,11 +26,14 @@ def test_count_bpftrace_counts_the_storms_lines_only():
         "exit 11 9 stormtrue 1 0",
         "exit 12 9 true 0 0",
         "exit 14 9 Web Content 0 9",                 # a comm with a space
+        "exit 15 9 stormtrue 0 0",                   # another storm's process, same name
         "Lost 7 events",
         "Lost 3 events",
     ])
     assert figures.count_bpftrace(text, PROGRAM) == {"exec": 2, "exit": 2, "lost": 10}
-    assert figures.count_bpftrace("exit 14 9 Web Content 0 9", "/x/Web Content")["exit"] == 1
+    # one exit per exec: a second exit line of the same pid is a thread's, not the process's
+    twice = f"exec 14 9 stormtrue {PROGRAM}\nexit 14 9 stormtrue 0 0\nexit 14 9 stormtrue 0 0"
+    assert figures.count_bpftrace(twice, PROGRAM) == {"exec": 1, "exit": 1, "lost": 0}
 
 
 def test_bpftrace_program_prints_what_count_reads():
