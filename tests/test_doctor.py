@@ -442,14 +442,14 @@ class TestLoadFailure:
         """loader's wrapped message and a verifier log: the program, the errno text and the
         verifier's last meaningful line, past the instruction dump and the statistics."""
         error = ("could not compile or load the BPF program: Failed to load BPF program "
-                 "b'raw_tracepoint__sys_exit': Permission denied; run 'auditd-lite doctor'")
+                 "b'probe__sys_exit': Permission denied; run 'auditd-lite doctor'")
         stderr = ("bpf: Failed to load program: Permission denied\n0: R1=ctx() R10=fp0\n"
                   "; long ret = (long)ctx->args[1]; @ main.c:300\n"
                   "0: (79) r0 = *(u64 *)(r1 +1000)\nR1 invalid mem access 'scalar'\n"
                   "processed 1 insns (limit 1000000) max_states_per_insn 0 total_states 0\n\n"
                   "HINT: The invalid mem access 'scalar' error can happen if ...\n")
         sentence, _ = doctor.load_failure(error, stderr)
-        assert sentence == ("the kernel refused program raw_tracepoint__sys_exit (Permission "
+        assert sentence == ("the kernel refused program probe__sys_exit (Permission "
                             "denied): R1 invalid mem access 'scalar'")
 
     @pytest.mark.parametrize("error,stderr,sentence", [
@@ -464,14 +464,20 @@ class TestLoadFailure:
          "undeclared identifier 'x'\n1 error generated.\n",
          "clang could not compile auditd_lite.bpf.c: auditd_lite.bpf.c:40:9: error: use of "
          "undeclared identifier 'x'"),
-        ("Failed to attach BPF to raw tracepoint",
-         "bpf_attach_raw_tracepoint (sched_process_free): No such file or directory\n",
+        ("could not attach the program to the raw tracepoint sched_process_free: No such file or "
+         "directory", "",
          "the kernel could not attach raw tracepoint sched_process_free (No such file or directory)"),
-        ("Could not open perf buffer", "mmap: Operation not permitted\n",
-         "the perf buffers could not be opened (mmap: Operation not permitted)"),
+        ("could not open perf buffer: Operation not permitted (perf_event_open of the per-CPU "
+         "buffers, or their mmap against RLIMIT_MEMLOCK)",
+         "libbpf: failed to mmap perf buffer on cpu #0: Operation not permitted\n",
+         "the perf buffers could not be opened (failed to mmap perf buffer on cpu #0: Operation "
+         "not permitted)"),
+        ("could not map the ring buffer (268435456 bytes): [Errno 12] Cannot allocate memory", "",
+         "the ring buffer could not be opened ([Errno 12] Cannot allocate memory)"),
     ])
     def test_other_failures(self, error, stderr, sentence):
-        """Each kind of failure bcc reports becomes one sentence naming what failed."""
+        """Each kind of failure bcc, libbpf and the loader report becomes one sentence naming
+        what failed."""
         assert doctor.load_failure(error, stderr)[0] == sentence
 
 
@@ -519,7 +525,7 @@ class TestMain:
 
 REFUSED_PROGRAM = r"""
 /* a raw tracepoint's context is its arguments: 1000 bytes in is past them */
-RAW_TRACEPOINT_PROBE(sys_enter)
+int probe__sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     return *(u64 *)((char *)ctx + 1000);
 }
@@ -585,7 +591,8 @@ class TestOnThisHost:
         unit = doctor.read_unit(host)
         r = doctor.check_compile(host, unit, doctor.daemon_settings(host, unit))
         assert (r.status, r.message) == (
-            FAIL, "the perf buffers could not be opened (mmap: Operation not permitted)")
+            FAIL, "the perf buffers could not be opened (failed to mmap perf buffer on cpu #0: "
+                  "Operation not permitted)")
         assert "LimitMEMLOCK" in r.fix
 
     def test_verifier_refusal_is_one_sentence(self, tmp_path, monkeypatch):
@@ -600,13 +607,15 @@ class TestOnThisHost:
         real_plan = doctor.load_plan(host, unit, ds.settings)
         code = real_plan.argv[-3]
         assert "load_child" in code
-        swap = (f"import auditd_lite.capture.loader as L, pathlib; L.BPF_DIR = pathlib.Path({str(tmp_path)!r}); "
-                "L.PROGRAM = 'refused.bpf.c'; ")
+        # the compiler child takes the program from the settings load_child hands it
+        swap = ("import auditd_lite.capture.loader as L, dataclasses; for_run = L.ProgramSettings.for_run; "
+                "L.ProgramSettings.for_run = classmethod(lambda cls, s: dataclasses.replace(for_run(s), "
+                f"program_file={str(tmp_path / 'refused.bpf.c')!r})); ")
         argv = real_plan.argv[:-3] + [code.replace("from auditd_lite.capture.doctor", swap + "from auditd_lite.capture.doctor")
                                       ] + real_plan.argv[-2:]
         monkeypatch.setattr(doctor, "load_plan", lambda *a: doctor.LoadPlan(argv, None, "test"))
         r = doctor.check_compile(host, unit, ds)
         assert (r.status, r.message) == (
-            FAIL, "the kernel refused program raw_tracepoint__sys_enter (Permission denied): "
+            FAIL, "the kernel refused program probe__sys_enter (Permission denied): "
                   "invalid bpf_context access off=1000 size=8")
         assert "Traceback" not in r.line() and "\n" not in r.line()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import struct
 import threading
 import time
 from pathlib import Path
@@ -96,10 +97,10 @@ def test_claims_forced_on_this_kernel(program):
     each with waitpid's status, and all but a few claims released once the processes are
     reaped."""
     from auditd_lite import rows
-    from auditd_lite.capture import loader, records  # noqa: PLC0415 - the capture side, only for this test
+    from auditd_lite.capture import libbpf, loader, records  # noqa: PLC0415 - the capture side, only for this test
 
     raw: list[bytes] = []
-    programs = loader.Programs(loader.ProgramSettings(force_exit_claims=True), raw.append)
+    programs = loader.Programs(loader.ProgramSettings(force_exit_claims=True), raw)
     stop = threading.Event()
 
     def poll():
@@ -119,8 +120,9 @@ def test_claims_forced_on_this_kernel(program):
         while True:
             ours = {(row[2], row[8]) for row in map(records.Decoder(max_args=128).decode, list(raw))
                     if row[rows.F_EVENT] == "exit" and row[2] in seen}
-            left = [(k.tgid, k.start_ns) for k, _ in programs.bpf["exit_claims"].items()
-                    if (k.tgid, k.start_ns) in ours]
+            # struct exit_claim {u32 tgid; u32 _pad; u64 start_ns}
+            claims = [struct.unpack("<IIQ", k) for k in libbpf.map_keys(programs.claims_fd)]
+            left = [(tgid, start) for tgid, _, start in claims if (tgid, start) in ours]
             if len(left) <= len(seen) // 50 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

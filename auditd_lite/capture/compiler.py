@@ -29,6 +29,8 @@ from ..errors import CannotCapture
 PROBE_PREFIX = "probe__"
 # the maps the daemon uses; the others only the programs touch, and they hold them
 MAPS = ("events", "counters")
+# handed over too where the program has it: what it holds can be looked at (tests do)
+CLAIMS_MAP = "exit_claims"
 _MESSAGE_MAX = 65536
 
 
@@ -114,10 +116,10 @@ class Child:
                 raise CannotCapture(reply["error"])
             raise CannotCapture(f"could not compile or load the BPF program: {reply['error']}; "
                                 "run 'auditd-lite doctor'")
-        names = reply["programs"] + list(MAPS)
+        names = reply["programs"] + reply["maps"]
         by_name = dict(zip(names, fds))
         return Compiled({tp: by_name[tp] for tp in reply["programs"]},
-                        {m: by_name[m] for m in MAPS}, reply["offsets"], reply["exit_claims"])
+                        {m: by_name[m] for m in reply["maps"]}, reply["offsets"], reply["exit_claims"])
 
     def kill(self) -> None:
         self._proc.kill()
@@ -131,7 +133,7 @@ def compile_programs(settings) -> Compiled:
 
 def child_main(sock_fd: str, settings_json: str) -> int:
     """In the child: compile, load, hand over, exit. The reply is one message: a JSON
-    description, with the program descriptors (attach order) then the MAPS' in its fds."""
+    description, with the program descriptors (attach order) then the maps' in its fds."""
     from . import loader  # noqa: PLC0415 - loader is the daemon's too: no bcc at its top
     from ..daemon import logsetup  # noqa: PLC0415
 
@@ -143,12 +145,12 @@ def child_main(sock_fd: str, settings_json: str) -> int:
         bcc = import_bcc()
         facts = loader.kernel_facts()
         tracepoints = loader.tracepoints(settings, facts)
-        bpf = bcc.BPF(src_file=str(loader.BPF_DIR / loader.PROGRAM),
-                      cflags=loader.cflags(settings, facts))
+        bpf = bcc.BPF(src_file=settings.source(), cflags=loader.cflags(settings, facts))
         fds = [bpf.load_func(PROBE_PREFIX + tp, bcc.BPF.RAW_TRACEPOINT).fd for tp in tracepoints]
-        fds += [bpf[m].map_fd for m in MAPS]
-        reply = {"programs": tracepoints, "offsets": facts.source,
-                 "exit_claims": loader.claims_exits(settings, facts)}
+        claims = loader.claims_exits(settings, facts)
+        maps = list(MAPS) + ([CLAIMS_MAP] if claims else [])
+        fds += [bpf[m].map_fd for m in maps]
+        reply = {"programs": tracepoints, "maps": maps, "offsets": facts.source, "exit_claims": claims}
     except Exception as e:  # bcc raises bare Exception for compile and load failures
         sock.send(json.dumps({"error": str(e) or type(e).__name__,
                               "said": isinstance(e, CannotCapture)}).encode())

@@ -646,7 +646,7 @@ def load_child(settings_json: str) -> int:
         values = json.loads(settings_json)
         values["db_dir"] = Path(values["db_dir"])
         settings = config.RunSettings(**values)
-        programs = loader.Programs(loader.ProgramSettings.for_run(settings), lambda _raw: None)
+        programs = loader.Programs(loader.ProgramSettings.for_run(settings), [])
         try:
             result = {"offsets": programs.offsets_source}
         finally:

@@ -43,6 +43,7 @@ def lib() -> ctypes.CDLL:
                                 f"(apt-get install libbpf1) [{e}]") from None
         so.bpf_raw_tracepoint_open.argtypes = [ctypes.c_char_p, ctypes.c_int]
         so.bpf_map_lookup_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        so.bpf_map_get_next_key.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
         so.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p,
                                               ctypes.POINTER(ctypes.c_uint32)]
         so.libbpf_num_possible_cpus.argtypes = []
@@ -95,6 +96,16 @@ def map_info(fd: int) -> MapInfo:
            "could not read a map's description")
     return MapInfo(info.type, info.key_size, info.value_size, info.max_entries,
                    info.name.decode(errors="replace"))
+
+
+def map_keys(fd: int) -> list[bytes]:
+    """Every key of a hash map, as raw bytes, at the time of the walk."""
+    size = map_info(fd).key_size
+    keys, prev, key = [], None, ctypes.create_string_buffer(size)
+    while lib().bpf_map_get_next_key(fd, prev, key) == 0:
+        keys.append(key.raw)
+        prev = ctypes.create_string_buffer(key.raw, size)
+    return keys
 
 
 class PerCpuCounters:

@@ -84,6 +84,11 @@ class ProgramSettings:
     # claim exits in a map even where sched_process_exit says group_dead, so
     # the older kernels' path can be tested on a newer one
     force_exit_claims: bool = False
+    # another program source than BPF_DIR / PROGRAM: tests give doctor one the verifier refuses
+    program_file: str | None = None
+
+    def source(self) -> str:
+        return self.program_file or str(BPF_DIR / PROGRAM)
 
     @classmethod
     def for_run(cls, settings: config.RunSettings) -> "ProgramSettings":
@@ -233,42 +238,32 @@ class Programs:
     """The loaded programs and their buffer, as one unit.
 
     Compiled and loaded by a child process (capture/compiler.py), attached
-    here. ``on_record(raw: bytes)`` is called for every record during
-    ``poll``; the bytes are already copied out of the buffer.
+    here. ``poll`` and ``drain`` append every record to ``sink`` as bytes,
+    already copied out of the buffer.
     """
 
-    def __init__(self, settings: ProgramSettings, on_record: Callable[[bytes], None],
+    def __init__(self, settings: ProgramSettings, sink: list,
                  child: compiler.Child | None = None):
         """``child``: a compiler child already started with these settings (the daemon starts
         it early, to compile while it opens the database)."""
         self.settings = settings
         self._links: list[tuple[str, int]] = []
+        self._buffer = None
         compiled = (child or compiler.Child(settings)).result()
         self._compiled = compiled
         self.offsets_source = compiled.offsets_source
         self.exit_claims = compiled.exit_claims
+        # the claims map where the program claims exits (None elsewhere)
+        self.claims_fd = compiled.maps.get(compiler.CLAIMS_MAP)
         try:
             self._counters = libbpf.PerCpuCounters(compiled.maps["counters"], records.CNT_MAX)
             events = compiled.maps["events"]
             if settings.transport == "perfbuf":
-                self._buffer = libbpf.PerfBuffers(events, ringbuf_pages(settings), on_record)
-                self._poll = self._buffer.poll
-                self._consume = self._buffer.consume
+                perf = self._buffer = libbpf.PerfBuffers(events, ringbuf_pages(settings), sink.append)
+                self._wait, self._consume = perf.poll, perf.consume
             else:
                 ring = self._buffer = ringbuf.RingReader(events)
-                out: list = []
-
-                def consume():
-                    ring.read(out)
-                    for raw in out:
-                        on_record(raw)
-                    out.clear()
-
-                def poll(timeout_ms):
-                    ring.wait(timeout_ms)
-                    consume()
-
-                self._poll, self._consume = poll, consume
+                self._wait, self._consume = ring.wait, lambda: ring.read(sink)
             # attached last, once there is somewhere for records to go
             for tp, fd in compiled.programs.items():
                 self._links.append((tp, libbpf.raw_tracepoint_open(tp, fd)))
@@ -281,7 +276,8 @@ class Programs:
                  min_duration_ns=settings.min_duration_ns)
 
     def poll(self, timeout_ms: int) -> None:
-        self._poll(timeout_ms)
+        """Until the kernel wakes us or the timeout, then take what is there."""
+        self._wait(timeout_ms)
         # records submitted without a wakeup are only found by consuming
         self._consume()
 
@@ -304,7 +300,7 @@ class Programs:
 
     def close(self) -> None:
         self.detach()
-        buffer = getattr(self, "_buffer", None)
+        buffer = self._buffer
         if buffer is not None:
             buffer.close()
             self._buffer = None

@@ -82,37 +82,52 @@ class Decoder:
         self._texts = _TextCache()
 
     def decode(self, raw: bytes) -> tuple:
-        kind = raw[0]
+        return self.decode_all((raw,))[0]
+
+    def decode_all(self, raws) -> list[tuple]:
+        """Every record of a hand-over, in order: one call per hand-over rather than per record
+        keeps the per-record work to the unpack and the tuple (the writer's hot path)."""
         texts = self._texts
-        if kind == EV_EXIT:
-            (_, pid, tid, ppid, ts, start, uid, gid, comm, duration, status, _) = _unpack_exit(raw)
-            return ("exit", ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid, texts[comm],
-                    start, None, None, None, None, None, None, None, None, None, None,
-                    status, (status >> 8) & 0xFF, status & 0x7F, (status >> 7) & 1, duration)
-        if kind != EV_EXEC and kind != EV_EXEC_FAILED:
-            raise ValueError(f"unknown record type {kind}")
-        (_, pid, tid, ppid, ts, start, uid, gid, comm, cgroup, euid, auid, ses, old_pid, err,
-         argc, flags, fl, al) = _unpack_exec(raw)
-        end = _EXEC_SIZE + fl
-        filename = texts[raw[_EXEC_SIZE:end]]
-        truncated = flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGC_TRUNCATED)
-        if al:
-            args = raw[end:end + al]
-            if args.endswith(b"\0"):
-                args = args[:-1]
-            count = args.count(b"\0") + 1
-            if not flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGV_FROM_STASH):
-                argc = count  # the new image's whole argument area was read: exact
-            elif count > argc:
-                argc = count
-            if count > self.max_args:
-                args = b"\0".join(args.split(b"\0")[: self.max_args])
-                truncated = 1
-        else:
-            args = b""
-        if flags & FLAG_NO_STASH and (kind == EV_EXEC_FAILED or not al):
-            truncated = 1  # the kernel could not see the arguments at all
-        return (EVENT_NAMES[kind], ts + self.realtime_offset_ns, pid, tid, ppid, uid, gid,
-                texts[comm], start, old_pid, euid, auid, ses, cgroup, filename, args, argc,
-                1 if truncated else 0, err if kind == EV_EXEC_FAILED else None,
-                None, None, None, None, None)
+        max_args, offset = self.max_args, self.realtime_offset_ns
+        unpack_exit, unpack_exec, size = _unpack_exit, _unpack_exec, _EXEC_SIZE
+        out = []
+        append = out.append
+        for raw in raws:
+            kind = raw[0]
+            if kind == EV_EXIT:
+                (_, pid, tid, ppid, ts, start, uid, gid, comm, duration, status, _) = unpack_exit(raw)
+                append(("exit", ts + offset, pid, tid, ppid, uid, gid, texts[comm],
+                        start, None, None, None, None, None, None, None, None, None, None,
+                        status, (status >> 8) & 0xFF, status & 0x7F, (status >> 7) & 1, duration))
+                continue
+            if kind == EV_EXEC:
+                event = "exec"
+            elif kind == EV_EXEC_FAILED:
+                event = "exec_failed"
+            else:
+                raise ValueError(f"unknown record type {kind}")
+            (_, pid, tid, ppid, ts, start, uid, gid, comm, cgroup, euid, auid, ses, old_pid, err,
+             argc, flags, fl, al) = unpack_exec(raw)
+            end = size + fl
+            filename = texts[raw[size:end]]
+            truncated = flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGC_TRUNCATED)
+            if al:
+                args = raw[end:end + al]
+                if args.endswith(b"\0"):
+                    args = args[:-1]
+                count = args.count(b"\0") + 1
+                if not flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGV_FROM_STASH):
+                    argc = count  # the new image's whole argument area was read: exact
+                elif count > argc:
+                    argc = count
+                if count > max_args:
+                    args = b"\0".join(args.split(b"\0")[:max_args])
+                    truncated = 1
+            else:
+                args = b""
+            if flags & FLAG_NO_STASH and (kind == EV_EXEC_FAILED or not al):
+                truncated = 1  # the kernel could not see the arguments at all
+            append((event, ts + offset, pid, tid, ppid, uid, gid, texts[comm], start, old_pid,
+                    euid, auid, ses, cgroup, filename, args, argc, 1 if truncated else 0,
+                    err if kind == EV_EXEC_FAILED else None, None, None, None, None, None))
+        return out

@@ -54,6 +54,7 @@ class RingReader:
             raise CannotCapture(f"could not map the ring buffer ({size} bytes): {e}") from None
         self._mask = size - 1
         self._limit = page + size
+        self.wrapped = 0  # records read in two pieces: tests show the join is exercised
         self._pos = _u64.unpack_from(self._cons, 0)[0]
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
@@ -86,6 +87,7 @@ class RingReader:
                     append(data[at:stop])
                 else:
                     append(data[at:limit] + data[page:page + stop - limit])
+                    self.wrapped += 1
                 n += 1
             pos += (length + HDR_SIZE + 7) & ~7
         if pos != self._pos:

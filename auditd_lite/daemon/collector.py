@@ -27,12 +27,10 @@ class Collector(threading.Thread):
         self.poll_ms = poll_ms
         self.programs = None
         self.heartbeat = time.monotonic()
-        self._buf: list = []
+        # the programs append every record here as they poll (capture.loader.Programs)
+        self.records: list = []
         self._last = 0
         self._stop_requested = threading.Event()
-
-    def on_record(self, raw: bytes) -> None:
-        self._buf.append(raw)
 
     def stop(self) -> None:
         self._stop_requested.set()
@@ -56,7 +54,8 @@ class Collector(threading.Thread):
 
     def _hand_over(self) -> None:
         lost = self.programs.counters()[CNT_LOST]
-        if self._buf or lost != self._last:
-            buf, self._buf = self._buf, []
+        if self.records or lost != self._last:
+            buf = self.records[:]
+            self.records.clear()
             self._last = lost
             self.out.put(Handover(buf, lost))

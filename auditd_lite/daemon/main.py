@@ -140,7 +140,7 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
 
     collector = Collector(inbox)
     try:
-        programs = loader.Programs(program_settings, collector.on_record, child)
+        programs = loader.Programs(program_settings, collector.records, child)
     except BaseException:
         inbox.put(STOP)
         writer.join()
