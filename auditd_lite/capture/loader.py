@@ -248,7 +248,7 @@ class Programs:
         it early, to compile while it opens the database)."""
         self.settings = settings
         self._links: list[tuple[str, int]] = []
-        self._buffer = None
+        self.buffer = None
         compiled = (child or compiler.Child(settings)).result()
         self._compiled = compiled
         self.offsets_source = compiled.offsets_source
@@ -259,10 +259,10 @@ class Programs:
             self._counters = libbpf.PerCpuCounters(compiled.maps["counters"], records.CNT_MAX)
             events = compiled.maps["events"]
             if settings.transport == "perfbuf":
-                perf = self._buffer = libbpf.PerfBuffers(events, ringbuf_pages(settings), sink.append)
+                perf = self.buffer = libbpf.PerfBuffers(events, ringbuf_pages(settings), sink.append)
                 self._wait, self._consume = perf.poll, perf.consume
             else:
-                ring = self._buffer = ringbuf.RingReader(events)
+                ring = self.buffer = ringbuf.RingReader(events)
                 self._wait, self._consume = ring.wait, lambda: ring.read(sink)
             # attached last, once there is somewhere for records to go
             for tp, fd in compiled.programs.items():
@@ -300,8 +300,8 @@ class Programs:
 
     def close(self) -> None:
         self.detach()
-        buffer = self._buffer
+        buffer = self.buffer
         if buffer is not None:
             buffer.close()
-            self._buffer = None
+            self.buffer = None
         self._compiled.close()
