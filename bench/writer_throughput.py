@@ -76,7 +76,7 @@ def one_run(raw: list[bytes], db_dir: Path, batch: int, rotate_mb: float) -> dic
     # rate that is a few thousand records at a time
     step = 5000
     for i in range(0, len(raw), step):
-        bw.write([decoder.decode(r) for r in raw[i:i + step]])
+        bw.write(decoder.decode_all(raw[i:i + step]))
     bw.close()
     elapsed = time.perf_counter() - t0
     files = sorted(db_dir.glob("*.db"))

@@ -112,7 +112,7 @@ class Writer(threading.Thread):
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         self.decoder.realtime_offset_ns = hostinfo.realtime_offset_ns()
-        rows = [self.decoder.decode(raw) for raw in pending]
+        rows = self.decoder.decode_all(pending)
         if self.printer is not None and rows:
             self.printer(rows)
         self.bw.write(rows)
