@@ -96,6 +96,24 @@ def test_fast_shapes_with_any_values(signature, data):
     assert chain._BY_SIGNATURE[signature](row) == chain.serialize(row)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["exec", "exec_failed", "exit"]), st.data()), max_size=6))
+def test_writer_digests_with_any_values(shapes):
+    """The writer's batch loop (event name's bytes per shape, comm and filename encoded once per
+    distinct value) gives the definition's digests for any values of the decoder's shapes, text
+    that is not ASCII or holds lone surrogates and repeated values included."""
+    sig = {"exec": chain.EXEC_SIGNATURE, "exec_failed": chain.EXEC_FAILED_SIGNATURE,
+           "exit": chain.EXIT_SIGNATURE}
+    text = st.sampled_from(["sh", "\u20ac", "a\udcff", ""]) | st.text()
+    strategy = {int: _int64, str: text, bytes: st.binary(), type(None): st.none()}
+    rows = []
+    for event, data in shapes:
+        row = [data.draw(strategy[t]) for t in sig[event]]
+        row[chain._EVENT] = event
+        rows.append(tuple(row))
+    assert chain.row_digests(rows) == [chain._sha256(chain.serialize(r)).digest() for r in rows]
+
+
 def _rewrite_as_format_1(path: Path, prev: str) -> str:
     """Recompute a file's chain in format 1, as the first version wrote it; returns its last hash."""
     con = sqlite3.connect(path)
