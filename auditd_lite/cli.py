@@ -199,10 +199,17 @@ def cmd_run(args) -> int:
     }
     settings = config.settings(args.config, overrides)
     logsetup.configure(settings.log_level)
+    from .capture import compiler, loader
+
+    child = None
+    if os.geteuid() == 0 and compiler.bcc_found():
+        # the programs compile from now on, while the daemon's modules load and its database
+        # opens (run says what is missing when this is skipped)
+        child = compiler.Child(loader.ProgramSettings.for_run(settings))
     from .daemon import main as daemon
 
     # SIGHUP reads the file again; flags given at start still win over it
-    return daemon.run(settings, reread=lambda: config.settings(args.config, overrides))
+    return daemon.run(settings, reread=lambda: config.settings(args.config, overrides), child=child)
 
 
 def default_db_dir(args) -> Path | None:

@@ -65,13 +65,17 @@ def import_bcc():
     return bcc
 
 
-def require_bcc() -> None:
-    """What import_bcc would say, without importing it (and so mapping the compiler) here."""
+def bcc_found() -> bool:
+    """Whether the child will find bcc, without importing it (and so mapping the compiler) here."""
     try:
-        found = importlib.util.find_spec("bcc") is not None
+        return importlib.util.find_spec("bcc") is not None
     except (ImportError, ValueError):
-        found = False
-    if not found:
+        return False
+
+
+def require_bcc() -> None:
+    """What import_bcc would say, said without importing it."""
+    if not bcc_found():
         raise CannotCapture(BCC_MISSING)
 
 

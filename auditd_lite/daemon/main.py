@@ -63,16 +63,23 @@ def require_privileges() -> None:
                             "run it with sudo or as the systemd service")
 
 
-def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None) -> int:
-    """``reread`` gives the settings again (file, then flags) when SIGHUP asks for a reload."""
-    require_privileges()
+def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None,
+        child: compiler.Child | None = None) -> int:
+    """``reread`` gives the settings again (file, then flags) when SIGHUP asks for a reload;
+    ``child``, the compiler child for these settings if the caller started it already."""
+    try:
+        require_privileges()
+        # before the database is touched: a host without bcc records no run at all
+        compiler.require_bcc()
+    except BaseException:
+        if child is not None:
+            child.kill()
+        raise
     # database files 0640, directories 0750: the evidence is not world-readable
     os.umask(0o027)
-    # before the database is touched: a host without bcc records no run at all
-    compiler.require_bcc()
     signals = _Signals()
     notifier = Notifier()
-    pipeline = _start(settings, signals, notifier)
+    pipeline = _start(settings, signals, notifier, child)
     status = _serve(pipeline, settings, reread, signals, notifier)
     return _stop(pipeline, signals, status)
 
@@ -112,11 +119,12 @@ class _Pipeline:
     supervisor: Supervisor
 
 
-def _start(settings: RunSettings, signals: _Signals, notifier: Notifier) -> _Pipeline:
+def _start(settings: RunSettings, signals: _Signals, notifier: Notifier,
+           child: compiler.Child | None) -> _Pipeline:
     """Database open (or records held), programs attached, running processes seeded, READY."""
     program_settings = loader.ProgramSettings.for_run(settings)
     # the programs compile in a child while the database opens here
-    child = compiler.Child(program_settings)
+    child = child or compiler.Child(program_settings)
     try:
         return _start_with(settings, signals, notifier, program_settings, child)
     except BaseException:
