@@ -33,10 +33,11 @@ def storm(program, stop: threading.Event):
         subprocess.run([str(program)])
 
 
-def test_kill9_mid_storm(daemon_factory, marker):
-    """After SIGKILL mid-storm (rotating every 1 MiB) every file passes integrity_check and the
-    chain, and stats shows the unclean run."""
-    d = daemon_factory("--rotate-size-mb", "1")
+@pytest.mark.parametrize("transport", ["ringbuf", "perfbuf"])
+def test_kill9_mid_storm(daemon_factory, marker, transport):
+    """After SIGKILL mid-storm (rotating every 1 MiB, either transport) every file passes
+    integrity_check and the chain, and stats shows the unclean run."""
+    d = daemon_factory("--rotate-size-mb", "1", "--transport", transport)
     stop = threading.Event()
     workers = [threading.Thread(target=storm, args=(marker, stop)) for _ in range(2)]
     for w in workers:

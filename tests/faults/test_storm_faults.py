@@ -28,10 +28,11 @@ def captured_pids(db_dir, marker) -> tuple[set[int], set[int]]:
     return execs, exits
 
 
-def test_sigterm_mid_storm_exact(daemon_factory, marker):
-    """SIGTERM mid-storm: every child reaped before capture stopped is recorded (exec and exit),
-    and no child spawned after it stopped is."""
-    d = daemon_factory()
+@pytest.mark.parametrize("transport", ["ringbuf", "perfbuf"])
+def test_sigterm_mid_storm_exact(daemon_factory, marker, transport):
+    """SIGTERM mid-storm, either transport: every child reaped before capture stopped is
+    recorded (exec and exit), and no child spawned after it stopped is."""
+    d = daemon_factory("--transport", transport)
     with Storm(marker) as storm:
         # by count, not time: an emulated guest spawns far fewer per second
         wait_until(lambda: storm.count() > 150, 120, "150 children")
@@ -85,9 +86,11 @@ def test_tiny_buffer_loss_is_counted(daemon_factory, marker, transport):
     assert missing <= lost <= missing + slack, (generated, captured, lost, others)
 
 
-def test_rotation_every_mib_under_storm(daemon_factory, marker):
-    """Rotating every 1 MiB during the storm: nothing lost and the chain verifies across files."""
-    d = daemon_factory("--rotate-size-mb", "1")
+@pytest.mark.parametrize("transport", ["ringbuf", "perfbuf"])
+def test_rotation_every_mib_under_storm(daemon_factory, marker, transport):
+    """Rotating every 1 MiB during the storm, either transport: nothing lost and the chain
+    verifies across files."""
+    d = daemon_factory("--rotate-size-mb", "1", "--transport", transport)
     with Storm(marker) as storm:
         # by files made, not time: a loaded machine spawns fewer per second
         wait_until(lambda: len(list(d.db_dir.glob("audit-*.db"))) >= 2, 180, "two rotations")
@@ -109,12 +112,14 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_disk_full_then_freed(tmp_path, small_fs, marker):
-    """The disk fills under the daemon: it says so, holds records, resumes when space returns,
-    and in the end every process of the storm is recorded in an intact database."""
+@pytest.mark.parametrize("transport", ["ringbuf", "perfbuf"])
+def test_disk_full_then_freed(tmp_path, small_fs, marker, transport):
+    """The disk fills under the daemon (either transport): it says so, holds records, resumes
+    when space returns, and in the end every process of the storm is recorded in an intact
+    database."""
     from conftest import Daemon
 
-    d = Daemon(small_fs / "db", tmp_path / "daemon.log").start()
+    d = Daemon(small_fs / "db", tmp_path / "daemon.log", "--transport", transport).start()
     filler = fill_disk(small_fs / "filler")
     with Storm(marker) as storm:
         deadline = time.monotonic() + 20
