@@ -265,6 +265,52 @@ class Storm:
         return len(self.children)
 
 
+class InProcess:
+    """The real programs loaded in this process (through the compiler child, as the daemon
+    loads them), polled by a thread into ``raw`` as the daemon's collector does. On leaving
+    the block: detached, drained, ``lost`` (the kernel's loss counter) and ``wrapped`` (ring
+    buffer records read in two pieces) read, and closed."""
+
+    def __init__(self, settings, poll_ms: int = 50):
+        self.settings = settings
+        self.poll_ms = poll_ms
+        self.raw: list[bytes] = []
+        self.lost = self.wrapped = None
+
+    def __enter__(self) -> "InProcess":
+        from auditd_lite.capture import loader  # noqa: PLC0415 - only the kernel tests load
+
+        self.programs = loader.Programs(self.settings, self.raw)
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll)
+        self._poller.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.programs.poll(self.poll_ms)
+
+    def __exit__(self, *exc) -> None:
+        from auditd_lite.capture import records  # noqa: PLC0415
+
+        self._stop.set()
+        self._poller.join()
+        p = self.programs
+        try:
+            p.detach()
+            p.drain()
+            self.lost = p.counters()[records.CNT_LOST]
+            self.wrapped = getattr(p.buffer, "wrapped", None)
+        finally:
+            p.close()
+
+    def decoded(self, max_args: int = 128) -> list[tuple]:
+        from auditd_lite.capture import records  # noqa: PLC0415
+
+        decoder = records.Decoder(max_args)
+        return [decoder.decode(r) for r in list(self.raw)]
+
+
 def log_events(log_text: str, name: str) -> list[dict]:
     """The daemon's JSON log lines with event == name."""
     out = []

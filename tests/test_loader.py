@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 
 import pytest
 
 from auditd_lite import rows
-from conftest import query_json
+from conftest import InProcess, query_json
 
 pytestmark = pytest.mark.kernel
 
@@ -61,41 +60,20 @@ def test_ring_records_that_wrap_are_read_whole(marker):
     """A 16 KiB ring buffer and 400 execs of about 200 bytes each: the records wrap round
     the buffer's end many times; every exec is decoded with its exact argv, none lost, and
     the reader did read records in two pieces."""
-    from auditd_lite.capture import loader, records  # noqa: PLC0415 - only the kernel tests load
+    from auditd_lite.capture import loader  # noqa: PLC0415 - only the kernel tests load
 
-    raw: list[bytes] = []
-    programs = loader.Programs(loader.ProgramSettings(buffer_kb=16), raw)
-    stop = threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            programs.poll(10)
-
-    t = threading.Thread(target=poll)
-    t.start()
     expected = {}
-    try:
+    with InProcess(loader.ProgramSettings(buffer_kb=16), poll_ms=10) as loaded:
         for i in range(400):
             arg = f"{i:04d}-" + "x" * (i % 97)
             p = subprocess.Popen([str(marker), arg])
             p.wait()
             expected[p.pid] = [str(marker), arg]
-    finally:
-        stop.set()
-        t.join()
-    programs.detach()
-    programs.drain()
-    try:
-        lost = programs.counters()[records.CNT_LOST]
-        wrapped = programs.buffer.wrapped
-    finally:
-        programs.close()
-    assert lost == 0
-    decoder = records.Decoder(max_args=128)
+    assert loaded.lost == 0
     got = {}
-    for row in map(decoder.decode, raw):
+    for row in loaded.decoded():
         if row[rows.F_EVENT] == "exec" and row[2] in expected and row[rows.F_FILENAME] == str(marker):
             assert row[2] not in got, "one exec recorded twice"
             got[row[2]] = [a.decode() for a in row[rows.F_ARGV].split(b"\0")]
     assert got == expected
-    assert wrapped > 0
+    assert loaded.wrapped > 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, query_json
+from conftest import REPO, InProcess, query_json
 
 pytestmark = pytest.mark.kernel
 
@@ -97,19 +97,9 @@ def test_claims_forced_on_this_kernel(program):
     each with waitpid's status, and all but a few claims released once the processes are
     reaped."""
     from auditd_lite import rows
-    from auditd_lite.capture import libbpf, loader, records  # noqa: PLC0415 - the capture side, only for this test
+    from auditd_lite.capture import libbpf, loader  # noqa: PLC0415 - the capture side, only for this test
 
-    raw: list[bytes] = []
-    programs = loader.Programs(loader.ProgramSettings(force_exit_claims=True), raw)
-    stop = threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            programs.poll(50)
-
-    t = threading.Thread(target=poll)
-    t.start()
-    try:
+    with InProcess(loader.ProgramSettings(force_exit_claims=True)) as loaded:
         seen = run_all(program, ("together", str(THREADS), "5"), ("each", str(THREADS), "6"),
                        ("leader-first", "7"), ("leader-first-raw", "8"))
         # a claim lives until the leader is freed, an RCU callback after the reap
@@ -118,25 +108,16 @@ def test_claims_forced_on_this_kernel(program):
         # apart by the start time their exit records carry
         deadline = time.monotonic() + 30
         while True:
-            ours = {(row[2], row[8]) for row in map(records.Decoder(max_args=128).decode, list(raw))
+            ours = {(row[2], row[8]) for row in loaded.decoded()
                     if row[rows.F_EVENT] == "exit" and row[2] in seen}
             # struct exit_claim {u32 tgid; u32 _pad; u64 start_ns}
-            claims = [struct.unpack("<IIQ", k) for k in libbpf.map_keys(programs.claims_fd)]
+            claims = [struct.unpack("<IIQ", k) for k in libbpf.map_keys(loaded.programs.claims_fd)]
             left = [(tgid, start) for tgid, _, start in claims if (tgid, start) in ours]
             if len(left) <= len(seen) // 50 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-    finally:
-        stop.set()
-        t.join()
-    programs.detach()
-    programs.drain()
-    try:
-        assert programs.counters()[records.CNT_LOST] == 0
-    finally:
-        programs.close()
-    decoder = records.Decoder(max_args=128)
-    decoded = [decoder.decode(r) for r in raw]
+    assert loaded.lost == 0
+    decoded = loaded.decoded()
     exits = [(row[2], row[rows.F_EXIT_CODE], row[rows.F_SIGNAL]) for row in decoded
              if row[rows.F_EVENT] == "exit" and row[2] in seen]
     check_once(seen, exits)
