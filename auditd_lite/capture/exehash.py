@@ -13,7 +13,8 @@ Where the content comes from, best first:
    time (``start_ns``) and same ``comm`` when the caller knows them, read
    after the exe is opened, through the same ``/proc/PID`` directory fd (which
    fails rather than follow a reused pid). A process that exec'd again under
-   another name, or renamed itself, falls through to 2.
+   another name, or renamed itself, falls through to 2 (a re-exec under the
+   same name before we look is not told apart: a limit of what /proc keeps).
 2. The record's path (joined to ``cwd`` when relative), followed through
    ``#!`` lines as the kernel does (binfmt_misc handlers are not followed).
    A path may name another file than the one executed, so the status says
@@ -152,7 +153,7 @@ class Hasher:
         self.during_read = during_read
         self.hashes = 0  # files actually read and hashed
         self.hits = 0
-        self._cache: collections.OrderedDict[tuple, str] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[tuple, Result] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._tick = hostinfo.clock_tick_ns()
 
@@ -182,6 +183,13 @@ class Hasher:
     # /proc/PID/exe
 
     def _open_exe(self, pid: int, start_ns: int | None, comm: str | None) -> int | None:
+        try:
+            # signal 0 sends nothing; it is a tenth of a failed /proc lookup, the common case
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            pass  # EPERM: it exists
         try:
             dfd = os.open(f"{self.proc}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -225,6 +233,19 @@ class Hasher:
             if not cwd:
                 return GONE
             filename = os.path.join(cwd, filename)
+        # a stat first: the usual answer is a cached binary, which needs no open and no read
+        try:
+            st = os.stat(self.root + filename)
+        except (FileNotFoundError, NotADirectoryError):
+            return GONE
+        except OSError:
+            return UNREADABLE
+        key = identity(st)
+        if time_ns is not None and key[_CTIME] > time_ns:
+            return CHANGED
+        hit = self._hit(key)  # a script's own identity is never cached, only what was hashed
+        if hit is not None:
+            return hit
         try:
             # O_NONBLOCK: what the path names now may be a FIFO
             fd = os.open(self.root + filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
@@ -265,12 +286,9 @@ class Hasher:
             return CHANGED
         if st.st_size > self.limit:
             return TOO_LARGE
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                self.hits += 1
-                return Result(hit, "ok")
+        hit = self._hit(key)
+        if hit is not None:
+            return hit
         try:
             digest, n = self._read(fd, st.st_size)
             after = identity(os.fstat(fd))
@@ -281,10 +299,19 @@ class Hasher:
         with self._lock:
             self.hashes += 1
             if st.st_ctime_ns < started - RACY_NS:
-                self._cache[key] = digest
+                self._cache[key] = Result(digest, "ok")
                 if len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return Result(digest, "ok")
+
+    def _hit(self, key: tuple) -> Result | None:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                return None
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return hit
 
     def _read(self, fd: int, size: int) -> tuple[str, int]:
         """(hex digest, bytes read), reading at most one byte more than ``size``: a file that
