@@ -392,9 +392,13 @@ class Resolver:
             now = self.clock()
             if self._last_walk is not None and now - self._last_walk < self.walk_interval:
                 return Resolution(UNKNOWN)
-            self._walk_locked(now)
+            seen = self._walk_locked(now)
+            if cgroup_id in seen:   # not from the cache: the walk may have evicted it
+                cg = seen[cgroup_id]
+                self._put(cgroup_id, RESOLVED, cg)
+                return Resolution(RESOLVED, cg)
             hit = self._cache.get(cgroup_id)
-            if hit is not None:
+            if hit is not None:   # removed since an earlier walk saw it
                 return Resolution(hit[0], hit[1])
             self._put(cgroup_id, GONE, None)
             return Resolution(GONE)
@@ -404,19 +408,21 @@ class Resolver:
         if self.mount is None:
             return 0
         with self._lock:
-            return self._walk_locked(self.clock())
+            return len(self._walk_locked(self.clock()))
 
-    def _walk_locked(self, now: float) -> int:
+    def _walk_locked(self, now: float) -> dict[int, Cgroup]:
+        """Walk, cache what was seen, mark what was not removed; the cgroups seen by id
+        (all of them, even where they are more than the cache holds)."""
         self._last_walk = now
         self._generation += 1
         gen = self._generation
         self.counts["walks"] += 1
         base = self.mount.path
-        seen = {}
+        seen: dict[int, str] = {}
         try:
             seen[os.stat(base).st_ino] = "/"
         except OSError:
-            return 0
+            return {}
         stack = [(base, "")]
         while stack:
             directory, rel = stack.pop()
@@ -432,16 +438,18 @@ class Resolver:
                 continue   # removed while walking
         self.counts["walked_dirs"] += len(seen)
         root = self.mount.root.rstrip("/")
+        found: dict[int, Cgroup] = {}
         for ino, rel in seen.items():
             old = self._cache.get(ino)
             path = (root + rel) if rel != "/" else (root or "/")
             cg = old[1] if old and old[1] is not None and old[1].path == path else parse_path(path)
+            found[ino] = cg
             self._put(ino, RESOLVED, cg, gen)
         # a cgroup seen before and absent now: removed (its id will never name another)
         for ino, (status, cg, g) in list(self._cache.items()):
             if status == RESOLVED and g != gen:
                 self._cache[ino] = (REMOVED, cg, g)
-        return len(seen)
+        return found
 
 
 def from_proc(pid: int, resolver: Resolver | None = None, proc: str = "/proc") -> tuple[int | None, Resolution]:
