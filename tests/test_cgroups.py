@@ -482,3 +482,29 @@ def test_proc_pid_cgroup_lines(content, expected):
     """/proc/PID/cgroup: the v2 line (0::) of a hybrid, a pure v2 and a bytes file, a
     ' (deleted)' mark, spaces kept; a v1-only file and an empty one give None."""
     assert cgroups.proc_cgroup_path(content) == expected
+
+
+@hierarchy
+def test_without_cap_dac_read_search_the_walk_answers(cg, tmp_path):
+    """The shipped unit has no CAP_DAC_READ_SEARCH, which open_by_handle_at needs: in a
+    process without it (capsh --drop) the first miss turns handles off and a walk resolves
+    the hand-made cgroup all the same."""
+    import shutil  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    if not shutil.which("capsh"):
+        pytest.skip("capsh (libcap2-bin) not installed")
+    path = cg.make()
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, sys\n"
+        "from auditd_lite.capture import cgroups\n"
+        "r = cgroups.Resolver()\n"
+        "before = r.uses_handles\n"
+        "got = r.resolve(os.stat(sys.argv[1]).st_ino)\n"
+        "print(before, r.uses_handles, got.status, got.path, r.counts['walks'])\n")
+    out = subprocess.run(["capsh", "--drop=cap_dac_read_search", "--", "-c",
+                          f'exec "{sys.executable}" "{probe}" "{path}"'],
+                         capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", RESOLVED, cg.rel(path), "1"]
