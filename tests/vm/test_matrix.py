@@ -63,7 +63,8 @@ def test_kernel(kernel, deb):
     except vm.VMError as e:
         pytest.fail(f"linux {kernel.name} ({kernel.suite}) could not be booted: {e}", pytrace=False)
     timings = {"kernel": kernel.name, "abi": res.abi, "accel": res.accel,
-               "boot_s": res.boot_s, "guest_run_s": res.run_s, "total_s": round(res.total_s, 1)}
+               "boot_s": res.boot_s, "guest_run_s": res.run_s, "total_s": round(res.total_s, 1),
+               "retried_after_early_panic": res.retried}
     try:
         timings.update(json.loads((out / "timings.json").read_text()))
     except (OSError, ValueError):
