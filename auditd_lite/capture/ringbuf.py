@@ -16,14 +16,19 @@ measured cheaper than a ctypes callback per record through libbpf's
 ring_buffer__consume (docs/design.md, "The daemon never maps the compiler").
 x86's loads are not reordered with other loads nor stores with stores, so
 plain reads and writes of the positions give the acquire and release order
-the kernel's side expects.
+the kernel's side expects, provided each is one access of its whole width:
+the positions and headers are read and written through native-format
+memoryviews, one aligned 8- or 4-byte load or store each. struct's
+explicit little-endian formats go byte by byte, and a consumer position
+stored that way passes through values up to 16 MiB behind the real one on a
+carry: a producer reading one then finds the buffer full and drops a record
+(4 of 9 100,000-exec storms lost one that way before this).
 """
 
 from __future__ import annotations
 
 import mmap
 import select
-import struct
 
 from . import libbpf
 from ..errors import CannotCapture
@@ -32,8 +37,6 @@ BUSY = 1 << 31
 DISCARD = 1 << 30
 HDR_SIZE = 8
 
-_u64 = struct.Struct("<Q")
-_u32 = struct.Struct("<I")
 
 
 class RingReader:
@@ -55,7 +58,11 @@ class RingReader:
         self._mask = size - 1
         self._limit = page + size
         self.wrapped = 0  # records read in two pieces: tests show the join is exercised
-        self._pos = _u64.unpack_from(self._cons, 0)[0]
+        # whole-width views: the consumer position, the producer position, the headers
+        self._cons_q = memoryview(self._cons).cast("Q")
+        self._prod_q = memoryview(self._data).cast("Q")
+        self._head_i = memoryview(self._data).cast("I")
+        self._pos = self._cons_q[0]
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
@@ -70,13 +77,13 @@ class RingReader:
         """Move every record committed so far into ``out``; returns how many."""
         data, mask, pos, limit = self._data, self._mask, self._pos, self._limit
         page = mmap.PAGESIZE
-        end = _u64.unpack_from(data, 0)[0]
-        unpack = _u32.unpack_from
+        end = self._prod_q[0]
+        heads = self._head_i
         append = out.append
         n = 0
         while pos < end:
             at = page + (pos & mask)
-            head = unpack(data, at)[0]
+            head = heads[at >> 2]  # 8-aligned: sizes and positions are multiples of 8
             if head & BUSY:
                 break  # still being written: it and what follows wait for the next read
             length = head & ~(BUSY | DISCARD)
@@ -92,10 +99,12 @@ class RingReader:
             pos += (length + HDR_SIZE + 7) & ~7
         if pos != self._pos:
             self._pos = pos
-            _u64.pack_into(self._cons, 0, pos)  # hands the space back to the producer
+            self._cons_q[0] = pos  # hands the space back to the producer
         return n
 
     def close(self) -> None:
         self._epoll.close()
+        for view in (self._cons_q, self._prod_q, self._head_i):
+            view.release()  # an mmap with views exported cannot be closed
         self._data.close()
         self._cons.close()
