@@ -39,7 +39,7 @@ class Compiled:
     """What the child handed over; the descriptors are the daemon's to close."""
 
     programs: dict[str, int]  # tracepoint -> program fd, in attach order
-    maps: dict[str, int]  # MAPS name -> map fd
+    maps: dict[str, int]  # map name -> fd: MAPS, and CLAIMS_MAP where the program has it
     offsets_source: str  # btf | headers
     exit_claims: bool
 
@@ -107,15 +107,14 @@ class Child:
         finally:
             self._sock.close()
         status = self._proc.wait()
-        if not msg:  # it died before it could say anything
-            for fd in fds:
+        reply = json.loads(msg) if msg else None
+        if reply is None or "error" in reply:
+            for fd in fds:  # an error reply carries none, but a half-sent one might
                 os.close(fd)
+        if reply is None:  # it died before it could say anything
             raise CannotCapture(f"the BPF compiler process ended without a result (exit status "
                                 f"{status}); run 'auditd-lite doctor'")
-        reply = json.loads(msg)
         if "error" in reply:
-            for fd in fds:
-                os.close(fd)
             if reply.get("said"):  # already one sentence of ours
                 raise CannotCapture(reply["error"])
             raise CannotCapture(f"could not compile or load the BPF program: {reply['error']}; "
@@ -129,10 +128,6 @@ class Child:
         self._proc.kill()
         self._proc.wait()
         self._sock.close()
-
-
-def compile_programs(settings) -> Compiled:
-    return Child(settings).result()
 
 
 def child_main(sock_fd: str, settings_json: str) -> int:
