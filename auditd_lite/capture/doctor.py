@@ -412,10 +412,7 @@ def attached_tracepoints(host: Host, settings: config.RunSettings | None) -> lis
     group_dead = _group_dead(host)
     facts = loader.KernelFacts({}, "btf", bool(group_dead))
     ps = loader.ProgramSettings.for_run(settings) if settings else loader.ProgramSettings()
-    wanted = list(loader.RAW_TRACEPOINTS)
-    if loader.claims_exits(ps, facts):
-        wanted.append(loader.CLAIM_TRACEPOINT)
-    return wanted
+    return loader.tracepoints(ps, facts)
 
 
 def check_tracepoints(host: Host, settings: config.RunSettings | None = None) -> Result:
