@@ -49,3 +49,35 @@ def test_boot(kernel, tmp_path, record_property):
     assert facts["write"] == "ok", msg
     assert facts["repo"] == "yes", msg
     assert facts["cgroup"] == "cgroup2fs", msg
+
+
+# the oops line of TCG's int3 race as the guest's kernel prints it (vm.TCG_RACE), then a
+# panic: /proc/sysrq-trigger's crash panics whatever kernel.sysrq says
+RACE_SCRIPT = "echo '<2>int3: 0000 [#1] PREEMPT SMP NOPTI' > /dev/kmsg; sleep 1; echo c > /proc/sysrq-trigger\n"
+PANIC_SCRIPT = "echo c > /proc/sysrq-trigger\n"
+
+
+@pytest.mark.skipif(vm.accel() != "tcg", reason="the retry is for TCG's race; kvm has none")
+def test_race_is_retried_single_threaded(tmp_path):
+    """A guest whose console shows TCG's int3 oops before it dies is booted once more with
+    single-threaded TCG, the first attempt's files moved aside; the second attempt's
+    failure is returned as it is (no third boot)."""
+    kernel = kernels.KERNELS[0]
+    res = vm.boot(kernel, RACE_SCRIPT, tmp_path / "results", TIMEOUT_S)
+    assert not res.ok and res.exit_status is None, res.describe()
+    assert res.retried == str(tmp_path / "results" / "raced"), res.describe()
+    assert vm.TCG_RACE.search((tmp_path / "results/raced/console.log").read_text(errors="replace"))
+    assert res.tcg_thread == "single"
+    assert "tcg,thread=single" in (res.results_dir / "qemu.cmd").read_text()
+    assert "tcg,thread=multi" in (tmp_path / "results/raced/qemu.cmd").read_text()
+
+
+@pytest.mark.skipif(vm.accel() != "tcg", reason="the retry is for TCG's race; kvm has none")
+def test_other_panic_is_not_retried(tmp_path):
+    """A guest that panics without TCG's int3 oops fails as it is: one boot, no retry."""
+    kernel = kernels.KERNELS[0]
+    res = vm.boot(kernel, PANIC_SCRIPT, tmp_path / "results", TIMEOUT_S)
+    assert not res.ok and res.exit_status is None, res.describe()
+    assert "Kernel panic" in res.console_log.read_text(errors="replace"), res.describe()
+    assert res.retried is None and res.tcg_thread == "multi"
+    assert not (tmp_path / "results/raced").exists()
