@@ -7,9 +7,19 @@ digests of the others, and still be checked. The chain runs across rotated
 files: the first batch of a file names the last batch hash of the file
 before it.
 
-Format 2 (hashes stored as ``"2:" + hex``), written since revision 0.2:
+Format 3 (hashes stored as ``"3:" + hex``), written since schema revision 0003:
 
-    record digest = SHA-256(serialize(record))
+    record digest = SHA-256(serialize(captured) || serialize(context))
+    batch hash    = SHA-256("auditd-lite chain 3\0" || prev (32 bytes)
+                            || serialize(header) || record digests ...)
+
+where ``captured`` is a record's first ``len(CAPTURED_COLUMNS)`` columns
+(format 2's record) and ``context`` its ``rows.CONTEXT_FIELDS`` (the
+executable's hash, the cgroup, unit and container), NULL for an exit.
+
+Format 2 (hashes stored as ``"2:" + hex``), written by schema revision 0002:
+
+    record digest = SHA-256(serialize(captured))
     batch hash    = SHA-256("auditd-lite chain 2\0" || prev (32 bytes)
                             || serialize(header) || record digests ...)
 
@@ -26,7 +36,8 @@ which any language can recompute from the database.
 Format 1 (hashes stored as bare hex; files written before it): the same
 structure with ``repr(tuple).encode()`` for ``serialize``, no domain prefix.
 Python's repr of text depends on its Unicode tables, which is why it was
-replaced. Both verify.
+replaced. All three verify; a file keeps the revision it was written at, and
+``file_event_columns`` says which columns of it there are to read.
 
 Batches without a hash were written before the chain existed (the first
 release, schema revision 0001): they are checked for their records only, and
@@ -47,16 +58,20 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Iterable
 
-from .rows import ROW_FIELDS
+from .rows import CAPTURED_FIELDS, CONTEXT_FIELDS, ROW_FIELDS
 
 GENESIS = "0" * 64
-FORMAT_PREFIX = "2:"
-_DOMAIN = b"auditd-lite chain 2\0"
+WRITE_FORMAT = 3
+_PREFIX = {2: "2:", 3: "3:"}
+_DOMAIN = {2: b"auditd-lite chain 2\0", 3: b"auditd-lite chain 3\0"}
 
 # every column of events, in the table's order (the columns of a record the decoder makes
-# follow the three the writer adds). Format 2 hashes exactly these: a column added or moved is
-# a new format, and tests/test_chain.py pins them so that it cannot happen unnoticed.
+# follow the three the writer adds). Formats 1 and 2 hash CAPTURED_COLUMNS, format 3 all of
+# EVENT_COLUMNS: a column added or moved is a new format, and tests/test_chain.py pins them so
+# that it cannot happen unnoticed.
+CAPTURED_COLUMNS = ("id", "run_id", "batch_id") + CAPTURED_FIELDS
 EVENT_COLUMNS = ("id", "run_id", "batch_id") + ROW_FIELDS
+_NCAPTURED = len(CAPTURED_COLUMNS)
 BATCH_HEADER = ("id", "run_id", "written_ns", "first_event_id", "last_event_id", "count",
                 "lost_kernel", "lost_user")
 
@@ -128,19 +143,35 @@ _EVENT = EVENT_COLUMNS.index("event")
 
 
 def hash_format(stored: str) -> int:
-    return 2 if stored.startswith(FORMAT_PREFIX) else 1
+    for fmt, prefix in _PREFIX.items():
+        if stored.startswith(prefix):
+            return fmt
+    return 1
 
 
 def _hash_bytes(stored: str) -> bytes:
-    return bytes.fromhex(stored[len(FORMAT_PREFIX):] if stored.startswith(FORMAT_PREFIX) else stored)
+    fmt = hash_format(stored)
+    return bytes.fromhex(stored[len(_PREFIX[fmt]):] if fmt > 1 else stored)
 
 
-def row_digest(row: tuple, fmt: int = 2) -> bytes:
-    """The digest of one record as read back from SQLite, in the batch's format."""
+def file_event_columns(conn: sqlite3.Connection, schema: str = "main") -> tuple[str, ...]:
+    """The columns of EVENT_COLUMNS a file's events table has, in order: all of them from
+    revision 0003 on, CAPTURED_COLUMNS before it (its context is unknown, and no hash in it
+    covers any). The one place that tells, for verify and export."""
+    have = {r[1] for r in conn.execute(f"PRAGMA {schema}.table_info(events)")}
+    return EVENT_COLUMNS if have.issuperset(CONTEXT_FIELDS) else CAPTURED_COLUMNS
+
+
+def row_digest(row: tuple, fmt: int = WRITE_FORMAT) -> bytes:
+    """The digest of one record as read back from SQLite (its file_event_columns), in the
+    batch's format."""
+    captured = tuple(row[:_NCAPTURED])
     if fmt == 1:
-        return _sha256(repr(row).encode()).digest()
-    ser = _BY_SIGNATURE.get(tuple(map(type, row)), serialize)
-    return _sha256(ser(row)).digest()
+        return _sha256(repr(captured).encode()).digest()
+    ser = _BY_SIGNATURE.get(tuple(map(type, captured)), serialize)
+    if fmt == 2:
+        return _sha256(ser(captured)).digest()
+    return _sha256(ser(captured) + serialize(tuple(row[_NCAPTURED:]))).digest()
 
 
 class _Utf8(dict):
@@ -165,7 +196,8 @@ def _shape(signature: tuple) -> tuple:
 
 
 def row_digests(rows: list[tuple]) -> list[bytes]:
-    """Format 2 digests of records as the writer's decoder makes them; the hot path.
+    """Format 3 digests of records as the writer makes them (decoded, then their context
+    added: capture/context.py); the hot path.
 
     The shape is taken from the event name: the decoder makes exec and
     exec_failed records with every exec column filled (errno only for
@@ -173,22 +205,35 @@ def row_digests(rows: list[tuple]) -> list[bytes]:
     that). A record of another shape would be hashed wrongly and flagged by
     verify, never pass unnoticed. One loop for the batch, with the event
     name's bytes known per shape and comm and filename encoded once per
-    distinct value: per record that leaves one pack, one join and one SHA-256.
+    distinct value, and the context's serialization once per distinct context: per record that
+    leaves one pack, one join and one SHA-256.
     """
-    sha, utf8, ev = _sha256, _UTF8, _EVENT
+    sha, utf8, ev, ctx, n = _sha256, _UTF8, _EVENT, _CONTEXTS, _NCAPTURED
     join = b"".join
     out = []
     append = out.append
     for r in rows:
         tags, nums, pack, event, c, f, a = _WRITER_SHAPES[r[ev]]
         comm = utf8[r[c]]
+        context = ctx[r[n:]]
         if f:
             filename, args = utf8[r[f]], r[a]
             append(sha(join((pack(tags, *nums(r), len(event), len(comm), len(filename), len(args)),
-                             event, comm, filename, args))).digest())
+                             event, comm, filename, args, context))).digest())
         else:
-            append(sha(join((pack(tags, *nums(r), len(event), len(comm)), event, comm))).digest())
+            append(sha(join((pack(tags, *nums(r), len(event), len(comm)), event, comm,
+                             context))).digest())
     return out
+
+
+class _Serialized(dict):
+    """Contexts repeat (one binary, one cgroup): serialize each distinct one once (bounded)."""
+
+    def __missing__(self, values: tuple) -> bytes:
+        if len(self) >= 4096:
+            self.clear()
+        raw = self[values] = serialize(values)
+        return raw
 
 
 def _writer_shape(name: str, signature: tuple) -> tuple:
@@ -201,21 +246,23 @@ def _writer_shape(name: str, signature: tuple) -> tuple:
 
 
 _UTF8 = _Utf8()
+_CONTEXTS = _Serialized()
 _WRITER_SHAPES = {"exec": _writer_shape("exec", EXEC_SIGNATURE),
                   "exec_failed": _writer_shape("exec_failed", EXEC_FAILED_SIGNATURE),
                   "exit": _writer_shape("exit", EXIT_SIGNATURE)}
 
 
-def batch_hash(prev_hash: str, header: tuple, row_digests: Iterable[bytes], fmt: int = 2) -> str:
+def batch_hash(prev_hash: str, header: tuple, row_digests: Iterable[bytes],
+               fmt: int = WRITE_FORMAT) -> str:
     if fmt == 1:
         h = _sha256(bytes.fromhex(prev_hash))
         h.update(repr(header).encode())
     else:
-        h = _sha256(_DOMAIN)
+        h = _sha256(_DOMAIN[fmt])
         h.update(_hash_bytes(prev_hash))
         h.update(serialize(header))
     h.update(b"".join(row_digests))  # one call: a batch has thousands
-    return (FORMAT_PREFIX if fmt == 2 else "") + h.hexdigest()
+    return _PREFIX.get(fmt, "") + h.hexdigest()
 
 
 def _recomputed(prev_hash, header: tuple, digests: list[bytes], fmt: int) -> str | None:
@@ -256,7 +303,7 @@ def check_file(conn: sqlite3.Connection, name: str, problems: list[Problem],
     ``omitted`` maps batch id -> {event id: row digest} for rows an export
     left out of a batch whose other rows it carries.
     """
-    cols = ", ".join(EVENT_COLUMNS)
+    cols = ", ".join(file_event_columns(conn))
     batch_cols = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
     # a file still at revision 0001 has no chain columns: all its batches are from before it
     links = "prev_hash, hash" if "hash" in batch_cols else "NULL, NULL"

@@ -97,6 +97,10 @@ def build_parser() -> Parser:
                    help="below N MiB free, remove the oldest rotated files (only with --keep)")
     r.add_argument("--synchronous", choices=("normal", "full"),
                    help="SQLite durability: normal (default, WAL) or full (fsync every batch)")
+    r.add_argument("--no-hash", dest="hash", action="store_false", default=None,
+                   help="do not hash the executables (hash_status off)")
+    r.add_argument("--hash-limit-mb", type=pos_int, metavar="N",
+                   help="executables larger than N MiB are not hashed (256)")
 
     q = sub.add_parser(
         "query", help="search the recorded events",
@@ -196,6 +200,7 @@ def cmd_run(args) -> int:
         "max_arg_bytes": args.max_arg_bytes, "log_level": args.log_level,
         "rotate_size_mb": args.rotate_size_mb, "rotate_interval": args.rotate_interval,
         "keep": args.keep, "min_free_mb": args.min_free_mb, "synchronous": args.synchronous,
+        "hash": args.hash, "hash_limit_mb": args.hash_limit_mb,
     }
     settings = config.settings(args.config, overrides)
     logsetup.configure(settings.log_level)

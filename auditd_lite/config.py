@@ -38,6 +38,8 @@ class RunSettings:
     rotate_interval: str = ""  # e.g. "1h", "1d"; empty: no time limit
     keep: int = 0  # rotated files kept; 0 keeps all
     min_free_mb: int = 0  # 0: no floor
+    hash: bool = True  # SHA-256 of each exec's executable (capture/exehash.py)
+    hash_limit_mb: int = 256  # larger executables are not read: hash_status too_large
 
     def validate(self, where: str = "settings") -> "RunSettings":
         def bad(key, why):
@@ -61,6 +63,8 @@ class RunSettings:
         self.synchronous = self.synchronous.upper()
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             bad("log_level", "must be debug, info, warning or error")
+        if not 1 <= self.hash_limit_mb <= 1024 * 1024:
+            bad("hash_limit_mb", "must be between 1 and 1048576")
         for key in ("rotate_size_mb", "keep", "min_free_mb"):
             if getattr(self, key) < 0:
                 bad(key, "must be 0 or more")

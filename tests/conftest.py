@@ -339,6 +339,11 @@ def fill_disk(path: Path) -> Path:
 SEC = 10**9
 T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
 
+# rows.CONTEXT_FIELDS of a fixture's exec (sha256, hash_status, cgroup, cgroup_status, unit,
+# container_id), and an exit's (none)
+EXEC_CONTEXT = ("5e" * 32, "ok", "/system.slice/cron.service", "resolved", "cron.service", None)
+NO_CONTEXT = (None,) * 6
+
 
 def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:
     """Record i (id i + 1 in a fresh directory) at T0 + i s, in rows.ROW_FIELDS order: the exec
@@ -352,9 +357,9 @@ def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:
         if i % 2 == 0:
             out.append(("exec", t, pid, pid, 1, 1000, 1000, comm, t - 5, pid, 1000, 1000, 1, 1,
                         f"/bin/{comm}", f"{comm}\0-c\0echo {i}".encode(), 3, 0, None,
-                        None, None, None, None, None))
+                        None, None, None, None, None) + EXEC_CONTEXT)
         else:
             code = exit_code(pid)
             out.append(("exit", t, pid, pid, 1, 1000, 1000, comm, t - SEC - 5, None, None, None, None,
-                        None, None, None, None, None, None, code << 8, code, 0, 0, SEC))
+                        None, None, None, None, None, None, code << 8, code, 0, 0, SEC) + NO_CONTEXT)
     return out

@@ -18,7 +18,7 @@ from auditd_lite.storage.batchwriter import BatchWriter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from writer_throughput import synthetic  # noqa: E402
 
-from conftest import second_rows  # noqa: E402
+from conftest import NO_CONTEXT, second_rows  # noqa: E402
 from test_records import exec_raw  # noqa: E402
 from test_storage import verify  # noqa: E402
 
@@ -32,17 +32,19 @@ def test_serialization_is_the_documented_one():
     assert chain.row_digest((1, None), 2) == __import__("hashlib").sha256(b"IN" + struct.pack("<q", 1)).digest()
 
 
-def test_format_2_hashes_these_columns_which_are_the_tables():
-    """Format 2 serializes these columns in this order; changing them would make every file
-    written so far fail to verify, so it is pinned here as the bytes are above. They are also
-    the models' columns (schema.py, the one description), and the batch header is the batches
-    table's columns before the chain's two."""
+def test_formats_hash_these_columns_which_are_the_tables():
+    """Formats 1 and 2 serialize the captured columns, format 3 those and the context, in this
+    order; changing them would make every file written so far fail to verify, so they are pinned
+    here as the bytes are above. They are also the models' columns (schema.py, the one
+    description), and the batch header is the batches table's columns before the chain's two."""
     from auditd_lite.storage.schema import batches, events
 
-    assert chain.EVENT_COLUMNS == (
+    assert chain.CAPTURED_COLUMNS == (
         "id", "run_id", "batch_id", "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm",
         "start_ns", "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
         "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns")
+    assert chain.EVENT_COLUMNS == chain.CAPTURED_COLUMNS + (
+        "sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id")
     assert chain.EVENT_COLUMNS == tuple(c.name for c in events.columns)
     assert chain.BATCH_HEADER + ("prev_hash", "hash") == tuple(c.name for c in batches.columns)
 
@@ -59,19 +61,43 @@ def decoded_records() -> list[tuple]:
         exec_raw(b"", kind=R.EV_EXEC_FAILED, err=-13, flags=R.FLAG_NO_STASH),
         R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 0, 0, b"\xe2\x82\xac\0", 1_000, 0x86, 0),
     ]
-    return [(i + 1, 3, 9) + d.decode(raw) for i, raw in enumerate(raws)]
+    contexts = [("ab" * 32, "ok", "/system.slice/x.service", "resolved", "x.service", None),
+                (None, "gone", None, "gone", None, None),
+                ("cd" * 32, "by_path", "/docker/\u20ac\udcff", "removed", None, "ef" * 32),
+                (None, "late", "/", "resolved", None, None)]
+    out = []
+    for i, raw in enumerate(raws):
+        row = d.decode(raw)
+        if row[0] == "exit":
+            context = NO_CONTEXT
+        elif row[0] == "exec_failed":
+            context = (None, None) + contexts[i % 4][2:]
+        else:
+            context = contexts[i % 4]
+        out.append((i + 1, 3, 9) + row + context)
+    return out
+
+
+def definition(row: tuple, fmt: int = 3) -> bytes:
+    """A stored row's digest as the module's text defines it."""
+    captured = chain.serialize(row[:len(chain.CAPTURED_COLUMNS)])
+    if fmt == 2:
+        return chain._sha256(captured).digest()
+    return chain._sha256(captured + chain.serialize(row[len(chain.CAPTURED_COLUMNS):])).digest()
 
 
 def test_writer_fast_path_is_the_definition():
     """For every shape the decoder makes, the writer's digests equal the documented
     serialization's, and the shapes are the three the fast path knows."""
     rows = decoded_records()
-    shapes = {r[3]: tuple(map(type, r)) for r in rows}
+    n = len(chain.CAPTURED_COLUMNS)
+    shapes = {r[3]: tuple(map(type, r[:n])) for r in rows}
     assert shapes == {"exec": chain.EXEC_SIGNATURE, "exec_failed": chain.EXEC_FAILED_SIGNATURE,
                       "exit": chain.EXIT_SIGNATURE}
-    expected = [chain._sha256(chain.serialize(r)).digest() for r in rows]
+    expected = [definition(r) for r in rows]
     assert chain.row_digests(rows) == expected
-    assert [chain.row_digest(r, 2) for r in rows] == expected
+    assert [chain.row_digest(r, 3) for r in rows] == expected
+    assert [chain.row_digest(r, 2) for r in rows] == [definition(r, 2) for r in rows]
 
 
 _int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -79,12 +105,13 @@ _value = st.one_of(st.none(), _int64, st.floats(allow_nan=False), st.text(), st.
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_value, min_size=27, max_size=27))
+@given(st.lists(_value, min_size=33, max_size=33))
 def test_any_row_serializes_the_same_both_ways(values):
     """Whatever a database holds (an edited row too), verify's per-shape path gives the
-    definition's bytes."""
+    definition's bytes, in format 2 and 3."""
     row = tuple(values)
-    assert chain.row_digest(row, 2) == chain._sha256(chain.serialize(row)).digest()
+    assert chain.row_digest(row, 2) == definition(row, 2)
+    assert chain.row_digest(row, 3) == definition(row, 3)
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,12 +133,13 @@ def test_writer_digests_with_any_values(shapes):
            "exit": chain.EXIT_SIGNATURE}
     text = st.sampled_from(["sh", "\u20ac", "a\udcff", ""]) | st.text()
     strategy = {int: _int64, str: text, bytes: st.binary(), type(None): st.none()}
+    context = st.tuples(*[st.none() | text] * 6)
     rows = []
     for event, data in shapes:
         row = [data.draw(strategy[t]) for t in sig[event]]
         row[chain._EVENT] = event
-        rows.append(tuple(row))
-    assert chain.row_digests(rows) == [chain._sha256(chain.serialize(r)).digest() for r in rows]
+        rows.append(tuple(row) + (data.draw(context) if event != "exit" else NO_CONTEXT))
+    assert chain.row_digests(rows) == [definition(r) for r in rows]
 
 
 def _rewrite_as_format_1(path: Path, prev: str) -> str:
@@ -128,9 +156,9 @@ def _rewrite_as_format_1(path: Path, prev: str) -> str:
     return prev
 
 
-def test_format_1_files_verify_and_the_chain_goes_on_in_format_2(tmp_path):
+def test_format_1_files_verify_and_the_chain_goes_on_in_format_3(tmp_path):
     """A directory whose older file was written in format 1: it verifies, the writer's next
-    batches (format 2) continue its chain, and an edit in either format is found."""
+    batches (format 3) continue its chain, and an edit in either format is found."""
     db = tmp_path / "db"
     bw = BatchWriter(db, {})
     bw.open()
@@ -146,7 +174,7 @@ def test_format_1_files_verify_and_the_chain_goes_on_in_format_2(tmp_path):
     bw.close()
     con = sqlite3.connect(old)
     hashes = [r[0] for r in con.execute("SELECT hash FROM batches ORDER BY id")]
-    assert [chain.hash_format(h) for h in hashes] == [1, 2]
+    assert [chain.hash_format(h) for h in hashes] == [1, 3]
     assert con.execute("SELECT prev_hash FROM batches WHERE id = 2").fetchone()[0] == last
     assert verify(db) == []
     for batch_id in (1, 2):
@@ -157,7 +185,7 @@ def test_format_1_files_verify_and_the_chain_goes_on_in_format_2(tmp_path):
         con.execute("UPDATE events SET pid = pid - 1 WHERE id = (SELECT min(id) FROM events "
                     "WHERE batch_id = ?)", (batch_id,))
         con.commit()
-    # a format-2 hash passed off as format 1 (its prefix dropped) does not verify
+    # a format-3 hash passed off as format 1 (its prefix dropped) does not verify
     con.execute("UPDATE batches SET hash = substr(hash, 3) WHERE id = 2")
     con.commit()
     con.close()

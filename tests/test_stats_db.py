@@ -98,8 +98,8 @@ class TestDbCommands:
         engine.dispose()
         assert run_cli("db", "current", "--db-dir", db, check=0).stdout.decode().strip().endswith(": 0001")
         out = run_cli("db", "upgrade", "--db-dir", db, check=0).stdout.decode()
-        assert "0001 -> 0002" in out
-        assert run_cli("db", "current", "--db-dir", db, check=0).stdout.decode().strip().endswith(": 0002")
+        assert "0001 -> 0003" in out
+        assert run_cli("db", "current", "--db-dir", db, check=0).stdout.decode().strip().endswith(": 0003")
 
     def test_upgrade_refused_while_writing(self, tmp_path):
         """db upgrade while a writer holds the directory is refused with exit 2."""

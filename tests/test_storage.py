@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from auditd_lite import chain, dbfiles
 from auditd_lite.storage import rotation, store
-from conftest import fill_disk
+from conftest import EXEC_CONTEXT, NO_CONTEXT, fill_disk
 from auditd_lite.errors import CannotCapture
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
@@ -35,10 +35,10 @@ def rows(n: int, start: int = 0, t0: int = T0, argbytes: int = 40, step: int = 1
         if i % 2 == 0:
             out.append(("exec", t, pid, pid, 1, 0, 0, "sh", t - 5, pid, 0, 4294967295, 4294967295, 1,
                         "/bin/sh", b"sh\0-c\0" + b"x" * argbytes, 3, 0, None,
-                        None, None, None, None, None))
+                        None, None, None, None, None) + EXEC_CONTEXT)
         else:
             out.append(("exit", t, pid, pid, 1, 0, 0, "sh", t - 1_000_005, None, None, None, None,
-                        None, None, None, None, None, None, 256, 1, 0, 0, 1_000_000))
+                        None, None, None, None, None, None, 256, 1, 0, 0, 1_000_000) + NO_CONTEXT)
     return out
 
 
@@ -114,7 +114,29 @@ def at_first_revision(conn, n: int, batches: int = 1) -> None:
             "lost_kernel, lost_user) VALUES (?, 1, ?, ?, ?, ?, 0, 0)",
             (b + 1, 5 + b, first, last, last - first + 1))
     conn.exec_driver_sql(f"INSERT INTO events VALUES ({', '.join('?' * 27)})",
-                         [(i + 1, 1, i // per + 1) + r for i, r in enumerate(rows(n))])
+                         [(i + 1, 1, i // per + 1) + r[:24] for i, r in enumerate(rows(n))])
+    conn.commit()
+
+
+def at_second_revision(conn, n: int, batches: int = 2) -> None:
+    """The database on ``conn`` at revision 0002 as that release wrote it: one stopped run,
+    ``batches`` batches in chain format 2 sharing n records, ids from 1, no context columns."""
+    store.upgrade(conn, "0002")
+    conn.exec_driver_sql(
+        "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, stopped_ns, "
+        "lost_kernel, lost_user, events_written) VALUES (1, 'b', 'h', 'k', 'v', '{}', 1, 2, 0, 0, ?)", (n,))
+    per, prev = -(-n // batches), chain.GENESIS
+    full = [(i + 1, 1, i // per + 1) + r[:24] for i, r in enumerate(rows(n))]
+    for b in range(batches):
+        first, last = b * per + 1, min((b + 1) * per, n)
+        header = (b + 1, 1, 5 + b, first, last, last - first + 1, 0, 0)
+        h = chain.batch_hash(prev, header, [chain.row_digest(r, 2) for r in full[first - 1:last]], fmt=2)
+        conn.exec_driver_sql(
+            "INSERT INTO batches (id, run_id, written_ns, first_event_id, last_event_id, count, "
+            "lost_kernel, lost_user, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            header + (prev, h))
+        prev = h
+    conn.exec_driver_sql(f"INSERT INTO events VALUES ({', '.join('?' * 27)})", full)
     conn.commit()
 
 
@@ -127,7 +149,7 @@ class TestMigrations:
             at_first_revision(conn, 2)
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
             store.upgrade(conn)
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == store.HEAD_REVISION
             got = conn.exec_driver_sql("SELECT id, event, argv FROM events ORDER BY id").fetchall()
             assert got == [(1, "exec", rows(1)[0][15]), (2, "exit", None)]
             indexes = {r[0] for r in conn.exec_driver_sql(
@@ -151,7 +173,8 @@ class TestMigrations:
         bw.close()
         assert ids_in(db / "audit.db") == list(range(1, 131))
         con = sqlite3.connect(db / "audit.db")
-        assert con.execute("SELECT * FROM events WHERE id <= 30 ORDER BY id").fetchall() == old
+        assert con.execute("SELECT * FROM events WHERE id <= 30 ORDER BY id").fetchall() == [
+            tuple(r) + (None,) * 6 for r in old]
         con.close()
         assert [b[:2] for b in batches_of(db / "audit.db")] == [
             (1, None), (2, None), (3, None), (4, chain.GENESIS)]
@@ -168,7 +191,40 @@ class TestMigrations:
         assert stat.S_IMODE(live.stat().st_mode) == 0o640
         assert stat.S_IMODE((tmp_path / "db").stat().st_mode) == 0o750
         con = sqlite3.connect(live)
-        assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.HEAD_REVISION
+
+    def test_writer_on_a_second_revision_file_goes_on_in_format_3(self, tmp_path):
+        """A live file at revision 0002 (format-2 chain, no context columns) verifies; the
+        writer upgrades it in place, its rows keep their values with the context unknown
+        (NULL), its new batches continue the chain in format 3, the whole file verifies, and
+        an edit of an old row or of a new row's context is found."""
+        db = tmp_path / "db"
+        db.mkdir()
+        engine = store.engine_for(db / "audit.db")
+        with engine.connect() as conn:
+            at_second_revision(conn, 40)
+            old = conn.exec_driver_sql("SELECT * FROM events ORDER BY id").fetchall()
+            assert len(old[0]) == 27
+        engine.dispose()
+        assert verify(db) == []
+        bw = writer(db)
+        bw.write(rows(20, start=40))
+        bw.close()
+        con = sqlite3.connect(db / "audit.db")
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.HEAD_REVISION
+        assert con.execute("SELECT * FROM events WHERE id <= 40 ORDER BY id").fetchall() == [
+            tuple(r) + (None,) * 6 for r in old]
+        assert [chain.hash_format(h) for (h,) in con.execute("SELECT hash FROM batches ORDER BY id")] == [2, 2, 3]
+        assert con.execute("SELECT unit FROM events WHERE id = 41").fetchone()[0] == EXEC_CONTEXT[4]
+        assert verify(db) == []
+        con.execute("UPDATE events SET pid = pid + 1 WHERE id = 3")
+        con.commit()
+        assert [p.batch_id for p in verify(db)] == [1]
+        con.execute("UPDATE events SET pid = pid - 1 WHERE id = 3")
+        con.execute("UPDATE events SET unit = 'other.service' WHERE id = 41")
+        con.commit()
+        assert [p.batch_id for p in verify(db)] == [3]
+        con.close()
 
 
 def schema_of(path: Path) -> dict:
@@ -212,7 +268,7 @@ class TestFreshFromModels:
         assert "events" in schema_of(made)
         for path in (made, migrated):
             con = sqlite3.connect(path)
-            assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+            assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [(store.HEAD_REVISION,)]
             con.close()
 
     def test_writer_imports_alembic_only_to_upgrade(self, tmp_path):
@@ -688,7 +744,7 @@ class TestDiskFull:
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
             filler.unlink()
             store.upgrade(conn)
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == store.HEAD_REVISION
             assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar() == 6000
         engine.dispose()
 

@@ -15,7 +15,7 @@ from auditd_lite import cli
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
 
-from conftest import cli_in_process
+from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
 
 SEC = 10**9
 MS = 10**6
@@ -39,19 +39,19 @@ class Proc:
         self.comm = comm or self.comm
         return ("exec", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 self.pid, self.uid, self.uid, 3, 7, filename, raw, len(argv), 0, None,
-                None, None, None, None, None)
+                None, None, None, None, None) + EXEC_CONTEXT
 
     def failed(self, t, filename, argv, errno=2):
         raw = b"\0".join(a.encode() for a in argv)
         return ("exec_failed", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 self.pid, self.uid, self.uid, 3, 7, filename, raw, len(argv), 0, errno,
-                None, None, None, None, None)
+                None, None, None, None, None) + (None, None) + EXEC_CONTEXT[2:]
 
     def exit(self, t, code=0, sig=0, core=False):
         status = (code << 8) | sig | (0x80 if core else 0)
         return ("exit", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 None, None, None, None, None, None, None, None, None, None,
-                status, code, sig, int(core), t - self.fork)
+                status, code, sig, int(core), t - self.fork) + NO_CONTEXT
 
 
 def seeds():

@@ -20,6 +20,7 @@ from ..config import RunSettings
 from ..errors import CannotCapture
 from .messages import STOP, Attached, Seeds
 from .notify import Notifier
+from ..capture.context import Context
 from ..capture.records import Decoder
 from .printer import Printer
 from .service import Supervisor
@@ -117,6 +118,7 @@ class _Pipeline:
     programs: loader.Programs
     printer: Printer | None
     supervisor: Supervisor
+    context: Context
 
 
 def _start(settings: RunSettings, signals: _Signals, notifier: Notifier,
@@ -139,7 +141,8 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
     decoder = Decoder(settings.max_args)
     batch_writer = BatchWriter(settings.db_dir, settings.as_dict(), batch_size=settings.batch_size,
                                synchronous=settings.synchronous, rotation=settings.rotation_policy())
-    writer = Writer(batch_writer, inbox, decoder, batch_ms=settings.batch_ms, printer=printer)
+    context = Context.for_run(settings.hash, settings.hash_limit_mb * 1024 * 1024)
+    writer = Writer(batch_writer, inbox, decoder, context, batch_ms=settings.batch_ms, printer=printer)
     writer.start()
     writer.ready.wait()
     if writer.error is not None:
@@ -152,6 +155,7 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
     except BaseException:
         inbox.put(STOP)
         writer.join()
+        context.close()
         raise
     collector.programs = programs
     collector.start()
@@ -164,7 +168,7 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
         batch_writer.events_written, batch_writer.lost_kernel, batch_writer.lost_user))
     supervisor.ready()
     settle_gc()
-    return _Pipeline(batch_writer, writer, collector, programs, printer, supervisor)
+    return _Pipeline(batch_writer, writer, collector, programs, printer, supervisor, context)
 
 
 def _serve(p: _Pipeline, settings: RunSettings, reread, signals: _Signals, notifier: Notifier) -> int:
@@ -197,6 +201,7 @@ def _stop(p: _Pipeline, signals: _Signals, status: int) -> int:
         # a dead writer cannot take the collector's last hand-over: do not wait on it
         p.collector.join(timeout=2)
     p.programs.close()
+    p.context.close()
     if p.printer is not None:
         p.printer.close()
     if p.writer.error is not None:

@@ -1,8 +1,10 @@
 """The writer thread: the pipeline stage between the collector and the batch writer.
 
-It takes hand-overs from the collector's queue, decodes them, batches them
-by size and time, and hands each batch to storage's BatchWriter, which owns
-the one read-write connection (docs/design.md, "One writer connection").
+It takes hand-overs from the collector's queue, decodes them, adds their
+context (capture/context.py: started at once, so that the hashes are being
+computed while the batch fills), batches them by size and time, and hands
+each batch to storage's BatchWriter, which owns the one read-write
+connection (docs/design.md, "One writer connection").
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Callable
 import structlog
 
 from .. import hostinfo
+from ..capture.context import Context, Pending, PendingSeeds
 from ..capture.records import Decoder
 from ..storage.batchwriter import BatchWriter
 from .messages import STOP, Attached, Handover, Seeds
@@ -42,17 +45,20 @@ class Writer(threading.Thread):
     """The pipeline stage: takes hand-overs from the collector, decodes, batches, writes."""
 
     def __init__(self, batch_writer: BatchWriter, inbox: queue.Queue, decoder: Decoder,
-                 batch_ms: int = 200, printer: Callable[[list], None] | None = None):
+                 context: Context, batch_ms: int = 200, printer: Callable[[list], None] | None = None):
         super().__init__(name="writer", daemon=True)
         self.bw = batch_writer
         self.inbox = inbox
         self.decoder = decoder
+        self.context = context
         self.batch_s = batch_ms / 1000
         self.printer = printer
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.heartbeat = time.monotonic()
-        self._pending: list = []
+        self._pending: list[Pending] = []
+        self._count = 0  # records in _pending
+        self._seeds: PendingSeeds | None = None
         self._first_at = 0.0
         self._lost_seen = 0
 
@@ -88,12 +94,16 @@ class Writer(threading.Thread):
                 item = None
             if item is STOP:
                 self._flush()
+                self._write_seeds(wait=True)
                 return
             if isinstance(item, Handover):
                 if item.raw:
                     if not self._pending:
                         self._first_at = time.monotonic()
-                    self._pending.extend(item.raw)
+                    self.decoder.realtime_offset_ns = hostinfo.realtime_offset_ns()
+                    rows = self.decoder.decode_all(item.raw)
+                    self._pending.append(self.context.begin(rows))
+                    self._count += len(rows)
                 if item.lost_kernel != self._lost_seen:
                     new = item.lost_kernel - self._lost_seen
                     log.warning("events_lost", where="kernel", count=new, lost_total=item.lost_kernel)
@@ -102,17 +112,27 @@ class Writer(threading.Thread):
             elif isinstance(item, Attached):
                 self.bw.set_attached(item.time_ns)
             elif isinstance(item, Seeds):
-                self.bw.write_seeds(item.processes)
-            if len(self._pending) >= batch_size or (
+                self._seeds = self.context.begin_seeds(item.processes)
+            if self._seeds is not None:
+                self._write_seeds(wait=False)
+            if self._count >= batch_size or (
                     self._pending and time.monotonic() - self._first_at >= self.batch_s):
                 self._flush()
             elif item is None:
                 self._flush()  # idle: lost counts, held records and time-based rotation
 
+    def _write_seeds(self, wait: bool) -> None:
+        """The seen-at-start rows, once their hashes are in (or at their deadline, or when
+        stopping: wait); until then the writer goes on with records."""
+        seeds = self._seeds
+        if seeds is None or not (wait or seeds.ticket.ready() or time.monotonic() >= seeds.deadline):
+            return
+        self._seeds = None
+        self.bw.write_seeds(self.context.finish_seeds(seeds))
+
     def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        self.decoder.realtime_offset_ns = hostinfo.realtime_offset_ns()
-        rows = self.decoder.decode_all(pending)
+        pending, self._pending, self._count = self._pending, [], 0
+        rows = self.context.finish(pending, self._first_at)
         if self.printer is not None and rows:
             self.printer(rows)
         self.bw.write(rows)

@@ -90,6 +90,13 @@ events = Table(
     Column("signal", Integer),
     Column("core_dumped", Boolean),
     Column("duration_ns", BigInteger),
+    # context (revision 0003), exec and exec_failed: capture/context.py says what each means
+    Column("sha256", Text),         # hex; set only when hash_status is ok or by_path
+    Column("hash_status", Text),    # capture/exehash.py STATUSES; exec only
+    Column("cgroup", Text),         # the path in the cgroup v2 hierarchy
+    Column("cgroup_status", Text),  # capture/cgroups.py STATUSES
+    Column("unit", Text),           # the systemd unit the cgroup names
+    Column("container_id", Text),
 )
 
 Index("ix_events_time", events.c.time_ns)
@@ -115,4 +122,11 @@ seen_processes = Table(
     Column("argv", LargeBinary),
     Column("start_ns", BigInteger, nullable=False),
     Column("start_tick_ns", BigInteger, nullable=False),
+    # the same context as events', from /proc/PID/exe and /proc/PID/cgroup (revision 0003)
+    Column("sha256", Text),
+    Column("hash_status", Text),
+    Column("cgroup", Text),
+    Column("cgroup_status", Text),
+    Column("unit", Text),
+    Column("container_id", Text),
 )

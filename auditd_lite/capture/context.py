@@ -1,0 +1,126 @@
+"""What user space adds to a decoded exec: the executable's SHA-256 and what its cgroup id
+names (issue #13; the columns are rows.CONTEXT_FIELDS, in this order).
+
+    sha256, hash_status   capture/exehash.py; an exec only (a failed exec ran no image:
+                          both NULL)
+    cgroup, cgroup_status capture/cgroups.py; exec and exec_failed (their record carries
+                          the id; an exit's does not: all NULL)
+    unit, container_id    what the cgroup path names (cgroups.parse_path)
+
+The writer calls ``begin`` as soon as a hand-over is decoded: the cgroup is resolved then
+(cached, usually a dict hit) and the exec rows are submitted to the hash worker while their
+processes most likely still live (/proc/PID/exe is then exact). ``finish``, when the batch is
+written, waits for the answers up to a deadline counted from the first ``begin`` of the batch;
+what is not in by then is ``late``, never waited for longer. The writer never blocks on a
+file: a full worker answers ``busy``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+from ..rows import F_CGROUP_ID, F_COMM, F_EVENT, F_FILENAME, F_PID, F_START, F_TIME
+from . import cgroups, exehash
+
+# an exit's context, and a failed exec's hash part
+NO_CONTEXT = (None,) * 6
+_NO_HASH = (None, None)
+# how long a batch waits past its first hand-over for hashes still being computed: a 256 MiB
+# file in the page cache hashes in about 0.3 s here
+WAIT_S = 1.0
+
+
+class Pending(NamedTuple):
+    rows: list[tuple]
+    cgroup: list[tuple | None]      # per row: (cgroup, cgroup_status, unit, container_id)
+    hashed: list[int]               # indexes of the rows submitted for hashing
+    ticket: exehash.Ticket
+
+
+class PendingSeeds(NamedTuple):
+    processes: list[dict]
+    ticket: exehash.Ticket
+    deadline: float
+
+
+# a process seen at start is alive: its /proc/PID/exe is there to hash, so it may take longer
+SEED_WAIT_S = 30.0
+
+
+class Context:
+    """The writer's: one resolver and one hash worker for the run."""
+
+    def __init__(self, resolver: cgroups.Resolver, worker: exehash.HashWorker, wait_s: float = WAIT_S):
+        self.resolver = resolver
+        self.worker = worker
+        self.wait_s = wait_s
+
+    @classmethod
+    def for_run(cls, hash_enabled: bool = True, hash_limit: int = exehash.DEFAULT_LIMIT) -> "Context":
+        # the daemon's view of the host's files: /proc/1/root crosses its own sandbox
+        # (PrivateTmp, ProtectHome) to the mounts the processes it records see
+        hasher = exehash.Hasher(limit=hash_limit, enabled=hash_enabled, root="/proc/1/root")
+        return cls(cgroups.Resolver(), exehash.HashWorker(hasher).start())
+
+    def close(self) -> None:
+        self.worker.close(timeout=5)
+        self.resolver.close()
+
+    def cgroup_of(self, cgroup_id: int | None, pid: int | None = None) -> tuple:
+        res = self.resolver.resolve(cgroup_id, pid) if cgroup_id is not None else \
+            cgroups.Resolution(cgroups.UNKNOWN)
+        return res.path, res.status, res.unit, res.container_id
+
+    def begin(self, rows: list[tuple]) -> Pending:
+        cgs: list[tuple | None] = []
+        requests, hashed = [], []
+        cache: dict[int, tuple] = {}
+        for i, r in enumerate(rows):
+            event = r[F_EVENT]
+            if event == "exit":
+                cgs.append(None)
+                continue
+            cid = r[F_CGROUP_ID]
+            cg = cache.get(cid)
+            if cg is None:
+                cg = cache[cid] = self.cgroup_of(cid, r[F_PID])
+            cgs.append(cg)
+            if event == "exec":
+                requests.append(exehash.Request(r[F_PID], r[F_FILENAME], r[F_TIME], r[F_START],
+                                                r[F_COMM]))
+                hashed.append(i)
+        return Pending(rows, cgs, hashed, self.worker.submit(requests))
+
+    def finish(self, pending: list[Pending], started: float) -> list[tuple]:
+        """The rows of ``pending`` in order, each with its context; waits for hashes until
+        ``started`` (time.monotonic() of the batch's first begin) + wait_s at most."""
+        out: list[tuple] = []
+        deadline = started + self.wait_s
+        for p in pending:
+            answers = p.ticket.wait(max(0.0, deadline - time.monotonic()))
+            hashes = dict(zip(p.hashed, answers))
+            for i, (r, cg) in enumerate(zip(p.rows, p.cgroup)):
+                if cg is None:
+                    out.append(r + NO_CONTEXT)
+                    continue
+                h = hashes.get(i)
+                out.append(r + ((h.sha256, h.status) if h is not None else _NO_HASH) + cg)
+        return out
+
+    def begin_seeds(self, processes: list[dict]) -> PendingSeeds:
+        """Processes seen at start (capture/seed.py): their cgroup from /proc/PID/cgroup now,
+        their executables submitted for hashing like an exec's."""
+        for p in processes:
+            _, res = cgroups.from_proc(p["pid"], self.resolver)
+            p.update(cgroup=res.path, cgroup_status=res.status, unit=res.unit,
+                     container_id=res.container_id)
+        ticket = self.worker.submit([exehash.Request(p["pid"], p["filename"], None, p["start_ns"],
+                                                     p["comm"]) for p in processes])
+        return PendingSeeds(processes, ticket, time.monotonic() + SEED_WAIT_S)
+
+    def finish_seeds(self, pending: PendingSeeds) -> list[dict]:
+        answers = pending.ticket.wait(max(0.0, pending.deadline - time.monotonic()))
+        for p, h in zip(pending.processes, answers):
+            p.update(sha256=h.sha256, hash_status=h.status)
+        return pending.processes
