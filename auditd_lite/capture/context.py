@@ -17,11 +17,16 @@ file: a full worker answers ``busy``.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import NamedTuple
 
+import structlog
+
 from ..rows import F_CGROUP_ID, F_COMM, F_EVENT, F_FILENAME, F_PID, F_START, F_TIME
 from . import cgroups, exehash
+
+log = structlog.get_logger("auditd_lite.context")
 
 # an exit's context, and a failed exec's hash part
 NO_CONTEXT = (None,) * 6
@@ -29,6 +34,30 @@ _NO_HASH = (None, None)
 # how long a batch waits past its first hand-over for hashes still being computed: a 256 MiB
 # file in the page cache hashes in about 0.3 s here
 WAIT_S = 1.0
+
+
+def host_root() -> str:
+    """Where the daemon finds the files the paths of records name. Under the unit's sandbox
+    (PrivateTmp, ProtectHome: a mount namespace of its own) its / is not the host's: then
+    /proc/1/root, the root of init's namespace, which the processes it records usually share.
+    Where that is not readable (a PID 1 we may not ptrace) or not different, our own /."""
+    try:
+        ours, init = os.stat("/proc/self/ns/mnt").st_ino, os.stat("/proc/1/ns/mnt").st_ino
+    except OSError:
+        return "/"
+    if ours == init:
+        return "/"
+    if not os.access("/proc/1/root/", os.R_OK | os.X_OK):
+        log.warning("host_root_unreadable", using="/",
+                    why="the daemon has a mount namespace of its own and cannot read /proc/1/root: "
+                        "paths under its sandbox (PrivateTmp, ProtectHome) hash as unreadable or gone")
+        return "/"
+    return "/proc/1/root"
+
+
+def _log_hash(key: tuple) -> None:
+    dev, ino, size, _, _ = key
+    log.debug("executable_hashed", dev=dev, ino=ino, size=size)
 
 
 class Pending(NamedTuple):
@@ -40,6 +69,7 @@ class Pending(NamedTuple):
 
 class PendingSeeds(NamedTuple):
     processes: list[dict]
+    images: list[dict]              # those with an executable to hash
     ticket: exehash.Ticket
     deadline: float
 
@@ -58,14 +88,16 @@ class Context:
 
     @classmethod
     def for_run(cls, hash_enabled: bool = True, hash_limit: int = exehash.DEFAULT_LIMIT) -> "Context":
-        # the daemon's view of the host's files: /proc/1/root crosses its own sandbox
-        # (PrivateTmp, ProtectHome) to the mounts the processes it records see
-        hasher = exehash.Hasher(limit=hash_limit, enabled=hash_enabled, root="/proc/1/root")
+        hasher = exehash.Hasher(limit=hash_limit, enabled=hash_enabled, root=host_root(),
+                                on_hash=_log_hash)
         return cls(cgroups.Resolver(), exehash.HashWorker(hasher).start())
 
     def close(self) -> None:
         self.worker.close(timeout=5)
         self.resolver.close()
+        h = self.worker.hasher
+        log.info("context_stopped", hashes=h.hashes, hash_cache_hits=h.hits, hash_busy=self.worker.busy,
+                 hash_errors=self.worker.errors, cgroup=dict(self.resolver.counts))
 
     def cgroup_of(self, cgroup_id: int | None, pid: int | None = None) -> tuple:
         res = self.resolver.resolve(cgroup_id, pid) if cgroup_id is not None else \
@@ -115,12 +147,17 @@ class Context:
             _, res = cgroups.from_proc(p["pid"], self.resolver)
             p.update(cgroup=res.path, cgroup_status=res.status, unit=res.unit,
                      container_id=res.container_id)
+        # a kernel thread has no executable (nor does a process gone since it was listed):
+        # nothing to hash, as for a failed exec
+        images = [p for p in processes if p["filename"] is not None]
         ticket = self.worker.submit([exehash.Request(p["pid"], p["filename"], None, p["start_ns"],
-                                                     p["comm"]) for p in processes])
-        return PendingSeeds(processes, ticket, time.monotonic() + SEED_WAIT_S)
+                                                     p["comm"]) for p in images])
+        return PendingSeeds(processes, images, ticket, time.monotonic() + SEED_WAIT_S)
 
     def finish_seeds(self, pending: PendingSeeds) -> list[dict]:
         answers = pending.ticket.wait(max(0.0, pending.deadline - time.monotonic()))
-        for p, h in zip(pending.processes, answers):
+        for p in pending.processes:
+            p.update(sha256=None, hash_status=None)
+        for p, h in zip(pending.images, answers):
             p.update(sha256=h.sha256, hash_status=h.status)
         return pending.processes

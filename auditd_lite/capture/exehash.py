@@ -140,19 +140,23 @@ def identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
 class Hasher:
     """Looks up and hashes executables; thread-safe, one cache.
 
+    ``on_hash`` is called with the file's identity after each file actually read and hashed
+    (the daemon logs it at debug level: what the cache did not spare).
     ``during_read`` is a test hook, called once with the fd after the first chunk is read (so a
     test can change the file mid-hash deterministically); None in the daemon.
     """
 
     def __init__(self, limit: int = DEFAULT_LIMIT, cache_size: int = DEFAULT_CACHE_SIZE, *,
                  enabled: bool = True, root: str = "/", proc: str = "/proc",
-                 during_read: Callable[[int], None] | None = None):
+                 during_read: Callable[[int], None] | None = None,
+                 on_hash: Callable[[tuple], None] | None = None):
         self.limit = limit
         self.cache_size = cache_size
         self.enabled = enabled
         self.root = root.rstrip("/")
         self.proc = proc
         self.during_read = during_read
+        self.on_hash = on_hash
         self.hashes = 0  # files actually read and hashed
         self.hits = 0
         self._cache: collections.OrderedDict[tuple, Result] = collections.OrderedDict()
@@ -300,6 +304,9 @@ class Hasher:
             return CHANGED
         with self._lock:
             self.hashes += 1
+        if self.on_hash is not None:
+            self.on_hash(key)
+        with self._lock:
             if st.st_ctime_ns < started - RACY_NS:
                 self._cache[key] = Result(digest, "ok")
                 if len(self._cache) > self.cache_size:

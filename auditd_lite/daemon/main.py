@@ -160,10 +160,12 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
     collector.programs = programs
     collector.start()
     inbox.put(Attached(time.time_ns()))
-    if printer is not None:
-        printer.start()
-        printer.header()
+    # listed before the header is printed, as before READY=1: whoever waits for either knows
+    # that a process running by then is seeded (and one started after is captured)
     inbox.put(Seeds(list(seed.running_processes())))
+    if printer is not None:
+        printer.header()  # before its thread prints a record: the header comes first
+        printer.start()
     supervisor = Supervisor(notifier, (collector, writer), lambda: (
         batch_writer.events_written, batch_writer.lost_kernel, batch_writer.lost_user))
     supervisor.ready()
