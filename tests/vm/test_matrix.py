@@ -67,7 +67,7 @@ def test_kernel(kernel, deb):
         pytest.fail(f"linux {kernel.name} ({kernel.suite}) could not be booted: {e}", pytrace=False)
     timings = {"kernel": kernel.name, "abi": res.abi, "accel": res.accel,
                "boot_s": res.boot_s, "guest_run_s": res.run_s, "total_s": round(res.total_s, 1),
-               "tcg_thread": res.tcg_thread, "retried_after_tcg_race": res.retried}
+               "retried_after_tcg_race": res.retried}
     try:
         timings.update(json.loads((out / "timings.json").read_text()))
     except (OSError, ValueError):
