@@ -19,7 +19,8 @@ from test_btf import BlobBuilder
 
 ALL_CAPS = "000001ffffffffff"
 ALL_CAPS_INT = int(ALL_CAPS, 16)
-SERVICE_CAPS = (1 << doctor.CAP_BPF) | (1 << doctor.CAP_PERFMON) | (1 << doctor.CAP_SYS_PTRACE)
+SERVICE_CAPS = ((1 << doctor.CAP_BPF) | (1 << doctor.CAP_PERFMON) | (1 << doctor.CAP_SYS_PTRACE)
+                | (1 << doctor.CAP_DAC_READ_SEARCH))
 UNIT_TEXT = (REPO / "auditd-lite.service").read_text()
 # every raw tracepoint the program may attach, by tracefs category
 ALL_EVENTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_process_exec",
@@ -92,7 +93,8 @@ def fake_host(tmp_path, release="6.18.2-test", caps=ALL_CAPS, events=ALL_EVENTS,
                 default_config=str(tmp_path / "auditd-lite.toml"), setpriv=setpriv)
 
 
-def unit_with(caps_line: str | None = "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_PTRACE",
+def unit_with(caps_line: str | None = "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_PTRACE "
+                                     "CAP_DAC_READ_SEARCH",
               exec_start="/usr/bin/auditd-lite run", extra="") -> str:
     lines = ["[Unit]", "Description=test", "[Service]", f"ExecStart={exec_start}"]
     if caps_line is not None:
@@ -212,10 +214,14 @@ class TestChecks:
         assert r.status == FAIL and "CAP_BPF, CAP_PERFMON" in r.message
 
     def test_without_ptrace_is_a_warning(self, tmp_path):
-        """CAP_BPF and CAP_PERFMON without CAP_SYS_PTRACE: capture works, seeding is poorer."""
+        """CAP_BPF and CAP_PERFMON without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH: capture
+        works, seeding and hashing are poorer, and the warning names both; with both, OK."""
         caps = f"{(1 << 38) | (1 << 39):016x}"
         r = doctor.check_privileges(fake_host(tmp_path, caps=caps))
-        assert r.status == WARN and "CAP_SYS_PTRACE" in r.fix
+        assert r.status == WARN and r.fix == "add CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+        assert "running at start" in r.message and "hash as unreadable" in r.message
+        r = doctor.check_privileges(fake_host(tmp_path / "all", caps=f"{SERVICE_CAPS:016x}"))
+        assert r.status == OK
 
     def test_not_root(self, tmp_path):
         """A non-root user fails the privileges check with the way to run it."""
@@ -239,7 +245,8 @@ class TestChecks:
 class TestUnit:
     def test_bounding_set_of_the_installed_unit(self, tmp_path):
         """The shipped unit's CapabilityBoundingSet, installed in /etc, reads as exactly
-        CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE, with its LimitMEMLOCK=infinity."""
+        CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, with its
+        LimitMEMLOCK=infinity."""
         u = doctor.read_unit(fake_host(tmp_path, unit=UNIT_TEXT))
         assert u.installed and u.files == [str(tmp_path / "etc" / "auditd-lite.service")]
         assert u.caps == SERVICE_CAPS
@@ -253,7 +260,7 @@ class TestUnit:
             "20-admin.conf": "[Service]\nCapabilityBoundingSet=CAP_SYS_ADMIN\n",
             "30-noptrace.conf": "[Service]\nCapabilityBoundingSet=~CAP_SYS_PTRACE\n"})
         u = doctor.read_unit(host)
-        assert u.caps == (1 << doctor.CAP_BPF) | (1 << doctor.CAP_PERFMON) | (1 << doctor.CAP_SYS_ADMIN)
+        assert u.caps == SERVICE_CAPS - (1 << doctor.CAP_SYS_PTRACE) + (1 << doctor.CAP_SYS_ADMIN)
         assert len(u.files) == 3 and u.files[1].endswith("20-admin.conf")
         host = fake_host(tmp_path / "reset", unit=UNIT_TEXT, dropins={
             "10-reset.conf": "[Service]\nCapabilityBoundingSet=\nCapabilityBoundingSet=cap_bpf\n"})
@@ -373,7 +380,8 @@ class TestService:
         """CAP_BPF and CAP_PERFMON alone: capture works, with a warning about seeding."""
         host = fake_host(tmp_path, unit=unit_with("CapabilityBoundingSet=CAP_BPF CAP_PERFMON"))
         r = service(host)
-        assert r.status == WARN and r.message.startswith("can capture") and "CAP_SYS_PTRACE" in r.fix
+        assert r.status == WARN and r.message.startswith("can capture")
+        assert r.fix.endswith("CapabilityBoundingSet=CAP_SYS_PTRACE CAP_DAC_READ_SEARCH")
 
     def test_no_unit_uses_this_process(self, tmp_path):
         """With no unit anywhere the service line judges this process's own capabilities."""
@@ -388,7 +396,7 @@ class TestLoadPlan:
         host = fake_host(tmp_path, unit=unit_with())
         unit = doctor.read_unit(host)
         plan = doctor.load_plan(host, unit, config.RunSettings())
-        assert plan.argv[:2] == ["/usr/bin/setpriv", "--bounding-set=-all,+sys_ptrace,+perfmon,+bpf"]
+        assert plan.argv[:2] == ["/usr/bin/setpriv", "--bounding-set=-all,+dac_read_search,+sys_ptrace,+perfmon,+bpf"]
         assert plan.argv[2] == sys.executable and plan.memlock is None
 
     def test_without_unit_caps_or_setpriv_as_this_process(self, tmp_path):

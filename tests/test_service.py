@@ -76,7 +76,7 @@ class TestUnitFile:
                            "ProtectHome": "yes", "PrivateTmp": "yes", "PrivateNetwork": "yes",
                            "RestrictAddressFamilies": "AF_UNIX"}.items():
             assert d.get(key) == [value], key
-        assert set(unit_caps()) == {"CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE"}
+        assert set(unit_caps()) == {"CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"}
         comments = "\n".join(l for l in text.splitlines() if l.startswith("#"))
         for cap in unit_caps():
             assert re.search(rf"#\s+{cap}\s+\S", comments), f"{cap} has no reason in the unit"
@@ -122,7 +122,7 @@ class TestSandboxed:
         status = Path(f"/proc/{d.proc.pid}/status").read_text()
         # the daemon really runs confined (pid is setpriv's after exec: the same process)
         assert "NoNewPrivs:\t1" in status
-        numbers = {"CAP_SYS_PTRACE": 19, "CAP_PERFMON": 38, "CAP_BPF": 39}
+        numbers = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_PTRACE": 19, "CAP_PERFMON": 38, "CAP_BPF": 39}
         assert int(re.search(r"CapBnd:\s+(\w+)", status).group(1), 16) == sum(
             1 << numbers[c] for c in unit_caps())
         p = subprocess.Popen(["sh", "-c", "exit 3"])

@@ -44,6 +44,7 @@ CAP_NAMES = (
     "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
 )
 ALL_CAPS = (1 << len(CAP_NAMES)) - 1
+CAP_DAC_READ_SEARCH = 2
 CAP_IPC_LOCK, CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_SYS_RESOURCE = 14, 19, 21, 24
 CAP_PERFMON, CAP_BPF = 38, 39
 RINGBUF_KERNEL = (5, 8)  # BPF_MAP_TYPE_RINGBUF, CAP_BPF and CAP_PERFMON
@@ -309,11 +310,32 @@ def check_privileges(host: Host) -> Result:
         return Result(FAIL, "privileges", f"root, but without {', '.join(missing)}",
                       "give the process CAP_BPF and CAP_PERFMON (the unit's "
                       "CapabilityBoundingSet), or CAP_SYS_ADMIN on kernels before 5.8")
-    if not have(CAP_SYS_PTRACE):
-        return Result(WARN, "privileges", "root with CAP_BPF and CAP_PERFMON, without "
-                      "CAP_SYS_PTRACE: executables of processes running at start are not recorded",
-                      "add CAP_SYS_PTRACE")
-    return Result(OK, "privileges", "root with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE")
+    poorer = _without_optional(have)
+    if poorer:
+        lacking, what = poorer
+        return Result(WARN, "privileges", f"root with CAP_BPF and CAP_PERFMON, without {lacking}: "
+                      f"{what}", f"add {lacking}")
+    return Result(OK, "privileges", "root with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and "
+                  "CAP_DAC_READ_SEARCH")
+
+
+# what capture does without each capability the unit holds beyond loading and attaching
+OPTIONAL_CAPS = {
+    CAP_SYS_PTRACE: "executables of processes running at start are not recorded, nor are "
+                    "executables hashed from /proc/PID/exe",
+    CAP_DAC_READ_SEARCH: "executables root's own permission bits cannot read hash as unreadable, "
+                         "and cgroups are resolved by walking the hierarchy (a cgroup gone "
+                         "before the walk is recorded unknown)",
+}
+
+
+def _without_optional(have) -> tuple[str, str] | None:
+    """(the names of the optional capabilities missing, what capture loses), or None."""
+    missing = [cap for cap in OPTIONAL_CAPS if not have(cap)]
+    if not missing:
+        return None
+    return (" and ".join(f"CAP_{CAP_NAMES[c].upper()}" for c in missing),
+            "; ".join(OPTIONAL_CAPS[c] for c in missing))
 
 
 def check_kernel(host: Host) -> Result:
@@ -560,10 +582,11 @@ def check_service(host: Host, unit: Unit | None, ds: DaemonSettings) -> Result:
         who = "CAP_PERFMON" if paranoid < 3 and have(CAP_PERFMON) else "CAP_SYS_ADMIN"
         how = (f"{transport} needs perf_event_open, allowed at kernel.perf_event_paranoid="
                f"{paranoid} with {who}")
-    if not have(CAP_SYS_PTRACE):
-        return Result(WARN, "service", f"can capture: {how}; but without CAP_SYS_PTRACE the "
-                      f"executables of processes running at start are not recorded; {held}",
-                      dropin + "CAP_SYS_PTRACE")
+    poorer = _without_optional(have)
+    if poorer:
+        lacking, what = poorer
+        return Result(WARN, "service", f"can capture: {how}; but without {lacking}: {what}; {held}",
+                      dropin + lacking.replace(" and ", " "))
     return Result(OK, "service", f"can capture: {how}; {held}")
 
 
