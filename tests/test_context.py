@@ -1,0 +1,246 @@
+"""Kernel tests of an exec's context (issue #13): the executable's SHA-256 and what its cgroup
+names, recorded by the real daemon (or, in a VM guest, the service) for real processes.
+
+What is expected comes from outside the code: hashlib over the file's bytes (what sha256sum
+prints), the cgroup directory the test made and moved the process into, /proc.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from auditd_lite.capture import cgroups
+from conftest import log_events, run_cli
+
+pytestmark = pytest.mark.kernel
+
+
+def sql(db_dir: Path, query: str) -> list[dict]:
+    """Rows of a read-only query over every file of ``db_dir``, through `auditd-lite sql`."""
+    p = run_cli("sql", query, "--db-dir", db_dir, "--format", "json")
+    # 1: no rows
+    assert p.returncode in (0, 1) and "Traceback" not in p.stderr.decode(), p.stderr.decode()
+    return [json.loads(line) for line in p.stdout.decode().splitlines() if line.strip()]
+
+
+def execs_of(db_dir: Path, path: Path) -> list[dict]:
+    # the test's paths are made of uuid hex: nothing to quote
+    return sql(db_dir, f"SELECT * FROM events WHERE event = 'exec' AND filename = '{path}' ORDER BY id")
+
+
+def wait_for_execs(db_dir: Path, path: Path, n: int, timeout: float = 60.0) -> None:
+    """Until ``n`` exec records of ``path`` are in the database (the capture keeps running)."""
+    deadline = time.monotonic() + timeout
+    while len(execs_of(db_dir, path)) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} execs of {path} written in {timeout} s"
+        time.sleep(0.2)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def copy_of(program: str, where: Path) -> Path:
+    path = where / ("c" + uuid.uuid4().hex[:12])
+    shutil.copy(program, path)
+    path.chmod(0o755)
+    where.chmod(0o755)
+    return path
+
+
+class TestHash:
+    def test_hash_is_the_sha256_of_the_file_that_ran(self, capture, tmp_path):
+        """An exec of a program that lives for 2 s is hashed from /proc/PID/exe (status ok) and
+        one that exits at once by its path at the latest (ok or by_path): each hash equals
+        hashlib's SHA-256 of the file's bytes, as sha256sum gives it."""
+        sleeper, quick = copy_of("/bin/sleep", tmp_path), copy_of("/bin/true", tmp_path)
+        assert subprocess.run([sleeper, "2"]).returncode == 0
+        assert subprocess.run([quick]).returncode == 0
+        capture.flush()
+        want = subprocess.run(["sha256sum", sleeper], capture_output=True, text=True).stdout.split()[0]
+        assert sha256_of(sleeper) == want
+        [slow] = execs_of(capture.db_dir, sleeper)
+        assert (slow["sha256"], slow["hash_status"]) == (want, "ok")
+        [fast] = execs_of(capture.db_dir, quick)
+        assert fast["hash_status"] in ("ok", "by_path") and fast["sha256"] == sha256_of(quick)
+
+    def test_replacing_the_binary_gives_two_hashes(self, capture, tmp_path):
+        """One path run twice, its file replaced (renamed over, as a package upgrade does) in
+        between: two exec records whose hashes are those of the two contents."""
+        path = copy_of("/bin/true", tmp_path)
+        first = sha256_of(path)
+        subprocess.run([path], check=True)
+        wait_for_execs(capture.db_dir, path, 1)  # hashed before the file changes
+        new = path.with_name(path.name + ".new")
+        shutil.copy("/bin/false", new)
+        new.chmod(0o755)
+        new.rename(path)
+        second = sha256_of(path)
+        assert first != second
+        assert subprocess.run([path]).returncode == 1
+        capture.flush()
+        got = [(r["sha256"], r["hash_status"] in ("ok", "by_path")) for r in execs_of(capture.db_dir, path)]
+        assert got == [(first, True), (second, True)]
+
+    def test_a_deleted_binary_is_never_hashed_wrongly(self, capture, tmp_path):
+        """A program that deletes its own file and lives on is hashed from the inode it runs
+        (/proc/PID/exe), not from whatever the path names later: a file put in its place
+        with other bytes is not what is recorded."""
+        path = copy_of("/bin/sleep", tmp_path)
+        want = sha256_of(path)
+        p = subprocess.Popen([path, "2"])
+        time.sleep(0.05)
+        path.unlink()
+        shutil.copy("/bin/true", path)
+        assert p.wait() == 0
+        capture.flush()
+        [rec] = execs_of(capture.db_dir, path)
+        assert rec["hash_status"] in ("ok", "changed", "gone"), rec
+        if rec["hash_status"] == "ok":
+            assert rec["sha256"] == want
+        else:
+            assert rec["sha256"] is None
+
+
+def test_ten_thousand_execs_of_one_binary_cost_one_hash(daemon_factory, tmp_path):
+    """10,000 execs of one binary, one after another: each record carries its SHA-256, and the
+    daemon read and hashed that file once (its debug log names each file it hashed by device
+    and inode)."""
+    path = copy_of("/bin/true", tmp_path)
+    st = path.stat()
+    d = daemon_factory("--log-level", "debug")
+    for _ in range(10_000):
+        pid = os.posix_spawn(str(path), [str(path)], os.environ)
+        os.waitpid(pid, 0)
+    d.stop()
+    recs = sql(d.db_dir, f"SELECT sha256, hash_status, count(*) AS n FROM events WHERE event = 'exec' "
+                         f"AND filename = '{path}' GROUP BY 1, 2")
+    assert sum(r["n"] for r in recs) == 10_000, recs
+    assert {r["sha256"] for r in recs} == {sha256_of(path)}, recs
+    assert {r["hash_status"] for r in recs} <= {"ok", "by_path"}, recs
+    hashed = [e for e in log_events(d.log, "executable_hashed") if (e["dev"], e["ino"]) == (st.st_dev, st.st_ino)]
+    assert len(hashed) == 1, hashed
+    [stopped] = log_events(d.log, "context_stopped")
+    assert stopped["hash_cache_hits"] >= 9_999
+
+
+def test_no_hash_records_status_off(daemon_factory, tmp_path):
+    """With --no-hash no executable is read: hash_status off, no sha256, the cgroup still
+    resolved."""
+    path = copy_of("/bin/true", tmp_path)
+    d = daemon_factory("--no-hash")
+    subprocess.run([path], check=True)
+    d.stop()
+    [rec] = execs_of(d.db_dir, path)
+    assert (rec["sha256"], rec["hash_status"]) == (None, "off")
+    assert rec["cgroup_status"] == "resolved" and rec["cgroup"] is not None
+
+
+@pytest.fixture
+def v2_root() -> Path:
+    mount = cgroups.cgroup2_mount()
+    if mount is None:
+        pytest.fail("no cgroup v2 hierarchy is mounted (every kernel we run has one)")
+    return Path(mount.path)
+
+
+@pytest.fixture
+def made_cgroups(v2_root):
+    """Makes cgroup directories under the v2 root; removes them (children first) after."""
+    made: list[Path] = []
+
+    def make(rel: str) -> Path:
+        path = v2_root / rel
+        path.mkdir(parents=True)
+        made.append(path)
+        return path
+
+    yield make
+    for path in sorted(made, key=lambda p: len(p.parts), reverse=True):
+        for p in [path, *path.parents]:
+            if p == v2_root or not p.exists():
+                break
+            try:
+                p.rmdir()
+            except OSError:
+                break
+
+
+def run_in(cg: Path, program: Path, *args: str) -> int:
+    """``program`` exec'd by a shell that first moved itself into ``cg``: the exec happens in
+    the cgroup. Returns the shell's pid (the exec keeps it)."""
+    p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cg), str(program), *args])
+    assert p.wait() == 0
+    return p.pid
+
+
+class TestCgroup:
+    def test_hand_made_cgroup_gives_its_path_and_unit(self, capture, tmp_path, made_cgroups, v2_root):
+        """A process moved into <v2 root>/auditd-test-X.slice/run-X.scope before its exec is
+        recorded with that cgroup path (relative to the v2 root, as /proc/PID/cgroup writes
+        it), resolved, and unit run-X.scope; a short-lived one and one that lives 1 s."""
+        tag = uuid.uuid4().hex[:10]
+        cg = made_cgroups(f"auditd-test-{tag}.slice/run-{tag}.scope")
+        quick, sleeper = copy_of("/bin/true", tmp_path), copy_of("/bin/sleep", tmp_path)
+        run_in(cg, quick)
+        run_in(cg, sleeper, "1")
+        capture.flush()
+        for program in (quick, sleeper):
+            [rec] = execs_of(capture.db_dir, program)
+            assert (rec["cgroup"], rec["cgroup_status"], rec["unit"], rec["container_id"]) == (
+                f"/auditd-test-{tag}.slice/run-{tag}.scope", "resolved", f"run-{tag}.scope", None), rec
+            assert rec["cgroup_id"] == cg.stat().st_ino
+
+    def test_container_style_cgroup_gives_the_container_id(self, capture, tmp_path, made_cgroups):
+        """A process in a cgroup named as Docker's systemd driver names one
+        (docker-<64 hex>.scope) is recorded with that container id."""
+        cid = uuid.uuid4().hex + uuid.uuid4().hex
+        tag = uuid.uuid4().hex[:10]
+        cg = made_cgroups(f"auditd-test-{tag}.slice/docker-{cid}.scope")
+        program = copy_of("/bin/true", tmp_path)
+        run_in(cg, program)
+        capture.flush()
+        [rec] = execs_of(capture.db_dir, program)
+        assert (rec["container_id"], rec["unit"], rec["cgroup_status"]) == (cid, f"docker-{cid}.scope", "resolved")
+
+    def test_failed_exec_has_the_cgroup_but_no_hash(self, capture, tmp_path, made_cgroups):
+        """An exec that fails (ENOENT) ran no image: no hash, no hash status, but its cgroup."""
+        tag = uuid.uuid4().hex[:10]
+        cg = made_cgroups(f"auditd-test-{tag}.slice/fail-{tag}.scope")
+        missing = tmp_path / ("missing-" + tag)
+        p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs"; exec "$1"', str(cg), str(missing)])
+        assert p.wait() == 127
+        capture.flush()
+        [rec] = sql(capture.db_dir, f"SELECT * FROM events WHERE event = 'exec_failed' AND filename = '{missing}'")
+        assert (rec["sha256"], rec["hash_status"]) == (None, None)
+        assert (rec["cgroup"], rec["unit"]) == (f"/auditd-test-{tag}.slice/fail-{tag}.scope", f"fail-{tag}.scope")
+
+
+def test_seen_at_start_has_the_same_context(daemon_factory, tmp_path, made_cgroups):
+    """A process already running in a hand-made cgroup when the daemon starts is seeded with
+    its executable's hash (from /proc/PID/exe: ok) and that cgroup's path and unit."""
+    tag = uuid.uuid4().hex[:10]
+    cg = made_cgroups(f"auditd-test-{tag}.slice/seen-{tag}.scope")
+    sleeper = copy_of("/bin/sleep", tmp_path)
+    p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" 30', str(cg), str(sleeper)])
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{p.pid}/exe") != str(sleeper):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    d = daemon_factory()
+    d.stop()
+    p.kill()
+    p.wait()
+    [seed] = sql(d.db_dir, f"SELECT * FROM seen_processes WHERE pid = {p.pid}")
+    assert (seed["filename"], seed["sha256"], seed["hash_status"]) == (str(sleeper), sha256_of(sleeper), "ok")
+    assert (seed["cgroup"], seed["cgroup_status"], seed["unit"]) == (
+        f"/auditd-test-{tag}.slice/seen-{tag}.scope", "resolved", f"seen-{tag}.scope")
