@@ -132,6 +132,12 @@ class Bpftrace:
         return {**got, "cpu_storm_s": cpu, "peak_rss_kb": hwm, "ready_s": self.ready_s}
 
 
+# auditd-lite configurations beyond the default: their flags
+DAEMON_FLAGS = {"auditd-lite": [], "auditd-lite perfbuf": ["--transport", "perfbuf"],
+                "auditd-lite no-hash": ["--no-hash"], "auditd-lite baseline": []}
+BASELINE: Path | None = None  # --baseline: the checkout "auditd-lite baseline" runs
+
+
 def run_config(name: str, program: str, execs: int, work: Path, rep: int) -> dict:
     """One storm under one configuration; the logger's VmRSS is sampled every tenth of
     each worker's share (every 5% of the storm)."""
@@ -143,9 +149,8 @@ def run_config(name: str, program: str, execs: int, work: Path, rep: int) -> dic
     elif name == "bpftrace":
         logger = Bpftrace(work, rep)
     else:
-        flags = ["--transport", "perfbuf"] if name == "auditd-lite perfbuf" else []
         db = work / f"{name.replace(' ', '-')}-{rep}"
-        logger = Daemon(db, flags)
+        logger = Daemon(db, DAEMON_FLAGS[name], repo=BASELINE if name == "auditd-lite baseline" else None)
     pid = logger.pid if not isinstance(logger, Daemon) else logger.proc.pid
     rate = storm(program, execs, on_progress=lambda n: samples.append((n, status_kb(pid, "VmRSS"))))
     if isinstance(logger, Daemon):
@@ -282,6 +287,11 @@ def main() -> int:
     ap.add_argument("--skip-auditd", action="store_true")
     ap.add_argument("--skip-bpftrace", action="store_true")
     ap.add_argument("--skip-perfbuf", action="store_true")
+    ap.add_argument("--no-hash", action="store_true",
+                    help="also run auditd-lite --no-hash (what hashing executables costs)")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="also run auditd-lite from this checkout (with its own .venv), "
+                         "e.g. the release before a change")
     ap.add_argument("--writer-records", type=int, default=1_000_000, help="0: no writer bench")
     ap.add_argument("--query-records", type=int, default=1_000_000, help="0: no query bench")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -297,7 +307,17 @@ def main() -> int:
         except (OSError, ValueError) as e:
             print(f"compare: --readme {args.readme}: {e}", file=sys.stderr)
             return 2
+    global BASELINE
     configs = ["nothing", "auditd-lite", "auditd", "bpftrace", "auditd-lite perfbuf"]
+    if args.no_hash:
+        configs.append("auditd-lite no-hash")
+    if args.baseline:
+        BASELINE = args.baseline.resolve()
+        if not (BASELINE / ".venv/bin/python").exists():
+            print(f"compare: --baseline {args.baseline}: no .venv there (bash scripts/dev.sh setup in it)",
+                  file=sys.stderr)
+            return 2
+        configs.append("auditd-lite baseline")
     for flag, name in ((args.skip_auditd, "auditd"), (args.skip_bpftrace, "bpftrace"),
                        (args.skip_perfbuf, "auditd-lite perfbuf")):
         if flag:

@@ -98,7 +98,10 @@ class Daemon:
     sent once the programs are attached and the running processes seeded) and stopped
     with SIGTERM as systemd stops it."""
 
-    def __init__(self, db_dir: Path, flags: list[str], ready_limit_s: float = 120.0):
+    def __init__(self, db_dir: Path, flags: list[str], ready_limit_s: float = 120.0,
+                 repo: Path | None = None):
+        """``repo``: another checkout to run instead of this one (its own .venv), e.g. the
+        release before a change."""
         self.db_dir = db_dir
         self.err = open(db_dir.parent / f"{db_dir.name}.log", "w+")
         self.rss_samples: list[tuple[int, int]] = []
@@ -108,9 +111,10 @@ class Daemon:
         env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path))
         env.pop("WATCHDOG_USEC", None)
         t0 = time.monotonic()
+        python = sys.executable if repo is None else str(repo / ".venv/bin/python")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "auditd_lite.cli", "run", "--db-dir", str(db_dir), *flags],
-            stdout=subprocess.DEVNULL, stderr=self.err, cwd=REPO, env=env)
+            [python, "-m", "auditd_lite.cli", "run", "--db-dir", str(db_dir), *flags],
+            stdout=subprocess.DEVNULL, stderr=self.err, cwd=repo or REPO, env=env)
         while True:
             if self.proc.poll() is not None:
                 self.err.seek(0)
