@@ -105,10 +105,14 @@ def build_parser() -> Parser:
     q = sub.add_parser(
         "query", help="search the recorded events",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Search every database file, newest first. Exit 1 when nothing matches.",
+        description="Search every database file, newest first. Exit 1 when nothing matches. "
+                    "--sha256, --unit and --container match nothing in files written before "
+                    "schema revision 0003, which did not record them.",
         epilog="examples:\n  auditd-lite query --comm sh --exit-code 1\n"
                "  auditd-lite query --since 2h --event exec_failed --format json\n"
-               "  auditd-lite query --db case-118.db --arg /etc/shadow")
+               "  auditd-lite query --db case-118.db --arg /etc/shadow\n"
+               "  auditd-lite query --unit ssh.service --event exec\n"
+               "  auditd-lite query --sha256 5e5e5e5e --container 3f4e5d6c7b8a")
     add_db_source(q)
     q.add_argument("--comm", metavar="NAME", help="process name (as the kernel's comm)")
     q.add_argument("--exit-code", type=any_int, metavar="N")
@@ -122,6 +126,11 @@ def build_parser() -> Parser:
     q.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
     q.add_argument("--min-duration-ms", type=nonneg_int, metavar="N")
     q.add_argument("--event", choices=EVENTS)
+    q.add_argument("--sha256", metavar="HEX",
+                   help="the executable's SHA-256, or its first hex digits (an exit: its exec's)")
+    q.add_argument("--unit", metavar="NAME", help="the systemd unit, e.g. ssh.service or session-3.scope")
+    q.add_argument("--container", metavar="ID",
+                   help="the container id, or its first characters (an nspawn machine: its name)")
     q.add_argument("--format", choices=FORMATS, default="table")
     q.add_argument("--limit", type=pos_int, metavar="N")
     add_investigation_commands(sub)
@@ -240,11 +249,15 @@ def filters_from_args(args):
 
 
 def cmd_query(args) -> int:
+    import dataclasses
+
     from . import dbfiles
     from .investigate import output, query
     from .errors import NotFound
 
-    filters = filters_from_args(args)
+    # query's own: export (the other user of filters_from_args) has no context flags
+    filters = dataclasses.replace(filters_from_args(args), sha256=args.sha256, unit=args.unit,
+                                  container=args.container)
     paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
     oldest: list[int] = []
 

@@ -25,7 +25,7 @@ from auditd_lite.investigate.output import TABLE_HEADER, format_event_line, quot
 from auditd_lite.investigate.query import Filters, build_sql, search
 from auditd_lite.storage.schema import metadata
 from auditd_lite.timeparse import format_time, parse_duration, parse_time
-from conftest import EXEC_CONTEXT, NO_CONTEXT
+from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 ROTATED = "audit-20261120T100000Z-20261120T110000Z.db"
@@ -174,6 +174,7 @@ def test_limit_stops_early_and_never_opens_older_files(dbdir):
     (Filters(comm="sh", exit_code=1), "ix_events_comm_time"),
     (Filters(since_ns=1), "ix_events_time"),
     (Filters(), "ix_events_time"),
+    (Filters(unit="ssh.service", sha256="c0ffee", container="3f4e"), "ix_events_time"),
 ])
 def test_query_walks_an_index_in_time_order_without_sorting(dbdir, filters, index):
     """The outer loop reads rows in time order from an index (no sort of all matches), so --limit
@@ -257,7 +258,8 @@ def test_csv_has_a_fixed_header_and_shell_quoted_argv(dbdir):
     write_records(search(database_files(db_dir=dbdir), Filters(pid=102)), "csv", out)
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows[0] == ["time", "event", "pid", "tid", "ppid", "uid", "gid", "comm", "filename", "argv",
-                       "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name"]
+                       "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name",
+                       "sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id"]
     exit_row_, exec_row_ = rows[1], rows[2]
     assert exec_row_[:10] == ["2026-11-20T10:30:00.000000Z", "exec", "102", "102", "1", "1000", "1000",
                               "cat", "/bin/cat", "cat 'my file.txt' '\\xff\\xfe'"]
@@ -479,3 +481,281 @@ def test_exec_and_exit_join_across_a_rotation(tmp_path):
     assert (ended["exec_filename"], ended["exec_argv"]) == ("/usr/bin/make", ["make", "-j2"])
     assert (started["exit_code"], started["signal"], started["duration_ns"]) == (2, 0, 90 * SEC)
     assert got[("exec", 4243)]["exit_code"] is None
+
+
+# --- the exec context (issue #13): hash, cgroup, unit, container ----------------------------
+
+CURL_SHA = "c0" + "ffee" * 15 + "42"
+PY_SHA = "9e" * 32
+DOCKER_ID = "3f4e5d6c7b8a" + "0123456789abcdef" * 3 + "0123"
+SSH = ("/system.slice/ssh.service", "resolved", "ssh.service", None)
+SESSION = ("/user.slice/user-1000.slice/session-3.scope", "resolved", "session-3.scope", None)
+DOCKER = (f"/system.slice/docker-{DOCKER_ID}.scope", "resolved", f"docker-{DOCKER_ID}.scope", DOCKER_ID)
+
+
+def ctx_exec(t, pid, filename, sha256, cgroup, hash_status="ok", start=None):
+    """An exec in rows.ROW_FIELDS order with its context: the hash, then ``cgroup`` (cgroup,
+    cgroup_status, unit, container_id)."""
+    comm = filename.rsplit("/", 1)[-1][:15]
+    return (("exec", t, pid, pid, 1, 0, 0, comm, pid * 1000 if start is None else start, pid, 0, 0, 1, 1,
+             filename, comm.encode() + b"\0-v", 2, 0, None, None, None, None, None, None)
+            + (sha256, hash_status) + cgroup)
+
+
+def ctx_failed(t, pid, filename, cgroup, errno=2):
+    """A failed exec: a cgroup, and no hash (no image ran)."""
+    comm = filename.rsplit("/", 1)[-1][:15]
+    return (("exec_failed", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1, filename,
+             comm.encode(), 1, 0, errno, None, None, None, None, None) + (None, None) + cgroup)
+
+
+def ctx_exit(t, pid, comm, exec_t, code=0, start=None):
+    """The exit of the process that exec'd at ``exec_t`` (forked just before): no context."""
+    return ("exit", t, pid, pid, 1, 0, 0, comm, pid * 1000 if start is None else start, None, None, None,
+            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + NO_CONTEXT
+
+
+def second_revision_file(db_dir: Path, rows: list[tuple], seeds: list[dict] = (), run_id: int = 7,
+                         boot_id: str | None = None) -> Path:
+    """A rotated file as a release at schema revision 0002 (before the context columns) wrote
+    it: one stopped run ``run_id`` (of this boot unless ``boot_id``), one format-2 batch from
+    genesis holding ``rows`` (rows.ROW_FIELDS tuples; their context dropped, as that release
+    never had any) with ids from 1, and ``seeds`` in seen_processes. A BatchWriter of
+    ``db_dir`` then goes on from its batch, as a daemon upgraded after a rotation does."""
+    from auditd_lite import chain, dbfiles, hostinfo
+    from auditd_lite.rows import CAPTURED_FIELDS
+    from auditd_lite.storage import store
+
+    db_dir.mkdir(parents=True, exist_ok=True)
+    building = db_dir / "building.tmp"
+    times = [r[1] for r in rows]
+    engine = store.engine_for(building)
+    with engine.connect() as conn:
+        store.upgrade(conn, "0002")
+        conn.exec_driver_sql(
+            "INSERT INTO runs (id, boot_id, host, kernel, version, settings, started_ns, stopped_ns, "
+            "lost_kernel, lost_user, events_written) VALUES (?, ?, 'h', 'k', '0.2', '{}', ?, ?, 0, 0, ?)",
+            (run_id, boot_id or hostinfo.boot_id(), min(times) - SEC, max(times) + SEC, len(rows)))
+        full = [(i + 1, run_id, 1) + r[:len(CAPTURED_FIELDS)] for i, r in enumerate(rows)]
+        header = (1, run_id, max(times), 1, len(rows), len(rows), 0, 0)
+        digest = chain.batch_hash(chain.GENESIS, header, [chain.row_digest(r, 2) for r in full], fmt=2)
+        conn.exec_driver_sql(
+            "INSERT INTO batches (id, run_id, written_ns, first_event_id, last_event_id, count, "
+            "lost_kernel, lost_user, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            header + (chain.GENESIS, digest))
+        conn.exec_driver_sql(f"INSERT INTO events VALUES ({', '.join('?' * len(full[0]))})", full)
+        for s in seeds:
+            conn.exec_driver_sql(
+                "INSERT INTO seen_processes (run_id, time_ns, pid, ppid, uid, comm, filename, argv, "
+                "start_ns, start_tick_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, min(times) - SEC, s["pid"], s["ppid"], s["uid"], s["comm"], s["filename"],
+                 s["argv"], s["start_ns"], s["start_tick_ns"]))
+        conn.commit()
+        conn.exec_driver_sql("PRAGMA journal_mode=DELETE")  # as a rotation leaves it
+    engine.dispose()
+    path = dbfiles.rotated_path(db_dir, min(times), max(times))
+    building.rename(path)
+    path.chmod(0o440)
+    return path
+
+
+# the 0002 file: records that, had that release recorded a context, would match every filter
+OLD_ROWS = [
+    ctx_exec(at(10, 0), 500, "/usr/bin/curl", CURL_SHA, SSH),
+    ctx_exit(at(10, 0, 1), 500, "curl", at(10, 0)),
+    ctx_exec(at(10, 0, 30), 510, "/usr/bin/python3", PY_SHA, DOCKER),  # exits in the new files
+]
+# the new files: batch 1 (rotated after it), then batch 2
+NEW_BATCH_1 = [
+    ctx_exec(at(11, 0), 600, "/usr/bin/curl", CURL_SHA, SSH),
+    ctx_exec(at(11, 0, 1), 601, "/usr/bin/python3", PY_SHA, DOCKER),
+    ctx_failed(at(11, 0, 2), 602, "/usr/local/bin/nope", SESSION),
+    ctx_exec(at(11, 0, 3), 603, "/usr/bin/make", None, SESSION, hash_status="too_large"),
+    ctx_exit(at(11, 0, 4), 600, "curl", at(11, 0)),
+    ctx_exit(at(11, 0, 5), 601, "python3", at(11, 0, 1), code=1),
+]
+NEW_BATCH_2 = [
+    ctx_exit(at(11, 5), 603, "make", at(11, 0, 3)),  # its exec is in the file before
+    ctx_exit(at(11, 5, 1), 510, "python3", at(10, 0, 30)),  # its exec is in the 0002 file
+]
+
+
+def write_mixed(db: Path) -> Path:
+    """A directory whose oldest file is at revision 0002 (OLD_ROWS, no context columns) and
+    whose newer files (NEW_BATCH_1 rotated, NEW_BATCH_2 in the next) are at head, the chain
+    running on across them, all in this boot."""
+    from auditd_lite.storage.batchwriter import BatchWriter
+    from auditd_lite.storage.rotation import RotationPolicy
+
+    second_revision_file(db, OLD_ROWS)
+    bw = BatchWriter(db, {"keep": 0}, rotation=RotationPolicy(size_mb=0.001))
+    bw.open()
+    bw.write(NEW_BATCH_1)
+    bw.write(NEW_BATCH_2)
+    bw.close()
+    return db
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    return write_mixed(tmp_path_factory.mktemp("mixed") / "db")
+
+
+def revisions(db: Path) -> list[str]:
+    out = []
+    for path in database_files(db_dir=db):
+        conn = open_ro(path)
+        out.append(conn.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+        conn.close()
+    return out
+
+
+def test_mixed_directory_has_a_file_before_the_context_columns(mixed):
+    """The fixture is what the context tests need: the oldest file at 0002 (no context columns),
+    the newer ones at head (0003), the whole chain verifying across them."""
+    from auditd_lite.storage import store
+
+    got = revisions(mixed)
+    assert got[-1] == "0002" and set(got[:-1]) == {store.HEAD_REVISION} and len(got) >= 3
+    assert cli_in_process("verify", "--db-dir", mixed)[0] == 0
+
+
+@pytest.mark.parametrize("filters, expected", [
+    (dict(sha256=CURL_SHA[:8]), [("exit", 600), ("exec", 600)]),
+    (dict(sha256=CURL_SHA[:8].upper()), [("exit", 600), ("exec", 600)]),
+    (dict(sha256=CURL_SHA), [("exit", 600), ("exec", 600)]),
+    (dict(sha256=CURL_SHA[1:9]), []),  # a prefix, not a substring
+    (dict(sha256=CURL_SHA, event="exit"), [("exit", 600)]),
+    (dict(unit="ssh.service"), [("exit", 600), ("exec", 600)]),
+    (dict(unit="session-3.scope"), [("exec", 603), ("exec_failed", 602)]),
+    (dict(unit="session-3"), []),  # exact, not a prefix
+    (dict(unit="SSH.service"), []),
+    (dict(container=DOCKER_ID[:12]), [("exit", 601), ("exec", 601)]),
+    (dict(container=DOCKER_ID), [("exit", 601), ("exec", 601)]),
+    (dict(container=DOCKER_ID[2:14]), []),
+    (dict(container=DOCKER_ID[:12], exit_code=1), [("exit", 601)]),
+    (dict(unit="ssh.service", container=DOCKER_ID[:4]), []),
+])
+def test_context_filters_match_exec_and_exit_in_files_that_have_them(mixed, filters, expected):
+    """--sha256 (a prefix, any case), --unit (exact) and --container (a prefix) select the execs
+    and failed execs with that context and the exits of their processes (through the exec, in
+    the same file), newest first; the 0002 file, whose records had the same programs but no
+    context recorded, contributes none and raises no SQL error."""
+    assert keys(find(mixed, **filters)) == expected
+
+
+def test_without_context_filters_every_file_is_read_and_unknown_is_null(mixed):
+    """Without a context filter the 0002 file is searched as before; every record has the six
+    keys: null for records of the 0002 file and for exits whose exec lies there, the exec's
+    values for an exit (in its file or, joined, in the file before), a failed exec's cgroup
+    without a hash."""
+    from auditd_lite.rows import CONTEXT_FIELDS
+
+    records = {(r["event"], r["pid"]): r for r in find(mixed)}
+    assert len(records) == len(OLD_ROWS) + len(NEW_BATCH_1) + len(NEW_BATCH_2)
+    for rec in records.values():
+        assert set(CONTEXT_FIELDS) <= rec.keys()
+    ctx = lambda rec: tuple(rec[c] for c in CONTEXT_FIELDS)  # noqa: E731
+    for key in [("exec", 500), ("exit", 500), ("exec", 510), ("exit", 510)]:
+        assert ctx(records[key]) == (None,) * 6, key
+    assert ctx(records[("exec", 600)]) == ctx(records[("exit", 600)]) == (CURL_SHA, "ok") + SSH
+    assert ctx(records[("exit", 601)]) == (PY_SHA, "ok") + DOCKER
+    assert ctx(records[("exit", 603)]) == (None, "too_large") + SESSION
+    assert records[("exit", 603)]["exec_filename"] == "/usr/bin/make"  # joined across the rotation
+    assert ctx(records[("exec_failed", 602)]) == (None, None) + SESSION
+
+
+def test_context_in_json_and_csv_output(mixed):
+    """JSON lines carry the six keys (null when unknown); CSV has them as columns, the cgroup
+    path, unit and container shell-quoted like comm, empty when unknown."""
+    out = io.StringIO()
+    write_records(search(database_files(db_dir=mixed), Filters(pid=601)), "json", out)
+    exit601, exec601 = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (exit601["unit"], exit601["container_id"], exit601["sha256"]) == (DOCKER[2], DOCKER_ID, PY_SHA)
+    assert exec601["cgroup"] == DOCKER[0] and exec601["hash_status"] == "ok"
+    out = io.StringIO()
+    write_records(search(database_files(db_dir=mixed), Filters(pid=500)), "csv", out)
+    header, exit500, exec500 = list(csv.reader(io.StringIO(out.getvalue())))
+    assert header[-6:] == ["sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id"]
+    assert exec500[-6:] == exit500[-6:] == [""] * 6
+    out = io.StringIO()
+    write_records([{"event": "exec", "time_ns": 0, "unit": "evil\x1b[2J.service", "cgroup": "/a b"}],
+                  "csv", out)
+    row = list(csv.reader(io.StringIO(out.getvalue())))[1]
+    assert (row[-4], row[-2]) == ("'/a b'", "$'evil\\x1b[2J.service'")
+
+
+def test_table_shows_the_container_else_the_unit_at_the_end_of_the_line(mixed, utc_tz):
+    """A table line ends with [container ID] (12 characters of a runtime's id) or [UNIT], the
+    exit's from its exec; a record without either (unknown, or a file from before them) keeps
+    the bootstrap line unchanged, and the header is the same."""
+    out = io.StringIO()
+    write_records(search(database_files(db_dir=mixed), Filters(since_ns=at(10, 0, 30))), "table", out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == TABLE_HEADER
+    assert lines[1:] == [
+        "11:05:01 EXIT  python3          510     1       [0] (3871000ms)",
+        "11:05:00 EXIT  make             603     1       [0] (297000ms) [session-3.scope]",
+        "11:00:05 EXIT  python3          601     1       [1] (4000ms) [container 3f4e5d6c7b8a]",
+        "11:00:04 EXIT  curl             600     1       [0] (4000ms) [ssh.service]",
+        "11:00:03 EXEC  make             603     1       /usr/bin/make make -v [session-3.scope]",
+        "11:00:02 FAIL  nope             602     1       /usr/local/bin/nope nope [ENOENT] [session-3.scope]",
+        "11:00:01 EXEC  python3          601     1       /usr/bin/python3 python3 -v [container 3f4e5d6c7b8a]",
+        "11:00:00 EXEC  curl             600     1       /usr/bin/curl curl -v [ssh.service]",
+        "10:00:30 EXEC  python3          510     1       /usr/bin/python3 python3 -v",
+    ]
+
+
+def test_table_quotes_a_unit_and_keeps_a_machine_name_whole(utc_tz):
+    """A unit or container name is logged data (a cgroup someone named): shell-quoted with
+    control characters escaped; only a 64-hex runtime id is cut to 12."""
+    base = {"event": "exec", "time_ns": at(10, 0), "comm": "sh", "pid": 1, "ppid": 0, "filename": "/bin/sh",
+            "argv": ["sh"]}
+    assert format_event_line({**base, "unit": "a\x1b]0;x\x07.service"}).endswith(
+        "/bin/sh sh [$'a\\x1b]0;x\\x07.service']")
+    assert format_event_line({**base, "unit": "systemd-nspawn@web.service", "container_id": "web"}).endswith(
+        " [container web]")
+    assert format_event_line({**base, "container_id": "ab" * 32}).endswith(f" [container {'ab' * 6}]")
+
+
+def test_decoded_row_from_the_daemon_prints_with_its_context(utc_tz):
+    """row_to_record takes a row as the daemon's writer hands it to --print (rows.ROW_FIELDS,
+    the context last): its record has the context and its line shows the unit."""
+    from auditd_lite.investigate.query import row_to_record
+    from auditd_lite.rows import ROW_FIELDS
+
+    row = ctx_exec(at(11, 0), 600, "/usr/bin/curl", CURL_SHA, SSH)
+    assert len(row) == len(ROW_FIELDS)
+    rec = row_to_record(row)
+    assert (rec["sha256"], rec["unit"], rec["container_id"]) == (CURL_SHA, "ssh.service", None)
+    assert format_event_line(rec) == (
+        "11:00:00 EXEC  curl             600     1       /usr/bin/curl curl -v [ssh.service]")
+    exit_rec = row_to_record(ctx_exit(at(11, 0, 4), 600, "curl", at(11, 0)))
+    assert exit_rec["unit"] is None and format_event_line(exit_rec).endswith("[0] (4000ms)")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sha256", "c0ffeeZ"], "bad --sha256 'c0ffeeZ': give 1 to 64 hex digits (a prefix of the hash)"),
+    (["--sha256", "a" * 65], f"bad --sha256 '{'a' * 65}': give 1 to 64 hex digits (a prefix of the hash)"),
+    (["--sha256", ""], "bad --sha256 '': give 1 to 64 hex digits (a prefix of the hash)"),
+    (["--sha256", "0x5e"], "bad --sha256 '0x5e': give 1 to 64 hex digits (a prefix of the hash)"),
+    (["--container", ""], "bad --container '': give an id or its first characters"),
+])
+def test_bad_context_filter_is_one_line_exit_2(mixed, argv, message):
+    """A --sha256 that is not 1 to 64 hex digits, or an empty --container prefix (it would
+    match every container), is exit 2 with one line naming it, and nothing on stdout."""
+    assert cli_in_process("query", "--db-dir", mixed, *argv) == (2, "", f"auditd-lite: {message}\n")
+
+
+def test_query_command_filters_by_context(mixed):
+    """The command's --sha256, --unit and --container reach the search: JSON lines of the
+    matching records, and exit 1 when only the 0002 file could have matched."""
+    status, out, err = cli_in_process("query", "--db-dir", mixed, "--container", DOCKER_ID[:12],
+                                      "--format", "json")
+    assert status == 0, err
+    assert [(r["event"], r["pid"]) for r in map(json.loads, out.splitlines())] == [("exit", 601), ("exec", 601)]
+    status, out, _ = cli_in_process("query", "--db-dir", mixed, "--unit", "ssh.service", "--until",
+                                    "2026-11-20T10:30Z")
+    assert (status, out) == (1, "")
+    status, out, _ = cli_in_process("query", "--db-dir", mixed, "--sha256", CURL_SHA[:6], "--pid", "600")
+    assert status == 0 and len(out.splitlines()) == 3

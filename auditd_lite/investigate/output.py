@@ -15,6 +15,7 @@ import time
 from typing import Iterable
 
 from ..errors import BadInput
+from ..rows import CONTEXT_FIELDS
 
 TABLE_HEADER = "%-8s %-5s %-16s %-7s %-7s %s" % ("TIME", "EVENT", "COMM", "PID", "PPID", "FILENAME/EXIT CODE")
 _LABELS = {"exec": "EXEC", "exit": "EXIT", "exec_failed": "FAIL"}
@@ -22,7 +23,11 @@ _LABELS = {"exec": "EXEC", "exit": "EXIT", "exec_failed": "FAIL"}
 CSV_COLUMNS = [
     "time", "event", "pid", "tid", "ppid", "uid", "gid", "comm", "filename", "argv",
     "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name",
-]
+] + list(CONTEXT_FIELDS)
+# names a cgroup path gives: whoever may create a cgroup (a delegated subtree, a container)
+# chose them, so they are quoted like comm
+_CHOSEN = {"comm", "cgroup", "unit", "container_id"}
+SHORT_ID = 12  # a container id as docker shows it
 
 
 def quote(text) -> str:
@@ -63,8 +68,26 @@ def _errno_name(record: dict):
     return name
 
 
+def short_container(cid: str) -> str:
+    """A runtime's 64-hex container id cut to docker's 12; a machine name stays whole."""
+    if len(cid) == 64 and all(c in "0123456789abcdef" for c in cid):
+        return cid[:SHORT_ID]
+    return cid
+
+
+def where_ran(record: dict) -> str:
+    """`` [container ID]`` or `` [UNIT]`` after a table line, or nothing when neither is
+    known: the container says more than its scope unit (docker-ID.scope), so it wins."""
+    cid = record.get("container_id")
+    if cid:
+        return f" [container {quote(short_container(cid))}]"
+    unit = record.get("unit")
+    return f" [{quote(unit)}]" if unit else ""
+
+
 def format_event_line(record: dict) -> str:
-    """One table line: ``TIME EVENT COMM PID PPID`` then command, exit status or errno."""
+    """One table line: ``TIME EVENT COMM PID PPID`` then command, exit status or errno, then
+    where it ran (where_ran): last, so the columns stay those of the bootstrap layout."""
     event = record.get("event")
     clock = time.strftime("%H:%M:%S", time.localtime(record["time_ns"] // 10**9))
     if event == "exit":
@@ -82,7 +105,7 @@ def format_event_line(record: dict) -> str:
             detail += f" [{_errno_name(record)}]"
     return "%-8s %-5s %-16s %-7d %-7d %s" % (
         clock, _LABELS.get(event, str(event)[:5].upper()), quote(record.get("comm")),
-        record.get("pid") or 0, record.get("ppid") or 0, detail,
+        record.get("pid") or 0, record.get("ppid") or 0, detail + where_ran(record),
     )
 
 
@@ -92,8 +115,8 @@ def _csv_row(record: dict) -> list:
         filename, argv = record.get("exec_filename"), record.get("exec_argv")
     row = []
     for column in CSV_COLUMNS:
-        if column == "comm":
-            value = quote(record.get("comm"))
+        if column in _CHOSEN:
+            value = quote(record.get(column))
         elif column == "filename":
             value = quote(filename)
         elif column == "argv":

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno as errno_module
 import sqlite3
+import string
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from ..dbfiles import open_ro, rotated_range
 from ..errors import BadInput
-from ..rows import ROW_FIELDS
+from ..rows import CONTEXT_FIELDS, ROW_FIELDS
 from ..timeparse import format_time
 
 EVENTS = ("exec", "exit", "exec_failed")
@@ -39,6 +40,20 @@ class Filters:
     until_ns: int | None = None  # exclusive
     min_duration_ns: int | None = None
     event: str | None = None
+    # the context (rows.CONTEXT_FIELDS): a file from before schema revision 0003 has none, and
+    # unknown matches none of these
+    sha256: str | None = None  # a prefix of the executable's hex SHA-256, any case
+    unit: str | None = None  # the systemd unit, exactly
+    container: str | None = None  # a prefix of the container id (or an nspawn machine name)
+
+    def wants_context(self) -> bool:
+        return any(v is not None for v in (self.sha256, self.unit, self.container))
+
+
+def has_context(conn: sqlite3.Connection, table: str = "events", schema: str = "main") -> bool:
+    """Does ``table`` of this file have the context columns (schema revision 0003 on)?"""
+    have = {r[1] for r in conn.execute(f"PRAGMA {schema}.table_info({table})")}
+    return have.issuperset(CONTEXT_FIELDS)
 
 
 # x: the exec an exit record's process last ran; y: the exit of an exec
@@ -65,16 +80,29 @@ _JOIN_Y = """LEFT JOIN {s}events y ON y.id = CASE WHEN e.event = 'exec' THEN (
 _COLUMNS = """SELECT e.*, r.boot_id AS boot_id,
        x.id AS x_id, x.filename AS x_filename, x.argv AS x_argv,
        y.id AS y_id, y.exit_code AS y_exit_code, y.signal AS y_signal,
-       y.core_dumped AS y_core_dumped, y.duration_ns AS y_duration_ns, y.status AS y_status
+       y.core_dumped AS y_core_dumped, y.duration_ns AS y_duration_ns, y.status AS y_status{context}
 """
+# a file from before revision 0003 gets the same result columns, all unknown, so that every
+# record has one shape
+_WITH_CONTEXT = "".join(f", x.{c} AS x_{c}" for c in CONTEXT_FIELDS)
+_WITHOUT_CONTEXT = "".join(f", NULL AS {c}, NULL AS x_{c}" for c in CONTEXT_FIELDS)
 _ORDER = " ORDER BY e.time_ns DESC, e.id DESC"
 
 
-def conditions(filters: Filters, use_indexes: bool = True) -> tuple[list[str], list, bool]:
+def _hex_prefix(value: str) -> str:
+    if not 1 <= len(value) <= 64 or not all(c in string.hexdigits for c in value):
+        raise BadInput(f"bad --sha256 {value!r}: give 1 to 64 hex digits (a prefix of the hash)")
+    return value.lower()  # hashlib's hexdigest, as the writer stores it
+
+
+def conditions(filters: Filters, use_indexes: bool = True, context: bool = True
+               ) -> tuple[list[str], list, bool]:
     """WHERE terms over ``e`` (and ``x``) and their parameters; True if a term needs ``x``.
 
     Without ``use_indexes`` each column is written ``+e.col``, which keeps SQLite off the
     column indexes: for a caller that walks an id range, where they would cost a scan each.
+    Without ``context`` (a file from before revision 0003) a context filter is a term that
+    is never true, in place of the columns the file lacks.
     """
     terms: list[str] = []
     params: list = []
@@ -116,23 +144,45 @@ def conditions(filters: Filters, use_indexes: bool = True) -> tuple[list[str], l
         add("COALESCE(e.filename, x.filename) GLOB ?", filters.filename)
     if filters.arg is not None:
         add("instr(COALESCE(e.argv, x.argv), ?) > 0", filters.arg.encode("utf-8"))
-    return terms, params, filters.filename is not None or filters.arg is not None
+    # checked whether or not the file has the columns: bad input is bad for every file
+    sha256 = _hex_prefix(filters.sha256) if filters.sha256 is not None else None
+    if filters.container == "":
+        raise BadInput("bad --container '': give an id or its first characters")
+    if filters.wants_context() and not context:
+        terms.append("0")
+        return terms, params, False
+    # an exit has no context of its own (rows.CONTEXT_FIELDS): it matches through its exec,
+    # as for the filename; instr() = 1 is a prefix test that no character of the value escapes
+    if sha256 is not None:
+        add("instr(COALESCE(e.sha256, x.sha256), ?) = 1", sha256)
+    if filters.unit is not None:
+        add("COALESCE(e.unit, x.unit) = ?", filters.unit)
+    if filters.container is not None:
+        add("instr(COALESCE(e.container_id, x.container_id), ?) = 1", filters.container)
+    return terms, params, (filters.filename is not None or filters.arg is not None
+                           or filters.wants_context())
 
 
-def build_sql(filters: Filters, schema: str = "") -> tuple[str, list]:
-    """The SQL and its bound parameters for these filters (BadInput on a bad event name)."""
-    terms, params, _ = conditions(filters)
+def build_sql(filters: Filters, schema: str = "", context: bool = True) -> tuple[str, list] | None:
+    """The SQL and its bound parameters for these filters (BadInput on a bad event name), for a
+    file with the context columns or, without ``context``, one from before them: None when no
+    record of such a file can match (a context filter)."""
+    terms, params, _ = conditions(filters, context=context)
+    if not context and filters.wants_context():
+        return None
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
     joins = (_JOIN_R + _JOIN_X + _JOIN_Y).format(s=schema)
-    return (_COLUMNS + f"FROM {schema}events e\n" + joins + where + _ORDER,
+    columns = _COLUMNS.format(context=_WITH_CONTEXT if context else _WITHOUT_CONTEXT)
+    return (columns + f"FROM {schema}events e\n" + joins + where + _ORDER,
             [EXEC_WINDOW_SLACK_NS] + params)
 
 
-def selection_sql(filters: Filters, schema: str = "", extra: str = "") -> tuple[str, list]:
+def selection_sql(filters: Filters, schema: str = "", extra: str = "", context: bool = True
+                  ) -> tuple[str, list]:
     """``FROM ... WHERE ...`` selecting the matching rows as ``e`` (for export), joining only what
     the filters need; ``extra`` is one more condition on ``e`` without parameters, an id range
-    that the filters leave to be walked by rowid."""
-    terms, params, needs_x = conditions(filters, use_indexes=False)
+    that the filters leave to be walked by rowid. ``context``: as for conditions()."""
+    terms, params, needs_x = conditions(filters, use_indexes=False, context=context)
     if extra:
         terms.insert(0, extra)
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
@@ -183,6 +233,8 @@ def _record(row: sqlite3.Row) -> dict:
             exec_filename=row["x_filename"],
             exec_argv=split_argv(row["x_argv"]) if found else None,
         )
+        # what the process was running, as exec_filename: an exit has no context of its own
+        rec.update((c, row["x_" + c]) for c in CONTEXT_FIELDS)
         return rec
     rec.update(
         euid=row["euid"],
@@ -205,6 +257,7 @@ def _record(row: sqlite3.Row) -> dict:
             duration_ns=row["y_duration_ns"],
             status=row["y_status"],
         )
+    rec.update((c, row[c]) for c in CONTEXT_FIELDS)
     return rec
 
 
@@ -216,8 +269,8 @@ def search(paths: Iterable, filters: Filters, limit: int | None = None) -> Itera
     """
     if limit is not None and limit < 0:
         raise BadInput(f"bad limit {limit}: use a number 0 or more")
-    sql, params = build_sql(filters)
-    return _search(list(paths), sql, params, limit)
+    build_sql(filters)  # bad filters raise now
+    return _search(list(paths), filters, limit)
 
 
 class _Joiner:
@@ -233,19 +286,22 @@ class _Joiner:
             try:
                 conn = open_ro(self.paths[i])
                 boots = dict(conn.execute("SELECT id, boot_id FROM runs"))
-                self.conns[i] = (conn, boots)
+                self.conns[i] = (conn, boots, has_context(conn))
             except (BadInput, sqlite3.DatabaseError):
                 self.conns[i] = None  # the search itself reports it when it gets there
         return self.conns[i]
 
-    def _find(self, indexes, sql: str, rec: dict):
+    def _find(self, indexes, sql, rec: dict):
+        """The first row ``sql`` finds for the record's process; ``sql`` is text, or a function
+        of whether the file has the context columns that gives it."""
         for i in indexes:
             got = self._conn(i)
             if got is None:
                 continue
-            conn, boots = got
+            conn, boots, context = got
             try:
-                for row in conn.execute(sql, (rec["pid"], rec["start_ns"], rec["time_ns"])):
+                text = sql(context) if callable(sql) else sql
+                for row in conn.execute(text, (rec["pid"], rec["start_ns"], rec["time_ns"])):
                     if boots.get(row[0]) == rec["boot_id"]:
                         return row
             except sqlite3.DatabaseError:
@@ -257,10 +313,13 @@ class _Joiner:
         fork = rec["time_ns"] - (rec.get("duration_ns") or 0) - EXEC_WINDOW_SLACK_NS
         older = [j for j in range(i + 1, len(self.paths))
                  if (r := rotated_range(self.paths[j])) is None or r[1] >= fork]
-        row = self._find(older, "SELECT run_id, filename, argv FROM events WHERE pid = ? AND start_ns = ? "
-                                "AND event = 'exec' AND time_ns <= ? ORDER BY time_ns DESC, id DESC", rec)
+        row = self._find(older, lambda context: (
+            f"SELECT run_id, filename, argv{_CONTEXT_LIST if context else _NULL_CONTEXT} FROM events "
+            "WHERE pid = ? AND start_ns = ? AND event = 'exec' AND time_ns <= ? "
+            "ORDER BY time_ns DESC, id DESC"), rec)
         if row is not None:
             rec["exec_filename"], rec["exec_argv"] = row[1], split_argv(row[2])
+            rec.update(zip(CONTEXT_FIELDS, row[3:]))
 
     def exit_of(self, i: int, rec: dict) -> None:
         """Fill how an exec record's process ended from a newer file."""
@@ -278,9 +337,14 @@ class _Joiner:
                 got[0].close()
 
 
-def _search(paths, sql, params, limit) -> Iterator[dict]:
+_CONTEXT_LIST = "".join(", " + c for c in CONTEXT_FIELDS)
+_NULL_CONTEXT = ", NULL" * len(CONTEXT_FIELDS)
+
+
+def _search(paths, filters: Filters, limit) -> Iterator[dict]:
     remaining = limit
     joiner = _Joiner(paths)
+    statements: dict[bool, tuple | None] = {}  # by whether a file has the context columns
     try:
         for i, path in enumerate(paths):
             if remaining == 0:
@@ -288,6 +352,12 @@ def _search(paths, sql, params, limit) -> Iterator[dict]:
             conn = open_ro(path)
             conn.row_factory = sqlite3.Row
             try:
+                context = has_context(conn)
+                if context not in statements:
+                    statements[context] = build_sql(filters, context=context)
+                if statements[context] is None:
+                    continue  # from before the context columns: no record of it can match
+                sql, params = statements[context]
                 for row in conn.execute(sql, params):
                     rec = _record(row)
                     if len(paths) > 1 and rec["boot_id"] is not None:
@@ -310,7 +380,8 @@ def _search(paths, sql, params, limit) -> Iterator[dict]:
 
 # a record straight from the daemon has no joins yet: these read as unknown
 _UNJOINED = dict.fromkeys(("boot_id", "x_id", "x_filename", "x_argv", "y_exit_code", "y_signal",
-                           "y_core_dumped", "y_duration_ns", "y_status"))
+                           "y_core_dumped", "y_duration_ns", "y_status")
+                          + tuple("x_" + c for c in CONTEXT_FIELDS))
 
 
 def row_to_record(row: tuple) -> dict:
