@@ -25,6 +25,7 @@ from auditd_lite.investigate.output import TABLE_HEADER, format_event_line, quot
 from auditd_lite.investigate.query import Filters, build_sql, search
 from auditd_lite.storage.schema import metadata
 from auditd_lite.timeparse import format_time, parse_duration, parse_time
+from auditd_lite.rows import CONTEXT_FIELDS
 from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,7 +260,7 @@ def test_csv_has_a_fixed_header_and_shell_quoted_argv(dbdir):
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows[0] == ["time", "event", "pid", "tid", "ppid", "uid", "gid", "comm", "filename", "argv",
                        "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name",
-                       "sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id"]
+                       *CONTEXT_FIELDS]
     exit_row_, exec_row_ = rows[1], rows[2]
     assert exec_row_[:10] == ["2026-11-20T10:30:00.000000Z", "exec", "102", "102", "1", "1000", "1000",
                               "cat", "/bin/cat", "cat 'my file.txt' '\\xff\\xfe'"]
@@ -488,31 +489,43 @@ def test_exec_and_exit_join_across_a_rotation(tmp_path):
 CURL_SHA = "c0" + "ffee" * 15 + "42"
 PY_SHA = "9e" * 32
 DOCKER_ID = "3f4e5d6c7b8a" + "0123456789abcdef" * 3 + "0123"
-SSH = ("/system.slice/ssh.service", "resolved", "ssh.service", None)
-SESSION = ("/user.slice/user-1000.slice/session-3.scope", "resolved", "session-3.scope", None)
-DOCKER = (f"/system.slice/docker-{DOCKER_ID}.scope", "resolved", f"docker-{DOCKER_ID}.scope", DOCKER_ID)
+# the cgroup part of a context
+SSH = dict(cgroup="/system.slice/ssh.service", cgroup_status="resolved", unit="ssh.service")
+SESSION = dict(cgroup="/user.slice/user-1000.slice/session-3.scope", cgroup_status="resolved",
+               unit="session-3.scope")
+DOCKER = dict(cgroup=f"/system.slice/docker-{DOCKER_ID}.scope", cgroup_status="resolved",
+              unit=f"docker-{DOCKER_ID}.scope", container_id=DOCKER_ID)
 
 
-def ctx_exec(t, pid, filename, sha256, cgroup, hash_status="ok", start=None):
-    """An exec in rows.ROW_FIELDS order with its context: the hash, then ``cgroup`` (cgroup,
-    cgroup_status, unit, container_id)."""
+def context(**values) -> tuple:
+    """rows.CONTEXT_FIELDS in order, from values by name; those not given unknown (None)."""
+    assert set(values) <= set(CONTEXT_FIELDS), values
+    return tuple(values.get(c) for c in CONTEXT_FIELDS)
+
+
+def context_of(record: dict) -> tuple:
+    return tuple(record[c] for c in CONTEXT_FIELDS)
+
+
+def ctx_exec(t, pid, filename, sha256, cgroup: dict, hash_status="ok"):
+    """An exec in rows.ROW_FIELDS order with its context: the hash, and ``cgroup``."""
     comm = filename.rsplit("/", 1)[-1][:15]
-    return (("exec", t, pid, pid, 1, 0, 0, comm, pid * 1000 if start is None else start, pid, 0, 0, 1, 1,
+    return (("exec", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1,
              filename, comm.encode() + b"\0-v", 2, 0, None, None, None, None, None, None)
-            + (sha256, hash_status) + cgroup)
+            + context(sha256=sha256, hash_status=hash_status, **cgroup))
 
 
-def ctx_failed(t, pid, filename, cgroup, errno=2):
+def ctx_failed(t, pid, filename, cgroup: dict, errno=2):
     """A failed exec: a cgroup, and no hash (no image ran)."""
     comm = filename.rsplit("/", 1)[-1][:15]
     return (("exec_failed", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1, filename,
-             comm.encode(), 1, 0, errno, None, None, None, None, None) + (None, None) + cgroup)
+             comm.encode(), 1, 0, errno, None, None, None, None, None) + context(**cgroup))
 
 
-def ctx_exit(t, pid, comm, exec_t, code=0, start=None):
+def ctx_exit(t, pid, comm, exec_t, code=0):
     """The exit of the process that exec'd at ``exec_t`` (forked just before): no context."""
-    return ("exit", t, pid, pid, 1, 0, 0, comm, pid * 1000 if start is None else start, None, None, None,
-            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + NO_CONTEXT
+    return ("exit", t, pid, pid, 1, 0, 0, comm, pid * 1000, None, None, None,
+            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + context()
 
 
 def second_revision_file(db_dir: Path, rows: list[tuple], seeds: list[dict] = (), run_id: int = 7,
@@ -645,44 +658,42 @@ def test_context_filters_match_exec_and_exit_in_files_that_have_them(mixed, filt
 
 
 def test_without_context_filters_every_file_is_read_and_unknown_is_null(mixed):
-    """Without a context filter the 0002 file is searched as before; every record has the six
-    keys: null for records of the 0002 file and for exits whose exec lies there, the exec's
-    values for an exit (in its file or, joined, in the file before), a failed exec's cgroup
-    without a hash."""
-    from auditd_lite.rows import CONTEXT_FIELDS
-
+    """Without a context filter the 0002 file is searched as before; every record has the
+    context keys (rows.CONTEXT_FIELDS): null for records of the 0002 file and for exits whose
+    exec lies there, the exec's values for an exit (in its file or, joined, in the file
+    before), a failed exec's cgroup without a hash."""
     records = {(r["event"], r["pid"]): r for r in find(mixed)}
     assert len(records) == len(OLD_ROWS) + len(NEW_BATCH_1) + len(NEW_BATCH_2)
-    for rec in records.values():
-        assert set(CONTEXT_FIELDS) <= rec.keys()
-    ctx = lambda rec: tuple(rec[c] for c in CONTEXT_FIELDS)  # noqa: E731
     for key in [("exec", 500), ("exit", 500), ("exec", 510), ("exit", 510)]:
-        assert ctx(records[key]) == (None,) * 6, key
-    assert ctx(records[("exec", 600)]) == ctx(records[("exit", 600)]) == (CURL_SHA, "ok") + SSH
-    assert ctx(records[("exit", 601)]) == (PY_SHA, "ok") + DOCKER
-    assert ctx(records[("exit", 603)]) == (None, "too_large") + SESSION
+        assert context_of(records[key]) == context(), key
+    assert context_of(records[("exec", 600)]) == context_of(records[("exit", 600)]) == context(
+        sha256=CURL_SHA, hash_status="ok", **SSH)
+    assert context_of(records[("exit", 601)]) == context(sha256=PY_SHA, hash_status="ok", **DOCKER)
+    assert context_of(records[("exit", 603)]) == context(hash_status="too_large", **SESSION)
     assert records[("exit", 603)]["exec_filename"] == "/usr/bin/make"  # joined across the rotation
-    assert ctx(records[("exec_failed", 602)]) == (None, None) + SESSION
+    assert context_of(records[("exec_failed", 602)]) == context(**SESSION)
 
 
 def test_context_in_json_and_csv_output(mixed):
-    """JSON lines carry the six keys (null when unknown); CSV has them as columns, the cgroup
-    path, unit and container shell-quoted like comm, empty when unknown."""
+    """JSON lines carry the context keys (null when unknown); CSV has them as columns, the
+    cgroup path, unit and container shell-quoted like comm, empty when unknown."""
     out = io.StringIO()
     write_records(search(database_files(db_dir=mixed), Filters(pid=601)), "json", out)
     exit601, exec601 = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert (exit601["unit"], exit601["container_id"], exit601["sha256"]) == (DOCKER[2], DOCKER_ID, PY_SHA)
-    assert exec601["cgroup"] == DOCKER[0] and exec601["hash_status"] == "ok"
+    assert (exit601["unit"], exit601["container_id"], exit601["sha256"]) == (DOCKER["unit"], DOCKER_ID, PY_SHA)
+    assert exec601["cgroup"] == DOCKER["cgroup"] and exec601["hash_status"] == "ok"
     out = io.StringIO()
     write_records(search(database_files(db_dir=mixed), Filters(pid=500)), "csv", out)
     header, exit500, exec500 = list(csv.reader(io.StringIO(out.getvalue())))
-    assert header[-6:] == ["sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id"]
-    assert exec500[-6:] == exit500[-6:] == [""] * 6
+    cols = ["sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id"]
+    assert set(cols) <= set(header)
+    at_ = [header.index(c) for c in cols]
+    assert [exec500[i] for i in at_] == [exit500[i] for i in at_] == [""] * 6
     out = io.StringIO()
     write_records([{"event": "exec", "time_ns": 0, "unit": "evil\x1b[2J.service", "cgroup": "/a b"}],
                   "csv", out)
-    row = list(csv.reader(io.StringIO(out.getvalue())))[1]
-    assert (row[-4], row[-2]) == ("'/a b'", "$'evil\\x1b[2J.service'")
+    row = dict(zip(header, list(csv.reader(io.StringIO(out.getvalue())))[1]))
+    assert (row["cgroup"], row["unit"]) == ("'/a b'", "$'evil\\x1b[2J.service'")
 
 
 def test_table_shows_the_container_else_the_unit_at_the_end_of_the_line(mixed, utc_tz):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import hashlib
 import io
 import json
 import sqlite3
@@ -12,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from auditd_lite import cli
+from auditd_lite.rows import CONTEXT_FIELDS
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
 
-from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
+from conftest import cli_in_process
+from test_query import DOCKER, DOCKER_ID, SESSION, context
 
 SEC = 10**9
 MS = 10**6
@@ -27,51 +30,71 @@ def at(hour, minute, second=0, ms=0):
     return (calendar.timegm((2026, 11, 20, hour, minute, second)) * 1000 + ms) * MS
 
 
-class Proc:
-    """Records of one simulated process, in rows.ROW_FIELDS order."""
+CRON = dict(cgroup="/system.slice/cron.service", cgroup_status="resolved", unit="cron.service")
+ROOT_CGROUP = dict(cgroup="/", cgroup_status="resolved")
 
-    def __init__(self, pid, ppid, fork_ns, comm, boot_wall=BOOT_A_WALL, uid=1000):
+
+def sha(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def named(ctx: tuple) -> dict:
+    return dict(zip(CONTEXT_FIELDS, ctx))
+
+
+class Proc:
+    """Records of one simulated process, in rows.ROW_FIELDS order, in cgroup ``cgroup``."""
+
+    def __init__(self, pid, ppid, fork_ns, comm, boot_wall=BOOT_A_WALL, uid=1000, cgroup=CRON):
         self.pid, self.ppid, self.fork, self.comm, self.uid = pid, ppid, fork_ns, comm, uid
         self.start = fork_ns - boot_wall
+        self.cgroup = cgroup
 
     def exec(self, t, filename, argv, comm=None):
         raw = b"\0".join(a.encode() if isinstance(a, str) else a for a in argv)
         self.comm = comm or self.comm
         return ("exec", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 self.pid, self.uid, self.uid, 3, 7, filename, raw, len(argv), 0, None,
-                None, None, None, None, None) + EXEC_CONTEXT
+                None, None, None, None, None) + context(sha256=sha(filename), hash_status="ok", **self.cgroup)
 
     def failed(self, t, filename, argv, errno=2):
         raw = b"\0".join(a.encode() for a in argv)
         return ("exec_failed", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 self.pid, self.uid, self.uid, 3, 7, filename, raw, len(argv), 0, errno,
-                None, None, None, None, None) + (None, None) + EXEC_CONTEXT[2:]
+                None, None, None, None, None) + context(**self.cgroup)
 
     def exit(self, t, code=0, sig=0, core=False):
         status = (code << 8) | sig | (0x80 if core else 0)
         return ("exit", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 None, None, None, None, None, None, None, None, None, None,
-                status, code, sig, int(core), t - self.fork) + NO_CONTEXT
+                status, code, sig, int(core), t - self.fork) + context()
+
+
+def seed_context(filename, cgroup, unit):
+    return {"sha256": sha(filename), "hash_status": "ok", "cgroup": cgroup, "cgroup_status": "resolved",
+            "unit": unit, "container_id": None}
 
 
 def seeds():
     tick = 10 * MS
     return [
         {"pid": 1, "ppid": 0, "uid": 0, "comm": "systemd", "filename": "/usr/lib/systemd/systemd",
-         "argv": b"/sbin/init", "start_ns": 100 * MS, "start_tick_ns": tick},
+         "argv": b"/sbin/init", "start_ns": 100 * MS, "start_tick_ns": tick,
+         **seed_context("/usr/lib/systemd/systemd", "/init.scope", "init.scope")},
         {"pid": 700, "ppid": 1, "uid": 0, "comm": "sshd", "filename": "/usr/sbin/sshd",
          "argv": b"sshd: /usr/sbin/sshd -D [listener]", "start_ns": at(9, 0) - BOOT_A_WALL,
-         "start_tick_ns": tick},
+         "start_tick_ns": tick, **seed_context("/usr/sbin/sshd", "/system.slice/ssh.service", "ssh.service")},
     ]
 
 
 def history_rows():
-    """Boot A: sshd -> bash 1000 -> {ls 1001, sh 1002 -> subshell 1003, cat 1001 (pid reused)}."""
-    bash = Proc(1000, 700, at(10, 0), "sshd")
-    ls = Proc(1001, 1000, at(10, 1), "bash")
-    sh = Proc(1002, 1000, at(10, 2), "bash")
-    sub = Proc(1003, 1002, at(10, 3), "sh")
-    cat = Proc(1001, 1000, at(10, 10), "bash")
+    """Boot A: sshd -> bash 1000 -> {ls 1001, sh 1002 -> subshell 1003, cat 1001 (pid reused)};
+    all in the login session's scope but cat, which runs in a docker container's."""
+    bash = Proc(1000, 700, at(10, 0), "sshd", cgroup=SESSION)
+    ls = Proc(1001, 1000, at(10, 1), "bash", cgroup=SESSION)
+    sh = Proc(1002, 1000, at(10, 2), "bash", cgroup=SESSION)
+    sub = Proc(1003, 1002, at(10, 3), "sh", cgroup=SESSION)
+    cat = Proc(1001, 1000, at(10, 10), "bash", cgroup=DOCKER)
     rows = [
         bash.exec(at(10, 0, 0, 1), "/bin/bash", ["-bash"], comm="bash"),
         ls.failed(at(10, 1, 0, 1), "/usr/local/bin/ls", ["ls", "-la", "my dir"]),
@@ -102,7 +125,7 @@ def write_history(db: Path, rotation=None, one_batch_per_row=False) -> Path:
     bw.close(clean=True)
     bw = BatchWriter(db, {"keep": 0}, **kw)
     bw.open()
-    py = Proc(1000, 1, at(12, 0), "bash", boot_wall=BOOT_B_WALL)
+    py = Proc(1000, 1, at(12, 0), "bash", boot_wall=BOOT_B_WALL, cgroup=ROOT_CGROUP)
     bw.write([py.exec(at(12, 0, 0, 1), "/usr/bin/python3", ["python3"], comm="python3")])
     bw.close(clean=True)
     # the runs' boot ids and times, as the records were written (run records are not hashed):
@@ -135,35 +158,41 @@ def run_tree(*argv, encoding="utf-8"):
 
 
 def test_tree_draws_ancestry_and_descendants(db):
-    """The ancestry from pid 1 (seen at start) down to the target, then its subtree, one line each."""
+    """The ancestry from pid 1 (seen at start) down to the target, then its subtree, one line
+    each; after the command, the unit it ran in (of the processes seen at start: the unit they
+    were found in), none for a process with no exec recorded."""
     status, out, err = run_tree(1002, "--db-dir", db)
     assert status == 0, err
     assert out.splitlines() == [
         "pid 1002, boot boot-a, started 2026-11-20T10:02:00.000Z",
-        "1 systemd /sbin/init [running when a daemon started] [2026-11-20T00:00:00.100Z no exit recorded]",
-        "└─ 700 sshd 'sshd: /usr/sbin/sshd -D [listener]' [running when a daemon started] "
+        "1 systemd /sbin/init [running when a daemon started] [init.scope] "
+        "[2026-11-20T00:00:00.100Z no exit recorded]",
+        "└─ 700 sshd 'sshd: /usr/sbin/sshd -D [listener]' [running when a daemon started] [ssh.service] "
         "[2026-11-20T09:00:00.000Z no exit recorded]",
-        "   └─ 1000 bash /bin/bash -bash [2026-11-20T10:00:00.000Z +1h00m exit 0]",
-        "      └─ 1002 sh /bin/sh sh -c 'sleep 1000' [2026-11-20T10:02:00.000Z +3m00s killed by signal 9 "
-        "(SIGKILL)]  ◀ target",
+        "   └─ 1000 bash /bin/bash -bash [session-3.scope] [2026-11-20T10:00:00.000Z +1h00m exit 0]",
+        "      └─ 1002 sh /bin/sh sh -c 'sleep 1000' [session-3.scope] [2026-11-20T10:02:00.000Z +3m00s "
+        "killed by signal 9 (SIGKILL)]  ◀ target",
         "         └─ 1003 sh (no exec recorded) [2026-11-20T10:03:00.000Z +1.0s exit 3]",
     ]
     assert err == ""
 
 
 def test_descendants_include_reused_pids_as_separate_processes(db):
-    """bash 1000 had two children with pid 1001 (ls, then cat): both are shown, in fork order."""
+    """bash 1000 had two children with pid 1001 (ls, then cat): both are shown, in fork order,
+    cat with its container (12 characters of the id) rather than its scope unit."""
     status, out, err = run_tree(1000, "--db-dir", db, "--at", "2026-11-20T10:30Z")
     assert status == 0, err
     lines = out.splitlines()
-    assert lines[3] == "   └─ 1000 bash /bin/bash -bash [2026-11-20T10:00:00.000Z +1h00m exit 0]  ◀ target"
+    assert lines[3] == ("   └─ 1000 bash /bin/bash -bash [session-3.scope] [2026-11-20T10:00:00.000Z +1h00m "
+                        "exit 0]  ◀ target")
     assert lines[4:] == [
-        "      ├─ 1001 ls /usr/bin/ls ls -la 'my dir' (1 failed exec: /usr/local/bin/ls ENOENT) "
-        "[2026-11-20T10:01:00.000Z +500ms exit 0]",
-        "      ├─ 1002 sh /bin/sh sh -c 'sleep 1000' [2026-11-20T10:02:00.000Z +3m00s killed by signal 9 "
-        "(SIGKILL)]",
+        "      ├─ 1001 ls /usr/bin/ls ls -la 'my dir' [session-3.scope] (1 failed exec: /usr/local/bin/ls "
+        "ENOENT) [2026-11-20T10:01:00.000Z +500ms exit 0]",
+        "      ├─ 1002 sh /bin/sh sh -c 'sleep 1000' [session-3.scope] [2026-11-20T10:02:00.000Z +3m00s "
+        "killed by signal 9 (SIGKILL)]",
         "      │  └─ 1003 sh (no exec recorded) [2026-11-20T10:03:00.000Z +1.0s exit 3]",
-        "      └─ 1001 cat /usr/bin/cat cat $'\\x1b[31mred' [2026-11-20T10:10:00.000Z +2.0s exit 1]",
+        "      └─ 1001 cat /usr/bin/cat cat $'\\x1b[31mred' [container 3f4e5d6c7b8a] [2026-11-20T10:10:00.000Z "
+        "+2.0s exit 1]",
     ]
 
 
@@ -211,7 +240,8 @@ def test_json_is_the_whole_nested_tree(db):
                      (1002, "sh", False, True), (1003, "sh", False, False)]
     sh = doc["tree"]["children"][0]["children"][0]["children"][0]
     assert sh["execs"] == [{"time": "2026-11-20T10:02:00.001000Z", "time_ns": at(10, 2, 0, 1),
-                            "filename": "/bin/sh", "argv": ["sh", "-c", "sleep 1000"]}]
+                            "filename": "/bin/sh", "argv": ["sh", "-c", "sleep 1000"],
+                            **named(context(sha256=sha("/bin/sh"), hash_status="ok", **SESSION))}]
     assert sh["exit"] == {"time": "2026-11-20T10:05:00.000000Z", "time_ns": at(10, 5), "exit_code": 0,
                           "signal": 9, "core_dumped": False, "duration_ns": 180 * SEC}
     assert sh["start"] == "2026-11-20T10:02:00.000000Z" and sh["ppid"] == 1000
@@ -227,7 +257,7 @@ def test_failed_execs_are_listed_with_errno(db):
         node = node["children"][0]
     assert node["failed_execs"] == [{"time": "2026-11-20T10:01:00.001000Z", "time_ns": at(10, 1, 0, 1),
                                      "filename": "/usr/local/bin/ls", "argv": ["ls", "-la", "my dir"],
-                                     "errno": 2, "errno_name": "ENOENT"}]
+                                     "errno": 2, "errno_name": "ENOENT", **named(context(**SESSION))}]
 
 
 def test_depth_limits_descendants(db):
@@ -257,7 +287,8 @@ def test_ascii_terminal_gets_ascii_drawing(db):
     """Where stdout cannot encode box drawing, the tree uses |- and `- instead."""
     status, out, _ = run_tree(1002, "--db-dir", db, encoding="ascii")
     assert status == 0
-    assert out.splitlines()[3] == "   `- 1000 bash /bin/bash -bash [2026-11-20T10:00:00.000Z +1h00m exit 0]"
+    assert out.splitlines()[3] == ("   `- 1000 bash /bin/bash -bash [session-3.scope] [2026-11-20T10:00:00.000Z "
+                                   "+1h00m exit 0]")
     assert out.splitlines()[4].endswith("  <== target")
 
 
@@ -298,7 +329,8 @@ def test_process_without_exit_is_bounded_by_the_next_runs_seeds(tmp_path, seeded
     second = BatchWriter(db, {})
     second.open()
     again = [{"pid": 5000, "ppid": 1, "uid": 1000, "comm": "mydaemon", "filename": "/usr/sbin/mydaemon",
-              "argv": b"mydaemon", "start_ns": daemon.start, "start_tick_ns": 10 * MS}]
+              "argv": b"mydaemon", "start_ns": daemon.start, "start_tick_ns": 10 * MS,
+              **seed_context("/usr/sbin/mydaemon", "/system.slice/mydaemon.service", "mydaemon.service")}]
     second.write_seeds(seeds() + (again if seeded_again else []))
     second.close()
     conn = sqlite3.connect(db / "audit.db")
@@ -312,3 +344,72 @@ def test_process_without_exit_is_bounded_by_the_next_runs_seeds(tmp_path, seeded
     assert status == (0 if found_at_10_50 else 1)
     if not found_at_10_50:
         assert err.startswith("auditd-lite: pid 5000 was not running at 2026-11-20T10:50:00.000000Z")
+
+
+# --- the exec context (issue #13) ---------------------------------------------------------
+
+def find_node(node: dict, pid: int, comm: str | None = None) -> dict | None:
+    if node["pid"] == pid and (comm is None or node["comm"] == comm):
+        return node
+    for kid in node["children"]:
+        got = find_node(kid, pid, comm)
+        if got is not None:
+            return got
+    return None
+
+
+def test_json_nodes_carry_the_context_of_what_they_ran(db):
+    """Each node has the context keys (rows.CONTEXT_FIELDS) of the program its line shows: its
+    last exec's (ls: not its failed exec's, which has a cgroup and no hash), for a process seen
+    at start its seen_processes row's, all null for a process with no exec recorded."""
+    status, out, err = run_tree(1000, "--db-dir", db, "--at", "2026-11-20T10:30Z", "--format", "json")
+    assert status == 0, err
+    tree = json.loads(out)["tree"]
+    ctx = lambda node: tuple(node[c] for c in CONTEXT_FIELDS)  # noqa: E731
+    assert ctx(tree) == context(sha256=sha("/usr/lib/systemd/systemd"), hash_status="ok",
+                                cgroup="/init.scope", cgroup_status="resolved", unit="init.scope")
+    assert ctx(find_node(tree, 700)) == context(sha256=sha("/usr/sbin/sshd"), hash_status="ok",
+                                                cgroup="/system.slice/ssh.service", cgroup_status="resolved",
+                                                unit="ssh.service")
+    assert ctx(find_node(tree, 1000)) == context(sha256=sha("/bin/bash"), hash_status="ok", **SESSION)
+    ls = find_node(tree, 1001, "ls")
+    assert ctx(ls) == context(sha256=sha("/usr/bin/ls"), hash_status="ok", **SESSION)
+    assert ls["failed_execs"][0]["sha256"] is None and ls["failed_execs"][0]["unit"] == "session-3.scope"
+    assert ctx(find_node(tree, 1001, "cat")) == context(sha256=sha("/usr/bin/cat"), hash_status="ok", **DOCKER)
+    assert find_node(tree, 1001, "cat")["container_id"] == DOCKER_ID
+    assert ctx(find_node(tree, 1003)) == context()
+
+
+def test_tree_over_a_file_from_before_the_context_columns(tmp_path):
+    """A rotated file at revision 0002 (no context columns, in events or seen_processes) holding
+    sshd (seen at start) and its child bash, next to a head file holding bash's child: the tree
+    spans both without an error; the nodes from the old file carry the keys as null and show no
+    unit, the new one its unit and hash."""
+    from test_query import second_revision_file, revisions
+
+    db = tmp_path / "db"
+    sshd = {"pid": 700, "ppid": 1, "uid": 0, "comm": "sshd", "filename": "/usr/sbin/sshd",
+            "argv": b"sshd: /usr/sbin/sshd -D [listener]", "start_ns": at(9, 0) - BOOT_A_WALL,
+            "start_tick_ns": 10 * MS}
+    bash = Proc(1000, 700, at(10, 0), "sshd", cgroup=SESSION)
+    second_revision_file(db, [bash.exec(at(10, 0, 0, 1), "/bin/bash", ["-bash"], comm="bash")], seeds=[sshd])
+    vim = Proc(1001, 1000, at(10, 30), "bash", cgroup=SESSION)
+    bw = BatchWriter(db, {"keep": 0})
+    bw.open()
+    bw.write([vim.exec(at(10, 30, 0, 1), "/usr/bin/vim", ["vim"], comm="vim"), vim.exit(at(10, 31))])
+    bw.close()
+    assert revisions(db)[-1] == "0002"
+    status, out, err = run_tree(1001, "--db-dir", db, "--format", "json")
+    assert status == 0, err
+    tree = json.loads(out)["tree"]
+    assert [tree["pid"], tree["children"][0]["pid"]] == [700, 1000] and tree["seen_at_start"]
+    for old in (tree, tree["children"][0]):
+        assert all(old[c] is None for c in CONTEXT_FIELDS), old
+    new = find_node(tree, 1001)
+    assert (new["unit"], new["sha256"], new["execs"][0]["hash_status"]) == ("session-3.scope", sha("/usr/bin/vim"), "ok")
+    status, out, err = run_tree(1001, "--db-dir", db)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[2].startswith("700 sshd 'sshd: /usr/sbin/sshd -D [listener]' [running when a daemon started] [2026")
+    assert lines[3].startswith("└─ 1000 bash /bin/bash -bash [2026")
+    assert lines[4].startswith("   └─ 1001 vim /usr/bin/vim vim [session-3.scope] [2026")

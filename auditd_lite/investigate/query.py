@@ -46,14 +46,27 @@ class Filters:
     unit: str | None = None  # the systemd unit, exactly
     container: str | None = None  # a prefix of the container id (or an nspawn machine name)
 
-    def wants_context(self) -> bool:
-        return any(v is not None for v in (self.sha256, self.unit, self.container))
+    def context_wanted(self) -> set[str]:
+        """The context columns the filters read."""
+        return {column for name, column in _CONTEXT_FILTERS.items() if getattr(self, name) is not None}
 
 
-def has_context(conn: sqlite3.Connection, table: str = "events", schema: str = "main") -> bool:
-    """Does ``table`` of this file have the context columns (schema revision 0003 on)?"""
+# each context filter and the column it reads
+_CONTEXT_FILTERS = {"sha256": "sha256", "unit": "unit", "container": "container_id"}
+ALL_CONTEXT = frozenset(CONTEXT_FIELDS)
+
+
+def context_columns(conn: sqlite3.Connection, table: str = "events", schema: str = "main") -> frozenset:
+    """The columns of rows.CONTEXT_FIELDS that ``table`` of this file has: none before schema
+    revision 0003. Asked per column, so that a file of a revision that has some keeps them."""
     have = {r[1] for r in conn.execute(f"PRAGMA {schema}.table_info({table})")}
-    return have.issuperset(CONTEXT_FIELDS)
+    return ALL_CONTEXT & have
+
+
+def context_select(have: frozenset, prefix: str = "") -> str:
+    """``, c`` for each of rows.CONTEXT_FIELDS in order, ``, NULL`` for those not in ``have``
+    (unknown): what a SELECT appends to read a file's context whatever its revision."""
+    return "".join(f", {prefix}{c}" if c in have else ", NULL" for c in CONTEXT_FIELDS)
 
 
 # x: the exec an exit record's process last ran; y: the exit of an exec
@@ -82,10 +95,15 @@ _COLUMNS = """SELECT e.*, r.boot_id AS boot_id,
        y.id AS y_id, y.exit_code AS y_exit_code, y.signal AS y_signal,
        y.core_dumped AS y_core_dumped, y.duration_ns AS y_duration_ns, y.status AS y_status{context}
 """
-# a file from before revision 0003 gets the same result columns, all unknown, so that every
-# record has one shape
-_WITH_CONTEXT = "".join(f", x.{c} AS x_{c}" for c in CONTEXT_FIELDS)
-_WITHOUT_CONTEXT = "".join(f", NULL AS {c}, NULL AS x_{c}" for c in CONTEXT_FIELDS)
+
+
+def _context_result(have: frozenset) -> str:
+    """The exec's context as x_<column>, and a column the file lacks as NULL (unknown) under
+    both names, so that the records of every file have one shape."""
+    return "".join(f", x.{c} AS x_{c}" if c in have else f", NULL AS {c}, NULL AS x_{c}"
+                   for c in CONTEXT_FIELDS)
+
+
 _ORDER = " ORDER BY e.time_ns DESC, e.id DESC"
 
 
@@ -95,14 +113,14 @@ def _hex_prefix(value: str) -> str:
     return value.lower()  # hashlib's hexdigest, as the writer stores it
 
 
-def conditions(filters: Filters, use_indexes: bool = True, context: bool = True
+def conditions(filters: Filters, use_indexes: bool = True, context: frozenset = ALL_CONTEXT
                ) -> tuple[list[str], list, bool]:
     """WHERE terms over ``e`` (and ``x``) and their parameters; True if a term needs ``x``.
 
     Without ``use_indexes`` each column is written ``+e.col``, which keeps SQLite off the
     column indexes: for a caller that walks an id range, where they would cost a scan each.
-    Without ``context`` (a file from before revision 0003) a context filter is a term that
-    is never true, in place of the columns the file lacks.
+    ``context``: the context columns the file has (context_columns); a filter on one it lacks
+    (a file from before revision 0003) is a term that is never true: unknown matches nothing.
     """
     terms: list[str] = []
     params: list = []
@@ -148,7 +166,7 @@ def conditions(filters: Filters, use_indexes: bool = True, context: bool = True
     sha256 = _hex_prefix(filters.sha256) if filters.sha256 is not None else None
     if filters.container == "":
         raise BadInput("bad --container '': give an id or its first characters")
-    if filters.wants_context() and not context:
+    if not filters.context_wanted() <= context:
         terms.append("0")
         return terms, params, False
     # an exit has no context of its own (rows.CONTEXT_FIELDS): it matches through its exec,
@@ -160,25 +178,26 @@ def conditions(filters: Filters, use_indexes: bool = True, context: bool = True
     if filters.container is not None:
         add("instr(COALESCE(e.container_id, x.container_id), ?) = 1", filters.container)
     return terms, params, (filters.filename is not None or filters.arg is not None
-                           or filters.wants_context())
+                           or bool(filters.context_wanted()))
 
 
-def build_sql(filters: Filters, schema: str = "", context: bool = True) -> tuple[str, list] | None:
+def build_sql(filters: Filters, schema: str = "", context: frozenset = ALL_CONTEXT
+              ) -> tuple[str, list] | None:
     """The SQL and its bound parameters for these filters (BadInput on a bad event name), for a
-    file with the context columns or, without ``context``, one from before them: None when no
-    record of such a file can match (a context filter)."""
+    file with the ``context`` columns (context_columns): None when no record of it can match
+    (a filter on a column it lacks)."""
     terms, params, _ = conditions(filters, context=context)
-    if not context and filters.wants_context():
+    if not filters.context_wanted() <= context:
         return None
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
     joins = (_JOIN_R + _JOIN_X + _JOIN_Y).format(s=schema)
-    columns = _COLUMNS.format(context=_WITH_CONTEXT if context else _WITHOUT_CONTEXT)
+    columns = _COLUMNS.format(context=_context_result(context))
     return (columns + f"FROM {schema}events e\n" + joins + where + _ORDER,
             [EXEC_WINDOW_SLACK_NS] + params)
 
 
-def selection_sql(filters: Filters, schema: str = "", extra: str = "", context: bool = True
-                  ) -> tuple[str, list]:
+def selection_sql(filters: Filters, schema: str = "", extra: str = "",
+                  context: frozenset = ALL_CONTEXT) -> tuple[str, list]:
     """``FROM ... WHERE ...`` selecting the matching rows as ``e`` (for export), joining only what
     the filters need; ``extra`` is one more condition on ``e`` without parameters, an id range
     that the filters leave to be walked by rowid. ``context``: as for conditions()."""
@@ -286,14 +305,14 @@ class _Joiner:
             try:
                 conn = open_ro(self.paths[i])
                 boots = dict(conn.execute("SELECT id, boot_id FROM runs"))
-                self.conns[i] = (conn, boots, has_context(conn))
+                self.conns[i] = (conn, boots, context_columns(conn))
             except (BadInput, sqlite3.DatabaseError):
                 self.conns[i] = None  # the search itself reports it when it gets there
         return self.conns[i]
 
     def _find(self, indexes, sql, rec: dict):
         """The first row ``sql`` finds for the record's process; ``sql`` is text, or a function
-        of whether the file has the context columns that gives it."""
+        of the file's context columns (context_columns) that gives it."""
         for i in indexes:
             got = self._conn(i)
             if got is None:
@@ -314,7 +333,7 @@ class _Joiner:
         older = [j for j in range(i + 1, len(self.paths))
                  if (r := rotated_range(self.paths[j])) is None or r[1] >= fork]
         row = self._find(older, lambda context: (
-            f"SELECT run_id, filename, argv{_CONTEXT_LIST if context else _NULL_CONTEXT} FROM events "
+            f"SELECT run_id, filename, argv{context_select(context)} FROM events "
             "WHERE pid = ? AND start_ns = ? AND event = 'exec' AND time_ns <= ? "
             "ORDER BY time_ns DESC, id DESC"), rec)
         if row is not None:
@@ -337,14 +356,10 @@ class _Joiner:
                 got[0].close()
 
 
-_CONTEXT_LIST = "".join(", " + c for c in CONTEXT_FIELDS)
-_NULL_CONTEXT = ", NULL" * len(CONTEXT_FIELDS)
-
-
 def _search(paths, filters: Filters, limit) -> Iterator[dict]:
     remaining = limit
     joiner = _Joiner(paths)
-    statements: dict[bool, tuple | None] = {}  # by whether a file has the context columns
+    statements: dict[frozenset, tuple | None] = {}  # by the context columns a file has
     try:
         for i, path in enumerate(paths):
             if remaining == 0:
@@ -352,11 +367,11 @@ def _search(paths, filters: Filters, limit) -> Iterator[dict]:
             conn = open_ro(path)
             conn.row_factory = sqlite3.Row
             try:
-                context = has_context(conn)
+                context = context_columns(conn)
                 if context not in statements:
                     statements[context] = build_sql(filters, context=context)
                 if statements[context] is None:
-                    continue  # from before the context columns: no record of it can match
+                    continue  # without a column a filter reads: no record of it can match
                 sql, params = statements[context]
                 for row in conn.execute(sql, params):
                     rec = _record(row)

@@ -27,8 +27,9 @@ from pathlib import Path
 
 from ..dbfiles import file_is_export, merge_run, run_key, run_rows
 from ..errors import BadInput, NotFound
-from .output import quote
-from .query import split_argv
+from ..rows import CONTEXT_FIELDS
+from .output import quote, where_ran
+from .query import context_columns, context_select, split_argv
 from ..timeparse import format_time
 
 MAX_NODES = 20_000  # descendants shown before the tree is cut (with a warning)
@@ -37,6 +38,7 @@ WALL_SLACK_NS = 2 * 10**9  # records of a child lie within its parent's life, gi
 
 _EVENT_COLS = ("id, run_id, event, time_ns, pid, ppid, uid, comm, start_ns, filename, argv, errno, "
                "exit_code, signal, core_dumped, duration_ns, status")
+_SEEN_COLS = "run_id, time_ns, ppid, uid, comm, filename, argv, start_ns, start_tick_ns"
 
 
 @dataclass
@@ -156,18 +158,19 @@ class _Clocks:
 
 
 def _apply_event(p: Proc, event: str, time_ns: int, ppid, uid, comm, filename, argv, err,
-                 code, sig, core, duration, status) -> None:
-    """What one events row says about its process."""
+                 code, sig, core, duration, status, context: dict) -> None:
+    """What one events row says about its process (``context``: its CONTEXT_FIELDS)."""
     if p.first_ns is None or time_ns < p.first_ns:
         p.first_ns = time_ns
         if event != "exit" or p.ppid is None:
             p.ppid = ppid
     if event == "exec":
-        p.execs.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv)})
+        p.execs.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv),
+                        "context": context})
         p.comm, p.uid = comm, uid
     elif event == "exec_failed":
         p.failed.append({"time_ns": time_ns, "filename": filename, "argv": split_argv(argv),
-                         "errno": err})
+                         "errno": err, "context": context})
         if p.comm is None:
             p.comm, p.uid = comm, uid
     else:
@@ -182,10 +185,11 @@ def _apply_event(p: Proc, event: str, time_ns: int, ppid, uid, comm, filename, a
             p.ppid = ppid
 
 
-def _apply_seen(p: Proc, time_ns: int, ppid, uid, comm, filename, argv) -> None:
+def _apply_seen(p: Proc, time_ns: int, ppid, uid, comm, filename, argv, context: dict) -> None:
     """What a seen_processes row (a process running when a daemon started) says about it."""
     if p.seen is None or time_ns < p.seen["time_ns"]:
-        p.seen = {"time_ns": time_ns, "filename": filename, "argv": split_argv(argv), "comm": comm}
+        p.seen = {"time_ns": time_ns, "filename": filename, "argv": split_argv(argv), "comm": comm,
+                  "context": context}
     p.ppid = ppid if p.ppid is None or not p.execs else p.ppid
     p.comm = p.comm or comm
     p.uid = p.uid if p.uid is not None else uid
@@ -193,11 +197,25 @@ def _apply_seen(p: Proc, time_ns: int, ppid, uid, comm, filename, argv) -> None:
         p.first_ns = time_ns
 
 
+def context_of(p: Proc) -> dict:
+    """The context of the program its line shows (_command): its last exec's, else what a
+    daemon found it running, else its last failed exec's (a cgroup, no hash)."""
+    if p.execs:
+        return p.execs[-1]["context"]
+    if p.seen is not None:
+        return p.seen["context"]
+    return p.failed[-1]["context"] if p.failed else dict.fromkeys(CONTEXT_FIELDS)
+
+
 class Reader:
     """Lookups over every file's connection (newest first) by process identity."""
 
     def __init__(self, conns: list[tuple[Path, sqlite3.Connection]]):
         self.conns = conns
+        # per file and table, what to read after the other columns: the context, NULL (unknown)
+        # for a column it lacks (a file from before revision 0003)
+        self.context = [{t: context_select(context_columns(conn, t)) for t in ("events", "seen_processes")}
+                        for _, conn in conns]
         self.runs = _Runs(conns)
         self.boots = self.runs.boots
         self.clocks = _Clocks(conns)
@@ -207,7 +225,8 @@ class Reader:
 
     def _add(self, procs: dict, i: int, row) -> Proc | None:
         (_, run_id, event, time_ns, pid, ppid, uid, comm, start_ns, filename, argv, err,
-         code, sig, core, duration, status) = row
+         code, sig, core, duration, status) = row[:17]
+        context = dict(zip(CONTEXT_FIELDS, row[17:]))
         boot = self.boots[i].get(run_id)
         if boot is None:
             return None
@@ -215,7 +234,8 @@ class Reader:
         p = procs.get(key)
         if p is None:
             p = procs[key] = Proc(boot, pid, start_ns)
-        _apply_event(p, event, time_ns, ppid, uid, comm, filename, argv, err, code, sig, core, duration, status)
+        _apply_event(p, event, time_ns, ppid, uid, comm, filename, argv, err, code, sig, core, duration,
+                     status, context)
         if event == "exit" and duration is not None:
             self.clocks.saw(i, run_id, time_ns - start_ns - duration)
         if p.offset_ns is None:
@@ -225,9 +245,10 @@ class Reader:
     def _seen(self, procs: dict, pid: int, start_ns: int | None = None, boot: str | None = None) -> None:
         """Merge seen_processes rows of ``pid`` into ``procs`` (matching a known process within a tick)."""
         for i, (_, conn) in enumerate(self.conns):
-            for run_id, time_ns, ppid, uid, comm, filename, argv, s_ns, tick in conn.execute(
-                    "SELECT run_id, time_ns, ppid, uid, comm, filename, argv, start_ns, start_tick_ns "
-                    "FROM seen_processes WHERE pid = ?", (pid,)):
+            for row in conn.execute(
+                    f"SELECT {_SEEN_COLS}{self.context[i]['seen_processes']} FROM seen_processes "
+                    "WHERE pid = ?", (pid,)):
+                run_id, time_ns, ppid, uid, comm, filename, argv, s_ns, tick = row[:9]
                 b = self.boots[i].get(run_id)
                 if b is None or (boot is not None and b != boot):
                     continue
@@ -237,14 +258,15 @@ class Reader:
                               if pb == b and pp == pid and abs(ps - s_ns) <= max(tick or 0, 1)), None)
                 if match is None:
                     match = procs[(b, pid, s_ns)] = Proc(b, pid, s_ns)
-                _apply_seen(match, time_ns, ppid, uid, comm, filename, argv)
+                _apply_seen(match, time_ns, ppid, uid, comm, filename, argv,
+                            dict(zip(CONTEXT_FIELDS, row[9:])))
                 if match.offset_ns is None:
                     match.offset_ns = self.clocks.offset(i, run_id)
 
     def _events(self, procs: dict, where: str, params: tuple) -> None:
         for i, (_, conn) in enumerate(self.conns):
-            for row in conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE {where} ORDER BY time_ns, id",
-                                    params):
+            for row in conn.execute(f"SELECT {_EVENT_COLS}{self.context[i]['events']} FROM events "
+                                    f"WHERE {where} ORDER BY time_ns, id", params):
                 self._add(procs, i, row)
 
     def incarnations(self, pid: int) -> list[Proc]:
@@ -452,7 +474,7 @@ def _command(p: Proc) -> str:
 
 
 def describe(p: Proc) -> str:
-    parts = [str(p.pid), quote(p.comm or "?"), _command(p)]
+    parts = [str(p.pid), quote(p.comm or "?"), _command(p) + where_ran(context_of(p))]
     if p.failed:
         names = sorted({errno_module.errorcode.get(abs(f["errno"] or 0), str(f["errno"])) for f in p.failed})
         parts.append(f"({len(p.failed)} failed exec{'s' if len(p.failed) > 1 else ''}: "
@@ -488,11 +510,12 @@ def _node_json(p: Proc) -> dict:
         "pid": p.pid, "ppid": p.ppid, "boot_id": p.boot_id, "start_ns": p.start_ns,
         "start": format_time(p.fork_ns) if p.fork_ns is not None else None,
         "comm": p.comm, "uid": p.uid, "target": p.target,
+        **context_of(p),
         "execs": [{"time": format_time(e["time_ns"]), "time_ns": e["time_ns"], "filename": e["filename"],
-                   "argv": e["argv"]} for e in p.execs],
+                   "argv": e["argv"], **e["context"]} for e in p.execs],
         "failed_execs": [{"time": format_time(f["time_ns"]), "time_ns": f["time_ns"],
                           "filename": f["filename"], "argv": f["argv"], "errno": f["errno"],
-                          "errno_name": errno_module.errorcode.get(abs(f["errno"] or 0))}
+                          "errno_name": errno_module.errorcode.get(abs(f["errno"] or 0)), **f["context"]}
                          for f in p.failed],
         "exit": None if p.exit is None else {
             "time": format_time(p.exit["time_ns"]), "time_ns": p.exit["time_ns"],
