@@ -86,6 +86,54 @@ class TestStats:
         p = run_cli("stats", "--db-dir", tmp_path / "nope")
         assert p.returncode == 2 and len(p.stderr.decode().strip().splitlines()) == 1
 
+    def test_exec_context_is_counted_per_status_with_older_files_as_unknown(self, tmp_path):
+        """Over the execs: how many per hash_status and per cgroup_status, how many have a hash,
+        a unit, a container, and how many lie in files from before revision 0003 (the 0002
+        file's 2 execs), in JSON and in the table; the counts of the other execs add up."""
+        from test_query import write_mixed
+
+        db = write_mixed(tmp_path / "db")
+        s = json.loads(run_cli("stats", "--db-dir", db, "--format", "json", check=0).stdout)
+        c = s["exec_context"]
+        assert s["events"] == {"exec": 5, "exec_failed": 1, "exit": 5}
+        assert c == {"execs": 5, "before_context": {"files": 1, "execs": 2},
+                     "hash_status": {"ok": 2, "too_large": 1}, "cgroup_status": {"resolved": 3},
+                     "with": {"sha256": 2, "unit": 3, "container_id": 1}}
+        table = run_cli("stats", "--db-dir", db, check=0).stdout.decode().splitlines()
+        i = table.index("exec context: 5 execs")
+        assert table[i + 1:i + 5] == [
+            "  hash_status    ok 2, too_large 1",
+            "  cgroup_status  resolved 3",
+            "  with           sha256 2, unit 3, container_id 1",
+            "  unknown        2 (in 1 file from before schema revision 0003)",
+        ]
+
+    def test_execs_written_before_an_in_place_upgrade_are_unrecorded(self, tmp_path):
+        """A live file written at revision 0002 and upgraded in place by the writer has the
+        columns, but its 20 older execs no status: counted as 'unrecorded', not as a file
+        from before the columns; the 10 written since have the writer's statuses."""
+        from test_storage import at_second_revision
+
+        from auditd_lite.rows import CONTEXT_FIELDS
+        from conftest import EXEC_CONTEXT
+
+        db = tmp_path / "db"
+        db.mkdir()
+        engine = store.engine_for(db / "audit.db")
+        with engine.connect() as conn:
+            at_second_revision(conn, 40)
+        engine.dispose()
+        bw = writer(db)
+        bw.write(rows(20, start=40))
+        bw.close()
+        written = dict(zip(CONTEXT_FIELDS, EXEC_CONTEXT))
+        c = json.loads(run_cli("stats", "--db-dir", db, "--format", "json", check=0).stdout)["exec_context"]
+        assert c["execs"] == 30 and c["before_context"] == {"files": 0, "execs": 0}
+        assert c["hash_status"] == {"unrecorded": 20, written["hash_status"]: 10}
+        assert c["cgroup_status"] == {"unrecorded": 20, written["cgroup_status"]: 10}
+        table = run_cli("stats", "--db-dir", db, check=0).stdout.decode()
+        assert "unknown" not in table and f"  hash_status    unrecorded 20, {written['hash_status']} 10" in table
+
 
 class TestDbCommands:
     def test_current_and_upgrade(self, tmp_path):

@@ -9,8 +9,37 @@ from pathlib import Path
 
 from ..dbfiles import daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
 from ..timeparse import format_time
+from .query import context_columns
 
 EVENT_TYPES = ("exec", "exec_failed", "exit")
+# the status of a row of a file that has the context columns but was written before it got
+# them (upgraded in place): a writer since always sets both statuses of an exec
+UNRECORDED = "unrecorded"
+# the context that is a value, not a status: how many execs have one
+_VALUES = ("sha256", "unit", "container_id")
+_READS = frozenset(("hash_status", "cgroup_status") + _VALUES)
+
+
+def _context_counts(conn, per_type: dict, into: dict) -> None:
+    """Count the file's records per type into ``per_type`` and its execs' context into ``into``
+    (exec_context), in one pass over the records."""
+    rows = conn.execute(
+        "SELECT event, hash_status, cgroup_status, count(*), "
+        + ", ".join(f"count({c})" for c in _VALUES)
+        + " FROM events GROUP BY event, hash_status, cgroup_status")
+    for event, hash_status, cgroup_status, n, *have in rows:
+        per_type[event] = per_type.get(event, 0) + n
+        if event != "exec":
+            continue
+        for key, value in (("hash_status", hash_status), ("cgroup_status", cgroup_status)):
+            name = value if value is not None else UNRECORDED
+            into[key][name] = into[key].get(name, 0) + n
+        for c, k in zip(_VALUES, have):
+            into["with"][c] += k
+
+
+def _sorted_counts(counts: dict) -> dict:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def revision_of(conn) -> str | None:
@@ -34,10 +63,18 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
     events = dict.fromkeys(EVENT_TYPES, 0)
     files, runs, losses = [], {}, []
     lost_kernel = lost_user = 0
+    context = {"hash_status": {}, "cgroup_status": {}, "with": dict.fromkeys(_VALUES, 0)}
+    before = {"files": 0, "execs": 0}  # files from before revision 0003: context unknown
     for path in paths:
         conn = open_ro(path)
         try:
-            per_type = dict(conn.execute("SELECT event, count(*) FROM events GROUP BY event"))
+            if _READS <= context_columns(conn):
+                per_type: dict = {}
+                _context_counts(conn, per_type, context)
+            else:
+                per_type = dict(conn.execute("SELECT event, count(*) FROM events GROUP BY event"))
+                before["files"] += 1
+                before["execs"] += per_type.get("exec", 0)
             first, last = conn.execute("SELECT min(time_ns), max(time_ns) FROM events").fetchone()
             k, u = conn.execute("SELECT coalesce(sum(lost_kernel), 0), coalesce(sum(lost_user), 0) "
                                 "FROM batches").fetchone()
@@ -77,6 +114,11 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
         "lost_kernel": lost_kernel, "lost_user": lost_user, "losses": losses,
         "files": files, "runs": ordered, "unclean_runs": len(unclean),
         "daemon_running": running, "set_aside": set_aside,
+        "exec_context": {
+            "execs": events.get("exec", 0), "before_context": before,
+            "hash_status": _sorted_counts(context["hash_status"]),
+            "cgroup_status": _sorted_counts(context["cgroup_status"]), "with": context["with"],
+        },
     }
 
 
@@ -96,6 +138,15 @@ def render_table(s: dict) -> str:
         for a in s["set_aside"]:
             lines.append(f"  {a['path']}  {a['time'] or '-'}  {a['size']} bytes  "
                          "(a live file the writer moved out of its way; queries do not read it)")
+    c = s["exec_context"]
+    lines.append(f"exec context: {c['execs']} execs")
+    for key in ("hash_status", "cgroup_status"):
+        lines.append(f"  {key:<14} " + (", ".join(f"{name} {n}" for name, n in c[key].items()) or "-"))
+    lines.append(f"  {'with':<14} " + ", ".join(f"{name} {n}" for name, n in c["with"].items()))
+    b = c["before_context"]
+    if b["files"]:
+        lines.append(f"  {'unknown':<14} {b['execs']} (in {b['files']} file{'s' if b['files'] != 1 else ''} "
+                     "from before schema revision 0003)")
     lines.append(f"runs: {len(s['runs'])}, unclean: {s['unclean_runs']}")
     for r in s["runs"]:
         state = "running" if r["running"] else "clean" if r["clean"] else "UNCLEAN STOP"
