@@ -610,3 +610,108 @@ def test_verify_bad_input(tmp_path, make, status, message):
     p = tmp_path / "x.db"
     make(p)
     assert cli_in_process("verify", p) == (status, "", message.format(p=p))
+
+
+# --- sources from before the context columns (schema revision 0003) --------------------------
+
+@pytest.mark.parametrize("selection, omitted", [
+    ([], 0),  # every record, the 0002 file's whole
+    (["--since", "2026-11-20T10:00:00.5Z"], 1),  # its batch cut: exec 500 travels as a digest
+    (["--comm", "curl"], 5),  # a filter on both kinds of file
+])
+def test_export_from_a_second_revision_source_verifies(tmp_path, selection, omitted):
+    """A directory whose oldest file is at revision 0002 (no context columns, chain format 2)
+    exports: the export is at head, the old records' context NULL (unknown), the digests of
+    the old records it leaves out taken over the columns that file has, and the export
+    verifies; query on it gives the old records null context and the new ones theirs."""
+    from test_query import CURL_SHA, revisions, write_mixed
+
+    db = write_mixed(tmp_path / "db")
+    assert revisions(db)[-1] == "0002"
+    out = tmp_path / "case.db"
+    status, _, err = cli_in_process("export", "--db-dir", db, *selection, "-o", out)
+    assert status == 0, err
+    conn = sqlite3.connect(out)
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.HEAD_REVISION
+    assert conn.execute("SELECT count(*) FROM omitted_rows").fetchone()[0] == omitted
+    conn.close()
+    status, text, err = cli_in_process("verify", out)
+    assert (status, err) == (0, ""), text
+    status, text, err = cli_in_process("query", "--db", out, "--comm", "curl", "--format", "json")
+    assert status == 0, err
+    got = {(r["event"], r["pid"]): r for r in map(json.loads, text.splitlines())}
+    assert (got[("exec", 600)]["sha256"], got[("exit", 600)]["unit"]) == (CURL_SHA, "ssh.service")
+    if ("exec", 500) in got:
+        assert (got[("exec", 500)]["sha256"], got[("exec", 500)]["unit"]) == (None, None)
+    assert ("exit", 500) in got
+
+
+def test_context_put_into_an_export_is_found(tmp_path):
+    """In an export of files at two revisions: a unit changed on a record of the head file
+    breaks its batch's hash (format 3 covers the context); a unit filled in on a record of the
+    0002 file, whose batch hash (format 2) covers no context, is found as put in afterwards,
+    also once the export is sealed again (its sidecar rewritten)."""
+    from test_query import write_mixed
+
+    db = write_mixed(tmp_path / "db")
+    out = tmp_path / "case.db"
+    assert cli_in_process("export", "--db-dir", db, "-o", out)[0] == 0
+    for name, pid, unit, reason in [
+            ("changed.db", 600, "other.service", "hash mismatch: a record or the batch was edited"),
+            ("forged.db", 500, "ssh.service", "1 record with an exec context that the batch's hash "
+                                              "(written before schema revision 0003) does not cover: "
+                                              "put in afterwards")]:
+        bad = writable_copy(out, tmp_path / name)
+        conn = sqlite3.connect(bad)
+        batch = conn.execute("SELECT batch_id FROM events WHERE pid = ? AND event = 'exec'", (pid,)).fetchone()[0]
+        conn.execute("UPDATE events SET unit = ? WHERE pid = ? AND event = 'exec'", (unit, pid))
+        conn.commit()
+        conn.close()
+        sidecar = Path(str(bad) + ".sha256")  # sealed again, as whoever changed it would
+        sidecar.chmod(0o644)
+        sidecar.write_text(f"{sha(bad)}  {bad.name}\n")
+        status, text, _ = cli_in_process("verify", bad)
+        assert (status, text.splitlines()) == (1, [f"{bad} batch {batch}: {reason}"]), name
+
+
+def test_context_put_into_an_upgraded_file_is_found(tmp_path):
+    """A live file written at 0002 and upgraded in place: its old records' context columns are
+    NULL and no hash covers them; a value put into one is a problem naming its batch, and the
+    untouched file verifies."""
+    from test_storage import at_second_revision
+
+    d = tmp_path / "db"
+    d.mkdir()
+    engine = store.engine_for(d / "audit.db")
+    with engine.connect() as conn:
+        at_second_revision(conn, 40)
+    engine.dispose()
+    bw = BatchWriter(d, {"keep": 0})
+    bw.open()
+    bw.write(rows(10, start=40))
+    bw.close()
+    assert cli_in_process("verify", "--db-dir", d)[0] == 0
+    live = d / "audit.db"
+    edit(live, "UPDATE events SET container_id = 'ab' WHERE id = 25")
+    status, text, _ = cli_in_process("verify", "--db-dir", d)
+    assert (status, text.splitlines()) == (1, [
+        f"{live} batch 2: 1 record with an exec context that the batch's hash (written before schema "
+        "revision 0003) does not cover: put in afterwards"])
+
+
+def test_export_by_a_context_filter_selects_only_what_matches(tmp_path):
+    """export() given a context filter (Filters.unit; the command has no such flag yet) copies
+    only the matching records, none from the 0002 file, and takes no file whole however
+    wholly it lies in the window; the export verifies."""
+    from auditd_lite.investigate.export import export
+    from auditd_lite.investigate.query import Filters
+    from test_query import write_mixed
+
+    db = write_mixed(tmp_path / "db")
+    out = tmp_path / "ssh.db"
+    m = export(db, out, Filters(unit="ssh.service"))
+    assert m["counts"] == {"exec": 1, "exec_failed": 0, "exit": 1, "total": 2}
+    conn = sqlite3.connect(out)
+    assert conn.execute("SELECT event, pid FROM events ORDER BY id").fetchall() == [("exec", 600), ("exit", 600)]
+    conn.close()
+    assert cli_in_process("verify", out)[0] == 0

@@ -38,13 +38,13 @@ import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .. import __version__, chain
 from ..dbfiles import LIVE_NAME, database_files, file_is_export, has_table, is_chain_file, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows
 from ..errors import BadInput, NotFound
-from .query import Filters, selection_sql
+from .query import Filters, context_columns, selection_sql
 from ..timeparse import format_time
 
 FORMAT = "auditd-lite-export/1"
@@ -262,9 +262,8 @@ def _id_range(conn: sqlite3.Connection, alias: str, f: Filters) -> tuple:
 
 def _only_time_selects(f: Filters) -> bool:
     """Do only --since/--until select records (no filter on their columns)?"""
-    return all(getattr(f, name) is None for name in (
-        "comm", "exit_code", "signal", "pid", "ppid", "uid", "filename", "arg", "min_duration_ns",
-        "event"))
+    # every field of Filters: one added later selects too, not the whole file
+    return all(getattr(f, x.name) is None for x in fields(f) if x.name not in ("since_ns", "until_ns"))
 
 
 def _batches_and_omitted(conn: sqlite3.Connection, lo: int, hi: int, select: str) -> None:
@@ -281,7 +280,9 @@ def _batches_and_omitted(conn: sqlite3.Connection, lo: int, hi: int, select: str
         "WHERE b.last_event_id >= ? AND b.first_event_id <= ? AND b.count != "
         "(SELECT count(*) FROM main.events m WHERE m.id BETWEEN b.first_event_id AND b.last_event_id)",
         (lo, hi)).fetchall()
-    cols = ", ".join(chain.EVENT_COLUMNS)
+    # the columns the source has: a file from before revision 0003 has no context, and the
+    # digest of its records (format 2 or 1) covers none
+    cols = ", ".join(chain.file_event_columns(conn, "src"))
     for batch_id, first, last, stored in partial:
         fmt = chain.hash_format(stored or "")
         rows = conn.execute(
@@ -553,7 +554,9 @@ class _Export:
         """Copy the selected records of ``src`` with ids lo..hi; how many."""
         if lo is None:
             return 0
+        # the columns both have: what a source from an older revision lacks stays NULL (unknown)
         cols = [c for c in out_cols if c in _columns(conn, "src", "events")]
+        context = context_columns(conn, "events", "src")
         exported = 0
         if whole and cols == out_cols and _only_time_selects(self.filters):
             # every record of the file: SQLite's transfer optimization copies the
@@ -566,7 +569,7 @@ class _Export:
         col_list = ", ".join(cols)
         for a in range(lo, hi + 1, CHUNK_IDS):
             b = min(a + CHUNK_IDS - 1, hi)
-            frm, params = selection_sql(self.filters, "src.", f"e.id BETWEEN {a} AND {b}")
+            frm, params = selection_sql(self.filters, "src.", f"e.id BETWEEN {a} AND {b}", context)
             cur = conn.execute(f"INSERT INTO main.events ({col_list}) "
                                f"SELECT {', '.join('e.' + c for c in cols)} {frm}", params)
             exported += cur.rowcount

@@ -16,6 +16,10 @@ batch id:
 - batches from before the chain (no hash: the first release) are checked for
   their records and named in a note, not taken for tampering; they can only
   come first, before a chain that begins at genesis (``chain.check_file``);
+- a record of a batch whose hash does not cover the context (format 1 or 2,
+  or none: written before schema revision 0003, its file upgraded in place
+  since) must have none: its context columns came with the upgrade, NULL,
+  and a value there was put in afterwards (``uncovered_context``);
 - with ``--db-dir``, a ``.db`` file the daemon does not write is a problem
   (queries of the directory would read it as evidence);
 - with ``--db-dir``, a live file the writer set aside (``audit-damaged-*``)
@@ -43,6 +47,10 @@ from pathlib import Path
 from .. import chain
 from ..dbfiles import database_files, file_is_export, is_chain_file, open_ro, set_aside_files
 from ..errors import BadInput
+from .query import context_columns
+
+# the first chain format whose record digest covers rows.CONTEXT_FIELDS (chain.py's docstring)
+CONTEXT_FORMAT = 3
 
 REQUIRED_MANIFEST = ("format", "tool_version", "exported_at", "host", "kernel", "sources", "time_range",
                      "counts", "chain", "content_sha256", "tables")
@@ -88,6 +96,7 @@ def _check_chain_file(path: Path, report: Report) -> _ChainFile | None:
         _read_transaction(conn)
         try:
             fc = chain.check_file(conn, name, report.problems)
+            uncovered_context(conn, name, report.problems)
             lo, hi, n = conn.execute("SELECT (SELECT min(id) FROM batches), (SELECT max(id) FROM batches), "
                                      "(SELECT count(*) FROM batches)").fetchone()
             report.records += conn.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -112,6 +121,31 @@ def _check_chain_file(path: Path, report: Report) -> _ChainFile | None:
     # the first release numbered batches from 1, and batches from before the chain come first
     starts = lo == 1 if fc.pre_chain and fc.pre_chain[0] == lo else fc.first_prev == chain.GENESIS
     return _ChainFile(path, name, fc, lo, hi, starts, keeps)
+
+
+def uncovered_context(conn: sqlite3.Connection, name: str, problems: list) -> None:
+    """A problem for each batch in a format that does not cover the context (or without a
+    hash) whose records have some: no hash vouches for it, and no writer put it there."""
+    have = context_columns(conn)
+    if not have:
+        return  # a file from before the columns: nothing to put a value in
+    ranges: list[list[int]] = []  # ids of such batches' records, runs of batches merged
+    for first, last, stored in conn.execute(
+            "SELECT first_event_id, last_event_id, hash FROM batches ORDER BY id"):
+        if first is None or (stored is not None and chain.hash_format(stored) >= CONTEXT_FORMAT):
+            continue
+        if ranges and first == ranges[-1][1] + 1:
+            ranges[-1][1] = last
+        else:
+            ranges.append([first, last])
+    anything = " OR ".join(f"{c} IS NOT NULL" for c in sorted(have))
+    for lo, hi in ranges:
+        for batch_id, n in conn.execute(
+                f"SELECT batch_id, count(*) FROM events WHERE id BETWEEN ? AND ? AND ({anything}) "
+                "GROUP BY batch_id ORDER BY batch_id", (lo, hi)):
+            problems.append(chain.Problem(name, batch_id, (
+                f"{n} record{'s' if n != 1 else ''} with an exec context that the batch's hash "
+                "(written before schema revision 0003) does not cover: put in afterwards")))
 
 
 def _check_run_counters(conn: sqlite3.Connection, name: str, report: Report) -> None:
@@ -235,6 +269,7 @@ def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
             omitted.setdefault(batch_id, {})[event_id] = bytes(digest)
         found: list[chain.Problem] = []
         note = chain.pre_chain_note(name, chain.check_file(conn, name, found, omitted))
+        uncovered_context(conn, name, found)
         if note:
             report.notes.append(note)
         # links between batches are checked below, through chain_links as well
