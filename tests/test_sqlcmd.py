@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from auditd_lite.rows import CONTEXT_FIELDS
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
 
@@ -207,3 +208,70 @@ def test_bad_sources_are_exit_2(tmp_path, three):
          "auditd-lite: bad time 'soonish': use ISO 8601 (2026-11-20T10:00) or an age like 10m, 2h, 3d\n"),
     ]:
         assert sql("SELECT 1", *args) == (2, "", message)
+
+
+# --- files of different revisions (the context columns, schema revision 0003) ---------------
+
+def test_views_over_files_of_mixed_revisions_read_missing_columns_as_null(tmp_path):
+    """Over a 0002 file (no context columns) and head files, events has every column: the
+    old file's records read NULL for the context, the new ones theirs, in SELECT * as in
+    named columns and aggregates."""
+    from test_query import CURL_SHA, DOCKER_ID, write_mixed
+
+    db = write_mixed(tmp_path / "db")
+    status, out, err = sql("SELECT pid, event, sha256, unit, container_id FROM events WHERE pid IN "
+                           "(500, 600, 601) ORDER BY id", "--db-dir", db, "--format", "json")
+    assert status == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"pid": 500, "event": "exec", "sha256": None, "unit": None, "container_id": None},
+        {"pid": 500, "event": "exit", "sha256": None, "unit": None, "container_id": None},
+        {"pid": 600, "event": "exec", "sha256": CURL_SHA, "unit": "ssh.service", "container_id": None},
+        {"pid": 601, "event": "exec", "sha256": "9e" * 32, "unit": f"docker-{DOCKER_ID}.scope",
+         "container_id": DOCKER_ID},
+        {"pid": 600, "event": "exit", "sha256": None, "unit": None, "container_id": None},
+        {"pid": 601, "event": "exit", "sha256": None, "unit": None, "container_id": None},
+    ]
+    status, out, _ = sql("SELECT count(*), count(unit), count(DISTINCT hash_status) FROM events",
+                         "--db-dir", db, "--format", "csv")
+    assert out.splitlines()[1] == "11,4,2"
+    status, out, _ = sql("SELECT * FROM events WHERE pid = 500 AND event = 'exec'", "--db-dir", db,
+                         "--format", "json")
+    old, new = json.loads(out), json.loads(sql("SELECT * FROM events WHERE pid = 600 AND event = 'exec'",
+                                               "--db-dir", db, "--format", "json")[1])
+    assert old.keys() == new.keys() and old["unit"] is None and new["unit"] == "ssh.service"
+
+
+def test_a_file_from_before_the_context_columns_alone_still_has_them(tmp_path):
+    """sql --db on a 0002 file: a statement naming the context columns of events and
+    seen_processes runs (they read NULL, unknown) instead of failing on a missing column."""
+    from test_query import OLD_ROWS, second_revision_file
+
+    old = second_revision_file(tmp_path / "db", OLD_ROWS, seeds=[
+        {"pid": 1, "ppid": 0, "uid": 0, "comm": "systemd", "filename": "/sbin/init", "argv": b"/sbin/init",
+         "start_ns": 1, "start_tick_ns": 1}])
+    status, out, err = sql("SELECT count(*), count(unit), count(sha256) FROM events", "--db", old,
+                           "--format", "csv")
+    assert (status, out.splitlines()[1], err) == (0, "3,0,0", "")
+    status, out, err = sql("SELECT pid, container_id FROM seen_processes", "--db", old, "--format", "csv")
+    assert (status, out, err) == (0, "pid,container_id\n1,\n", "")
+
+
+def test_more_files_than_sqlite_attaches_with_an_old_one_among_those_copied(tmp_path):
+    """With more files than SQLite attaches, the 0002 file among the oldest copied into the
+    temporary database: its records come with NULL context, the others with theirs."""
+    from test_query import CURL_SHA, SSH, ctx_exec, ctx_exit, second_revision_file
+
+    db = tmp_path / "db"
+    before = T0 - 3600 * 10**9  # older than every record written after it
+    old = second_revision_file(db, [ctx_exec(before, 500, "/usr/bin/curl", CURL_SHA, SSH),
+                                    ctx_exit(before + 10**9, 500, "curl", before)])
+    write(db, 120, 10, rotation=RotationPolicy(size_mb=0.001))
+    assert len(list(db.glob("*.db"))) > 10
+    status, out, err = sql("SELECT name FROM files", "--db-dir", db, "--format", "csv")
+    assert old.name not in out.splitlines() and "(merged)" in out
+    status, out, err = sql("SELECT count(*), count(unit), count(hash_status) FROM events", "--db-dir", db,
+                           "--format", "csv")
+    assert status == 0 and "temporary database" in err
+    # 120 records, half of them execs with EXEC_CONTEXT; the 2 old ones unknown
+    execs_unit = 60 if dict(zip(CONTEXT_FIELDS, EXEC_CONTEXT))["unit"] else 0
+    assert out.splitlines()[1] == f"122,{execs_unit},60"

@@ -31,8 +31,12 @@ from pathlib import Path
 
 from ..dbfiles import RUN_KEY, has_table, needs_immutable, open_ro, ro_uri, run_merge_sql
 from ..errors import BadInput
+from ..rows import CONTEXT_FIELDS
 from .output import quote, write_formatted
 
+# tables that have rows.CONTEXT_FIELDS from schema revision 0003 on: their views always do, NULL
+# (unknown) from files before it, so a statement that reads them runs over any set of files
+CONTEXT_TABLES = ("events", "seen_processes")
 # columns of a table filtered by --since/--until
 TIME_COLUMNS = {"events": "time_ns", "batches": "written_ns", "seen_processes": "time_ns"}
 SKIP_TABLES = ("sqlite_",)
@@ -186,6 +190,9 @@ def _union_columns(schemas: dict[str, dict[str, list[str]]], reads: dict[str, se
         for name, cols in tables_of.items():
             have = tables.setdefault(name, [])
             have.extend(c for c in cols if c not in have)
+    for name in CONTEXT_TABLES:
+        if name in tables:
+            tables[name].extend(c for c in CONTEXT_FIELDS if c not in tables[name])
     # a UNION ALL view hands every column of every row to the statement: give it only the
     # columns the statement reads (SQLite 3.40 does not prune them by itself)
     for name, cols in list(tables.items()):
