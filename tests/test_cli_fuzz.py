@@ -20,6 +20,7 @@ from auditd_lite import cli
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
 
+from auditd_lite.rows import CONTEXT_FIELDS
 from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
 
 SEC = 10**9
@@ -107,6 +108,13 @@ times = st.one_of(st.sampled_from(["10m", "2h", "3d", "1w", "now", "1h30m", "202
                   text)
 events = st.sampled_from(["exec", "exit", "exec_failed", "fork", "", "EXEC"])
 formats = st.sampled_from(["table", "json", "csv", "xml", ""])
+# the fixture's execs have EXEC_CONTEXT: its hash, unit and container (if any) among the values
+_EXEC = dict(zip(CONTEXT_FIELDS, EXEC_CONTEXT))
+hashes = st.one_of(st.sampled_from([_EXEC["sha256"], _EXEC["sha256"][:6].upper(), _EXEC["sha256"] + "0", "",
+                                    "0x5e", "5e 5e", "g"]),
+                   st.text("0123456789abcdefABCDEF", max_size=66), text)
+units = st.one_of(st.sampled_from([_EXEC["unit"] or "cron.service", "", "ssh.service"]), text)
+containers = st.one_of(st.sampled_from([_EXEC["container_id"] or "3f4e5d6c7b8a", "", "0"]), text)
 sql_texts = st.one_of(
     st.sampled_from([
         "SELECT count(*) FROM events", "select count(*) from events;", "SELECT * FROM runs",
@@ -144,6 +152,7 @@ QUERY_FLAGS = {
     "--comm": text, "--exit-code": numbers, "--signal": numbers, "--pid": numbers, "--ppid": numbers,
     "--uid": numbers, "--filename": text, "--arg": text, "--since": times, "--until": times,
     "--min-duration-ms": numbers, "--event": events, "--format": formats, "--limit": numbers,
+    "--sha256": hashes, "--unit": units, "--container": containers,
 }
 
 
@@ -182,8 +191,8 @@ def test_fuzz_export(world, data):
         world.out / "a.db", world.out / "b.db", world.export, world.db / "x.db", world.out,
         world.out / "missing" / "c.db", world.db / "audit.db"]))
     flags = dict(QUERY_FLAGS)
-    flags.pop("--format")
-    flags.pop("--limit")
+    for flag in ("--format", "--limit", "--sha256", "--unit", "--container"):  # query's only
+        flags.pop(flag)
     argv = ["export", "-o", str(target),
             *data.draw(st.sampled_from([[], ["--db-dir", str(world.db)], ["--db-dir", str(world.junk)]])),
             *data.draw(options(flags)), *data.draw(st.sampled_from([[], ["--force"]]))]
