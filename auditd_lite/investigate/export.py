@@ -556,7 +556,6 @@ class _Export:
             return 0
         # the columns both have: what a source from an older revision lacks stays NULL (unknown)
         cols = [c for c in out_cols if c in _columns(conn, "src", "events")]
-        context = context_columns(conn, "events", "src")
         exported = 0
         if whole and cols == out_cols and _only_time_selects(self.filters):
             # every record of the file: SQLite's transfer optimization copies the
@@ -567,6 +566,7 @@ class _Export:
             self.progress.update(got.done, path.name)
             return exported
         col_list = ", ".join(cols)
+        context = context_columns(conn, "events", "src")
         for a in range(lo, hi + 1, CHUNK_IDS):
             b = min(a + CHUNK_IDS - 1, hi)
             frm, params = selection_sql(self.filters, "src.", f"e.id BETWEEN {a} AND {b}", context)

@@ -63,10 +63,10 @@ def context_columns(conn: sqlite3.Connection, table: str = "events", schema: str
     return ALL_CONTEXT & have
 
 
-def context_select(have: frozenset, prefix: str = "") -> str:
+def context_select(have: frozenset) -> str:
     """``, c`` for each of rows.CONTEXT_FIELDS in order, ``, NULL`` for those not in ``have``
     (unknown): what a SELECT appends to read a file's context whatever its revision."""
-    return "".join(f", {prefix}{c}" if c in have else ", NULL" for c in CONTEXT_FIELDS)
+    return "".join(f", {c}" if c in have else ", NULL" for c in CONTEXT_FIELDS)
 
 
 # x: the exec an exit record's process last ran; y: the exit of an exec
@@ -310,17 +310,16 @@ class _Joiner:
                 self.conns[i] = None  # the search itself reports it when it gets there
         return self.conns[i]
 
-    def _find(self, indexes, sql, rec: dict):
-        """The first row ``sql`` finds for the record's process; ``sql`` is text, or a function
-        of the file's context columns (context_columns) that gives it."""
+    def _find(self, indexes, sql_for, rec: dict):
+        """The first row found for the record's process by the SQL ``sql_for`` gives for a file's
+        context columns (context_columns)."""
         for i in indexes:
             got = self._conn(i)
             if got is None:
                 continue
             conn, boots, context = got
             try:
-                text = sql(context) if callable(sql) else sql
-                for row in conn.execute(text, (rec["pid"], rec["start_ns"], rec["time_ns"])):
+                for row in conn.execute(sql_for(context), (rec["pid"], rec["start_ns"], rec["time_ns"])):
                     if boots.get(row[0]) == rec["boot_id"]:
                         return row
             except sqlite3.DatabaseError:
@@ -342,10 +341,10 @@ class _Joiner:
 
     def exit_of(self, i: int, rec: dict) -> None:
         """Fill how an exec record's process ended from a newer file."""
-        row = self._find(range(i - 1, -1, -1),
-                         "SELECT run_id, exit_code, signal, core_dumped, duration_ns, status FROM events "
-                         "WHERE pid = ? AND start_ns = ? AND event = 'exit' AND time_ns >= ? "
-                         "ORDER BY time_ns, id", rec)
+        row = self._find(range(i - 1, -1, -1), lambda _context: (
+            "SELECT run_id, exit_code, signal, core_dumped, duration_ns, status FROM events "
+            "WHERE pid = ? AND start_ns = ? AND event = 'exit' AND time_ns >= ? "
+            "ORDER BY time_ns, id"), rec)
         if row is not None:
             rec.update(exit_code=row[1], signal=row[2], core_dumped=_bool(row[3]), duration_ns=row[4],
                        status=row[5])

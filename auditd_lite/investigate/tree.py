@@ -39,6 +39,8 @@ WALL_SLACK_NS = 2 * 10**9  # records of a child lie within its parent's life, gi
 _EVENT_COLS = ("id, run_id, event, time_ns, pid, ppid, uid, comm, start_ns, filename, argv, errno, "
                "exit_code, signal, core_dumped, duration_ns, status")
 _SEEN_COLS = "run_id, time_ns, ppid, uid, comm, filename, argv, start_ns, start_tick_ns"
+# where a row's context begins, read after either
+_EVENT_N, _SEEN_N = _EVENT_COLS.count(",") + 1, _SEEN_COLS.count(",") + 1
 
 
 @dataclass
@@ -225,8 +227,8 @@ class Reader:
 
     def _add(self, procs: dict, i: int, row) -> Proc | None:
         (_, run_id, event, time_ns, pid, ppid, uid, comm, start_ns, filename, argv, err,
-         code, sig, core, duration, status) = row[:17]
-        context = dict(zip(CONTEXT_FIELDS, row[17:]))
+         code, sig, core, duration, status) = row[:_EVENT_N]
+        context = dict(zip(CONTEXT_FIELDS, row[_EVENT_N:]))
         boot = self.boots[i].get(run_id)
         if boot is None:
             return None
@@ -248,7 +250,7 @@ class Reader:
             for row in conn.execute(
                     f"SELECT {_SEEN_COLS}{self.context[i]['seen_processes']} FROM seen_processes "
                     "WHERE pid = ?", (pid,)):
-                run_id, time_ns, ppid, uid, comm, filename, argv, s_ns, tick = row[:9]
+                run_id, time_ns, ppid, uid, comm, filename, argv, s_ns, tick = row[:_SEEN_N]
                 b = self.boots[i].get(run_id)
                 if b is None or (boot is not None and b != boot):
                     continue
@@ -259,7 +261,7 @@ class Reader:
                 if match is None:
                     match = procs[(b, pid, s_ns)] = Proc(b, pid, s_ns)
                 _apply_seen(match, time_ns, ppid, uid, comm, filename, argv,
-                            dict(zip(CONTEXT_FIELDS, row[9:])))
+                            dict(zip(CONTEXT_FIELDS, row[_SEEN_N:])))
                 if match.offset_ns is None:
                     match.offset_ns = self.clocks.offset(i, run_id)
 
