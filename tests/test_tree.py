@@ -45,7 +45,7 @@ class Proc:
         raw = b"\0".join(a.encode() for a in argv)
         return ("exec_failed", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 self.pid, self.uid, self.uid, 3, 7, filename, raw, len(argv), 0, errno,
-                None, None, None, None, None) + (None, None) + EXEC_CONTEXT[2:]
+                None, None, None, None, None) + EXEC_CONTEXT[:2] + (None, None) + EXEC_CONTEXT[4:]
 
     def exit(self, t, code=0, sig=0, core=False):
         status = (code << 8) | sig | (0x80 if core else 0)
