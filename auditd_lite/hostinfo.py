@@ -35,3 +35,17 @@ def kernel() -> str:
 
 def clock_tick_ns() -> int:
     return 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def mount_ns(pid: int | str = "self") -> int | None:
+    """The inode number of a process's mount namespace (what the BPF program records as
+    mntns), or None where /proc will not say (init's needs ptrace access)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+def host_mount_ns() -> int | None:
+    """The host's mount namespace: init's, else (init's unreadable) our own."""
+    return mount_ns(1) or mount_ns()

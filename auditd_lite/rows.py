@@ -13,18 +13,24 @@ from __future__ import annotations
 # tests/test_records.py holds to them (and Decoder.decode builds its tuples in this order)
 #
 # CAPTURED_FIELDS are what the kernel's record gives (capture/records.py decodes them);
-# CONTEXT_FIELDS what user space adds to an exec or failed exec from the system
-# (capture/context.py, schema revision 0003): NULL for an exit, and in a file older
-# than 0003, where the columns do not exist, unknown.
+# CONTEXT_FIELDS (schema revision 0003) the context of an exec or failed exec: first
+# CWD_FIELDS, which the kernel's record gives too (the decoder makes them, so a decoded row
+# is DECODED_FIELDS), then SYSTEM_FIELDS, which user space adds from the system
+# (capture/context.py). NULL for an exit, and in a file older than 0003, where the columns
+# do not exist, unknown.
 CAPTURED_FIELDS = (
     "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm", "start_ns",
     "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
     "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns",
 )
-CONTEXT_FIELDS = ("sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id")
+CWD_FIELDS = ("cwd", "cwd_status")
+SYSTEM_FIELDS = ("sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id")
+CONTEXT_FIELDS = CWD_FIELDS + SYSTEM_FIELDS
+DECODED_FIELDS = CAPTURED_FIELDS + CWD_FIELDS
 ROW_FIELDS = CAPTURED_FIELDS + CONTEXT_FIELDS
 F_EVENT, F_TIME = ROW_FIELDS.index("event"), ROW_FIELDS.index("time_ns")
 F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = (
     ROW_FIELDS.index(f) for f in ("filename", "argv", "args_truncated", "errno"))
 F_EXIT_CODE, F_SIGNAL, F_DURATION = (ROW_FIELDS.index(f) for f in ("exit_code", "signal", "duration_ns"))
-F_PID, F_COMM, F_START, F_CGROUP_ID = (ROW_FIELDS.index(f) for f in ("pid", "comm", "start_ns", "cgroup_id"))
+F_PID, F_COMM, F_START, F_CGROUP_ID, F_CWD, F_CWD_STATUS = (ROW_FIELDS.index(f) for f in (
+    "pid", "comm", "start_ns", "cgroup_id", "cwd", "cwd_status"))

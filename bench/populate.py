@@ -27,6 +27,7 @@ DIR/populate.json for bench/query_latency.py.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import heapq
 import json
 import os
@@ -71,6 +72,19 @@ CRON_JOBS = [
     "[ -x /usr/lib/php/sessionclean ] && if [ ! -d /run/systemd/system ]; then /usr/lib/php/sessionclean; fi",
     "/usr/bin/certbot -q renew",
 ]
+
+
+def context_of(filename: str | None, session: int, uid: int, failed: bool = False) -> tuple:
+    """rows.CONTEXT_FIELDS of an exec as the daemon would record it: the session's working
+    directory and scope, the binary's hash (stable per path), none for a failed exec's."""
+    home = "/root" if uid == 0 else f"/home/u{uid}"
+    digest = (None, None) if failed else (
+        hashlib.sha256(filename.encode()).hexdigest(), "ok")
+    cgroup = f"/user.slice/user-{uid}.slice/session-{session}.scope"
+    return (home, "ok") + digest + (cgroup, "resolved", f"session-{session}.scope", None)
+
+
+NO_CONTEXT = (None,) * 8
 
 
 def comm_of(filename: str) -> str:
@@ -126,18 +140,21 @@ class Sim:
                         break
                     self.push(("exec_failed", t, pid, pid, ppid, uid, uid, comm, start, pid, uid,
                                uid if uid else 4294967295, session, 4000 + session, cand, raw,
-                               len(argv), 0, ENOENT, None, None, None, None, None))
+                               len(argv), 0, ENOENT, None, None, None, None, None)
+                              + context_of(cand, session, uid, failed=True))
                     t += rng.randrange(5, 30) * US
             self.push(("exec", t, pid, pid, ppid, uid, uid, comm_of(filename), start, pid, uid,
                        uid if uid else 4294967295, session, 4000 + session, filename, raw,
-                       len(argv), 0, None, None, None, None, None, None))
+                       len(argv), 0, None, None, None, None, None, None)
+                      + context_of(filename, session, uid))
             comm = comm_of(filename)
         t_end = t_fork + max(life_ns, 1 * MS)
         if children is not None:
             t_end = max(t_end, children(pid, comm, t + 100 * US, t_end) + rng.randrange(50, 500) * US)
         status = (code << 8) | sig | (0x80 if core else 0)
         self.push(("exit", t_end, pid, pid, ppid, uid, uid, comm, start, None, None, None, None, None,
-                   None, None, None, None, None, status, code, sig, int(core), t_end - t_fork))
+                   None, None, None, None, None, status, code, sig, int(core), t_end - t_fork)
+                  + NO_CONTEXT)
         self.live_pids.discard(pid)  # freed at exit (pid reuse happens after wrap-around)
         return pid, t_end
 
@@ -151,11 +168,12 @@ class Sim:
         for d in PATH:
             self.push(("exec_failed", tt, pid, pid, pid_parent, uid, uid, comm, start, pid, uid,
                        uid if uid else 4294967295, session, 4000 + session, f"{d}/{word}", raw,
-                       1, 0, ENOENT, None, None, None, None, None))
+                       1, 0, ENOENT, None, None, None, None, None)
+                      + context_of(f"{d}/{word}", session, uid, failed=True))
             tt += rng.randrange(5, 30) * US
         t_end = tt + 200 * US
         self.push(("exit", t_end, pid, pid, pid_parent, uid, uid, comm, start, None, None, None, None,
-                   None, None, None, None, None, None, 127 << 8, 127, 0, 0, t_end - t))
+                   None, None, None, None, None, None, 127 << 8, 127, 0, 0, t_end - t) + NO_CONTEXT)
         return t_end
 
 

@@ -57,9 +57,20 @@
 
 struct exec_buf {
     struct exec_event e;
-    /* filename (<= FILENAME_BUF) then arguments; the arguments get twice
-     * their bound so the verifier can see every variable-offset read fit */
-    char data[FILENAME_BUF + 2 * ARGS_BUF];
+    /* filename (<= FILENAME_BUF), arguments, then in a record the working
+     * directory; the arguments get twice their bound so the verifier can see
+     * every variable-offset read fit */
+    char data[FILENAME_BUF + 2 * ARGS_BUF + CWD_BUF];
+    /* the entry's walk of the working directory, copied into data[] when the
+     * record is made; twice its bound, as for the arguments */
+    char cwd[2 * CWD_BUF];
+    /* the walk's state in map memory, not in registers: the verifier then
+     * sees one state per iteration whatever branch the last one took, where
+     * a register's exact range would double the states at every branch
+     * (5.10 and 6.1 refused the walk for it, E2BIG) */
+    u64 cwd_off;
+    u32 cwd_flags;
+    u32 _pad;
 };
 
 #ifdef USE_PERFBUF
@@ -182,10 +193,139 @@ static __always_inline void fill_creds(struct exec_event *e, struct task_struct 
 
 static __always_inline u64 record_size(struct exec_event *e)
 {
-    u64 fl = e->filename_len, al = e->args_len;
+    u64 fl = e->filename_len, al = e->args_len, cl = e->cwd_len;
     CLAMP(fl, FILENAME_BUF);
     CLAMP(al, ARGS_BUF);
-    return sizeof(struct exec_event) + fl + al;
+    CLAMP(cl, CWD_BUF);
+    return sizeof(struct exec_event) + fl + al + cl;
+}
+
+#ifdef OFF_MOUNT_MNT
+/* The working directory as the process sees it, walked as the kernel's d_path
+ * walks it: task->fs->pwd up the dentries to the process's root, crossing each
+ * mount root to its mount point in the parent mount, up to CWD_COMPONENTS names
+ * and CWD_BYTES bytes. Names are stored leaf first, each NUL-terminated (a name
+ * holds any byte but '/' and NUL): user space puts them in order. At syscall
+ * entry, since an exec keeps the working directory and the process may be gone
+ * a millisecond after. */
+static __always_inline void walk_cwd(struct exec_buf *b, struct task_struct *task)
+{
+    void *fs = NULL, *nsp = NULL, *ns = NULL;
+    void *dentry = NULL, *vfsmnt = NULL, *root_d = NULL, *root_m = NULL;
+    void *rr = NULL, *pprev = NULL, *up = NULL;
+    u32 inum = 0;
+
+    b->e.cwd_len = 0;
+    b->cwd_off = 0;
+    b->cwd_flags = FLAG_NO_CWD;
+    READ_AT(nsp, task, OFF_TASK_NSPROXY);
+    if (nsp)
+        READ_AT(ns, nsp, OFF_NSPROXY_MNT_NS);
+    if (ns)
+        READ_AT(inum, ns, OFF_MNT_NS_INUM);
+    b->e.mntns = inum;
+    READ_AT(fs, task, OFF_TASK_FS);
+    if (!fs)
+        return;
+    READ_AT(dentry, fs, OFF_FS_PWD_DENTRY);
+    READ_AT(vfsmnt, fs, OFF_FS_PWD_MNT);
+    READ_AT(root_d, fs, OFF_FS_ROOT_DENTRY);
+    READ_AT(root_m, fs, OFF_FS_ROOT_MNT);
+    if (!dentry || !vfsmnt || !root_m)
+        return;
+    b->cwd_flags = 0;
+    /* d_unlinked(): unhashed and not the root of its filesystem */
+    READ_AT(pprev, dentry, OFF_DENTRY_HASH_PPREV);
+    READ_AT(up, dentry, OFF_DENTRY_PARENT);
+    if (!pprev && up != dentry)
+        b->cwd_flags |= FLAG_CWD_DELETED;
+    /* chroot: the root is a directory inside a mount, not a mount's root. Not
+     * "the root of the namespace's first mount": booted through an initramfs,
+     * every process's / is a mount moved over rootfs and then chroot'ed into
+     * (switch_root, run-init), so that would flag them all. A chroot into a
+     * mount point is not told apart; a container has a namespace of its own
+     * (mntns, other_ns) */
+    READ_AT(rr, root_m, OFF_VFSMOUNT_MNT_ROOT);
+    if (root_d != rr)
+        b->cwd_flags |= FLAG_CWD_CHROOT;
+
+    for (int i = 0; i < CWD_COMPONENTS; i++) {
+        if (dentry == root_d && vfsmnt == root_m)
+            goto out;
+        void *mnt_root = NULL;
+        READ_AT(mnt_root, vfsmnt, OFF_VFSMOUNT_MNT_ROOT);
+        if (dentry == mnt_root) {
+            void *mnt = (char *)vfsmnt - OFF_MOUNT_MNT, *parent = NULL;
+            READ_AT(parent, mnt, OFF_MOUNT_PARENT);
+            if (!parent || parent == mnt)
+                goto out; /* the namespace's root mount: outside the chroot, if any */
+            READ_AT(dentry, mnt, OFF_MOUNT_MOUNTPOINT);
+            vfsmnt = (char *)parent + OFF_MOUNT_MNT;
+            continue;
+        }
+        u64 off = b->cwd_off;
+        if (off >= CWD_BYTES) {
+            b->cwd_flags |= FLAG_CWD_TRUNCATED;
+            goto out;
+        }
+        u64 room = CWD_BYTES - off;
+        CLAMP(off, CWD_BUF);
+        CLAMP(room, CWD_BUF);
+        const char *name = NULL;
+        u32 len = 0;
+        READ_AT(name, dentry, OFF_DENTRY_NAME);
+        READ_AT(len, dentry, OFF_DENTRY_NAME_LEN);
+        if (len + 1 > room) {
+            b->cwd_flags |= FLAG_CWD_TRUNCATED;
+            goto out;
+        }
+        long n = bpf_probe_read_kernel_str(&b->cwd[off], room, name);
+        if (n <= 0) {
+            b->cwd_flags |= FLAG_CWD_TRUNCATED;
+            goto out;
+        }
+        b->cwd_off = off + n;
+        up = NULL;
+        READ_AT(up, dentry, OFF_DENTRY_PARENT);
+        if (!up || up == dentry)
+            goto out; /* a filesystem's root that is no mount's root: detached */
+        dentry = up;
+    }
+    /* names left when the bound ran out */
+    b->cwd_flags |= FLAG_CWD_TRUNCATED;
+out:
+    {
+        u64 total = b->cwd_off;
+        CLAMP(total, CWD_BYTES);
+        b->e.cwd_len = total;
+    }
+}
+#else
+/* no BTF (header layouts: struct mount is not in the headers): no walk */
+static __always_inline void walk_cwd(struct exec_buf *b, struct task_struct *task)
+{
+    b->e.cwd_len = 0;
+    b->e.mntns = 0;
+    b->cwd_flags = FLAG_NO_CWD;
+}
+#endif
+
+/* the entry's working directory into the record's data[], after its arguments */
+static __always_inline u32 copy_cwd(struct exec_buf *b, const struct exec_buf *st, u64 at)
+{
+    u64 cl = st ? st->e.cwd_len : 0;
+    CLAMP(cl, CWD_BUF);
+    CLAMP(at, FILENAME_BUF + ARGS_BUF);
+    b->e.cwd_len = 0;
+    if (!st)
+        return FLAG_NO_CWD;
+    b->e.mntns = st->e.mntns;
+    if (cl > 0) {
+        if (bpf_probe_read_kernel(&b->data[at], cl, st->cwd) != 0)
+            return FLAG_NO_CWD;
+        b->e.cwd_len = cl;
+    }
+    return st->cwd_flags;
 }
 
 /* syscall entry: copy filename and argv while the caller's memory is intact */
@@ -196,6 +336,9 @@ static __always_inline int stash_entry(const char *filename, const char *const *
     struct exec_buf *b = scratch.lookup(&zero);
     if (!b)
         return 0;
+    /* first: its states end in map memory, so the argument loop after it is
+     * verified once, not once per way the walk ended */
+    walk_cwd(b, (struct task_struct *)bpf_get_current_task());
 
     long n = bpf_probe_read_user_str(b->data, FILENAME_BUF, filename);
     u64 fl = n > 0 ? n : 0;
@@ -290,7 +433,15 @@ static __always_inline int exec_failed(void *ctx, long ret)
         b->e.flags = FLAG_NO_STASH;
         b->e.filename_len = 0;
         b->e.args_len = 0;
+        b->e.cwd_len = 0;
+        b->e.mntns = 0;
+        b->e.flags |= FLAG_NO_CWD;
         count(CNT_STASH_MISS);
+    } else {
+        u64 fl = b->e.filename_len, al = b->e.args_len;
+        CLAMP(fl, FILENAME_BUF);
+        CLAMP(al, ARGS_BUF);
+        b->e.flags |= copy_cwd(b, b, fl + al);
     }
     fill_hdr(&b->e.h, EV_EXEC_FAILED, task);
     fill_creds(&b->e, task);
@@ -390,6 +541,7 @@ PROBE(sched_process_exec)
         flags |= st->e.flags & FLAG_ARGC_TRUNCATED;
     else
         flags |= FLAG_NO_STASH;
+    flags |= copy_cwd(b, st, fl + al);
     b->e.flags = flags;
     b->e.filename_len = fl;
     b->e.args_len = al;

@@ -16,6 +16,10 @@
 #define FLAG_FILENAME_TRUNCATED 4 /* filename longer than FILENAME_BYTES */
 #define FLAG_ARGV_FROM_STASH 8    /* mm read failed; argv is the syscall-entry copy */
 #define FLAG_NO_STASH 16          /* entry copy missing (evicted): filename/argv unknown */
+#define FLAG_NO_CWD 32            /* working directory not read (no entry copy, no fs) */
+#define FLAG_CWD_TRUNCATED 64     /* more components or bytes than the walk's bounds */
+#define FLAG_CWD_DELETED 128      /* the directory was removed (d_unlinked) */
+#define FLAG_CWD_CHROOT 256       /* the process's root is a directory, not a mount's root */
 
 /* counters map indexes */
 #define CNT_LOST 0        /* ring/perf buffer full: record dropped */
@@ -55,7 +59,11 @@ struct exec_event {
     __u32 flags;
     __u16 filename_len; /* bytes of data[] holding the filename, with its NUL */
     __u16 args_len;     /* bytes of data[] after it: NUL-terminated arguments */
-    /* char data[filename_len + args_len] follows */
+    __u16 cwd_len;      /* bytes of data[] after those: the working directory's names,
+                         * each NUL-terminated, from the directory itself up to the root */
+    __u16 _pad;
+    __u32 mntns;        /* inode number of the process's mount namespace */
+    /* char data[filename_len + args_len + cwd_len] follows */
 };
 
 #endif

@@ -339,10 +339,11 @@ def fill_disk(path: Path) -> Path:
 SEC = 10**9
 T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
 
-# rows.CONTEXT_FIELDS of a fixture's exec (sha256, hash_status, cgroup, cgroup_status, unit,
-# container_id), and an exit's (none)
-EXEC_CONTEXT = ("5e" * 32, "ok", "/system.slice/cron.service", "resolved", "cron.service", None)
-NO_CONTEXT = (None,) * 6
+# rows.CONTEXT_FIELDS of a fixture's exec (cwd, cwd_status, sha256, hash_status, cgroup,
+# cgroup_status, unit, container_id), and an exit's (none)
+EXEC_CONTEXT = ("/var/spool/cron", "ok", "5e" * 32, "ok", "/system.slice/cron.service", "resolved",
+                "cron.service", None)
+NO_CONTEXT = (None,) * 8
 
 
 def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:

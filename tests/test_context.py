@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from auditd_lite.capture import cgroups
+from auditd_lite.capture import cgroups, records
 from conftest import log_events, run_cli
 
 pytestmark = pytest.mark.kernel
@@ -244,3 +245,102 @@ def test_seen_at_start_has_the_same_context(daemon_factory, tmp_path, made_cgrou
     assert (seed["filename"], seed["sha256"], seed["hash_status"]) == (str(sleeper), sha256_of(sleeper), "ok")
     assert (seed["cgroup"], seed["cgroup_status"], seed["unit"]) == (
         f"/auditd-test-{tag}.slice/seen-{tag}.scope", "resolved", f"seen-{tag}.scope")
+
+
+def proc_cwd(pid: int) -> str:
+    """/proc/PID/cwd as the records write text (bytes that are not UTF-8 escaped)."""
+    return records.text(os.fsencode(os.readlink(f"/proc/{pid}/cwd")))
+
+
+def run_from(cwd: Path | str | None, program: Path, setup: str = "") -> tuple[int, str]:
+    """``program 1`` exec'd by a shell that ran ``setup`` and cd'ed to ``cwd`` (None: stays
+    where ``setup`` left it); returns its pid
+    and its /proc/PID/cwd read while it ran."""
+    cd = 'cd "$0" && ' if cwd is not None else ""
+    p = subprocess.Popen(["sh", "-c", f'{setup}{cd}exec "$1" 1', str(cwd), str(program)])
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{p.pid}/exe") != str(program):
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.005)
+    seen = proc_cwd(p.pid)
+    assert p.wait() == 0
+    return p.pid, seen
+
+
+class TestCwd:
+    def test_cwd_is_what_proc_said(self, capture, tmp_path):
+        """Processes started from a directory with spaces and non-UTF-8 bytes in its name, one
+        40 levels deep, and one deleted after `cd`: each exec record's cwd is what
+        /proc/PID/cwd said while it ran (its " (deleted)" suffix as the status "deleted")."""
+        sleeper = copy_of("/bin/sleep", tmp_path)
+        odd = Path(os.fsdecode(bytes(tmp_path) + b"/with space \xff\xfe end"))
+        odd.mkdir()
+        deep = tmp_path.joinpath(*[f"d{i}" for i in range(40)])
+        deep.mkdir(parents=True)
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        runs = [(run_from(odd, sleeper), "ok"), (run_from(deep, sleeper), "ok"),
+                (run_from(None, sleeper, f'cd "{gone}" && rmdir "{gone}" && '), "deleted")]
+        capture.flush()
+        got = {r["pid"]: r for r in execs_of(capture.db_dir, sleeper)}
+        for (pid, seen), status in runs:
+            want = seen.removesuffix(" (deleted)")
+            assert (got[pid]["cwd"], got[pid]["cwd_status"]) == (want, status), (seen, got[pid])
+        assert got[runs[0][0][0]]["cwd"].endswith("/with space \\xff\\xfe end")
+        assert runs[2][0][1].endswith(" (deleted)")
+
+    def test_cwd_through_a_bind_mount(self, capture, tmp_path):
+        """A process in a directory reached through a bind mount: the path through the mount
+        point, as /proc/PID/cwd says, not the bound directory's own."""
+        src, dst = tmp_path / "src", tmp_path / "dst"
+        (src / "sub").mkdir(parents=True)
+        dst.mkdir()
+        subprocess.run(["mount", "--bind", str(src), str(dst)], check=True)
+        try:
+            pid, seen = run_from(dst / "sub", copy_of("/bin/sleep", tmp_path))
+        finally:
+            subprocess.run(["umount", str(dst)], check=True)
+        assert seen == str(dst / "sub")
+        capture.flush()
+        [rec] = [r for r in sql(capture.db_dir, f"SELECT * FROM events WHERE event = 'exec' AND pid = {pid}")
+                 if r["filename"].startswith(str(tmp_path))]
+        assert (rec["cwd"], rec["cwd_status"]) == (seen, "ok")
+
+    def test_cwd_too_deep_is_truncated_not_wrong(self, capture, tmp_path):
+        """A directory 100 levels deep (more names than the walk takes): the innermost names
+        that fitted, marked truncated, and a true suffix of the real path."""
+        deep = tmp_path.joinpath(*[f"n{i}" for i in range(100)])
+        deep.mkdir(parents=True)
+        pid, seen = run_from(deep, copy_of("/bin/sleep", tmp_path))
+        capture.flush()
+        [rec] = sql(capture.db_dir, f"SELECT * FROM events WHERE event = 'exec' AND pid = {pid} "
+                                    "AND cwd_status IS NOT NULL ORDER BY id DESC LIMIT 1")
+        assert rec["cwd_status"] == "truncated"
+        assert rec["cwd"].startswith(".../") and seen.endswith(rec["cwd"][3:]), (rec["cwd"], seen)
+        assert rec["cwd"].endswith("/n98/n99")
+
+    def test_chroot_and_other_mount_namespace_say_so(self, capture, tmp_path):
+        """A process chroot'ed into a directory has the cwd it sees there, marked chroot; one in
+        a mount namespace of its own (unshare -m) is marked other_ns."""
+        root = tmp_path / "jail"
+        (root / "work").mkdir(parents=True)
+        program = Path("/bin") / ("j" + uuid.uuid4().hex[:10])
+        jailed = root / program.relative_to("/")
+        jailed.parent.mkdir(parents=True)
+        shutil.copy("/bin/sleep", jailed)
+        libs = re.findall(r"(/\S+) \(0x", subprocess.run(["ldd", "/bin/sleep"], capture_output=True,
+                                                          text=True, check=True).stdout)
+        for lib in libs:
+            (root / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(lib, root / lib.lstrip("/"))
+        p = subprocess.run(["chroot", str(root), "sh", "-c", f"cd /work && exec {program} 0.2"]
+                           if (root / "bin/sh").exists() else
+                           ["chroot", "--userspec=0:0", str(root), str(program), "0.2"], check=True)
+        sleeper = copy_of("/bin/sleep", tmp_path)
+        u = subprocess.Popen(["unshare", "-m", "sh", "-c", f'cd "{tmp_path}" && exec "{sleeper}" 0.2'])
+        assert u.wait() == 0
+        capture.flush()
+        [jail] = execs_of(capture.db_dir, program)
+        assert (jail["cwd"], jail["cwd_status"]) == ("/", "chroot"), jail
+        [other] = execs_of(capture.db_dir, sleeper)
+        assert (other["cwd"], other["cwd_status"]) == (str(tmp_path), "other_ns"), other

@@ -6,11 +6,12 @@ from auditd_lite import rows
 from auditd_lite.capture import records as R
 
 
-def exec_raw(args: bytes, filename=b"/bin/x\0", argc=0, flags=0, kind=R.EV_EXEC, err=0):
+def exec_raw(args: bytes, filename=b"/bin/x\0", argc=0, flags=0, kind=R.EV_EXEC, err=0,
+             cwd=b"b\0a\0", mntns=0):
     hdr = R.EXEC_EVENT.pack(kind, 100, 101, 1, 5_000, 4_000, 1000, 1000, b"comm\0",
                             77, 0, 4294967295, 4294967295, 101, err, argc, flags,
-                            len(filename), len(args))
-    return hdr + filename + args
+                            len(filename), len(args), len(cwd), 0, mntns)
+    return hdr + filename + args + cwd
 
 
 class TestDecoder:
@@ -81,20 +82,21 @@ class TestColumns:
         assert rows.ROW_FIELDS == columns[3:]
 
     def test_decoded_values_sit_under_their_column(self):
-        """Each kind of record decodes to one value per CAPTURED_FIELDS name (ROW_FIELDS before
-        the context), each under its name."""
+        """Each kind of record decodes to one value per DECODED_FIELDS name (ROW_FIELDS before
+        what user space adds), each under its name."""
         d = R.Decoder(128)
         exit_raw = R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 7, 8, b"sh\0", 900, 0x300, 0)
-        assert rows.ROW_FIELDS[:len(rows.CAPTURED_FIELDS)] == rows.CAPTURED_FIELDS
-        exits = dict(zip(rows.CAPTURED_FIELDS, d.decode(exit_raw), strict=True))
-        assert exits == dict.fromkeys(rows.CAPTURED_FIELDS) | {
+        assert rows.ROW_FIELDS[:len(rows.DECODED_FIELDS)] == rows.DECODED_FIELDS
+        exits = dict(zip(rows.DECODED_FIELDS, d.decode(exit_raw), strict=True))
+        assert exits == dict.fromkeys(rows.DECODED_FIELDS) | {
             "event": "exit", "time_ns": 2_000, "pid": 5, "tid": 6, "ppid": 1, "uid": 7, "gid": 8,
             "comm": "sh", "start_ns": 1_000, "status": 0x300, "exit_code": 3, "signal": 0,
             "core_dumped": 0, "duration_ns": 900}
         for kind, errno in ((R.EV_EXEC, None), (R.EV_EXEC_FAILED, -2)):
             row = d.decode(exec_raw(b"x\0", argc=1, kind=kind, err=-2))
-            assert dict(zip(rows.CAPTURED_FIELDS, row, strict=True)) == dict.fromkeys(rows.CAPTURED_FIELDS) | {
+            assert dict(zip(rows.DECODED_FIELDS, row, strict=True)) == dict.fromkeys(rows.DECODED_FIELDS) | {
                 "event": R.EVENT_NAMES[kind], "time_ns": 5_000, "pid": 100, "tid": 101, "ppid": 1,
                 "uid": 1000, "gid": 1000, "comm": "comm", "start_ns": 4_000, "old_pid": 101,
                 "euid": 0, "auid": 4294967295, "sessionid": 4294967295, "cgroup_id": 77,
-                "filename": "/bin/x", "argv": b"x", "argc": 1, "args_truncated": 0, "errno": errno}
+                "filename": "/bin/x", "argv": b"x", "argc": 1, "args_truncated": 0, "errno": errno,
+                "cwd": "/a/b", "cwd_status": "ok"}

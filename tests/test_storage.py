@@ -174,7 +174,7 @@ class TestMigrations:
         assert ids_in(db / "audit.db") == list(range(1, 131))
         con = sqlite3.connect(db / "audit.db")
         assert con.execute("SELECT * FROM events WHERE id <= 30 ORDER BY id").fetchall() == [
-            tuple(r) + (None,) * 6 for r in old]
+            tuple(r) + (None,) * 8 for r in old]
         con.close()
         assert [b[:2] for b in batches_of(db / "audit.db")] == [
             (1, None), (2, None), (3, None), (4, chain.GENESIS)]
@@ -213,9 +213,9 @@ class TestMigrations:
         con = sqlite3.connect(db / "audit.db")
         assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.HEAD_REVISION
         assert con.execute("SELECT * FROM events WHERE id <= 40 ORDER BY id").fetchall() == [
-            tuple(r) + (None,) * 6 for r in old]
+            tuple(r) + (None,) * 8 for r in old]
         assert [chain.hash_format(h) for (h,) in con.execute("SELECT hash FROM batches ORDER BY id")] == [2, 2, 3]
-        assert con.execute("SELECT unit FROM events WHERE id = 41").fetchone()[0] == EXEC_CONTEXT[4]
+        assert con.execute("SELECT unit FROM events WHERE id = 41").fetchone()[0] == EXEC_CONTEXT[6]
         assert verify(db) == []
         con.execute("UPDATE events SET pid = pid + 1 WHERE id = 3")
         con.commit()

@@ -1,5 +1,6 @@
 """What user space adds to a decoded exec: the executable's SHA-256 and what its cgroup id
-names (issue #13; the columns are rows.CONTEXT_FIELDS, in this order).
+names (issue #13; the columns are rows.SYSTEM_FIELDS, in this order, after the working
+directory the decoder gives).
 
     sha256, hash_status   capture/exehash.py; an exec only (a failed exec ran no image:
                           both NULL)
@@ -23,12 +24,13 @@ from typing import NamedTuple
 
 import structlog
 
-from ..rows import F_CGROUP_ID, F_COMM, F_EVENT, F_FILENAME, F_PID, F_START, F_TIME
+from .. import hostinfo
+from ..rows import F_CGROUP_ID, F_COMM, F_CWD, F_CWD_STATUS, F_EVENT, F_FILENAME, F_PID, F_START, F_TIME
 from . import cgroups, exehash
 
 log = structlog.get_logger("auditd_lite.context")
 
-# an exit's context, and a failed exec's hash part
+# an exit's SYSTEM_FIELDS, and a failed exec's hash part
 NO_CONTEXT = (None,) * 6
 _NO_HASH = (None, None)
 # how long a batch waits past its first hand-over for hashes still being computed: a 256 MiB
@@ -41,11 +43,8 @@ def host_root() -> str:
     (PrivateTmp, ProtectHome: a mount namespace of its own) its / is not the host's: then
     /proc/1/root, the root of init's namespace, which the processes it records usually share.
     Where that is not readable (a PID 1 we may not ptrace) or not different, our own /."""
-    try:
-        ours, init = os.stat("/proc/self/ns/mnt").st_ino, os.stat("/proc/1/ns/mnt").st_ino
-    except OSError:
-        return "/"
-    if ours == init:
+    ours, init = hostinfo.mount_ns(), hostinfo.mount_ns(1)
+    if ours is None or init is None or ours == init:
         return "/"
     if not os.access("/proc/1/root/", os.R_OK | os.X_OK):
         log.warning("host_root_unreadable", using="/",
@@ -119,8 +118,11 @@ class Context:
                 cg = cache[cid] = self.cgroup_of(cid, r[F_PID])
             cgs.append(cg)
             if event == "exec":
-                requests.append(exehash.Request(r[F_PID], r[F_FILENAME], r[F_TIME], r[F_START],
-                                                r[F_COMM]))
+                # the record's paths are the host's own only where its root and mount
+                # namespace are: else no hashing by path (the file there may be another)
+                own = r[F_CWD_STATUS] in ("ok", "deleted")
+                requests.append(exehash.Request(r[F_PID], r[F_FILENAME] if own else None, r[F_TIME],
+                                                r[F_START], r[F_COMM], r[F_CWD] if own else None))
                 hashed.append(i)
         return Pending(rows, cgs, hashed, self.worker.submit(requests))
 

@@ -60,6 +60,27 @@ FIELDS = (
     ("OFF_REGS_DX", "pt_regs", "dx", 8),
     ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax", 8),
 )
+# the working directory's walk (struct mount is internal: BTF only); all or none, and without
+# them every record's working directory is unknown (FLAG_NO_CWD). mount.mnt is a struct
+# vfsmount, whose size varies by kernel: None, not checked.
+CWD_FIELDS = (
+    ("OFF_TASK_FS", "task_struct", "fs", 8),
+    ("OFF_FS_PWD_MNT", "fs_struct", "pwd.mnt", 8),
+    ("OFF_FS_PWD_DENTRY", "fs_struct", "pwd.dentry", 8),
+    ("OFF_FS_ROOT_MNT", "fs_struct", "root.mnt", 8),
+    ("OFF_FS_ROOT_DENTRY", "fs_struct", "root.dentry", 8),
+    ("OFF_VFSMOUNT_MNT_ROOT", "vfsmount", "mnt_root", 8),
+    ("OFF_MOUNT_MNT", "mount", "mnt", None),
+    ("OFF_MOUNT_PARENT", "mount", "mnt_parent", 8),
+    ("OFF_MOUNT_MOUNTPOINT", "mount", "mnt_mountpoint", 8),
+    ("OFF_DENTRY_PARENT", "dentry", "d_parent", 8),
+    ("OFF_DENTRY_NAME", "dentry", "d_name.name", 8),
+    ("OFF_DENTRY_NAME_LEN", "dentry", "d_name.len", 4),
+    ("OFF_DENTRY_HASH_PPREV", "dentry", "d_hash.pprev", 8),
+    ("OFF_TASK_NSPROXY", "task_struct", "nsproxy", 8),
+    ("OFF_NSPROXY_MNT_NS", "nsproxy", "mnt_ns", 8),
+    ("OFF_MNT_NS_INUM", "mnt_namespace", "ns.inum", 4),
+)
 # only with CONFIG_AUDIT(SYSCALL); without them auid and session read as unset
 AUDIT_FIELDS = (
     ("OFF_TASK_LOGINUID", "task_struct", "loginuid", 4),
@@ -77,6 +98,10 @@ class ProgramSettings:
     max_args: int = 128
     arg_bytes: int = 4096
     filename_bytes: int = 1024
+    # the working directory's walk: names and bytes (PATH_MAX is 4096; a deeper or longer
+    # directory is recorded truncated, its innermost names kept)
+    cwd_components: int = 64
+    cwd_bytes: int = 1024
     stash_entries: int = 512
     # claims wait for the leader's RCU-delayed free (lazy RCU: up to ~10 s),
     # so this many exits may be outstanding; an older claim evicted is harmless
@@ -174,6 +199,21 @@ def btf_offsets(types: btf.BTF) -> dict[str, str]:
             break
         if field.size == size:
             defs[macro] = str(field.offset)
+    cwd = {}
+    for macro, struct_name, path, size in CWD_FIELDS:
+        try:
+            field = types.field(struct_name, path)
+        except btf.BTFError as e:
+            log.warning("cwd_unavailable", field=f"{struct_name}.{path}", error=str(e),
+                        effect="working directories are not recorded")
+            break
+        if size is not None and field.size != size:
+            log.warning("cwd_unavailable", field=f"{struct_name}.{path}", size=field.size,
+                        expected=size, effect="working directories are not recorded")
+            break
+        cwd[macro] = str(field.offset)
+    else:
+        defs.update(cwd)
     return defs
 
 
@@ -206,6 +246,9 @@ def cflags(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
         "ARG_BYTES": settings.arg_bytes,
         "ARGS_BUF": _pow2_at_least(settings.arg_bytes),
         "FILENAME_BUF": settings.filename_bytes,
+        "CWD_COMPONENTS": settings.cwd_components,
+        "CWD_BYTES": settings.cwd_bytes,
+        "CWD_BUF": _pow2_at_least(settings.cwd_bytes),
         "RINGBUF_PAGES": pages,
         "WAKEUP_EVERY": wakeup_every,
         "STASH_ENTRIES": settings.stash_entries,

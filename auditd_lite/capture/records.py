@@ -18,6 +18,10 @@ FLAG_ARGC_TRUNCATED = 2
 FLAG_FILENAME_TRUNCATED = 4
 FLAG_ARGV_FROM_STASH = 8
 FLAG_NO_STASH = 16
+FLAG_NO_CWD = 32
+FLAG_CWD_TRUNCATED = 64
+FLAG_CWD_DELETED = 128
+FLAG_CWD_CHROOT = 256
 
 CNT_LOST = 0
 CNT_STASH_MISS = 1
@@ -28,7 +32,7 @@ COMM_LEN = 16
 # struct layouts, field by field as in the header (natural alignment, little endian)
 EVENT_HDR = struct.Struct("<IIIIQQII16s")
 EXIT_EVENT = struct.Struct("<IIIIQQII16sQII")
-EXEC_EVENT = struct.Struct("<IIIIQQII16sQIIIiiIIHH")
+EXEC_EVENT = struct.Struct("<IIIIQQII16sQIIIiiIIHHHHI")
 
 _unpack_exit = EXIT_EVENT.unpack_from
 _unpack_exec = EXEC_EVENT.unpack_from
@@ -47,6 +51,7 @@ LAYOUT = {
         ("h", 0, 56), ("cgroup_id", 56, 8), ("euid", 64, 4), ("auid", 68, 4),
         ("sessionid", 72, 4), ("old_pid", 76, 4), ("err", 80, 4), ("argc", 84, 4),
         ("flags", 88, 4), ("filename_len", 92, 2), ("args_len", 94, 2),
+        ("cwd_len", 96, 2), ("_pad", 98, 2), ("mntns", 100, 4),
     ],
 }
 
@@ -69,17 +74,42 @@ class _TextCache(dict):
         return value
 
 
+# cwd_status: the words that apply, in this order, or "ok"; "unknown" (and no cwd) when the
+# program could not read it
+_CWD_WORDS = ((FLAG_CWD_DELETED, "deleted"), (FLAG_CWD_TRUNCATED, "truncated"),
+              (FLAG_CWD_CHROOT, "chroot"))
+
+
+def cwd_path(raw: bytes, flags: int) -> str:
+    """The walk's names (leaf first, each NUL-terminated) as a path from the root; a path
+    the walk could not finish starts with "..." where the names it left are."""
+    names = [text(n) for n in raw.split(b"\0")[:-1]] if raw else []
+    path = "/" + "/".join(reversed(names))
+    return "..." + path if flags & FLAG_CWD_TRUNCATED else path
+
+
+def cwd_status(flags: int, mntns: int, host_mntns: int | None) -> str:
+    words = [w for bit, w in _CWD_WORDS if flags & bit]
+    if host_mntns is not None and mntns and mntns != host_mntns:
+        words.append("other_ns")  # the path is that namespace's, not the host's
+    return ",".join(words) or "ok"
+
+
 class Decoder:
-    """Turns raw records into row tuples.
+    """Turns raw records into row tuples (rows.DECODED_FIELDS).
 
     ``realtime_offset_ns`` converts the kernel's CLOCK_MONOTONIC timestamps to
     UTC; the writer refreshes it (BatchWriter) so a clock step is followed.
+    ``host_mntns``: the host's mount namespace (hostinfo.host_mount_ns), against
+    which a working directory is said to be in another one.
     """
 
-    def __init__(self, max_args: int, realtime_offset_ns: int = 0):
+    def __init__(self, max_args: int, realtime_offset_ns: int = 0, host_mntns: int | None = None):
         self.max_args = max_args
         self.realtime_offset_ns = realtime_offset_ns
+        self.host_mntns = host_mntns
         self._texts = _TextCache()
+        self._cwds: dict[tuple, tuple] = {}
 
     def decode(self, raw: bytes) -> tuple:
         return self.decode_all((raw,))[0]
@@ -98,7 +128,8 @@ class Decoder:
                 (_, pid, tid, ppid, ts, start, uid, gid, comm, duration, status, _) = unpack_exit(raw)
                 append(("exit", ts + offset, pid, tid, ppid, uid, gid, texts[comm],
                         start, None, None, None, None, None, None, None, None, None, None,
-                        status, (status >> 8) & 0xFF, status & 0x7F, (status >> 7) & 1, duration))
+                        status, (status >> 8) & 0xFF, status & 0x7F, (status >> 7) & 1, duration,
+                        None, None))
                 continue
             if kind == EV_EXEC:
                 event = "exec"
@@ -107,9 +138,10 @@ class Decoder:
             else:
                 raise ValueError(f"unknown record type {kind}")
             (_, pid, tid, ppid, ts, start, uid, gid, comm, cgroup, euid, auid, ses, old_pid, err,
-             argc, flags, fl, al) = unpack_exec(raw)
+             argc, flags, fl, al, cl, _, mntns) = unpack_exec(raw)
             end = size + fl
             filename = texts[raw[size:end]]
+            cwd = self._cwd(raw[end + al:end + al + cl], flags, mntns)
             truncated = flags & (FLAG_ARGS_TRUNCATED | FLAG_ARGC_TRUNCATED)
             if al:
                 args = raw[end:end + al]
@@ -129,5 +161,19 @@ class Decoder:
                 truncated = 1  # the kernel could not see the arguments at all
             append((event, ts + offset, pid, tid, ppid, uid, gid, texts[comm], start, old_pid,
                     euid, auid, ses, cgroup, filename, args, argc, 1 if truncated else 0,
-                    err if kind == EV_EXEC_FAILED else None, None, None, None, None, None))
+                    err if kind == EV_EXEC_FAILED else None, None, None, None, None, None) + cwd)
         return out
+
+    def _cwd(self, raw: bytes, flags: int, mntns: int) -> tuple:
+        """(cwd, cwd_status); a storm's execs share a few directories: each made once (bounded)."""
+        key = (raw, flags & (FLAG_NO_CWD | FLAG_CWD_TRUNCATED | FLAG_CWD_DELETED | FLAG_CWD_CHROOT), mntns)
+        got = self._cwds.get(key)
+        if got is None:
+            if len(self._cwds) >= 4096:
+                self._cwds.clear()
+            if flags & FLAG_NO_CWD:
+                got = (None, "unknown")
+            else:
+                got = (cwd_path(raw, flags), cwd_status(flags, mntns, self.host_mntns))
+            self._cwds[key] = got
+        return got

@@ -41,9 +41,29 @@ def _uid(pid: str, proc: str) -> int:
     return -1
 
 
+DELETED = " (deleted)"
+
+
+def _cwd(pid: str, proc: str, host_ns: int | None) -> tuple[str | None, str]:
+    """(cwd, cwd_status) as an exec record has them, from /proc/PID/cwd."""
+    try:
+        cwd = text(os.fsencode(os.readlink(f"{proc}/{pid}/cwd")))
+    except OSError:
+        return None, "unknown"  # a kernel thread's is /, but readable only with ptrace rights
+    words = []
+    if cwd.endswith(DELETED):
+        cwd = cwd[:-len(DELETED)]
+        words.append("deleted")
+    ns = hostinfo.mount_ns(pid)
+    if host_ns is not None and ns is not None and ns != host_ns:
+        words.append("other_ns")
+    return cwd, ",".join(words) or "ok"
+
+
 def running_processes(proc: str = PROC) -> Iterator[dict]:
     tick = hostinfo.clock_tick_ns()
     suspended = hostinfo.boottime_minus_monotonic_ns()
+    host_ns = hostinfo.host_mount_ns()
     for pid in os.listdir(proc):
         if not pid.isdigit():
             continue
@@ -60,8 +80,9 @@ def running_processes(proc: str = PROC) -> Iterator[dict]:
                 argv = f.read().rstrip(b"\0")
         except OSError:
             argv = b""
+        cwd, cwd_status = _cwd(pid, proc, host_ns)
         yield {
             "pid": int(pid), "ppid": ppid, "uid": _uid(pid, proc), "comm": comm,
-            "filename": exe, "argv": argv,
+            "filename": exe, "argv": argv, "cwd": cwd, "cwd_status": cwd_status,
             "start_ns": ticks * tick - suspended, "start_tick_ns": tick,
         }

@@ -14,6 +14,7 @@ from typing import Callable
 import structlog
 
 from . import logsetup
+from .. import hostinfo
 from ..capture import compiler, loader, seed
 from .collector import Collector
 from ..config import RunSettings
@@ -138,7 +139,7 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
                 program_settings: loader.ProgramSettings, child: compiler.Child) -> _Pipeline:
     printer = Printer(sys.stdout, on_closed=signals.stop.set) if settings.print else None
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-    decoder = Decoder(settings.max_args)
+    decoder = Decoder(settings.max_args, host_mntns=hostinfo.host_mount_ns())
     batch_writer = BatchWriter(settings.db_dir, settings.as_dict(), batch_size=settings.batch_size,
                                synchronous=settings.synchronous, rotation=settings.rotation_policy())
     context = Context.for_run(settings.hash, settings.hash_limit_mb * 1024 * 1024)

@@ -91,6 +91,8 @@ events = Table(
     Column("core_dumped", Boolean),
     Column("duration_ns", BigInteger),
     # context (revision 0003), exec and exec_failed: capture/context.py says what each means
+    Column("cwd", Text),            # the working directory, as the process saw it
+    Column("cwd_status", Text),     # ok, or what applies: deleted, truncated, chroot, other_ns
     Column("sha256", Text),         # hex; set only when hash_status is ok or by_path
     Column("hash_status", Text),    # capture/exehash.py STATUSES; exec only
     Column("cgroup", Text),         # the path in the cgroup v2 hierarchy
@@ -122,7 +124,9 @@ seen_processes = Table(
     Column("argv", LargeBinary),
     Column("start_ns", BigInteger, nullable=False),
     Column("start_tick_ns", BigInteger, nullable=False),
-    # the same context as events', from /proc/PID/exe and /proc/PID/cgroup (revision 0003)
+    # the same context as events', from /proc/PID/cwd, exe and cgroup (revision 0003)
+    Column("cwd", Text),
+    Column("cwd_status", Text),
     Column("sha256", Text),
     Column("hash_status", Text),
     Column("cgroup", Text),

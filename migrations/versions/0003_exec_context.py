@@ -1,4 +1,5 @@
-"""exec context: executable hash, cgroup path, systemd unit, container id (issue #13)
+"""exec context: working directory, executable hash, cgroup path, systemd unit, container id
+(issue #13)
 
 Revision ID: 0003
 Revises: 0002
@@ -13,7 +14,8 @@ branch_labels = None
 depends_on = None
 
 # the columns storage/schema.py adds to both tables at this revision, in its order
-CONTEXT = ("sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id")
+CONTEXT = ("cwd", "cwd_status", "sha256", "hash_status", "cgroup", "cgroup_status", "unit",
+           "container_id")
 
 
 def upgrade() -> None:
