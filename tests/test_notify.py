@@ -243,9 +243,14 @@ class TestRealDaemon:
         log_at_ready: list[str] = []
 
         def listen():
-            while True:
+            # the socket's 5 s timeout only paces the loop: a start slower than that (a
+            # loaded machine) must not end the listening before READY=1
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
                 try:
                     msg = sock.recv(4096).decode()
+                except TimeoutError:
+                    continue
                 except OSError:
                     return
                 if "READY=1" in msg.split("\n") and not log_at_ready:
