@@ -106,7 +106,7 @@ def build_parser() -> Parser:
         "query", help="search the recorded events",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Search every database file, newest first. Exit 1 when nothing matches. "
-                    "--sha256, --unit and --container match nothing in files written before "
+                    "--cwd, --sha256, --unit and --container match nothing in files written before "
                     "schema revision 0003, which did not record them.",
         epilog="examples:\n  auditd-lite query --comm sh --exit-code 1\n"
                "  auditd-lite query --since 2h --event exec_failed --format json\n"
@@ -126,6 +126,8 @@ def build_parser() -> Parser:
     q.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
     q.add_argument("--min-duration-ms", type=nonneg_int, metavar="N")
     q.add_argument("--event", choices=EVENTS)
+    q.add_argument("--cwd", metavar="GLOB",
+                   help="the working directory, a glob (an exit: its exec's)")
     q.add_argument("--sha256", metavar="HEX",
                    help="the executable's SHA-256, or its first hex digits (an exit: its exec's)")
     q.add_argument("--unit", metavar="NAME", help="the systemd unit, e.g. ssh.service or session-3.scope")
@@ -256,8 +258,8 @@ def cmd_query(args) -> int:
     from .errors import NotFound
 
     # query's own: export (the other user of filters_from_args) has no context flags
-    filters = dataclasses.replace(filters_from_args(args), sha256=args.sha256, unit=args.unit,
-                                  container=args.container)
+    filters = dataclasses.replace(filters_from_args(args), cwd=args.cwd, sha256=args.sha256,
+                                  unit=args.unit, container=args.container)
     paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
     oldest: list[int] = []
 

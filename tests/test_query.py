@@ -489,12 +489,13 @@ def test_exec_and_exit_join_across_a_rotation(tmp_path):
 CURL_SHA = "c0" + "ffee" * 15 + "42"
 PY_SHA = "9e" * 32
 DOCKER_ID = "3f4e5d6c7b8a" + "0123456789abcdef" * 3 + "0123"
-# the cgroup part of a context
-SSH = dict(cgroup="/system.slice/ssh.service", cgroup_status="resolved", unit="ssh.service")
-SESSION = dict(cgroup="/user.slice/user-1000.slice/session-3.scope", cgroup_status="resolved",
-               unit="session-3.scope")
-DOCKER = dict(cgroup=f"/system.slice/docker-{DOCKER_ID}.scope", cgroup_status="resolved",
-              unit=f"docker-{DOCKER_ID}.scope", container_id=DOCKER_ID)
+# where a process ran: the working directory and cgroup parts of a context
+SSH = dict(cwd="/", cwd_status="ok", cgroup="/system.slice/ssh.service", cgroup_status="resolved",
+           unit="ssh.service")
+SESSION = dict(cwd="/home/alice/src", cwd_status="ok", cgroup="/user.slice/user-1000.slice/session-3.scope",
+               cgroup_status="resolved", unit="session-3.scope")
+DOCKER = dict(cwd="/app", cwd_status="other_ns", cgroup=f"/system.slice/docker-{DOCKER_ID}.scope",
+              cgroup_status="resolved", unit=f"docker-{DOCKER_ID}.scope", container_id=DOCKER_ID)
 
 
 def context(**values) -> tuple:
@@ -648,9 +649,14 @@ def test_mixed_directory_has_a_file_before_the_context_columns(mixed):
     (dict(container=DOCKER_ID[2:14]), []),
     (dict(container=DOCKER_ID[:12], exit_code=1), [("exit", 601)]),
     (dict(unit="ssh.service", container=DOCKER_ID[:4]), []),
+    (dict(cwd="/home/alice/*"), [("exec", 603), ("exec_failed", 602)]),
+    (dict(cwd="/"), [("exit", 600), ("exec", 600)]),  # a glob: "/" is that directory only
+    (dict(cwd="/home"), []),
+    (dict(cwd="/app", event="exit"), [("exit", 601)]),
 ])
 def test_context_filters_match_exec_and_exit_in_files_that_have_them(mixed, filters, expected):
-    """--sha256 (a prefix, any case), --unit (exact) and --container (a prefix) select the execs
+    """--cwd (a glob), --sha256 (a prefix, any case), --unit (exact) and --container (a prefix)
+    select the execs
     and failed execs with that context and the exits of their processes (through the exec, in
     the same file), newest first; the 0002 file, whose records had the same programs but no
     context recorded, contributes none and raises no SQL error."""

@@ -87,7 +87,7 @@ class TestStats:
         assert p.returncode == 2 and len(p.stderr.decode().strip().splitlines()) == 1
 
     def test_exec_context_is_counted_per_status_with_older_files_as_unknown(self, tmp_path):
-        """Over the execs: how many per hash_status and per cgroup_status, how many have a hash,
+        """Over the execs: how many per cwd_status, hash_status and cgroup_status, how many have a hash,
         a unit, a container, and how many lie in files from before revision 0003 (the 0002
         file's 2 execs), in JSON and in the table; the counts of the other execs add up."""
         from test_query import write_mixed
@@ -97,11 +97,13 @@ class TestStats:
         c = s["exec_context"]
         assert s["events"] == {"exec": 5, "exec_failed": 1, "exit": 5}
         assert c == {"execs": 5, "before_context": {"files": 1, "execs": 2},
+                     "cwd_status": {"ok": 2, "other_ns": 1},
                      "hash_status": {"ok": 2, "too_large": 1}, "cgroup_status": {"resolved": 3},
                      "with": {"sha256": 2, "unit": 3, "container_id": 1}}
         table = run_cli("stats", "--db-dir", db, check=0).stdout.decode().splitlines()
         i = table.index("exec context: 5 execs")
-        assert table[i + 1:i + 5] == [
+        assert table[i + 1:i + 6] == [
+            "  cwd_status     ok 2, other_ns 1",
             "  hash_status    ok 2, too_large 1",
             "  cgroup_status  resolved 3",
             "  with           sha256 2, unit 3, container_id 1",

@@ -42,6 +42,7 @@ class Filters:
     event: str | None = None
     # the context (rows.CONTEXT_FIELDS): a file from before schema revision 0003 has none, and
     # unknown matches none of these
+    cwd: str | None = None  # the working directory, a SQLite GLOB
     sha256: str | None = None  # a prefix of the executable's hex SHA-256, any case
     unit: str | None = None  # the systemd unit, exactly
     container: str | None = None  # a prefix of the container id (or an nspawn machine name)
@@ -52,7 +53,7 @@ class Filters:
 
 
 # each context filter and the column it reads
-_CONTEXT_FILTERS = {"sha256": "sha256", "unit": "unit", "container": "container_id"}
+_CONTEXT_FILTERS = {"cwd": "cwd", "sha256": "sha256", "unit": "unit", "container": "container_id"}
 ALL_CONTEXT = frozenset(CONTEXT_FIELDS)
 
 
@@ -171,6 +172,8 @@ def conditions(filters: Filters, use_indexes: bool = True, context: frozenset = 
         return terms, params, False
     # an exit has no context of its own (rows.CONTEXT_FIELDS): it matches through its exec,
     # as for the filename; instr() = 1 is a prefix test that no character of the value escapes
+    if filters.cwd is not None:
+        add("COALESCE(e.cwd, x.cwd) GLOB ?", filters.cwd)
     if sha256 is not None:
         add("instr(COALESCE(e.sha256, x.sha256), ?) = 1", sha256)
     if filters.unit is not None:

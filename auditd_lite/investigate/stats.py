@@ -17,21 +17,24 @@ EVENT_TYPES = ("exec", "exec_failed", "exit")
 UNRECORDED = "unrecorded"
 # the context that is a value, not a status: how many execs have one
 _VALUES = ("sha256", "unit", "container_id")
-_READS = frozenset(("hash_status", "cgroup_status") + _VALUES)
+_STATUSES = ("cwd_status", "hash_status", "cgroup_status")
+_READS = frozenset(_STATUSES + _VALUES)
 
 
 def _context_counts(conn, per_type: dict, into: dict) -> None:
     """Count the file's records per type into ``per_type`` and its execs' context into ``into``
     (exec_context), in one pass over the records."""
+    statuses = ", ".join(_STATUSES)
     rows = conn.execute(
-        "SELECT event, hash_status, cgroup_status, count(*), "
+        f"SELECT event, {statuses}, count(*), "
         + ", ".join(f"count({c})" for c in _VALUES)
-        + " FROM events GROUP BY event, hash_status, cgroup_status")
-    for event, hash_status, cgroup_status, n, *have in rows:
+        + f" FROM events GROUP BY event, {statuses}")
+    for event, *values in rows:
+        got, (n, *have) = values[:len(_STATUSES)], values[len(_STATUSES):]
         per_type[event] = per_type.get(event, 0) + n
         if event != "exec":
             continue
-        for key, value in (("hash_status", hash_status), ("cgroup_status", cgroup_status)):
+        for key, value in zip(_STATUSES, got):
             name = value if value is not None else UNRECORDED
             into[key][name] = into[key].get(name, 0) + n
         for c, k in zip(_VALUES, have):
@@ -63,7 +66,7 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
     events = dict.fromkeys(EVENT_TYPES, 0)
     files, runs, losses = [], {}, []
     lost_kernel = lost_user = 0
-    context = {"hash_status": {}, "cgroup_status": {}, "with": dict.fromkeys(_VALUES, 0)}
+    context = {**{s: {} for s in _STATUSES}, "with": dict.fromkeys(_VALUES, 0)}
     before = {"files": 0, "execs": 0}  # files from before revision 0003: context unknown
     for path in paths:
         conn = open_ro(path)
@@ -116,8 +119,7 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
         "daemon_running": running, "set_aside": set_aside,
         "exec_context": {
             "execs": events.get("exec", 0), "before_context": before,
-            "hash_status": _sorted_counts(context["hash_status"]),
-            "cgroup_status": _sorted_counts(context["cgroup_status"]), "with": context["with"],
+            **{key: _sorted_counts(context[key]) for key in _STATUSES}, "with": context["with"],
         },
     }
 
@@ -140,7 +142,7 @@ def render_table(s: dict) -> str:
                          "(a live file the writer moved out of its way; queries do not read it)")
     c = s["exec_context"]
     lines.append(f"exec context: {c['execs']} execs")
-    for key in ("hash_status", "cgroup_status"):
+    for key in _STATUSES:
         lines.append(f"  {key:<14} " + (", ".join(f"{name} {n}" for name, n in c[key].items()) or "-"))
     lines.append(f"  {'with':<14} " + ", ".join(f"{name} {n}" for name, n in c["with"].items()))
     b = c["before_context"]
