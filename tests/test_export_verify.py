@@ -678,14 +678,9 @@ def test_context_put_into_an_upgraded_file_is_found(tmp_path):
     """A live file written at 0002 and upgraded in place: its old records' context columns are
     NULL and no hash covers them; a value put into one is a problem naming its batch, and the
     untouched file verifies."""
-    from test_storage import at_second_revision
+    from test_storage import second_revision_dir
 
-    d = tmp_path / "db"
-    d.mkdir()
-    engine = store.engine_for(d / "audit.db")
-    with engine.connect() as conn:
-        at_second_revision(conn, 40)
-    engine.dispose()
+    d = second_revision_dir(tmp_path / "db", 40)
     bw = BatchWriter(d, {"keep": 0})
     bw.open()
     bw.write(rows(10, start=40))

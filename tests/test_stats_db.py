@@ -114,17 +114,12 @@ class TestStats:
         """A live file written at revision 0002 and upgraded in place by the writer has the
         columns, but its 20 older execs no status: counted as 'unrecorded', not as a file
         from before the columns; the 10 written since have the writer's statuses."""
-        from test_storage import at_second_revision
+        from test_storage import second_revision_dir
 
         from auditd_lite.rows import CONTEXT_FIELDS
         from conftest import EXEC_CONTEXT
 
-        db = tmp_path / "db"
-        db.mkdir()
-        engine = store.engine_for(db / "audit.db")
-        with engine.connect() as conn:
-            at_second_revision(conn, 40)
-        engine.dispose()
+        db = second_revision_dir(tmp_path / "db", 40)
         bw = writer(db)
         bw.write(rows(20, start=40))
         bw.close()

@@ -118,6 +118,16 @@ def at_first_revision(conn, n: int, batches: int = 1) -> None:
     conn.commit()
 
 
+def second_revision_dir(db: Path, n: int) -> Path:
+    """A new directory ``db`` whose live file is at_second_revision's, with n records."""
+    db.mkdir()
+    engine = store.engine_for(db / "audit.db")
+    with engine.connect() as conn:
+        at_second_revision(conn, n)
+    engine.dispose()
+    return db
+
+
 def at_second_revision(conn, n: int, batches: int = 2) -> None:
     """The database on ``conn`` at revision 0002 as that release wrote it: one stopped run,
     ``batches`` batches in chain format 2 sharing n records, ids from 1, no context columns."""
