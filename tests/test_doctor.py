@@ -627,3 +627,14 @@ class TestOnThisHost:
             FAIL, "the kernel refused program probe__sys_enter (Permission denied): "
                   "invalid bpf_context access off=1000 size=8")
         assert "Traceback" not in r.line() and "\n" not in r.line()
+
+
+def test_cwd_offsets_all_or_none():
+    """The walk's offsets resolve from this kernel's BTF as a whole set; from a BTF without its
+    structs none is given (the program then has no walk) and the reason names the first one
+    missing."""
+    cwd, why = loader.cwd_offsets(btf.BTF.from_file())
+    assert why is None and set(cwd) == {m for m, *_ in loader.CWD_FIELDS}
+    assert all(v.isdigit() for v in cwd.values())
+    cwd, why = loader.cwd_offsets(btf.BTF(btf_blob({})))
+    assert cwd == {} and why.startswith("task_struct.fs")

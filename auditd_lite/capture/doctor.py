@@ -387,7 +387,13 @@ def check_btf(host: Host) -> Result:
         if field.size != size:
             return Result(FAIL, "btf", f"{struct_name}.{path} is {field.size} bytes, expected {size}",
                           "this kernel's layout is not supported")
-    return Result(OK, "btf", f"{host.btf_path}: all {len(wanted)} kernel field offsets resolved")
+    cwd, why = loader.cwd_offsets(types)
+    if why:
+        return Result(WARN, "btf", f"{host.btf_path}: all {len(wanted)} kernel field offsets capture "
+                      f"needs resolved, but not the working directory's walk ({why}): working "
+                      "directories will be recorded as unknown", "a kernel whose BTF has them")
+    return Result(OK, "btf", f"{host.btf_path}: all {len(wanted) + len(cwd)} kernel field offsets "
+                  "resolved")
 
 
 def _tracefs(host: Host) -> str | None:

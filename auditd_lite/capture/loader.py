@@ -199,22 +199,26 @@ def btf_offsets(types: btf.BTF) -> dict[str, str]:
             break
         if field.size == size:
             defs[macro] = str(field.offset)
+    cwd, why = cwd_offsets(types)
+    if why:
+        log.warning("cwd_unavailable", why=why, effect="working directories are not recorded")
+    defs.update(cwd)
+    return defs
+
+
+def cwd_offsets(types: btf.BTF) -> tuple[dict[str, str], str | None]:
+    """(-D values of CWD_FIELDS, None), or ({}, why not) when one does not resolve: the walk
+    needs all of them."""
     cwd = {}
     for macro, struct_name, path, size in CWD_FIELDS:
         try:
             field = types.field(struct_name, path)
         except btf.BTFError as e:
-            log.warning("cwd_unavailable", field=f"{struct_name}.{path}", error=str(e),
-                        effect="working directories are not recorded")
-            break
+            return {}, f"{struct_name}.{path}: {e}"
         if size is not None and field.size != size:
-            log.warning("cwd_unavailable", field=f"{struct_name}.{path}", size=field.size,
-                        expected=size, effect="working directories are not recorded")
-            break
+            return {}, f"{struct_name}.{path} is {field.size} bytes, expected {size}"
         cwd[macro] = str(field.offset)
-    else:
-        defs.update(cwd)
-    return defs
+    return cwd, None
 
 
 def syscall_numbers(machine: str | None = None) -> tuple[int, int]:
