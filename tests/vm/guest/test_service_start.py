@@ -37,7 +37,7 @@ def test_postinst_started_the_service():
     p = props("ActiveState", "SubState", "CapabilityBoundingSet", "MainPID", "NRestarts")
     assert (p["ActiveState"], p["SubState"]) == ("active", "running"), p
     caps = set(p["CapabilityBoundingSet"].split())
-    assert caps == {"cap_bpf", "cap_perfmon", "cap_sys_ptrace"}, caps
+    assert caps == {"cap_bpf", "cap_perfmon", "cap_sys_ptrace", "cap_dac_read_search"}, caps
     with open(f"/proc/{p['MainPID']}/status") as f:
         eff = next(int(l.split()[1], 16) for l in f if l.startswith("CapEff:"))
     assert not eff >> 21 & 1, "the daemon holds CAP_SYS_ADMIN"
