@@ -259,11 +259,13 @@ class TestIdentity:
     def test_seeded_and_proc_truth(self, daemon_factory):
         """A process running before start is seeded from /proc; its exit joins it by start time,
         and the recorded ppid and start time agree with /proc."""
-        before = subprocess.Popen(["sleep", "30"])
+        # long enough to outlive a daemon's start under TCG (40 s and more in a 5.10 guest):
+        # a 30 s sleep ended before the daemon listed /proc, and was not seeded
+        before = subprocess.Popen(["sleep", "600"])
         with open(f"/proc/{before.pid}/stat") as f:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])
         d = daemon_factory()
-        during = subprocess.Popen(["sleep", "30"])
+        during = subprocess.Popen(["sleep", "600"])
         time.sleep(0.2)
         with open(f"/proc/{during.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
