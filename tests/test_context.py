@@ -232,7 +232,7 @@ def test_seen_at_start_has_the_same_context(daemon_factory, tmp_path, made_cgrou
     tag = uuid.uuid4().hex[:10]
     cg = made_cgroups(f"auditd-test-{tag}.slice/seen-{tag}.scope")
     sleeper = copy_of("/bin/sleep", tmp_path)
-    p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" 30', str(cg), str(sleeper)])
+    p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" 600', str(cg), str(sleeper)])
     deadline = time.monotonic() + 10
     while os.readlink(f"/proc/{p.pid}/exe") != str(sleeper):
         assert time.monotonic() < deadline
