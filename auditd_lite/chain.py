@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Iterable
 
+from .memo import Memo
 from .rows import CAPTURED_FIELDS, CONTEXT_FIELDS, ROW_FIELDS
 
 GENESIS = "0" * 64
@@ -174,15 +175,6 @@ def row_digest(row: tuple, fmt: int = WRITE_FORMAT) -> bytes:
     return _sha256(ser(captured) + serialize(tuple(row[_NCAPTURED:]))).digest()
 
 
-class _Utf8(dict):
-    """comm and filename values repeat: encode each distinct one once (bounded)."""
-
-    def __missing__(self, text: str) -> bytes:
-        if len(self) >= 4096:
-            self.clear()
-        raw = self[text] = text.encode("utf-8", "surrogatepass")
-        return raw
-
 
 def _shape(signature: tuple) -> tuple:
     """What row_digests needs of one shape: its type tags, a getter of its numbers in order,
@@ -226,14 +218,6 @@ def row_digests(rows: list[tuple]) -> list[bytes]:
     return out
 
 
-class _Serialized(dict):
-    """Contexts repeat (one binary, one cgroup): serialize each distinct one once (bounded)."""
-
-    def __missing__(self, values: tuple) -> bytes:
-        if len(self) >= 4096:
-            self.clear()
-        raw = self[values] = serialize(values)
-        return raw
 
 
 def _writer_shape(name: str, signature: tuple) -> tuple:
@@ -245,8 +229,9 @@ def _writer_shape(name: str, signature: tuple) -> tuple:
     return tags, nums, pack, name.encode(), c, f, a
 
 
-_UTF8 = _Utf8()
-_CONTEXTS = _Serialized()
+# comm and filename, and contexts (one binary, one cgroup), repeat: each encoded once
+_UTF8 = Memo(lambda text: text.encode("utf-8", "surrogatepass"))
+_CONTEXTS = Memo(serialize)
 _WRITER_SHAPES = {"exec": _writer_shape("exec", EXEC_SIGNATURE),
                   "exec_failed": _writer_shape("exec_failed", EXEC_FAILED_SIGNATURE),
                   "exit": _writer_shape("exit", EXIT_SIGNATURE)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from ..memo import Memo
+
 EV_EXEC, EV_EXEC_FAILED, EV_EXIT = 1, 2, 3
 EVENT_NAMES = {EV_EXEC: "exec", EV_EXEC_FAILED: "exec_failed", EV_EXIT: "exit"}
 
@@ -64,16 +66,8 @@ def text(raw: bytes) -> str:
 
 
 
-class _TextCache(dict):
-    """comm and filename values repeat: decode each distinct one once (bounded)."""
 
-    def __missing__(self, raw: bytes) -> str:
-        if len(self) >= 4096:
-            self.clear()
-        value = self[raw] = text(raw)
-        return value
-
-
+_CWD_FLAGS = FLAG_NO_CWD | FLAG_CWD_TRUNCATED | FLAG_CWD_DELETED | FLAG_CWD_CHROOT
 # cwd_status: the words that apply, in this order, or "ok"; "unknown" (and no cwd) when the
 # program could not read it
 _CWD_WORDS = ((FLAG_CWD_DELETED, "deleted"), (FLAG_CWD_TRUNCATED, "truncated"),
@@ -108,8 +102,8 @@ class Decoder:
         self.max_args = max_args
         self.realtime_offset_ns = realtime_offset_ns
         self.host_mntns = host_mntns
-        self._texts = _TextCache()
-        self._cwds: dict[tuple, tuple] = {}
+        self._texts = Memo(text)  # comm and filename
+        self._cwds = Memo(self._make_cwd)
 
     def decode(self, raw: bytes) -> tuple:
         return self.decode_all((raw,))[0]
@@ -165,15 +159,11 @@ class Decoder:
         return out
 
     def _cwd(self, raw: bytes, flags: int, mntns: int) -> tuple:
-        """(cwd, cwd_status); a storm's execs share a few directories: each made once (bounded)."""
-        key = (raw, flags & (FLAG_NO_CWD | FLAG_CWD_TRUNCATED | FLAG_CWD_DELETED | FLAG_CWD_CHROOT), mntns)
-        got = self._cwds.get(key)
-        if got is None:
-            if len(self._cwds) >= 4096:
-                self._cwds.clear()
-            if flags & FLAG_NO_CWD:
-                got = (None, "unknown")
-            else:
-                got = (cwd_path(raw, flags), cwd_status(flags, mntns, self.host_mntns))
-            self._cwds[key] = got
-        return got
+        """(cwd, cwd_status); a storm's execs share a few directories: each made once."""
+        return self._cwds[(raw, flags & _CWD_FLAGS, mntns)]
+
+    def _make_cwd(self, key: tuple) -> tuple:
+        raw, flags, mntns = key
+        if flags & FLAG_NO_CWD:
+            return None, "unknown"
+        return cwd_path(raw, flags), cwd_status(flags, mntns, self.host_mntns)

@@ -12,6 +12,7 @@ import os
 from typing import Iterator
 
 from .. import hostinfo
+from . import records
 from .records import text
 
 PROC = "/proc"
@@ -50,14 +51,12 @@ def _cwd(pid: str, proc: str, host_ns: int | None) -> tuple[str | None, str]:
         cwd = text(os.fsencode(os.readlink(f"{proc}/{pid}/cwd")))
     except OSError:
         return None, "unknown"  # a kernel thread's is /, but readable only with ptrace rights
-    words = []
+    flags = 0
     if cwd.endswith(DELETED):
         cwd = cwd[:-len(DELETED)]
-        words.append("deleted")
-    ns = hostinfo.mount_ns(pid)
-    if host_ns is not None and ns is not None and ns != host_ns:
-        words.append("other_ns")
-    return cwd, ",".join(words) or "ok"
+        flags |= records.FLAG_CWD_DELETED
+    # the status words as an exec record's (records.cwd_status owns them)
+    return cwd, records.cwd_status(flags, hostinfo.mount_ns(pid) or 0, host_ns)
 
 
 def running_processes(proc: str = PROC) -> Iterator[dict]:
