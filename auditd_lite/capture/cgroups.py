@@ -325,7 +325,7 @@ class Resolver:
         self._lock = threading.Lock()
         self._generation = 0
         self._last_walk: float | None = None
-        self.counts = collections.Counter()   # hits, handle, pid, walks, walked_dirs, evicted
+        self.counts = collections.Counter()   # hits, handle, pid, walks, walked_dirs, evicted, seeded
         self._handles = _Handles(self.mount.path) if (self.mount and use_handles) else None
 
     @property
@@ -477,5 +477,6 @@ def from_proc(pid: int, resolver: Resolver | None = None, proc: str = "/proc") -
         return None, Resolution(RESOLVED, cg)   # the path /proc gave is still the answer
     with resolver._lock:
         resolver._put(ino, RESOLVED, cg)
+        resolver.counts["seeded"] += 1
     return ino, Resolution(RESOLVED, cg)
 

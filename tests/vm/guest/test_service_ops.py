@@ -116,16 +116,18 @@ def test_kill9_restarted_and_unclean_run_visible():
 
 def test_stop_is_clean_and_flushes():
     """systemctl stop right after a process exits with 42: the unit ends inactive (not failed),
-    the daemon exited 0, and that exit is in the database. Its cgroup was resolved exactly, by
-    open_by_handle_at (the unit's capabilities and system call filter allow it), as the
-    daemon's last log line of its context says."""
+    the daemon exited 0, and that exit is in the database. The process ran in a scope made
+    after the daemon started (so its cgroup was not among those seeded from /proc at start),
+    and that cgroup was resolved exactly, by open_by_handle_at (the unit's capabilities and
+    system call filter allow it), as the daemon's last log line of its context says."""
     cursor = journal_cursor()
     tag = uuid.uuid4().hex
-    child = subprocess.Popen(["sh", "-c", "exit 42", tag])
+    child = subprocess.Popen(["systemd-run", "--quiet", "--scope", "--unit", f"auditd-stop-{tag[:10]}",
+                              "sh", "-c", "exit 42", tag])
     assert child.wait() == 42
     systemctl("stop", UNIT)
     [stopped] = [r for r in journal(cursor) if r["event"] == "context_stopped"]
-    assert stopped["cgroup"].get("handle", 0) >= 1 and "walks" not in stopped["cgroup"], stopped
+    assert stopped["cgroup"].get("handle", 0) >= 1 and "walks" not in stopped["cgroup"], json.dumps(stopped)
     p = props("ActiveState", "Result", "ExecMainStatus")
     assert (p["ActiveState"], p["Result"], p["ExecMainStatus"]) == ("inactive", "success", "0"), p
     got = exits_of(child.pid)
