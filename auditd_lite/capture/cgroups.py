@@ -325,7 +325,7 @@ class Resolver:
         self._lock = threading.Lock()
         self._generation = 0
         self._last_walk: float | None = None
-        self.counts = collections.Counter()   # hits, handle, pid, walks, walked_dirs, evicted, seeded
+        self.counts = collections.Counter()   # hits, handle, gone, pid, walks, walked_dirs, evicted, seeded
         self._handles = _Handles(self.mount.path) if (self.mount and use_handles) else None
 
     @property
@@ -372,6 +372,7 @@ class Resolver:
             if self._handles and self._handles.ok:
                 got = self._handles.path_of(cgroup_id)
                 if got is False:
+                    self.counts["gone"] += 1
                     self._put(cgroup_id, GONE, None)
                     return Resolution(GONE)
                 if got:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 from guest_helpers import CONFIG, DB_DIR, STATE, UNIT, journal, journal_cursor, props, systemctl, \
     wait_for
@@ -116,16 +117,21 @@ def test_kill9_restarted_and_unclean_run_visible():
 
 def test_stop_is_clean_and_flushes():
     """systemctl stop right after a process exits with 42: the unit ends inactive (not failed),
-    the daemon exited 0, and that exit is in the database. The process ran in a scope made
-    after the daemon started (so its cgroup was not among those seeded from /proc at start),
+    the daemon exited 0, and that exit is in the database. The process ran in a cgroup made
+    after the daemon started (so not one seeded from /proc at start) that outlives the stop,
     and that cgroup was resolved exactly, by open_by_handle_at (the unit's capabilities and
     system call filter allow it), as the daemon's last log line of its context says."""
     cursor = journal_cursor()
     tag = uuid.uuid4().hex
-    child = subprocess.Popen(["systemd-run", "--quiet", "--scope", "--unit", f"auditd-stop-{tag[:10]}",
-                              "sh", "-c", "exit 42", tag])
-    assert child.wait() == 42
-    systemctl("stop", UNIT)
+    cg = Path("/sys/fs/cgroup") / f"auditd-stop-{tag[:10]}"
+    cg.mkdir()
+    try:
+        child = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec sh -c "exit 42" "$1"',
+                                  str(cg), tag])
+        assert child.wait() == 42
+        systemctl("stop", UNIT)
+    finally:
+        cg.rmdir()
     [stopped] = [r for r in journal(cursor) if r["event"] == "context_stopped"]
     assert stopped["cgroup"].get("handle", 0) >= 1 and "walks" not in stopped["cgroup"], json.dumps(stopped)
     p = props("ActiveState", "Result", "ExecMainStatus")
