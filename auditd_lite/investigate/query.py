@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 
 from ..dbfiles import open_ro, rotated_range
 from ..errors import BadInput
+from ..formats.source import Source, sources_of
 from ..rows import CONTEXT_FIELDS, ROW_FIELDS
 from ..timeparse import format_time
 
@@ -283,16 +284,18 @@ def _record(row: sqlite3.Row) -> dict:
     return rec
 
 
-def search(paths: Iterable, filters: Filters, limit: int | None = None) -> Iterator[dict]:
+def search(paths: Iterable, filters: Filters, limit: int | None = None, sources: bool = False
+           ) -> Iterator:
     """Records matching ``filters`` across ``paths`` (given newest first), newest first.
 
-    Bad filters raise here, before any file is opened; file errors raise
-    BadInput while iterating.
+    With ``sources``, each as ``(record, formats.Source)``: the facts of the run and file it was
+    read from, which the OCSF and ECS renderings need (formats/). Bad filters raise here, before
+    any file is opened; file errors raise BadInput while iterating.
     """
     if limit is not None and limit < 0:
         raise BadInput(f"bad limit {limit}: use a number 0 or more")
     build_sql(filters)  # bad filters raise now
-    return _search(list(paths), filters, limit)
+    return _search(list(paths), filters, limit, sources)
 
 
 class _Joiner:
@@ -358,7 +361,7 @@ class _Joiner:
                 got[0].close()
 
 
-def _search(paths, filters: Filters, limit) -> Iterator[dict]:
+def _search(paths, filters: Filters, limit, with_sources: bool = False) -> Iterator:
     remaining = limit
     joiner = _Joiner(paths)
     statements: dict[frozenset, tuple | None] = {}  # by the context columns a file has
@@ -375,6 +378,7 @@ def _search(paths, filters: Filters, limit) -> Iterator[dict]:
                 if statements[context] is None:
                     continue  # without a column a filter reads: no record of it can match
                 sql, params = statements[context]
+                runs = sources_of(conn) if with_sources else None
                 for row in conn.execute(sql, params):
                     rec = _record(row)
                     if len(paths) > 1 and rec["boot_id"] is not None:
@@ -382,7 +386,10 @@ def _search(paths, filters: Filters, limit) -> Iterator[dict]:
                             joiner.exec_of(i, rec)
                         elif rec["event"] == "exec" and row["y_id"] is None:
                             joiner.exit_of(i, rec)
-                    yield rec
+                    if runs is None:
+                        yield rec
+                    else:  # a record whose run row is missing still has its own boot id
+                        yield rec, runs.get(row["run_id"]) or Source(boot_id=rec["boot_id"])
                     if remaining is not None:
                         remaining -= 1
                         if remaining == 0:
