@@ -439,3 +439,53 @@ def test_a_copy_is_not_changed_by_rendering(dbdir):
         ocsf.event(record, source)
         ecs.document(record, source)
         assert record == before
+
+
+@pytest.mark.kernel
+def test_real_processes_render_valid_events(capture, marker, validator):
+    """Real processes through the real daemon: odd arguments, too many arguments, a failed exec,
+    `exit 3` and SIGKILL, read back with `query --format ocsf|ecs`: every line is a valid OCSF
+    1.8.0 event and an ECS document of the right types, and says what Popen saw (pid, parent,
+    exit code, signal)."""
+    import os
+    import signal
+    import subprocess
+
+    from conftest import run_cli
+
+    odd = [os.fsencode(str(marker)), b"a b", b"", b"\xff\xfe ok"]
+    many = [str(marker)] + [f"x{i}" for i in range(199)]
+    subprocess.run(odd, check=True)
+    subprocess.run(many, check=True)
+    missing = str(marker) + "-missing"
+    with pytest.raises(FileNotFoundError):
+        subprocess.Popen([missing, "x"])
+    three = subprocess.Popen(["sh", "-c", "exit 3"])
+    killed = subprocess.Popen(["sh", "-c", "kill -9 $$"])
+    assert (three.wait(), killed.wait()) == (3, -signal.SIGKILL)
+    capture.flush()
+
+    def lines(fmt, *filters):
+        p = run_cli("query", "--db-dir", capture.db_dir, "--format", fmt, *filters)
+        assert p.returncode == 0, p.stderr
+        return [json.loads(line) for line in p.stdout.decode().splitlines()]
+
+    events = lines("ocsf", "--filename", f"{marker}*") + lines("ocsf", "--pid", three.pid) + \
+        lines("ocsf", "--pid", killed.pid)
+    for e in events:
+        assert problems(validator, e) == [], e
+    launched = [e for e in events if e["unmapped"]["event"] == "exec"
+                and e["process"]["path"] == str(marker)]
+    argvs = [e["unmapped"]["argv"] for e in launched]
+    assert [str(marker), "a b", "", "\\xff\\xfe ok"] in argvs
+    cut = next(e for e in launched if e["unmapped"]["argc"] == 200)
+    assert cut["unmapped"]["args_truncated"] is True and cut["unmapped"]["argv"] == many[:128]
+    failed = next(e for e in events if e["unmapped"]["event"] == "exec_failed")
+    assert (failed["status_code"], failed["process"]["parent_process"]["pid"]) == ("ENOENT", os.getpid())
+    ends = {e["process"]["pid"]: e for e in events if e["activity_id"] == ocsf.TERMINATE}
+    assert ends[three.pid]["exit_code"] == 3 and ends[three.pid]["unmapped"]["signal"] == 0
+    assert (ends[killed.pid]["exit_code"], ends[killed.pid]["unmapped"]["signal"]) == (0, 9)
+    assert ends[three.pid]["device"]["boot_uid"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    docs = lines("ecs", "--pid", three.pid)
+    assert docs and all(ecs_type_problems(d) == [] for d in docs)
+    assert {d["event"]["type"][0] for d in docs} == {"start", "end"}
