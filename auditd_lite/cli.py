@@ -356,8 +356,9 @@ def add_investigation_commands(sub) -> None:
                     "while the daemon writes. Never replaces OUT without --force. Exit 1 when "
                     "nothing matches. --format ocsf or ecs writes the same records instead as JSON "
                     "lines, one OCSF 1.8.0 Process Activity event or ECS document each, newest "
-                    "first as query prints them, and OUT.sha256 (no manifest, no chain: verify "
-                    "the databases they came from).",
+                    "first as query prints them (with only --since/--until, also the processes "
+                    "seen running when each run started), and OUT.sha256 (no manifest, no chain: "
+                    "verify the databases they came from).",
         epilog="examples:\n  auditd-lite export --since 2026-11-20 --until 2026-11-21 -o case-118.db\n"
                "  auditd-lite export --since 2h --comm sh -o sh.db && auditd-lite verify sh.db\n"
                "  auditd-lite export --since 1d --format ocsf -o day.ocsf.jsonl")
@@ -450,8 +451,9 @@ def cmd_export(args) -> int:
                                 force=args.force)
         gaps.warn(m["_gaps"], sys.stderr)
         c = m["counts"]
+        seen = f", {c['seen']} seen at start" if c["seen"] else ""
         print(f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
-              f"{c['exit']} exit) as {args.format} lines from {m['files']} file"
+              f"{c['exit']} exit{seen}) as {args.format} lines from {m['files']} file"
               f"{'s' if m['files'] != 1 else ''} to {args.output}; sha256 {m['sha256']} "
               f"(in {args.output}.sha256)")
         return 0

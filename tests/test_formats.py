@@ -432,6 +432,95 @@ class TestCommands:
         assert not (dbdir / "x.jsonl").exists()
 
 
+def add_seen(path: Path, run_id: int, pid: int, when: int, context: bool = True) -> None:
+    """A seen_processes row (a process running when run ``run_id`` started) in ``path``."""
+    conn = sqlite3.connect(path)
+    cols = dict(run_id=run_id, time_ns=when, pid=pid, ppid=1, uid=0, comm="sshd",
+                filename="/usr/sbin/sshd", argv=b"sshd: /usr/sbin/sshd -D", start_ns=777 * 10**7,
+                start_tick_ns=10**7)
+    if context:
+        cols.update(cwd="/", cwd_status="ok", sha256="ab" * 32, hash_status="ok",
+                    cgroup="/system.slice/ssh.service", cgroup_status="resolved", unit="ssh.service")
+    conn.execute(f"INSERT INTO seen_processes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                 list(cols.values()))
+    conn.commit()
+    conn.close()
+
+
+class TestSeenAtStart:
+    """Processes already running when a run started (seen_processes) are not events: query and
+    its OCSF/ECS lines never show them; an export by time alone carries them as OCSF activity
+    Other ("Running at start") and Auditbeat's ``existing_process``."""
+
+    def test_rendering_of_a_seen_process(self, validator, dbdir):
+        """A seen process validates as activity Other (100799) with no status and no process uid
+        (its start is exact to a clock tick only), its program, hash and unit; in ECS an
+        existing_process of type info."""
+        add_seen(dbdir / "audit.db", 2, 42, at(11, 30, 0, 5))
+        (record, source), = query_seen(dbdir)
+        assert record["event"] == "seen" and source.boot_id == "boot-b"
+        e = ocsf.event(record, source)
+        assert problems(validator, e) == []
+        assert (e["activity_id"], e["activity_name"], e["type_uid"]) == (99, "Running at start", 100799)
+        assert "status_id" not in e and "uid" not in e["process"]
+        assert (e["process"]["pid"], e["process"]["path"], e["process"]["cmd_line"]) == (
+            42, "/usr/sbin/sshd", "'sshd: /usr/sbin/sshd -D'")
+        assert e["process"]["file"]["hashes"][0]["value"] == "ab" * 32
+        assert (e["unmapped"]["unit"], e["unmapped"]["start_tick_ns"]) == ("ssh.service", 10**7)
+        doc = ecs.document(record, source)
+        assert ecs_type_problems(doc) == []
+        assert (doc["event"]["action"], doc["event"]["type"]) == ("existing_process", ["info"])
+        assert "outcome" not in doc["event"] and "entity_id" not in doc["process"]
+
+    def test_seen_from_a_file_without_context(self, validator, tmp_path):
+        """A seen_processes row of a file at revision 0001 (no context columns) validates."""
+        from sqlalchemy import create_engine
+
+        from test_storage import at_first_revision
+
+        db = tmp_path / "db"
+        db.mkdir()
+        engine = create_engine(f"sqlite:///{db / 'audit.db'}")
+        with engine.connect() as conn:
+            at_first_revision(conn, 2)
+        engine.dispose()
+        add_seen(db / "audit.db", 1, 43, 3, context=False)
+        (record, source), = query_seen(db)
+        assert record["cwd"] is None and source.revision == "0001"
+        e = ocsf.event(record, source)
+        assert problems(validator, e) == [] and "working_directory" not in e["process"]
+
+    def test_query_never_shows_them(self, dbdir):
+        """`query --format ocsf --pid` of a pid only seen at start finds nothing (exit 1)."""
+        add_seen(dbdir / "audit.db", 2, 42, at(11, 30, 0, 5))
+        status, out, _ = cli_in_process("query", "--db-dir", dbdir, "--format", "ocsf", "--pid", "42")
+        assert (status, out) == (1, "")
+
+    def test_export_by_time_carries_them_in_time_order(self, dbdir, tmp_path):
+        """`export --format ocsf --since T` has the seen process among the records, newest first;
+        with a filter on records' columns (--comm) it has none."""
+        add_seen(dbdir / "audit.db", 2, 42, at(11, 30, 0, 5))
+        out = tmp_path / "out" / "x.jsonl"
+        out.parent.mkdir()
+        status, said, err = cli_in_process("export", "--db-dir", dbdir, "--format", "ocsf", "-o", out,
+                                           "--since", "2026-11-20T11:00:00Z")
+        assert status == 0, err
+        assert "1 seen at start" in said
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [e["time"] for e in lines] == sorted((e["time"] for e in lines), reverse=True)
+        assert [e["process"]["pid"] for e in lines if e["activity_id"] == 99] == [42]
+        assert len(lines) == 7  # the 6 records of 11:00 on, and the seen process
+        status, said, err = cli_in_process("export", "--db-dir", dbdir, "--format", "ocsf", "-o", out,
+                                           "--force", "--since", "2026-11-20T11:00:00Z", "--comm", "sshd")
+        assert status == 1 and "nothing to export" in err
+
+
+def query_seen(db_dir) -> list:
+    from auditd_lite.investigate.query import seen
+
+    return list(seen(database_files(db_dir=db_dir)))
+
+
 def test_a_copy_is_not_changed_by_rendering(dbdir):
     """Rendering leaves the record as it was (the daemon hands the same dict to other writers)."""
     for record, source in sourced(dbdir):
@@ -446,7 +535,8 @@ def test_real_processes_render_valid_events(capture, marker, validator):
     """Real processes through the real daemon: odd arguments, too many arguments, a failed exec,
     `exit 3` and SIGKILL, read back with `query --format ocsf|ecs`: every line is a valid OCSF
     1.8.0 event and an ECS document of the right types, and says what Popen saw (pid, parent,
-    exit code, signal)."""
+    exit code, signal); `export --format ocsf --since 1d` has this test's own process, running
+    when the daemon started, as a seen process with its real parent and executable."""
     import os
     import signal
     import subprocess
@@ -489,3 +579,13 @@ def test_real_processes_render_valid_events(capture, marker, validator):
     docs = lines("ecs", "--pid", three.pid)
     assert docs and all(ecs_type_problems(d) == [] for d in docs)
     assert {d["event"]["type"][0] for d in docs} == {"start", "end"}
+    # this test's own process was running when the daemon started: the export by time has it
+    out = Path(str(marker) + ".ocsf.jsonl")
+    p = run_cli("export", "--db-dir", capture.db_dir, "--format", "ocsf", "-o", out, "--since", "1d")
+    assert p.returncode == 0, p.stderr
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(problems(validator, e) == [] for e in exported)
+    me = [e for e in exported if e["activity_id"] == ocsf.OTHER and e["process"]["pid"] == os.getpid()]
+    assert len(me) == 1
+    assert me[0]["process"]["parent_process"]["pid"] == os.getppid()
+    assert me[0]["process"]["path"] == os.readlink(f"/proc/{os.getpid()}/exe")

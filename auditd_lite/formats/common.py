@@ -11,6 +11,7 @@ import uuid
 from .source import UNSET, Source
 
 PRODUCT = "auditd-lite"
+SEEN = "seen"  # a process running when a run started (query.seen_record): not an event
 # uuid5 namespace of event uids: fixed forever, or every uid already handed out changes
 EVENT_NAMESPACE = uuid.UUID("5b0c7a52-8f0e-5d7c-9a52-6f8d1e2c3b4a")
 
@@ -30,9 +31,12 @@ def event_uid(record: dict, source: Source) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, key))
 
 
-def process_uid(record: dict, source: Source) -> str:
+def process_uid(record: dict, source: Source) -> str | None:
     """The process identity (docs/design.md, "Process identity") as one string: the exec and the
-    exit of a process share it, a reused pid does not."""
+    exit of a process share it, a reused pid does not. None for a process seen at start, whose
+    start time /proc gives to a clock tick only (its exit's would not match it)."""
+    if record["event"] == SEEN:
+        return None
     return f"{boot_of(record, source)}:{record['pid']}:{record.get('start_ns')}"
 
 
@@ -87,7 +91,7 @@ def session_id(record: dict) -> int | None:
 # our own columns, in the order they are written, that neither OCSF nor ECS has a field for
 # (the doc's mapping table lists each): kept whole under OCSF's ``unmapped`` and ECS's
 # ``auditd_lite``, never dropped
-OWN_FIELDS = ("event", "time_ns", "start_ns", "old_pid", "sessionid", "cgroup_id", "argc",
+OWN_FIELDS = ("event", "time_ns", "start_ns", "start_tick_ns", "old_pid", "sessionid", "cgroup_id", "argc",
               "args_truncated", "errno", "status", "signal", "core_dumped", "duration_ns",
               "cwd_status", "hash_status", "cgroup", "cgroup_status", "unit")
 # an exec's record carries how its process ended, when that is known: the exit's own event

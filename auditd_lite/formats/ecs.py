@@ -17,8 +17,9 @@ from .source import Source
 
 ECS_VERSION = "8.11.0"
 # Auditbeat's system/process dataset's words for a start and an end
-ACTIONS = {"exec": "process_started", "exec_failed": "process_started", "exit": "process_stopped"}
-TYPES = {"exec": "start", "exec_failed": "start", "exit": "end"}
+ACTIONS = {"exec": "process_started", "exec_failed": "process_started", "exit": "process_stopped",
+           common.SEEN: "existing_process"}
+TYPES = {"exec": "start", "exec_failed": "start", "exit": "end", common.SEEN: "info"}
 
 
 @lru_cache(maxsize=256)  # once per source: the document's clean() copies what it takes
@@ -34,8 +35,10 @@ def _agent(source: Source) -> dict:
     return common.clean({"type": common.PRODUCT, "version": source.version})
 
 
-def _outcome(record: dict) -> str:
+def _outcome(record: dict) -> str | None:
     kind = record["event"]
+    if kind == common.SEEN:
+        return None  # an observation, not an outcome
     if kind == "exec_failed":
         return "failure"
     if kind == "exit":
@@ -46,8 +49,9 @@ def _outcome(record: dict) -> str:
 
 
 def document(record: dict, source: Source) -> dict:
-    """The ECS document of ``record`` (a dict as ``investigate.query.search`` yields), with
-    ``source`` the facts of its run and file. Unknown fields are left out, never null."""
+    """The ECS document of ``record`` (a dict as ``investigate.query.search`` yields, or
+    ``query.seen_record``'s: Auditbeat's ``existing_process``), with ``source`` the facts of its
+    run and file. Unknown fields are left out, never null."""
     kind = record["event"]
     filename, argv = common.program(record)
     started = common.started_ns(record)

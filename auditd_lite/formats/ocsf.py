@@ -21,9 +21,10 @@ PROFILES = ("container", "datetime", "linux/linux_users")
 
 CLASS_UID, CLASS_NAME = 1007, "Process Activity"
 CATEGORY_UID, CATEGORY_NAME = 1, "System Activity"
-LAUNCH, TERMINATE = 1, 2
-ACTIVITY_NAMES = {LAUNCH: "Launch", TERMINATE: "Terminate"}
-ACTIVITIES = {"exec": LAUNCH, "exec_failed": LAUNCH, "exit": TERMINATE}
+LAUNCH, TERMINATE, OTHER = 1, 2, 99
+# Other's name is ours to give (OCSF: "a data source specific value")
+ACTIVITY_NAMES = {LAUNCH: "Launch", TERMINATE: "Terminate", OTHER: "Running at start"}
+ACTIVITIES = {"exec": LAUNCH, "exec_failed": LAUNCH, "exit": TERMINATE, common.SEEN: OTHER}
 SUCCESS, FAILURE = 1, 2
 SEVERITY_INFORMATIONAL = 1
 DEVICE_TYPE_UNKNOWN, OS_TYPE_LINUX = 0, 200
@@ -99,8 +100,9 @@ def _actor(record: dict, process: dict) -> dict:
 
 def event(record: dict, source: Source) -> dict:
     """The OCSF Process Activity event of ``record`` (a dict as ``investigate.query.search``
-    yields), with ``source`` the facts of its run and file. Absent attributes are left out, never
-    null. Raises KeyError on a record without ``event``, ``pid`` or ``time_ns``."""
+    yields, or ``query.seen_record``'s for a process seen at start: activity Other), with
+    ``source`` the facts of its run and file. Absent attributes are left out, never null.
+    Raises KeyError on a record without ``event``, ``pid`` or ``time_ns``."""
     kind = record["event"]
     activity = ACTIVITIES[kind]
     failed = kind == "exec_failed"
@@ -118,7 +120,9 @@ def event(record: dict, source: Source) -> dict:
         "type_name": f"{CLASS_NAME}: {ACTIVITY_NAMES[activity]}",
         "severity_id": SEVERITY_INFORMATIONAL, "severity": "Informational",
         "time": _ms(record["time_ns"]), "time_dt": format_time_ns(record["time_ns"]),
-        "status_id": FAILURE if failed else SUCCESS, "status": "Failure" if failed else "Success",
+        # a process seen at start is an observation, not an activity that succeeded or failed
+        "status_id": None if activity == OTHER else FAILURE if failed else SUCCESS,
+        "status": None if activity == OTHER else "Failure" if failed else "Success",
         "status_code": common.errno_name(record) if failed else None,
         "status_detail": common.errno_text(record) if failed else None,
         "exit_code": record.get("exit_code") if kind == "exit" else None,

@@ -2,7 +2,9 @@
 ECS document each (formats/), for a SIEM or a data lake.
 
 The same records as the SQLite export selects (its filters, the same chain files) in query's
-order, newest first, written as query writes them (output.write_records). Written under a
+order, newest first, written as query writes them (output.write_records); when only --since and
+--until select, also the processes seen running when each run started (seen_processes: OCSF
+activity Other, ECS ``existing_process``) listed in the window, in time order among the records. Written under a
 temporary name beside OUT and renamed into place when complete, with ``OUT.sha256``
 (``sha256sum`` format) as the SQLite export has. No manifest and no hash chain: the lines are a
 rendering, and the databases they came from are the evidence (``auditd-lite verify``). If the
@@ -11,6 +13,7 @@ directory's file list changes while the lines are written (a rotation), they are
 
 from __future__ import annotations
 
+import heapq
 import os
 import tempfile
 from collections import Counter
@@ -19,7 +22,7 @@ from pathlib import Path
 from ..dbfiles import database_files, is_chain_file, may_hold
 from ..errors import BadInput, NotFound
 from . import gaps, output, query
-from .export import ATTEMPTS, _check_target, _seal
+from .export import ATTEMPTS, _check_target, _only_time_selects, _seal
 from .query import Filters
 
 
@@ -51,8 +54,14 @@ def export(db_dir, out, filters: Filters, fmt: str, force: bool = False) -> dict
 
         try:
             try:
+                items = query.search(files, filters, sources=True)
+                if _only_time_selects(filters):
+                    # what was running when each run started: there is no filter it could match
+                    # but time, so only a window by time alone has them
+                    seeds = query.seen(files, filters.since_ns, filters.until_ns)
+                    items = heapq.merge(items, seeds, key=lambda pair: -pair[0]["time_ns"])
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    output.write_records(counted(query.search(files, filters, sources=True)), fmt, f)
+                    output.write_records(counted(items), fmt, f)
             except BadInput:
                 if database_files(db_dir=db_dir) == before:
                     raise
@@ -65,7 +74,7 @@ def export(db_dir, out, filters: Filters, fmt: str, force: bool = False) -> dict
         finally:
             if tmp is not None:
                 os.unlink(tmp)
-        total = {"exec": 0, "exec_failed": 0, "exit": 0, **counts}
+        total = {"exec": 0, "exec_failed": 0, "exit": 0, "seen": 0, **counts}
         total["total"] = sum(counts.values())
         return {"counts": total, "files": len(files), "sha256": digest,
                 "_gaps": gaps.window_gaps(db_dir=db_dir, since_ns=filters.since_ns,

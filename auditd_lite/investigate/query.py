@@ -402,6 +402,47 @@ def _search(paths, filters: Filters, limit, with_sources: bool = False) -> Itera
         joiner.close()
 
 
+def seen_record(row, boot_id: str | None) -> dict:
+    """A row of seen_processes (a process already running when a run started, read from
+    /proc: not an event, and search never yields one) shaped like a search result, with
+    ``event`` ``seen``, for the renderings that show it (formats/). Its ``start_ns`` is exact to
+    one clock tick only (``start_tick_ns``), so it names no process identity; a file older than
+    revision 0003 gives no context (None)."""
+    keys = row.keys()
+    rec = {
+        "event": "seen", "time": format_time(row["time_ns"]), "time_ns": row["time_ns"],
+        "pid": row["pid"], "ppid": row["ppid"], "uid": row["uid"], "comm": row["comm"],
+        "filename": row["filename"], "argv": split_argv(row["argv"]), "boot_id": boot_id,
+        "start_ns": row["start_ns"], "start_tick_ns": row["start_tick_ns"],
+    }
+    rec.update((c, row[c] if c in keys else None) for c in CONTEXT_FIELDS)
+    return rec
+
+
+def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = None) -> Iterator:
+    """(seen_record, formats.Source) of every process seen at start in ``paths`` (given newest
+    first) listed in [since, until), newest first, as search orders records."""
+    for path in paths:
+        conn = open_ro(path)
+        conn.row_factory = sqlite3.Row
+        try:
+            runs = sources_of(conn)
+            context = context_select(context_columns(conn, "seen_processes"))
+            # a context column the file lacks is read as NULL, and seen_record finds no such key
+            sql = (f"SELECT id, run_id, time_ns, pid, ppid, uid, comm, filename, argv, start_ns, "
+                   f"start_tick_ns{context} FROM seen_processes "
+                   "WHERE time_ns >= ? AND time_ns < ? ORDER BY time_ns DESC, id DESC")
+            lo = -(2**63) if since_ns is None else since_ns
+            hi = 2**63 - 1 if until_ns is None else until_ns
+            for row in conn.execute(sql, (lo, hi)):
+                source = runs.get(row["run_id"]) or Source()
+                yield seen_record(row, source.boot_id), source
+        except sqlite3.DatabaseError as exc:
+            raise BadInput(f"cannot read {path}: {exc}") from None
+        finally:
+            conn.close()
+
+
 # a record straight from the daemon has no joins yet: these read as unknown
 _UNJOINED = dict.fromkeys(("boot_id", "x_id", "x_filename", "x_argv", "y_exit_code", "y_signal",
                            "y_core_dumped", "y_duration_ns", "y_status")
