@@ -268,6 +268,18 @@ class TestOcsfEvents:
         assert streamed["metadata"]["uid"] == ocsf.event(record, src)["metadata"]["uid"]
         assert streamed["process"]["uid"] == "boot-a:201:21000"
 
+    def test_event_uid_is_uuid5_of_its_key(self, dbdir):
+        """The event uid is RFC 4122's version-5 UUID of the record's key in the fixed namespace,
+        as uuid.uuid5 makes it."""
+        import uuid
+
+        from auditd_lite.formats import common
+
+        for record, source in sourced(dbdir):
+            want = uuid.uuid5(common.EVENT_NAMESPACE, common.event_key(record, source))
+            assert common.event_uid(record, source) == str(want)
+            assert uuid.UUID(common.event_uid(record, source)).version == 5
+
     def test_source_from_the_run_row(self, dbdir):
         """The Source of a record is its own run's: after the reboot, boot-b's."""
         pairs = sourced(dbdir)
@@ -589,3 +601,22 @@ def test_real_processes_render_valid_events(capture, marker, validator):
     assert len(me) == 1
     assert me[0]["process"]["parent_process"]["pid"] == os.getppid()
     assert me[0]["process"]["path"] == os.readlink(f"/proc/{os.getpid()}/exe")
+
+
+def test_events_share_nothing(dbdir):
+    """Changing one rendered event (its device, product, profiles, argv, ECS host) changes
+    neither the record nor the next event of the same source: what one writer does to its copy
+    (the lake flattens, the stream adds) cannot reach another's."""
+    record, source = by(sourced(dbdir), "exec", 102)
+    first, fresh = ocsf.event(record, source), ocsf.event(record, source)
+    first["device"]["os"]["name"] = "x"
+    first["metadata"]["product"]["name"] = "x"
+    first["metadata"]["profiles"].append("x")
+    first["unmapped"]["argv"].append("x")
+    first["actor"]["user"]["uid"] = "x"
+    assert ocsf.event(record, source) == fresh and record["argv"][-1] != "x"
+    doc, again = ecs.document(record, source), ecs.document(record, source)
+    doc["host"]["os"]["kernel"] = "x"
+    doc["process"]["args"].append("x")
+    doc["agent"]["type"] = "x"
+    assert ecs.document(record, source) == again and record["argv"][-1] != "x"
