@@ -289,8 +289,9 @@ class TestOcsfEvents:
         assert by(pairs, "exec", 300)[1].boot_id == "boot-a"
 
 
-# ECS types (ecs_flat.yml of ECS 8.11) of every field the documents use, and what JSON value each
-# must be: long an integer, keyword a string, date an RFC 3339 string, boolean a boolean
+# ECS types (ecs_flat.yml of ECS 8.11; user.audit.id is Auditbeat's auditd module's, a keyword)
+# of every field the documents use, and what JSON value each must be: long an integer, date an
+# RFC 3339 string, keyword (and wildcard, match_only_text) a string
 ECS_TYPES = {
     "@timestamp": "date", "ecs.version": "keyword", "event.kind": "keyword",
     "event.category": "keyword[]", "event.type": "keyword[]", "event.action": "keyword",

@@ -84,7 +84,7 @@ def document(record: dict, source: Source) -> dict:
             "id": None if record.get("uid") is None else str(record["uid"]),
             "group": {"id": None if record.get("gid") is None else str(record["gid"])},
             "effective": {"id": None if record.get("euid") is None else str(record["euid"])},
-            # Auditbeat's auditd module: the login uid as user.audit.id
+            # the login uid as Auditbeat's auditd module names it (not a field of ECS itself)
             "audit": {"id": None if record.get("auid") is None else str(record["auid"])},
         },
         "error": {"code": common.errno_name(record), "message": common.errno_text(record)}
