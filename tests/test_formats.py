@@ -412,7 +412,8 @@ class TestCommands:
     @pytest.mark.parametrize("fmt", ["ocsf", "ecs"])
     def test_export_lines(self, dbdir, tmp_path, fmt):
         """`export --format ocsf|ecs -o OUT` writes the lines query prints for the same filters,
-        OUT.sha256 holds OUT's digest, and OUT is not replaced without --force."""
+        OUT.sha256 holds OUT's digest, OUT is not replaced without --force and is with it (no
+        temporary file left)."""
         out = tmp_path / "out" / f"x.{fmt}.jsonl"
         out.parent.mkdir()
         status, said, err = cli_in_process("export", "--db-dir", dbdir, "--format", fmt, "-o", out,
@@ -427,6 +428,13 @@ class TestCommands:
         status, _, err = cli_in_process("export", "--db-dir", dbdir, "--format", fmt, "-o", out)
         assert status == 2 and "exists: use --force" in err
         assert out.read_text() == printed
+        status, _, err = cli_in_process("export", "--db-dir", dbdir, "--format", fmt, "-o", out,
+                                        "--force", "--comm", "sh")
+        assert status == 0, err
+        assert len(out.read_text().splitlines()) == 2
+        digest = hashlib.sha256(out.read_bytes()).hexdigest()
+        assert (out.parent / f"{out.name}.sha256").read_text() == f"{digest}  {out.name}\n"
+        assert sorted(p.name for p in out.parent.iterdir()) == [out.name, f"{out.name}.sha256"]
 
     def test_export_lines_nothing_matches(self, dbdir, tmp_path):
         """An export in ocsf that matches nothing exits 1 and leaves no file behind."""
