@@ -92,10 +92,12 @@ def document(record: dict, source: Source) -> dict:
         "container": {"id": record.get("container_id")},
     })
     # made once per source, already without None: copied, not cleaned again
-    host = doc["host"] = dict(_host(source))
-    for key in ("boot", "os"):
-        if key in host:
-            host[key] = dict(host[key])
+    host = _host(source)
+    if host:
+        host = doc["host"] = dict(host)
+        for key in ("boot", "os"):
+            if key in host:
+                host[key] = dict(host[key])
     doc["agent"] = dict(_agent(source))
     doc["auditd_lite"] = common.own_fields(record, source)  # made without None
     return doc
