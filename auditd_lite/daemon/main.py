@@ -14,7 +14,7 @@ from typing import Callable
 import structlog
 
 from . import logsetup
-from .. import hostinfo
+from .. import dbfiles, hostinfo
 from ..capture import compiler, loader, seed
 from .collector import Collector
 from ..config import RunSettings
@@ -225,7 +225,7 @@ def _stop(p: _Pipeline, signals: _Signals, status: int) -> int:
     bw = p.batch_writer
     streamed = {}
     if p.stream is not None:
-        streamed = dict(zip(("stream_lines_written", "stream_lines_dropped"), p.stream.counts()))
+        streamed = dict(zip(dbfiles.STREAM_COUNTERS, p.stream.counts()))
     log.info("daemon_stopped", status=status, events_written=bw.events_written,
              lost_kernel=bw.lost_kernel, lost_user=bw.lost_user, **streamed)
     return status

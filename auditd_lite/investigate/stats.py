@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..dbfiles import daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
+from ..dbfiles import STREAM_COUNTERS, daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
 from ..timeparse import format_time
 from .query import context_columns
 
@@ -61,8 +61,7 @@ def _run_summary(r: dict) -> dict:
             "events_written": r.get("events_written") or 0, "lost_kernel": r.get("lost_kernel") or 0,
             "lost_user": r.get("lost_user") or 0, "clean": stopped is not None, "running": False,
             # the live stream (revision 0004): None for a run without one
-            "stream_lines_written": r.get("stream_lines_written"),
-            "stream_lines_dropped": r.get("stream_lines_dropped")}
+            **{c: r.get(c) for c in STREAM_COUNTERS}}
 
 
 def collect(paths: list[Path], db_dir: Path | None = None) -> dict:

@@ -95,8 +95,7 @@ class BatchWriter:
             version=__version__, settings=json.dumps(self.run_settings, sort_keys=True),
             started_ns=time.time_ns(), lost_kernel=0, lost_user=0, events_written=0,
             # NULL without a stream: "none", not "none dropped"
-            **dict.fromkeys(("stream_lines_written", "stream_lines_dropped"),
-                            0 if self.stream_counts is not None else None))
+            **dict.fromkeys(dbfiles.STREAM_COUNTERS, 0 if self.stream_counts is not None else None))
         # a full disk at start is no reason not to capture: records are held
         # as for a disk that fills later, and the run begins in the file once
         # space returns
