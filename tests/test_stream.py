@@ -399,3 +399,36 @@ def test_stream_to_stdout(tmp_path, marker):
     mine = [line for line in out.decode().splitlines() if f'"path": "{marker}"' in line]
     p = run_cli("query", "--db-dir", db, "--filename", marker, "--format", "ocsf", check=0)
     assert len(mine) == 2 and sorted(mine) == sorted(p.stdout.decode().splitlines())
+
+
+def test_path_moved_away_is_begun_again(tmp_path):
+    """Someone renames PATH away (a shipper's own rotation, an admin): the stream notices by
+    the inode and begins PATH again, so the newest lines are in PATH; the moved file keeps what
+    it had, whole, and no line is lost or written twice."""
+    path = tmp_path / "stream.jsonl"
+    s = Stream(str(path))
+    s.start()
+    db = tmp_path / "db"
+    bw = writer(db, on_commit=s.offer, stream_counts=s.counts)
+    bw.write(rows(100))
+    wait_until(lambda: s.counts()[0] == 100, 30, "100 lines")
+    path.rename(tmp_path / "moved.jsonl")
+    bw.write(rows(100, start=100))
+    s.close()
+    bw.close()
+    moved = (tmp_path / "moved.jsonl").read_text().splitlines()
+    now = path.read_text().splitlines()
+    got = [key_of_line(json.loads(line)) for line in moved + now]
+    assert len(moved) == 100 and len(now) == 100 and got == db_keys(db)
+
+
+@pytest.mark.kernel
+def test_stream_path_that_cannot_be_written_refused(tmp_path):
+    """--stream naming a directory: one line, exit 2, and no run is recorded."""
+    (tmp_path / "adir").mkdir()
+    p = run_cli("run", "--db-dir", tmp_path / "db", "--stream", tmp_path / "adir", timeout=120)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and "is a directory" in err and "Traceback" not in err, err[-2000:]
+    assert [line for line in err.splitlines() if not line.startswith("{")] == [
+        line for line in err.splitlines() if "is a directory" in line]
+    assert not (tmp_path / "db" / "audit.db").exists()
