@@ -268,6 +268,18 @@ class TestOcsfEvents:
         assert streamed["metadata"]["uid"] == ocsf.event(record, src)["metadata"]["uid"]
         assert streamed["process"]["uid"] == "boot-a:201:21000"
 
+    def test_event_uid_is_uuid5_of_its_key(self, dbdir):
+        """The event uid is RFC 4122's version-5 UUID of the record's key in the fixed namespace,
+        as uuid.uuid5 makes it."""
+        import uuid
+
+        from auditd_lite.formats import common
+
+        for record, source in sourced(dbdir):
+            want = uuid.uuid5(common.EVENT_NAMESPACE, common.event_key(record, source))
+            assert common.event_uid(record, source) == str(want)
+            assert uuid.UUID(common.event_uid(record, source)).version == 5
+
     def test_source_from_the_run_row(self, dbdir):
         """The Source of a record is its own run's: after the reboot, boot-b's."""
         pairs = sourced(dbdir)
@@ -277,8 +289,9 @@ class TestOcsfEvents:
         assert by(pairs, "exec", 300)[1].boot_id == "boot-a"
 
 
-# ECS types (ecs_flat.yml of ECS 8.11) of every field the documents use, and what JSON value each
-# must be: long an integer, keyword a string, date an RFC 3339 string, boolean a boolean
+# ECS types (ecs_flat.yml of ECS 8.11; user.audit.id is Auditbeat's auditd module's, a keyword)
+# of every field the documents use, and what JSON value each must be: long an integer, date an
+# RFC 3339 string, keyword (and wildcard, match_only_text) a string
 ECS_TYPES = {
     "@timestamp": "date", "ecs.version": "keyword", "event.kind": "keyword",
     "event.category": "keyword[]", "event.type": "keyword[]", "event.action": "keyword",
@@ -399,7 +412,8 @@ class TestCommands:
     @pytest.mark.parametrize("fmt", ["ocsf", "ecs"])
     def test_export_lines(self, dbdir, tmp_path, fmt):
         """`export --format ocsf|ecs -o OUT` writes the lines query prints for the same filters,
-        OUT.sha256 holds OUT's digest, and OUT is not replaced without --force."""
+        OUT.sha256 holds OUT's digest, OUT is not replaced without --force and is with it (no
+        temporary file left)."""
         out = tmp_path / "out" / f"x.{fmt}.jsonl"
         out.parent.mkdir()
         status, said, err = cli_in_process("export", "--db-dir", dbdir, "--format", fmt, "-o", out,
@@ -414,6 +428,13 @@ class TestCommands:
         status, _, err = cli_in_process("export", "--db-dir", dbdir, "--format", fmt, "-o", out)
         assert status == 2 and "exists: use --force" in err
         assert out.read_text() == printed
+        status, _, err = cli_in_process("export", "--db-dir", dbdir, "--format", fmt, "-o", out,
+                                        "--force", "--comm", "sh")
+        assert status == 0, err
+        assert len(out.read_text().splitlines()) == 2
+        digest = hashlib.sha256(out.read_bytes()).hexdigest()
+        assert (out.parent / f"{out.name}.sha256").read_text() == f"{digest}  {out.name}\n"
+        assert sorted(p.name for p in out.parent.iterdir()) == [out.name, f"{out.name}.sha256"]
 
     def test_export_lines_nothing_matches(self, dbdir, tmp_path):
         """An export in ocsf that matches nothing exits 1 and leaves no file behind."""
@@ -589,3 +610,22 @@ def test_real_processes_render_valid_events(capture, marker, validator):
     assert len(me) == 1
     assert me[0]["process"]["parent_process"]["pid"] == os.getppid()
     assert me[0]["process"]["path"] == os.readlink(f"/proc/{os.getpid()}/exe")
+
+
+def test_events_share_nothing(dbdir):
+    """Changing one rendered event (its device, product, profiles, argv, ECS host) changes
+    neither the record nor the next event of the same source: what one writer does to its copy
+    (the lake flattens, the stream adds) cannot reach another's."""
+    record, source = by(sourced(dbdir), "exec", 102)
+    first, fresh = ocsf.event(record, source), ocsf.event(record, source)
+    first["device"]["os"]["name"] = "x"
+    first["metadata"]["product"]["name"] = "x"
+    first["metadata"]["profiles"].append("x")
+    first["unmapped"]["argv"].append("x")
+    first["actor"]["user"]["uid"] = "x"
+    assert ocsf.event(record, source) == fresh and record["argv"][-1] != "x"
+    doc, again = ecs.document(record, source), ecs.document(record, source)
+    doc["host"]["os"]["kernel"] = "x"
+    doc["process"]["args"].append("x")
+    doc["agent"]["type"] = "x"
+    assert ecs.document(record, source) == again and record["argv"][-1] != "x"

@@ -53,7 +53,8 @@ def test_import_rule_check_sees_a_violation(tmp_path):
 
 
 def test_query_modules_import_neither_bcc_nor_sqlalchemy():
-    """Importing query, output, dbfiles and timeparse pulls in no bcc or sqlalchemy module."""
+    """Importing query, output, dbfiles, timeparse, the formats and the lines export pulls in no bcc
+    or sqlalchemy module."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
          "import auditd_lite.investigate.query, auditd_lite.investigate.output, auditd_lite.dbfiles, auditd_lite.timeparse, "

@@ -56,7 +56,7 @@ def document(record: dict, source: Source) -> dict:
     filename, argv = common.program(record)
     started = common.started_ns(record)
     exited = kind == "exit"
-    return common.clean({
+    doc = common.clean({
         "@timestamp": format_time_ns(record["time_ns"]),
         "ecs": {"version": ECS_VERSION},
         "event": {
@@ -68,7 +68,8 @@ def document(record: dict, source: Source) -> dict:
         },
         "process": {
             "pid": record["pid"], "entity_id": common.process_uid(record, source),
-            "name": record.get("comm"), "executable": filename, "args": argv,
+            "name": record.get("comm"), "executable": filename,
+            "args": None if argv is None else list(argv),
             "args_count": len(argv) if argv is not None else None,
             "command_line": common.command_line(argv),
             "working_directory": record.get("cwd"),
@@ -83,13 +84,20 @@ def document(record: dict, source: Source) -> dict:
             "id": None if record.get("uid") is None else str(record["uid"]),
             "group": {"id": None if record.get("gid") is None else str(record["gid"])},
             "effective": {"id": None if record.get("euid") is None else str(record["euid"])},
-            # Auditbeat's auditd module: the login uid as user.audit.id
+            # the login uid as Auditbeat's auditd module names it (not a field of ECS itself)
             "audit": {"id": None if record.get("auid") is None else str(record["auid"])},
         },
         "error": {"code": common.errno_name(record), "message": common.errno_text(record)}
         if kind == "exec_failed" else None,
-        "host": _host(source),
-        "agent": _agent(source),
         "container": {"id": record.get("container_id")},
-        "auditd_lite": common.own_fields(record, source),
     })
+    # made once per source, already without None: copied, not cleaned again
+    host = _host(source)
+    if host:
+        host = doc["host"] = dict(host)
+        for key in ("boot", "os"):
+            if key in host:
+                host[key] = dict(host[key])
+    doc["agent"] = dict(_agent(source))
+    doc["auditd_lite"] = common.own_fields(record, source)  # made without None
+    return doc
