@@ -378,25 +378,31 @@ def test_storm_into_a_fifo_whose_reader_stopped(daemon_factory, marker, tmp_path
 
 @pytest.mark.kernel
 def test_stream_to_stdout(tmp_path, marker):
-    """--stream - writes the lines to standard output (the daemon's log stays on stderr): a
-    process run while it captures appears there, as query --format ocsf prints it."""
+    """--stream - writes the lines to standard output (the daemon's log stays on stderr), read
+    as they come (a pipe nobody reads would fill and drop them, counted): a process run while
+    it captures appears there, as query --format ocsf prints it."""
     db = tmp_path / "db"
     log = open(tmp_path / "daemon.log", "wb")
     proc = subprocess.Popen([*CLI, "run", "--db-dir", str(db), "--stream", "-"],
                             stdout=subprocess.PIPE, stderr=log, cwd=REPO)
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         wait_until(lambda: log_events((tmp_path / "daemon.log").read_text(), "programs_attached"),
                    120, "the programs to be attached")
         subprocess.run([str(marker)], check=True)
         time.sleep(1)
         proc.terminate()
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
         log.close()
     assert proc.returncode == 0
-    mine = [line for line in out.decode().splitlines() if f'"path": "{marker}"' in line]
+    lines = b"".join(out).decode().splitlines()
+    mine = [line for line in lines if f'"path": "{marker}"' in line]
     p = run_cli("query", "--db-dir", db, "--filename", marker, "--format", "ocsf", check=0)
     assert len(mine) == 2 and sorted(mine) == sorted(p.stdout.decode().splitlines())
 
