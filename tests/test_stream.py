@@ -278,12 +278,15 @@ def storm_until(storm: Storm, n: int, timeout: float = 600) -> None:
 
 @pytest.mark.kernel
 def test_storm_every_committed_record_once_across_rotations(daemon_factory, marker, tmp_path):
-    """A 20,000-exec storm with the stream rotating at 1 MiB (files kept: all): the stream files
-    in rotation order hold every record of the database exactly once, in id (commit) order;
-    none dropped; the run counts every line; each line is byte for byte what query --format
-    ocsf prints for that record; every storm child's exec and exit is in the database."""
+    """A 20,000-exec storm with the stream rotating at 1 MiB (files kept: all) and the database
+    at 2 MiB: the stream files in rotation order hold every record of the database files
+    exactly once, in id (commit) order; none dropped; the run counts every line; each line is
+    byte for byte what query --format ocsf prints for that record (an exit's program and
+    context joined from its exec, in another database file too); every storm child's exec and
+    exit is in the database."""
     path = tmp_path / "out" / "stream.jsonl"
-    d = daemon_factory("--stream", path, "--stream-max-size-mb", 1, "--stream-max-files", 0)
+    d = daemon_factory("--stream", path, "--stream-max-size-mb", 1, "--stream-max-files", 0,
+                       "--rotate-size-mb", 2)
     with Storm(marker) as storm:
         storm_until(storm, 20_000)
     time.sleep(0.3)
@@ -291,6 +294,7 @@ def test_storm_every_committed_record_once_across_rotations(daemon_factory, mark
     assert_all_captured(d.db_dir, marker, storm, d.log)
     lines = stream_lines(path)
     assert len(backups(path)) >= 5, "the stream should have rotated several times"
+    assert len(all_files(d.db_dir)) >= 3, "the database should have rotated"
     got = [key_of_line(json.loads(line)) for line in lines]
     want = db_keys(d.db_dir)
     assert len(got) == len(set(got)) and got == want
