@@ -69,7 +69,8 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Load the BPF programs and record every exec attempt, exec and exit.",
         epilog="examples:\n  auditd-lite run --print --db-dir ./var\n"
-               "  auditd-lite run --min-duration-ms 500 --transport perfbuf")
+               "  auditd-lite run --min-duration-ms 500 --transport perfbuf\n"
+               "  auditd-lite run --stream /var/log/auditd-lite/stream.jsonl")
     r.add_argument("--config", type=Path, metavar="FILE",
                    help="TOML settings file (default /etc/auditd-lite/auditd-lite.toml if present)")
     r.add_argument("--db-dir", type=Path, metavar="DIR", help="where the databases live")
@@ -101,6 +102,16 @@ def build_parser() -> Parser:
                    help="do not hash the executables (hash_status off)")
     r.add_argument("--hash-limit-mb", type=pos_int, metavar="N",
                    help="executables larger than N MiB are not hashed (256)")
+    r.add_argument("--stream", metavar="PATH",
+                   help="also write each record, once its batch is committed, as one OCSF JSON line "
+                        "to PATH (a file, rotated by size, or a FIFO; - for standard output), for "
+                        "log shippers; a reader that falls behind only makes the stream drop lines "
+                        "(counted in the run), never the database")
+    r.add_argument("--stream-max-size-mb", type=pos_int, metavar="N",
+                   help="rotate the stream file when the next line would pass N MiB (10): it is "
+                        "renamed PATH-<UTC time>.EXT, as Tetragon's export file")
+    r.add_argument("--stream-max-files", type=nonneg_int, metavar="N",
+                   help="rotated stream files to keep, newest first (5; 0: keep all)")
 
     q = sub.add_parser(
         "query", help="search the recorded events",
@@ -213,7 +224,8 @@ def cmd_run(args) -> int:
         "max_arg_bytes": args.max_arg_bytes, "log_level": args.log_level,
         "rotate_size_mb": args.rotate_size_mb, "rotate_interval": args.rotate_interval,
         "keep": args.keep, "min_free_mb": args.min_free_mb, "synchronous": args.synchronous,
-        "hash": args.hash, "hash_limit_mb": args.hash_limit_mb,
+        "hash": args.hash, "hash_limit_mb": args.hash_limit_mb, "stream": args.stream,
+        "stream_max_size_mb": args.stream_max_size_mb, "stream_max_files": args.stream_max_files,
     }
     settings = config.settings(args.config, overrides)
     logsetup.configure(settings.log_level)

@@ -40,6 +40,12 @@ class RunSettings:
     min_free_mb: int = 0  # 0: no floor
     hash: bool = True  # SHA-256 of each exec's executable (capture/exehash.py)
     hash_limit_mb: int = 256  # larger executables are not read: hash_status too_large
+    # the live stream (daemon/stream.py): a path, "-" for standard output, empty for none; its
+    # rotation by size with a bounded number of rotated files, Tetragon's export file defaults
+    # (--export-file-max-size-mb 10, --export-file-max-backups 5)
+    stream: str = ""
+    stream_max_size_mb: int = 10
+    stream_max_files: int = 5  # rotated files kept besides PATH; 0 keeps all
 
     def validate(self, where: str = "settings") -> "RunSettings":
         def bad(key, why):
@@ -65,7 +71,11 @@ class RunSettings:
             bad("log_level", "must be debug, info, warning or error")
         if not 1 <= self.hash_limit_mb <= 1024 * 1024:
             bad("hash_limit_mb", "must be between 1 and 1048576")
-        for key in ("rotate_size_mb", "keep", "min_free_mb"):
+        if not 1 <= self.stream_max_size_mb <= 1024 * 1024:
+            bad("stream_max_size_mb", "must be between 1 and 1048576")
+        if self.print and self.stream == "-":
+            bad("stream", "'-' is standard output, where print writes too: use one of them")
+        for key in ("rotate_size_mb", "keep", "min_free_mb", "stream_max_files"):
             if getattr(self, key) < 0:
                 bad(key, "must be 0 or more")
         if self.rotate_interval:

@@ -424,7 +424,9 @@ def file_is_export(conn: sqlite3.Connection, schema: str = "main") -> bool:
 # (id, started_ns): ids alone repeat in files from another directory. Every reader that puts
 # the copies together (stats, sql, export, gaps, tree) uses this rule.
 RUN_KEY = ("id", "started_ns")
-RUN_COUNTERS = ("events_written", "lost_kernel", "lost_user")
+# the live stream's lines written and dropped (revision 0004; NULL for a run without a stream)
+STREAM_COUNTERS = ("stream_lines_written", "stream_lines_dropped")
+RUN_COUNTERS = ("events_written", "lost_kernel", "lost_user") + STREAM_COUNTERS
 # how each column of the copies is combined; a column not named is the same in every copy
 RUN_MERGE = {**dict.fromkeys(RUN_COUNTERS, "sum"), "attached_ns": "min", "stopped_ns": "max"}
 

@@ -134,7 +134,9 @@ class Bpftrace:
 
 # auditd-lite configurations beyond the default: their flags
 DAEMON_FLAGS = {"auditd-lite": [], "auditd-lite perfbuf": ["--transport", "perfbuf"],
-                "auditd-lite no-hash": ["--no-hash"], "auditd-lite baseline": []}
+                "auditd-lite no-hash": ["--no-hash"], "auditd-lite baseline": [],
+                # --stream: the live stream to a file beside the database, rotated at 10 MiB
+                "auditd-lite stream": []}
 BASELINE: Path | None = None  # --baseline: the checkout "auditd-lite baseline" runs
 
 
@@ -150,12 +152,16 @@ def run_config(name: str, program: str, execs: int, work: Path, rep: int) -> dic
         logger = Bpftrace(work, rep)
     else:
         db = work / f"{name.replace(' ', '-')}-{rep}"
-        logger = Daemon(db, DAEMON_FLAGS[name], repo=BASELINE if name == "auditd-lite baseline" else None)
+        flags = list(DAEMON_FLAGS[name])
+        if name == "auditd-lite stream":
+            flags += ["--stream", f"{db}.stream/stream.jsonl"]
+        logger = Daemon(db, flags, repo=BASELINE if name == "auditd-lite baseline" else None)
     pid = logger.pid if not isinstance(logger, Daemon) else logger.proc.pid
     rate = storm(program, execs, on_progress=lambda n: samples.append((n, status_kb(pid, "VmRSS"))))
     if isinstance(logger, Daemon):
         r = {"rate": rate, **logger.stop(), **count(db, program)}
         shutil.rmtree(db, ignore_errors=True)
+        shutil.rmtree(f"{db}.stream", ignore_errors=True)
     else:
         r = {"rate": rate, **logger.stop(program)}
     r["rss_samples"] = samples
@@ -292,6 +298,8 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                     help="also run auditd-lite from this checkout (with its own .venv), "
                          "e.g. the release before a change")
+    ap.add_argument("--stream", action="store_true",
+                    help="also run auditd-lite with --stream (the live stream to a file)")
     ap.add_argument("--writer-records", type=int, default=1_000_000, help="0: no writer bench")
     ap.add_argument("--query-records", type=int, default=1_000_000, help="0: no query bench")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -311,6 +319,8 @@ def main() -> int:
     configs = ["nothing", "auditd-lite", "auditd", "bpftrace", "auditd-lite perfbuf"]
     if args.no_hash:
         configs.append("auditd-lite no-hash")
+    if args.stream:
+        configs.append("auditd-lite stream")
     if args.baseline:
         BASELINE = args.baseline.resolve()
         if not (BASELINE / ".venv/bin/python").exists():

@@ -182,6 +182,9 @@ def count(db_dir: Path, program: str) -> dict:
         got["exit"] += con.execute(
             "SELECT count(*) FROM events WHERE event='exit' AND comm=?", (name,)).fetchone()[0]
         got["lost"] += con.execute("SELECT coalesce(sum(lost_kernel),0) FROM runs").fetchone()[0]
+        if "stream_lines_dropped" in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
+            got["stream_dropped"] = got.get("stream_dropped", 0) + con.execute(
+                "SELECT coalesce(sum(stream_lines_dropped),0) FROM runs").fetchone()[0]
         con.close()
     return got
 

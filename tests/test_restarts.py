@@ -73,7 +73,7 @@ def test_start_on_a_first_release_database(tmp_path, upgrade_first):
         old = conn.exec_driver_sql("SELECT * FROM events ORDER BY id").fetchall()
     engine.dispose()
     if upgrade_first:
-        assert "0001 -> 0003" in run_cli("db", "upgrade", "--db-dir", db, check=0).stdout.decode()
+        assert f"0001 -> {store.HEAD_REVISION}" in run_cli("db", "upgrade", "--db-dir", db, check=0).stdout.decode()
     d = Daemon(db, tmp_path / "daemon.log").start()
     pid = run_exit(7)
     d.stop()

@@ -134,7 +134,7 @@ class TestStats:
 
 class TestDbCommands:
     def test_current_and_upgrade(self, tmp_path):
-        """db current shows 0001 for an old file; db upgrade brings it to 0002."""
+        """db current shows 0001 for an old file; db upgrade brings it to the head revision."""
         db = tmp_path / "db"
         db.mkdir()
         engine = store.engine_for(db / "audit.db")
@@ -143,8 +143,8 @@ class TestDbCommands:
         engine.dispose()
         assert run_cli("db", "current", "--db-dir", db, check=0).stdout.decode().strip().endswith(": 0001")
         out = run_cli("db", "upgrade", "--db-dir", db, check=0).stdout.decode()
-        assert "0001 -> 0003" in out
-        assert run_cli("db", "current", "--db-dir", db, check=0).stdout.decode().strip().endswith(": 0003")
+        assert f"0001 -> {store.HEAD_REVISION}" in out
+        assert run_cli("db", "current", "--db-dir", db, check=0).stdout.decode().strip().endswith(f": {store.HEAD_REVISION}")
 
     def test_upgrade_refused_while_writing(self, tmp_path):
         """db upgrade while a writer holds the directory is refused with exit 2."""

@@ -14,7 +14,7 @@ from typing import Callable
 import structlog
 
 from . import logsetup
-from .. import hostinfo
+from .. import dbfiles, hostinfo
 from ..capture import compiler, loader, seed
 from .collector import Collector
 from ..config import RunSettings
@@ -25,6 +25,7 @@ from ..capture.context import Context
 from ..capture.records import Decoder
 from .printer import Printer
 from .service import Supervisor
+from .stream import Stream, check_path
 from ..storage.batchwriter import BatchWriter
 from .writer import Writer, settle_gc
 
@@ -118,6 +119,7 @@ class _Pipeline:
     collector: Collector
     programs: loader.Programs
     printer: Printer | None
+    stream: Stream | None
     supervisor: Supervisor
     context: Context
 
@@ -138,12 +140,20 @@ def _start(settings: RunSettings, signals: _Signals, notifier: Notifier,
 def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
                 program_settings: loader.ProgramSettings, child: compiler.Child) -> _Pipeline:
     printer = Printer(sys.stdout, on_closed=signals.stop.set) if settings.print else None
+    stream = None
+    if settings.stream:
+        check_path(settings.stream)  # before the run is recorded: a PATH that can never be written
+        stream = Stream(settings.stream, settings.stream_max_size_mb, settings.stream_max_files)
+        stream.start()
     inbox: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     decoder = Decoder(settings.max_args, host_mntns=hostinfo.host_mount_ns())
     batch_writer = BatchWriter(settings.db_dir, settings.as_dict(), batch_size=settings.batch_size,
-                               synchronous=settings.synchronous, rotation=settings.rotation_policy())
+                               synchronous=settings.synchronous, rotation=settings.rotation_policy(),
+                               on_commit=stream.offer if stream else None,
+                               stream_counts=stream.counts if stream else None)
     context = Context.for_run(settings.hash, settings.hash_limit_mb * 1024 * 1024)
-    writer = Writer(batch_writer, inbox, decoder, context, batch_ms=settings.batch_ms, printer=printer)
+    writer = Writer(batch_writer, inbox, decoder, context, batch_ms=settings.batch_ms, printer=printer,
+                    stream=stream)
     writer.start()
     writer.ready.wait()
     if writer.error is not None:
@@ -171,7 +181,7 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
         batch_writer.events_written, batch_writer.lost_kernel, batch_writer.lost_user))
     supervisor.ready()
     settle_gc()
-    return _Pipeline(batch_writer, writer, collector, programs, printer, supervisor, context)
+    return _Pipeline(batch_writer, writer, collector, programs, printer, stream, supervisor, context)
 
 
 def _serve(p: _Pipeline, settings: RunSettings, reread, signals: _Signals, notifier: Notifier) -> int:
@@ -213,8 +223,11 @@ def _stop(p: _Pipeline, signals: _Signals, status: int) -> int:
         return 1
     p.supervisor.stopped(status)
     bw = p.batch_writer
+    streamed = {}
+    if p.stream is not None:
+        streamed = dict(zip(dbfiles.STREAM_COUNTERS, p.stream.counts()))
     log.info("daemon_stopped", status=status, events_written=bw.events_written,
-             lost_kernel=bw.lost_kernel, lost_user=bw.lost_user)
+             lost_kernel=bw.lost_kernel, lost_user=bw.lost_user, **streamed)
     return status
 
 

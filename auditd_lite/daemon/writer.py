@@ -45,7 +45,8 @@ class Writer(threading.Thread):
     """The pipeline stage: takes hand-overs from the collector, decodes, batches, writes."""
 
     def __init__(self, batch_writer: BatchWriter, inbox: queue.Queue, decoder: Decoder,
-                 context: Context, batch_ms: int = 200, printer: Callable[[list], None] | None = None):
+                 context: Context, batch_ms: int = 200, printer: Callable[[list], None] | None = None,
+                 stream=None):
         super().__init__(name="writer", daemon=True)
         self.bw = batch_writer
         self.inbox = inbox
@@ -53,6 +54,7 @@ class Writer(threading.Thread):
         self.context = context
         self.batch_s = batch_ms / 1000
         self.printer = printer
+        self.stream = stream  # daemon/stream.py: the batch writer hands it each committed batch
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.heartbeat = time.monotonic()
@@ -76,6 +78,9 @@ class Writer(threading.Thread):
         self.ready.set()
         try:
             self._loop()
+            if self.stream is not None:
+                # every batch is committed and handed over: its totals go into the run's stop
+                self.stream.close()
             self.bw.close(clean=True)
         except BaseException as e:
             self.error = e
@@ -138,3 +143,4 @@ class Writer(threading.Thread):
         self.bw.write(rows)
         if not rows:
             self.bw.maybe_rotate()
+            self.bw.note_stream()

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .. import __version__, chain
-from ..dbfiles import LIVE_NAME, database_files, file_is_export, has_table, is_chain_file, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows
+from ..dbfiles import LIVE_NAME, STREAM_COUNTERS, database_files, file_is_export, has_table, is_chain_file, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows
 from ..errors import BadInput, NotFound
 from .query import Filters, context_columns, selection_sql
 from ..timeparse import format_time
@@ -90,11 +90,15 @@ def count_types(path, lo: int, hi: int, since_ns: int | None, until_ns: int | No
 def content_sha256(conn: sqlite3.Connection) -> str:
     """The digest the manifest carries over what the batch hashes do not cover by themselves."""
     h = hashlib.sha256()
+    run_cols = ("id", "boot_id", "host", "kernel", "version", "settings", "started_ns",
+                "attached_ns", "stopped_ns", "lost_kernel", "lost_user", "events_written")
+    # the stream's counters (revision 0004) where the export has them: an export made before
+    # has not, and its digest stays what it was
+    have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    run_cols += tuple(c for c in STREAM_COUNTERS if c in have)
     for table, cols in (("batches", BATCH_COLUMNS), ("chain_links", BATCH_COLUMNS),
                         ("omitted_rows", ("event_id", "batch_id", "digest")),
-                        ("runs", ("id", "boot_id", "host", "kernel", "version", "settings", "started_ns",
-                                  "attached_ns", "stopped_ns", "lost_kernel", "lost_user",
-                                  "events_written"))):
+                        ("runs", run_cols)):
         h.update(f"[{table}]".encode())
         for row in conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY 1"):
             h.update(repr(tuple(row)).encode())

@@ -157,12 +157,18 @@ SCHEMA_FORMATS = ("ocsf", "ecs")
 RECORD_FORMATS = FORMATS + SCHEMA_FORMATS
 
 
+def json_line(obj, ascii_only: bool = False) -> str:
+    """``obj`` as one JSON line (with its newline); bytes are decoded with escapes, as everywhere
+    else. The one serialization of the JSON-lines formats, the daemon's stream's too."""
+    return json.dumps(obj, ensure_ascii=ascii_only, default=_jsonable) + "\n"
+
+
 def write_json_line(obj, stream) -> None:
-    """One JSON object a line; bytes are decoded with escapes, as everywhere else."""
+    """One JSON object a line (json_line) on a text stream."""
     try:
-        stream.write(json.dumps(obj, ensure_ascii=False, default=_jsonable) + "\n")
+        stream.write(json_line(obj))
     except UnicodeEncodeError:  # an ASCII-only stream: JSON's own escapes keep it valid
-        stream.write(json.dumps(obj, default=_jsonable) + "\n")
+        stream.write(json_line(obj, ascii_only=True))
 
 
 def write_formatted(items: Iterable, fmt: str, stream, *, as_json, csv_header: list, as_csv,

@@ -449,6 +449,15 @@ _UNJOINED = dict.fromkeys(("boot_id", "x_id", "x_filename", "x_argv", "y_exit_co
                           + tuple("x_" + c for c in CONTEXT_FIELDS))
 
 
-def row_to_record(row: tuple) -> dict:
-    """A row decoded by the daemon (rows.ROW_FIELDS order), shaped like a search result."""
-    return _record({**_UNJOINED, **dict(zip(ROW_FIELDS, row))})
+def row_to_record(row: tuple, exec_row: tuple | None = None, boot_id: str | None = None) -> dict:
+    """A row decoded by the daemon (rows.ROW_FIELDS order), shaped like a search result.
+
+    What search joins in from the database, the daemon's caller may know: ``exec_row``, for an
+    exit, the exec of its process (a row too), which gives exec_filename, exec_argv and the
+    context as _JOIN_X does; ``boot_id``, that of the run."""
+    known = {**_UNJOINED, "boot_id": boot_id}
+    if exec_row is not None:
+        x = dict(zip(ROW_FIELDS, exec_row))
+        known.update({"x_" + c: x[c] for c in ("filename", "argv") + CONTEXT_FIELDS})
+        known["x_id"] = 0  # found: it has no row id here, and the record shows none
+    return _record({**known, **dict(zip(ROW_FIELDS, row))})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..dbfiles import daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
+from ..dbfiles import STREAM_COUNTERS, daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
 from ..timeparse import format_time
 from .query import context_columns
 
@@ -59,7 +59,9 @@ def _run_summary(r: dict) -> dict:
             "version": r.get("version"), "started": format_time(r["started_ns"]),
             "stopped": format_time(stopped) if stopped is not None else None,
             "events_written": r.get("events_written") or 0, "lost_kernel": r.get("lost_kernel") or 0,
-            "lost_user": r.get("lost_user") or 0, "clean": stopped is not None, "running": False}
+            "lost_user": r.get("lost_user") or 0, "clean": stopped is not None, "running": False,
+            # the live stream (revision 0004): None for a run without one
+            **{c: r.get(c) for c in STREAM_COUNTERS}}
 
 
 def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
@@ -154,5 +156,7 @@ def render_table(s: dict) -> str:
         state = "running" if r["running"] else "clean" if r["clean"] else "UNCLEAN STOP"
         lines.append(f"  run {r['id']}  {r['started']} .. {r['stopped'] or '-'}  {state}  "
                      f"{r['events_written']} written  lost {r['lost_kernel'] + r['lost_user']}  "
-                     f"{r['host']} {r['kernel']} v{r['version']}")
+                     f"{r['host']} {r['kernel']} v{r['version']}"
+                     + (f"  stream {r['stream_lines_written']} lines, {r['stream_lines_dropped']} dropped"
+                        if r["stream_lines_written"] is not None else ""))
     return "\n".join(lines)

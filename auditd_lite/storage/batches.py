@@ -48,7 +48,12 @@ _EVENT = chain.EVENT_COLUMNS.index("event")
 INSERT_BATCH = (f"INSERT INTO {batches.name} ({', '.join(chain.BATCH_HEADER)}, prev_hash, hash) "
                 f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER) + 2))})")
 COUNT_RUN = (f"UPDATE {runs.name} SET events_written = events_written + ?, "
-             "lost_kernel = lost_kernel + ?, lost_user = lost_user + ? WHERE id = ?")
+             "lost_kernel = lost_kernel + ?, lost_user = lost_user + ?, "
+             "stream_lines_written = stream_lines_written + ?, "
+             "stream_lines_dropped = stream_lines_dropped + ? WHERE id = ?")
+# the stream's counters alone (a NULL counter, a run without a stream, stays NULL)
+COUNT_STREAM = (f"UPDATE {runs.name} SET stream_lines_written = stream_lines_written + ?, "
+                "stream_lines_dropped = stream_lines_dropped + ? WHERE id = ?")
 
 
 def _tail(query: Callable[[str], list]) -> tuple[int | None, str | None, int]:
@@ -109,8 +114,9 @@ class ChainPosition:
         self.known = True
 
     def insert(self, conn, rows: list[tuple], run_id: int, written_ns: int,
-               lost_kernel: int, lost_user: int) -> None:
-        """``rows`` as the next batch, in one transaction; the position moves once it is committed."""
+               lost_kernel: int, lost_user: int, stream: tuple[int, int] = (0, 0)) -> None:
+        """``rows`` as the next batch, in one transaction; the position moves once it is committed.
+        ``stream``: the stream's lines written and dropped since the last count, for the run row."""
         batch_id = self.next_batch_id
         first = self.next_event_id
         last = first + len(rows) - 1
@@ -125,7 +131,7 @@ class ChainPosition:
                 conn.exec_driver_sql(INSERT_EXIT, exits)
             if len(exits) < len(full):
                 conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in full if r[_EVENT] != "exit"])
-            conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_kernel, lost_user, run_id))
+            conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_kernel, lost_user, *stream, run_id))
         self.last_hash = digest
         self.next_batch_id += 1
         self.next_event_id = last + 1

@@ -14,13 +14,14 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import structlog
 from sqlalchemy.exc import DBAPIError
 
 from .. import __version__, dbfiles, hostinfo
 from . import rotation, store
-from .batches import ChainPosition
+from .batches import COUNT_STREAM, ChainPosition
 from ..config import RunSettings
 from .holding import RETRY_S, Held
 from .livefile import LiveFile, live_is_damaged, storage_error, why
@@ -42,7 +43,13 @@ class BatchWriter:
 
     def __init__(self, db_dir: Path, run_settings: dict, batch_size: int = DEFAULT_BATCH,
                  synchronous: str = "NORMAL", rotation: RotationPolicy = RotationPolicy(),
-                 hold_limit: int = 200_000):
+                 hold_limit: int = 200_000,
+                 on_commit: Callable[[list[tuple], dict], None] | None = None,
+                 stream_counts: Callable[[], tuple[int, int]] | None = None):
+        """``on_commit(rows, run)``: called with each batch's rows once its transaction is
+        committed, in commit order, and ``run`` the run row as it stands in the file then (the
+        live stream, daemon/stream.py: it never blocks and never raises). ``stream_counts()``:
+        the stream's lines written and dropped so far, stored in the run row as lost_user is."""
         self.db_dir = Path(db_dir)
         self.run_settings = run_settings
         self.batch_size = batch_size
@@ -64,6 +71,10 @@ class BatchWriter:
         # failure is not the file's, so it is not set aside again
         self._set_aside_pending = False
         self._opening = False
+        self.on_commit = on_commit
+        self.stream_counts = stream_counts
+        self._stream_stored = (0, 0)  # the stream's counts the files' run rows hold
+        self._file_lost = (0, 0)  # lost_kernel, lost_user in the live file's copy of the run row
 
     @property
     def _conn(self):
@@ -82,7 +93,9 @@ class BatchWriter:
         self._run_row = dict(
             boot_id=hostinfo.boot_id(), host=hostinfo.host(), kernel=hostinfo.kernel(),
             version=__version__, settings=json.dumps(self.run_settings, sort_keys=True),
-            started_ns=time.time_ns(), lost_kernel=0, lost_user=0, events_written=0)
+            started_ns=time.time_ns(), lost_kernel=0, lost_user=0, events_written=0,
+            # NULL without a stream: "none", not "none dropped"
+            **dict.fromkeys(dbfiles.STREAM_COUNTERS, 0 if self.stream_counts is not None else None))
         # a full disk at start is no reason not to capture: records are held
         # as for a disk that fills later, and the run begins in the file once
         # space returns
@@ -116,6 +129,7 @@ class BatchWriter:
                 raise  # not even a new file takes the run: nothing is captured yet, say so now
             self._disk_full(e, 0, event="database_unwritable")
             return False
+        self._file_lost = (0, 0)  # each file's copy of the run row counts what went into it
         if self._seeds:
             log.info("processes_seeded", count=len(self._seeds))
             self._seeds = []
@@ -150,10 +164,16 @@ class BatchWriter:
         conn = self._conn
         if conn is not None:
             if clean:
+                written, dropped = self._stream_delta()
+                values = dict(stopped_ns=time.time_ns())
+                if self.stream_counts is not None:  # the stream is closed by now: its totals
+                    values.update(stream_lines_written=runs.c.stream_lines_written + written,
+                                  stream_lines_dropped=runs.c.stream_lines_dropped + dropped)
                 try:
                     with conn.begin():
-                        conn.execute(runs.update().where(runs.c.id == self.run_id).values(
-                            stopped_ns=time.time_ns()))
+                        conn.execute(runs.update().where(runs.c.id == self.run_id).values(**values))
+                    self._stream_stored = (self._stream_stored[0] + written,
+                                           self._stream_stored[1] + dropped)
                 except DBAPIError as e:
                     log.error("run_not_closed", error=why(e))
             try:
@@ -239,8 +259,6 @@ class BatchWriter:
         for attempt in ("live", "new file"):
             try:
                 self._insert_batch(rows)
-                self._set_aside_pending = False
-                return True
             except Exception as e:
                 if storage_error(e):
                     self._disk_full(e, len(rows))
@@ -248,6 +266,10 @@ class BatchWriter:
                 reason = why(e)
                 log.error("batch_not_written", batch_id=self._chain.next_batch_id, records=len(rows),
                           error=reason, kind=type(e).__name__, file=attempt)
+            else:
+                self._set_aside_pending = False
+                self._committed(rows)
+                return True
             if self._set_aside_pending:
                 break
             if not self._set_aside_live(reason):
@@ -259,7 +281,10 @@ class BatchWriter:
         """One batch in one transaction; the writer's counters move only once it is committed."""
         lost_k, lost_u = self._lost_kernel_pending, self._lost_user_pending
         batch_id = self._chain.next_batch_id
-        self._chain.insert(self._conn, rows, self.run_id, time.time_ns(), lost_k, lost_u)
+        stream = self._stream_delta()
+        self._chain.insert(self._conn, rows, self.run_id, time.time_ns(), lost_k, lost_u, stream)
+        self._stream_stored = (self._stream_stored[0] + stream[0], self._stream_stored[1] + stream[1])
+        self._file_lost = (self._file_lost[0] + lost_k, self._file_lost[1] + lost_u)
         self._lost_kernel_pending -= lost_k
         self._lost_user_pending -= lost_u
         self.lost_kernel += lost_k
@@ -267,6 +292,47 @@ class BatchWriter:
         if rows:
             self._live.note_times([r[1] for r in rows])
         log.debug("batch_written", batch_id=batch_id, records=len(rows), lost_kernel=lost_k)
+
+    # -- the live stream (daemon/stream.py) -------------------------------------
+
+    def _stream_delta(self) -> tuple[int, int]:
+        """The stream's lines written and dropped that no run row holds yet."""
+        if self.stream_counts is None:
+            return 0, 0
+        written, dropped = self.stream_counts()
+        return written - self._stream_stored[0], dropped - self._stream_stored[1]
+
+    def run_facts(self) -> dict:
+        """The run row as the live file holds it now: what a reader of the file knows of the run
+        (formats.Source.from_run takes it)."""
+        row = {k: self._run_row.get(k) for k in ("id", "boot_id", "host", "kernel", "version")}
+        row["lost_kernel"], row["lost_user"] = self._file_lost
+        row["revision"] = store.HEAD_REVISION  # the live file is migrated before any batch
+        return row
+
+    def _committed(self, rows: list[tuple]) -> None:
+        """Hand a committed batch on (the live stream); nothing it does can fail the batch,
+        which is in the file: a second write of it would be a duplicate."""
+        if self.on_commit is None or not rows:
+            return
+        try:
+            self.on_commit(rows, self.run_facts())
+        except Exception as e:  # noqa: BLE001 - the batch is written whatever the stream does
+            log.error("stream_handover_failed", error=str(e), kind=type(e).__name__, records=len(rows))
+
+    def note_stream(self) -> None:
+        """Store the stream's counts in the run row while no batch comes to carry them (idle):
+        a stopped reader's dropped lines reach the file within a second."""
+        written, dropped = self._stream_delta()
+        if not (written or dropped) or self._conn is None or self._held.full_since is not None:
+            return
+        try:
+            with self._conn.begin():
+                self._conn.exec_driver_sql(COUNT_STREAM, (written, dropped, self.run_id))
+        except DBAPIError as e:
+            log.error("run_not_updated", field="stream_lines", error=why(e))
+            return
+        self._stream_stored = (self._stream_stored[0] + written, self._stream_stored[1] + dropped)
 
     def _insert_seeds(self, seeds: list[dict]) -> None:
         if seeds:

@@ -33,6 +33,10 @@ runs = Table(
     Column("lost_kernel", BigInteger, nullable=False, default=0),
     Column("lost_user", BigInteger, nullable=False, default=0),
     Column("events_written", BigInteger, nullable=False, default=0),
+    # the live stream (run --stream, daemon/stream.py; revision 0004): its lines written and
+    # dropped, counted as lost_user is, in each file's copy; NULL for a run without a stream
+    Column("stream_lines_written", BigInteger),
+    Column("stream_lines_dropped", BigInteger),
 )
 
 
