@@ -350,8 +350,13 @@ def add_investigation_commands(sub) -> None:
                     "while the daemon writes. Never replaces OUT without --force. Exit 1 when "
                     "nothing matches.",
         epilog="examples:\n  auditd-lite export --since 2026-11-20 --until 2026-11-21 -o case-118.db\n"
-               "  auditd-lite export --since 2h --comm sh -o sh.db && auditd-lite verify sh.db")
+               "  auditd-lite export --since 2h --comm sh -o sh.db && auditd-lite verify sh.db\n"
+               "  auditd-lite export --since 7d --format parquet -o /srv/lake")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
+    e.add_argument("--format", choices=("sqlite", "parquet"), default="sqlite",
+                   help="sqlite: one sealed file OUT (default); parquet: a Parquet lake in the "
+                        "directory OUT, host=H/day=YYYY-MM-DD/part-*.parquet (needs pyarrow: "
+                        "pip install 'auditd-lite[lake]')")
     e.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="the database directory (default /var/lib/auditd-lite)")
     e.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
@@ -432,6 +437,8 @@ def cmd_export(args) -> int:
 
     filters = filters_from_args(args)
     options = [f"{k}={v}" for k, v in sorted(vars(args).items()) if v not in (None, False)]
+    if args.format == "parquet":
+        return export_parquet(args, filters, options)
     m = export.export(args.db_dir or DEFAULT_DB_DIR, args.output, filters, force=args.force,
                       argv=options, progress_stream=sys.stderr,
                       note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
@@ -441,6 +448,22 @@ def cmd_export(args) -> int:
           f"{c['exit']} exit) in {m['tables']['batches']} batches from {len(m['sources'])} file"
           f"{'s' if len(m['sources']) != 1 else ''} to {args.output}; sha256 {m['sha256']} "
           f"(in {args.output}.sha256)")
+    return 0
+
+
+def export_parquet(args, filters, options) -> int:
+    from .investigate import gaps, lake
+    from .config import DEFAULT_DB_DIR
+
+    m = lake.export_lake(args.db_dir or DEFAULT_DB_DIR, args.output, filters, force=args.force,
+                         argv=options, progress_stream=sys.stderr,
+                         note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
+    gaps.warn(m["_gaps"], sys.stderr)
+    c = m["counts"]
+    print(f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
+          f"{c['exit']} exit) to {args.output} as {len(m['files'])} Parquet file"
+          f"{'s' if len(m['files']) != 1 else ''} in {len(m['partitions'])} host/day partition"
+          f"{'s' if len(m['partitions']) != 1 else ''}")
     return 0
 
 

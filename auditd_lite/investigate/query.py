@@ -283,8 +283,13 @@ def _record(row: sqlite3.Row) -> dict:
     return rec
 
 
-def search(paths: Iterable, filters: Filters, limit: int | None = None) -> Iterator[dict]:
-    """Records matching ``filters`` across ``paths`` (given newest first), newest first.
+# the row's own ids, which search() adds on request (for the Parquet lake: not in query's output)
+RAW_IDS = ("id", "run_id", "batch_id")
+
+
+def search(paths: Iterable, filters: Filters, limit: int | None = None, ids: bool = False) -> Iterator[dict]:
+    """Records matching ``filters`` across ``paths`` (given newest first), newest first; with
+    ``ids``, each also carries its row's RAW_IDS.
 
     Bad filters raise here, before any file is opened; file errors raise
     BadInput while iterating.
@@ -292,7 +297,7 @@ def search(paths: Iterable, filters: Filters, limit: int | None = None) -> Itera
     if limit is not None and limit < 0:
         raise BadInput(f"bad limit {limit}: use a number 0 or more")
     build_sql(filters)  # bad filters raise now
-    return _search(list(paths), filters, limit)
+    return _search(list(paths), filters, limit, ids)
 
 
 class _Joiner:
@@ -358,7 +363,7 @@ class _Joiner:
                 got[0].close()
 
 
-def _search(paths, filters: Filters, limit) -> Iterator[dict]:
+def _search(paths, filters: Filters, limit, ids: bool = False) -> Iterator[dict]:
     remaining = limit
     joiner = _Joiner(paths)
     statements: dict[frozenset, tuple | None] = {}  # by the context columns a file has
@@ -377,6 +382,8 @@ def _search(paths, filters: Filters, limit) -> Iterator[dict]:
                 sql, params = statements[context]
                 for row in conn.execute(sql, params):
                     rec = _record(row)
+                    if ids:
+                        rec.update((c, row[c]) for c in RAW_IDS)
                     if len(paths) > 1 and rec["boot_id"] is not None:
                         if rec["event"] == "exit" and row["x_id"] is None:
                             joiner.exec_of(i, rec)
