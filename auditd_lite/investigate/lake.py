@@ -246,6 +246,8 @@ class _Lake:
             current = p
             row = self.columns.row(rec, src)
             row.update((c, rec.get(k)) for c, _, k in OWN_COLUMNS)
+            if rec["event"] == "exit":
+                row["argv"] = None  # search gives an exit [], which would read as an empty argv
             p.add(rec, row)
             if len(p.rows) >= ROWS_PER_GROUP:
                 self.flush(p)
