@@ -60,3 +60,10 @@ def format_time(ns: int) -> str:
     seconds, rest = divmod(ns, 10**9)
     # gmtime and %-formatting: called once per record, several times faster than datetime
     return "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6] + ".%06dZ" % (rest // 1000)
+
+
+def format_time_ns(ns: int) -> str:
+    """ISO 8601 (RFC 3339) UTC with every nanosecond, e.g. ``2026-11-20T10:00:05.123456789Z``:
+    a time exactly as recorded, for the formats that carry it whole (formats/)."""
+    seconds, rest = divmod(ns, 10**9)
+    return "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6] + ".%09dZ" % rest

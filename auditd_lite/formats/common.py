@@ -1,0 +1,125 @@
+"""What OCSF and ECS renderings share: identities, the program, the command line, and our own
+fields that neither schema has a place for (one list, both formats)."""
+
+from __future__ import annotations
+
+import errno as errno_module
+import os
+import shlex
+import uuid
+
+from .source import UNSET, Source
+
+PRODUCT = "auditd-lite"
+# uuid5 namespace of event uids: fixed forever, or every uid already handed out changes
+EVENT_NAMESPACE = uuid.UUID("5b0c7a52-8f0e-5d7c-9a52-6f8d1e2c3b4a")
+
+
+def boot_of(record: dict, source: Source) -> str | None:
+    """The record's boot id: a search result carries its run's; a row straight from the daemon
+    (query.row_to_record) has none yet, and its Source does."""
+    return record.get("boot_id") or source.boot_id
+
+
+def event_uid(record: dict, source: Source) -> str:
+    """A UUID that names this record whoever renders it and whenever: derived from the boot id
+    and what makes the record unique within the boot (its type, thread, process start and time),
+    never from a row id, which an export keeps but a file set aside and restarted would not."""
+    key = "%s/%s/%s/%s/%s/%s" % (boot_of(record, source), record["event"], record["pid"],
+                                 record.get("tid"), record.get("start_ns"), record["time_ns"])
+    return str(uuid.uuid5(EVENT_NAMESPACE, key))
+
+
+def process_uid(record: dict, source: Source) -> str:
+    """The process identity (docs/design.md, "Process identity") as one string: the exec and the
+    exit of a process share it, a reused pid does not."""
+    return f"{boot_of(record, source)}:{record['pid']}:{record.get('start_ns')}"
+
+
+def program(record: dict) -> tuple[str | None, list[str] | None]:
+    """(filename, argv) of what the process ran: an exit's are its exec's (None when that exec
+    was not recorded: the process started before capture)."""
+    if record["event"] == "exit":
+        return record.get("exec_filename"), record.get("exec_argv")
+    return record.get("filename"), record.get("argv")
+
+
+def command_line(argv: list[str] | None) -> str | None:
+    """The arguments joined by spaces, each quoted as a POSIX shell would need (``''`` for an
+    empty one, ``'a b'`` for one with a space): a plain command reads as it was typed, and no
+    two argument lists give the same line."""
+    if not argv:
+        return None
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def basename(path: str) -> str:
+    return os.path.basename(path) or path
+
+
+def started_ns(record: dict) -> int | None:
+    """When the process was forked, UTC ns, where the record says it exactly: an exit's time
+    less its lifetime (both from the one kernel record, docs/design.md "Exit status recorded
+    whole"). An exec's record has only the monotonic start (start_ns), not the wall clock."""
+    if record["event"] == "exit" and record.get("duration_ns") is not None:
+        return record["time_ns"] - record["duration_ns"]
+    return None
+
+
+def errno_name(record: dict) -> str | None:
+    err = record.get("errno")
+    if err is None:
+        return None
+    return record.get("errno_name") or errno_module.errorcode.get(abs(err), str(err))
+
+
+def errno_text(record: dict) -> str | None:
+    err = record.get("errno")
+    return None if err is None else os.strerror(abs(err))
+
+
+def session_id(record: dict) -> int | None:
+    """The audit session id, None when the task has none (UNSET) or it was not recorded."""
+    ses = record.get("sessionid")
+    return None if ses is None or ses == UNSET else ses
+
+
+# our own columns, in the order they are written, that neither OCSF nor ECS has a field for
+# (the doc's mapping table lists each): kept whole under OCSF's ``unmapped`` and ECS's
+# ``auditd_lite``, never dropped
+OWN_FIELDS = ("event", "time_ns", "start_ns", "old_pid", "sessionid", "cgroup_id", "argc",
+              "args_truncated", "errno", "status", "signal", "core_dumped", "duration_ns",
+              "cwd_status", "hash_status", "cgroup", "cgroup_status", "unit")
+# an exec's record carries how its process ended, when that is known: the exit's own event
+# says it, so an exec's rendering does not (it would change once the process exits)
+EXIT_FIELDS = frozenset(("status", "signal", "core_dumped", "duration_ns"))
+
+
+def own_fields(record: dict, source: Source) -> dict:
+    """The record's fields listed in OWN_FIELDS (those it has), and what its run and file say
+    that no field holds: the run's loss counters and the file's schema revision."""
+    skip = EXIT_FIELDS if record["event"] != "exit" else ()
+    out = {k: record[k] for k in OWN_FIELDS if k not in skip and record.get(k) is not None}
+    if source.lost_kernel is not None:
+        out["run_lost_kernel"] = source.lost_kernel
+    if source.lost_user is not None:
+        out["run_lost_user"] = source.lost_user
+    if source.revision is not None:
+        out["schema_revision"] = source.revision
+    if source.run_id is not None:
+        out["run_id"] = source.run_id
+    return out
+
+
+def clean(obj: dict) -> dict:
+    """``obj`` without its None values and empty objects, recursively: both schemas say absent,
+    not null, for what is unknown."""
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            v = clean(v)
+            if not v:
+                continue
+        if v is not None:
+            out[k] = v
+    return out
