@@ -91,22 +91,24 @@ def test_layout_is_hive_partitioned_by_host_and_utc_day_with_names_escaped(fleet
         assert f.parent.name.startswith("day=") and f.name.startswith("part-")
     assert {h for (h,) in read(out, "DISTINCT host")} == set(HOSTS)
     # the day partition against the UTC date of each row's own nanoseconds
-    for host, day, t in read(out, "host, day, time_ns"):
+    for host, day, t in read(out, "host, day, unmapped.time_ns"):
         assert day == datetime.datetime.fromtimestamp(t // 10**9, datetime.timezone.utc).date(), (host, t)
     assert len({d for (d,) in read(out, "DISTINCT day")}) >= 3  # the 3 days span midnights
 
 
 def test_round_trip_counts_and_every_record_field_by_field(fleet):
-    """Per host: as many rows as records in the source files, per type; each row's own columns
-    equal to the SQLite row's, and its OCSF columns equal to the mapping of what `query`'s search
-    yields for that record on the source directory."""
+    """Per host: as many rows as records in the source files, per type; each row's ids, times,
+    process identity and exit status equal to the SQLite row's, and every OCSF column equal to
+    formats/ocsf.py's event of what `query`'s search yields for that record on the source
+    directory (given the facts of its run, the files' copies of the run row merged)."""
     dirs, out = fleet
     columns = lake.default_columns()
-    schema = pa.schema(columns.fields(pa) + [pa.field(c, lake.arrow_type(pa, t)) for c, t, _ in lake.OWN_COLUMNS])
+    own = [pa.field(c, lake.arrow_type(pa, t)) for c, t, _ in lake.OWN_COLUMNS]
+    names = [f.name for f in columns.fields(pa)] + [f.name for f in own]
     glob = str(out / "**" / "*.parquet")
     for host, d in dirs.items():
         raw = source_rows(d)
-        counts = dict(read(out, "record_type, count(*)", "host = ? GROUP BY 1", [host]))
+        counts = dict(read(out, "unmapped.event, count(*)", "host = ? GROUP BY 1", [host]))
         want = {}
         for r in raw.values():
             want[r["event"]] = want.get(r["event"], 0) + 1
@@ -114,76 +116,132 @@ def test_round_trip_counts_and_every_record_field_by_field(fleet):
 
         got = duckdb.execute("SELECT * EXCLUDE (host, day) FROM read_parquet(?, hive_partitioning = true) "
                              "WHERE host = ? ORDER BY record_id", [glob, host]).fetchall()
-        got = [dict(zip(schema.names, row)) for row in got]
+        got = [dict(zip(names, row)) for row in got]
         assert [g["record_id"] for g in got] == sorted(raw)
-        for g in got:  # our columns: the SQLite row's values
-            r = raw[g["record_id"]]
-            for col, key in (("run_id", "run_id"), ("batch_id", "batch_id"), ("boot_id", "boot_id"),
-                             ("record_type", "event"), ("time_ns", "time_ns"), ("start_ns", "start_ns"),
-                             ("pid", "pid"), ("tid", "tid"), ("ppid", "ppid"), ("uid", "uid"),
-                             ("errno", "errno"), ("cgroup_id", "cgroup_id")):
-                assert g[col] == r[key], (host, g["record_id"], col)
+        for g in got:  # against the SQLite row itself
+            r, u, p = raw[g["record_id"]], g["unmapped"], g["process"]
+            assert (g["batch_id"], u["run_id"], g["device"]["boot_uid"], u["event"], u["time_ns"], u["start_ns"],
+                    p["pid"], p["tid"], p["parent_process"]["pid"], p["user"]["uid"], u["errno"], u["cgroup_id"],
+                    g["device"]["hostname"]) == \
+                (r["batch_id"], r["run_id"], r["boot_id"], r["event"], r["time_ns"], r["start_ns"],
+                 r["pid"], r["tid"], r["ppid"], str(r["uid"]), r["errno"], r["cgroup_id"], host), g["record_id"]
+            assert g["time"] == r["time_ns"] // 10**6
+            assert g["time_dt"] == datetime.datetime.fromtimestamp(r["time_ns"] // 1000 / 10**6, datetime.timezone.utc)
             if r["event"] == "exit":
-                assert (g["wait_status"], g["duration_ns"], g["signal"]) == (r["status"], r["duration_ns"], r["signal"])
-                assert g["argv"] is None  # an exit has none of its own (its exec's is process.cmd_line)
+                assert (u["status"], u["duration_ns"], u["signal"], g["exit_code"]) == \
+                    (r["status"], r["duration_ns"], r["signal"], r["exit_code"]), g["record_id"]
+                assert (r["status"] >> 8) & 0xFF == r["exit_code"]
             else:
                 argv = [a.decode("utf-8", "backslashreplace") for a in r["argv"].split(b"\0")] if r["argv"] else []
-                assert g["argv"] == argv, (host, g["record_id"])
-        # the OCSF part: the mapping of the source directory's search results, through the schema
-        src = {r["boot_id"]: r for r in _runs(d)}
+                assert u["argv"] == argv, (host, g["record_id"])
+        # every OCSF column: the mapping of the source directory's search results
+        src = merged_sources(d)
         recs = sorted(search(database_files(db_dir=d), Filters(), ids=True), key=lambda r: r["id"])
-        want_rows = [columns.row(r, src[r["boot_id"]]) for r in recs]
-        want_ocsf = pa.Table.from_pylist(want_rows, schema=pa.schema(columns.fields(pa))).to_pylist()
-        names = [f.name for f in columns.fields(pa)]
+        table = pa.Table.from_pylist([columns.row(r, src[r["run_id"]]) for r in recs],
+                                     schema=pa.schema(columns.input_fields(pa)))
+        want_ocsf = columns.finish(pa, table).to_pylist()
+        ocsf_names = [f.name for f in columns.fields(pa)]
         for g, w, r in zip(got, want_ocsf, recs):
-            assert {k: g[k] for k in names} == w, (host, r["id"])
+            assert {k: g[k] for k in ocsf_names} == w, (host, r["id"])
 
 
-def _runs(d: Path) -> list[dict]:
-    """The facts of the runs of every file of ``d`` (the source the OCSF mapping is given)."""
-    out = []
+def merged_sources(d: Path) -> dict:
+    """run id -> formats.Source of the run: its row's copies in every file of ``d`` merged, as
+    the export carries it (the loss counters add up file by file)."""
+    from auditd_lite.dbfiles import merge_run, run_rows
+    from auditd_lite.formats import Source
+
+    merged, revision = {}, None
     for path in database_files(db_dir=d):
         conn = connect_ro(path)
-        conn.row_factory = sqlite3.Row
         try:
-            out += [{"boot_id": r["boot_id"], "host": r["host"], "kernel": r["kernel"], "version": r["version"]}
-                    for r in conn.execute("SELECT * FROM runs")]
+            revision = revision or conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+            for row in run_rows(conn):
+                merge_run(merged, row)
         finally:
             conn.close()
-    return out
+    return {run["id"]: Source.from_run(run, revision) for run in merged.values()}
 
 
-def test_every_value_the_mapping_gives_has_a_column(fleet):
+def test_every_attribute_the_mapping_gives_has_a_column(fleet):
     """No leaf of any record's OCSF event is missing from the lake's schema (pyarrow would drop
-    it without a word)."""
+    it without a word), and every one of our own fields has its place under ``unmapped``."""
+    from auditd_lite.formats import common
+
     dirs, out = fleet
     columns = lake.default_columns()
     known = {p for p, _ in columns.leaves}
+    assert {f"unmapped.{f}" for f in common.OWN_FIELDS} <= known
     for d in dirs.values():
-        src = {r["boot_id"]: r for r in _runs(d)}
+        src = merged_sources(d)
         seen = set()
         for r in search(database_files(db_dir=d), Filters(), ids=True):
-            seen |= lake.leaf_paths(columns.row(r, src[r["boot_id"]]))
+            seen |= lake.leaf_paths(columns.row(r, src[r["run_id"]]))
         assert seen - known == set()
-        assert "process.file.hashes" in seen and "exit_code" in seen  # the data reached them
+        assert {"process.file.hashes", "exit_code", "process.terminated_time_dt", "status_detail"} <= seen
+
+
+def _json_type(schema: dict, node: dict, path: list[str]) -> dict:
+    defs = schema["$defs"]
+    for name in path:
+        while "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[1]]
+        node = node["properties"][name]
+    while "$ref" in node:
+        node = defs[node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def test_column_types_are_the_published_schemas():
+    """Each OCSF column's Arrow type is what OCSF 1.8.0's JSON schema says of the attribute:
+    integer as int64, string as string, an *_dt date-time as a timestamp, an array as a list
+    (``unmapped``, an object OCSF leaves open, holds our own fields and is ours to type)."""
+    from auditd_lite.formats import ocsf
+
+    schema = json.loads((REPO / "tests" / "data" / "ocsf" / f"process_activity-{ocsf.OCSF_VERSION}.schema.json").read_text())
+    expect = {"integer": pa.int64(), "string": pa.string(), "boolean": pa.bool_()}
+    checked = 0
+    for path, spec in lake.OCSF_LEAVES:
+        if path.startswith("unmapped."):
+            continue
+        node = _json_type(schema, schema, path.split("."))
+        t = lake.arrow_type(pa, spec)
+        if node["type"] == "array":
+            assert pa.types.is_list(t), path
+            item = _json_type(schema, node["items"], [])
+            if item.get("type") == "object":
+                assert sorted(f.name for f in t.value_type) == sorted(set(item["properties"]) & {f.name for f in t.value_type}), path
+                for f in t.value_type:
+                    assert expect[item["properties"][f.name]["type"]] == f.type, (path, f.name)
+            else:
+                assert t.value_type == expect[item["type"]], path
+        elif path.endswith("_dt"):
+            assert node["type"] == "string" and "pattern" in node and pa.types.is_timestamp(t), path
+        else:
+            assert expect[node["type"]] == t, path
+        checked += 1
+    assert checked >= 60
 
 
 # --- the same answers as query and tree ----------------------------------------------------
+
+KEY = "device.boot_uid, unmapped.event, process.pid, unmapped.start_ns, unmapped.time_ns"
+
 
 def _key(rec) -> tuple:
     return (rec["boot_id"], rec["event"], rec["pid"], rec["start_ns"], rec["time_ns"])
 
 
 @pytest.mark.parametrize("flags, where", [
-    (["--event", "exit", "--exit-code", "1"], "record_type = 'exit' AND exit_code = 1"),
+    (["--event", "exit", "--exit-code", "1"], "unmapped.event = 'exit' AND exit_code = 1"),
     (["--comm", "curl"], "process.name = 'curl'"),
     # execs only: query matches an exit through its exec only within one file, and the exit of
     # a process that lived across a rotation is in the next one (the lake's exits have it)
-    (["--event", "exec", "--filename", "/usr/bin/*"], "record_type = 'exec' AND process.file.path GLOB '/usr/bin/*'"),
+    (["--event", "exec", "--filename", "/usr/bin/*"], "unmapped.event = 'exec' AND process.file.path GLOB '/usr/bin/*'"),
     (["--event", "exec_failed"], "status_id = 2"),
-    (["--signal", "9"], "record_type = 'exit' AND signal = 9"),
+    (["--signal", "9"], "unmapped.event = 'exit' AND unmapped.signal = 9"),
     (["--event", "exec", "--sha256", SHA_MAKE[:10]],
-     f"record_type = 'exec' AND starts_with(process.file.hashes[1].value, '{SHA_MAKE[:10]}')"),
+     f"unmapped.event = 'exec' AND starts_with(process.file.hashes[1].value, '{SHA_MAKE[:10]}')"),
     (["--arg", "install.sh"], "contains(process.cmd_line, 'install.sh')"),
 ])
 def test_filters_give_what_query_gives(fleet, flags, where):
@@ -192,7 +250,7 @@ def test_filters_give_what_query_gives(fleet, flags, where):
     dirs, out = fleet
     for host, d in dirs.items():
         want = {_key(r) for r in query_json(d, *flags)}
-        got = {tuple(row) for row in read(out, "boot_id, record_type, pid, start_ns, time_ns",
+        got = {tuple(row) for row in read(out, KEY,
                                           f"host = ? AND {where}", [host])}
         assert want and got == want, (host, flags, len(got), len(want))
 
@@ -201,25 +259,27 @@ def test_time_window_gives_what_query_gives(fleet):
     """--since/--until over the lake's time_ns equal `query --since --until` on the sources."""
     dirs, out = fleet
     for host, d in dirs.items():
-        (lo, hi), = read(out, "min(time_ns), max(time_ns)", "host = ?", [host])
+        (lo, hi), = read(out, "min(unmapped.time_ns), max(unmapped.time_ns)", "host = ?", [host])
         a, b = lo + (hi - lo) // 3, lo + 2 * (hi - lo) // 3
         from auditd_lite.timeparse import format_time
 
         # query's times are microseconds: bound the lake's window the same way
         a, b = a // 1000 * 1000, b // 1000 * 1000
         want = {_key(r) for r in query_json(d, "--since", format_time(a), "--until", format_time(b))}
-        got = {tuple(row) for row in read(out, "boot_id, record_type, pid, start_ns, time_ns",
-                                          "host = ? AND time_ns >= ? AND time_ns < ?", [host, a, b])}
+        got = {tuple(row) for row in read(out, KEY,
+                                          "host = ? AND unmapped.time_ns >= ? AND unmapped.time_ns < ?", [host, a, b])}
         assert want and got == want
 
 
 DESCENDANTS = """
-WITH RECURSIVE proc AS (
-    SELECT host, boot_id, pid, start_ns, max(duration_ns) AS duration_ns
-    FROM lake GROUP BY ALL),
+WITH RECURSIVE rec AS (
+    SELECT host, device.boot_uid AS boot_id, process.pid AS pid, process.parent_process.pid AS ppid,
+           unmapped.start_ns AS start_ns, unmapped.duration_ns AS duration_ns FROM lake),
+proc AS (
+    SELECT host, boot_id, pid, start_ns, max(duration_ns) AS duration_ns FROM rec GROUP BY ALL),
 edge AS (  -- a record names its parent: the process with that pid alive when it forked
     SELECT DISTINCT c.host, c.boot_id, p.pid AS ppid, p.start_ns AS pstart, c.pid, c.start_ns
-    FROM lake c JOIN proc p ON p.host = c.host AND p.boot_id = c.boot_id AND p.pid = c.ppid
+    FROM rec c JOIN proc p ON p.host = c.host AND p.boot_id = c.boot_id AND p.pid = c.ppid
      AND p.start_ns <= c.start_ns AND (p.duration_ns IS NULL OR c.start_ns <= p.start_ns + p.duration_ns)),
 tree AS (
     SELECT host, boot_id, pid, start_ns FROM proc
@@ -289,7 +349,7 @@ def test_each_file_carries_the_manifest_facts(fleet):
               if k.startswith(b"auditd_lite.")}
         host, day = md["auditd_lite.host"], md["auditd_lite.day"]
         assert md["auditd_lite.format"] == lake.LAKE_FORMAT and f.parent.name == f"day={day}"
-        rows = duckdb.execute("SELECT record_type, time_ns, boot_id, batch_id, host FROM read_parquet(?, "
+        rows = duckdb.execute("SELECT unmapped.event, unmapped.time_ns, device.boot_uid, batch_id, host FROM read_parquet(?, "
                               "hive_partitioning = true)", [str(f)]).fetchall()
         assert {r[4] for r in rows} == {host}
         counts = json.loads(md["auditd_lite.counts"])
@@ -336,7 +396,7 @@ def test_filtered_export_holds_only_the_selection(fleet, tmp_path):
     out = tmp_path / "curl"
     status, text, err = cli_in_process("export", "--db-dir", d, "--format", "parquet", "--comm", "curl", "-o", out)
     assert status == 0, err
-    got = {tuple(r) for r in read(out, "boot_id, record_type, pid, start_ns, time_ns")}
+    got = {tuple(r) for r in read(out, KEY)}
     assert got == {_key(r) for r in query_json(d, "--comm", "curl")} and got
 
 

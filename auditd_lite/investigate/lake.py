@@ -8,9 +8,9 @@ one table, so files that many hosts export into one bucket are one table.
     DIR/host=<host>/day=<YYYY-MM-DD>/part-<export>-<n>.parquet
 
 Columns (docs/design.md, "The Parquet lake"): the OCSF event of each record, its nested
-objects as struct columns (the mapping is formats/ocsf.py's), then our own columns
-(OWN_COLUMNS: the raw ids, the record's nanosecond times, the wait status whole, the batch of
-the hash chain). Partition values are not columns of the files (Spark refuses a column that
+objects as struct columns (the mapping is formats/ocsf.py's, our own fields in its
+``unmapped``: ns times, the wait status whole, the raw ids), then OWN_COLUMNS (the row's id
+and its batch in the hash chain). Partition values are not columns of the files (Spark refuses a column that
 is in both), and every file's key-value metadata carries the manifest's facts.
 
 pyarrow is an optional dependency (the ``lake`` extra); without it this says what to install.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -56,32 +55,12 @@ def _pyarrow():
     return pyarrow
 
 
-# our own columns: (column, Arrow type, the search record's key). What OCSF has no place for
-# or keeps in another shape: the row ids, the ns times (OCSF times are ms), the wait status
-# whole (OCSF keeps exit_code), the raw numeric ids (OCSF user uids are strings).
+# our own columns: (column, Arrow type, the search record's key). The OCSF event carries the
+# rest of what a record holds (our fields that OCSF has no attribute for in ``unmapped``): what
+# it lacks are the row's ids in its file, the batch among them (its place in the hash chain).
 OWN_COLUMNS = (
     ("record_id", "int64", "id"),
-    ("run_id", "int64", "run_id"),
     ("batch_id", "int64", "batch_id"),
-    ("boot_id", "string", "boot_id"),
-    ("record_type", "string", "event"),
-    ("time_ns", "int64", "time_ns"),
-    ("start_ns", "int64", "start_ns"),
-    ("duration_ns", "int64", "duration_ns"),
-    ("wait_status", "int64", "status"),
-    ("pid", "int64", "pid"),
-    ("tid", "int64", "tid"),
-    ("ppid", "int64", "ppid"),
-    ("uid", "int64", "uid"),
-    ("gid", "int64", "gid"),
-    ("euid", "int64", "euid"),
-    ("auid", "int64", "auid"),
-    ("sessionid", "int64", "sessionid"),
-    ("cgroup_id", "int64", "cgroup_id"),
-    ("errno", "int64", "errno"),
-    ("signal", "int64", "signal"),
-    ("core_dumped", "bool", "core_dumped"),
-    ("argv", "list<string>", "argv"),
 )
 
 
@@ -91,8 +70,10 @@ def arrow_type(pa, spec):
         return spec
     if spec.startswith("list<") and spec.endswith(">"):
         return pa.list_(arrow_type(pa, spec[5:-1]))
-    if spec == "timestamp_ms":
-        return pa.timestamp("ms", tz="UTC")
+    if spec == "timestamp_us":
+        return pa.timestamp("us", tz="UTC")
+    if spec == "fingerprint":  # OCSF's fingerprint object
+        return pa.struct([("algorithm_id", pa.int64()), ("algorithm", pa.string()), ("value", pa.string())])
     return {"int64": pa.int64(), "int32": pa.int32(), "string": pa.string(), "bool": pa.bool_(),
             "float64": pa.float64()}[spec]
 
@@ -177,7 +158,9 @@ class _Lake:
         self.export_id = manifest["content_sha256"][:EXPORT_ID_CHARS]
         self.partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITIONS]), flavor="hive")
         self.ds = ds
-        self.schema = pa.schema(columns.fields(pa) + [pa.field(c, arrow_type(pa, t)) for c, t, _ in OWN_COLUMNS])
+        own = [pa.field(c, arrow_type(pa, t)) for c, t, _ in OWN_COLUMNS]
+        self.schema = pa.schema(columns.fields(pa) + own)
+        self.input_schema = pa.schema(columns.input_fields(pa) + own)
         conn = connect_ro(export_db)
         try:
             self.hash_of = dict(conn.execute("SELECT id, hash FROM batches"))
@@ -206,7 +189,7 @@ class _Lake:
     def flush(self, p: _Partition) -> None:
         if not p.rows:
             return
-        table = self.pa.Table.from_pylist(p.rows, schema=self.schema)
+        table = self.columns.finish(self.pa, self.pa.Table.from_pylist(p.rows, schema=self.input_schema))
         if p.writer is None:
             import pyarrow.parquet as pq
 
@@ -238,16 +221,14 @@ class _Lake:
     def write(self, records, source_of) -> None:
         current = None
         for rec in records:
-            src = source_of(rec["boot_id"])
-            host = src["host"] or NO_HOST
+            src = source_of(rec["run_id"])
+            host = src.host or NO_HOST
             p = self.part(host, day_of(rec["time_ns"]))
             if current is not None and p is not current and len(current.rows):
                 self.flush(current)  # records come newest first: a partition is seldom met again
             current = p
             row = self.columns.row(rec, src)
             row.update((c, rec.get(k)) for c, _, k in OWN_COLUMNS)
-            if rec["event"] == "exit":
-                row["argv"] = None  # search gives an exit [], which would read as an empty argv
             p.add(rec, row)
             if len(p.rows) >= ROWS_PER_GROUP:
                 self.flush(p)
@@ -303,15 +284,13 @@ def _remove_empty_dirs(d: Path, top: Path) -> None:
 
 
 def _sources(export_db: Path) -> dict:
-    """Per boot id, the facts of the runs that recorded it: host, kernel, tool version."""
+    """The export's run ids -> formats.Source: the facts of its runs that a record's OCSF
+    event is given."""
+    from ..formats import sources_of
+
     conn = connect_ro(export_db)
-    conn.row_factory = sqlite3.Row
     try:
-        out = {}
-        for r in conn.execute("SELECT boot_id, host, kernel, version FROM runs ORDER BY started_ns"):
-            out.setdefault(r["boot_id"], {"boot_id": r["boot_id"], "host": r["host"], "kernel": r["kernel"],
-                                          "version": r["version"]})
-        return out
+        return sources_of(conn)
     finally:
         conn.close()
 
@@ -348,9 +327,8 @@ def export_lake(db_dir, out, filters: Filters, force: bool = False, argv: list[s
         manifest = sqlite_export.export(db_dir, export_db, filters, argv=argv,
                                         progress_stream=progress_stream, note=note)
         sources = _sources(export_db)
-        unknown = {"boot_id": None, "host": None, "kernel": None, "version": None}
         lake = _Lake(pa, out, columns, manifest, export_db)
-        lake.write(search([export_db], Filters(), ids=True), lambda boot: sources.get(boot, unknown))
+        lake.write(search([export_db], Filters(), ids=True), sources.__getitem__)
         files = lake.seal(force)
         lake = None
         manifest["files"] = files
@@ -372,10 +350,61 @@ def export_lake(db_dir, out, filters: Filters, force: bool = False, argv: list[s
 
 # -- the OCSF columns ---------------------------------------------------------------------
 
+# Every attribute formats/ocsf.py's event() gives, as (dotted path, Arrow type): the types are
+# OCSF's (integer_t, long_t and timestamp_t all int64; an *_dt datetime_t a timestamp, which
+# every engine filters on as a time; ``unmapped`` our own fields, formats/common.OWN_FIELDS).
+# tests/test_lake.py holds the paths to what event() gives and the types to the published
+# JSON schema, so an attribute the mapping adds cannot be dropped on the way into Parquet.
+DT = "timestamp_us"  # OCSF datetime_t: RFC 3339 text in the event, a UTC timestamp here
+OCSF_LEAVES = (
+    ("class_uid", "int64"), ("class_name", "string"),
+    ("category_uid", "int64"), ("category_name", "string"),
+    ("activity_id", "int64"), ("activity_name", "string"),
+    ("type_uid", "int64"), ("type_name", "string"),
+    ("severity_id", "int64"), ("severity", "string"),
+    ("time", "int64"), ("time_dt", DT),
+    ("status_id", "int64"), ("status", "string"), ("status_code", "string"), ("status_detail", "string"),
+    ("exit_code", "int64"),
+    ("metadata.version", "string"), ("metadata.profiles", "list<string>"),
+    ("metadata.product.name", "string"), ("metadata.product.vendor_name", "string"),
+    ("metadata.product.version", "string"),
+    ("metadata.uid", "string"), ("metadata.event_code", "string"),
+    ("metadata.log_provider", "string"), ("metadata.log_version", "string"),
+    ("device.type_id", "int64"), ("device.type", "string"), ("device.hostname", "string"),
+    ("device.name", "string"), ("device.boot_uid", "string"),
+    ("device.os.name", "string"), ("device.os.type_id", "int64"), ("device.os.type", "string"),
+    ("device.os.kernel_release", "string"),
+    ("actor.process.pid", "int64"), ("actor.process.tid", "int64"), ("actor.process.uid", "string"),
+    ("actor.process.name", "string"), ("actor.process.path", "string"), ("actor.process.cmd_line", "string"),
+    ("actor.process.user.uid", "string"), ("actor.process.parent_process.pid", "int64"),
+    ("actor.user.uid", "string"),
+    ("process.pid", "int64"), ("process.tid", "int64"), ("process.uid", "string"),
+    ("process.name", "string"), ("process.path", "string"), ("process.cmd_line", "string"),
+    ("process.file.name", "string"), ("process.file.path", "string"),
+    ("process.file.type_id", "int64"), ("process.file.type", "string"),
+    ("process.file.hashes", "list<fingerprint>"),
+    ("process.created_time", "int64"), ("process.created_time_dt", DT),
+    ("process.terminated_time", "int64"), ("process.terminated_time_dt", DT),
+    ("process.user.uid", "string"), ("process.group.uid", "string"),
+    ("process.euid", "int64"), ("process.auid", "int64"),
+    ("process.session.uid", "string"), ("process.parent_process.pid", "int64"),
+    ("process.working_directory", "string"), ("process.container.uid", "string"),
+    ("unmapped.event", "string"), ("unmapped.time_ns", "int64"), ("unmapped.start_ns", "int64"),
+    ("unmapped.old_pid", "int64"), ("unmapped.sessionid", "int64"), ("unmapped.cgroup_id", "int64"),
+    ("unmapped.argc", "int64"), ("unmapped.args_truncated", "bool"), ("unmapped.errno", "int64"),
+    ("unmapped.status", "int64"), ("unmapped.signal", "int64"), ("unmapped.core_dumped", "bool"),
+    ("unmapped.duration_ns", "int64"), ("unmapped.cwd_status", "string"),
+    ("unmapped.hash_status", "string"), ("unmapped.cgroup", "string"),
+    ("unmapped.cgroup_status", "string"), ("unmapped.unit", "string"),
+    ("unmapped.run_lost_kernel", "int64"), ("unmapped.run_lost_user", "int64"),
+    ("unmapped.schema_revision", "string"), ("unmapped.run_id", "int64"),
+    ("unmapped.argv", "list<string>"),
+)
+
+
 class OcsfColumns:
     """The OCSF part of a lake row: ``leaves`` (dotted OCSF path, type) give the schema and
-    ``event(record, source)`` the nested values; a value at a path not in the schema would be
-    dropped, which tests/test_lake.py holds against."""
+    ``event(record, source)`` the nested values."""
 
     def __init__(self, leaves, event):
         self.leaves = tuple(leaves)
@@ -384,99 +413,48 @@ class OcsfColumns:
         clash = own & {path.split(".")[0] for path, _ in self.leaves}
         if clash:
             raise ValueError(f"OCSF columns named as our own: {sorted(clash)}")
+        self.times = [path.split(".") for path, t in self.leaves if t == DT]
 
     def fields(self, pa) -> list:
         return nested_schema(pa, self.leaves)
 
-    def row(self, rec: dict, src: dict) -> dict:
+    def input_fields(self, pa) -> list:
+        """The fields as event() gives them: a datetime_t as its RFC 3339 text."""
+        return nested_schema(pa, [(p, "string" if t == DT else t) for p, t in self.leaves])
+
+    def row(self, rec: dict, src) -> dict:
         return self.event(rec, src)
 
+    def finish(self, pa, table):
+        """``table`` (input_fields) with each datetime_t text made a timestamp (the fields)."""
+        import pyarrow.compute as pc
 
-def _ms(ns):
-    return None if ns is None else ns // 10**6
+        def as_time(arr):
+            # ns in the text: kept whole in unmapped.time_ns, microseconds here (Spark reads no finer)
+            return pc.cast(arr, pa.timestamp("ns", "UTC")).cast(arrow_type(pa, DT), safe=False)
 
-
-def _cmd_line(rec):
-    argv = rec.get("argv") if rec["event"] != "exit" else rec.get("exec_argv")
-    return " ".join(argv) if argv else None
-
-
-def _filename(rec):
-    return rec.get("filename") if rec["event"] != "exit" else rec.get("exec_filename")
-
-
-def _hashes(rec):
-    return [{"algorithm_id": 3, "algorithm": "SHA-256", "value": rec["sha256"]}] if rec.get("sha256") else None
+        for path in self.times:
+            i = table.schema.get_field_index(path[0])
+            col = _replace(pa, table.column(i).combine_chunks(), path[1:], as_time)
+            table = table.set_column(i, pa.field(path[0], col.type), col)
+        return table
 
 
-# OCSF 1.2 Process Activity (class 1007) from the record's own columns: (path, type, value).
-# Used until formats/ocsf.py (the one owner of the mapping) is there.
-_ACTIVITY = {"exec": (1, "Launch"), "exec_failed": (1, "Launch"), "exit": (2, "Terminate")}
-FALLBACK_OCSF = (
-    ("time", "timestamp_ms", lambda r, s: _ms(r["time_ns"])),
-    ("activity_id", "int32", lambda r, s: _ACTIVITY[r["event"]][0]),
-    ("activity_name", "string", lambda r, s: _ACTIVITY[r["event"]][1]),
-    ("category_uid", "int32", lambda r, s: 1),
-    ("category_name", "string", lambda r, s: "System Activity"),
-    ("class_uid", "int32", lambda r, s: 1007),
-    ("class_name", "string", lambda r, s: "Process Activity"),
-    ("type_uid", "int64", lambda r, s: 100700 + _ACTIVITY[r["event"]][0]),
-    ("type_name", "string", lambda r, s: "Process Activity: " + _ACTIVITY[r["event"]][1]),
-    ("severity_id", "int32", lambda r, s: 1),
-    ("severity", "string", lambda r, s: "Informational"),
-    ("status_id", "int32", lambda r, s: 2 if r["event"] == "exec_failed" else 1),
-    ("status", "string", lambda r, s: "Failure" if r["event"] == "exec_failed" else "Success"),
-    ("status_code", "string", lambda r, s: r.get("errno_name") if r["event"] == "exec_failed" else None),
-    ("exit_code", "int32", lambda r, s: r.get("exit_code")),
-    ("metadata.version", "string", lambda r, s: "1.2.0"),
-    ("metadata.product.name", "string", lambda r, s: "auditd-lite"),
-    ("metadata.product.vendor_name", "string", lambda r, s: "auditd-lite"),
-    ("metadata.product.version", "string", lambda r, s: s.get("version")),
-    ("device.hostname", "string", lambda r, s: s.get("host")),
-    ("device.os.name", "string", lambda r, s: "Linux"),
-    ("device.os.type", "string", lambda r, s: "Linux"),
-    ("device.os.type_id", "int32", lambda r, s: 200),
-    ("device.os.version", "string", lambda r, s: s.get("kernel")),
-    ("process.pid", "int32", lambda r, s: r["pid"]),
-    ("process.tid", "int32", lambda r, s: r.get("tid")),
-    ("process.uid", "string", lambda r, s: f"{r['boot_id']}:{r['pid']}:{r['start_ns']}"),
-    ("process.name", "string", lambda r, s: r.get("comm")),
-    ("process.cmd_line", "string", lambda r, s: _cmd_line(r)),
-    ("process.file.path", "string", lambda r, s: _filename(r)),
-    ("process.file.name", "string", lambda r, s: _filename(r).rsplit("/", 1)[-1] if _filename(r) else None),
-    ("process.file.hashes", None, lambda r, s: _hashes(r)),
-    ("process.created_time", "timestamp_ms", lambda r, s: _ms(r["time_ns"] - r["duration_ns"])
-     if r["event"] == "exit" and r.get("duration_ns") is not None else None),
-    ("process.terminated_time", "timestamp_ms", lambda r, s: _ms(r["time_ns"]) if r["event"] == "exit" else None),
-    ("process.user.uid", "string", lambda r, s: None if r.get("uid") is None else str(r["uid"])),
-    ("process.parent_process.pid", "int32", lambda r, s: r.get("ppid")),
-    ("process.session.uid", "string", lambda r, s: None if r.get("sessionid") is None else str(r["sessionid"])),
-)
-
-
-def _fallback_event(rec: dict, src: dict) -> dict:
-    out: dict = {}
-    for path, _, value in FALLBACK_OCSF:
-        v = value(rec, src)
-        if v is None:
-            continue
-        node = out
-        *parents, name = path.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[name] = v
-    return out
-
-
-def _fallback_leaves(pa) -> list:
-    fingerprint = pa.list_(pa.struct([("algorithm_id", pa.int32()), ("algorithm", pa.string()),
-                                      ("value", pa.string())]))
-    return [(p, fingerprint if t is None else t) for p, t, _ in FALLBACK_OCSF]
+def _replace(pa, arr, path: list[str], fn):
+    """``arr`` with the leaf at ``path`` inside its structs replaced by ``fn`` of it."""
+    if not path:
+        return fn(arr)
+    children, fields = [], []
+    for f, child in zip(arr.type, arr.flatten()):
+        if f.name == path[0]:
+            child = _replace(pa, child, path[1:], fn)
+            f = pa.field(f.name, child.type)
+        children.append(child)
+        fields.append(f)
+    return pa.StructArray.from_arrays(children, fields=fields, mask=arr.is_null())
 
 
 def default_columns() -> OcsfColumns:
-    pa = _pyarrow()
-    return OcsfColumns(_fallback_leaves(pa), _fallback_event)
+    from ..formats import ocsf
 
-
-__all__ = ["export_lake", "LAKE_FORMAT", "OWN_COLUMNS", "PYARROW_MISSING", "day_of", "nested_schema", "leaf_paths"]
+    return OcsfColumns(OCSF_LEAVES, ocsf.event)
