@@ -464,3 +464,16 @@ def test_without_pyarrow_parquet_says_what_to_install_and_sqlite_still_works(fle
                         str(tmp_path / "x.db")], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "x.db").exists()
+
+
+def test_bench_lake_runs_small(tmp_path):
+    """bench/lake.py end to end at a small size: every record is a row of the lake, and the
+    curl-piped-into-sh hunt finds the hosts populate.py put it on (its own exit status)."""
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "lake.py"), "--hosts", "3", "--records", "4000",
+                        "--reps", "1", "--work", str(tmp_path / "w"), "--results", str(tmp_path / "r")],
+                       capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(next((tmp_path / "r").glob("*-lake.json")).read_text())
+    assert result["rows"] == result["records_written"] == 12_000
+    assert result["curl_sh"]["correct"] and result["curl_sh"]["hosts_found"] == ["host-000.fleet.example"]
+    assert result["children"]["children"] > 0
