@@ -6,7 +6,8 @@
 
 1. Each host's history is synthesized by bench/populate.py through the real BatchWriter
    (--days of it ending now, its own seed, boots and host name; every 4th host has someone
-   run ``curl URL | sh`` --curl-sh times over the span), --jobs hosts at a time.
+   run ``curl URL | sh`` --curl-sh times over the span, every 4th from the third once),
+   --jobs hosts at a time.
 2. Each host's directory is exported with ``auditd-lite export --format parquet`` into the
    same lake directory, as each host of a fleet would before copying into one bucket.
 3. DuckDB (one connection, its default threads) reads the lake as one Hive-partitioned table
@@ -42,7 +43,8 @@ REPO = HERE.parent
 CLI = [sys.executable, "-m", "auditd_lite.cli"]
 SQLITE_BYTES_PER_RECORD = 300  # what populate's files took here, to check the disk beforehand
 PARQUET_BYTES_PER_RECORD = 100
-INCIDENT_EVERY = 4  # every 4th host has curl | sh
+INCIDENT_EVERY = 4  # every 4th host has curl | sh --curl-sh times over the span; the host two
+# after it once, which falls before the last week about half the time (the window must tell)
 
 CURL_SH = """
 SELECT DISTINCT c.host
@@ -79,7 +81,7 @@ def host_name(i: int) -> str:
 
 
 def populate(args, i: int, d: Path) -> dict:
-    incidents = args.curl_sh if i % INCIDENT_EVERY == 0 else 0
+    incidents = args.curl_sh if i % INCIDENT_EVERY == 0 else 1 if i % INCIDENT_EVERY == 2 else 0
     subprocess.run([sys.executable, str(HERE / "populate.py"), "--db-dir", str(d), "--records",
                     str(args.records), "--days", str(args.days), "--fast", "--host", host_name(i),
                     "--seed", str(1000 + i), "--curl-sh", str(incidents), "--rotate-mb", "64"],
@@ -191,7 +193,10 @@ def main() -> int:
         "sqlite_bytes": sqlite_bytes, "parquet_bytes": parquet_bytes,
         "sqlite_bytes_per_record": round(sqlite_bytes / total, 1),
         "parquet_bytes_per_record": round(parquet_bytes / total, 1),
-        "curl_sh": {**spread(curl_t), "hosts_found": got, "hosts_expected": want, "correct": got == want},
+        "curl_sh": {**spread(curl_t), "hosts_found": got, "hosts_expected": want, "correct": got == want,
+                    "hosts_with_older_incidents_only": sorted(
+                        host_name(i) for i, info in enumerate(infos)
+                        if info["curl_sh"] and host_name(i) not in want)},
         "children": {**spread(kids_t), "sha256": sha, "of": args.parent, "parents": parents,
                      "children": len(kids)},
     }
@@ -223,7 +228,7 @@ into one lake ({r['jobs']} at a time). Query times: DuckDB over the whole lake, 
 | Parquet, bytes per record (zstd) | {r['parquet_bytes_per_record']} ({r['parquet_bytes'] / 2**20:.0f} MiB) |
 | populate, all hosts | {r['populate_s']} s |
 | export, all hosts | {r['export_s']} s ({r['export_records_per_s']:,} records/s; per host {r['export_s_per_host']['median']} s, {r['export_s_per_host']['min']}..{r['export_s_per_host']['max']}) |
-| which hosts ran curl piped into sh last week, ms | {cell(c)}: {len(c['hosts_found'])} hosts, {'as populated' if c['correct'] else 'NOT as populated: ' + str(c['hosts_expected'])} |
+| which hosts ran curl piped into sh last week, ms | {cell(c)}: {len(c['hosts_found'])} hosts, {'as populated' if c['correct'] else 'NOT as populated: ' + str(c['hosts_expected'])} ({len(c['hosts_with_older_incidents_only'])} more hosts had it only before the week) |
 | children of every process whose sha256 is X ({k['of']}), ms | {cell(k)}: {k['children']:,} children of {k['parents']:,} processes |
 """
 

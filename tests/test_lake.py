@@ -475,5 +475,5 @@ def test_bench_lake_runs_small(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     result = json.loads(next((tmp_path / "r").glob("*-lake.json")).read_text())
     assert result["rows"] == result["records_written"] == 12_000
-    assert result["curl_sh"]["correct"] and result["curl_sh"]["hosts_found"] == ["host-000.fleet.example"]
+    assert result["curl_sh"]["correct"] and "host-000.fleet.example" in result["curl_sh"]["hosts_found"]
     assert result["children"]["children"] > 0
