@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AuditdLiteError, BadInput
-from .investigate.output import FORMATS
+from .investigate.output import FORMATS, RECORD_FORMATS, SCHEMA_FORMATS
 
 PROG = "auditd-lite"
 EVENTS = ("exec", "exit", "exec_failed")
@@ -133,7 +133,9 @@ def build_parser() -> Parser:
     q.add_argument("--unit", metavar="NAME", help="the systemd unit, e.g. ssh.service or session-3.scope")
     q.add_argument("--container", metavar="ID",
                    help="the container id, or its first characters (an nspawn machine: its name)")
-    q.add_argument("--format", choices=FORMATS, default="table")
+    q.add_argument("--format", choices=RECORD_FORMATS, default="table",
+                   help="table (default), json or csv; ocsf: each record as an OCSF 1.8.0 Process "
+                        "Activity event a line; ecs: as an ECS document a line (Auditbeat's fields)")
     q.add_argument("--limit", type=pos_int, metavar="N")
     add_investigation_commands(sub)
     add_storage_commands(sub)
@@ -263,13 +265,17 @@ def cmd_query(args) -> int:
     paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
     oldest: list[int] = []
 
-    def tracked(records):
-        for record in records:
+    sourced = args.format in SCHEMA_FORMATS  # rendered with the facts of each record's run
+
+    def tracked(items):
+        for item in items:
+            record = item[0] if sourced else item
             if not oldest or record["time_ns"] < oldest[0]:
                 oldest[:] = [record["time_ns"]]
-            yield record
+            yield item
 
-    n = output.write_records(tracked(query.search(paths, filters, args.limit)), args.format, sys.stdout)
+    n = output.write_records(tracked(query.search(paths, filters, args.limit, sources=sourced)),
+                             args.format, sys.stdout)
     warn_gaps(args, filters.since_ns, filters.until_ns, n, args.limit, oldest)
     if n == 0:
         raise NotFound("no matching records")
@@ -348,15 +354,16 @@ def add_investigation_commands(sub) -> None:
         description="Write the selected records, with the runs and batch hashes that cover them "
                     "and a manifest, to OUT (SQLite), and OUT.sha256. Reads a consistent snapshot "
                     "while the daemon writes. Never replaces OUT without --force. Exit 1 when "
-                    "nothing matches.",
+                    "nothing matches. --format ocsf or ecs writes the same records instead as JSON "
+                    "lines, one OCSF 1.8.0 Process Activity event or ECS document each, newest "
+                    "first as query prints them (with only --since/--until, also the processes "
+                    "seen running when each run started), and OUT.sha256 (no manifest, no chain: "
+                    "verify the databases they came from).",
         epilog="examples:\n  auditd-lite export --since 2026-11-20 --until 2026-11-21 -o case-118.db\n"
                "  auditd-lite export --since 2h --comm sh -o sh.db && auditd-lite verify sh.db\n"
+               "  auditd-lite export --since 1d --format ocsf -o day.ocsf.jsonl\n"
                "  auditd-lite export --since 7d --format parquet -o /srv/lake")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
-    e.add_argument("--format", choices=("sqlite", "parquet"), default="sqlite",
-                   help="sqlite: one sealed file OUT (default); parquet: a Parquet lake in the "
-                        "directory OUT, host=H/day=YYYY-MM-DD/part-*.parquet (needs pyarrow: "
-                        "pip install 'auditd-lite[lake]')")
     e.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="the database directory (default /var/lib/auditd-lite)")
     e.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
@@ -371,6 +378,11 @@ def add_investigation_commands(sub) -> None:
     e.add_argument("--arg", metavar="SUBSTRING")
     e.add_argument("--min-duration-ms", type=nonneg_int, metavar="N")
     e.add_argument("--event", choices=EVENTS)
+    e.add_argument("--format", choices=("sqlite",) + SCHEMA_FORMATS + ("parquet",), default="sqlite",
+                   help="sqlite (default: the sealed database), or ocsf or ecs (JSON lines); "
+                        "parquet: a Parquet lake in the directory OUT, "
+                        "host=H/day=YYYY-MM-DD/part-*.parquet (needs pyarrow: "
+                        "pip install 'auditd-lite[lake]')")
     e.add_argument("--force", action="store_true", help="replace OUT (and OUT.sha256) if they exist")
 
     v = sub.add_parser(
@@ -436,6 +448,19 @@ def cmd_export(args) -> int:
     from .config import DEFAULT_DB_DIR
 
     filters = filters_from_args(args)
+    if args.format in SCHEMA_FORMATS:
+        from .investigate import export_lines
+
+        m = export_lines.export(args.db_dir or DEFAULT_DB_DIR, args.output, filters, args.format,
+                                force=args.force)
+        gaps.warn(m["_gaps"], sys.stderr)
+        c = m["counts"]
+        seen = f", {c['seen']} seen at start" if c["seen"] else ""
+        print(f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
+              f"{c['exit']} exit{seen}) as {args.format} lines from {m['files']} file"
+              f"{'s' if m['files'] != 1 else ''} to {args.output}; sha256 {m['sha256']} "
+              f"(in {args.output}.sha256)")
+        return 0
     options = [f"{k}={v}" for k, v in sorted(vars(args).items()) if v not in (None, False)]
     if args.format == "parquet":
         return export_parquet(args, filters, options)

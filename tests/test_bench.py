@@ -63,3 +63,15 @@ def test_compare_bench_small(tmp_path):
     assert ("| bpftrace |" in text) == bpftrace
     assert "failed" not in text
     assert "\nold\n" not in readme.read_text() and "| auditd-lite |" in readme.read_text()
+
+
+def test_render_bench_renders_every_record(tmp_path):
+    """bench/render.py at a small size renders every record in both formats and prints its table."""
+    out = tmp_path / "render.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "render.py"), "--records", "300",
+                        "--reps", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["records"] == result["rendered"] == 300
+    assert [len(v) for v in result["us_per_record"].values()] == [2, 2, 2, 2]
+    assert "| ocsf.event |" in p.stdout and "| ecs.document |" in p.stdout

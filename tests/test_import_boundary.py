@@ -8,8 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("bcc", "sqlalchemy")
 
-# The rule, in one line: investigate/ imports nothing from capture/, daemon/ or storage/.
-RULE = {"investigate": {"capture", "daemon", "storage"}}
+# The rule, in one line: investigate/ imports nothing from capture/, daemon/ or storage/; formats/
+# (what the daemon and the readers both render records with) nothing from any of them.
+RULE = {"investigate": {"capture", "daemon", "storage"},
+        "formats": {"capture", "daemon", "storage", "investigate"}}
 
 
 def package_imports(path: Path) -> set[str]:
@@ -51,10 +53,12 @@ def test_import_rule_check_sees_a_violation(tmp_path):
 
 
 def test_query_modules_import_neither_bcc_nor_sqlalchemy():
-    """Importing query, output, dbfiles and timeparse pulls in no bcc or sqlalchemy module."""
+    """Importing query, output, dbfiles, timeparse, the formats and the lines export pulls in no bcc
+    or sqlalchemy module."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-c",
-         "import auditd_lite.investigate.query, auditd_lite.investigate.output, auditd_lite.dbfiles, auditd_lite.timeparse"],
+         "import auditd_lite.investigate.query, auditd_lite.investigate.output, auditd_lite.dbfiles, auditd_lite.timeparse, "
+         "auditd_lite.formats.ocsf, auditd_lite.formats.ecs, auditd_lite.investigate.export_lines"],
         capture_output=True, text=True, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr

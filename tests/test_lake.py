@@ -431,6 +431,7 @@ def test_bad_targets_are_refused(fleet, tmp_path, target, message):
 
 
 def test_nothing_to_export_is_exit_1_and_leaves_no_directory(fleet, tmp_path):
+    """A selection with no record: exit 1, and the directory it would have made is not left."""
     dirs, _ = fleet
     d = next(iter(dirs.values()))
     out = tmp_path / "none"

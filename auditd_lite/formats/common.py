@@ -4,6 +4,7 @@ fields that neither schema has a place for (one list, both formats)."""
 from __future__ import annotations
 
 import errno as errno_module
+import hashlib
 import os
 import shlex
 import uuid
@@ -11,6 +12,7 @@ import uuid
 from .source import UNSET, Source
 
 PRODUCT = "auditd-lite"
+SEEN = "seen"  # a process running when a run started (query.seen_record): not an event
 # uuid5 namespace of event uids: fixed forever, or every uid already handed out changes
 EVENT_NAMESPACE = uuid.UUID("5b0c7a52-8f0e-5d7c-9a52-6f8d1e2c3b4a")
 
@@ -21,18 +23,35 @@ def boot_of(record: dict, source: Source) -> str | None:
     return record.get("boot_id") or source.boot_id
 
 
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+
+
 def event_uid(record: dict, source: Source) -> str:
     """A UUID that names this record whoever renders it and whenever: derived from the boot id
     and what makes the record unique within the boot (its type, thread, process start and time),
-    never from a row id, which an export keeps but a file set aside and restarted would not."""
-    key = "%s/%s/%s/%s/%s/%s" % (boot_of(record, source), record["event"], record["pid"],
-                                 record.get("tid"), record.get("start_ns"), record["time_ns"])
-    return str(uuid.uuid5(EVENT_NAMESPACE, key))
+    never from a row id, which an export keeps but a file set aside and restarted would not.
+
+    It is ``uuid.uuid5(EVENT_NAMESPACE, key)``, computed here without uuid.UUID's object, which
+    is most of uuid5's time (tests/test_formats.py holds the two equal)."""
+    b = bytearray(hashlib.sha1(_NAMESPACE_BYTES + event_key(record, source).encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50  # version 5
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def process_uid(record: dict, source: Source) -> str:
+def event_key(record: dict, source: Source) -> str:
+    """What event_uid hashes: the boot, then the record's identity within it."""
+    return "%s/%s/%s/%s/%s/%s" % (boot_of(record, source), record["event"], record["pid"],
+                                  record.get("tid"), record.get("start_ns"), record["time_ns"])
+
+
+def process_uid(record: dict, source: Source) -> str | None:
     """The process identity (docs/design.md, "Process identity") as one string: the exec and the
-    exit of a process share it, a reused pid does not."""
+    exit of a process share it, a reused pid does not. None for a process seen at start, whose
+    start time /proc gives to a clock tick only (its exit's would not match it)."""
+    if record["event"] == SEEN:
+        return None
     return f"{boot_of(record, source)}:{record['pid']}:{record.get('start_ns')}"
 
 
@@ -87,7 +106,7 @@ def session_id(record: dict) -> int | None:
 # our own columns, in the order they are written, that neither OCSF nor ECS has a field for
 # (the doc's mapping table lists each): kept whole under OCSF's ``unmapped`` and ECS's
 # ``auditd_lite``, never dropped
-OWN_FIELDS = ("event", "time_ns", "start_ns", "old_pid", "sessionid", "cgroup_id", "argc",
+OWN_FIELDS = ("event", "time_ns", "start_ns", "start_tick_ns", "old_pid", "sessionid", "cgroup_id", "argc",
               "args_truncated", "errno", "status", "signal", "core_dumped", "duration_ns",
               "cwd_status", "hash_status", "cgroup", "cgroup_status", "unit")
 # an exec's record carries how its process ended, when that is known: the exit's own event
@@ -112,14 +131,15 @@ def own_fields(record: dict, source: Source) -> dict:
 
 
 def clean(obj: dict) -> dict:
-    """``obj`` without its None values and empty objects, recursively: both schemas say absent,
-    not null, for what is unknown."""
+    """``obj`` without its None values and empty objects, recursively (new dicts throughout):
+    both schemas say absent, not null, for what is unknown."""
     out = {}
     for k, v in obj.items():
-        if isinstance(v, dict):
+        if v is None:
+            continue
+        if type(v) is dict:
             v = clean(v)
             if not v:
                 continue
-        if v is not None:
-            out[k] = v
+        out[k] = v
     return out

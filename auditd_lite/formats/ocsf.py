@@ -21,9 +21,10 @@ PROFILES = ("container", "datetime", "linux/linux_users")
 
 CLASS_UID, CLASS_NAME = 1007, "Process Activity"
 CATEGORY_UID, CATEGORY_NAME = 1, "System Activity"
-LAUNCH, TERMINATE = 1, 2
-ACTIVITY_NAMES = {LAUNCH: "Launch", TERMINATE: "Terminate"}
-ACTIVITIES = {"exec": LAUNCH, "exec_failed": LAUNCH, "exit": TERMINATE}
+LAUNCH, TERMINATE, OTHER = 1, 2, 99
+# Other's name is ours to give (OCSF: "a data source specific value")
+ACTIVITY_NAMES = {LAUNCH: "Launch", TERMINATE: "Terminate", OTHER: "Running at start"}
+ACTIVITIES = {"exec": LAUNCH, "exec_failed": LAUNCH, "exit": TERMINATE, common.SEEN: OTHER}
 SUCCESS, FAILURE = 1, 2
 SEVERITY_INFORMATIONAL = 1
 DEVICE_TYPE_UNKNOWN, OS_TYPE_LINUX = 0, 200
@@ -31,85 +32,16 @@ FILE_TYPE_REGULAR = 1
 SHA256 = 3  # fingerprint.algorithm_id
 
 
-def _ms(ns: int | None) -> int | None:
-    """timestamp_t: whole milliseconds since the epoch (floor, so a time never moves later)."""
-    return None if ns is None else ns // 1_000_000
+# timestamp_t is whole milliseconds since the epoch: ns // 1_000_000 (floor, so a time never
+# moves later); the *_dt attributes (datetime profile) carry every nanosecond
 
 
-@lru_cache(maxsize=256)  # once per source: the event's clean() copies what it takes
-def _device(source: Source) -> dict:
-    return common.clean({
-        "type_id": DEVICE_TYPE_UNKNOWN, "type": "Unknown",
-        "hostname": source.host, "name": source.host, "boot_uid": source.boot_id,
-        "os": {"name": "Linux", "type_id": OS_TYPE_LINUX, "type": "Linux",
-               "kernel_release": source.kernel},
-    })
-
-
-@lru_cache(maxsize=256)
-def _product(source: Source) -> dict:
-    return common.clean({"name": common.PRODUCT, "vendor_name": common.PRODUCT,
-                         "version": source.version})
-
-
-def _file(path: str | None, record: dict) -> dict | None:
-    if path is None:
-        return None
-    sha256 = record.get("sha256")
-    return common.clean({
-        "name": common.basename(path), "path": path, "type_id": FILE_TYPE_REGULAR,
-        "type": "Regular File",
-        "hashes": [{"algorithm_id": SHA256, "algorithm": "SHA-256", "value": sha256}] if sha256 else None,
-    })
-
-
-def _process(record: dict, source: Source) -> dict:
-    filename, argv = common.program(record)
-    started = common.started_ns(record)
-    ended = record["time_ns"] if record["event"] == "exit" else None
-    session = common.session_id(record)
-    container = record.get("container_id")
-    return {
-        "pid": record["pid"], "tid": record.get("tid"), "uid": common.process_uid(record, source),
-        "name": record.get("comm"), "path": filename, "cmd_line": common.command_line(argv),
-        "file": _file(filename, record),
-        "created_time": _ms(started), "created_time_dt": None if started is None else format_time_ns(started),
-        "terminated_time": _ms(ended), "terminated_time_dt": None if ended is None else format_time_ns(ended),
-        "user": {"uid": str(record["uid"])} if record.get("uid") is not None else None,
-        "group": {"uid": str(record["gid"])} if record.get("gid") is not None else None,
-        "euid": record.get("euid"), "auid": record.get("auid"),
-        "session": {"uid": str(session)} if session is not None else None,
-        "parent_process": {"pid": record["ppid"]} if record.get("ppid") is not None else None,
-        "working_directory": record.get("cwd"),
-        "container": {"uid": container} if container else None,
-    }
-
-
-def _actor(record: dict, process: dict) -> dict:
-    """Who asked: for a launch the parent (a fork's child runs the exec, and the parent is what
-    OCSF consumers look for as the launcher), for an exit the process itself (OCSF's reflexive
-    Terminate; a killer is not recorded)."""
-    user = process.get("user")
-    if record["event"] == "exit":
-        me = {k: process.get(k) for k in ("pid", "tid", "uid", "name", "path", "cmd_line", "user",
-                                          "parent_process")}
-        return {"process": me, "user": user}
-    return {"process": process.get("parent_process"), "user": user}
-
-
-def event(record: dict, source: Source) -> dict:
-    """The OCSF Process Activity event of ``record`` (a dict as ``investigate.query.search``
-    yields), with ``source`` the facts of its run and file. Absent attributes are left out, never
-    null. Raises KeyError on a record without ``event``, ``pid`` or ``time_ns``."""
-    kind = record["event"]
+@lru_cache(maxsize=1024)
+def _template(kind: str, source: Source) -> dict:
+    """Everything of an event that only its type and its source decide, without None: made once
+    per (type, source); event() copies it (_copy) and adds the record's own."""
     activity = ACTIVITIES[kind]
     failed = kind == "exec_failed"
-    process = _process(record, source)
-    unmapped = common.own_fields(record, source)
-    if kind != "exit":
-        # OCSF's process has no argument list: the exact one, arguments kept apart
-        filename, argv = common.program(record)
-        unmapped["argv"] = argv
     return common.clean({
         "class_uid": CLASS_UID, "class_name": CLASS_NAME,
         "category_uid": CATEGORY_UID, "category_name": CATEGORY_NAME,
@@ -117,18 +49,127 @@ def event(record: dict, source: Source) -> dict:
         "type_uid": CLASS_UID * 100 + activity,
         "type_name": f"{CLASS_NAME}: {ACTIVITY_NAMES[activity]}",
         "severity_id": SEVERITY_INFORMATIONAL, "severity": "Informational",
-        "time": _ms(record["time_ns"]), "time_dt": format_time_ns(record["time_ns"]),
-        "status_id": FAILURE if failed else SUCCESS, "status": "Failure" if failed else "Success",
-        "status_code": common.errno_name(record) if failed else None,
-        "status_detail": common.errno_text(record) if failed else None,
-        "exit_code": record.get("exit_code") if kind == "exit" else None,
+        # a process seen at start is an observation, not an activity that succeeded or failed
+        "status_id": None if activity == OTHER else FAILURE if failed else SUCCESS,
+        "status": None if activity == OTHER else "Failure" if failed else "Success",
         "metadata": {
-            "version": OCSF_VERSION, "profiles": list(PROFILES), "product": _product(source),
-            "uid": common.event_uid(record, source), "event_code": kind,
-            "log_provider": common.PRODUCT, "log_version": source.revision,
+            "version": OCSF_VERSION, "profiles": list(PROFILES),
+            "product": {"name": common.PRODUCT, "vendor_name": common.PRODUCT, "version": source.version},
+            "event_code": kind, "log_provider": common.PRODUCT, "log_version": source.revision,
         },
-        "device": _device(source),
-        "actor": _actor(record, process),
-        "process": process,
-        "unmapped": unmapped,
+        "device": {
+            "type_id": DEVICE_TYPE_UNKNOWN, "type": "Unknown",
+            "hostname": source.host, "name": source.host, "boot_uid": source.boot_id,
+            "os": {"name": "Linux", "type_id": OS_TYPE_LINUX, "type": "Linux",
+                   "kernel_release": source.kernel},
+        },
     })
+
+
+def _copy(template: dict) -> dict:
+    """A copy of a template that shares nothing mutable with it (its objects are two deep, its
+    one list is the profiles')."""
+    out = dict(template)
+    md = out["metadata"] = dict(template["metadata"])
+    md["product"] = dict(md["product"])
+    md["profiles"] = list(md["profiles"])
+    dev = out["device"] = dict(template["device"])
+    dev["os"] = dict(dev["os"])
+    return out
+
+
+def _file(path: str, record: dict) -> dict:
+    out = {"name": common.basename(path), "path": path, "type_id": FILE_TYPE_REGULAR,
+           "type": "Regular File"}
+    sha256 = record.get("sha256")
+    if sha256:
+        out["hashes"] = [{"algorithm_id": SHA256, "algorithm": "SHA-256", "value": sha256}]
+    return out
+
+
+def _process(record: dict, source: Source, kind: str) -> dict:
+    """The process object; only what is known (the schema says absent, never null)."""
+    p = {"pid": record["pid"]}
+    get = record.get
+    for ours, theirs in (("tid", "tid"), ("comm", "name"), ("euid", "euid"), ("auid", "auid"),
+                         ("cwd", "working_directory")):
+        value = get(ours)
+        if value is not None:
+            p[theirs] = value
+    uid = common.process_uid(record, source)
+    if uid is not None:
+        p["uid"] = uid
+    filename, argv = common.program(record)
+    if filename is not None:
+        p["path"] = filename
+        p["file"] = _file(filename, record)
+    if argv:
+        p["cmd_line"] = common.command_line(argv)
+    started = common.started_ns(record)
+    if started is not None:
+        p["created_time"] = started // 1_000_000
+        p["created_time_dt"] = format_time_ns(started)
+    if kind == "exit":
+        p["terminated_time"] = record["time_ns"] // 1_000_000
+        p["terminated_time_dt"] = format_time_ns(record["time_ns"])
+    if get("uid") is not None:
+        p["user"] = {"uid": str(record["uid"])}
+    if get("gid") is not None:
+        p["group"] = {"uid": str(record["gid"])}
+    session = common.session_id(record)
+    if session is not None:
+        p["session"] = {"uid": str(session)}
+    if get("ppid") is not None:
+        p["parent_process"] = {"pid": record["ppid"]}
+    if get("container_id"):
+        p["container"] = {"uid": record["container_id"]}
+    return p
+
+
+_ACTOR_KEYS = ("pid", "tid", "uid", "name", "path", "cmd_line", "user", "parent_process")
+
+
+def _actor(kind: str, process: dict) -> dict:
+    """Who asked: for a launch the parent (a fork's child runs the exec, and the parent is what
+    OCSF consumers look for as the launcher), for an exit the process itself (OCSF's reflexive
+    Terminate; a killer is not recorded)."""
+    if kind == "exit":
+        me = {k: process[k] for k in _ACTOR_KEYS if k in process}
+    else:
+        me = process.get("parent_process")
+    actor = {}
+    if me:
+        actor["process"] = dict(me)
+    if "user" in process:
+        actor["user"] = dict(process["user"])
+    return actor
+
+
+def event(record: dict, source: Source) -> dict:
+    """The OCSF Process Activity event of ``record`` (a dict as ``investigate.query.search``
+    yields, or ``query.seen_record``'s for a process seen at start: activity Other), with
+    ``source`` the facts of its run and file. Absent attributes are left out, never null; the
+    event shares no object with the record, the source or another event.
+    Raises KeyError on a record without ``event``, ``pid`` or ``time_ns``."""
+    kind = record["event"]
+    ev = _copy(_template(kind, source))
+    t = record["time_ns"]
+    ev["time"] = t // 1_000_000
+    ev["time_dt"] = format_time_ns(t)
+    if kind == "exec_failed" and record.get("errno") is not None:
+        ev["status_code"] = common.errno_name(record)
+        ev["status_detail"] = common.errno_text(record)
+    elif kind == "exit" and record.get("exit_code") is not None:
+        ev["exit_code"] = record["exit_code"]
+    ev["metadata"]["uid"] = common.event_uid(record, source)
+    process = _process(record, source, kind)
+    ev["actor"] = _actor(kind, process)
+    ev["process"] = process
+    unmapped = common.own_fields(record, source)
+    if kind != "exit":
+        # OCSF's process has no argument list: the exact one, arguments kept apart
+        argv = record.get("argv")
+        if argv is not None:
+            unmapped["argv"] = list(argv)
+    ev["unmapped"] = unmapped
+    return ev

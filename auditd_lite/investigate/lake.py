@@ -218,10 +218,10 @@ class _Lake:
         }
         return {META + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in facts.items()}
 
-    def write(self, records, source_of) -> None:
+    def write(self, records) -> None:
+        """Write ``records``, (record, formats.Source) pairs as search(sources=True) yields."""
         current = None
-        for rec in records:
-            src = source_of(rec["run_id"])
+        for rec, src in records:
             host = src.host or NO_HOST
             p = self.part(host, day_of(rec["time_ns"]))
             if current is not None and p is not current and len(current.rows):
@@ -283,18 +283,6 @@ def _remove_empty_dirs(d: Path, top: Path) -> None:
         d = d.parent
 
 
-def _sources(export_db: Path) -> dict:
-    """The export's run ids -> formats.Source: the facts of its runs that a record's OCSF
-    event is given."""
-    from ..formats import sources_of
-
-    conn = connect_ro(export_db)
-    try:
-        return sources_of(conn)
-    finally:
-        conn.close()
-
-
 def _check_target(out: Path, db_dir: Path) -> None:
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out} is not a directory: give the lake's directory with -o")
@@ -326,9 +314,9 @@ def export_lake(db_dir, out, filters: Filters, force: bool = False, argv: list[s
         export_db = work / "export.db"
         manifest = sqlite_export.export(db_dir, export_db, filters, argv=argv,
                                         progress_stream=progress_stream, note=note)
-        sources = _sources(export_db)
         lake = _Lake(pa, out, columns, manifest, export_db)
-        lake.write(search([export_db], Filters(), ids=True), sources.__getitem__)
+        # each with its run's facts as the export holds them (the files' copies merged)
+        lake.write(search([export_db], Filters(), sources=True, ids=True))
         files = lake.seal(force)
         lake = None
         manifest["files"] = files

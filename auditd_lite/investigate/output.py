@@ -15,6 +15,7 @@ import time
 from typing import Iterable
 
 from ..errors import BadInput
+from ..formats import ecs, ocsf
 from ..rows import CONTEXT_FIELDS
 
 TABLE_HEADER = "%-8s %-5s %-16s %-7s %-7s %s" % ("TIME", "EVENT", "COMM", "PID", "PPID", "FILENAME/EXIT CODE")
@@ -150,6 +151,10 @@ def _jsonable(value):
 
 
 FORMATS = ("table", "json", "csv")
+# records only: each record as an OCSF event or an ECS document a line (formats/), rendered
+# from (record, formats.Source) pairs, which query.search(..., sources=True) yields
+SCHEMA_FORMATS = ("ocsf", "ecs")
+RECORD_FORMATS = FORMATS + SCHEMA_FORMATS
 
 
 def write_json_line(obj, stream) -> None:
@@ -161,18 +166,22 @@ def write_json_line(obj, stream) -> None:
 
 
 def write_formatted(items: Iterable, fmt: str, stream, *, as_json, csv_header: list, as_csv,
-                    table) -> int:
-    """The one switch between the output formats (FORMATS); return how many items were written.
+                    table, as_lines: dict | None = None) -> int:
+    """The one switch between the output formats (FORMATS, and the keys of ``as_lines``);
+    return how many items were written.
 
     ``as_json(item)`` is the object of its line, ``as_csv(item)`` its row under ``csv_header``
     (written even with no rows: a script still gets valid CSV), and ``table(items, out)`` writes
-    the table itself and returns its count.
+    the table itself and returns its count. ``as_lines[fmt](item)``: the object of its line in
+    one more JSON-lines format (SCHEMA_FORMATS).
     """
     out = _Out(stream)
     count = 0
-    if fmt == "json":
+    as_lines = as_lines or {}
+    if fmt == "json" or fmt in as_lines:
+        render = as_json if fmt == "json" else as_lines[fmt]
         for item in items:
-            write_json_line(as_json(item), stream)
+            write_json_line(render(item), stream)
             count += 1
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
@@ -183,7 +192,8 @@ def write_formatted(items: Iterable, fmt: str, stream, *, as_json, csv_header: l
     elif fmt == "table":
         count = table(items, out)
     else:
-        raise BadInput(f"bad format {fmt!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
+        known = FORMATS + tuple(as_lines)
+        raise BadInput(f"bad format {fmt!r}: use {', '.join(known[:-1])} or {known[-1]}")
     return count
 
 
@@ -197,7 +207,13 @@ def _record_table(records: Iterable[dict], out: _Out) -> int:
     return count
 
 
-def write_records(records: Iterable[dict], fmt: str, stream) -> int:
-    """Write ``records`` as ``table``, ``json`` (one object a line) or ``csv``; return how many."""
+# the line of a (record, formats.Source) pair in each of SCHEMA_FORMATS
+SCHEMA_LINES = {"ocsf": lambda pair: ocsf.event(*pair), "ecs": lambda pair: ecs.document(*pair)}
+
+
+def write_records(records: Iterable, fmt: str, stream) -> int:
+    """Write ``records`` as ``table``, ``json`` (one object a line) or ``csv``, or as ``ocsf`` or
+    ``ecs`` (one event a line), for which each item is a (record, formats.Source) pair; return
+    how many."""
     return write_formatted(records, fmt, stream, as_json=lambda r: r, csv_header=CSV_COLUMNS,
-                           as_csv=_csv_row, table=_record_table)
+                           as_csv=_csv_row, table=_record_table, as_lines=SCHEMA_LINES)

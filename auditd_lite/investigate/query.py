@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 
 from ..dbfiles import open_ro, rotated_range
 from ..errors import BadInput
+from ..formats.source import Source, sources_of
 from ..rows import CONTEXT_FIELDS, ROW_FIELDS
 from ..timeparse import format_time
 
@@ -287,17 +288,19 @@ def _record(row: sqlite3.Row) -> dict:
 RAW_IDS = ("id", "run_id", "batch_id")
 
 
-def search(paths: Iterable, filters: Filters, limit: int | None = None, ids: bool = False) -> Iterator[dict]:
+def search(paths: Iterable, filters: Filters, limit: int | None = None, sources: bool = False,
+           ids: bool = False) -> Iterator:
     """Records matching ``filters`` across ``paths`` (given newest first), newest first; with
     ``ids``, each also carries its row's RAW_IDS.
 
-    Bad filters raise here, before any file is opened; file errors raise
-    BadInput while iterating.
+    With ``sources``, each as ``(record, formats.Source)``: the facts of the run and file it was
+    read from, which the OCSF and ECS renderings need (formats/). Bad filters raise here, before
+    any file is opened; file errors raise BadInput while iterating.
     """
     if limit is not None and limit < 0:
         raise BadInput(f"bad limit {limit}: use a number 0 or more")
     build_sql(filters)  # bad filters raise now
-    return _search(list(paths), filters, limit, ids)
+    return _search(list(paths), filters, limit, sources, ids)
 
 
 class _Joiner:
@@ -363,7 +366,7 @@ class _Joiner:
                 got[0].close()
 
 
-def _search(paths, filters: Filters, limit, ids: bool = False) -> Iterator[dict]:
+def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: bool = False) -> Iterator:
     remaining = limit
     joiner = _Joiner(paths)
     statements: dict[frozenset, tuple | None] = {}  # by the context columns a file has
@@ -380,6 +383,7 @@ def _search(paths, filters: Filters, limit, ids: bool = False) -> Iterator[dict]
                 if statements[context] is None:
                     continue  # without a column a filter reads: no record of it can match
                 sql, params = statements[context]
+                runs = sources_of(conn) if with_sources else None
                 for row in conn.execute(sql, params):
                     rec = _record(row)
                     if ids:
@@ -389,7 +393,10 @@ def _search(paths, filters: Filters, limit, ids: bool = False) -> Iterator[dict]
                             joiner.exec_of(i, rec)
                         elif rec["event"] == "exec" and row["y_id"] is None:
                             joiner.exit_of(i, rec)
-                    yield rec
+                    if runs is None:
+                        yield rec
+                    else:  # a record whose run row is missing still has its own boot id
+                        yield rec, runs.get(row["run_id"]) or Source(boot_id=rec["boot_id"])
                     if remaining is not None:
                         remaining -= 1
                         if remaining == 0:
@@ -400,6 +407,47 @@ def _search(paths, filters: Filters, limit, ids: bool = False) -> Iterator[dict]
                 conn.close()
     finally:
         joiner.close()
+
+
+def seen_record(row, boot_id: str | None) -> dict:
+    """A row of seen_processes (a process already running when a run started, read from
+    /proc: not an event, and search never yields one) shaped like a search result, with
+    ``event`` ``seen``, for the renderings that show it (formats/). Its ``start_ns`` is exact to
+    one clock tick only (``start_tick_ns``), so it names no process identity; a file older than
+    revision 0003 gives no context (None)."""
+    keys = row.keys()
+    rec = {
+        "event": "seen", "time": format_time(row["time_ns"]), "time_ns": row["time_ns"],
+        "pid": row["pid"], "ppid": row["ppid"], "uid": row["uid"], "comm": row["comm"],
+        "filename": row["filename"], "argv": split_argv(row["argv"]), "boot_id": boot_id,
+        "start_ns": row["start_ns"], "start_tick_ns": row["start_tick_ns"],
+    }
+    rec.update((c, row[c] if c in keys else None) for c in CONTEXT_FIELDS)
+    return rec
+
+
+def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = None) -> Iterator:
+    """(seen_record, formats.Source) of every process seen at start in ``paths`` (given newest
+    first) listed in [since, until), newest first, as search orders records."""
+    for path in paths:
+        conn = open_ro(path)
+        conn.row_factory = sqlite3.Row
+        try:
+            runs = sources_of(conn)
+            context = context_select(context_columns(conn, "seen_processes"))
+            # a context column the file lacks is read as NULL, and seen_record finds no such key
+            sql = (f"SELECT id, run_id, time_ns, pid, ppid, uid, comm, filename, argv, start_ns, "
+                   f"start_tick_ns{context} FROM seen_processes "
+                   "WHERE time_ns >= ? AND time_ns < ? ORDER BY time_ns DESC, id DESC")
+            lo = -(2**63) if since_ns is None else since_ns
+            hi = 2**63 - 1 if until_ns is None else until_ns
+            for row in conn.execute(sql, (lo, hi)):
+                source = runs.get(row["run_id"]) or Source()
+                yield seen_record(row, source.boot_id), source
+        except sqlite3.DatabaseError as exc:
+            raise BadInput(f"cannot read {path}: {exc}") from None
+        finally:
+            conn.close()
 
 
 # a record straight from the daemon has no joins yet: these read as unknown
