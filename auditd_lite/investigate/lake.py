@@ -386,7 +386,7 @@ OCSF_LEAVES = (
     ("unmapped.cgroup_status", "string"), ("unmapped.unit", "string"),
     ("unmapped.run_lost_kernel", "int64"), ("unmapped.run_lost_user", "int64"),
     ("unmapped.schema_revision", "string"), ("unmapped.run_id", "int64"),
-    ("unmapped.argv", "list<string>"),
+    ("unmapped.start_tick_ns", "int64"), ("unmapped.argv", "list<string>"),
 )
 
 
