@@ -388,6 +388,24 @@ def test_manifest_is_the_sqlite_exports(fleet, tmp_path):
 
 # --- bad input and the optional dependency ---------------------------------------------------
 
+def test_row_groups_buffered_as_arrow_lose_and_repeat_nothing(fleet, tmp_path, monkeypatch):
+    """With events converted to Arrow every 700 and row groups of 3,000 rows, a host's lake
+    holds each of its records once (the SQLite rows' ids), in files of several row groups of at
+    most 3,000 rows."""
+    dirs, _ = fleet
+    host, d = next(iter(dirs.items()))
+    monkeypatch.setattr(lake, "CONVERT_ROWS", 700)
+    monkeypatch.setattr(lake, "ROWS_PER_GROUP", 3000)
+    out = tmp_path / "groups"
+    status, _, err = cli_in_process("export", "--db-dir", d, "--format", "parquet", "-o", out)
+    assert status == 0, err
+    ids = [i for (i,) in read(out, "record_id")]
+    assert sorted(ids) == sorted(source_rows(d)) and len(ids) == len(set(ids)) == RECORDS
+    groups = [pq.read_metadata(f) for f in out.rglob("*.parquet")]
+    assert max(m.num_row_groups for m in groups) > 1
+    assert all(m.row_group(i).num_rows <= 3000 for m in groups for i in range(m.num_row_groups))
+
+
 def test_filtered_export_holds_only_the_selection(fleet, tmp_path):
     """export's own filters select for the lake too: --comm curl gives the curl records only,
     as many as `query --comm curl` finds."""

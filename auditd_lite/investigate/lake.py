@@ -35,7 +35,10 @@ LAKE_FORMAT = "auditd-lite-lake/1"
 PARTITIONS = ("host", "day")  # Hive partition keys, in path order
 PART_NAME = "part-{export}-{n:04d}.parquet"
 EXPORT_ID_CHARS = 16  # of the export's content_sha256: the same selection has the same names
-ROWS_PER_GROUP = 128 * 1024  # rows a partition buffers before writing a row group
+ROWS_PER_GROUP = 128 * 1024  # rows of a row group (what a partition buffers before writing)
+# records held as Python objects before they become Arrow columns: an OCSF event is a few KiB of
+# dicts, its row in Arrow a few hundred bytes, so a row group is buffered as Arrow tables
+CONVERT_ROWS = 16 * 1024
 COMPRESSION = "zstd"  # read by DuckDB, Spark 3, Trino and Athena (engine version 2 on)
 META = "auditd_lite."  # the prefix of our key-value metadata keys
 NO_HOST = "unknown"  # a run row without a host (never written by the daemon)
@@ -119,7 +122,9 @@ class _Partition:
     tmp: Path
     final: Path
     writer: object = None
-    rows: list = field(default_factory=list)
+    rows: list = field(default_factory=list)  # events not yet converted
+    tables: list = field(default_factory=list)  # converted, not yet written
+    buffered: int = 0  # rows in tables
     counts: dict = field(default_factory=dict)
     boots: set = field(default_factory=set)
     first_ns: int | None = None
@@ -186,16 +191,24 @@ class _Lake:
             self.parts[key] = _Partition(host, day, Path(tmp), final)
         return self.parts[key]
 
+    def convert(self, p: _Partition) -> None:
+        """The partition's events so far as an Arrow table of the lake's schema."""
+        if p.rows:
+            p.tables.append(self.columns.finish(self.pa, self.pa.Table.from_pylist(p.rows, schema=self.input_schema)))
+            p.buffered += len(p.rows)
+            p.rows = []
+
     def flush(self, p: _Partition) -> None:
-        if not p.rows:
+        """Write what the partition holds as one row group."""
+        self.convert(p)
+        if not p.tables:
             return
-        table = self.columns.finish(self.pa, self.pa.Table.from_pylist(p.rows, schema=self.input_schema))
         if p.writer is None:
             import pyarrow.parquet as pq
 
             p.writer = pq.ParquetWriter(str(p.tmp), self.schema, compression=COMPRESSION)
-        p.writer.write_table(table, row_group_size=ROWS_PER_GROUP)
-        p.rows = []
+        p.writer.write_table(self.pa.concat_tables(p.tables), row_group_size=ROWS_PER_GROUP)
+        p.tables, p.buffered = [], 0
 
     def metadata(self, p: _Partition) -> dict:
         """The file's key-value metadata: its own facts, and the export's manifest."""
@@ -224,14 +237,16 @@ class _Lake:
         for rec, src in records:
             host = src.host or NO_HOST
             p = self.part(host, day_of(rec["time_ns"]))
-            if current is not None and p is not current and len(current.rows):
+            if current is not None and p is not current:
                 self.flush(current)  # records come newest first: a partition is seldom met again
             current = p
             row = self.columns.row(rec, src)
             row.update((c, rec.get(k)) for c, _, k in OWN_COLUMNS)
             p.add(rec, row)
-            if len(p.rows) >= ROWS_PER_GROUP:
-                self.flush(p)
+            if len(p.rows) >= CONVERT_ROWS:
+                self.convert(p)
+                if p.buffered >= ROWS_PER_GROUP:
+                    self.flush(p)
         for p in self.parts.values():
             self.flush(p)
             p.writer.add_key_value_metadata(self.metadata(p))
