@@ -35,7 +35,7 @@ LAKE_FORMAT = "auditd-lite-lake/1"
 PARTITIONS = ("host", "day")  # Hive partition keys, in path order
 PART_NAME = "part-{export}-{n:04d}.parquet"
 EXPORT_ID_CHARS = 16  # of the export's content_sha256: the same selection has the same names
-ROWS_PER_GROUP = 128 * 1024  # rows of a row group (what a partition buffers before writing)
+ROWS_PER_GROUP = 64 * 1024  # rows of a row group: what a partition buffers (about 2 KiB a row in Arrow)
 # records held as Python objects before they become Arrow columns: an OCSF event is a few KiB of
 # dicts, its row in Arrow a few hundred bytes, so a row group is buffered as Arrow tables
 CONVERT_ROWS = 16 * 1024
