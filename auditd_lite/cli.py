@@ -373,7 +373,8 @@ def add_investigation_commands(sub) -> None:
                     "verify the databases they came from).",
         epilog="examples:\n  auditd-lite export --since 2026-11-20 --until 2026-11-21 -o case-118.db\n"
                "  auditd-lite export --since 2h --comm sh -o sh.db && auditd-lite verify sh.db\n"
-               "  auditd-lite export --since 1d --format ocsf -o day.ocsf.jsonl")
+               "  auditd-lite export --since 1d --format ocsf -o day.ocsf.jsonl\n"
+               "  auditd-lite export --since 7d --format parquet -o /srv/lake")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
     e.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="the database directory (default /var/lib/auditd-lite)")
@@ -389,8 +390,11 @@ def add_investigation_commands(sub) -> None:
     e.add_argument("--arg", metavar="SUBSTRING")
     e.add_argument("--min-duration-ms", type=nonneg_int, metavar="N")
     e.add_argument("--event", choices=EVENTS)
-    e.add_argument("--format", choices=("sqlite",) + SCHEMA_FORMATS, default="sqlite",
-                   help="sqlite (default: the sealed database), or ocsf or ecs (JSON lines)")
+    e.add_argument("--format", choices=("sqlite",) + SCHEMA_FORMATS + ("parquet",), default="sqlite",
+                   help="sqlite (default: the sealed database), or ocsf or ecs (JSON lines); "
+                        "parquet: a Parquet lake in the directory OUT, "
+                        "host=H/day=YYYY-MM-DD/part-*.parquet (needs pyarrow: "
+                        "pip install 'auditd-lite[lake]')")
     e.add_argument("--force", action="store_true", help="replace OUT (and OUT.sha256) if they exist")
 
     v = sub.add_parser(
@@ -470,6 +474,8 @@ def cmd_export(args) -> int:
               f"(in {args.output}.sha256)")
         return 0
     options = [f"{k}={v}" for k, v in sorted(vars(args).items()) if v not in (None, False)]
+    if args.format == "parquet":
+        return export_parquet(args, filters, options)
     m = export.export(args.db_dir or DEFAULT_DB_DIR, args.output, filters, force=args.force,
                       argv=options, progress_stream=sys.stderr,
                       note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
@@ -479,6 +485,22 @@ def cmd_export(args) -> int:
           f"{c['exit']} exit) in {m['tables']['batches']} batches from {len(m['sources'])} file"
           f"{'s' if len(m['sources']) != 1 else ''} to {args.output}; sha256 {m['sha256']} "
           f"(in {args.output}.sha256)")
+    return 0
+
+
+def export_parquet(args, filters, options) -> int:
+    from .investigate import gaps, lake
+    from .config import DEFAULT_DB_DIR
+
+    m = lake.export_lake(args.db_dir or DEFAULT_DB_DIR, args.output, filters, force=args.force,
+                         argv=options, progress_stream=sys.stderr,
+                         note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
+    gaps.warn(m["_gaps"], sys.stderr)
+    c = m["counts"]
+    print(f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
+          f"{c['exit']} exit) to {args.output} as {len(m['files'])} Parquet file"
+          f"{'s' if len(m['files']) != 1 else ''} in {len(m['partitions'])} host/day partition"
+          f"{'s' if len(m['partitions']) != 1 else ''}")
     return 0
 
 

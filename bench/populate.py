@@ -365,6 +365,33 @@ class Workload:
                     ["python3", "-m", "jobrunner.worker", f"--job={rng.randrange(10**7)}"], 998, life,
                     code=code, sig=sig, core=core, children=kids)
 
+    def curl_pipe_sh(self, t: int) -> dict:
+        """Someone in an ssh session types ``curl -fsSL URL | sh``: bash forks curl and sh side
+        by side (one pipeline: siblings), and the script runs a child of its own."""
+        sim, rng = self.sim, self.rng
+        uid = rng.choice(USERS)[0]
+        self.sessions += 1
+        ses = self.sessions
+        info = {"time_ns": t}
+
+        def script(pid, comm, t0, t1):
+            _, e = sim.process(pid, comm, t0 + 20 * MS, "/usr/bin/uname", ["uname", "-m"], uid, 2 * MS,
+                               session=ses)
+            return e
+
+        def pipeline(pid, comm, t0, t1):
+            info["bash_pid"] = pid
+            _, e1 = sim.process(pid, comm, t0, "/usr/bin/curl",
+                                ["curl", "-fsSL", "https://get.example.net/install.sh"], uid,
+                                rng.randrange(200, 2000) * MS, session=ses)
+            _, e2 = sim.process(pid, comm, t0 + rng.randrange(50, 500) * US, "/usr/bin/sh", ["sh"], uid,
+                                rng.randrange(300, 3000) * MS, children=script, session=ses)
+            return max(e1, e2)
+
+        sim.process(self.SSHD, "sshd", t, "/usr/bin/bash", ["-bash"], uid, rng.randrange(5, 60) * SEC,
+                    children=pipeline, session=ses)
+        return info
+
     def nginx_reload(self, t: int) -> None:
         sim, rng = self.sim, self.rng
         for _ in range(2):
@@ -450,6 +477,11 @@ def simulate(args) -> dict:
     boots = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2)]
     boot = {"id": boots[0]}
     hostinfo.boot_id = lambda: boot["id"]
+    if args.host is not None:  # the name the runs record (a fleet: bench/lake.py)
+        hostinfo.host = lambda: args.host
+    # curl piped into sh, at times spread over the whole span (bench/lake.py hunts for them)
+    incidents = sorted(start + int(rng.random() * span) for _ in range(args.curl_sh))
+    curl_sh: list[dict] = []
 
     # per-record arrival rate so that N records span the time range
     # (each job kind leaves on average about this many records)
@@ -515,6 +547,9 @@ def simulate(args) -> dict:
                 work.session(t, rng.uniform(0.05, 3))
             elif kind == "nginx":
                 work.nginx_reload(t)
+            while incidents and t >= incidents[0]:
+                incidents.pop(0)
+                curl_sh.append(work.curl_pipe_sh(t))
             if t >= next_build:
                 work.build(t, depth=rng.randrange(8, 16))
                 next_build = t + int(rng.expovariate(1 / (3 * 3600)) * SEC)
@@ -560,6 +595,7 @@ def simulate(args) -> dict:
     info = {
         "records": written, "start_ns": start, "end_ns": end, "boots": boots,
         "tree": deep[-1] if deep else None, "trees": len(deep), "lost_kernel": sum(loss_bursts),
+        "host": args.host, "curl_sh": curl_sh,
     }
     return info
 
@@ -577,6 +613,9 @@ def main() -> int:
     ap.add_argument("--pid-max", type=int, default=4194304, help="pids wrap here (Debian 12 default)")
     ap.add_argument("--seed", type=int, default=118)
     ap.add_argument("--fast", action="store_true", help="synchronous=OFF (no fsync) while populating")
+    ap.add_argument("--host", help="the host name the runs record (default: this machine's)")
+    ap.add_argument("--curl-sh", type=int, default=0, metavar="N",
+                    help="N times over the span, someone runs curl piped into sh")
     args = ap.parse_args()
     if args.db_dir.exists() and any(args.db_dir.glob("*.db")):
         print(f"{args.db_dir} already holds databases; give an empty or new directory", file=sys.stderr)

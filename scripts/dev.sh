@@ -93,7 +93,7 @@ make_venv() {
     fi
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         say "installing auditd-lite and its Python dependencies into $venv"
-        "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test,schema]'
+        "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test,schema,lake]'
         touch "$stamp"
     fi
 }

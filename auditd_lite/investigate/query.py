@@ -284,9 +284,14 @@ def _record(row: sqlite3.Row) -> dict:
     return rec
 
 
-def search(paths: Iterable, filters: Filters, limit: int | None = None, sources: bool = False
-           ) -> Iterator:
-    """Records matching ``filters`` across ``paths`` (given newest first), newest first.
+# the row's own ids, which search() adds on request (for the Parquet lake: not in query's output)
+RAW_IDS = ("id", "run_id", "batch_id")
+
+
+def search(paths: Iterable, filters: Filters, limit: int | None = None, sources: bool = False,
+           ids: bool = False) -> Iterator:
+    """Records matching ``filters`` across ``paths`` (given newest first), newest first; with
+    ``ids``, each also carries its row's RAW_IDS.
 
     With ``sources``, each as ``(record, formats.Source)``: the facts of the run and file it was
     read from, which the OCSF and ECS renderings need (formats/). Bad filters raise here, before
@@ -295,7 +300,7 @@ def search(paths: Iterable, filters: Filters, limit: int | None = None, sources:
     if limit is not None and limit < 0:
         raise BadInput(f"bad limit {limit}: use a number 0 or more")
     build_sql(filters)  # bad filters raise now
-    return _search(list(paths), filters, limit, sources)
+    return _search(list(paths), filters, limit, sources, ids)
 
 
 class _Joiner:
@@ -361,7 +366,7 @@ class _Joiner:
                 got[0].close()
 
 
-def _search(paths, filters: Filters, limit, with_sources: bool = False) -> Iterator:
+def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: bool = False) -> Iterator:
     remaining = limit
     joiner = _Joiner(paths)
     statements: dict[frozenset, tuple | None] = {}  # by the context columns a file has
@@ -381,6 +386,8 @@ def _search(paths, filters: Filters, limit, with_sources: bool = False) -> Itera
                 runs = sources_of(conn) if with_sources else None
                 for row in conn.execute(sql, params):
                     rec = _record(row)
+                    if ids:
+                        rec.update((c, row[c]) for c in RAW_IDS)
                     if len(paths) > 1 and rec["boot_id"] is not None:
                         if rec["event"] == "exit" and row["x_id"] is None:
                             joiner.exec_of(i, rec)
