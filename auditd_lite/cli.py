@@ -455,6 +455,17 @@ def cmd_sql(args) -> int:
     return 0
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def exported(c: dict) -> str:
+    """The first words of every export's summary line: how many records of each type."""
+    seen = f", {c['seen']} seen at start" if c.get("seen") else ""
+    return (f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
+            f"{c['exit']} exit{seen})")
+
+
 def cmd_export(args) -> int:
     from .investigate import export, gaps
     from .config import DEFAULT_DB_DIR
@@ -466,12 +477,8 @@ def cmd_export(args) -> int:
         m = export_lines.export(args.db_dir or DEFAULT_DB_DIR, args.output, filters, args.format,
                                 force=args.force)
         gaps.warn(m["_gaps"], sys.stderr)
-        c = m["counts"]
-        seen = f", {c['seen']} seen at start" if c["seen"] else ""
-        print(f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
-              f"{c['exit']} exit{seen}) as {args.format} lines from {m['files']} file"
-              f"{'s' if m['files'] != 1 else ''} to {args.output}; sha256 {m['sha256']} "
-              f"(in {args.output}.sha256)")
+        print(f"{exported(m['counts'])} as {args.format} lines from {plural(m['files'], 'file')} "
+              f"to {args.output}; sha256 {m['sha256']} (in {args.output}.sha256)")
         return 0
     options = [f"{k}={v}" for k, v in sorted(vars(args).items()) if v not in (None, False)]
     if args.format == "parquet":
@@ -480,10 +487,8 @@ def cmd_export(args) -> int:
                       argv=options, progress_stream=sys.stderr,
                       note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
     gaps.warn(m["_gaps"], sys.stderr)
-    c = m["counts"]
-    print(f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
-          f"{c['exit']} exit) in {m['tables']['batches']} batches from {len(m['sources'])} file"
-          f"{'s' if len(m['sources']) != 1 else ''} to {args.output}; sha256 {m['sha256']} "
+    print(f"{exported(m['counts'])} in {m['tables']['batches']} batches from "
+          f"{plural(len(m['sources']), 'file')} to {args.output}; sha256 {m['sha256']} "
           f"(in {args.output}.sha256)")
     return 0
 
@@ -496,11 +501,8 @@ def export_parquet(args, filters, options) -> int:
                          argv=options, progress_stream=sys.stderr,
                          note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
     gaps.warn(m["_gaps"], sys.stderr)
-    c = m["counts"]
-    print(f"exported {c['total']} records ({c['exec']} exec, {c['exec_failed']} exec_failed, "
-          f"{c['exit']} exit) to {args.output} as {len(m['files'])} Parquet file"
-          f"{'s' if len(m['files']) != 1 else ''} in {len(m['partitions'])} host/day partition"
-          f"{'s' if len(m['partitions']) != 1 else ''}")
+    print(f"{exported(m['counts'])} to {args.output} as {plural(len(m['files']), 'Parquet file')} "
+          f"in {plural(len(m['partitions']), 'host/day partition')}")
     return 0
 
 
