@@ -94,7 +94,7 @@ def content_sha256(conn: sqlite3.Connection) -> str:
                 "attached_ns", "stopped_ns", "lost_kernel", "lost_user", "events_written")
     # the stream's counters (revision 0004) where the export has them: an export made before
     # has not, and its digest stays what it was
-    have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    have = _columns(conn, "main", "runs")
     run_cols += tuple(c for c in STREAM_COUNTERS if c in have)
     for table, cols in (("batches", BATCH_COLUMNS), ("chain_links", BATCH_COLUMNS),
                         ("omitted_rows", ("event_id", "batch_id", "digest")),
@@ -141,6 +141,27 @@ class Progress:
             self.update(force=True)
             self.stream.write("\n")
             self.stream.flush()
+
+
+def window_sources(db_dir: Path, filters: Filters, note=None) -> list[Path]:
+    """The chain files of ``db_dir`` whose records can fall in the filters' window, oldest
+    first (every export format reads these); ``note`` is told of each other file skipped."""
+    chosen = []
+    for p in reversed(database_files(db_dir=db_dir)):  # oldest first
+        if not is_chain_file(p):
+            if note is not None:
+                note(f"skipping {p.name}: not a file the daemon writes (audit.db or audit-*.db)")
+            continue
+        if may_hold(p, filters.since_ns, filters.until_ns):
+            chosen.append(p)
+    return chosen
+
+
+def check_request(out: Path, db_dir: Path, force: bool, filters: Filters) -> None:
+    """BadInput for an export that cannot be made: its target (_check_target) or its window."""
+    _check_target(out, db_dir, force, database_files(db_dir=db_dir))
+    if filters.since_ns is not None and filters.until_ns is not None and filters.until_ns <= filters.since_ns:
+        raise BadInput("--until must be later than --since")
 
 
 def _check_target(out: Path, db_dir: Path, force: bool, sources: list[Path]) -> None:
@@ -363,16 +384,7 @@ class _Export:
 
     def sources(self, quiet: bool = False) -> list[Path]:
         """Chain files whose records can fall in the window, oldest first."""
-        paths = database_files(db_dir=self.db_dir)
-        chosen = []
-        for p in reversed(paths):  # oldest first
-            if not is_chain_file(p):
-                if not quiet:
-                    self.note(f"skipping {p.name}: not a file the daemon writes (audit.db or audit-*.db)")
-                continue
-            if may_hold(p, self.filters.since_ns, self.filters.until_ns):
-                chosen.append(p)
-        return chosen
+        return window_sources(self.db_dir, self.filters, None if quiet else self.note)
 
     def run(self) -> dict:
         for _ in range(ATTEMPTS):
@@ -673,9 +685,7 @@ def export(db_dir, out, filters: Filters, force: bool = False, argv: list[str] |
     db_dir = Path(db_dir)
     out = Path(out)
     note = note or (lambda text: None)
-    _check_target(out, db_dir, force, database_files(db_dir=db_dir))
-    if filters.since_ns is not None and filters.until_ns is not None and filters.until_ns <= filters.since_ns:
-        raise BadInput("--until must be later than --since")
+    check_request(out, db_dir, force, filters)
     job = _Export(db_dir, out, filters, argv, Progress(progress_stream), note)
     return job.run()
 

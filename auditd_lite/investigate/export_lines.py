@@ -19,17 +19,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from ..dbfiles import database_files, is_chain_file, may_hold
+from ..dbfiles import database_files
 from ..errors import BadInput, NotFound
 from . import gaps, output, query
-from .export import ATTEMPTS, _check_target, _only_time_selects, _seal
+from .export import ATTEMPTS, _only_time_selects, _seal, check_request, window_sources
 from .query import Filters
-
-
-def _files(db_dir: Path, filters: Filters) -> list[Path]:
-    """The chain files whose records can fall in the window, newest first (as query reads)."""
-    return [p for p in database_files(db_dir=db_dir)
-            if is_chain_file(p) and may_hold(p, filters.since_ns, filters.until_ns)]
 
 
 def export(db_dir, out, filters: Filters, fmt: str, force: bool = False) -> dict:
@@ -38,12 +32,10 @@ def export(db_dir, out, filters: Filters, fmt: str, force: bool = False) -> dict
     if fmt not in output.SCHEMA_FORMATS:
         raise BadInput(f"bad format {fmt!r}: use {' or '.join(output.SCHEMA_FORMATS)}")
     db_dir, out = Path(db_dir), Path(out)
-    _check_target(out, db_dir, force, database_files(db_dir=db_dir))
-    if filters.since_ns is not None and filters.until_ns is not None and filters.until_ns <= filters.since_ns:
-        raise BadInput("--until must be later than --since")
+    check_request(out, db_dir, force, filters)
     for _ in range(ATTEMPTS):
         before = database_files(db_dir=db_dir)
-        files = _files(db_dir, filters)
+        files = window_sources(db_dir, filters)[::-1]  # newest first, as query reads
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent) or ".")
         counts: Counter = Counter()
 
