@@ -311,13 +311,12 @@ def cmd_stats(args) -> int:
 
 def cmd_db(args) -> int:
     from . import dbfiles
-    from .investigate import stats
 
     if args.db_command == "current":
         for path in dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db):
             conn = dbfiles.open_ro(path)
             try:
-                print(f"{path}: {stats.revision_of(conn) or 'unknown'}")
+                print(f"{path}: {dbfiles.revision_of(conn) or 'unknown'}")
             finally:
                 conn.close()
         return 0

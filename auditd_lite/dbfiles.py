@@ -413,6 +413,16 @@ def has_table(conn: sqlite3.Connection, name: str, schema: str = "main") -> bool
                         (name,)).fetchone() is not None
 
 
+def revision_of(conn: sqlite3.Connection) -> str | None:
+    """The schema revision a database file was written at (Alembic's ``version_num``); None when
+    it has no Alembic table (an export or a foreign tool's copy may have none)."""
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except Exception:
+        return None
+    return row[0] if row else None
+
+
 def file_is_export(conn: sqlite3.Connection, schema: str = "main") -> bool:
     """Is this file an export (auditd_lite.investigate.export) rather than one the daemon wrote? It carries a
     manifest table; every command that treats exports apart asks here."""

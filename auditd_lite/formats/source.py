@@ -6,6 +6,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..dbfiles import revision_of
+
 # the audit login uid and session id of a task that has none (the kernel's AUDIT_UID_UNSET,
 # (u32)-1): auditd prints them as 4294967295 too
 UNSET = 4294967295
@@ -40,11 +42,7 @@ class Source:
 def sources_of(conn: sqlite3.Connection) -> dict[int, Source]:
     """A Source for each run of the database file open on ``conn``, by run id: read once per
     file, then every record of a run is rendered with its run's."""
-    try:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        revision = row[0] if row else None
-    except sqlite3.DatabaseError:  # an export or a foreign copy may have no Alembic table
-        revision = None
+    revision = revision_of(conn)
     cur = conn.execute("SELECT * FROM runs")
     names = [d[0] for d in cur.description]
     return {run["id"]: Source.from_run(run, revision) for run in (dict(zip(names, r)) for r in cur)}

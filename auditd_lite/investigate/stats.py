@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..dbfiles import STREAM_COUNTERS, daemon_running, merge_run, open_ro, run_rows, set_aside_files, set_aside_time_ns
+from ..dbfiles import STREAM_COUNTERS, daemon_running, merge_run, open_ro, revision_of, run_rows, set_aside_files, set_aside_time_ns
 from ..timeparse import format_time
 from .query import context_columns
 
@@ -43,14 +43,6 @@ def _context_counts(conn, per_type: dict, into: dict) -> None:
 
 def _sorted_counts(counts: dict) -> dict:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def revision_of(conn) -> str | None:
-    try:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    except Exception:  # an export or a foreign tool's copy may have no Alembic table
-        return None
-    return row[0] if row else None
 
 
 def _run_summary(r: dict) -> dict:
