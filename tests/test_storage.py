@@ -48,6 +48,19 @@ def writer(db_dir: Path, **kw) -> BatchWriter:
     return bw
 
 
+def refuse_pid(monkeypatch, pid: int) -> None:
+    """From now on a batch holding a record of ``pid`` fails as it is digested, in whatever file
+    it is written: a record no file accepts."""
+    real = chain.row_digests
+
+    def poison(rows_):
+        if any(r[5] == pid for r in rows_):  # pid, after id, run_id, batch_id
+            raise ValueError("a record no file accepts")
+        return real(rows_)
+
+    monkeypatch.setattr(chain, "row_digests", poison)
+
+
 def all_files(db_dir: Path) -> list[Path]:
     """Oldest first, in the readers' order: rotated files, then the live file."""
     return list(reversed(dbfiles.database_files(db_dir=db_dir)))
@@ -593,14 +606,7 @@ class TestWriterNeverDies:
         db = tmp_path / "db"
         bw = writer(db)
         bw.write(rows(100))
-        real = chain.row_digests
-
-        def poison(rows_):
-            if any(r[5] == 1000 + 150 for r in rows_):  # pid, after id, run_id, batch_id
-                raise ValueError("a record no file accepts")
-            return real(rows_)
-
-        monkeypatch.setattr(chain, "row_digests", poison)
+        refuse_pid(monkeypatch, 1000 + 150)
         bw.write(rows(100, start=200))  # pids 1100..1149: fine
         bw.write(rows(100, start=300))  # pid 1150: refused twice
         bw.write(rows(100, start=400))

@@ -21,7 +21,7 @@ from auditd_lite.daemon import stream as stream_mod
 from auditd_lite.daemon.stream import Stream, backup_name, backups
 from conftest import CLI, REPO, Storm, log_events, run_cli
 from faults.test_storm_faults import assert_all_captured, wait_until
-from test_storage import all_files, plant_refusal, rows, writer
+from test_storage import all_files, plant_refusal, refuse_pid, rows, writer
 
 # Tetragon's export file as lumberjack rotates it: NAME-<UTC 2006-01-02T15-04-05.000>.EXT
 BACKUP = re.compile(r"^stream-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3}\.jsonl$")
@@ -76,6 +76,14 @@ def run_counts(db_dir: Path) -> tuple[int, int, int]:
 # --- the stream thread with the real batch writer (no kernel) -------------------------------
 
 
+def streamed(target: Path, db: Path, **stream_kw):
+    """A started Stream to ``target`` and the real BatchWriter on ``db`` handing it each
+    committed batch and storing its counts, as the daemon wires them."""
+    s = Stream(str(target), **stream_kw)
+    s.start()
+    return s, writer(db, on_commit=s.offer, stream_counts=s.counts)
+
+
 def test_every_committed_batch_once_in_commit_order_across_a_set_aside(tmp_path):
     """Batches written through the real BatchWriter with the stream on: batch 4 is refused by
     the live file (set aside, written again in a new one) and a later batch by every file
@@ -83,10 +91,8 @@ def test_every_committed_batch_once_in_commit_order_across_a_set_aside(tmp_path)
     one included) exactly once, in id order, and nothing of the batch no file took; the run
     rows count every line written and none dropped."""
     path = tmp_path / "stream.jsonl"
-    s = Stream(str(path), max_size_mb=1, max_files=0)
-    s.start()
     db = tmp_path / "db"
-    bw = writer(db, on_commit=s.offer, stream_counts=s.counts)
+    s, bw = streamed(path, db, max_size_mb=1, max_files=0)
     for k in range(3):
         bw.write(rows(100, start=k * 100))
     plant_refusal(db / "audit.db", batch_id=4)
@@ -109,22 +115,11 @@ def test_every_committed_batch_once_in_commit_order_across_a_set_aside(tmp_path)
 def test_batch_no_file_takes_is_not_streamed(tmp_path, monkeypatch):
     """A batch no file accepts (dropped and counted lost_user) never reaches the stream: it
     shows no record the database does not have."""
-    from auditd_lite import chain
-
     path = tmp_path / "stream.jsonl"
-    s = Stream(str(path))
-    s.start()
     db = tmp_path / "db"
-    bw = writer(db, on_commit=s.offer, stream_counts=s.counts)
+    s, bw = streamed(path, db)
     bw.write(rows(100))
-    real = chain.row_digests
-
-    def poison(rows_):
-        if any(r[5] == 1000 + 75 for r in rows_):  # pid, after id, run_id, batch_id
-            raise ValueError("a record no file accepts")
-        return real(rows_)
-
-    monkeypatch.setattr(chain, "row_digests", poison)
+    refuse_pid(monkeypatch, 1000 + 75)
     bw.write(rows(100, start=100))  # pids 1050..1099: refused twice
     bw.write(rows(100, start=200))
     s.close()
@@ -140,10 +135,8 @@ def test_rotation_names_bound_and_sizes(tmp_path):
     Tetragon's (stream-<UTC ms>.jsonl beside PATH), none is over 1 MiB, no more than 4 are
     kept, and the lines left are the newest ones, whole, in order, PATH holding the last."""
     path = tmp_path / "stream.jsonl"
-    s = Stream(str(path), max_size_mb=1, max_files=4)
-    s.start()
     db = tmp_path / "db"
-    bw = writer(db, on_commit=s.offer, stream_counts=s.counts)
+    s, bw = streamed(path, db, max_size_mb=1, max_files=4)
     for k in range(10):
         bw.write(rows(1000, start=k * 1000))
     s.close()
@@ -179,10 +172,8 @@ def test_fifo_without_reader_drops_and_counts_without_blocking(tmp_path):
     waiting (ENXIO), drops every line and counts it, and the batch writer goes on."""
     fifo = tmp_path / "stream.fifo"
     os.mkfifo(fifo)
-    s = Stream(str(fifo))
-    s.start()
     db = tmp_path / "db"
-    bw = writer(db, on_commit=s.offer, stream_counts=s.counts)
+    s, bw = streamed(fifo, db)
     for k in range(5):
         bw.write(rows(1000, start=k * 1000))
     assert s.close() == (0, 5000)
@@ -198,10 +189,8 @@ def test_fifo_reader_that_stops_reading(tmp_path):
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        s = Stream(str(fifo))
-        s.start()
         db = tmp_path / "db"
-        bw = writer(db, on_commit=s.offer, stream_counts=s.counts)
+        s, bw = streamed(fifo, db)
         for k in range(5):
             bw.write(rows(1000, start=k * 1000))
         written, dropped = s.close()
@@ -253,10 +242,8 @@ def test_stats_shows_the_stream_counts(tmp_path):
     without a stream has none (null), not zero."""
     fifo = tmp_path / "stream.fifo"
     os.mkfifo(fifo)
-    s = Stream(str(fifo))
-    s.start()
     db = tmp_path / "db"
-    bw = writer(db, on_commit=s.offer, stream_counts=s.counts)
+    s, bw = streamed(fifo, db)
     bw.write(rows(300))
     s.close()
     bw.close()
@@ -416,10 +403,8 @@ def test_path_moved_away_is_begun_again(tmp_path):
     the inode and begins PATH again, so the newest lines are in PATH; the moved file keeps what
     it had, whole, and no line is lost or written twice."""
     path = tmp_path / "stream.jsonl"
-    s = Stream(str(path))
-    s.start()
     db = tmp_path / "db"
-    bw = writer(db, on_commit=s.offer, stream_counts=s.counts)
+    s, bw = streamed(path, db)
     bw.write(rows(100))
     wait_until(lambda: s.counts()[0] == 100, 30, "100 lines")
     path.rename(tmp_path / "moved.jsonl")
