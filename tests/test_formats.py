@@ -58,6 +58,13 @@ class TestSchemaData:
         assert schema["$id"].startswith("https://schema.ocsf.io/schema/1.8.0/classes/process_activity")
 
 
+def holder(event: dict, path: tuple) -> dict:
+    """The object of ``event`` that holds the attribute at ``path``."""
+    for key in path[:-1]:
+        event = event[key]
+    return event
+
+
 class TestValidatorCanFail:
     """The validation the other tests rely on rejects each kind of wrong event."""
 
@@ -93,9 +100,7 @@ class TestValidatorCanFail:
     ])
     def test_wrong_type(self, validator, good, path, value):
         """A value of the wrong type (or a datetime_t that is not RFC 3339) is refused."""
-        target = good
-        for key in path[:-1]:
-            target = target[key]
+        target = holder(good, path)
         target[path[-1]] = value
         assert any(p.startswith("/".join(path) + ":") for p in problems(validator, good))
 
@@ -103,9 +108,7 @@ class TestValidatorCanFail:
                                       ("device", "type_id"), ("process",), ("actor",)])
     def test_missing_required(self, validator, good, path):
         """Leaving out a required attribute is refused."""
-        target = good
-        for key in path[:-1]:
-            target = target[key]
+        target = holder(good, path)
         del target[path[-1]]
         assert any(f"'{path[-1]}' is a required property" in p for p in problems(validator, good))
 
@@ -114,9 +117,7 @@ class TestValidatorCanFail:
                                              (("type_uid",), 100706)])
     def test_out_of_enum(self, validator, good, path, value):
         """An id outside its enum is refused."""
-        target = good
-        for key in path[:-1]:
-            target = target[key]
+        target = holder(good, path)
         target[path[-1]] = value
         assert any(p.startswith("/".join(path) + ":") for p in problems(validator, good))
 
