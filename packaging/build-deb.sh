@@ -21,8 +21,10 @@ say() { printf 'build-deb: %s\n' "$*" >&2; }
 
 install_build_deps() {
     local pkgs=() p
-    # python3-markupsafe: a run-time dependency (Mako), needed by the smoke test below
-    for p in dpkg python3 python3-pip python3-setuptools python3-wheel python3-markupsafe gzip; do
+    # python3-markupsafe (Mako's) and python3-cryptography (sealing and signing): run-time
+    # dependencies, needed by the smoke test below
+    for p in dpkg python3 python3-pip python3-setuptools python3-wheel python3-markupsafe \
+            python3-cryptography gzip; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
     done
     [ ${#pkgs[@]} -eq 0 ] && return

@@ -36,7 +36,7 @@ install_packages() {
 }
 
 install_debs() {
-    install_packages "" python3-bpfcc libbpf1 python3-venv python3-pip sqlite3 \
+    install_packages "" python3-bpfcc libbpf1 python3-venv python3-pip sqlite3 python3-cryptography \
         "linux-headers-$(dpkg --print-architecture)" util-linux gcc libc6-dev strace
 }
 
