@@ -112,6 +112,9 @@ def build_parser() -> Parser:
                         "renamed PATH-<UTC time>.EXT, as Tetragon's export file")
     r.add_argument("--stream-max-files", type=nonneg_int, metavar="N",
                    help="rotated stream files to keep, newest first (5; 0: keep all)")
+    r.add_argument("--seal-state", type=Path, metavar="DIR",
+                   help="the sealing state `auditd-lite seal setup` made (default "
+                        "/var/lib/auditd-lite/seal): the chain is sealed when it is there")
 
     q = sub.add_parser(
         "query", help="search the recorded events",
@@ -213,6 +216,32 @@ def add_storage_commands(sub) -> None:
     up.add_argument("--db-dir", type=Path, metavar="DIR",
                     help="database directory (default /var/lib/auditd-lite)")
 
+    se = sub.add_parser(
+        "seal", help="forward-secure sealing of the chain: set up, and its state",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The daemon seals the chain at the end of every epoch, at rotation and at a "
+                    "clean stop, with a key that then evolves one way: whoever takes the machine "
+                    "cannot forge or silently remove what was sealed before. `verify "
+                    "--verify-key` checks the seals.",
+        epilog="examples:\n  auditd-lite seal setup > /root/seal-key.txt  # then move it off the machine\n"
+               "  systemctl restart auditd-lite\n  auditd-lite seal status")
+    ssub = se.add_subparsers(dest="seal_command", metavar="ACTION", parser_class=Parser)
+    ssub.required = True
+    ss = ssub.add_parser("setup", help="make the sealing key and print its verification key once",
+                         description="Make a new sealing state (0600, in a 0700 directory) and "
+                                     "print its verification key on standard output, once: keep "
+                                     "it off this machine. Restart the daemon to begin sealing.")
+    ss.add_argument("--interval", default="15m", metavar="DURATION",
+                    help="length of an epoch: a seal at the end of each (15m)")
+    ss.add_argument("--force", action="store_true",
+                    help="replace an existing state (its seals stay checkable with its old key)")
+    st = ssub.add_parser("status", help="the sealing state: epoch, key id, last seals (never a key)",
+                         description="Print the sealing state's epoch, key id, epoch length and "
+                                     "its last seal; exit 1 if sealing is not set up.")
+    for sp in (ss, st):
+        sp.add_argument("--seal-state", type=Path, metavar="DIR",
+                        help="the sealing state's directory (default /var/lib/auditd-lite/seal)")
+
 
 def cmd_run(args) -> int:
     from . import config
@@ -226,6 +255,7 @@ def cmd_run(args) -> int:
         "keep": args.keep, "min_free_mb": args.min_free_mb, "synchronous": args.synchronous,
         "hash": args.hash, "hash_limit_mb": args.hash_limit_mb, "stream": args.stream,
         "stream_max_size_mb": args.stream_max_size_mb, "stream_max_files": args.stream_max_files,
+        "seal_state": args.seal_state,
     }
     settings = config.settings(args.config, overrides)
     logsetup.configure(settings.log_level)
@@ -407,6 +437,9 @@ def add_investigation_commands(sub) -> None:
     v.add_argument("files", nargs="*", type=Path, metavar="FILE")
     v.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="every file of DIR (default /var/lib/auditd-lite when no FILE is given)")
+    v.add_argument("--verify-key", metavar="KEY",
+                   help="also check the seals with the key `auditd-lite seal setup` printed (or a "
+                        "file holding it), and say per file up to when its records are sealed")
 
 
 def warn_gaps(args, since_ns, until_ns, found, limit, oldest) -> None:
@@ -505,23 +538,63 @@ def export_parquet(args, filters, options) -> int:
     return 0
 
 
+def cmd_seal(args) -> int:
+    from . import seal, timeparse
+    from .dbfiles import DEFAULT_SEAL_DIR
+
+    state_dir = args.seal_state or DEFAULT_SEAL_DIR
+    if args.seal_command == "setup":
+        interval = timeparse.parse_duration(args.interval)
+        if interval != int(interval):
+            raise BadInput(f"bad --interval {args.interval!r}: a whole number of seconds")
+        key = seal.setup(state_dir, int(interval), force=args.force)
+        print(key.text(), flush=True)
+        print(f"{PROG}: sealing set up in {state_dir}: key id {key.id}, epochs of "
+              f"{timeparse.format_duration(key.interval_s * 10**9)}.\n"
+              f"{PROG}: the line above is the verification key, shown this once: keep it off this "
+              "machine (it is what `verify --verify-key` checks the seals with; whoever holds it "
+              "can also forge them).\n"
+              f"{PROG}: restart the daemon to begin sealing: systemctl restart auditd-lite",
+              file=sys.stderr)
+        return 0
+    try:
+        state = seal.State.load(state_dir)
+    except seal.SealError as e:
+        print(f"{PROG}: {one_line(str(e))}", file=sys.stderr)
+        return 1
+    last = state.recent[-1] if state.recent else None
+    print(f"state     {seal.State.path(state_dir)}\nkey id    {state.key_id}\n"
+          f"epoch     {state.epoch} (the next seal's)\n"
+          f"interval  {timeparse.format_duration(state.interval_s * 10**9)}\n"
+          f"set up    {timeparse.format_time(state.created_ns)}")
+    if last is not None:
+        print(f"last seal epoch {last['epoch']} ({last['reason']}) at "
+              f"{timeparse.format_time(last['sealed_ns'])}, over batch {last['batch_id']}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     from .investigate import verify
 
     if args.files and args.db_dir is not None:
         raise BadInput("give database files or --db-dir, not both")
+    key = None
+    if args.verify_key is not None:
+        from .seal import VerifyKey
+
+        key = VerifyKey.parse(args.verify_key)
     if args.files:
-        report = verify.verify(list(args.files))
+        report = verify.verify(list(args.files), verify_key=key)
     else:
         from .config import DEFAULT_DB_DIR
 
-        report = verify.verify(db_dir=args.db_dir or DEFAULT_DB_DIR)
+        report = verify.verify(db_dir=args.db_dir or DEFAULT_DB_DIR, verify_key=key)
     return verify.render(report, sys.stdout, sys.stderr)
 
 
 COMMANDS = {"run": cmd_run, "query": cmd_query, "stats": cmd_stats, "db": cmd_db,
             "doctor": cmd_doctor, "tree": cmd_tree, "sql": cmd_sql, "export": cmd_export,
-            "verify": cmd_verify}
+            "verify": cmd_verify, "seal": cmd_seal}
 
 
 def one_line(text: str) -> str:

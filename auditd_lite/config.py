@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .dbfiles import DEFAULT_DB_DIR
+from .dbfiles import DEFAULT_DB_DIR, DEFAULT_SEAL_DIR
 from .errors import BadInput
 from .storage.rotation import RotationPolicy
 from .timeparse import parse_duration
@@ -46,6 +46,9 @@ class RunSettings:
     stream: str = ""
     stream_max_size_mb: int = 10
     stream_max_files: int = 5  # rotated files kept besides PATH; 0 keeps all
+    # forward-secure sealing (auditd_lite/seal.py): on when `auditd-lite seal setup` has made its
+    # state here; the epoch's length is the state's
+    seal_state: Path = DEFAULT_SEAL_DIR
 
     def validate(self, where: str = "settings") -> "RunSettings":
         def bad(key, why):
@@ -94,6 +97,7 @@ class RunSettings:
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["db_dir"] = str(self.db_dir)
+        d["seal_state"] = str(self.seal_state)
         return d
 
 

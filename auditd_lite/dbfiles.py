@@ -23,6 +23,10 @@ from urllib.parse import quote
 from .errors import BadInput, CannotCapture
 
 DEFAULT_DB_DIR = Path("/var/lib/auditd-lite")
+# the sealing state (auditd_lite/seal.py): beside the databases, in a directory of its own that
+# no file listing here matches and retention never touches
+DEFAULT_SEAL_DIR = DEFAULT_DB_DIR / "seal"
+SEAL_STATE_NAME = "state"  # the one file in it
 LIVE_NAME = "audit.db"
 LOCK_NAME = "audit.lock"  # held by the one writer (lock_dir); daemon_running tests it
 # the UTC second in every name the daemon gives a file, ISO basic format: names sort as time
@@ -85,6 +89,27 @@ def rotated_files(db_dir) -> list[Path]:
     """The rotated files of ``db_dir``, oldest first (file_order); files of other names are not."""
     found = [p for p in Path(db_dir).glob("audit-*.db") if ROTATED_NAME.fullmatch(p.name) and p.is_file()]
     return sorted(found, key=file_order)
+
+
+def from_newest_rotated(db_dir, read, unreadable=None):
+    """``read(query)`` on each rotated file of ``db_dir``, newest first, until one gives a result
+    that is not None (``query(sql)`` returns its rows); ``unreadable(path, error)`` is told of a
+    file SQLite cannot read, which is passed over. The writer's way to what an older file holds
+    when the live one has none of it yet (the chain's position, the last seal)."""
+    for path in reversed(rotated_files(db_dir)):
+        try:
+            con = connect_ro(path)
+            try:
+                found = read(lambda sql: con.execute(sql).fetchall())
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as e:
+            if unreadable is not None:
+                unreadable(path, e)
+            continue
+        if found is not None:
+            return found
+    return None
 
 
 def rotated_path(db_dir, first_ns: int, last_ns: int) -> Path:

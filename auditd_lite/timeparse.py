@@ -67,3 +67,20 @@ def format_time_ns(ns: int) -> str:
     a time exactly as recorded, for the formats that carry it whole (formats/)."""
     seconds, rest = divmod(ns, 10**9)
     return "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6] + ".%09dZ" % rest
+
+
+def format_duration(ns: int | None) -> str:
+    """A duration for people, to its useful precision: ``850us``, ``12ms``, ``1.5s``,
+    ``14m05s``, ``3h20m``, ``4d02h``; empty for None."""
+    if ns is None:
+        return ""
+    if ns < 10**9:
+        return f"{ns / 1e6:.0f}ms" if ns >= 10**6 else f"{ns / 1e3:.0f}us"
+    s = ns / 1e9
+    if s < 120:
+        return f"{s:.1f}s"
+    m, s = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h < 48 else f"{h // 24}d{h % 24:02d}h"

@@ -124,6 +124,26 @@ class _Pipeline:
     context: Context
 
 
+def sealer_for(state_dir):
+    """The writer's sealer when `seal setup` made a state in ``state_dir``; None (said) when it
+    did not, or when the state cannot be read: capture goes on unsealed, and verify --verify-key
+    finds the seals missing (docs/design.md, "Forward-secure sealing")."""
+    if not (state_dir / dbfiles.SEAL_STATE_NAME).exists():
+        log.info("sealing_off", state=str(state_dir), reason="not set up (auditd-lite seal setup)")
+        return None
+    from ..seal import SealError
+    from ..storage.sealer import Sealer
+
+    try:
+        sealer = Sealer(state_dir)
+    except SealError as e:
+        log.error("sealing_off", state=str(state_dir), reason=str(e))
+        return None
+    log.info("sealing_on", state=str(state_dir), epoch=sealer.state.epoch,
+             key_id=sealer.state.key_id, interval_s=sealer.interval_s)
+    return sealer
+
+
 def _start(settings: RunSettings, signals: _Signals, notifier: Notifier,
            child: compiler.Child | None) -> _Pipeline:
     """Database open (or records held), programs attached, running processes seeded, READY."""
@@ -150,7 +170,8 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
     batch_writer = BatchWriter(settings.db_dir, settings.as_dict(), batch_size=settings.batch_size,
                                synchronous=settings.synchronous, rotation=settings.rotation_policy(),
                                on_commit=stream.offer if stream else None,
-                               stream_counts=stream.counts if stream else None)
+                               stream_counts=stream.counts if stream else None,
+                               sealer=sealer_for(settings.seal_state))
     context = Context.for_run(settings.hash, settings.hash_limit_mb * 1024 * 1024)
     writer = Writer(batch_writer, inbox, decoder, context, batch_ms=settings.batch_ms, printer=printer,
                     stream=stream)

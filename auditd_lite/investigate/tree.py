@@ -30,7 +30,7 @@ from ..errors import BadInput, NotFound
 from ..rows import CONTEXT_FIELDS
 from .output import quote, where_ran
 from .query import context_columns, context_select, split_argv
-from ..timeparse import format_time
+from ..timeparse import format_duration, format_time
 
 MAX_NODES = 20_000  # descendants shown before the tree is cut (with a warning)
 MAX_ANCESTORS = 1_000
@@ -430,21 +430,6 @@ def _when(ns: int | None) -> str:
     return format_time(ns)[:23] + "Z"  # milliseconds
 
 
-def _duration(ns: int | None) -> str:
-    if ns is None:
-        return ""
-    if ns < 10**9:
-        return f"{ns / 1e6:.0f}ms" if ns >= 10**6 else f"{ns / 1e3:.0f}us"
-    s = ns / 1e9
-    if s < 120:
-        return f"{s:.1f}s"
-    m, s = divmod(int(s), 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h < 48 else f"{h // 24}d{h % 24:02d}h"
-
-
 def _status(p: Proc) -> str:
     e = p.exit
     if e is None:
@@ -481,7 +466,7 @@ def describe(p: Proc) -> str:
         names = sorted({errno_module.errorcode.get(abs(f["errno"] or 0), str(f["errno"])) for f in p.failed})
         parts.append(f"({len(p.failed)} failed exec{'s' if len(p.failed) > 1 else ''}: "
                      f"{quote(p.failed[-1]['filename'])} {'/'.join(names)})")
-    life = _duration(p.exit["duration_ns"]) if p.exit is not None else ""
+    life = format_duration(p.exit["duration_ns"]) if p.exit is not None else ""
     parts.append(f"[{_when(p.fork_ns)}{' +' + life if life else ''} {_status(p)}]")
     return " ".join(parts)
 

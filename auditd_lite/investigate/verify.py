@@ -66,6 +66,8 @@ class Report:
     first_batch: int | None = None
     last_batch: int | None = None
     exports: int = 0
+    seal_lines: list = field(default_factory=list)  # with --verify-key: one per file (seals.py)
+    seals_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -304,15 +306,18 @@ def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
 
 # --- entry -------------------------------------------------------------------
 
-def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3) -> Report:
-    """Check files (or a directory's files); a directory rotated meanwhile is checked again."""
+def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3, verify_key=None) -> Report:
+    """Check files (or a directory's files); a directory rotated meanwhile is checked again.
+    ``verify_key`` (seal.VerifyKey): check the seals too (seals.py)."""
     if paths is not None:
-        return _verify([p for arg in paths for p in database_files(db_file=arg)], False)
+        return _verify([p for arg in paths for p in database_files(db_file=arg)], False,
+                       verify_key=verify_key)
     for _ in range(attempts):
         listed = database_files(db_dir=db_dir)
         if not listed:
             raise BadInput(f"no database files in {db_dir}")
-        report = _verify(list(reversed(listed)), True, set_aside_files(db_dir))  # oldest first
+        report = _verify(list(reversed(listed)), True, set_aside_files(db_dir),  # oldest first
+                         verify_key=verify_key)
         if database_files(db_dir=db_dir) == listed:
             return report
     raise BadInput(f"the files in {db_dir} kept changing (rotating) during verification; try again")
@@ -338,7 +343,7 @@ def _check_set_aside(path: Path, report: Report) -> _ChainFile | None:
     return _check_chain_file(path, report)
 
 
-def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = ()) -> Report:
+def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), verify_key=None) -> Report:
     report = Report()
     chain_files: list[_ChainFile] = []
     for path in set_aside:
@@ -374,10 +379,30 @@ def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = ()) -> Repo
         if checked is not None:
             chain_files.append(checked)
     _check_sequence(chain_files, report)
+    _check_seals(chain_files, verify_key, report)
     return report
 
 
+def _check_seals(chain_files: list[_ChainFile], verify_key, report: Report) -> None:
+    from . import seals
+
+    if verify_key is not None:
+        if report.exports:
+            report.notes.append("exports carry no seals: --verify-key checks the daemon's files "
+                                "(a signed export is checked with --pubkey)")
+        if chain_files:
+            seals.check(chain_files, verify_key, report)
+            report.seals_checked = True
+        return
+    n = seals.count([f.path for f in chain_files])
+    if n:
+        report.notes.append(f"the {n} seal{'s' if n != 1 else ''} in these files "
+                            f"{'were' if n != 1 else 'was'} not checked: give --verify-key")
+
+
 def render(report: Report, out, err) -> int:
+    for line in report.seal_lines:
+        out.write(f"{line}\n")
     for p in report.problems:
         out.write(f"{p}\n")
     for n in report.notes:
@@ -388,7 +413,8 @@ def render(report: Report, out, err) -> int:
         out.write(f"ok: {report.files} file{'s' if report.files != 1 else ''}, {report.batches} batches, "
                   f"{report.records} records{span}"
                   + (f"; {report.exports} export{'s' if report.exports != 1 else ''} sealed and intact"
-                     if report.exports else "") + "\n")
+                     if report.exports else "")
+                  + ("; seals hold" if report.seals_checked else "") + "\n")
         return 0
     err.write(f"auditd-lite: verification failed: {len(report.problems)} problem"
               f"{'s' if len(report.problems) != 1 else ''}\n")

@@ -4,7 +4,6 @@ evidence") and its one transaction."""
 from __future__ import annotations
 
 import operator
-import sqlite3
 from pathlib import Path
 from typing import Callable
 
@@ -71,6 +70,16 @@ def _tail(query: Callable[[str], list]) -> tuple[int | None, str | None, int]:
     return top_batch, last_hash, top_event
 
 
+def _tail_with_batches(query) -> tuple | None:
+    tail = _tail(query)
+    return tail if tail[0] is not None else None
+
+
+def unreadable(path: Path, error: Exception) -> None:
+    """An older file the writer looked into and SQLite could not read: said, and passed over."""
+    log.warning("database_unreadable", path=str(path), error=str(error))
+
+
 class ChainPosition:
     """The last hash written and the ids the next batch takes: read once from the files, then
     moved only by a committed batch, so a batch written again (in a new file after a set-aside,
@@ -95,19 +104,10 @@ class ChainPosition:
             log.warning("previous_run_unclean", run_id=run_id, started_ns=started,
                         path=str(db_dir / dbfiles.LIVE_NAME))
         if top_batch is None:  # no batches yet: the chain is in an older file
-            for path in reversed(dbfiles.rotated_files(db_dir)):
-                try:
-                    con = dbfiles.connect_ro(path)
-                    try:
-                        top_batch, last_hash, older_top = _tail(lambda sql: con.execute(sql).fetchall())
-                    finally:
-                        con.close()
-                except sqlite3.DatabaseError as e:
-                    log.warning("database_unreadable", path=str(path), error=str(e))
-                    continue
-                if top_batch is not None:
-                    top_event = max(top_event, older_top)
-                    break
+            older = dbfiles.from_newest_rotated(db_dir, _tail_with_batches, unreadable)
+            if older is not None:
+                top_batch, last_hash, older_top = older
+                top_event = max(top_event, older_top)
         # batches without a hash were written before the chain: it begins after them
         self.last_hash = last_hash or chain.GENESIS
         self.next_event_id, self.next_batch_id = top_event + 1, (top_batch or 0) + 1

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 from sqlalchemy.exc import DBAPIError
@@ -26,6 +26,9 @@ from ..config import RunSettings
 from .holding import RETRY_S, Held
 from .livefile import LiveFile, live_is_damaged, storage_error, why
 from .rotation import RotationPolicy
+
+if TYPE_CHECKING:  # sealing's cryptography is loaded only by a daemon that seals
+    from .sealer import Sealer
 from .schema import runs, seen_processes
 
 log = structlog.get_logger("auditd_lite.writer")
@@ -45,11 +48,14 @@ class BatchWriter:
                  synchronous: str = "NORMAL", rotation: RotationPolicy = RotationPolicy(),
                  hold_limit: int = 200_000,
                  on_commit: Callable[[list[tuple], dict], None] | None = None,
-                 stream_counts: Callable[[], tuple[int, int]] | None = None):
+                 stream_counts: Callable[[], tuple[int, int]] | None = None,
+                 sealer: Sealer | None = None):
         """``on_commit(rows, run)``: called with each batch's rows once its transaction is
         committed, in commit order, and ``run`` the run row as it stands in the file then (the
         live stream, daemon/stream.py: it never blocks and never raises). ``stream_counts()``:
-        the stream's lines written and dropped so far, stored in the run row as lost_user is."""
+        the stream's lines written and dropped so far, stored in the run row as lost_user is.
+        ``sealer``: seals the chain at its start, at the end of each epoch, at rotation and at a
+        clean stop (storage/sealer.py); None: no sealing."""
         self.db_dir = Path(db_dir)
         self.run_settings = run_settings
         self.batch_size = batch_size
@@ -75,6 +81,7 @@ class BatchWriter:
         self.stream_counts = stream_counts
         self._stream_stored = (0, 0)  # the stream's counts the files' run rows hold
         self._file_lost = (0, 0)  # lost_kernel, lost_user in the live file's copy of the run row
+        self.sealer = sealer
 
     @property
     def _conn(self):
@@ -130,6 +137,8 @@ class BatchWriter:
             self._disk_full(e, 0, event="database_unwritable")
             return False
         self._file_lost = (0, 0)  # each file's copy of the run row counts what went into it
+        if self.sealer is not None and not self.sealer.started:
+            self._seal_start()
         if self._seeds:
             log.info("processes_seeded", count=len(self._seeds))
             self._seeds = []
@@ -158,6 +167,8 @@ class BatchWriter:
             self._try_write_held(force=True)  # a last try: it also starts a run the disk kept out
         if self._held.rows:
             self._drop_held(len(self._held.rows), "shutdown with the disk still full")
+        if clean and self.sealer is not None and self._conn is not None:
+            self._seal("stop")
         if self._conn is None:
             log.error("run_not_recorded", path=str(self.db_dir), reason="the disk stayed full until the stop",
                       lost_user=self.lost_user)
@@ -369,7 +380,13 @@ class BatchWriter:
     # -- rotation ------------------------------------------------------------
 
     def maybe_rotate(self) -> None:
-        """Called between batches: rotate on size or age, and keep free space above the floor."""
+        """Called between batches: seal at the end of an epoch, rotate on size or age, and keep
+        free space above the floor."""
+        if self.sealer is not None and self.sealer.started and (self.sealer.pending or self.sealer.due()):
+            if self.sealer.due():
+                self._seal("epoch")
+            else:
+                self.sealer.insert(self._conn)
         policy = self.rotation
         if (self._held.full_since is None and self._live.first_ns is not None
                 and time.monotonic() >= self._rotate_after and self._rotation_due(policy)):
@@ -392,6 +409,8 @@ class BatchWriter:
             self._rotate_after = time.monotonic() + RETRY_S
             log.warning("rotation_postponed", reason=mode)
             return None
+        if self.sealer is not None:
+            self._seal("rotate")  # in the file being closed: it ends sealed
         target = self._live.close_as_rotated()
         # the run goes on in the new file, which needs its own copy of the run
         # row; on a full disk records are held until it can be made
@@ -400,4 +419,27 @@ class BatchWriter:
         log.info("rotated", path=str(target), deleted=[str(p) for p in deleted])
         return target
 
+    # -- sealing (storage/sealer.py) -----------------------------------------
 
+    def _seal(self, reason: str) -> None:
+        """Seal the chain as committed now (its last batch id and hash) and put the seal in the
+        live file (or keep it for the next batch, if the file cannot take it now)."""
+        self.sealer.seal(reason, self._chain.next_batch_id - 1, self._chain.last_hash)
+        self.sealer.insert(self._conn)
+
+    def _seal_start(self) -> None:
+        """At the run's start, once the live file is open: seals a crash kept out of the files
+        put back, then the start seal over every batch written before (docs/design.md,
+        "Forward-secure sealing")."""
+        def batch_hashes(ids):
+            marks = ", ".join("?" * len(ids))
+            return dict(self._conn.exec_driver_sql(
+                f"SELECT id, hash FROM batches WHERE id IN ({marks})", tuple(ids)).fetchall())
+
+        self.sealer.started = True  # tried once: a start seal that fails waits for the epoch's
+        try:
+            self.sealer.recover(self._conn, self.db_dir, batch_hashes)
+        except DBAPIError as e:
+            log.error("seals_not_recovered", error=why(e))
+        self._conn.rollback()
+        self._seal("start")

@@ -56,6 +56,23 @@ batches = Table(
 )
 
 
+# The end of a sealing epoch (auditd_lite/seal.py, revision 0005): an HMAC, with that epoch's
+# key, over seal.FIELDS; the id is the epoch's number. ``batch_id`` and ``batch_hash`` are the
+# last batch written then (0 and the genesis hash before any), which may be in an older file
+# than the seal: no foreign key.
+seals = Table(
+    "seals", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_id", Text, nullable=False),
+    Column("reason", Text, nullable=False),  # seal.REASONS
+    Column("sealed_ns", BigInteger, nullable=False),
+    Column("batch_id", Integer, nullable=False),
+    Column("batch_hash", Text, nullable=False),
+    Column("interval_s", Integer, nullable=False),
+    Column("mac", Text, nullable=False),  # hex HMAC-SHA256
+)
+
+
 # exec, exec_failed and exit records in one table.
 #
 # A process is identified by (runs.boot_id, pid, start_ns); ``start_ns`` is
