@@ -544,10 +544,8 @@ def cmd_seal(args) -> int:
 
     state_dir = args.seal_state or DEFAULT_SEAL_DIR
     if args.seal_command == "setup":
-        interval = timeparse.parse_duration(args.interval)
-        if interval != int(interval):
-            raise BadInput(f"bad --interval {args.interval!r}: a whole number of seconds")
-        key = seal.setup(state_dir, int(interval), force=args.force)
+        # whole seconds: durations are typed in s, m, h, d or w
+        key = seal.setup(state_dir, int(timeparse.parse_duration(args.interval)), force=args.force)
         print(key.text(), flush=True)
         print(f"{PROG}: sealing set up in {state_dir}: key id {key.id}, epochs of "
               f"{timeparse.format_duration(key.interval_s * 10**9)}.\n"

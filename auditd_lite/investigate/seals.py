@@ -128,9 +128,12 @@ def _matches(f: _File | None, s: dict) -> bool:
     return stored == s["batch_hash"] or (stored is None and s["batch_hash"] == chain.GENESIS)
 
 
-def check(chain_files, key: seal.VerifyKey, report, now_ns: int | None = None) -> None:
+def check(chain_files, key: seal.VerifyKey, report, running: bool | None = None,
+          now_ns: int | None = None) -> None:
     """Check the seals of ``chain_files`` (verify's, oldest first) with ``key``; problems,
-    notes and one line per file (``report.seal_lines``) go into ``report``."""
+    notes and one line per file (``report.seal_lines``) go into ``report``. ``running``: whether
+    a daemon holds the directory's lock (None: not known, for files given by name); ``now_ns``:
+    the time the last seal's age is judged at (now)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     files = _read(chain_files)
     problem = lambda f, reason, batch=None: report.problems.append(chain.Problem(f, batch, reason))  # noqa: E731
@@ -177,7 +180,7 @@ def check(chain_files, key: seal.VerifyKey, report, now_ns: int | None = None) -
     last = valid[-1] if valid else None
     covered = max((s["batch_id"] for s in valid), default=0)
     _look_up(chain_files, files, set(), covered)
-    still_open = _tail(files, seals, last, key, now_ns, problem)
+    still_open = _tail(files, seals, last, key, running, now_ns, problem)
     for f in files:
         line = _file_line(f, covered, where, valid)
         if still_open and f.after[0]:
@@ -225,9 +228,10 @@ def _continuity(seals: list, where: dict, problem, report) -> None:
                             f"up to {first['batch_id']} were written before it, and sealed as found then")
 
 
-def _tail(files, seals, last, key, now_ns: int, problem) -> str | None:
+def _tail(files, seals, last, key, running, now_ns: int, problem) -> str | None:
     """What comes after the last seal that holds: nothing after a stop seal; after another, the
-    open epoch (returned: what to say of it), unless it is older than an epoch allows."""
+    open epoch (returned: what to say of it), unless no daemon is running to close it or it is
+    older than an epoch allows."""
     newest = next((f for f in reversed(files) if f.lo is not None), files[-1] if files else None)
     if newest is None:
         return
@@ -250,6 +254,12 @@ def _tail(files, seals, last, key, now_ns: int, problem) -> str | None:
             problem(first_tail.name, f"{records} records (batches {first_tail.after[2]} on) were "
                     f"written after the stop seal of epoch {e} ({format_time(last['sealed_ns'])}) and "
                     "no seal covers them: the daemon ran without sealing, or they were put in afterwards")
+        return
+    if running is False:
+        problem(newest.name, f"no daemon is writing here, and the last seal, epoch {e} "
+                f"({last['reason']}, {format_time(last['sealed_ns'])}), is not a stop seal: the daemon "
+                f"died (its next start seals what it left), or the seals after it (and what they "
+                f"sealed) were removed; {records} records after it are not sealed")
         return
     due_ns = last["sealed_ns"] + last["interval_s"] * 10**9
     if now_ns > due_ns + (last["interval_s"] + LATE_S) * 10**9:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import chain
-from ..dbfiles import database_files, file_is_export, is_chain_file, open_ro, set_aside_files
+from ..dbfiles import daemon_running, database_files, file_is_export, is_chain_file, open_ro, set_aside_files
 from ..errors import BadInput
 from .query import context_columns
 
@@ -306,18 +306,21 @@ def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
 
 # --- entry -------------------------------------------------------------------
 
-def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3, verify_key=None) -> Report:
+def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3, verify_key=None,
+           now_ns: int | None = None) -> Report:
     """Check files (or a directory's files); a directory rotated meanwhile is checked again.
-    ``verify_key`` (seal.VerifyKey): check the seals too (seals.py)."""
+    ``verify_key`` (seal.VerifyKey): check the seals too (seals.py), at ``now_ns`` (now)."""
+    seals_at = dict(key=verify_key, now_ns=now_ns, running=None)
     if paths is not None:
         return _verify([p for arg in paths for p in database_files(db_file=arg)], False,
-                       verify_key=verify_key)
+                       seals_at=seals_at)
     for _ in range(attempts):
         listed = database_files(db_dir=db_dir)
         if not listed:
             raise BadInput(f"no database files in {db_dir}")
+        seals_at["running"] = daemon_running(db_dir)
         report = _verify(list(reversed(listed)), True, set_aside_files(db_dir),  # oldest first
-                         verify_key=verify_key)
+                         seals_at=seals_at)
         if database_files(db_dir=db_dir) == listed:
             return report
     raise BadInput(f"the files in {db_dir} kept changing (rotating) during verification; try again")
@@ -343,7 +346,7 @@ def _check_set_aside(path: Path, report: Report) -> _ChainFile | None:
     return _check_chain_file(path, report)
 
 
-def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), verify_key=None) -> Report:
+def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_at=None) -> Report:
     report = Report()
     chain_files: list[_ChainFile] = []
     for path in set_aside:
@@ -379,19 +382,20 @@ def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), verify_
         if checked is not None:
             chain_files.append(checked)
     _check_sequence(chain_files, report)
-    _check_seals(chain_files, verify_key, report)
+    _check_seals(chain_files, report, **(seals_at or {"key": None}))
     return report
 
 
-def _check_seals(chain_files: list[_ChainFile], verify_key, report: Report) -> None:
+def _check_seals(chain_files: list[_ChainFile], report: Report, key=None, running=None,
+                 now_ns=None) -> None:
     from . import seals
 
-    if verify_key is not None:
+    if key is not None:
         if report.exports:
             report.notes.append("exports carry no seals: --verify-key checks the daemon's files "
                                 "(a signed export is checked with --pubkey)")
         if chain_files:
-            seals.check(chain_files, verify_key, report)
+            seals.check(chain_files, key, report, running=running, now_ns=now_ns)
             report.seals_checked = True
         return
     n = seals.count([f.path for f in chain_files])
