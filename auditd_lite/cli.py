@@ -437,9 +437,10 @@ def add_investigation_commands(sub) -> None:
     v.add_argument("files", nargs="*", type=Path, metavar="FILE")
     v.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="every file of DIR (default /var/lib/auditd-lite when no FILE is given)")
-    v.add_argument("--verify-key", metavar="KEY",
+    v.add_argument("--verify-key", metavar="KEY", action="append", default=[],
                    help="also check the seals with the key `auditd-lite seal setup` printed (or a "
-                        "file holding it), and say per file up to when its records are sealed")
+                        "file holding it), and say per file up to when its records are sealed; "
+                        "again for each key a `seal setup --force` replaced")
 
 
 def warn_gaps(args, since_ns, until_ns, found, limit, oldest) -> None:
@@ -576,17 +577,17 @@ def cmd_verify(args) -> int:
 
     if args.files and args.db_dir is not None:
         raise BadInput("give database files or --db-dir, not both")
-    key = None
-    if args.verify_key is not None:
+    keys = []
+    if args.verify_key:
         from .seal import VerifyKey
 
-        key = VerifyKey.parse(args.verify_key)
+        keys = [VerifyKey.parse(text) for text in args.verify_key]
     if args.files:
-        report = verify.verify(list(args.files), verify_key=key)
+        report = verify.verify(list(args.files), verify_keys=keys)
     else:
         from .config import DEFAULT_DB_DIR
 
-        report = verify.verify(db_dir=args.db_dir or DEFAULT_DB_DIR, verify_key=key)
+        report = verify.verify(db_dir=args.db_dir or DEFAULT_DB_DIR, verify_keys=keys)
     return verify.render(report, sys.stdout, sys.stderr)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -174,6 +175,8 @@ class State:
             key = bytearray.fromhex(data["key"])
             if len(key) != _KEY_BYTES:
                 raise ValueError("the key is not 32 bytes")
+            if not re.fullmatch(r"[0-9a-f]{16}", str(data["key_id"])):
+                raise ValueError("the key id is not 16 hex digits")
             return cls(str(data["key_id"]), int(data["epoch"]), key, int(data["interval_s"]),
                        int(data["created_ns"]), list(data.get("recent", [])))
         except FileNotFoundError:
@@ -266,11 +269,5 @@ def setup(state_dir: Path, interval_s: int, force: bool = False) -> VerifyKey:
     return VerifyKey(seed, created_ns // 10**9, interval_s)
 
 
-def seal_row(seal: dict) -> dict:
-    """A seal as a row of the ``seals`` table (storage/schema.py), whose id is the epoch."""
-    row = {f: seal[f] for f in FIELDS if f != "epoch"}
-    return dict(row, id=seal["epoch"], mac=seal["mac"])
-
-
 __all__ = ["State", "VerifyKey", "SealError", "setup", "evolve", "key_id", "mac", "mac_matches",
-           "seal_row", "DEFAULT_INTERVAL_S", "REASONS", "FIELDS"]
+           "DEFAULT_INTERVAL_S", "REASONS", "FIELDS"]

@@ -38,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from exec_storm import Daemon, count, status_kb, storm, wait_idle  # noqa: E402
+from exec_storm import REPO, Daemon, count, status_kb, storm, wait_idle  # noqa: E402
 from figures import (BPFTRACE_PROGRAM, cell, count_bpftrace, readme_block, replace_block,  # noqa: E402
                      rss_trend, spread)
 
@@ -136,7 +136,10 @@ class Bpftrace:
 DAEMON_FLAGS = {"auditd-lite": [], "auditd-lite perfbuf": ["--transport", "perfbuf"],
                 "auditd-lite no-hash": ["--no-hash"], "auditd-lite baseline": [],
                 # --stream: the live stream to a file beside the database, rotated at 10 MiB
-                "auditd-lite stream": []}
+                "auditd-lite stream": [],
+                # --seal: sealed, with epochs of SEAL_INTERVAL (a state made per run)
+                "auditd-lite sealed": []}
+SEAL_INTERVAL = "1s"
 BASELINE: Path | None = None  # --baseline: the checkout "auditd-lite baseline" runs
 
 
@@ -155,6 +158,11 @@ def run_config(name: str, program: str, execs: int, work: Path, rep: int) -> dic
         flags = list(DAEMON_FLAGS[name])
         if name == "auditd-lite stream":
             flags += ["--stream", f"{db}.stream/stream.jsonl"]
+        if name == "auditd-lite sealed":
+            subprocess.run([sys.executable, "-m", "auditd_lite.cli", "seal", "setup", "--seal-state",
+                            f"{db}.seal", "--interval", SEAL_INTERVAL], cwd=REPO, check=True,
+                           capture_output=True)
+            flags += ["--seal-state", f"{db}.seal"]
         logger = Daemon(db, flags, repo=BASELINE if name == "auditd-lite baseline" else None)
     pid = logger.pid if not isinstance(logger, Daemon) else logger.proc.pid
     rate = storm(program, execs, on_progress=lambda n: samples.append((n, status_kb(pid, "VmRSS"))))
@@ -162,10 +170,24 @@ def run_config(name: str, program: str, execs: int, work: Path, rep: int) -> dic
         r = {"rate": rate, **logger.stop(), **count(db, program)}
         shutil.rmtree(db, ignore_errors=True)
         shutil.rmtree(f"{db}.stream", ignore_errors=True)
+        r["seals"] = seal_count(logger)
+        shutil.rmtree(f"{db}.seal", ignore_errors=True)
     else:
         r = {"rate": rate, **logger.stop(program)}
     r["rss_samples"] = samples
     return r
+
+
+def seal_count(daemon: Daemon) -> int:
+    """The seals the daemon made (its log's "sealed" lines): read before its directory goes."""
+    daemon.err.seek(0)
+    n = 0
+    for line in daemon.err:
+        try:
+            n += json.loads(line).get("event") == "sealed"
+        except (ValueError, AttributeError):
+            pass
+    return n
 
 
 def run_phase(configs: list[str], program: str, execs: int, reps: int, work: Path, label: str) -> dict:
@@ -210,6 +232,8 @@ def summarize(results: dict[str, list[dict]], execs: int) -> dict:
                 rss_last_mb=spread([t and t["last_mb"] for t in trends]),
                 rss_growth_mb=spread([t and t["growth_mb"] for t in trends]),
                 rss_slope_mb_per_10k=spread([t and t["slope_mb_per_10k"] for t in trends]))
+            if any("seals" in r for r in rs):
+                entry["seals"] = spread([r["seals"] for r in rs])
         summary[c] = entry
     return summary
 
@@ -228,11 +252,11 @@ def storm_table(summary: dict, cols: list[str]) -> list[str]:
         "cpu_s_per_1000": "daemon CPU s / 1,000 proc", "records_per_cpu_s": "records per daemon CPU-s",
         "peak_rss_mb": "peak RSS MiB (VmHWM)", "rss_first_mb": "RSS MiB at 10%",
         "rss_last_mb": "RSS MiB at 100%", "rss_slope_mb_per_10k": "RSS slope MiB / 10,000 execs",
-        "ready_s": "start to ready s"}
+        "ready_s": "start to ready s", "seals": "seals made"}
     fmts = {"execs_per_s": (".0f", 1, ""), "ratio": (".3f", 1, ""), "captured_exec": (".2f", 100, "%"),
             "captured_exit": (".2f", 100, "%"), "cpu_s_per_1000": (".4f", 1, ""),
             "records_per_cpu_s": (".0f", 1, ""), "peak_rss_mb": (".1f", 1, ""), "rss_first_mb": (".1f", 1, ""),
-            "rss_last_mb": (".1f", 1, ""), "rss_slope_mb_per_10k": ("+.2f", 1, ""), "ready_s": (".2f", 1, "")}
+            "rss_last_mb": (".1f", 1, ""), "rss_slope_mb_per_10k": ("+.2f", 1, ""), "ready_s": (".2f", 1, ""), "seals": (".0f", 1, "")}
     lines = ["| configuration | " + " | ".join(heads[k] for k in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for c, e in summary.items():
@@ -243,7 +267,7 @@ def storm_table(summary: dict, cols: list[str]) -> list[str]:
             elif k == "lost":
                 row.append(str(e["lost"]))
             else:
-                row.append(cell(e[k], *fmts[k]))
+                row.append(cell(e.get(k), *fmts[k]))
         lines.append(f"| {'nothing running' if c == 'nothing' else c} | " + " | ".join(row) + " |")
     return lines
 
@@ -300,6 +324,9 @@ def main() -> int:
                          "e.g. the release before a change")
     ap.add_argument("--stream", action="store_true",
                     help="also run auditd-lite with --stream (the live stream to a file)")
+    ap.add_argument("--seal", nargs="?", const="1s", metavar="INTERVAL",
+                    help="also run auditd-lite sealed, with epochs of INTERVAL (1s: a seal a second, "
+                         "far more than the 15m default)")
     ap.add_argument("--writer-records", type=int, default=1_000_000, help="0: no writer bench")
     ap.add_argument("--query-records", type=int, default=1_000_000, help="0: no query bench")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -321,6 +348,10 @@ def main() -> int:
         configs.append("auditd-lite no-hash")
     if args.stream:
         configs.append("auditd-lite stream")
+    global SEAL_INTERVAL
+    if args.seal:
+        SEAL_INTERVAL = args.seal
+        configs.append("auditd-lite sealed")
     if args.baseline:
         BASELINE = args.baseline.resolve()
         if not (BASELINE / ".venv/bin/python").exists():
@@ -369,7 +400,8 @@ def main() -> int:
         "bpftrace's \"Attaching\" line (bpftrace).",
         "",
         *storm_table(summary, ["execs_per_s", "ratio", "captured_exec", "captured_exit", "lost",
-                               "cpu_s_per_1000", "records_per_cpu_s", "peak_rss_mb", "ready_s"]),
+                               "cpu_s_per_1000", "records_per_cpu_s", "peak_rss_mb", "ready_s"]
+                    + (["seals"] if args.seal else [])),
         "",
         f"auditd: `auditctl {' '.join(RULE)}`, counted in its log (it records no exits). "
         f"bpftrace: `bpftrace -o FILE -e '{BPFTRACE_PROGRAM}'`, its lines counted, "

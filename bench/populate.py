@@ -474,6 +474,21 @@ def simulate(args) -> dict:
             return clock["now"]
 
     writer_module.time = SimTime()
+    sealer = None
+    if args.seal_state:
+        # sealing's epochs and seal times follow the simulated clock as well
+        from auditd_lite import seal as seal_module
+        from auditd_lite.storage import sealer as sealer_module
+
+        class SimSealClock(SimTime):
+            @staticmethod
+            def monotonic():
+                return clock["now"] / SEC
+
+        seal_module.time = sealer_module.time = SimSealClock()
+        clock["now"] = start
+        # a bench's key: kept with its results (populate.json), as no real one may be
+        seal_key = seal_module.setup(args.seal_state, args.seal_interval, force=True).text()
     boots = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2)]
     boot = {"id": boots[0]}
     hostinfo.boot_id = lambda: boot["id"]
@@ -514,8 +529,11 @@ def simulate(args) -> dict:
             sim.live_pids.clear()
             sim.next_pid = 2000
         clock["now"] = r0
+        if args.seal_state:
+            sealer = sealer_module.Sealer(args.seal_state)
         bw = BatchWriter(args.db_dir, {"bench": "populate", "min_duration_ms": 0, "keep": 0},
-                         batch_size=1000, synchronous="OFF" if args.fast else "NORMAL", rotation=policy)
+                         batch_size=1000, synchronous="OFF" if args.fast else "NORMAL", rotation=policy,
+                         sealer=sealer)
         bw.open()
         clock["now"] = r0 + 1500 * MS
         bw.set_attached(clock["now"])
@@ -561,6 +579,8 @@ def simulate(args) -> dict:
                     if pending:
                         clock["now"] = window_end
                         bw.write(pending)
+                        if sealer is not None:
+                            bw.maybe_rotate()  # the writer's call when idle: an epoch may end
                         written += len(pending)
                         batches += (len(pending) + 999) // 1000
                         pending = []
@@ -595,7 +615,8 @@ def simulate(args) -> dict:
     info = {
         "records": written, "start_ns": start, "end_ns": end, "boots": boots,
         "tree": deep[-1] if deep else None, "trees": len(deep), "lost_kernel": sum(loss_bursts),
-        "host": args.host, "curl_sh": curl_sh,
+        "host": args.host, "curl_sh": curl_sh, "seals": sealer.state.epoch if sealer else None,
+        "seal_key": seal_key if sealer else None,
     }
     return info
 
@@ -608,6 +629,10 @@ def main() -> int:
                     help="records per second on average (sets the time span, ending now)")
     ap.add_argument("--days", type=float, help="time span instead of --rate")
     ap.add_argument("--rotate-mb", type=int, default=256, help="rotation size of the live file")
+    ap.add_argument("--seal-state", type=Path, metavar="DIR",
+                    help="seal the chain (a new state made in DIR), epochs on the simulated clock")
+    ap.add_argument("--seal-interval", type=int, default=900, metavar="SECONDS",
+                    help="epoch length with --seal-state (900: the default 15 minutes)")
     ap.add_argument("--batch-ms", type=int, default=1000,
                     help="records of this much simulated time go into one writer batch (max 1000)")
     ap.add_argument("--pid-max", type=int, default=4194304, help="pids wrap here (Debian 12 default)")

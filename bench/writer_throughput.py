@@ -7,6 +7,7 @@ indexes, WAL, rotation every --rotate-mb MiB), exactly as the writer thread
 does with what the ring buffer hands it.
 
     .venv/bin/python bench/writer_throughput.py --records 1000000 --rotate-mb 64
+    .venv/bin/python bench/writer_throughput.py --seal 1   # also sealed (epochs of 1 s), alternated
 """
 
 from __future__ import annotations
@@ -72,14 +73,21 @@ def synthetic(n: int, seed: int = 1) -> list[bytes]:
     return out[:n]
 
 
-def one_run(raw: list[bytes], db_dir: Path, batch: int, rotate_mb: float) -> dict:
+def one_run(raw: list[bytes], db_dir: Path, batch: int, rotate_mb: float, seal_s: int = 0) -> dict:
     decoder = R.Decoder(128, realtime_offset_ns=1_795_000_000 * 10**9)
     # the daemon's context: a real resolver and hash worker; the synthetic pids are not
     # running, so hashes go by path (the binaries above, hashed once) and the cgroup id
     # resolves to unknown after one walk, as for a storm of short-lived processes
     context = Context.for_run()
+    sealer = None
+    if seal_s:  # the daemon's sealer, its state made beside the directory
+        from auditd_lite import seal
+        from auditd_lite.storage.sealer import Sealer
+
+        seal.setup(db_dir.parent / "seal", seal_s)
+        sealer = Sealer(db_dir.parent / "seal")
     bw = BatchWriter(db_dir, {"bench": True}, batch_size=batch,
-                     rotation=RotationPolicy(size_mb=rotate_mb))
+                     rotation=RotationPolicy(size_mb=rotate_mb), sealer=sealer)
     bw.open()
     settle_gc()  # as the daemon does once it is ready
     t0 = time.perf_counter()
@@ -98,7 +106,9 @@ def one_run(raw: list[bytes], db_dir: Path, batch: int, rotate_mb: float) -> dic
         con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
         stored += con.execute("SELECT count(*) FROM events").fetchone()[0]
         con.close()
-    return {"seconds": elapsed, "records_per_s": len(raw) / elapsed, "files": len(files), "stored": stored}
+    seals = sealer.state.epoch if sealer else 0
+    return {"seconds": elapsed, "records_per_s": len(raw) / elapsed, "files": len(files), "stored": stored,
+            "seals": seals, "sealed": bool(seal_s)}
 
 
 def main() -> int:
@@ -109,14 +119,22 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="runs, each into a fresh directory (median quoted)")
     ap.add_argument("--dir", type=Path, help="where to write (default: a temporary directory)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--seal", type=int, default=0, metavar="SECONDS",
+                    help="also run sealed with epochs of SECONDS, alternating with unsealed rep by rep")
     args = ap.parse_args()
 
     logsetup.configure("info")
     raw = synthetic(args.records)
     work = args.dir or Path(tempfile.mkdtemp(prefix="auditd-writer-"))
-    runs = [one_run(raw, work / f"run-{k}" / "db", args.batch, args.rotate_mb) for k in range(args.reps)]
-    rates = sorted(r["records_per_s"] for r in runs)
+    configs = [0, args.seal] if args.seal else [0]
+    runs = []
+    for k in range(args.reps):
+        for seal_s in configs[k % len(configs):] + configs[:k % len(configs)]:
+            runs.append(one_run(raw, work / f"run-{k}-{seal_s}" / "db", args.batch, args.rotate_mb, seal_s))
     complete = all(r["stored"] == args.records for r in runs)
+    sealed = sorted(r["records_per_s"] for r in runs if r["sealed"])
+    runs_plain = [r for r in runs if not r["sealed"]]
+    rates = sorted(r["records_per_s"] for r in runs_plain)
     result = {"records": args.records, "rotate_mb": args.rotate_mb, "batch": args.batch,
               "records_per_s_median": statistics.median(rates), "runs": runs}
     print("| figure | value |\n|---|---|")
@@ -125,6 +143,12 @@ def main() -> int:
           f"| {result['records_per_s_median']:.0f} |")
     print(f"| slowest and fastest run | {rates[0]:.0f} and {rates[-1]:.0f} |")
     print(f"| database files per run (rotation every {args.rotate_mb:g} MiB) | {runs[0]['files']} |")
+    if sealed:
+        seals = statistics.median(r["seals"] for r in runs if r["sealed"])
+        result["sealed_records_per_s_median"] = statistics.median(sealed)
+        print(f"| sealed, epochs of {args.seal} s ({seals:.0f} seals a run): records per second, median "
+              f"(slowest, fastest) | {statistics.median(sealed):.0f} ({sealed[0]:.0f}, {sealed[-1]:.0f}) |")
+        print(f"| sealed / unsealed, medians | {statistics.median(sealed) / result['records_per_s_median']:.3f} |")
     print(f"| every record found in the files, every run | {'yes' if complete else 'NO'} |")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -44,7 +44,7 @@ def seals_in(d: Path) -> list[tuple]:
     for path in files_oldest_first(d):
         con = sqlite3.connect(path)
         try:
-            out += con.execute("SELECT id, reason, batch_id FROM seals").fetchall()
+            out += con.execute("SELECT epoch, reason, batch_id FROM seals").fetchall()
         finally:
             con.close()
     return sorted(out)
@@ -140,7 +140,7 @@ def drop_batches(path: Path, ids) -> None:
 
 def drop_seals(path: Path, epochs) -> None:
     con = writable(path)
-    con.executemany("DELETE FROM seals WHERE id = ?", [(e,) for e in epochs])
+    con.executemany("DELETE FROM seals WHERE epoch = ?", [(e,) for e in epochs])
     con.commit()
     con.close()
 
@@ -150,8 +150,9 @@ def check(db: Path, key=None, **kw) -> tuple[int, str, str]:
     import io
 
     files = kw.pop("files", False)
-    report = (verify.verify(files_oldest_first(db), verify_key=key, **kw) if files
-              else verify.verify(db_dir=db, verify_key=key, **kw))
+    keys = [] if key is None else key if isinstance(key, list) else [key]
+    report = (verify.verify(files_oldest_first(db), verify_keys=keys, **kw) if files
+              else verify.verify(db_dir=db, verify_keys=keys, **kw))
     out, err = io.StringIO(), io.StringIO()
     status = verify.render(report, out, err)
     return status, out.getvalue(), err.getvalue()
@@ -226,7 +227,7 @@ def test_rotated_file_replaced_by_consistent_forgery_is_found(sealed, tmp_path):
     os.chmod(rotated, 0o644)
     shutil.copyfile(other / "audit.db", rotated)
     con = sqlite3.connect(rotated)
-    con.executemany("INSERT INTO seals VALUES (?, ?, ?, ?, ?, ?, ?, ?)", genuine)
+    con.executemany("INSERT INTO seals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", genuine)
     con.commit()
     con.close()
     rechain(db)
@@ -268,7 +269,7 @@ def test_truncation_with_its_seals_removed_is_found(sealed):
     status, out, err = check(db, key, files=True)
     assert status == 0, out + err
     line = next(line for line in out.splitlines() if line.startswith(f"{live}:"))
-    assert "(batches 5..6, by epoch 3 " in line and "batches 7..7" in line and "NOT YET SEALED" in line
+    assert "(batches 5..6, by epoch 3 " in line and "20 records in batch 7 " in line and "NOT YET SEALED" in line
     assert "epoch 4 is open" in line
 
 
@@ -295,7 +296,7 @@ def test_forged_seal_with_current_key_is_found(sealed):
     s = dict(epoch=4, key_id=state.key_id, reason="stop", sealed_ns=time.time_ns(), batch_id=bid,
              batch_hash=h, interval_s=EPOCH_S)
     s["mac"] = seal.mac(state.key, s)
-    con.execute("UPDATE seals SET sealed_ns = ?, batch_id = ?, batch_hash = ?, mac = ? WHERE id = 4",
+    con.execute("UPDATE seals SET sealed_ns = ?, batch_id = ?, batch_hash = ?, mac = ? WHERE epoch = 4",
                 (s["sealed_ns"], bid, h, s["mac"]))
     con.commit()
     con.close()
@@ -349,21 +350,21 @@ def test_state_holds_no_earlier_key(sealed):
             assert k not in blob and k.hex().encode() not in blob
     assert current.hex().encode() in blobs[0]  # the test sees a key where there is one
 
-    made = [dict(zip(("epoch",) + seal.FIELDS[1:] + ("mac",), row)) for row in all_seal_rows(db)]
+    made = [dict(zip(seal.FIELDS + ("mac",), row)) for row in all_seal_rows(db)]
     assert [s["epoch"] for s in made] == [0, 1, 2, 3, 4]
     for s, k in zip(made, earlier):
         assert seal.mac_matches(k, s) and not seal.mac_matches(state.key, s)
     stolen = seal.VerifyKey(bytes(state.key), key.created_s, key.interval_s)
     status, out, err = check(db, stolen)
-    assert status == 1 and "not this key's" in out, out
+    assert status == 1 and f"the newest seal is of key {key.id}, which was not given" in out, out
+    assert "sealed to" not in out
 
 
 def all_seal_rows(db: Path) -> list[tuple]:
     rows = []
     for path in files_oldest_first(db):
         con = sqlite3.connect(path)
-        rows += con.execute("SELECT id, key_id, reason, sealed_ns, batch_id, batch_hash, interval_s, mac "
-                            "FROM seals ORDER BY id").fetchall()
+        rows += con.execute(f"SELECT {', '.join(seal.FIELDS)}, mac FROM seals ORDER BY id").fetchall()
         con.close()
     return rows
 
@@ -482,13 +483,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message):
 
 def test_verify_without_the_key_says_seals_were_not_checked(sealed):
     """Without --verify-key verify checks the chain as before and says the seals were not
-    checked; with a key from another setup it fails, naming that key's id."""
+    checked; with the key of another setup it fails, naming the key id of the seals it could not
+    check, and calls nothing sealed."""
     db, _, key = sealed
     status, out, err = cli_in_process("verify", "--db-dir", db)
     assert status == 0 and "the 5 seals in these files were not checked: give --verify-key" in err
     other = seal.setup(db.parent / "other", EPOCH_S)
     status, out, err = cli_in_process("verify", "--db-dir", db, "--verify-key", other.text())
-    assert status == 1 and f"not this key's {other.id}" in out, out
+    assert status == 1 and f"the newest seal is of key {key.id}, which was not given" in out, out
+    assert "sealed to" not in out and f"5 seals of key {key.id}, which was not given, not checked" in err
 
 
 def test_verify_key_from_a_file(sealed, tmp_path):
@@ -571,3 +574,24 @@ def test_state_file_is_json_without_secrets_beyond_the_current_key(sealed):
     data = json.loads((state_dir / "state").read_text())
     assert sorted(data) == ["created_ns", "epoch", "format", "interval_s", "key", "key_id", "recent"]
     assert [s["epoch"] for s in data["recent"]] == [0, 1, 2, 3, 4]
+
+
+def test_a_new_key_chain_after_setup_force(sealed):
+    """`seal setup --force` on a directory sealed with another key: the new chain begins at epoch
+    0 in the same files (the epoch numbers of the two chains do not collide). With the new key
+    alone the files verify (the old chain's seals named, not checked: the new start seal covers
+    everything before it); with the old key alone verify fails, since the newest seals are the
+    new key's; with both, both chains are checked and pass."""
+    db, state, old = sealed
+    new = seal.setup(state, EPOCH_S, force=True)
+    bw = writer(db, state)
+    bw.write(second_rows(20, 200))
+    bw.close()
+    assert [(e, r) for e, r, _ in seals_in(db)].count((0, "start")) == 2
+    status, out, err = check(db, new)
+    assert status == 0 and f"5 seals of key {old.id}, which was not given, not checked" in err, out + err
+    status, out, err = check(db, old)
+    assert status == 1 and f"the newest seal is of key {new.id}, which was not given" in out, out
+    status, out, err = check(db, [old, new])
+    assert status == 0 and "not checked" not in err, out + err
+    assert f"by epoch 1 of key {new.id}" in out, out

@@ -4,20 +4,25 @@ docs/sealing.md).
 The unkeyed chain (chain.py) says the records are as the chain's hashes say; anyone who can
 write the files can recompute those. A seal is an HMAC, with the key of its epoch, over the
 last batch's id and hash when it was made: it vouches for that batch and, through the chain,
-for every record before it. With the verification key (K0) every epoch's key is computed and:
+for every record before it. With a verification key (K0) every epoch's key of its chain is
+computed and:
 
-- every seal's MAC is checked, and its key id: a seal forged or edited is found;
+- every seal's MAC is checked: a seal forged or edited is found;
 - the batch each seal names must be in the files with the hash it sealed: a sealed record
   edited (the hashes after it recomputed), a sealed batch removed, a file replaced by a
   consistent forgery, are found, and named by the first epoch whose seal no longer holds;
-- epochs are numbered without a hole from the first seal in the files to the last: a seal
-  removed is found (an attacker holding the current key can make no earlier epoch's seal);
-- after the last seal: if it is a stop seal, no batch may follow it; otherwise it must be
-  recent (seals are due every epoch): seals and batches cut off the end are found, once an
-  epoch has passed; what follows a recent seal is the open epoch, "not yet sealed".
+- a key chain's epochs are numbered without a hole from its first seal in the files to its
+  last: a seal removed is found (an attacker holding the current key can make no earlier
+  epoch's seal);
+- after the newest seal: if it is a stop seal, no batch may follow it; otherwise a daemon must
+  still be writing (the directory's lock) and the seal be recent (seals are due every epoch):
+  seals and batches cut off the end are found. What follows a recent seal is the open epoch,
+  "not yet sealed".
 
-A start seal after a seal that was not a stop (the daemon died) is noted: the records written
-since the previous seal were sealed only at that start, not while the daemon was down.
+`seal setup --force` begins a new key chain: each chain is checked with its own key, and seals
+of a chain whose key was not given are named, not checked. A start seal after a seal that was
+not a stop (the daemon died) is noted: the records written since the seal before were sealed
+only at that start, not while the daemon was down.
 
 Each file's line says up to when its records are sealed. Standard library and cryptography.
 """
@@ -34,7 +39,7 @@ from ..timeparse import format_duration, format_time
 # how late the daemon's seal may be besides one epoch before verify calls it missing: the
 # writer seals between batches (at least every half second) and a loaded machine is slow
 LATE_S = 10
-_SEAL_COLUMNS = ("id",) + tuple(f for f in seal.FIELDS if f != "epoch") + ("mac",)
+_COLUMNS = seal.FIELDS + ("mac",)
 
 
 @dataclass
@@ -42,7 +47,7 @@ class _File:
     name: str
     lo: int | None
     hi: int | None
-    seals: list = field(default_factory=list)  # dicts with seal.FIELDS and mac
+    seals: list = field(default_factory=list)  # dicts of _COLUMNS, in the order written
     hashes: dict = field(default_factory=dict)  # batch id -> hash, for batches seals name
     # after the last batch a seal vouches for: batches, records, first id, first and last
     # written_ns; and the newest written_ns up to it
@@ -74,14 +79,9 @@ def _read(chain_files) -> list[_File]:
         f = _File(cf.name, cf.lo, cf.hi)
         conn = open_ro(cf.path)
         try:
-            conn.isolation_level = None
-            conn.execute("BEGIN")  # one snapshot of a live file for its seals and batches
             if _has_seals(conn):
-                for row in conn.execute(f"SELECT {', '.join(_SEAL_COLUMNS)} FROM seals ORDER BY id"):
-                    s = dict(zip(_SEAL_COLUMNS, row))
-                    s["epoch"] = s.pop("id")
-                    f.seals.append(s)
-            conn.execute("ROLLBACK")
+                f.seals = [dict(zip(_COLUMNS, row), file=cf.name) for row in conn.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM seals ORDER BY id")]
         finally:
             conn.close()
         files.append(f)
@@ -128,164 +128,181 @@ def _matches(f: _File | None, s: dict) -> bool:
     return stored == s["batch_hash"] or (stored is None and s["batch_hash"] == chain.GENESIS)
 
 
-def check(chain_files, key: seal.VerifyKey, report, running: bool | None = None,
+class _Check:
+    def __init__(self, report, several: bool):
+        self.report = report
+        self.several = several  # more than one key chain given: name the key with an epoch
+
+    def problem(self, name: str, reason: str, batch: int | None = None) -> None:
+        self.report.problems.append(chain.Problem(name, batch, reason))
+
+    def epoch(self, s: dict) -> str:
+        return f"epoch {s['epoch']}" + (f" of key {s['key_id']}" if self.several else "")
+
+
+def check(chain_files, keys: list[seal.VerifyKey], report, running: bool | None = None,
           now_ns: int | None = None) -> None:
-    """Check the seals of ``chain_files`` (verify's, oldest first) with ``key``; problems,
+    """Check the seals of ``chain_files`` (verify's, oldest first) with ``keys``; problems,
     notes and one line per file (``report.seal_lines``) go into ``report``. ``running``: whether
     a daemon holds the directory's lock (None: not known, for files given by name); ``now_ns``:
     the time the last seal's age is judged at (now)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     files = _read(chain_files)
-    problem = lambda f, reason, batch=None: report.problems.append(chain.Problem(f, batch, reason))  # noqa: E731
-    where = {}  # epoch -> the file holding its seal
-    seals = []
-    for f in files:
-        for s in f.seals:
-            if s["epoch"] in where:
-                problem(f.name, f"epoch {s['epoch']} is sealed twice (also in {where[s['epoch']]}): "
-                        "a seal copied in")
-                continue
-            where[s["epoch"]] = f.name
-            seals.append(s)
-    seals.sort(key=lambda s: s["epoch"])
-    _look_up(chain_files, files, {s["batch_id"] for s in seals}, None)
-
+    by_id = {k.id: k for k in keys}
+    c = _Check(report, len(by_id) > 1)
+    written = [s for f in files for s in f.seals]  # in the order the files hold them
+    _look_up(chain_files, files, {s["batch_id"] for s in written}, None)
     valid = []
-    keys = key.keys()
-    k, at = next(keys), 0
-    broken = None  # the first epoch of a run of seals whose batches are not as sealed
-    for s in seals:
-        name, e = where[s["epoch"]], s["epoch"]
-        while at < e:
-            k, at = next(keys), at + 1
-        if s["key_id"] != key.id:
-            problem(name, f"epoch {e}: sealed with key id {s['key_id']}, not this key's {key.id}: "
-                    "another setup, or a forgery")
-            continue
-        if not seal.mac_matches(k, s):
-            problem(name, f"epoch {e}: its seal does not verify with this key: forged or edited")
-            continue
-        holder = _holder(files, s["batch_id"])
-        if not _matches(holder, s):
-            if broken is None:
-                broken = (name, s, holder)
-            continue
-        _end_broken(broken, problem)
-        broken = None
-        valid.append(s)
-    _end_broken(broken, problem)
-    _continuity(seals, where, problem, report)
-
-    # a seal that holds vouches for every batch up to the one it names
-    last = valid[-1] if valid else None
+    for kid in sorted({s["key_id"] for s in written} - set(by_id)):
+        n = sum(1 for s in written if s["key_id"] == kid)
+        report.notes.append(f"{n} seal{'s' if n != 1 else ''} of key {kid}, which was not given, "
+                            "not checked (another `seal setup`: give its key too)")
+    for k in keys:
+        valid += _check_chain(k, [s for s in written if s["key_id"] == k.id], files, c)
+    valid.sort(key=lambda s: (s["sealed_ns"], s["batch_id"]))
     covered = max((s["batch_id"] for s in valid), default=0)
     _look_up(chain_files, files, set(), covered)
-    still_open = _tail(files, seals, last, key, running, now_ns, problem)
+    still_open = _tail(files, written, valid, keys, running, now_ns, c)
     for f in files:
-        line = _file_line(f, covered, where, valid)
+        line = _file_line(f, covered, valid, c)
         if still_open and f.after[0]:
             line += f": {still_open}"
         report.seal_lines.append(line)
 
 
-def _end_broken(broken, problem) -> None:
+def _check_chain(key: seal.VerifyKey, seals: list, files: list[_File], c: _Check) -> list:
+    """One key chain's seals: each one's mac and batch, then their numbering; the seals that hold."""
+    seen: dict[int, dict] = {}
+    for s in seals:
+        if s["epoch"] in seen:
+            c.problem(s["file"], f"{c.epoch(s)} is sealed twice (also in {seen[s['epoch']]['file']}): "
+                      "a seal copied in")
+        seen.setdefault(s["epoch"], s)
+    ordered = sorted(seen.values(), key=lambda s: s["epoch"])
+    valid, broken = [], None  # broken: the first seal of a run whose batches are not as sealed
+    keys, k, at = key.keys(), None, -1
+    for s in ordered:
+        while at < s["epoch"]:
+            k, at = next(keys), at + 1
+        if not seal.mac_matches(k, s):
+            c.problem(s["file"], f"{c.epoch(s)}: its seal does not verify with this key: forged or edited")
+            continue
+        holder = _holder(files, s["batch_id"])
+        if not _matches(holder, s):
+            broken = broken or (s, holder)
+            continue
+        _say_broken(broken, c)
+        broken = None
+        valid.append(s)
+    _say_broken(broken, c)
+    _numbering(ordered, c)
+    return valid
+
+
+def _say_broken(broken, c: _Check) -> None:
     if broken is None:
         return
-    name, s, holder = broken
+    s, holder = broken
     b = s["batch_id"]
     if holder is None or b not in holder.hashes:
-        problem(name, f"epoch {s['epoch']} sealed batch {b}, which no file holds: sealed batches "
-                "were removed", b)
+        c.problem(s["file"], f"{c.epoch(s)} sealed batch {b}, which no file holds: sealed batches "
+                  "were removed", b)
     else:
-        problem(holder.name, f"batch {b} is not what epoch {s['epoch']} sealed: a record sealed in "
-                f"epoch {s['epoch']} or before was changed, and the hashes after it recomputed", b)
+        c.problem(holder.name, f"batch {b} is not what {c.epoch(s)} sealed: a record sealed in "
+                  f"{c.epoch(s)} or before was changed, and the hashes after it recomputed", b)
 
 
-def _continuity(seals: list, where: dict, problem, report) -> None:
+def _numbering(seals: list, c: _Check) -> None:
+    """One chain's seals by epoch: no hole, in time order, and the starts after a death noted."""
     if not seals:
         return
-    if seals[0]["epoch"] > 0:
-        report.notes.append(f"{where[seals[0]['epoch']]}: the first seal here is epoch "
-                            f"{seals[0]['epoch']}: epochs before it sealed files that are not here")
+    notes = c.report.notes
+    first = seals[0]
+    if first["epoch"] > 0:
+        notes.append(f"{first['file']}: the first seal here is {c.epoch(first)}: epochs before it "
+                     "sealed files that are not here")
+    elif first["batch_id"]:
+        notes.append(f"{first['file']}: sealing began at {format_time(first['sealed_ns'])}: batches "
+                     f"up to {first['batch_id']} were written before it, and sealed as found then")
     for a, b in zip(seals, seals[1:]):
         if b["epoch"] > a["epoch"] + 1:
             gap = (f"epoch {a['epoch'] + 1}" if b["epoch"] == a["epoch"] + 2
                    else f"epochs {a['epoch'] + 1}..{b['epoch'] - 1}")
-            problem(where[b["epoch"]], f"the seals of {gap} are missing (between epoch {a['epoch']} "
-                    f"in {where[a['epoch']]} and epoch {b['epoch']}): removed")
+            c.problem(b["file"], f"the seals of {gap} are missing (between {c.epoch(a)} in {a['file']} "
+                      f"and {c.epoch(b)}): removed")
         if b["sealed_ns"] < a["sealed_ns"] or b["batch_id"] < a["batch_id"]:
-            problem(where[b["epoch"]], f"epoch {b['epoch']} is sealed before epoch {a['epoch']}, or "
-                    "over an earlier batch: seals out of order")
+            c.problem(b["file"], f"{c.epoch(b)} is sealed before {c.epoch(a)}, or over an earlier "
+                      "batch: seals out of order")
         if b["reason"] == "start" and a["reason"] != "stop" and b["epoch"] == a["epoch"] + 1:
-            report.notes.append(
-                f"{where[b['epoch']]}: epoch {b['epoch']} began at a start ({format_time(b['sealed_ns'])}) "
-                f"after epoch {a['epoch']} ({format_time(a['sealed_ns'])}) ended without a stop seal: "
-                "the daemon died; what it wrote between them was sealed only at the start, not "
-                "while it was down")
-    first = seals[0]
-    if first["epoch"] == 0 and first["batch_id"]:
-        report.notes.append(f"{where[0]}: sealing began at {format_time(first['sealed_ns'])}: batches "
-                            f"up to {first['batch_id']} were written before it, and sealed as found then")
+            notes.append(
+                f"{b['file']}: {c.epoch(b)} began at a start ({format_time(b['sealed_ns'])}) after "
+                f"{c.epoch(a)} ({format_time(a['sealed_ns'])}) ended without a stop seal: the daemon "
+                "died; what it wrote between them was sealed only at the start, not while it was down")
 
 
-def _tail(files, seals, last, key, running, now_ns: int, problem) -> str | None:
-    """What comes after the last seal that holds: nothing after a stop seal; after another, the
-    open epoch (returned: what to say of it), unless no daemon is running to close it or it is
-    older than an epoch allows."""
-    newest = next((f for f in reversed(files) if f.lo is not None), files[-1] if files else None)
-    if newest is None:
-        return
+def _tail(files, written, valid, keys, running, now_ns: int, c: _Check) -> str | None:
+    """What comes after the newest seal: nothing after a stop seal; after another, the open
+    epoch (returned: what to say of it), unless no daemon is running to close it or it is older
+    than an epoch allows."""
+    newest_file = next((f for f in reversed(files) if f.lo is not None), files[-1] if files else None)
+    if newest_file is None:
+        return None
     batches = sum(f.after[0] for f in files)
     records = sum(f.after[1] for f in files)
     first_tail = next((f for f in files if f.after[0]), None)
-    if last is None:
-        if seals:
-            return  # none of them holds: said above
-        if batches and max(f.after[4] or 0 for f in files) > (key.created_s + 2 * key.interval_s + LATE_S) * 10**9:
-            problem(newest.name, f"no seal in any file, though sealing was set up at "
-                    f"{format_time(key.created_s * 10**9)}: every seal was removed, or the daemon "
-                    "never sealed (no sealing state)")
-        return
-    if seals[-1]["epoch"] != last["epoch"]:
-        return  # a later seal does not hold: said above
-    e = last["epoch"]
+    if not written:
+        made = max(k.created_s for k in keys)
+        latest = max(f.after[4] or 0 for f in files)
+        if batches and latest > (made + 2 * min(k.interval_s for k in keys) + LATE_S) * 10**9:
+            c.problem(newest_file.name, f"no seal in any file, though sealing was set up at "
+                      f"{format_time(made * 10**9)}: every seal was removed, or the daemon never "
+                      "sealed (no sealing state)")
+        return None
+    last = max(written, key=lambda s: (s["sealed_ns"], s["batch_id"]))
+    if not valid or last is not valid[-1]:
+        if last["key_id"] not in {k.id for k in keys}:
+            c.problem(last["file"], f"the newest seal is of key {last['key_id']}, which was not given: "
+                      "what it seals was not checked (give its key too)")
+        return None  # else a later seal does not hold: said above
+    e = c.epoch(last)
     if last["reason"] == "stop":
         if batches:
-            problem(first_tail.name, f"{records} records (batches {first_tail.after[2]} on) were "
-                    f"written after the stop seal of epoch {e} ({format_time(last['sealed_ns'])}) and "
-                    "no seal covers them: the daemon ran without sealing, or they were put in afterwards")
-        return
+            c.problem(first_tail.name, f"{records} records (batches {first_tail.after[2]} on) were "
+                      f"written after the stop seal of {e} ({format_time(last['sealed_ns'])}) and no "
+                      "seal covers them: the daemon ran without sealing, or they were put in afterwards")
+        return None
     if running is False:
-        problem(newest.name, f"no daemon is writing here, and the last seal, epoch {e} "
-                f"({last['reason']}, {format_time(last['sealed_ns'])}), is not a stop seal: the daemon "
-                f"died (its next start seals what it left), or the seals after it (and what they "
-                f"sealed) were removed; {records} records after it are not sealed")
-        return
+        c.problem(newest_file.name, f"no daemon is writing here, and the last seal, {e} "
+                  f"({last['reason']}, {format_time(last['sealed_ns'])}), is not a stop seal: the daemon "
+                  f"died (its next start seals what it left), or the seals after it (and what they "
+                  f"sealed) were removed; {records} records after it are not sealed")
+        return None
     due_ns = last["sealed_ns"] + last["interval_s"] * 10**9
     if now_ns > due_ns + (last["interval_s"] + LATE_S) * 10**9:
-        problem(newest.name, f"the last seal, epoch {e} ({last['reason']}, "
-                f"{format_time(last['sealed_ns'])}), is {format_duration(now_ns - last['sealed_ns'])} "
-                f"old and not a stop seal, while seals are due every "
-                f"{format_duration(last['interval_s'] * 10**9)}: newer seals (and what they sealed) "
-                f"were removed, or the daemon stopped sealing; {records} records after it are not sealed")
-        return
-    return f"epoch {e + 1} is open, its seal due by {format_time(due_ns)}"
+        c.problem(newest_file.name, f"the last seal, {e} ({last['reason']}, "
+                  f"{format_time(last['sealed_ns'])}), is {format_duration(now_ns - last['sealed_ns'])} "
+                  f"old and not a stop seal, while seals are due every "
+                  f"{format_duration(last['interval_s'] * 10**9)}: newer seals (and what they sealed) "
+                  f"were removed, or the daemon stopped sealing; {records} records after it are not sealed")
+        return None
+    return f"epoch {last['epoch'] + 1} is open, its seal due by {format_time(due_ns)}"
 
 
-def _file_line(f: _File, covered: int, where: dict, valid: list) -> str:
-    here = [s["epoch"] for s in valid if where[s["epoch"]] == f.name]
-    epochs = ("" if not here else f"; seals of epoch {here[0]}" if len(here) == 1
-              else f"; seals of epochs {here[0]}..{here[-1]}")
+def _file_line(f: _File, covered: int, valid: list, c: _Check) -> str:
+    here = [s for s in valid if s["file"] == f.name]
+    epochs = ("" if not here else f"; seals of {c.epoch(here[0])}" if len(here) == 1
+              else f"; seals of {c.epoch(here[0])} to {here[-1]['epoch']}")
     if f.lo is None:
         return f"{f.name}: no batches{epochs}"
     parts = []
     if f.lo <= covered:
         top = min(covered, f.hi)
         by = next(s for s in valid if s["batch_id"] >= top)
-        parts.append(f"sealed to {format_time(f.sealed_to)} (batches {f.lo}..{top}, by epoch "
-                     f"{by['epoch']} at {format_time(by['sealed_ns'])}){epochs}")
+        which = f"batch {top}" if top == f.lo else f"batches {f.lo}..{top}"
+        parts.append(f"sealed to {format_time(f.sealed_to)} ({which}, by {c.epoch(by)} at "
+                     f"{format_time(by['sealed_ns'])}){epochs}")
     n_batches, n_records, first, since, _ = f.after
     if n_batches:
-        parts.append(f"{n_records} records in batches {first}..{f.hi} (since "
-                     f"{format_time(since)}) NOT YET SEALED")
+        which = f"batch {first}" if first == f.hi else f"batches {first}..{f.hi}"
+        parts.append(f"{n_records} records in {which} (since {format_time(since)}) NOT YET SEALED")
     return f"{f.name}: " + "; ".join(parts)

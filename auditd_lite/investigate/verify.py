@@ -306,11 +306,11 @@ def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
 
 # --- entry -------------------------------------------------------------------
 
-def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3, verify_key=None,
+def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3, verify_keys=(),
            now_ns: int | None = None) -> Report:
     """Check files (or a directory's files); a directory rotated meanwhile is checked again.
-    ``verify_key`` (seal.VerifyKey): check the seals too (seals.py), at ``now_ns`` (now)."""
-    seals_at = dict(key=verify_key, now_ns=now_ns, running=None)
+    ``verify_keys`` (seal.VerifyKey): check the seals too (seals.py), at ``now_ns`` (now)."""
+    seals_at = dict(keys=list(verify_keys), now_ns=now_ns, running=None)
     if paths is not None:
         return _verify([p for arg in paths for p in database_files(db_file=arg)], False,
                        seals_at=seals_at)
@@ -382,20 +382,20 @@ def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_a
         if checked is not None:
             chain_files.append(checked)
     _check_sequence(chain_files, report)
-    _check_seals(chain_files, report, **(seals_at or {"key": None}))
+    _check_seals(chain_files, report, **(seals_at or {}))
     return report
 
 
-def _check_seals(chain_files: list[_ChainFile], report: Report, key=None, running=None,
+def _check_seals(chain_files: list[_ChainFile], report: Report, keys=(), running=None,
                  now_ns=None) -> None:
     from . import seals
 
-    if key is not None:
+    if keys:
         if report.exports:
             report.notes.append("exports carry no seals: --verify-key checks the daemon's files "
                                 "(a signed export is checked with --pubkey)")
         if chain_files:
-            seals.check(chain_files, key, report, running=running, now_ns=now_ns)
+            seals.check(chain_files, keys, report, running=running, now_ns=now_ns)
             report.seals_checked = True
         return
     n = seals.count([f.path for f in chain_files])

@@ -57,12 +57,13 @@ batches = Table(
 
 
 # The end of a sealing epoch (auditd_lite/seal.py, revision 0005): an HMAC, with that epoch's
-# key, over seal.FIELDS; the id is the epoch's number. ``batch_id`` and ``batch_hash`` are the
-# last batch written then (0 and the genesis hash before any), which may be in an older file
-# than the seal: no foreign key.
+# key, over seal.FIELDS. ``batch_id`` and ``batch_hash`` are the last batch written then (0 and
+# the genesis hash before any), which may be in an older file than the seal: no foreign key.
+# An epoch is one key chain's (``key_id``): `seal setup --force` begins another at epoch 0.
 seals = Table(
     "seals", metadata,
     Column("id", Integer, primary_key=True),
+    Column("epoch", Integer, nullable=False),
     Column("key_id", Text, nullable=False),
     Column("reason", Text, nullable=False),  # seal.REASONS
     Column("sealed_ns", BigInteger, nullable=False),
@@ -71,6 +72,7 @@ seals = Table(
     Column("interval_s", Integer, nullable=False),
     Column("mac", Text, nullable=False),  # hex HMAC-SHA256
 )
+Index("ix_seals_key_epoch", seals.c.key_id, seals.c.epoch, unique=True)
 
 
 # exec, exec_failed and exit records in one table.

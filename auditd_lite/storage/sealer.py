@@ -22,18 +22,19 @@ from .schema import seals
 
 log = structlog.get_logger("auditd_lite.writer")
 
-INSERT_SEAL = (f"INSERT INTO {seals.name} (id, {', '.join(f for f in seal.FIELDS if f != 'epoch')}, mac) "
-               f"VALUES ({', '.join('?' * (len(seal.FIELDS) + 1))})")
+SEAL_COLUMNS = seal.FIELDS + ("mac",)
+INSERT_SEAL = (f"INSERT INTO {seals.name} ({', '.join(SEAL_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(SEAL_COLUMNS))})")
 
 
-def _seal_values(s: dict) -> tuple:
-    return (s["epoch"],) + tuple(s[f] for f in seal.FIELDS if f != "epoch") + (s["mac"],)
-
-
-def _top_epoch(query) -> int | None:
-    if not query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'seals'"):
-        return None
-    return query("SELECT max(id) FROM seals")[0][0]
+def _top_epoch(key_id: str):
+    """The reader of a file's last epoch of one key chain (None: the file has none)."""
+    def read(query) -> int | None:
+        if not query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'seals'"):
+            return None
+        # key ids are 16 hex digits (seal.key_id): nothing to quote
+        return query(f"SELECT max(epoch) FROM seals WHERE key_id = '{key_id}'")[0][0]
+    return read
 
 
 class Sealer:
@@ -55,9 +56,10 @@ class Sealer:
         file and the database. ``conn``: the live file (migrated); ``batch_hashes(ids)``: the
         hashes the live file holds for those batch ids. A recent seal whose batch is not there
         as sealed is left out (the directory is not the one it sealed) and said."""
-        top = _top_epoch(lambda sql: conn.exec_driver_sql(sql).fetchall())
+        top_of = _top_epoch(self.state.key_id)
+        top = top_of(lambda sql: conn.exec_driver_sql(sql).fetchall())
         if top is None:
-            top = dbfiles.from_newest_rotated(db_dir, _top_epoch, unreadable)
+            top = dbfiles.from_newest_rotated(db_dir, top_of, unreadable)
         conn.rollback()
         missing = [s for s in self.state.recent if top is None or s["epoch"] > top]
         if not missing:
@@ -100,7 +102,7 @@ class Sealer:
             if conn.in_transaction():  # a read or a PRAGMA autobegun (rotation's journal mode)
                 conn.rollback()
             with conn.begin():
-                conn.exec_driver_sql(INSERT_SEAL, [_seal_values(s) for s in self.pending])
+                conn.exec_driver_sql(INSERT_SEAL, [tuple(s[c] for c in SEAL_COLUMNS) for s in self.pending])
         except DBAPIError as e:
             log.error("seal_not_written", epochs=[s["epoch"] for s in self.pending], error=why(e))
             return

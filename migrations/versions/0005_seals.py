@@ -19,6 +19,7 @@ def upgrade() -> None:
     op.create_table(
         "seals",
         sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("epoch", sa.Integer, nullable=False),
         sa.Column("key_id", sa.Text, nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("sealed_ns", sa.BigInteger, nullable=False),
@@ -27,7 +28,9 @@ def upgrade() -> None:
         sa.Column("interval_s", sa.Integer, nullable=False),
         sa.Column("mac", sa.Text, nullable=False),
     )
+    op.create_index("ix_seals_key_epoch", "seals", ["key_id", "epoch"], unique=True)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_seals_key_epoch", "seals")
     op.drop_table("seals")

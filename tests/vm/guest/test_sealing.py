@@ -28,7 +28,7 @@ def seals() -> list[tuple]:
     for path in sorted(DB_DIR.glob("*.db")):
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            out += con.execute("SELECT id, reason FROM seals").fetchall()
+            out += con.execute("SELECT epoch, reason FROM seals").fetchall()
         finally:
             con.close()
     return sorted(out)
