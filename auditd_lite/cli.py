@@ -373,7 +373,8 @@ def add_investigation_commands(sub) -> None:
         epilog="examples:\n  auditd-lite export --since 2026-11-20 --until 2026-11-21 -o case-118.db\n"
                "  auditd-lite export --since 2h --comm sh -o sh.db && auditd-lite verify sh.db\n"
                "  auditd-lite export --since 1d --format ocsf -o day.ocsf.jsonl\n"
-               "  auditd-lite export --since 7d --format parquet -o /srv/lake")
+               "  auditd-lite export --since 7d --format parquet -o /srv/lake\n"
+               "  auditd-lite export --since 1d -o case-118.db --sign /root/keys/signing.key")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
     e.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="the database directory (default /var/lib/auditd-lite)")
@@ -408,14 +409,15 @@ def add_investigation_commands(sub) -> None:
                     "first); for an export, check its manifest, its .sha256 and its batches. "
                     "Exit 0 when intact, 1 with one line per problem.",
         epilog="examples:\n  auditd-lite verify\n  auditd-lite verify --db-dir /srv/audit\n"
-               "  auditd-lite verify case-118.db")
+               "  auditd-lite verify case-118.db\n"
+               "  auditd-lite verify --pubkey signing.pub case-118.db day.ocsf.jsonl")
     v.add_argument("files", nargs="*", type=Path, metavar="FILE")
     v.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="every file of DIR (default /var/lib/auditd-lite when no FILE is given)")
     v.add_argument("--pubkey", type=Path, metavar="FILE",
-                   help="also check each export's signature (FILE.sig, export --sign) with this "
-                        "Ed25519 public key; an export without one fails. JSON-lines exports "
-                        "(ocsf, ecs) are checked by their signature")
+                   help="also check each export's signature (EXPORT.sig, from export --sign) "
+                        "with the Ed25519 public key FILE; an export without one fails. JSON-lines "
+                        "exports (ocsf, ecs) are checked by their signature")
 
     from .signing import DEFAULT_PRIVATE
 
