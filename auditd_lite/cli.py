@@ -403,7 +403,8 @@ def add_investigation_commands(sub) -> None:
         epilog="examples:\n  auditd-lite export --since 2026-11-20 --until 2026-11-21 -o case-118.db\n"
                "  auditd-lite export --since 2h --comm sh -o sh.db && auditd-lite verify sh.db\n"
                "  auditd-lite export --since 1d --format ocsf -o day.ocsf.jsonl\n"
-               "  auditd-lite export --since 7d --format parquet -o /srv/lake")
+               "  auditd-lite export --since 7d --format parquet -o /srv/lake\n"
+               "  auditd-lite export --since 1d -o case-118.db --sign /root/keys/signing.key")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
     e.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="the database directory (default /var/lib/auditd-lite)")
@@ -424,7 +425,12 @@ def add_investigation_commands(sub) -> None:
                         "parquet: a Parquet lake in the directory OUT, "
                         "host=H/day=YYYY-MM-DD/part-*.parquet (needs pyarrow: "
                         "pip install 'auditd-lite[lake]')")
-    e.add_argument("--force", action="store_true", help="replace OUT (and OUT.sha256) if they exist")
+    e.add_argument("--force", action="store_true",
+                   help="replace OUT (and OUT.sha256, OUT.sig) if they exist")
+    e.add_argument("--sign", type=Path, metavar="KEYFILE",
+                   help="also write OUT.sig, a signature with the Ed25519 private key KEYFILE "
+                        "(auditd-lite keygen) over the file's name, SHA-256 and manifest "
+                        "(sqlite, ocsf and ecs; not parquet)")
 
     v = sub.add_parser(
         "verify", help="check the hash chain, or an export's seal",
@@ -433,7 +439,8 @@ def add_investigation_commands(sub) -> None:
                     "first); for an export, check its manifest, its .sha256 and its batches. "
                     "Exit 0 when intact, 1 with one line per problem.",
         epilog="examples:\n  auditd-lite verify\n  auditd-lite verify --db-dir /srv/audit\n"
-               "  auditd-lite verify case-118.db")
+               "  auditd-lite verify case-118.db\n"
+               "  auditd-lite verify --pubkey signing.pub case-118.db day.ocsf.jsonl")
     v.add_argument("files", nargs="*", type=Path, metavar="FILE")
     v.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="every file of DIR (default /var/lib/auditd-lite when no FILE is given)")
@@ -441,6 +448,28 @@ def add_investigation_commands(sub) -> None:
                    help="also check the seals with the key `auditd-lite seal setup` printed (or a "
                         "file holding it), and say per file up to when its records are sealed; "
                         "again for each key a `seal setup --force` replaced")
+    v.add_argument("--pubkey", type=Path, metavar="FILE",
+                   help="also check each export's signature (EXPORT.sig, from export --sign) "
+                        "with the Ed25519 public key FILE; an export without one fails. JSON-lines "
+                        "exports (ocsf, ecs) are checked by their signature")
+
+    from .signing import DEFAULT_PRIVATE
+
+    k = sub.add_parser(
+        "keygen", help="make a key pair for signing exports",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Make an Ed25519 key pair: the private key (PEM PKCS8, mode 0600) for "
+                    "export --sign, and the public key beside it as NAME.pub (PEM, 0644) for "
+                    "verify --pubkey. Prints the paths and the public key's fingerprint (SHA-256 "
+                    "of its raw bytes), never the private key. Never replaces a key without "
+                    "--force. Keep the private key off the audited machine if you can: whoever "
+                    "reads it can sign anything.",
+        epilog="examples (as root):\n  auditd-lite keygen\n"
+               "  auditd-lite keygen -o /root/keys/case-118.key")
+    k.add_argument("-o", "--output", type=Path, metavar="PRIVATE",
+                   help=f"the private key's file (default {DEFAULT_PRIVATE}); the public key "
+                        "goes beside it, its suffix .pub")
+    k.add_argument("--force", action="store_true", help="replace an existing key pair")
 
 
 def warn_gaps(args, since_ns, until_ns, found, limit, oldest) -> None:
@@ -504,6 +533,13 @@ def cmd_export(args) -> int:
     from .config import DEFAULT_DB_DIR
 
     filters = filters_from_args(args)
+    key = None
+    if args.sign is not None:
+        if args.format == "parquet":
+            raise BadInput("--sign signs a sqlite, ocsf or ecs export, not a Parquet lake")
+        from . import signing
+
+        key = signing.load_private(args.sign)  # before any work: a bad key leaves nothing behind
     if args.format in SCHEMA_FORMATS:
         from .investigate import export_lines
 
@@ -512,6 +548,8 @@ def cmd_export(args) -> int:
         gaps.warn(m["_gaps"], sys.stderr)
         print(f"{exported(m['counts'])} as {args.format} lines from {plural(m['files'], 'file')} "
               f"to {args.output}; sha256 {m['sha256']} (in {args.output}.sha256)")
+        if key is not None:
+            signed(*export.sign(args.output, args.format, key, args.force, {"counts": m["counts"]}))
         return 0
     options = [f"{k}={v}" for k, v in sorted(vars(args).items()) if v not in (None, False)]
     if args.format == "parquet":
@@ -523,7 +561,13 @@ def cmd_export(args) -> int:
     print(f"{exported(m['counts'])} in {m['tables']['batches']} batches from "
           f"{plural(len(m['sources']), 'file')} to {args.output}; sha256 {m['sha256']} "
           f"(in {args.output}.sha256)")
+    if key is not None:
+        signed(*export.sign(args.output, "sqlite", key, args.force))
     return 0
+
+
+def signed(path: Path, fp: str) -> None:
+    print(f"signed with key {fp} (in {path})")
 
 
 def export_parquet(args, filters, options) -> int:
@@ -582,8 +626,15 @@ def cmd_verify(args) -> int:
         from .seal import VerifyKey
 
         keys = [VerifyKey.parse(text) for text in args.verify_key]
+    pubkey = None
+    if args.pubkey is not None:
+        if not args.files:
+            raise BadInput("--pubkey checks exports: give the export files")
+        from . import signing
+
+        pubkey = signing.load_public(args.pubkey)
     if args.files:
-        report = verify.verify(list(args.files), verify_keys=keys)
+        report = verify.verify(list(args.files), verify_keys=keys, pubkey=pubkey)
     else:
         from .config import DEFAULT_DB_DIR
 
@@ -591,9 +642,19 @@ def cmd_verify(args) -> int:
     return verify.render(report, sys.stdout, sys.stderr)
 
 
+def cmd_keygen(args) -> int:
+    from . import signing
+
+    private, public, fp = signing.generate(args.output or signing.DEFAULT_PRIVATE, force=args.force)
+    print(f"private key: {private} (mode 0600: keep it secret, off this machine if you can)")
+    print(f"public key:  {public} (give it to verify --pubkey)")
+    print(f"fingerprint: {fp} (SHA-256 of the raw public key)")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "query": cmd_query, "stats": cmd_stats, "db": cmd_db,
             "doctor": cmd_doctor, "tree": cmd_tree, "sql": cmd_sql, "export": cmd_export,
-            "verify": cmd_verify, "seal": cmd_seal}
+            "verify": cmd_verify, "seal": cmd_seal, "keygen": cmd_keygen}
 
 
 def one_line(text: str) -> str:

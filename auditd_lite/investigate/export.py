@@ -19,7 +19,8 @@ The export is one SQLite file, with the same tables as the daemon's files
   coverage gaps, and ``content_sha256`` over batches, chain links, omitted
   digests and runs.
 
-A sidecar ``OUT.sha256`` (``sha256sum`` format) holds the file's digest.
+A sidecar ``OUT.sha256`` (``sha256sum`` format) holds the file's digest; with ``--sign``,
+``OUT.sig`` a signed statement of it and of the manifest (``sign``, signing.py).
 
 Consistency while the daemon writes: each source file is read inside one
 read transaction (a WAL snapshot) of the export's own connection, to which
@@ -41,8 +42,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .. import __version__, chain
-from ..dbfiles import LIVE_NAME, STREAM_COUNTERS, database_files, file_is_export, has_table, is_chain_file, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows
+from .. import __version__, chain, signing
+from ..dbfiles import LIVE_NAME, STREAM_COUNTERS, connect_ro, database_files, file_is_export, has_table, is_chain_file, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows
 from ..errors import BadInput, NotFound
 from .query import Filters, context_columns, selection_sql
 from ..timeparse import format_time
@@ -177,7 +178,7 @@ def _check_target(out: Path, db_dir: Path, force: bool, sources: list[Path]) -> 
     if resolved in {p.resolve() for p in sources} or resolved.parent == db_dir.resolve():
         raise BadInput(f"refusing to write the export into the database directory {db_dir}: "
                        "it would be read as evidence itself")
-    for path in (out, sidecar):
+    for path in (out, sidecar, signing.signature_path(out)):
         if (path.exists() or path.is_symlink()) and not force:
             raise BadInput(f"{path} exists: use --force to replace it")
 
@@ -223,12 +224,33 @@ def _seal(tmp: Path, out: Path) -> str:
         os.fsync(f.fileno())
     os.chmod(side_tmp, 0o444)
     os.replace(side_tmp, sidecar)
+    try:  # the signature of the file this one replaced (--force) vouches for nothing now
+        os.unlink(signing.signature_path(out))
+    except FileNotFoundError:
+        pass
     dir_fd = os.open(str(out.parent) or ".", os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
     return digest
+
+
+def read_manifest(conn: sqlite3.Connection) -> dict:
+    """An export's manifest, each value decoded."""
+    return {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM manifest")}
+
+
+def sign(out: Path, fmt: str, key, force: bool, facts: dict | None = None) -> tuple[Path, str]:
+    """Sign the export just written to ``out`` (--sign): the statement carries a SQLite export's
+    manifest as read back from the file; (the .sig path, the key's fingerprint)."""
+    if fmt == "sqlite":
+        conn = connect_ro(out)
+        try:
+            facts = {"manifest": read_manifest(conn)}
+        finally:
+            conn.close()
+    return signing.sign(out, fmt, file_sha256(out), key, facts or {}, force)
 
 
 def _user() -> str | None:
@@ -690,4 +712,4 @@ def export(db_dir, out, filters: Filters, force: bool = False, argv: list[str] |
     return job.run()
 
 
-__all__ = ["export", "file_sha256", "content_sha256", "FORMAT"]
+__all__ = ["export", "file_sha256", "content_sha256", "read_manifest", "sign", "FORMAT"]

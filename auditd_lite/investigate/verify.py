@@ -33,8 +33,14 @@ ends, content digest), every batch recomputed with the digests of the
 records left out, and the chain followed without a hole from the first
 exported batch to the last through ``chain_links``.
 
+With ``--pubkey``, each export's signature too (``FILE.sig``, signing.py): good under the key,
+over the file's SHA-256 and, for a SQLite export, the manifest it holds; a JSON-lines export
+(ocsf, ecs), which has no manifest or chain, is checked by its signature and sidecar alone.
+Without it, a signature beside an export is named in a note as not checked.
+
 Each file is read inside one read transaction, so a live file the daemon is
-writing is checked as one consistent snapshot. Standard library only.
+writing is checked as one consistent snapshot. Standard library only, but for the signatures'
+cryptography.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import chain
+from .. import chain, signing
 from ..dbfiles import daemon_running, database_files, file_is_export, is_chain_file, open_ro, set_aside_files
 from ..errors import BadInput
 from .query import context_columns
@@ -68,6 +74,8 @@ class Report:
     exports: int = 0
     seal_lines: list = field(default_factory=list)  # with --verify-key: one per file (seals.py)
     seals_checked: bool = False
+    signed: int = 0  # exports whose signature was checked and holds
+    key: str | None = None  # the fingerprint of the key they were checked with
 
     @property
     def ok(self) -> bool:
@@ -201,9 +209,7 @@ def _check_sequence(files: list[_ChainFile], report: Report) -> None:
 
 # --- exports -----------------------------------------------------------------
 
-def _sidecar(path: Path, report: Report) -> None:
-    from .export import file_sha256
-
+def _sidecar(path: Path, report: Report, digest: str) -> None:
     side = Path(str(path) + ".sha256")
     name = str(path)
     try:
@@ -218,27 +224,27 @@ def _sidecar(path: Path, report: Report) -> None:
     if len(parts) < 1 or len(parts[0]) != 64:
         report.problems.append(chain.Problem(name, None, f"{side.name} is not in sha256sum format"))
         return
-    if file_sha256(path) != parts[0].lower():
+    if digest != parts[0].lower():
         report.problems.append(chain.Problem(name, None, f"SHA-256 differs from {side.name}: the file was changed"))
     if len(parts) >= 2 and parts[-1].lstrip("*") != path.name:
         report.notes.append(f"{side.name} names {parts[-1]!r}: the export was renamed")
 
 
-def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
-    from .export import FORMAT, content_sha256
+def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> dict | None:
+    """Check the export's tables against its manifest; the manifest, None if unreadable."""
+    from .export import FORMAT, content_sha256, read_manifest
 
     name = str(path)
     bad = lambda reason, batch=None: report.problems.append(chain.Problem(name, batch, reason))  # noqa: E731
     try:
-        raw = dict(conn.execute("SELECT key, value FROM manifest"))
-        manifest = {k: json.loads(v) for k, v in raw.items()}
+        manifest = read_manifest(conn)
     except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
         bad(f"manifest unreadable: {exc}")
-        return
+        return None
     missing = [k for k in REQUIRED_MANIFEST if k not in manifest]
     if missing:
         bad(f"manifest lacks {', '.join(missing)}")
-        return
+        return manifest
     if manifest["format"] != FORMAT:
         bad(f"manifest format {manifest['format']!r} is not {FORMAT!r}")
     try:
@@ -302,18 +308,73 @@ def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> None:
         report.batches += len(exported_batches)
     except sqlite3.DatabaseError as exc:
         bad(f"unreadable: {exc}")
+    return manifest
+
+
+def _check_signature(path: Path, digest: str, pubkey, report: Report, manifest: dict | None) -> dict | None:
+    """Check the export's signature under ``pubkey`` and what its statement says of the file (a
+    SQLite export when ``manifest`` is given, else JSON lines); the statement if all holds."""
+    from .output import SCHEMA_FORMATS
+
+    name = str(path)
+    before = len(report.problems)
+    bad = lambda reason: report.problems.append(chain.Problem(name, None, reason))  # noqa: E731
+    try:
+        statement = signing.check(path, pubkey)
+    except signing.Unsigned as exc:
+        bad(str(exc))
+        return None
+    sig = signing.signature_path(path).name
+    if statement.get("sha256") != digest:
+        bad(f"SHA-256 differs from the one signed in {sig}: the file was changed after it was signed")
+    kind = statement.get("export_format")
+    if (manifest is not None and kind != "sqlite") or (manifest is None and kind not in SCHEMA_FORMATS):
+        bad(f"{sig} signs a {kind} export, and this file is {'SQLite' if manifest is not None else 'not SQLite'}")
+    elif manifest is not None and statement.get("manifest") != manifest:
+        bad(f"the manifest differs from the one signed in {sig}")
+    if statement.get("file") != path.name:
+        report.notes.append(f"{sig} names {statement.get('file')!r}: the export was renamed")
+    if len(report.problems) > before:
+        return None
+    report.signed += 1
+    report.key = statement["key"]
+    return statement
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Does the file start as SQLite files do? One that cannot be read counts as SQLite: opening
+    it then says why in the usual words."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) in (b"SQLite format 3\x00", b"")
+    except OSError:
+        return True
+
+
+def _check_lines_export(path: Path, pubkey, report: Report) -> None:
+    """A JSON-lines export (ocsf, ecs): its sidecar and its signature."""
+    from .export import file_sha256
+
+    report.files += 1
+    report.exports += 1
+    digest = file_sha256(path)
+    _sidecar(path, report, digest)
+    statement = _check_signature(path, digest, pubkey, report, None)
+    if statement is not None:
+        report.records += (statement.get("counts") or {}).get("total", 0)
 
 
 # --- entry -------------------------------------------------------------------
 
 def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3, verify_keys=(),
-           now_ns: int | None = None) -> Report:
+           now_ns: int | None = None, pubkey=None) -> Report:
     """Check files (or a directory's files); a directory rotated meanwhile is checked again.
-    ``verify_keys`` (seal.VerifyKey): check the seals too (seals.py), at ``now_ns`` (now)."""
+    ``verify_keys`` (seal.VerifyKey): check the seals too (seals.py), at ``now_ns`` (now). With
+    ``pubkey`` (files only), each file is an export whose signature is checked too."""
     seals_at = dict(keys=list(verify_keys), now_ns=now_ns, running=None)
     if paths is not None:
         return _verify([p for arg in paths for p in database_files(db_file=arg)], False,
-                       seals_at=seals_at)
+                       seals_at=seals_at, pubkey=pubkey)
     for _ in range(attempts):
         listed = database_files(db_dir=db_dir)
         if not listed:
@@ -346,7 +407,8 @@ def _check_set_aside(path: Path, report: Report) -> _ChainFile | None:
     return _check_chain_file(path, report)
 
 
-def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_at=None) -> Report:
+def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_at=None,
+            pubkey=None) -> Report:
     report = Report()
     chain_files: list[_ChainFile] = []
     for path in set_aside:
@@ -354,21 +416,39 @@ def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_a
         if checked is not None:
             chain_files.append(checked)
     for path in paths:
+        if not in_dir and not _is_sqlite(path):
+            if pubkey is not None:
+                _check_lines_export(path, pubkey, report)
+                continue
+            if signing.signature_path(path).exists():
+                raise BadInput(f"{path} is not SQLite: a JSON-lines export (ocsf, ecs) is checked by "
+                               "its signature: give --pubkey")
         conn = open_ro(path)
         try:
             export = file_is_export(conn)
             if export:
                 _read_transaction(conn)
                 try:
-                    _check_export(path, conn, report)
+                    manifest = _check_export(path, conn, report)
                 finally:
                     conn.execute("ROLLBACK")
         finally:
             conn.close()
+        if pubkey is not None and not export:
+            raise BadInput(f"--pubkey checks exports: {path} is a file the daemon wrote "
+                           "(verify it without --pubkey)")
         report.files += 1
         if export:
+            from .export import file_sha256
+
             report.exports += 1
-            _sidecar(path, report)
+            digest = file_sha256(path)
+            _sidecar(path, report, digest)
+            if pubkey is not None:
+                _check_signature(path, digest, pubkey, report, manifest or {})
+            elif signing.signature_path(path).exists():
+                report.notes.append(f"{path}: signed ({signing.signature_path(path).name}), but the "
+                                    "signature was not checked: give --pubkey")
             if in_dir:
                 report.problems.append(chain.Problem(str(path), None, (
                     "an export inside the database directory: queries of the directory read it "
@@ -418,7 +498,8 @@ def render(report: Report, out, err) -> int:
                   f"{report.records} records{span}"
                   + (f"; {report.exports} export{'s' if report.exports != 1 else ''} sealed and intact"
                      if report.exports else "")
-                  + ("; seals hold" if report.seals_checked else "") + "\n")
+                  + ("; seals hold" if report.seals_checked else "")
+                  + (f"; {report.signed} signed by key {report.key}" if report.signed else "") + "\n")
         return 0
     err.write(f"auditd-lite: verification failed: {len(report.problems)} problem"
               f"{'s' if len(report.problems) != 1 else ''}\n")
