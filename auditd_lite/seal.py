@@ -14,8 +14,10 @@ a seal it made (``State.advance``). Whoever takes the machine during epoch m hol
 can compute no earlier key: seals 0..m-1 cannot be forged, and none can be removed without
 leaving a hole in their numbers.
 
-The analysis side uses this (verify): the ``cryptography`` package and the standard library
-only.
+HMAC-SHA256 and SHA-256 are the standard library's ``hmac`` and ``hashlib`` (OpenSSL's, in
+Debian's Python), already loaded by the chain: the ``cryptography`` package's same two functions
+cost the daemon 4.3 MiB of peak RSS in the exec storm (docs/design.md, "Facts measured
+2026-12-02, issue #15"). The analysis side uses this (verify): standard library only.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, hmac
+import hashlib
+import hmac
 
 from .chain import serialize
 from .dbfiles import SEAL_STATE_NAME as STATE_NAME
@@ -50,45 +52,25 @@ _KEY_ID = b"auditd-lite seal key id 1\0"
 _KEY_BYTES = 32
 
 
-def _sha256(*parts: bytes) -> bytes:
-    h = hashes.Hash(hashes.SHA256())
-    for p in parts:
-        h.update(p)
-    return h.finalize()
-
-
 def evolve(key: bytes) -> bytes:
     """The next epoch's key: one way, so the current key tells nothing of an earlier one."""
-    return _sha256(_EVOLVE, key)
+    return hashlib.sha256(_EVOLVE + bytes(key)).digest()
 
 
 def key_id(seed: bytes) -> str:
     """A name for a sealing key chain that gives nothing of its seed: stored in every seal, so
     that a seal made under another setup is named as such."""
-    return _sha256(_KEY_ID, seed).hex()[:16]
-
-
-def _hmac(key: bytes, seal: dict) -> hmac.HMAC:
-    h = hmac.HMAC(bytes(key), hashes.SHA256())
-    h.update(_MAC + serialize(tuple(seal[f] for f in FIELDS)))
-    return h
+    return hashlib.sha256(_KEY_ID + seed).hexdigest()[:16]
 
 
 def mac(key: bytes, seal: dict) -> str:
-    return _hmac(key, seal).finalize().hex()
+    return hmac.new(bytes(key), _MAC + serialize(tuple(seal[f] for f in FIELDS)), hashlib.sha256).hexdigest()
 
 
 def mac_matches(key: bytes, seal: dict) -> bool:
     """Whether the seal's mac is its fields' under ``key`` (compared in constant time)."""
-    try:
-        given = bytes.fromhex(seal["mac"])
-    except (TypeError, ValueError):
-        return False
-    try:
-        _hmac(key, seal).verify(given)
-    except InvalidSignature:
-        return False
-    return True
+    given = seal.get("mac")
+    return isinstance(given, str) and hmac.compare_digest(mac(key, seal), given.lower())
 
 
 @dataclass(frozen=True)

@@ -370,17 +370,26 @@ def all_seal_rows(db: Path) -> list[tuple]:
 
 
 def test_key_evolution_is_sha256_of_the_domain_and_the_key():
-    """K(n+1) = SHA-256("auditd-lite seal evolve 1\\0" || K(n)) as docs/sealing.md gives it,
-    recomputed with hashlib, and the MAC is HMAC-SHA256 over the documented fields."""
-    import hashlib
-    import hmac as std_hmac
+    """K(n+1) = SHA-256("auditd-lite seal evolve 1\\0" || K(n)) as docs/sealing.md gives it, and
+    the MAC is HMAC-SHA256 over the documented fields: recomputed with another implementation
+    (the cryptography package's) than the one seal.py uses (the standard library's)."""
+    from cryptography.hazmat.primitives import hashes, hmac as c_hmac
+
+    def sha256(data: bytes) -> bytes:
+        h = hashes.Hash(hashes.SHA256())
+        h.update(data)
+        return h.finalize()
 
     k0 = bytes(range(32))
-    assert seal.evolve(k0) == hashlib.sha256(b"auditd-lite seal evolve 1\0" + k0).digest()
+    assert seal.evolve(k0) == sha256(b"auditd-lite seal evolve 1\0" + k0)
+    assert seal.key_id(k0) == sha256(b"auditd-lite seal key id 1\0" + k0).hex()[:16]
     s = dict(epoch=7, key_id="ab" * 8, reason="epoch", sealed_ns=1, batch_id=2, batch_hash="3:" + "0" * 64,
              interval_s=900)
-    body = b"auditd-lite seal 1\0" + chain.serialize(tuple(s[f] for f in seal.FIELDS))
-    assert seal.mac(k0, s) == std_hmac.new(k0, body, hashlib.sha256).hexdigest()
+    m = c_hmac.HMAC(k0, hashes.SHA256())
+    m.update(b"auditd-lite seal 1\0" + chain.serialize(tuple(s[f] for f in seal.FIELDS)))
+    s["mac"] = seal.mac(k0, s)
+    assert s["mac"] == m.finalize().hex() and seal.mac_matches(k0, s)
+    assert not seal.mac_matches(seal.evolve(k0), s) and not seal.mac_matches(k0, dict(s, batch_id=3))
 
 
 # --- crashes ----------------------------------------------------------------------------
