@@ -433,12 +433,15 @@ def add_investigation_commands(sub) -> None:
                         "(sqlite, ocsf and ecs; not parquet)")
 
     v = sub.add_parser(
-        "verify", help="check the hash chain, or an export's seal",
+        "verify", help="check the hash chain and its seals, or an export and its signature",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Recompute every batch hash and follow the chain across files (oldest "
-                    "first); for an export, check its manifest, its .sha256 and its batches. "
-                    "Exit 0 when intact, 1 with one line per problem.",
+                    "first); with --verify-key, also check the seals and say per file up to when "
+                    "its records are sealed; for an export, check its manifest, its .sha256 and "
+                    "its batches (and with --pubkey its signature). Exit 0 when intact, 1 with "
+                    "one line per problem.",
         epilog="examples:\n  auditd-lite verify\n  auditd-lite verify --db-dir /srv/audit\n"
+               "  auditd-lite verify --verify-key \"$(cat seal-key.txt)\"\n"
                "  auditd-lite verify case-118.db\n"
                "  auditd-lite verify --pubkey signing.pub case-118.db day.ocsf.jsonl")
     v.add_argument("files", nargs="*", type=Path, metavar="FILE")
