@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import chain, seal
-from ..dbfiles import open_ro
+from ..dbfiles import has_table, open_ro
 from ..timeparse import format_duration, format_time
 
 # how late the daemon's seal may be besides one epoch before verify calls it missing: the
@@ -55,37 +55,13 @@ class _File:
     sealed_to: int | None = None
 
 
-def _has_seals(conn) -> bool:
-    return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seals'"
-                             ).fetchone())
-
-
-def count(paths) -> int:
-    """The seals the files hold (for the note that they were not checked)."""
-    n = 0
-    for path in paths:
-        conn = open_ro(path)
-        try:
-            if _has_seals(conn):
-                n += conn.execute("SELECT count(*) FROM seals").fetchone()[0]
-        finally:
-            conn.close()
-    return n
-
-
-def _read(chain_files) -> list[_File]:
-    files = []
-    for cf in chain_files:
-        f = _File(cf.name, cf.lo, cf.hi)
-        conn = open_ro(cf.path)
-        try:
-            if _has_seals(conn):
-                f.seals = [dict(zip(_COLUMNS, row), file=cf.name) for row in conn.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM seals ORDER BY id")]
-        finally:
-            conn.close()
-        files.append(f)
-    return files
+def read(conn, name: str) -> list[dict]:
+    """The seals of one file (``name``), in the order written (verify reads them in the
+    snapshot it checks the file's chain in); none in a file from before revision 0005."""
+    if not has_table(conn, "seals"):
+        return []
+    return [dict(zip(_COLUMNS, row), file=name) for row in conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM seals ORDER BY id")]
 
 
 def _look_up(chain_files, files: list[_File], batch_ids: set[int], covered: int | None) -> None:
@@ -147,7 +123,7 @@ def check(chain_files, keys: list[seal.VerifyKey], report, running: bool | None 
     a daemon holds the directory's lock (None: not known, for files given by name); ``now_ns``:
     the time the last seal's age is judged at (now)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    files = _read(chain_files)
+    files = [_File(cf.name, cf.lo, cf.hi, list(cf.seals)) for cf in chain_files]
     by_id = {k.id: k for k in keys}
     c = _Check(report, len(by_id) > 1)
     written = [s for f in files for s in f.seals]  # in the order the files hold them
