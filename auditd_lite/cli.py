@@ -231,7 +231,7 @@ def add_storage_commands(sub) -> None:
                          description="Make a new sealing state (0600, in a 0700 directory) and "
                                      "print its verification key on standard output, once: keep "
                                      "it off this machine. Restart the daemon to begin sealing.")
-    ss.add_argument("--interval", default="15m", metavar="DURATION",
+    ss.add_argument("--interval", metavar="DURATION",
                     help="length of an epoch: a seal at the end of each (15m)")
     ss.add_argument("--force", action="store_true",
                     help="replace an existing state (its seals stay checkable with its old key)")
@@ -593,7 +593,9 @@ def cmd_seal(args) -> int:
     state_dir = args.seal_state or DEFAULT_SEAL_DIR
     if args.seal_command == "setup":
         # whole seconds: durations are typed in s, m, h, d or w
-        key = seal.setup(state_dir, int(timeparse.parse_duration(args.interval)), force=args.force)
+        interval = (int(timeparse.parse_duration(args.interval)) if args.interval is not None
+                    else seal.DEFAULT_INTERVAL_S)
+        key = seal.setup(state_dir, interval, force=args.force)
         print(key.text(), flush=True)
         print(f"{PROG}: sealing set up in {state_dir}: key id {key.id}, epochs of "
               f"{timeparse.format_duration(key.interval_s * 10**9)}.\n"

@@ -22,6 +22,8 @@ cost the daemon 4.3 MiB of peak RSS in the exec storm (docs/design.md, "Facts me
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -29,9 +31,6 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import hashlib
-import hmac
 
 from .chain import serialize
 from .dbfiles import SEAL_STATE_NAME as STATE_NAME

@@ -631,8 +631,10 @@ def main() -> int:
     ap.add_argument("--rotate-mb", type=int, default=256, help="rotation size of the live file")
     ap.add_argument("--seal-state", type=Path, metavar="DIR",
                     help="seal the chain (a new state made in DIR), epochs on the simulated clock")
-    ap.add_argument("--seal-interval", type=int, default=900, metavar="SECONDS",
-                    help="epoch length with --seal-state (900: the default 15 minutes)")
+    from auditd_lite.seal import DEFAULT_INTERVAL_S
+
+    ap.add_argument("--seal-interval", type=int, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+                    help=f"epoch length with --seal-state ({DEFAULT_INTERVAL_S}: the daemon's default)")
     ap.add_argument("--batch-ms", type=int, default=1000,
                     help="records of this much simulated time go into one writer batch (max 1000)")
     ap.add_argument("--pid-max", type=int, default=4194304, help="pids wrap here (Debian 12 default)")
