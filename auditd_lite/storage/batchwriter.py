@@ -27,7 +27,7 @@ from .holding import RETRY_S, Held
 from .livefile import LiveFile, live_is_damaged, storage_error, why
 from .rotation import RotationPolicy
 
-if TYPE_CHECKING:  # sealing's cryptography is loaded only by a daemon that seals
+if TYPE_CHECKING:  # storage/sealer.py is imported only by a daemon that seals (main.sealer_for)
     from .sealer import Sealer
 from .schema import runs, seen_processes
 
@@ -441,5 +441,4 @@ class BatchWriter:
             self.sealer.recover(self._conn, self.db_dir, batch_hashes)
         except DBAPIError as e:
             log.error("seals_not_recovered", error=why(e))
-        self._conn.rollback()
-        self._seal("start")
+        self._seal("start")  # Sealer.insert ends the reads recover left open
