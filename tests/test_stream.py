@@ -19,6 +19,7 @@ import pytest
 from auditd_lite import dbfiles
 from auditd_lite.daemon import stream as stream_mod
 from auditd_lite.daemon.stream import Stream, backup_name, backups
+from auditd_lite.rows import F_PID
 from conftest import CLI, REPO, Storm, log_events, run_cli
 from faults.test_storm_faults import assert_all_captured, wait_until
 from test_storage import all_files, plant_refusal, refuse_pid, rows, writer
@@ -205,6 +206,131 @@ def test_fifo_reader_that_stops_reading(tmp_path):
     assert 0 < written == len(got) < 5000 and written + dropped == 5000
     assert got == db_keys(db)[:written]
     assert run_counts(db) == (5000, written, dropped)
+
+
+def test_fifo_full_pipe_after_a_small_batch_holds_whole_lines_only(tmp_path):
+    """A small batch first, then large ones, to a FIFO whose reader never reads (the order a
+    daemon's first batches come in): the pipe fills part way into a write, and what the reader
+    then finds is still whole lines only, as many as counted written, the first in order."""
+    fifo = tmp_path / "stream.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        db = tmp_path / "db"
+        s, bw = streamed(fifo, db)
+        bw.write(rows(3))
+        for k in range(5):
+            bw.write(rows(1000, start=3 + k * 1000))
+        written, dropped = s.close()
+        bw.close()
+        data = drain(reader)
+    finally:
+        os.close(reader)
+    assert data.endswith(b"\n")
+    got = [key_of_line(json.loads(line)) for line in data.decode().splitlines()]
+    assert 0 < written == len(got) < 5003 and written + dropped == 5003
+    assert got == db_keys(db)[:written]
+
+
+def drain(fd: int) -> bytes:
+    """All a non-blocking reader can take now."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def padded(big: set):
+    """A render: the OCSF event, padded to over 20 KB (far past PIPE_BUF) when its pid is in
+    ``big``."""
+    from auditd_lite.formats import ocsf
+
+    def render(record, source):
+        event = ocsf.event(record, source)
+        if record["pid"] in big:
+            event["pad"] = "x" * 20_000
+        return event
+    return render
+
+
+def with_pid(row: tuple, pid: int) -> tuple:
+    return row[:F_PID] + (pid,) + row[F_PID + 1:]
+
+
+def offer_and_wait(s: Stream, batch: list[tuple]) -> None:
+    """Offer a batch and wait until the stream has written or dropped all of it."""
+    before = sum(s.counts())
+    s.offer(batch, {"id": 1, "boot_id": "b", "revision": "0004"})
+    wait_until(lambda: sum(s.counts()) == before + len(batch), 10, "the stream took the batch")
+
+
+def test_line_longer_than_pipe_buf_cut_by_full_pipe_is_ended_before_any_other(tmp_path):
+    """A line longer than PIPE_BUF meets a pipe with only a little room: its beginning goes in,
+    the rest of its batch is dropped, the next batch too while the pipe stays full; once the
+    reader takes data the rest of that line goes first and the lines after it follow. The
+    reader finds every line whole (each parses), in order: nothing of another line ever sits
+    inside the long one."""
+    fifo = tmp_path / "stream.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    small = rows(400)
+    long_pid = 999_999
+    longrow = with_pid(rows(1, start=400)[0], long_pid)
+    s = Stream(str(fifo), render=padded({long_pid}))
+    s.start()
+    try:
+        offer_and_wait(s, small)  # fills the pipe: some written, the rest dropped
+        first, _ = s.counts()
+        assert 0 < first < len(small)
+        data = os.read(reader, 8192)  # room for a few pages, not for 20 KB
+        offer_and_wait(s, [longrow] + rows(2, start=401))
+        assert s.counts()[0] == first + 1 and s.target.pending  # begun, not ended
+        offer_and_wait(s, rows(2, start=403))  # pipe still full: dropped whole
+        assert s.counts()[0] == first + 1
+        data += drain(reader)
+        offer_and_wait(s, rows(2, start=405))  # the rest of the long line, then these two
+        assert s.counts()[0] == first + 3 and not s.target.pending
+        data += drain(reader)
+        written, dropped = s.close()
+    finally:
+        os.close(reader)
+    lines = [json.loads(line) for line in data.decode().splitlines()]
+    assert data.endswith(b"\n") and len(lines) == written == first + 3
+    assert [o["process"]["pid"] for o in lines[first:]] == [
+        long_pid, rows(1, start=405)[0][F_PID], rows(1, start=406)[0][F_PID]]
+    assert len(lines[first]["pad"]) == 20_000
+    assert written + dropped == len(small) + 7
+
+
+def test_line_cut_at_the_stop_is_counted_dropped(tmp_path):
+    """A long line begun in a full pipe whose reader never takes data again: the stop gives it
+    a second and then counts it dropped (cut_at_stop), not written; the reader then finds
+    exactly as many whole lines as counted written, and the half line after them."""
+    fifo = tmp_path / "stream.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    small = rows(400)
+    long_pid = 999_999
+    longrow = with_pid(rows(1, start=400)[0], long_pid)
+    s = Stream(str(fifo), render=padded({long_pid}))
+    s.start()
+    try:
+        offer_and_wait(s, small)
+        data = os.read(reader, 8192)
+        offer_and_wait(s, [longrow])
+        assert s.target.pending
+        written, dropped = s.close()
+        data += drain(reader)
+    finally:
+        os.close(reader)
+    whole, _, half = data.rpartition(b"\n")
+    assert half and len(whole.split(b"\n")) == written
+    assert written + dropped == len(small) + 1
 
 
 def test_queue_full_drops_whole_batches_and_counts(tmp_path):

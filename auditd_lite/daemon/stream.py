@@ -38,8 +38,12 @@ QUEUE_ROWS = 20_000  # records that may wait for the stream: five full batches
 EXEC_MEMO = 16_384  # execs kept for the exits of their processes (row_to_record's exec_row)
 LOG_EVERY_S = 10.0  # stream_lines_dropped at most this often
 STOP_TIMEOUT_S = 5.0  # what the stop waits for a reader that does not read
-LINE_WAIT_S = 1.0  # what a line cut by a full pipe may wait to be finished
+LINE_WAIT_S = 1.0  # what a line cut by a full pipe may wait to be finished, then and at the stop
 CHUNK = 1 << 16  # bytes a write takes at most
+# bytes a write to a pipe takes at most: POSIX makes a write of up to PIPE_BUF to a pipe all or
+# nothing (EAGAIN), so a full pipe never cuts a line that is no longer than this; a longer write
+# is cut at any page the pipe runs out of room at
+PIPE_CHUNK = select.PIPE_BUF
 # lumberjack's backupTimeFormat "2006-01-02T15-04-05.000", in UTC (Tetragon does not set LocalTime)
 BACKUP_TIME = "%Y-%m-%dT%H-%M-%S"
 
@@ -136,6 +140,7 @@ class _Target:
         self.fd: int | None = None
         self.rotating = False  # a regular file (not stdout): rotated by size
         self.nonblocking = False  # a FIFO: a reader that does not read never holds us up
+        self.pending = b""  # the rest of a line a full pipe cut: written before any other byte
         self.size = 0
         self.rotations = 0
 
@@ -193,6 +198,7 @@ class _Target:
             self.close()
 
     def close(self) -> None:
+        self.pending = b""
         if self.fd is not None:
             try:
                 os.close(self.fd)
@@ -203,6 +209,8 @@ class _Target:
     # -- writing -------------------------------------------------------------
 
     def deliver(self, lines: list[bytes]) -> int:
+        if self.pending and not self.finish_pending(0):
+            raise _Dropped(0, "reader_behind")  # not one byte of another line before its end
         i = 0
         while i < len(lines):
             if self.fd is None:
@@ -217,8 +225,9 @@ class _Target:
             # a chunk of whole lines that fits the file's room (a line longer than the limit
             # goes alone into a file of its own: a line is never split)
             end, n = i, 0
-            room = self.max_bytes - self.size if self.rotating else CHUNK
-            while end < len(lines) and n < CHUNK and (end == i or n + len(lines[end]) <= room):
+            room = (self.max_bytes - self.size if self.rotating
+                    else PIPE_CHUNK if self.nonblocking else CHUNK)
+            while end < len(lines) and n < room and (end == i or n + len(lines[end]) <= room):
                 n += len(lines[end])
                 end += 1
             i = self._write(lines, i, end)
@@ -238,7 +247,8 @@ class _Target:
 
     def _cut(self, lines: list[bytes], i: int, end: int, done: int, e: OSError) -> int:
         """A write stopped ``done`` bytes into lines[i:end]: keep the whole lines, finish or take
-        back the one cut, and say why the rest is dropped."""
+        back the one cut, and say why the rest is dropped (or, a cut line finished, where the
+        delivery goes on)."""
         whole, k = 0, i
         while k < end and whole + len(lines[k]) <= done:
             whole += len(lines[k])
@@ -248,8 +258,14 @@ class _Target:
             e.errno, "write_failed_" + errno.errorcode.get(e.errno, str(e.errno)).lower())
         if done > whole:
             rest = lines[k][done - whole:]
-            if self.nonblocking and e.errno == errno.EAGAIN and self._finish(rest):
-                k += 1  # the cut line went out whole after all
+            if self.nonblocking and e.errno == errno.EAGAIN:
+                # only a line longer than PIPE_CHUNK is cut in a pipe: it is written (its reader
+                # has its beginning) and is ended before any other byte, now or when the reader
+                # makes room, so the reader never finds half a line followed by another
+                self.pending = rest
+                if self.finish_pending(LINE_WAIT_S):
+                    return k + 1  # the reader made room: the lines after it go on
+                k += 1
             elif self.rotating:
                 # take the piece back: a file never holds half a line
                 try:
@@ -257,27 +273,30 @@ class _Target:
                 except OSError:
                     self.close()
             else:
-                # half a line is in a pipe we cannot take it back from: end it there (the reader
-                # sees the end of the stream) and begin again with a new open
+                # half a line went where it cannot be taken back from (a pipe whose reader went
+                # away, a terminal, a socket): end it there and begin again with a new open
                 self.close()
         if e.errno == errno.EPIPE or (not self.nonblocking and not self.rotating):
             self.close()
         raise _Dropped(k, reason)
 
-    def _finish(self, rest: bytes) -> bool:
-        """The rest of a line a full pipe cut, waited for LINE_WAIT_S at most."""
-        deadline = time.monotonic() + LINE_WAIT_S
-        while rest:
+    def finish_pending(self, wait_s: float) -> bool:
+        """Write the rest of the line a full pipe cut, waiting ``wait_s`` at most for room; True
+        once nothing is pending. A reader gone (EPIPE) takes the line with it: nothing is."""
+        deadline = time.monotonic() + wait_s
+        while self.pending:
+            try:
+                self.pending = self.pending[os.write(self.fd, self.pending):]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.close()
+                return True
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            try:
-                select.select([], [self.fd], [], left)
-                rest = rest[os.write(self.fd, rest):]
-            except BlockingIOError:
-                continue
-            except OSError:
-                return False
+            select.select([], [self.fd], [], left)
         return True
 
     def _rotate(self) -> str | None:
@@ -359,6 +378,7 @@ class Stream(threading.Thread):
         while True:
             item = self._queue.get()
             if item is None:
+                self._end_cut_line()
                 return
             rows, run = item
             with self._lock:
@@ -369,6 +389,14 @@ class Stream(threading.Thread):
                 self._count(0, len(rows), "stream_failed")
                 log.error("stream_failed", error=str(e), kind=type(e).__name__)
             self._maybe_log()
+
+    def _end_cut_line(self) -> None:
+        """At the stop, a line a full pipe cut gets LINE_WAIT_S more to be ended; if it is not,
+        its reader will find it half written: it is counted dropped, not written."""
+        if self.target.pending and not self.target.finish_pending(LINE_WAIT_S):
+            log.warning("stream_line_cut", path=self.path, bytes_missing=len(self.target.pending),
+                        note="the reader took no data at the stop: its last line is incomplete")
+            self._count(-1, 1, "cut_at_stop")
 
     def _deliver(self, rows: list[tuple], run: dict) -> None:
         why = self.target.ready()
