@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .chain import serialize
 from .dbfiles import SEAL_STATE_NAME as STATE_NAME
+from .durable import write_whole
 from .errors import BadInput
 
 STATE_FORMAT = "auditd-lite seal state 1"
@@ -172,33 +173,16 @@ class State:
                           sort_keys=True).encode()
 
     def save(self, state_dir: Path) -> None:
-        """Replace the state file atomically (a 0600 temporary file, fsync, rename, fsync of the
-        directory), then overwrite the old file's bytes in place: on a filesystem that writes in
-        place, the old key does not stay in free blocks either. OSError if it cannot be."""
-        state_dir = Path(state_dir)
-        path = self.path(state_dir)
-        tmp = state_dir / f".{STATE_NAME}.{os.getpid()}.tmp"
-        data = self._json()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
+        """Replace the state file atomically (durable.write_whole, 0600), then overwrite the old
+        file's bytes in place: on a filesystem that writes in place, the old key does not stay
+        in free blocks either. OSError if it cannot be."""
+        path = self.path(Path(state_dir))
         try:
             old = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             old = None
         try:
-            os.rename(tmp, path)
-            dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_whole(path, self._json(), 0o600)
             if old is not None:
                 size = os.fstat(old).st_size
                 os.pwrite(old, b"\0" * size, 0)
@@ -206,8 +190,6 @@ class State:
         finally:
             if old is not None:
                 os.close(old)
-            if tmp.exists():
-                os.unlink(tmp)
 
     # -- sealing -------------------------------------------------------------
 

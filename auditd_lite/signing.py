@@ -17,11 +17,11 @@ import base64
 import binascii
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from . import __version__
+from .durable import write_whole
 from .errors import BadInput
 from .timeparse import format_time
 
@@ -54,36 +54,14 @@ def fingerprint(public_key) -> str:
 # --- files -------------------------------------------------------------------------
 
 def write_file(path: Path, data: bytes, mode: int, replace: bool) -> None:
-    """Write ``data`` to ``path`` whole or not at all: under a temporary name (created with
-    O_EXCL, 0600) given ``mode`` and renamed into place; without ``replace`` an existing
-    ``path`` is never touched (BadInput), even one made meanwhile."""
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(parent))
+    """``durable.write_whole``, its refusals as one line (BadInput): without ``replace`` an
+    existing ``path`` is never touched."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if path exists, where a rename would replace it
-            except FileExistsError:
-                raise BadInput(f"{path} exists: use --force to replace it") from None
-            os.unlink(tmp)
-        tmp = None
-        dir_fd = os.open(str(parent), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_whole(path, data, mode, replace)
+    except FileExistsError:
+        raise BadInput(f"{path} exists: use --force to replace it") from None
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            os.unlink(tmp)
 
 
 def _read_small(path: Path, what: str, limit: int) -> bytes:

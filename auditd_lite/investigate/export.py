@@ -44,6 +44,7 @@ from pathlib import Path
 
 from .. import __version__, chain, signing
 from ..dbfiles import LIVE_NAME, STREAM_COUNTERS, connect_ro, database_files, file_is_export, has_table, is_chain_file, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows
+from ..durable import fsync_dir, write_whole
 from ..errors import BadInput, NotFound
 from .query import Filters, context_columns, selection_sql
 from ..timeparse import format_time
@@ -217,22 +218,12 @@ def _seal(tmp: Path, out: Path) -> str:
     os.chmod(tmp, 0o444)
     os.replace(tmp, out)
     sidecar = Path(str(out) + ".sha256")
-    fd, side_tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=str(out.parent) or ".")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{digest}  {out.name}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(side_tmp, 0o444)
-    os.replace(side_tmp, sidecar)
+    write_whole(sidecar, f"{digest}  {out.name}\n".encode(), 0o444)
     try:  # the signature of the file this one replaced (--force) vouches for nothing now
         os.unlink(signing.signature_path(out))
     except FileNotFoundError:
         pass
-    dir_fd = os.open(str(out.parent) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(out.parent)
     return digest
 
 

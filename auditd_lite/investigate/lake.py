@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..dbfiles import connect_ro
+from ..durable import fsync_dir
 from ..errors import BadInput
 from . import export as sqlite_export
 from .query import Filters, search
@@ -280,11 +281,7 @@ class _Lake:
             os.replace(p.tmp, p.final)
             done.append(p.final)
         for d in {p.final.parent for p in self.parts.values()}:
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(d)
         return sorted(done)
 
 
