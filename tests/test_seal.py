@@ -455,6 +455,34 @@ def test_state_that_cannot_be_written_stops_no_record(tmp_path):
 
 # --- the command line -----------------------------------------------------------------
 
+def test_stats_counts_the_seals_and_names_the_newest(pristine, tmp_path):
+    """stats reports, per file and in all, as many seals as the files' seals tables hold, their
+    key chain, and the newest (the stop seal: epoch 4, in the live file); a directory written
+    without sealing says none."""
+    db, _, key = pristine
+    s = json.loads(run_cli("stats", "--db-dir", db, "--format", "json", check=0).stdout)
+    per_file = {}
+    for path in files_oldest_first(db):
+        con = sqlite3.connect(path)
+        per_file[str(path)] = con.execute("SELECT count(*) FROM seals").fetchone()[0]
+        con.close()
+    assert {f["path"]: f["seals"] for f in s["files"]} == per_file
+    assert s["sealing"]["seals"] == sum(per_file.values()) == len(seals_in(db))
+    assert s["sealing"]["key_ids"] == [key.id]
+    last = s["sealing"]["last"]
+    assert (last["epoch"], last["reason"], last["file"]) == (4, "stop", "audit.db")
+    table = run_cli("stats", "--db-dir", db, check=0).stdout.decode()
+    assert f"seals: {sum(per_file.values())} (key {key.id}), the newest epoch 4 (stop)" in table
+    plain = tmp_path / "plain"
+    bw = BatchWriter(plain, {"keep": 0})
+    bw.open()
+    bw.write(second_rows(5))
+    bw.close()
+    s = json.loads(run_cli("stats", "--db-dir", plain, "--format", "json", check=0).stdout)
+    assert s["sealing"] == {"seals": 0, "key_ids": [], "last": None}
+    assert "seals: none" in run_cli("stats", "--db-dir", plain, check=0).stdout.decode()
+
+
 def test_setup_prints_the_key_once_and_keeps_the_state_private(tmp_path):
     """seal setup prints the verification key alone on standard output (what to keep), the rest
     on standard error; the state is 0600 in a 0700 directory and holds the key only until the

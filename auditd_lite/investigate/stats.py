@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..dbfiles import STREAM_COUNTERS, daemon_running, merge_run, open_ro, revision_of, run_rows, set_aside_files, set_aside_time_ns
 from ..timeparse import format_time
+from . import seals as seal_rows
 from .query import context_columns
 
 EVENT_TYPES = ("exec", "exec_failed", "exit")
@@ -58,7 +59,7 @@ def _run_summary(r: dict) -> dict:
 
 def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
     events = dict.fromkeys(EVENT_TYPES, 0)
-    files, runs, losses = [], {}, []
+    files, runs, losses, sealed = [], {}, [], []
     lost_kernel = lost_user = 0
     context = {**{s: {} for s in _STATUSES}, "with": dict.fromkeys(_VALUES, 0)}
     before = {"files": 0, "execs": 0}  # files from before revision 0003: context unknown
@@ -83,6 +84,7 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
             for row in run_rows(conn):
                 merge_run(runs, row)
             revision = revision_of(conn)
+            file_seals = seal_rows.read(conn, path.name)
         finally:
             conn.close()
         for name, n in per_type.items():
@@ -93,7 +95,9 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
             "path": str(path), "size": path.stat().st_size, "events": sum(per_type.values()),
             "first": format_time(first) if first is not None else None,
             "last": format_time(last) if last is not None else None, "revision": revision,
+            "seals": len(file_seals),
         })
+        sealed += file_seals
     running = daemon_running(db_dir)
     # live files the writer moved out of its way: their records are not in the counts above
     # (no read command reads them), so say that they exist and since when
@@ -110,12 +114,22 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
         "events": events, "lost_events": lost_kernel + lost_user,
         "lost_kernel": lost_kernel, "lost_user": lost_user, "losses": losses,
         "files": files, "runs": ordered, "unclean_runs": len(unclean),
-        "daemon_running": running, "set_aside": set_aside,
+        "daemon_running": running, "set_aside": set_aside, "sealing": _sealing(sealed),
         "exec_context": {
             "execs": events.get("exec", 0), "before_context": before,
             **{key: _sorted_counts(context[key]) for key in _STATUSES}, "with": context["with"],
         },
     }
+
+
+def _sealing(found: list[dict]) -> dict:
+    """The seals of the files (forward-secure sealing, docs/sealing.md): how many, of which key
+    chains, and the newest; what they vouch for is verify --verify-key's to say."""
+    newest = max(found, key=lambda x: x["sealed_ns"], default=None)
+    return {"seals": len(found), "key_ids": sorted({x["key_id"] for x in found}),
+            "last": None if newest is None else {
+                "epoch": newest["epoch"], "reason": newest["reason"], "key_id": newest["key_id"],
+                "time": format_time(newest["sealed_ns"]), "file": newest["file"]}}
 
 
 def render_table(s: dict) -> str:
@@ -128,7 +142,16 @@ def render_table(s: dict) -> str:
     lines.append(f"files: {len(s['files'])}")
     for f in s["files"]:
         lines.append(f"  {f['path']}  {f['size']} bytes  {f['events']} events  "
-                     f"{f['first'] or '-'} .. {f['last'] or '-'}  rev {f['revision'] or '?'}")
+                     f"{f['first'] or '-'} .. {f['last'] or '-'}  rev {f['revision'] or '?'}"
+                     + (f"  {f['seals']} seals" if f["seals"] else ""))
+    g = s["sealing"]
+    if g["last"] is None:
+        lines.append("seals: none (sealing is off, or was when these files were written)")
+    else:
+        last = g["last"]
+        lines.append(f"seals: {g['seals']} (key {', '.join(g['key_ids'])}), the newest epoch "
+                     f"{last['epoch']} ({last['reason']}) at {last['time']} in {last['file']}; "
+                     "verify --verify-key checks them")
     if s["set_aside"]:
         lines.append(f"set aside: {len(s['set_aside'])}")
         for a in s["set_aside"]:
