@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from auditd_lite.capture import btf, doctor, loader
-from auditd_lite import config
+from auditd_lite import config, seal
 from auditd_lite.capture.doctor import FAIL, OK, SKIP, WARN, Host
 from conftest import REPO, run_cli
 from test_btf import BlobBuilder
@@ -235,6 +235,28 @@ class TestChecks:
         (tmp_path / "afile").write_text("")
         bad = doctor.check_db_dir(tmp_path / "afile" / "db")
         assert bad.status == FAIL and "not a directory" in bad.message
+
+    def test_sealing(self, tmp_path):
+        """No state: sealing off, ok. A state seal setup made: on, with its key id, epoch and
+        epoch length. Its file readable by others: a warning naming it and the chmod. A state
+        that does not parse: a warning that the daemon will not seal."""
+        state = tmp_path / "seal"
+        off = doctor.check_sealing(state)
+        assert off.status == OK and off.message.startswith("off: no sealing state in")
+        key = seal.setup(state, 120)
+        on = doctor.check_sealing(state)
+        assert on.status == OK, on.line()
+        assert on.message == (f"on: key id {key.id}, next epoch 0, epochs of 2m00s, "
+                              "no seal made yet")
+        path = seal.State.path(state)
+        path.chmod(0o644)
+        loose = doctor.check_sealing(state)
+        assert loose.status == WARN and f"{path} is 0o644, not 0o600" in loose.message
+        assert f"chmod 600 {path}" in loose.fix
+        path.chmod(0o600)
+        path.write_text("{not json")
+        broken = doctor.check_sealing(state)
+        assert broken.status == WARN and "the daemon will capture without sealing" in broken.message
 
     def test_unusable_btf_is_a_warning(self, tmp_path):
         """A BTF file that does not parse is a warning about header layouts, not a crash."""
@@ -499,7 +521,7 @@ class TestMain:
         results = doctor.run_checks(compile_test=False, host=fake_host(tmp_path))
         kernel = next(r for r in results if r.name == "kernel")
         assert kernel.status == FAIL and "kaboom" in kernel.message
-        assert [r.name for r in results][-1] == "database"
+        assert [r.name for r in results][-2:] == ["database", "sealing"]
 
     def test_exit_status_follows_failures(self, tmp_path, monkeypatch):
         """Exit 0 and 'capture can work' when nothing fails; 1 naming the failed checks
@@ -558,7 +580,7 @@ class TestOnThisHost:
         assert lines[-1] == "capture can work on this host"
         names = [l.split()[1] for l in lines[:-1]]
         assert names == ["privileges", "kernel", "btf", "tracefs", "tracepoints", "bcc",
-                         "headers", "settings", "service", "compile", "database"]
+                         "headers", "settings", "service", "compile", "database", "sealing"]
         assert all(l.startswith("ok ") for l in lines[:-1]), p.stdout.decode()
         compile_line = next(l for l in lines if l.split()[1] == "compile")
         assert "compiled, loaded and attached to sys_enter, sys_exit" in compile_line

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import btf, compiler, loader
-from .. import config
+from .. import config, seal, timeparse
 from ..errors import AuditdLiteError, CannotCapture
 from ..resources import resource_dir
 
@@ -797,6 +797,35 @@ def check_db_dir(db_dir: Path) -> Result:
     return Result(OK, "database", f"{where} writable, {free_mb} MiB free")
 
 
+def check_sealing(state_dir: Path) -> Result:
+    """What the daemon will do about sealing at its start (daemon/main.py, sealer_for): off
+    without a state; with one it cannot read, off too (capture goes on, unsealed); a state
+    others may read gives them the current key, which forges every seal from now on."""
+    state_dir = Path(state_dir)
+    if not seal.State.exists(state_dir):
+        return Result(OK, "sealing", f"off: no sealing state in {state_dir} "
+                      "(auditd-lite seal setup turns it on)")
+    try:
+        state = seal.State.load(state_dir)
+    except seal.SealError as e:
+        return Result(WARN, "sealing", f"{e}: the daemon will capture without sealing",
+                      "auditd-lite seal setup --force begins a new key chain (keep its new key)")
+    path = seal.State.path(state_dir)
+    loose = [f"{p} is {oct(p.stat().st_mode & 0o777)}, not {oct(mode)}"
+             for p, mode in ((state_dir, 0o700), (path, 0o600)) if p.stat().st_mode & 0o777 != mode]
+    last = state.recent[-1] if state.recent else None
+    said = (f"on: key id {state.key_id}, next epoch {state.epoch}, epochs of "
+            f"{timeparse.format_duration(state.interval_s * 10**9)}, "
+            + (f"last seal at {timeparse.format_time(last['sealed_ns'])} ({last['reason']})"
+               if last else "no seal made yet"))
+    if loose:
+        return Result(WARN, "sealing", f"{said}; but {'; '.join(loose)}: whoever read the "
+                      "current key can forge the seals from its epoch on",
+                      f"chmod 700 {state_dir}; chmod 600 {path} (the daemon also does at its "
+                      "start); if others could read it, seal setup --force")
+    return Result(OK, "sealing", said)
+
+
 def resolve_settings(host: Host, config_file: Path | None, overrides: dict | None
                      ) -> tuple[Unit | None, DaemonSettings | None, Result]:
     """The unit and the daemon's settings, and the settings line; a bad config file or bad
@@ -839,6 +868,8 @@ def run_checks(config_file: Path | None = None, overrides: dict | None = None,
         checks.append(("compile", lambda: check_compile(host, unit, ds) if ds
                        else Result(SKIP, "compile", "no settings to compile with")))
     checks.append(("database", lambda: check_db_dir(db_dir())))
+    checks.append(("sealing", lambda: check_sealing(ds.settings.seal_state) if ds
+                   else Result(SKIP, "sealing", "no settings to find its state with")))
     results = []
     for name, check in checks:
         try:
