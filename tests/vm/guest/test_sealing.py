@@ -39,7 +39,8 @@ def test_service_seals_from_setup_to_stop():
     /var/lib/auditd-lite and prints the key; the service started after it logs sealing_on,
     seals its start and then an epoch every 2 s under its sandbox; systemctl stop ends with a
     stop seal and an exit of 0; verify --verify-key passes with every file sealed and nothing
-    left open; no key of any epoch is in the unit's journal."""
+    left open; doctor's sealing line says on, with the key id seal status gives and the stop
+    seal last; no key of any epoch is in the unit's journal."""
     if props("ActiveState")["ActiveState"] == "active":
         systemctl("stop", UNIT)
     p = subprocess.run([CLI, "seal", "setup", "--interval", "2s"], capture_output=True, text=True)
@@ -65,6 +66,11 @@ def test_service_seals_from_setup_to_stop():
                        capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.rstrip().endswith("seals hold"), p.stdout + p.stderr
     assert "NOT YET SEALED" not in p.stdout
+    status = subprocess.run([CLI, "seal", "status"], capture_output=True, text=True, check=True).stdout
+    key_id = next(l.split()[2] for l in status.splitlines() if l.startswith("key id"))
+    doctor = subprocess.run([CLI, "doctor", "--no-compile"], capture_output=True, text=True).stdout
+    line = next(l for l in doctor.splitlines() if l.split()[1] == "sealing")
+    assert line.startswith("ok") and f"on: key id {key_id}," in line and line.endswith("(stop)"), line
     seed = bytes.fromhex(key.split(":")[2])
     text = "\n".join(str(r) for r in logged)
     for k in keys(seed, made[-1][0] + 2):
