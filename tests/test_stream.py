@@ -4,6 +4,7 @@ reader that does not read costs lines (counted in the run), never records."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -269,68 +270,65 @@ def offer_and_wait(s: Stream, batch: list[tuple]) -> None:
     wait_until(lambda: sum(s.counts()) == before + len(batch), 10, "the stream took the batch")
 
 
+LONG_PID = 999_999
+SMALL = 400  # rows(SMALL) fill a pipe
+
+
+@contextlib.contextmanager
+def long_line_begun(tmp_path, after: list[tuple]):
+    """A FIFO's pipe filled with short lines (some written, the rest dropped), 8 KiB of it read
+    (room for a few pages, not for 20 KB), then a 20 KB line offered with ``after`` behind it:
+    (stream, reader fd, the bytes read, how many short lines were written)."""
+    fifo = tmp_path / "stream.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    s = Stream(str(fifo), render=padded({LONG_PID}))
+    s.start()
+    try:
+        offer_and_wait(s, rows(SMALL))
+        first, _ = s.counts()
+        assert 0 < first < SMALL
+        data = os.read(reader, 8192)
+        offer_and_wait(s, [with_pid(rows(1, start=SMALL)[0], LONG_PID)] + after)
+        assert s.counts()[0] == first + 1 and s.target.pending  # begun, not ended
+        yield s, reader, data, first
+    finally:
+        s.close()
+        os.close(reader)
+
+
 def test_line_longer_than_pipe_buf_cut_by_full_pipe_is_ended_before_any_other(tmp_path):
     """A line longer than PIPE_BUF meets a pipe with only a little room: its beginning goes in,
     the rest of its batch is dropped, the next batch too while the pipe stays full; once the
     reader takes data the rest of that line goes first and the lines after it follow. The
     reader finds every line whole (each parses), in order: nothing of another line ever sits
     inside the long one."""
-    fifo = tmp_path / "stream.fifo"
-    os.mkfifo(fifo)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    small = rows(400)
-    long_pid = 999_999
-    longrow = with_pid(rows(1, start=400)[0], long_pid)
-    s = Stream(str(fifo), render=padded({long_pid}))
-    s.start()
-    try:
-        offer_and_wait(s, small)  # fills the pipe: some written, the rest dropped
-        first, _ = s.counts()
-        assert 0 < first < len(small)
-        data = os.read(reader, 8192)  # room for a few pages, not for 20 KB
-        offer_and_wait(s, [longrow] + rows(2, start=401))
-        assert s.counts()[0] == first + 1 and s.target.pending  # begun, not ended
-        offer_and_wait(s, rows(2, start=403))  # pipe still full: dropped whole
+    with long_line_begun(tmp_path, rows(2, start=SMALL + 1)) as (s, reader, data, first):
+        offer_and_wait(s, rows(2, start=SMALL + 3))  # pipe still full: dropped whole
         assert s.counts()[0] == first + 1
         data += drain(reader)
-        offer_and_wait(s, rows(2, start=405))  # the rest of the long line, then these two
+        offer_and_wait(s, rows(2, start=SMALL + 5))  # the rest of the long line, then these two
         assert s.counts()[0] == first + 3 and not s.target.pending
         data += drain(reader)
         written, dropped = s.close()
-    finally:
-        os.close(reader)
     lines = [json.loads(line) for line in data.decode().splitlines()]
     assert data.endswith(b"\n") and len(lines) == written == first + 3
     assert [o["process"]["pid"] for o in lines[first:]] == [
-        long_pid, rows(1, start=405)[0][F_PID], rows(1, start=406)[0][F_PID]]
+        LONG_PID, rows(1, start=SMALL + 5)[0][F_PID], rows(1, start=SMALL + 6)[0][F_PID]]
     assert len(lines[first]["pad"]) == 20_000
-    assert written + dropped == len(small) + 7
+    assert written + dropped == SMALL + 7
 
 
 def test_line_cut_at_the_stop_is_counted_dropped(tmp_path):
     """A long line begun in a full pipe whose reader never takes data again: the stop gives it
     a second and then counts it dropped (cut_at_stop), not written; the reader then finds
     exactly as many whole lines as counted written, and the half line after them."""
-    fifo = tmp_path / "stream.fifo"
-    os.mkfifo(fifo)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    small = rows(400)
-    long_pid = 999_999
-    longrow = with_pid(rows(1, start=400)[0], long_pid)
-    s = Stream(str(fifo), render=padded({long_pid}))
-    s.start()
-    try:
-        offer_and_wait(s, small)
-        data = os.read(reader, 8192)
-        offer_and_wait(s, [longrow])
-        assert s.target.pending
+    with long_line_begun(tmp_path, []) as (s, reader, data, _):
         written, dropped = s.close()
         data += drain(reader)
-    finally:
-        os.close(reader)
     whole, _, half = data.rpartition(b"\n")
     assert half and len(whole.split(b"\n")) == written
-    assert written + dropped == len(small) + 1
+    assert written + dropped == SMALL + 1
 
 
 def test_queue_full_drops_whole_batches_and_counts(tmp_path):
