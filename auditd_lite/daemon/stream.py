@@ -225,9 +225,9 @@ class _Target:
             # a chunk of whole lines that fits the file's room (a line longer than the limit
             # goes alone into a file of its own: a line is never split)
             end, n = i, 0
-            room = (self.max_bytes - self.size if self.rotating
-                    else PIPE_CHUNK if self.nonblocking else CHUNK)
-            while end < len(lines) and n < room and (end == i or n + len(lines[end]) <= room):
+            cap = PIPE_CHUNK if self.nonblocking else CHUNK
+            room = self.max_bytes - self.size if self.rotating else cap
+            while end < len(lines) and n < cap and (end == i or n + len(lines[end]) <= room):
                 n += len(lines[end])
                 end += 1
             i = self._write(lines, i, end)
