@@ -17,7 +17,7 @@ __all__ = ["fsync_dir", "write_whole"]
 
 def fsync_dir(path: Path | str) -> None:
     """The directory's entries (a rename, a link, an unlink in it) on disk."""
-    fd = os.open(str(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
@@ -31,8 +31,8 @@ def write_whole(path: Path, data: bytes, mode: int, replace: bool = True) -> Non
     (FileExistsError) where ``path`` exists, even one made meanwhile, and leaves that one as it
     is. OSError otherwise; the temporary name never stays behind."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(parent))
+    parent = path.parent  # "." for a bare name: Path never gives an empty parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
