@@ -38,6 +38,7 @@ from .durable import write_whole
 from .errors import BadInput
 
 STATE_FORMAT = "auditd-lite seal state 1"
+DIR_MODE, FILE_MODE = 0o700, 0o600  # the state's directory and file: root's alone
 KEY_PREFIX = "auditd-lite-seal:1:"
 DEFAULT_INTERVAL_S = 15 * 60
 MIN_INTERVAL_S = 1
@@ -148,6 +149,17 @@ class State:
         return cls.path(state_dir).exists()
 
     @classmethod
+    def loose_modes(cls, state_dir: Path) -> list[tuple[Path, int, int]]:
+        """(path, its mode, the mode it must have) of the state's directory and file where the
+        two differ: whoever else can read them has the current key."""
+        out = []
+        for path, want in ((Path(state_dir), DIR_MODE), (cls.path(state_dir), FILE_MODE)):
+            have = path.stat().st_mode & 0o777
+            if have != want:
+                out.append((path, have, want))
+        return out
+
+    @classmethod
     def load(cls, state_dir: Path) -> "State":
         path = cls.path(state_dir)
         try:
@@ -182,7 +194,7 @@ class State:
         except FileNotFoundError:
             old = None
         try:
-            write_whole(path, self._json(), 0o600)
+            write_whole(path, self._json(), FILE_MODE)
             if old is not None:
                 size = os.fstat(old).st_size
                 os.pwrite(old, b"\0" * size, 0)
@@ -222,8 +234,8 @@ def setup(state_dir: Path, interval_s: int, force: bool = False) -> VerifyKey:
     if interval_s < MIN_INTERVAL_S:
         raise BadInput(f"the epoch must be at least {MIN_INTERVAL_S} s")
     try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(state_dir, 0o700)
+        state_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(state_dir, DIR_MODE)
         seed = secrets.token_bytes(_KEY_BYTES)
         created_ns = time.time_ns()
         State(key_id(seed), 0, bytearray(seed), interval_s, created_ns, []).save(state_dir)

@@ -811,8 +811,7 @@ def check_sealing(state_dir: Path) -> Result:
         return Result(WARN, "sealing", f"{e}: the daemon will capture without sealing",
                       "auditd-lite seal setup --force begins a new key chain (keep its new key)")
     path = seal.State.path(state_dir)
-    loose = [f"{p} is {oct(p.stat().st_mode & 0o777)}, not {oct(mode)}"
-             for p, mode in ((state_dir, 0o700), (path, 0o600)) if p.stat().st_mode & 0o777 != mode]
+    loose = [f"{p} is {oct(have)}, not {oct(want)}" for p, have, want in seal.State.loose_modes(state_dir)]
     last = state.recent[-1] if state.recent else None
     said = (f"on: key id {state.key_id}, next epoch {state.epoch}, epochs of "
             f"{timeparse.format_duration(state.interval_s * 10**9)}, "
@@ -821,7 +820,7 @@ def check_sealing(state_dir: Path) -> Result:
     if loose:
         return Result(WARN, "sealing", f"{said}; but {'; '.join(loose)}: whoever read the "
                       "current key can forge the seals from its epoch on",
-                      f"chmod 700 {state_dir}; chmod 600 {path} (the daemon also does at its "
+                      f"chmod {seal.DIR_MODE:o} {state_dir}; chmod {seal.FILE_MODE:o} {path} (the daemon also does at its "
                       "start); if others could read it, seal setup --force")
     return Result(OK, "sealing", said)
 

@@ -44,11 +44,10 @@ class Sealer:
     def __init__(self, state_dir: Path):
         self.state_dir = Path(state_dir)
         self.state = seal.State.load(self.state_dir)  # SealError: the caller says it, and goes on
-        for path, mode in ((self.state_dir, 0o700), (seal.State.path(self.state_dir), 0o600)):
-            if path.stat().st_mode & 0o777 != mode:  # the next state is written 0600 anyway
-                log.warning("seal_state_permissions", path=str(path), mode=oct(path.stat().st_mode & 0o777),
-                            fixed_to=oct(mode))
-                path.chmod(mode)
+        for path, have, want in seal.State.loose_modes(self.state_dir):
+            # the next state is written with FILE_MODE anyway
+            log.warning("seal_state_permissions", path=str(path), mode=oct(have), fixed_to=oct(want))
+            path.chmod(want)
         self.interval_s = self.state.interval_s
         self.pending: list[dict] = []  # made (in the state file), not yet in a database file
         self._due = time.monotonic() + self.interval_s
