@@ -7,7 +7,16 @@ digests of the others, and still be checked. The chain runs across rotated
 files: the first batch of a file names the last batch hash of the file
 before it.
 
-Format 3 (hashes stored as ``"3:" + hex``), written since schema revision 0003:
+Format 4 (hashes stored as ``"4:" + hex``), written since schema revision 0006:
+
+    record digest = SHA-256(serialize(captured) || serialize(context) || serialize(gate))
+    batch hash    = SHA-256("auditd-lite chain 4\0" || prev (32 bytes)
+                            || serialize(header) || record digests ...)
+
+where ``gate`` is a record's ``rows.GATE_FIELDS`` (the ABI an exec came through, the parent's
+start time): format 3's record with those after it.
+
+Format 3 (hashes stored as ``"3:" + hex``), written by schema revisions 0003 to 0005:
 
     record digest = SHA-256(serialize(captured) || serialize(context))
     batch hash    = SHA-256("auditd-lite chain 3\0" || prev (32 bytes)
@@ -59,20 +68,25 @@ from operator import itemgetter
 from typing import Iterable
 
 from .memo import Memo
-from .rows import CAPTURED_FIELDS, CONTEXT_FIELDS, ROW_FIELDS
+from .rows import ABI_NAMES, CAPTURED_FIELDS, CONTEXT_FIELDS, GATE_FIELDS, ROW_FIELDS
 
 GENESIS = "0" * 64
-WRITE_FORMAT = 3
-_PREFIX = {2: "2:", 3: "3:"}
-_DOMAIN = {2: b"auditd-lite chain 2\0", 3: b"auditd-lite chain 3\0"}
+WRITE_FORMAT = 4
+_PREFIX = {2: "2:", 3: "3:", 4: "4:"}
+_DOMAIN = {fmt: f"auditd-lite chain {fmt}\0".encode() for fmt in _PREFIX}
 
 # every column of events, in the table's order (the columns of a record the decoder makes
-# follow the three the writer adds). Formats 1 and 2 hash CAPTURED_COLUMNS, format 3 all of
-# EVENT_COLUMNS: a column added or moved is a new format, and tests/test_chain.py pins them so
-# that it cannot happen unnoticed.
+# follow the three the writer adds). Formats 1 and 2 hash CAPTURED_COLUMNS, format 3
+# CONTEXT_COLUMNS, format 4 all of EVENT_COLUMNS: a column added or moved is a new format, and
+# tests/test_chain.py pins them so that it cannot happen unnoticed.
 CAPTURED_COLUMNS = ("id", "run_id", "batch_id") + CAPTURED_FIELDS
+CONTEXT_COLUMNS = CAPTURED_COLUMNS + CONTEXT_FIELDS
 EVENT_COLUMNS = ("id", "run_id", "batch_id") + ROW_FIELDS
+assert EVENT_COLUMNS == CONTEXT_COLUMNS + GATE_FIELDS
 _NCAPTURED = len(CAPTURED_COLUMNS)
+_NCONTEXT = len(CONTEXT_COLUMNS)
+# the columns each format's record digest covers (those after them are not vouched for)
+FORMAT_COLUMNS = {1: CAPTURED_COLUMNS, 2: CAPTURED_COLUMNS, 3: CONTEXT_COLUMNS, 4: EVENT_COLUMNS}
 BATCH_HEADER = ("id", "run_id", "written_ns", "first_event_id", "last_event_id", "count",
                 "lost_kernel", "lost_user")
 
@@ -139,6 +153,8 @@ _HEAD = (_I, _I, _I, _S, _I, _I, _I, _I, _I, _I, _S, _I)
 EXEC_SIGNATURE = _HEAD + (_I,) * 5 + (_S, _B, _I, _I, _N) + (_N,) * 5
 EXEC_FAILED_SIGNATURE = _HEAD + (_I,) * 5 + (_S, _B, _I, _I, _I) + (_N,) * 5
 EXIT_SIGNATURE = _HEAD + (_N,) * 10 + (_I,) * 5
+# rows.GATE_FIELDS of an exit: no ABI (an exec's is text, or NULL when the gate was not seen)
+EXIT_GATE_SIGNATURE = (_N, _I)
 _BY_SIGNATURE = {sig: _fast(sig) for sig in (EXEC_SIGNATURE, EXEC_FAILED_SIGNATURE, EXIT_SIGNATURE)}
 _EVENT = EVENT_COLUMNS.index("event")
 
@@ -157,22 +173,27 @@ def _hash_bytes(stored: str) -> bytes:
 
 def file_event_columns(conn: sqlite3.Connection, schema: str = "main") -> tuple[str, ...]:
     """The columns of EVENT_COLUMNS a file's events table has, in order: all of them from
-    revision 0003 on, CAPTURED_COLUMNS before it (its context is unknown, and no hash in it
-    covers any). The one place that tells, for verify and export."""
+    revision 0006 on, CONTEXT_COLUMNS from 0003, CAPTURED_COLUMNS before it (what a file lacks
+    is unknown, and no hash in it covers any). The one place that tells, for verify and export."""
     have = {r[1] for r in conn.execute(f"PRAGMA {schema}.table_info(events)")}
-    return EVENT_COLUMNS if have.issuperset(CONTEXT_FIELDS) else CAPTURED_COLUMNS
+    if have.issuperset(GATE_FIELDS):
+        return EVENT_COLUMNS
+    return CONTEXT_COLUMNS if have.issuperset(CONTEXT_FIELDS) else CAPTURED_COLUMNS
 
 
 def row_digest(row: tuple, fmt: int = WRITE_FORMAT) -> bytes:
-    """The digest of one record as read back from SQLite (its file_event_columns), in the
-    batch's format."""
+    """The digest of one record as read back from SQLite (its file_event_columns, or more), in
+    the batch's format: of the columns FORMAT_COLUMNS[fmt] names."""
     captured = tuple(row[:_NCAPTURED])
     if fmt == 1:
         return _sha256(repr(captured).encode()).digest()
     ser = _BY_SIGNATURE.get(tuple(map(type, captured)), serialize)
     if fmt == 2:
         return _sha256(ser(captured)).digest()
-    return _sha256(ser(captured) + serialize(tuple(row[_NCAPTURED:]))).digest()
+    context = serialize(tuple(row[_NCAPTURED:_NCONTEXT]))
+    if fmt == 3:
+        return _sha256(ser(captured) + context).digest()
+    return _sha256(ser(captured) + context + serialize(tuple(row[_NCONTEXT:]))).digest()
 
 
 
@@ -188,7 +209,7 @@ def _shape(signature: tuple) -> tuple:
 
 
 def row_digests(rows: list[tuple]) -> list[bytes]:
-    """Format 3 digests of records as the writer makes them (decoded, then their context
+    """Format 4 digests of records as the writer makes them (decoded, then their context
     added: capture/context.py); the hot path.
 
     The shape is taken from the event name: the decoder makes exec and
@@ -197,25 +218,36 @@ def row_digests(rows: list[tuple]) -> list[bytes]:
     that). A record of another shape would be hashed wrongly and flagged by
     verify, never pass unnoticed. One loop for the batch, with the event
     name's bytes known per shape and comm and filename encoded once per
-    distinct value, and the context's serialization once per distinct context: per record that
-    leaves one pack, one join and one SHA-256.
+    distinct value, and the context's serialization once per distinct context; the gate's (an
+    ABI and a parent's start time) is a pack with the ABI's bytes known: per record that leaves
+    two packs, one join and one SHA-256.
     """
-    sha, utf8, ev, ctx, n = _sha256, _UTF8, _EVENT, _CONTEXTS, _NCAPTURED
+    sha, utf8, ev, ctx, n, m = _sha256, _UTF8, _EVENT, _CONTEXTS, _NCAPTURED, _NCONTEXT
+    gate_abi, gate_none = _GATE_ABI, _GATE_NONE
     join = b"".join
     out = []
     append = out.append
     for r in rows:
         tags, nums, pack, event, c, f, a = _WRITER_SHAPES[r[ev]]
         comm = utf8[r[c]]
-        context = ctx[r[n:]]
+        context = ctx[r[n:m]]
+        abi = r[m]
+        gate = gate_none(r[m + 1]) if abi is None else gate_abi[abi](r[m + 1])
         if f:
             filename, args = utf8[r[f]], r[a]
             append(sha(join((pack(tags, *nums(r), len(event), len(comm), len(filename), len(args)),
-                             event, comm, filename, args, context))).digest())
+                             event, comm, filename, args, context, gate))).digest())
         else:
             append(sha(join((pack(tags, *nums(r), len(event), len(comm)), event, comm,
-                             context))).digest())
+                             context, gate))).digest())
     return out
+
+
+def _gate_with(abi: str):
+    """serialize((abi, parent_start_ns)) for this ABI, as a function of the start time."""
+    raw = abi.encode()
+    head, pack = b"TI", struct.Struct("<qI").pack
+    return lambda start: head + pack(start, len(raw)) + raw
 
 
 
@@ -232,6 +264,9 @@ def _writer_shape(name: str, signature: tuple) -> tuple:
 # comm and filename, and contexts (one binary, one cgroup), repeat: each encoded once
 _UTF8 = Memo(lambda text: text.encode("utf-8", "surrogatepass"))
 _CONTEXTS = Memo(serialize)
+# rows.ABI_NAMES's gates, and the gate of an exit or of an exec whose gate was not seen
+_GATE_ABI = {abi: _gate_with(abi) for abi in ABI_NAMES}
+_GATE_NONE = (lambda pack: lambda start: b"NI" + pack(start))(struct.Struct("<q").pack)
 _WRITER_SHAPES = {"exec": _writer_shape("exec", EXEC_SIGNATURE),
                   "exec_failed": _writer_shape("exec_failed", EXEC_FAILED_SIGNATURE),
                   "exit": _writer_shape("exit", EXIT_SIGNATURE)}

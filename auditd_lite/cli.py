@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AuditdLiteError, BadInput
+from .config import CAPTURE_MODES
 from .investigate.output import FORMATS, RECORD_FORMATS, SCHEMA_FORMATS
 
 PROG = "auditd-lite"
@@ -82,6 +83,11 @@ def build_parser() -> Parser:
                         "database keeps them all; a closed pipe stops the daemon cleanly)")
     r.add_argument("--transport", choices=("ringbuf", "perfbuf"),
                    help="kernel-to-user transport (perfbuf for kernels before 5.8)")
+    r.add_argument("--capture-mode", choices=CAPTURE_MODES,
+                   help="how execve calls are seen: fentry on the execve functions (nothing on "
+                        "other system calls), raw_syscalls (every system call pays for the "
+                        "tracepoint), or auto (default): fentry where the kernel can, else "
+                        "raw_syscalls, with the reason in the log")
     r.add_argument("--buffer-kb", type=pos_int, metavar="N",
                    help="ring buffer size (or each per-CPU perf buffer), KiB")
     r.add_argument("--max-args", type=pos_int, metavar="N", help="arguments kept per exec (128)")
@@ -178,6 +184,8 @@ def add_doctor_command(sub) -> None:
                           "ExecStart --config, else /etc/auditd-lite/auditd-lite.toml if present)")
     doc.add_argument("--transport", choices=("ringbuf", "perfbuf"),
                      help="check this transport instead of the one the settings give")
+    doc.add_argument("--capture-mode", choices=CAPTURE_MODES,
+                     help="check this capture mode instead of the one the settings give")
     doc.add_argument("--no-compile", action="store_true",
                      help="skip compiling and loading the program (faster, checks less)")
 
@@ -185,7 +193,8 @@ def add_doctor_command(sub) -> None:
 def cmd_doctor(args) -> int:
     from .capture import doctor
 
-    return doctor.main(args.config, {"db_dir": args.db_dir, "transport": args.transport},
+    return doctor.main(args.config, {"db_dir": args.db_dir, "transport": args.transport,
+                                     "capture_mode": args.capture_mode},
                        compile_test=not args.no_compile, out=sys.stdout)
 
 
@@ -249,7 +258,8 @@ def cmd_run(args) -> int:
 
     overrides = {
         "db_dir": args.db_dir, "min_duration_ms": args.min_duration_ms, "print": args.print,
-        "transport": args.transport, "buffer_kb": args.buffer_kb, "max_args": args.max_args,
+        "transport": args.transport, "capture_mode": args.capture_mode,
+        "buffer_kb": args.buffer_kb, "max_args": args.max_args,
         "max_arg_bytes": args.max_arg_bytes, "log_level": args.log_level,
         "rotate_size_mb": args.rotate_size_mb, "rotate_interval": args.rotate_interval,
         "keep": args.keep, "min_free_mb": args.min_free_mb, "synchronous": args.synchronous,

@@ -18,6 +18,9 @@ DEFAULT_CONFIG = Path("/etc/auditd-lite/auditd-lite.toml")
 # 6.18 load 1024 arguments, 5.10 and 6.1 refuse 384 (the verifier's
 # complexity limit, E2BIG) and load 256.
 MAX_ARGS_RANGE = (1, 256)
+# how the execve calls are seen (capture/loader.py; docs/design.md, "Hooking execve, not every
+# system call"): auto takes fentry where the kernel can, else raw_syscalls, and says why
+CAPTURE_MODES = ("auto", "fentry", "raw_syscalls")
 MAX_ARG_BYTES_RANGE = (256, 8192)
 
 
@@ -27,6 +30,7 @@ class RunSettings:
     min_duration_ms: int = 0
     print: bool = False
     transport: str = "ringbuf"
+    capture_mode: str = "auto"
     buffer_kb: int = 8192
     max_args: int = 128
     max_arg_bytes: int = 4096
@@ -58,6 +62,8 @@ class RunSettings:
             bad("min_duration_ms", "must be 0 or more")
         if self.transport not in ("ringbuf", "perfbuf"):
             bad("transport", "must be ringbuf or perfbuf")
+        if self.capture_mode not in CAPTURE_MODES:
+            bad("capture_mode", f"must be {', '.join(CAPTURE_MODES[:-1])} or {CAPTURE_MODES[-1]}")
         if not 4 <= self.buffer_kb <= 1024 * 1024:
             bad("buffer_kb", "must be between 4 and 1048576")
         for key, (lo, hi) in (("max_args", MAX_ARGS_RANGE), ("max_arg_bytes", MAX_ARG_BYTES_RANGE)):

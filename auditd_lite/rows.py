@@ -18,6 +18,12 @@ from __future__ import annotations
 # is DECODED_FIELDS), then SYSTEM_FIELDS, which user space adds from the system
 # (capture/context.py). NULL for an exit, and in a file older than 0003, where the columns
 # do not exist, unknown.
+#
+# GATE_FIELDS (revision 0006) the kernel's record gives too, after the context because SQLite
+# appends a column: the gate an exec came through (ABI_NAMES; NULL for an exit and where the
+# entry was not seen) and the parent's start time, which with ppid and the boot names the parent
+# process exactly (docs/design.md, "Process identity"). The decoder makes them last, and the
+# context is put in before them (capture/context.py). In a file older than 0006: unknown.
 CAPTURED_FIELDS = (
     "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm", "start_ns",
     "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
@@ -26,8 +32,13 @@ CAPTURED_FIELDS = (
 CWD_FIELDS = ("cwd", "cwd_status")
 SYSTEM_FIELDS = ("sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id")
 CONTEXT_FIELDS = CWD_FIELDS + SYSTEM_FIELDS
-DECODED_FIELDS = CAPTURED_FIELDS + CWD_FIELDS
-ROW_FIELDS = CAPTURED_FIELDS + CONTEXT_FIELDS
+GATE_FIELDS = ("abi", "parent_start_ns")
+# the abi column's values, what query --abi takes (capture/records.py ABI_WORDS makes them)
+ABI_NAMES = ("x64", "ia32", "x32")
+DECODED_FIELDS = CAPTURED_FIELDS + CWD_FIELDS + GATE_FIELDS
+ROW_FIELDS = CAPTURED_FIELDS + CONTEXT_FIELDS + GATE_FIELDS
+# where the context goes into a decoded row: after the working directory, before GATE_FIELDS
+CONTEXT_AT = len(CAPTURED_FIELDS + CWD_FIELDS)
 F_EVENT, F_TIME = ROW_FIELDS.index("event"), ROW_FIELDS.index("time_ns")
 F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = (
     ROW_FIELDS.index(f) for f in ("filename", "argv", "args_truncated", "errno"))

@@ -3,18 +3,23 @@
  * Settings arrive as -D constants fixed before load (never text
  * substitution): MIN_DURATION_NS, MAX_ARGS, ARG_BYTES, ARGS_BUF,
  * FILENAME_BUF, RINGBUF_PAGES, WAKEUP_EVERY, STASH_ENTRIES, CLAIM_ENTRIES,
- * HAVE_GROUP_DEAD, NR_EXECVE, NR_EXECVEAT, USE_PERFBUF, and the OFF_* struct
- * offsets resolved from the running kernel's BTF (auditd_lite/capture/btf.py).
- * Struct fields are therefore read by offset, never through header layouts,
- * which may belong to another kernel.
+ * HAVE_GROUP_DEAD, NR_EXECVE, NR_EXECVEAT, USE_PERFBUF, the FN_* names of the
+ * execve functions the running kernel's BTF has, and the OFF_* struct
+ * offsets resolved from that BTF (auditd_lite/capture/btf.py). Struct fields
+ * are therefore read by offset, never through header layouts, which may
+ * belong to another kernel.
  *
- * Every program is a raw tracepoint (BPF_RAW_TRACEPOINT_OPEN): attaching
- * one needs only CAP_BPF and CAP_PERFMON, where a perf-event tracepoint
- * needs perf_event_open, which Debian's perf_event_paranoid=3 keeps from
- * anything without CAP_SYS_ADMIN (docs/design.md, "Attaching without
- * perf_event_open"). Raw tracepoints carry the tracepoint's C arguments,
- * not its trace record, so the execve/execveat entry and exit come from
- * raw_syscalls:sys_enter/sys_exit filtered by syscall number.
+ * No program needs perf_event_open (docs/design.md, "Attaching without
+ * perf_event_open"): the daemon attaches every one with
+ * BPF_RAW_TRACEPOINT_OPEN, which needs CAP_BPF and CAP_PERFMON only. Two sets
+ * see the execve calls, and the loader loads one of them (docs/design.md,
+ * "Hooking execve, not every system call"):
+ *   fentry/fexit on the execve functions themselves (one pair per function
+ *     and ABI): nothing runs on any other system call;
+ *   raw_syscalls:sys_enter/sys_exit filtered by syscall number, where the
+ *     kernel cannot attach tracing programs: every system call of the host
+ *     pays for the tracepoint.
+ * sched_process_exec and sched_process_exit are raw tracepoints in both.
  */
 #include "auditd_lite.h"
 
@@ -36,9 +41,15 @@
 #endif
 
 /* x86's thread_info.status bit for a 32-bit syscall (arch/x86/include/asm/
- * thread_info.h); syscalls:sys_enter_execve skips those calls, and so do we:
- * their numbers mean other calls and their pointers are 32-bit */
+ * thread_info.h): its number is the i386 table's, its pointers 32-bit */
 #define TS_COMPAT 0x0002
+/* i386 numbers of execve and execveat (arch/x86/entry/syscalls/syscall_32.tbl) */
+#define NR_IA32_EXECVE 11
+#define NR_IA32_EXECVEAT 358
+/* x32 calls carry this bit in their number (arch/x86/include/uapi/asm/unistd.h) */
+#define X32_SYSCALL_BIT 0x40000000
+#define NR_X32_EXECVE (X32_SYSCALL_BIT | 520)
+#define NR_X32_EXECVEAT (X32_SYSCALL_BIT | 545)
 /* signal_struct.flags: the whole group is exiting, group_exit_code holds the
  * wait status (include/linux/sched/signal.h, the same since 2.6) */
 #define SIGNAL_GROUP_EXIT 0x00000004
@@ -151,13 +162,18 @@ static __always_inline void fill_hdr(struct event_hdr *h, u32 type, struct task_
 {
     u64 id = bpf_get_current_pid_tgid();
     u64 ugid = bpf_get_current_uid_gid();
-    void *parent = NULL, *leader = NULL;
+    void *parent = NULL, *leader = NULL, *pleader = NULL;
     u32 ppid = 0;
-    u64 start = 0;
+    u64 start = 0, pstart = 0;
 
     READ_AT(parent, task, OFF_TASK_REAL_PARENT);
-    if (parent)
+    if (parent) {
         READ_AT(ppid, parent, OFF_TASK_TGID);
+        /* the parent process's identity is its group leader's start, as ours is */
+        READ_AT(pleader, parent, OFF_TASK_GROUP_LEADER);
+        if (pleader)
+            READ_AT(pstart, pleader, OFF_TASK_START_TIME);
+    }
     READ_AT(leader, task, OFF_TASK_GROUP_LEADER);
     if (leader)
         READ_AT(start, leader, OFF_TASK_START_TIME);
@@ -168,6 +184,7 @@ static __always_inline void fill_hdr(struct event_hdr *h, u32 type, struct task_
     h->ppid = ppid;
     h->ts_ns = bpf_ktime_get_ns();
     h->start_ns = start;
+    h->pstart_ns = pstart;
     h->uid = (u32)ugid;
     h->gid = ugid >> 32;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
@@ -328,8 +345,23 @@ static __always_inline u32 copy_cwd(struct exec_buf *b, const struct exec_buf *s
     return st->cwd_flags;
 }
 
+/* argv[i]: a pointer of the caller's ABI (8 bytes, or 4 for ia32 and x32, whose argv is an
+ * array of compat_uptr_t). ``compat`` is a constant in every caller: each inlined copy reads
+ * one width only. */
+static __always_inline const char *argv_at(const void *argv, int i, int compat)
+{
+    if (compat) {
+        u32 p = 0;
+        bpf_probe_read_user(&p, sizeof(p), (const u32 *)argv + i);
+        return (const char *)(unsigned long)p;
+    }
+    const char *p = NULL;
+    bpf_probe_read_user(&p, sizeof(p), (const char *const *)argv + i);
+    return p;
+}
+
 /* syscall entry: copy filename and argv while the caller's memory is intact */
-static __always_inline int stash_entry(const char *filename, const char *const *argv)
+static __always_inline int stash_entry(const char *filename, const void *argv, u32 abi, int compat)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u32 zero = 0;
@@ -350,8 +382,7 @@ static __always_inline int stash_entry(const char *filename, const char *const *
     u64 off = 0;
     u32 argc = 0;
     for (int i = 0; i < MAX_ARGS; i++) {
-        const char *p = NULL;
-        bpf_probe_read_user(&p, sizeof(p), &argv[i]);
+        const char *p = argv_at(argv, i, compat);
         if (!p)
             goto done;
         if (off >= ARG_BYTES) {
@@ -375,49 +406,20 @@ static __always_inline int stash_entry(const char *filename, const char *const *
         }
         off += n;
     }
-    {
-        const char *more = NULL;
-        bpf_probe_read_user(&more, sizeof(more), &argv[MAX_ARGS]);
-        if (more)
-            flags |= FLAG_ARGC_TRUNCATED;
-    }
+    if (argv_at(argv, MAX_ARGS, compat))
+        flags |= FLAG_ARGC_TRUNCATED;
 done:
     b->e.argc = argc;
     b->e.flags = flags;
+    b->e.abi = abi;
     b->e.filename_len = fl;
     b->e.args_len = off > ARG_BYTES ? ARG_BYTES : off;
     stash.update(&tid, b);
     return 0;
 }
 
-static __always_inline int compat_syscall(void)
-{
-    u32 status = 0;
-    READ_AT(status, (void *)bpf_get_current_task(), OFF_TASK_TI_STATUS);
-    return status & TS_COMPAT;
-}
-
-/* runs on every system call of the machine: the number test comes first */
-PROBE(sys_enter)
-{
-    long nr = (long)ctx->args[1];
-    if (nr != NR_EXECVE && nr != NR_EXECVEAT)
-        return 0;
-    if (compat_syscall())
-        return 0;
-    const void *regs = (const void *)ctx->args[0];
-    u64 a0 = 0, a1 = 0, a2 = 0;
-    READ_AT(a0, regs, OFF_REGS_DI);
-    READ_AT(a1, regs, OFF_REGS_SI);
-    if (nr == NR_EXECVE)
-        return stash_entry((const char *)a0, (const char *const *)a1);
-    /* execveat(dirfd, filename, argv, envp, flags) */
-    READ_AT(a2, regs, OFF_REGS_DX);
-    return stash_entry((const char *)a1, (const char *const *)a2);
-}
-
 /* a failed execve/execveat: its attempt, with the entry copy when there is one */
-static __always_inline int exec_failed(void *ctx, long ret)
+static __always_inline int exec_failed(void *ctx, long ret, u32 abi)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     struct exec_buf *b = stash.lookup(&tid);
@@ -447,9 +449,106 @@ static __always_inline int exec_failed(void *ctx, long ret)
     fill_creds(&b->e, task);
     b->e.old_pid = b->e.h.tid;
     b->e.err = -ret;
+    b->e.abi = abi;
     emit(ctx, b, record_size(&b->e));
     stash.delete(&tid);
     return 0;
+}
+
+#ifdef USE_FENTRY
+/* fentry/fexit on each execve function (FN_* from the loader: the names this kernel's BTF has).
+ * Each is the syscall's wrapper, called with the caller's saved registers: x64 and x32 pass
+ * arguments in di, si, dx; ia32 in bx, cx, dx. Only calls of execve run these.
+ * The names are macros: expanded here, before bcc's KFUNC_PROBE pastes them into kfunc__<name>,
+ * which is how bcc finds the function's BTF id at load. */
+#define ON_ENTRY(fn) KFUNC_PROBE(fn, const void *regs)
+#define ON_EXIT(fn) KRETFUNC_PROBE(fn, const void *regs, long ret)
+#define EXEC_PAIR(fn, abi, compat, FILE_REG, ARGV_REG)                       \
+    ON_ENTRY(fn)                                                             \
+    {                                                                        \
+        u64 f = 0, a = 0;                                                    \
+        READ_AT(f, regs, FILE_REG);                                          \
+        READ_AT(a, regs, ARGV_REG);                                          \
+        if (compat) {                                                        \
+            f = (u32)f;                                                      \
+            a = (u32)a;                                                      \
+        }                                                                    \
+        return stash_entry((const char *)f, (const void *)a, abi, compat);   \
+    }                                                                        \
+    ON_EXIT(fn)                                                              \
+    {                                                                        \
+        return ret < 0 ? exec_failed(ctx, ret, abi) : 0;                     \
+    }
+
+/* execve(filename, argv, envp); execveat(dirfd, filename, argv, envp, flags) */
+EXEC_PAIR(FN_X64_EXECVE, ABI_X64, 0, OFF_REGS_DI, OFF_REGS_SI)
+EXEC_PAIR(FN_X64_EXECVEAT, ABI_X64, 0, OFF_REGS_SI, OFF_REGS_DX)
+#ifdef FN_IA32_EXECVE
+EXEC_PAIR(FN_IA32_EXECVE, ABI_IA32, 1, OFF_REGS_BX, OFF_REGS_CX)
+EXEC_PAIR(FN_IA32_EXECVEAT, ABI_IA32, 1, OFF_REGS_CX, OFF_REGS_DX)
+#endif
+#ifdef FN_X32_EXECVE
+EXEC_PAIR(FN_X32_EXECVE, ABI_X32, 1, OFF_REGS_DI, OFF_REGS_SI)
+EXEC_PAIR(FN_X32_EXECVEAT, ABI_X32, 1, OFF_REGS_SI, OFF_REGS_DX)
+#endif
+#endif /* USE_FENTRY */
+
+/* The fallback: raw_syscalls, on every system call of the machine, so the number test comes
+ * first. A 32-bit call (TS_COMPAT) numbers from the i386 table; an x32 call has its bit set. */
+static __always_inline u32 syscall_abi(long nr)
+{
+    if (nr == NR_EXECVE || nr == NR_EXECVEAT || nr == NR_IA32_EXECVE || nr == NR_IA32_EXECVEAT) {
+        u32 status = 0;
+        READ_AT(status, (void *)bpf_get_current_task(), OFF_TASK_TI_STATUS);
+        if (status & TS_COMPAT)
+            return nr == NR_IA32_EXECVE || nr == NR_IA32_EXECVEAT ? ABI_IA32 : ABI_UNKNOWN;
+        return nr == NR_EXECVE || nr == NR_EXECVEAT ? ABI_X64 : ABI_UNKNOWN;
+    }
+    if (nr == NR_X32_EXECVE || nr == NR_X32_EXECVEAT)
+        return ABI_X32;
+    return ABI_UNKNOWN;
+}
+
+PROBE(sys_enter)
+{
+    long nr = (long)ctx->args[1];
+    if (nr != NR_EXECVE && nr != NR_EXECVEAT && nr != NR_IA32_EXECVE && nr != NR_IA32_EXECVEAT &&
+        nr != NR_X32_EXECVE && nr != NR_X32_EXECVEAT)
+        return 0;
+    u32 abi = syscall_abi(nr);
+    const void *regs = (const void *)ctx->args[0];
+    u64 f = 0, a = 0;
+    if (abi == ABI_X64) {
+        if (nr == NR_EXECVE) {
+            READ_AT(f, regs, OFF_REGS_DI);
+            READ_AT(a, regs, OFF_REGS_SI);
+        } else {
+            READ_AT(f, regs, OFF_REGS_SI);
+            READ_AT(a, regs, OFF_REGS_DX);
+        }
+        return stash_entry((const char *)f, (const void *)a, ABI_X64, 0);
+    }
+    if (abi == ABI_IA32) {
+        if (nr == NR_IA32_EXECVE) {
+            READ_AT(f, regs, OFF_REGS_BX);
+            READ_AT(a, regs, OFF_REGS_CX);
+        } else {
+            READ_AT(f, regs, OFF_REGS_CX);
+            READ_AT(a, regs, OFF_REGS_DX);
+        }
+    } else if (abi == ABI_X32) {
+        if (nr == NR_X32_EXECVE) {
+            READ_AT(f, regs, OFF_REGS_DI);
+            READ_AT(a, regs, OFF_REGS_SI);
+        } else {
+            READ_AT(f, regs, OFF_REGS_SI);
+            READ_AT(a, regs, OFF_REGS_DX);
+        }
+    } else {
+        return 0; /* a native call whose number is i386's execve, or the reverse */
+    }
+    /* one copy of the compat loop for both 32-bit ABIs */
+    return stash_entry((const char *)(u64)(u32)f, (const void *)(u64)(u32)a, abi, 1);
 }
 
 /* also on every system call: a successful exec has nothing left to do here
@@ -462,11 +561,10 @@ PROBE(sys_exit)
     const void *regs = (const void *)ctx->args[0];
     long nr = -1;
     READ_AT(nr, regs, OFF_REGS_ORIG_AX);
-    if (nr != NR_EXECVE && nr != NR_EXECVEAT)
+    u32 abi = syscall_abi(nr);
+    if (abi == ABI_UNKNOWN)
         return 0;
-    if (compat_syscall())
-        return 0;
-    return exec_failed(ctx, ret);
+    return exec_failed(ctx, ret, abi);
 }
 
 /* (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
@@ -537,6 +635,7 @@ PROBE(sched_process_exec)
         }
     }
     b->e.argc = st ? st->e.argc : 0;
+    b->e.abi = st ? st->e.abi : ABI_UNKNOWN;
     if (st)
         flags |= st->e.flags & FLAG_ARGC_TRUNCATED;
     else

@@ -26,6 +26,12 @@
 #define CNT_STASH_MISS 1  /* failed exec whose entry copy was gone */
 #define CNT_MAX 2
 
+/* exec_event.abi: the system call gate an exec came through */
+#define ABI_UNKNOWN 0     /* no entry copy: the gate was not seen */
+#define ABI_X64 1         /* the 64-bit syscall instruction */
+#define ABI_IA32 2        /* the 32-bit gates: int $0x80, sysenter, syscall from 32-bit code */
+#define ABI_X32 3         /* the x32 ABI: 64-bit instruction, 32-bit pointers */
+
 #define COMM_LEN 16
 
 struct event_hdr {
@@ -35,6 +41,7 @@ struct event_hdr {
     __u32 ppid;     /* real_parent->tgid */
     __u64 ts_ns;    /* bpf_ktime_get_ns() */
     __u64 start_ns; /* group leader's task->start_time */
+    __u64 pstart_ns; /* real_parent's group leader's start_time: the parent's identity */
     __u32 uid;
     __u32 gid;
     char comm[COMM_LEN];
@@ -61,7 +68,7 @@ struct exec_event {
     __u16 args_len;     /* bytes of data[] after it: NUL-terminated arguments */
     __u16 cwd_len;      /* bytes of data[] after those: the working directory's names,
                          * each NUL-terminated, from the directory itself up to the root */
-    __u16 _pad;
+    __u16 abi;          /* ABI_* */
     __u32 mntns;        /* inode number of the process's mount namespace */
     /* char data[filename_len + args_len + cwd_len] follows */
 };

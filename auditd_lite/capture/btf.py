@@ -66,11 +66,15 @@ class BTF:
         # btf_trace_<event>: the typedef the kernel declares for each raw
         # tracepoint, a pointer to the prototype its programs are called with
         self._tracepoints: dict[str, int] = {}
+        # KIND_FUNC type ids: their names are decoded only if a function is looked for
+        self._func_ids: list[int] = []
+        self._funcs: dict[str, int] | None = None
         pos, end = hdr_len + type_off, hdr_len + type_off + type_len
         unpack = struct.unpack_from
         offsets = self._offsets
         structs = self._structs
         tracepoints = self._tracepoints
+        func_ids = self._func_ids
         prefix = b"btf_trace_"
         str_base = self._str_base
         while pos < end:
@@ -82,6 +86,8 @@ class BTF:
                 structs.setdefault(self._name(name_off), len(offsets) - 1)
             elif kind == KIND_TYPEDEF and data.startswith(prefix, str_base + name_off):
                 tracepoints[self._name(name_off)[len(prefix):]] = len(offsets) - 1
+            elif kind == KIND_FUNC:
+                func_ids.append(len(offsets) - 1)
             fixed, per = _EXTRA.get(kind, (0, 0))
             pos += 12 + fixed + per * vlen
 
@@ -156,6 +162,13 @@ class BTF:
         params = [struct.unpack_from("<II", self._data, base + 8 * i)[1] for i in range(vlen)]
         # the first parameter is the tracepoint's private data, not an argument
         return [self.sizeof(t) for t in params[1:]]
+
+    def has_function(self, name: str) -> bool:
+        """Whether the kernel's BTF describes a function of this name (what a tracing program
+        names as the function it attaches to)."""
+        if self._funcs is None:
+            self._funcs = {self._name(self._type(tid)[3]): tid for tid in self._func_ids}
+        return name in self._funcs
 
     def field(self, struct_name: str, path: str) -> Field:
         """Offset and size of ``path`` (``a.b.c``) inside ``struct struct_name``."""

@@ -1,14 +1,14 @@
-"""Compiles and loads the BPF programs in a short-lived child: the only place bcc is imported.
+"""The compiler child, seen from the daemon: started, and what it hands over received.
 
 bcc's compiler is clang and LLVM, about 84 MiB mapped into whatever imports
 it, and needed for one second at start-up. So the daemon (and doctor, which
-must test the same path) starts this module as a child process; the child
-compiles the program for the running kernel, creates its maps and loads
-its programs without attaching them, sends the program and map file
-descriptors back over a Unix socket (SCM_RIGHTS) with a description of
-them, and exits. The kernel objects live on through the descriptors the
-daemon now holds; the daemon attaches the programs itself (docs/design.md,
-"The daemon never maps the compiler").
+must test the same path) starts a child process (capture/build.py, the only
+place bcc is imported); the child compiles the program for the running
+kernel, creates its maps and loads its programs without attaching them,
+sends the program and map file descriptors back over a Unix socket
+(SCM_RIGHTS) with a description of them, and exits. The kernel objects live
+on through the descriptors the daemon now holds; the daemon attaches the
+programs itself (docs/design.md, "The daemon never maps the compiler").
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import CannotCapture
 
-# program functions are named PROBE_PREFIX + tracepoint (bpf/auditd_lite.bpf.c's PROBE()):
+# raw tracepoint programs are named PROBE_PREFIX + tracepoint (bpf/auditd_lite.bpf.c's PROBE()):
 # not bcc's raw_tracepoint__ prefix, which bcc would attach by itself as it loads
 PROBE_PREFIX = "probe__"
 # the maps the daemon uses; the others only the programs touch, and they hold them
@@ -32,16 +32,20 @@ MAPS = ("events", "counters")
 # handed over too where the program has it: what it holds can be looked at (tests do)
 CLAIMS_MAP = "exit_claims"
 _MESSAGE_MAX = 65536
+# programs (up to 12 on execve functions, 5 raw tracepoints) and maps, with room to spare
+_FDS_MAX = 64
 
 
 @dataclass(frozen=True)
 class Compiled:
     """What the child handed over; the descriptors are the daemon's to close."""
 
-    programs: dict[str, int]  # tracepoint -> program fd, in attach order
+    programs: dict[str, int]  # hook (loader.hooks) -> program fd, in attach order
     maps: dict[str, int]  # map name -> fd: MAPS, and CLAIMS_MAP where the program has it
     offsets_source: str  # btf | headers
     exit_claims: bool
+    mode: str  # the capture mode loaded: loader.FENTRY or loader.RAW_SYSCALLS
+    fallback: str | None = None  # why not fentry, when auto took the fallback
 
     def close(self) -> None:
         for fd in [*self.programs.values(), *self.maps.values()]:
@@ -50,6 +54,9 @@ class Compiled:
             except OSError:
                 pass
 
+
+# where the child's code is: the daemon never imports it (it imports bcc)
+CHILD_MODULE = "auditd_lite.capture.build"
 
 BCC_MISSING = ("bcc's Python module is missing: install Debian's python3-bpfcc "
                "(apt-get install python3-bpfcc) and use a Python that sees it "
@@ -96,14 +103,14 @@ class Child:
         with theirs:
             # stdout and stderr are ours: clang's messages reach the journal, or doctor
             self._proc = subprocess.Popen(
-                python_child(__name__, "child_main", str(theirs.fileno()),
+                python_child(CHILD_MODULE, "child_main", str(theirs.fileno()),
                              json.dumps(asdict(settings))),
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         self._sock = ours
 
     def result(self) -> Compiled:
         try:
-            msg, fds, _flags, _addr = socket.recv_fds(self._sock, _MESSAGE_MAX, 16)
+            msg, fds, _flags, _addr = socket.recv_fds(self._sock, _MESSAGE_MAX, _FDS_MAX)
         finally:
             self._sock.close()
         status = self._proc.wait()
@@ -120,39 +127,17 @@ class Child:
             raise CannotCapture(f"could not compile or load the BPF program: {reply['error']}; "
                                 "run 'auditd-lite doctor'")
         names = reply["programs"] + reply["maps"]
+        if len(fds) != len(names):
+            for fd in fds:
+                os.close(fd)
+            raise CannotCapture(f"the BPF compiler process handed over {len(fds)} descriptors for "
+                                f"{len(names)} programs and maps")
         by_name = dict(zip(names, fds))
-        return Compiled({tp: by_name[tp] for tp in reply["programs"]},
-                        {m: by_name[m] for m in reply["maps"]}, reply["offsets"], reply["exit_claims"])
+        return Compiled({hook: by_name[hook] for hook in reply["programs"]},
+                        {m: by_name[m] for m in reply["maps"]}, reply["offsets"], reply["exit_claims"],
+                        reply["mode"], reply.get("fallback"))
 
     def kill(self) -> None:
         self._proc.kill()
         self._proc.wait()
         self._sock.close()
-
-
-def child_main(sock_fd: str, settings_json: str) -> int:
-    """In the child: compile, load, hand over, exit. The reply is one message: a JSON
-    description, with the program descriptors (attach order) then the maps' in its fds."""
-    from . import loader  # noqa: PLC0415 - loader is the daemon's too: no bcc at its top
-    from ..daemon import logsetup  # noqa: PLC0415
-
-    # the daemon's log format, on stderr: stdout may be doctor's result line
-    logsetup.configure("warning", sys.stderr)
-    sock = socket.socket(fileno=int(sock_fd))
-    try:
-        settings = loader.ProgramSettings(**json.loads(settings_json))
-        bcc = import_bcc()
-        facts = loader.kernel_facts()
-        tracepoints = loader.tracepoints(settings, facts)
-        bpf = bcc.BPF(src_file=settings.source(), cflags=loader.cflags(settings, facts))
-        fds = [bpf.load_func(PROBE_PREFIX + tp, bcc.BPF.RAW_TRACEPOINT).fd for tp in tracepoints]
-        claims = loader.claims_exits(settings, facts)
-        maps = list(MAPS) + ([CLAIMS_MAP] if claims else [])
-        fds += [bpf[m].map_fd for m in maps]
-        reply = {"programs": tracepoints, "maps": maps, "offsets": facts.source, "exit_claims": claims}
-    except Exception as e:  # bcc raises bare Exception for compile and load failures
-        sock.send(json.dumps({"error": str(e) or type(e).__name__,
-                              "said": isinstance(e, CannotCapture)}).encode())
-        return 1
-    socket.send_fds(sock, [json.dumps(reply).encode()], fds)
-    return 0

@@ -25,7 +25,8 @@ from typing import NamedTuple
 import structlog
 
 from .. import hostinfo
-from ..rows import F_CGROUP_ID, F_COMM, F_CWD, F_CWD_STATUS, F_EVENT, F_FILENAME, F_PID, F_START, F_TIME
+from ..rows import (CONTEXT_AT, F_CGROUP_ID, F_COMM, F_CWD, F_CWD_STATUS, F_EVENT, F_FILENAME, F_PID,
+                    F_START, F_TIME)
 from . import cgroups, exehash
 
 log = structlog.get_logger("auditd_lite.context")
@@ -131,15 +132,16 @@ class Context:
         ``started`` (time.monotonic() of the batch's first begin) + wait_s at most."""
         out: list[tuple] = []
         deadline = started + self.wait_s
+        at = CONTEXT_AT  # the context goes after the working directory, before rows.GATE_FIELDS
         for p in pending:
             answers = p.ticket.wait(max(0.0, deadline - time.monotonic()))
             hashes = dict(zip(p.hashed, answers))
             for i, (r, cg) in enumerate(zip(p.rows, p.cgroup)):
                 if cg is None:
-                    out.append(r + NO_CONTEXT)
+                    out.append(r[:at] + NO_CONTEXT + r[at:])
                     continue
                 h = hashes.get(i)
-                out.append(r + ((h.sha256, h.status) if h is not None else _NO_HASH) + cg)
+                out.append(r[:at] + ((h.sha256, h.status) if h is not None else _NO_HASH) + cg + r[at:])
         return out
 
     def begin_seeds(self, processes: list[dict]) -> PendingSeeds:

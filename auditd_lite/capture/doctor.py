@@ -92,6 +92,8 @@ class Host:
     # a checkout's own unit, for a host where it is not installed (yet)
     repo_unit: str | None = str(resource_dir("bpf").parent / UNIT)
     perf_event_paranoid: str = "/proc/sys/kernel/perf_event_paranoid"
+    kallsyms: str = loader.KALLSYMS
+    ftrace_enabled: str = loader.FTRACE_ENABLED
     default_config: str = str(config.DEFAULT_CONFIG)
     setpriv: str | None = field(default_factory=lambda: shutil.which("setpriv"))
 
@@ -435,12 +437,36 @@ def _group_dead(host: Host) -> bool | None:
     return loader.has_group_dead(types, _tracefs(host))
 
 
-def attached_tracepoints(host: Host, settings: config.RunSettings | None) -> list[str]:
-    """The raw tracepoints the program will attach here, in loader's order."""
-    group_dead = _group_dead(host)
-    facts = loader.KernelFacts({}, "btf", bool(group_dead))
+def service_facts(host: Host) -> loader.KernelFacts:
+    """What the program would be built from here, as far as doctor needs it: no offsets, but
+    the group_dead argument, the execve functions and whether fentry is blocked."""
+    try:
+        types = load_btf(host)
+    except (OSError, btf.BTFError):
+        return loader.KernelFacts({}, "headers", bool(_group_dead(host)),
+                                  fentry_blocked=f"no BTF at {host.btf_path}: tracing programs need it")
+    functions = loader.exec_functions(types)
+    return loader.KernelFacts({}, "btf", bool(loader.has_group_dead(types)), functions,
+                              loader.fentry_blocker(functions, host.kallsyms, host.ftrace_enabled))
+
+
+def expected_mode(host: Host, settings: config.RunSettings | None) -> tuple[str, str | None]:
+    """The capture mode the service will try first, and why it is the fallback (None when it
+    is not), from what the kernel says before anything is loaded; loader.first_mode's answer,
+    with its refusal of a forced fentry turned into the fallback's reason."""
     ps = loader.ProgramSettings.for_run(settings) if settings else loader.ProgramSettings()
-    return loader.tracepoints(ps, facts)
+    try:
+        return loader.first_mode(ps, service_facts(host))
+    except CannotCapture as e:
+        return loader.RAW_SYSCALLS, str(e)
+
+
+def attached_tracepoints(host: Host, settings: config.RunSettings | None) -> list[str]:
+    """The raw tracepoints the program will attach here, in loader's order, in the mode it is
+    expected to take."""
+    ps = loader.ProgramSettings.for_run(settings) if settings else loader.ProgramSettings()
+    mode, _ = expected_mode(host, settings)
+    return [h for h in loader.hooks(ps, service_facts(host), mode) if not loader.is_tracing(h)]
 
 
 def check_tracepoints(host: Host, settings: config.RunSettings | None = None) -> Result:
@@ -674,7 +700,7 @@ def load_child(settings_json: str) -> int:
         settings = config.RunSettings(**values)
         programs = loader.Programs(loader.ProgramSettings.for_run(settings), [])
         try:
-            result = {"offsets": programs.offsets_source}
+            result = {"offsets": programs.offsets_source, "hooks": programs.hooks, **programs.capture}
         finally:
             programs.close()
     except Exception as e:  # bcc raises bare Exception; the parent turns it into one sentence
@@ -754,7 +780,9 @@ def _can_compile(host: Host) -> str | None:
     return None
 
 
-def check_compile(host: Host, unit: Unit | None, ds: DaemonSettings) -> Result:
+def check_compile(host: Host, unit: Unit | None, ds: DaemonSettings,
+                  loaded: dict | None = None) -> Result:
+    """``loaded``: filled with the capture mode the child attached and why it fell back."""
     why = _can_compile(host)
     if why:
         return Result(SKIP, "compile", why)
@@ -767,10 +795,31 @@ def check_compile(host: Host, unit: Unit | None, ds: DaemonSettings) -> Result:
     if "error" in result:
         sentence, fix = load_failure(result["error"], stderr)
         return Result(FAIL, "compile", sentence, fix)
-    wanted = attached_tracepoints(host, ds.settings)
+    if loaded is not None:
+        loaded.update(mode=result["mode"], fallback=result["fallback"])
     return Result(OK, "compile", f"the program (transport {ds.settings.transport}, offsets from "
-                  f"{result['offsets']}) compiled, loaded and attached to {', '.join(wanted)} "
-                  f"with {plan.as_whom}")
+                  f"{result['offsets']}, capture mode {result['mode']}) compiled, loaded and "
+                  f"attached to {', '.join(result['hooks'])} with {plan.as_whom}")
+
+
+def check_capture(host: Host, ds: DaemonSettings, loaded: dict | None = None) -> Result:
+    """The capture mode the service gets and what it costs the programs it watches: as the
+    compile check's child attached it, else as the kernel's BTF, kallsyms and ftrace predict."""
+    if loaded:
+        mode, fallback, how = loaded["mode"], loaded["fallback"], ""
+    else:
+        (mode, fallback), how = expected_mode(host, ds.settings), " (expected: nothing loaded)"
+    if mode == loader.FENTRY:
+        functions = [fn for _, fn in service_facts(host).exec_functions]
+        return Result(OK, "capture", f"fentry{how}: execve seen at {', '.join(functions)}; "
+                      "other system calls pay nothing")
+    if fallback is None:
+        return Result(OK, "capture", f"raw_syscalls{how}, as the settings ask: "
+                      f"{loader.RAW_SYSCALLS_COST}")
+    return Result(WARN, "capture", f"raw_syscalls{how}, the fallback: {fallback}; "
+                  f"{loader.RAW_SYSCALLS_COST}",
+                  "a kernel that attaches fentry/fexit programs (BTF, kernel.ftrace_enabled=1, "
+                  "tracing programs allowed): Debian's 5.10, 6.1 and 6.12 do")
 
 
 def check_db_dir(db_dir: Path) -> Result:
@@ -863,9 +912,12 @@ def run_checks(config_file: Path | None = None, overrides: dict | None = None,
         ("service", lambda: check_service(host, unit, ds) if ds
          else Result(SKIP, "service", "no settings to check it with")),
     ]
+    loaded: dict = {}
     if compile_test:
-        checks.append(("compile", lambda: check_compile(host, unit, ds) if ds
+        checks.append(("compile", lambda: check_compile(host, unit, ds, loaded) if ds
                        else Result(SKIP, "compile", "no settings to compile with")))
+    checks.append(("capture", lambda: check_capture(host, ds, loaded) if ds
+                   else Result(SKIP, "capture", "no settings to tell the mode with")))
     checks.append(("database", lambda: check_db_dir(db_dir())))
     checks.append(("sealing", lambda: check_sealing(ds.settings.seal_state) if ds
                    else Result(SKIP, "sealing", "no settings to find its state with")))

@@ -63,10 +63,13 @@ def _check(ret: int, what: str) -> int:
     return ret
 
 
-def raw_tracepoint_open(name: str, prog_fd: int) -> int:
-    """Attach a loaded program to a raw tracepoint; closing the returned fd detaches it."""
-    return _check(lib().bpf_raw_tracepoint_open(name.encode(), prog_fd),
-                  f"could not attach the program to the raw tracepoint {name}")
+def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
+    """Attach a loaded program: to the raw tracepoint ``name``, or with None a tracing program
+    (fentry/fexit) to the function it named at load (BPF_RAW_TRACEPOINT_OPEN takes both, and
+    on 5.10, where BPF_LINK_CREATE refuses tracing programs). Closing the fd detaches it."""
+    return _check(lib().bpf_raw_tracepoint_open(name.encode() if name is not None else None, prog_fd),
+                  f"could not attach the program to the raw tracepoint {name}" if name is not None
+                  else "could not attach a tracing program to its function")
 
 
 def possible_cpus() -> int:

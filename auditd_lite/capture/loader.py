@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import structlog
@@ -24,12 +24,41 @@ BPF_DIR = resource_dir("bpf")
 PROGRAM = "auditd_lite.bpf.c"
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
-# The raw tracepoints the program attaches to, by BPF_RAW_TRACEPOINT_OPEN (no
-# perf_event_open: docs/design.md, "Attaching without perf_event_open"), in
-# the order they are attached. sched_process_free only where the kernel's
-# sched_process_exit has no group_dead argument (exit claims, see the program).
-RAW_TRACEPOINTS = ("sys_enter", "sys_exit", "sched_process_exec", "sched_process_exit")
+# Every program is attached by BPF_RAW_TRACEPOINT_OPEN (no perf_event_open: docs/design.md,
+# "Attaching without perf_event_open"). The execve calls are seen in one of two capture modes
+# (docs/design.md, "Hooking execve, not every system call"):
+# what --capture-mode accepts: a mode, or auto (fentry where this kernel can, else the fallback)
+AUTO, FENTRY, RAW_SYSCALLS = config.CAPTURE_MODES
+# what the fallback costs, in the words doctor and the log use (measured: docs/design.md)
+RAW_SYSCALLS_COST = "every system call of every process pays ~95 ns (the syscall tracepoints)"
+# the raw tracepoints of the fallback, which sees execve among all system calls
+SYSCALL_TRACEPOINTS = ("sys_enter", "sys_exit")
+# the raw tracepoints of both modes, attached after the execve hooks
+SCHED_TRACEPOINTS = ("sched_process_exec", "sched_process_exit")
+RAW_TRACEPOINTS = SYSCALL_TRACEPOINTS + SCHED_TRACEPOINTS
+# sched_process_free only where the kernel's sched_process_exit has no group_dead argument
+# (exit claims, see the program)
 CLAIM_TRACEPOINT = "sched_process_free"
+# The execve functions fentry/fexit attach to, by ABI: the syscall wrappers each gate calls
+# (x86's syscall_wrapper.h). (macro, execve, execveat) per candidate, the first whose names the
+# kernel's BTF has wins; x64 is required, the others are hooked where the kernel has them. x32's
+# wrappers were __x32_compat_sys_* until 5.10 and are __x64_compat_sys_* since 5.11.
+EXEC_FUNCTIONS = (
+    ("X64", ("__x64_sys_execve", "__x64_sys_execveat")),
+    ("IA32", ("__ia32_compat_sys_execve", "__ia32_compat_sys_execveat")),
+    ("X32", ("__x32_compat_sys_execve", "__x32_compat_sys_execveat"),
+     ("__x64_compat_sys_execve", "__x64_compat_sys_execveat")),
+)
+# a hook of a tracing program is "<attach type>/<function>" (libbpf's section names)
+ENTRY, EXIT = "fentry", "fexit"
+# bcc names a tracing program's function kfunc__<function> or kretfunc__<function>, and finds
+# the function's BTF id from that name when it loads the program (KFUNC_PROBE, KRETFUNC_PROBE)
+BCC_PREFIX = {ENTRY: "kfunc__", EXIT: "kretfunc__"}
+# kernels without it (before 5.12, unless backported) free an fexit trampoline that a task
+# sleeping inside the function will return to: detaching can crash them (upstream e21aa341785c)
+TRAMPOLINE_FIX_SYMBOL = "__bpf_tramp_enter"
+KALLSYMS = "/proc/kallsyms"
+FTRACE_ENABLED = "/proc/sys/kernel/ftrace_enabled"
 # the argument sched_process_exit gained in 6.16: (task, bool group_dead)
 EXIT_ARGS_GROUP_DEAD = [8, 1]
 
@@ -58,6 +87,8 @@ FIELDS = (
     ("OFF_REGS_DI", "pt_regs", "di", 8),
     ("OFF_REGS_SI", "pt_regs", "si", 8),
     ("OFF_REGS_DX", "pt_regs", "dx", 8),
+    ("OFF_REGS_BX", "pt_regs", "bx", 8),
+    ("OFF_REGS_CX", "pt_regs", "cx", 8),
     ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax", 8),
 )
 # the working directory's walk (struct mount is internal: BTF only); all or none, and without
@@ -111,6 +142,8 @@ class ProgramSettings:
     force_exit_claims: bool = False
     # another program source than BPF_DIR / PROGRAM: tests give doctor one the verifier refuses
     program_file: str | None = None
+    # CAPTURE_MODES: auto takes fentry where the kernel can, else the fallback, said in the log
+    capture_mode: str = AUTO
 
     def source(self) -> str:
         return self.program_file or str(BPF_DIR / PROGRAM)
@@ -120,7 +153,8 @@ class ProgramSettings:
         """The programs' settings for a run's settings: what `run` and `doctor` load."""
         return cls(transport=settings.transport, buffer_kb=settings.buffer_kb,
                    min_duration_ns=settings.min_duration_ms * 1_000_000,
-                   max_args=settings.max_args, arg_bytes=settings.max_arg_bytes)
+                   max_args=settings.max_args, arg_bytes=settings.max_arg_bytes,
+                   capture_mode=settings.capture_mode)
 
 
 # the tracefs category of each raw tracepoint the program may attach
@@ -170,6 +204,18 @@ class KernelFacts:
     offsets: dict[str, str]  # -D value of every OFF_* macro
     source: str  # where the offsets came from: btf | headers
     group_dead: bool  # sched_process_exit tells which thread ended the group
+    # the execve functions in BTF, by EXEC_FUNCTIONS macro: ("X64", "__x64_sys_execve"), ...
+    exec_functions: tuple[tuple[str, str], ...] = ()
+    # why fentry/fexit cannot be used on this kernel before even trying, or None
+    fentry_blocked: str | None = "no BTF"
+
+    def hooks(self, mode: str) -> list[str]:
+        """The execve hooks of ``mode``, in attach order: every entry, then every exit (an exit
+        attached first could see a call whose entry it never saw)."""
+        if mode == RAW_SYSCALLS:
+            return list(SYSCALL_TRACEPOINTS)
+        functions = [fn for _, fn in self.exec_functions]
+        return [f"{ENTRY}/{fn}" for fn in functions] + [f"{EXIT}/{fn}" for fn in functions]
 
 
 def kernel_facts(btf_path: str = btf.VMLINUX_BTF) -> KernelFacts:
@@ -179,8 +225,52 @@ def kernel_facts(btf_path: str = btf.VMLINUX_BTF) -> KernelFacts:
         log.warning("btf_unavailable", path=btf_path, error=str(e),
                     fallback="header layouts: field reads may be wrong on this kernel")
         defs = {m: f"offsetof(struct {s}, {p})" for m, s, p, _ in FIELDS + AUDIT_FIELDS}
-        return KernelFacts(defs, "headers", bool(has_group_dead(None, tracefs_dir())))
-    return KernelFacts(btf_offsets(types), "btf", bool(has_group_dead(types)))
+        return KernelFacts(defs, "headers", bool(has_group_dead(None, tracefs_dir())),
+                           fentry_blocked=f"no BTF at {btf_path}: tracing programs need it")
+    functions = exec_functions(types)
+    return KernelFacts(btf_offsets(types), "btf", bool(has_group_dead(types)), functions,
+                       fentry_blocker(functions))
+
+
+def exec_functions(types: btf.BTF) -> tuple[tuple[str, str], ...]:
+    """(FN_* macro, function) of every execve function in EXEC_FUNCTIONS that the BTF has,
+    a whole pair per ABI or none of it."""
+    out = []
+    for abi, *candidates in EXEC_FUNCTIONS:
+        for pair in candidates:
+            if all(types.has_function(fn) for fn in pair):
+                out += [(f"FN_{abi}_EXECVE", pair[0]), (f"FN_{abi}_EXECVEAT", pair[1])]
+                break
+    return tuple(out)
+
+
+def kallsyms_has(symbol: str, path: str = KALLSYMS) -> bool | None:
+    """Whether the kernel has ``symbol`` (names are listed to anyone; addresses need
+    CAP_SYSLOG); None when the list cannot be read."""
+    want = f" {symbol}\n".encode()
+    try:
+        with open(path, "rb") as f:
+            return want in f.read()
+    except OSError:
+        return None
+
+
+def fentry_blocker(functions, kallsyms: str = KALLSYMS, ftrace: str = FTRACE_ENABLED) -> str | None:
+    """Why this kernel cannot take fentry/fexit on execve, from what it says before anything is
+    loaded; None when it can (loading may still be refused: the compiler child says why)."""
+    names = dict(functions)
+    if "FN_X64_EXECVE" not in names:
+        return "the kernel's BTF has no __x64_sys_execve/__x64_sys_execveat to attach to"
+    try:
+        with open(ftrace) as f:
+            if f.read().strip() == "0":
+                return "kernel.ftrace_enabled is 0: trampolines cannot be attached"
+    except OSError:
+        pass  # a kernel without the knob (no ftrace sysctl) is judged by the load
+    if kallsyms_has(TRAMPOLINE_FIX_SYMBOL, kallsyms) is False:
+        return (f"this kernel lacks the fexit trampoline fix ({TRAMPOLINE_FIX_SYMBOL}, upstream "
+                "e21aa341785c, 5.12): detaching fexit while a task sleeps in execve can crash it")
+    return None
 
 
 def btf_offsets(types: btf.BTF) -> dict[str, str]:
@@ -230,11 +320,26 @@ def syscall_numbers(machine: str | None = None) -> tuple[int, int]:
                             "registers and numbers, other machines are not supported") from None
 
 
+def first_mode(settings: ProgramSettings, facts: KernelFacts) -> tuple[str, str | None]:
+    """The capture mode to load first, and why it is the fallback when auto could not take
+    fentry (None when it is what was asked for or could be had); CannotCapture when fentry was
+    asked for and this kernel cannot have it."""
+    if settings.capture_mode == RAW_SYSCALLS:
+        return RAW_SYSCALLS, None
+    if facts.fentry_blocked:
+        if settings.capture_mode == FENTRY:
+            raise CannotCapture(f"capture mode fentry: {facts.fentry_blocked}")
+        return RAW_SYSCALLS, facts.fentry_blocked
+    return FENTRY, None
+
+
 def claims_exits(settings: ProgramSettings, facts: KernelFacts) -> bool:
     return settings.force_exit_claims or not facts.group_dead
 
 
-def cflags(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
+def cflags(settings: ProgramSettings, facts: KernelFacts, fentry: bool = False) -> list[str]:
+    """The compiler's flags; ``fentry``: compile the fentry/fexit programs of facts'
+    exec_functions too (the raw tracepoint programs always are)."""
     for value, (lo, hi) in ((settings.max_args, config.MAX_ARGS_RANGE),
                             (settings.arg_bytes, config.MAX_ARG_BYTES_RANGE)):
         if not lo <= value <= hi:
@@ -265,15 +370,33 @@ def cflags(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
     flags = [f"-D{k}={v}" for k, v in defs.items()]
     if settings.transport == "perfbuf":
         flags.append("-DUSE_PERFBUF")
+    if fentry:
+        flags.append("-DUSE_FENTRY")
+        flags += [f"-D{macro}={fn}" for macro, fn in facts.exec_functions]
     if facts.source == "headers":
         flags.append("-DUSE_HEADER_LAYOUT")
     flags.append(f"-I{BPF_DIR}")
     return flags
 
 
-def tracepoints(settings: ProgramSettings, facts: KernelFacts) -> list[str]:
-    """The raw tracepoints the programs attach to, in attach order."""
-    return list(RAW_TRACEPOINTS) + ([CLAIM_TRACEPOINT] if claims_exits(settings, facts) else [])
+def hooks(settings: ProgramSettings, facts: KernelFacts, mode: str) -> list[str]:
+    """Where the programs of ``mode`` attach, in attach order: the execve hooks, then the sched
+    tracepoints (and the claims' release)."""
+    return facts.hooks(mode) + list(SCHED_TRACEPOINTS) + (
+        [CLAIM_TRACEPOINT] if claims_exits(settings, facts) else [])
+
+
+def is_tracing(hook: str) -> bool:
+    """A fentry/fexit hook ("fentry/<function>"), not a raw tracepoint."""
+    return "/" in hook
+
+
+def function_name(hook: str) -> str:
+    """The program's function in bpf/auditd_lite.bpf.c: bcc's tracing names, else PROBE()'s."""
+    if is_tracing(hook):
+        kind, fn = hook.split("/", 1)
+        return BCC_PREFIX[kind] + fn
+    return compiler.PROBE_PREFIX + hook
 
 
 def ringbuf_pages(settings: ProgramSettings) -> int:
@@ -296,12 +419,37 @@ class Programs:
         self.settings = settings
         self._links: list[tuple[str, int]] = []
         self.buffer = None
-        compiled = (child or compiler.Child(settings)).result()
-        self._compiled = compiled
+        self._compiled = compiled = (child or compiler.Child(settings)).result()
+        try:
+            self._attach(sink)
+        except CannotCapture as e:
+            # fentry loaded but could not be attached (ftrace's direct calls refused, a
+            # function that cannot be traced): in auto, the fallback, loaded afresh
+            if compiled.mode != FENTRY or settings.capture_mode != AUTO:
+                raise
+            # _attach closed what it had (its descriptors are not closed twice: the writer's
+            # thread may have their numbers by now)
+            self._compiled = compiler.Child(replace(settings, capture_mode=RAW_SYSCALLS)).result()
+            self._compiled = replace(self._compiled, fallback=str(e))
+            self._attach(sink)
+        compiled = self._compiled
+        self.mode, self.fallback = compiled.mode, compiled.fallback
         self.offsets_source = compiled.offsets_source
         self.exit_claims = compiled.exit_claims
         # the claims map where the program claims exits (None elsewhere)
         self.claims_fd = compiled.maps.get(compiler.CLAIMS_MAP)
+        if self.fallback:
+            # once per start: the service's mode is also in the run's settings and in doctor
+            log.warning("capture_fallback", mode=self.mode, reason=self.fallback, cost=RAW_SYSCALLS_COST)
+        log.info("programs_attached", capture_mode=self.mode, hooks=self.hooks,
+                 offsets=self.offsets_source, exit_claims=self.exit_claims,
+                 transport=settings.transport, buffer_kb=settings.buffer_kb,
+                 min_duration_ns=settings.min_duration_ns)
+
+    def _attach(self, sink: list) -> None:
+        """The buffer opened, then every program attached in order (once there is somewhere for
+        records to go); on failure everything is closed again."""
+        compiled, settings = self._compiled, self.settings
         try:
             self._counters = libbpf.PerCpuCounters(compiled.maps["counters"], records.CNT_MAX)
             events = compiled.maps["events"]
@@ -311,16 +459,23 @@ class Programs:
             else:
                 ring = self.buffer = ringbuf.RingReader(events)
                 self._wait, self._consume = ring.wait, lambda: ring.read(sink)
-            # attached last, once there is somewhere for records to go
-            for tp, fd in compiled.programs.items():
-                self._links.append((tp, libbpf.raw_tracepoint_open(tp, fd)))
+            for hook, fd in compiled.programs.items():
+                # a tracing program names its function at load: attached with no name
+                self._links.append((hook, libbpf.raw_tracepoint_open(
+                    None if is_tracing(hook) else hook, fd)))
         except BaseException:
             self.close()
             raise
-        log.info("programs_attached", raw_tracepoints=[tp for tp, _ in self._links],
-                 offsets=self.offsets_source, exit_claims=self.exit_claims,
-                 transport=settings.transport, buffer_kb=settings.buffer_kb,
-                 min_duration_ns=settings.min_duration_ns)
+
+    @property
+    def hooks(self) -> list[str]:
+        """Where the programs are attached, in attach order."""
+        return [hook for hook, _ in self._links]
+
+    @property
+    def capture(self) -> dict:
+        """The capture mode as a run records it in its settings."""
+        return {"mode": self.mode, "fallback": self.fallback}
 
     def poll(self, timeout_ms: int) -> None:
         """Until the kernel wakes us or the timeout, then take what is there."""

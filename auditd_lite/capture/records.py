@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 from ..memo import Memo
+from ..rows import ABI_NAMES
 
 EV_EXEC, EV_EXEC_FAILED, EV_EXIT = 1, 2, 3
 EVENT_NAMES = {EV_EXEC: "exec", EV_EXEC_FAILED: "exec_failed", EV_EXIT: "exit"}
@@ -29,12 +30,16 @@ CNT_LOST = 0
 CNT_STASH_MISS = 1
 CNT_MAX = 2
 
+ABI_UNKNOWN, ABI_X64, ABI_IA32, ABI_X32 = 0, 1, 2, 3
+# the abi column's words (rows.ABI_NAMES, which the read side filters by); unknown is NULL
+ABI_WORDS = dict(zip((ABI_X64, ABI_IA32, ABI_X32), ABI_NAMES))
+
 COMM_LEN = 16
 
 # struct layouts, field by field as in the header (natural alignment, little endian)
-EVENT_HDR = struct.Struct("<IIIIQQII16s")
-EXIT_EVENT = struct.Struct("<IIIIQQII16sQII")
-EXEC_EVENT = struct.Struct("<IIIIQQII16sQIIIiiIIHHHHI")
+EVENT_HDR = struct.Struct("<IIIIQQQII16s")
+EXIT_EVENT = struct.Struct("<IIIIQQQII16sQII")
+EXEC_EVENT = struct.Struct("<IIIIQQQII16sQIIIiiIIHHHHI")
 
 _unpack_exit = EXIT_EVENT.unpack_from
 _unpack_exec = EXEC_EVENT.unpack_from
@@ -45,15 +50,15 @@ _EXEC_SIZE = EXEC_EVENT.size
 LAYOUT = {
     "event_hdr": [
         ("type", 0, 4), ("pid", 4, 4), ("tid", 8, 4), ("ppid", 12, 4),
-        ("ts_ns", 16, 8), ("start_ns", 24, 8), ("uid", 32, 4), ("gid", 36, 4),
-        ("comm", 40, 16),
+        ("ts_ns", 16, 8), ("start_ns", 24, 8), ("pstart_ns", 32, 8), ("uid", 40, 4),
+        ("gid", 44, 4), ("comm", 48, 16),
     ],
-    "exit_event": [("h", 0, 56), ("duration_ns", 56, 8), ("status", 64, 4), ("_pad", 68, 4)],
+    "exit_event": [("h", 0, 64), ("duration_ns", 64, 8), ("status", 72, 4), ("_pad", 76, 4)],
     "exec_event": [
-        ("h", 0, 56), ("cgroup_id", 56, 8), ("euid", 64, 4), ("auid", 68, 4),
-        ("sessionid", 72, 4), ("old_pid", 76, 4), ("err", 80, 4), ("argc", 84, 4),
-        ("flags", 88, 4), ("filename_len", 92, 2), ("args_len", 94, 2),
-        ("cwd_len", 96, 2), ("_pad", 98, 2), ("mntns", 100, 4),
+        ("h", 0, 64), ("cgroup_id", 64, 8), ("euid", 72, 4), ("auid", 76, 4),
+        ("sessionid", 80, 4), ("old_pid", 84, 4), ("err", 88, 4), ("argc", 92, 4),
+        ("flags", 96, 4), ("filename_len", 100, 2), ("args_len", 102, 2),
+        ("cwd_len", 104, 2), ("abi", 106, 2), ("mntns", 108, 4),
     ],
 }
 
@@ -90,7 +95,8 @@ def cwd_status(flags: int, mntns: int, host_mntns: int | None) -> str:
 
 
 class Decoder:
-    """Turns raw records into row tuples (rows.DECODED_FIELDS).
+    """Turns raw records into row tuples (rows.DECODED_FIELDS: the captured columns, the
+    working directory, then rows.GATE_FIELDS).
 
     ``realtime_offset_ns`` converts the kernel's CLOCK_MONOTONIC timestamps to
     UTC; the writer refreshes it (BatchWriter) so a clock step is followed.
@@ -112,6 +118,7 @@ class Decoder:
         """Every record of a hand-over, in order: one call per hand-over rather than per record
         keeps the per-record work to the unpack and the tuple (the writer's hot path)."""
         texts = self._texts
+        abis = ABI_WORDS
         max_args, offset = self.max_args, self.realtime_offset_ns
         unpack_exit, unpack_exec, size = _unpack_exit, _unpack_exec, _EXEC_SIZE
         out = []
@@ -119,11 +126,12 @@ class Decoder:
         for raw in raws:
             kind = raw[0]
             if kind == EV_EXIT:
-                (_, pid, tid, ppid, ts, start, uid, gid, comm, duration, status, _) = unpack_exit(raw)
+                (_, pid, tid, ppid, ts, start, pstart, uid, gid, comm, duration, status,
+                 _) = unpack_exit(raw)
                 append(("exit", ts + offset, pid, tid, ppid, uid, gid, texts[comm],
                         start, None, None, None, None, None, None, None, None, None, None,
                         status, (status >> 8) & 0xFF, status & 0x7F, (status >> 7) & 1, duration,
-                        None, None))
+                        None, None, None, pstart))
                 continue
             if kind == EV_EXEC:
                 event = "exec"
@@ -131,8 +139,8 @@ class Decoder:
                 event = "exec_failed"
             else:
                 raise ValueError(f"unknown record type {kind}")
-            (_, pid, tid, ppid, ts, start, uid, gid, comm, cgroup, euid, auid, ses, old_pid, err,
-             argc, flags, fl, al, cl, _, mntns) = unpack_exec(raw)
+            (_, pid, tid, ppid, ts, start, pstart, uid, gid, comm, cgroup, euid, auid, ses, old_pid,
+             err, argc, flags, fl, al, cl, abi, mntns) = unpack_exec(raw)
             end = size + fl
             filename = texts[raw[size:end]]
             cwd = self._cwd(raw[end + al:end + al + cl], flags, mntns)
@@ -155,7 +163,8 @@ class Decoder:
                 truncated = 1  # the kernel could not see the arguments at all
             append((event, ts + offset, pid, tid, ppid, uid, gid, texts[comm], start, old_pid,
                     euid, auid, ses, cgroup, filename, args, argc, 1 if truncated else 0,
-                    err if kind == EV_EXEC_FAILED else None, None, None, None, None, None) + cwd)
+                    err if kind == EV_EXEC_FAILED else None, None, None, None, None, None) + cwd
+                   + (abis.get(abi), pstart))
         return out
 
     def _cwd(self, raw: bytes, flags: int, mntns: int) -> tuple:

@@ -10,7 +10,7 @@ from typing import Callable
 import structlog
 
 from .. import chain, dbfiles
-from ..rows import CONTEXT_FIELDS
+from ..rows import CONTEXT_FIELDS, GATE_FIELDS
 from .schema import batches, events, runs
 
 # the writer's: these steps were its own, and the log keeps naming it
@@ -26,9 +26,10 @@ log = structlog.get_logger("auditd_lite.writer")
 # statement-cache memory. What a type can fill is the decoder's shape of it,
 # which tests/test_chain.py holds to chain's signatures.
 _NULL = type(None)
-# an exit has no context (CONTEXT_FIELDS): those are exec columns too
+# an exit has no context (CONTEXT_FIELDS) and no ABI: those are exec columns too
 EXEC_ONLY = tuple(c for c, t in zip(chain.EVENT_COLUMNS, chain.EXIT_SIGNATURE) if t is _NULL
-                  ) + CONTEXT_FIELDS
+                  ) + CONTEXT_FIELDS + tuple(c for c, t in zip(GATE_FIELDS, chain.EXIT_GATE_SIGNATURE)
+                                            if t is _NULL)
 EXIT_ONLY = tuple(c for c, a, b in zip(chain.EVENT_COLUMNS, chain.EXEC_SIGNATURE,
                                         chain.EXEC_FAILED_SIGNATURE) if a is _NULL and b is _NULL)
 

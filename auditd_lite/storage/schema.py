@@ -122,6 +122,9 @@ events = Table(
     Column("cgroup_status", Text),  # capture/cgroups.py STATUSES
     Column("unit", Text),           # the systemd unit the cgroup names
     Column("container_id", Text),
+    # the gate (revision 0006): rows.GATE_FIELDS
+    Column("abi", Text),                   # x64, ia32, x32 (exec and exec_failed; NULL: not seen)
+    Column("parent_start_ns", BigInteger),  # the parent's start_ns: (boot, ppid, this) is its identity
 )
 
 Index("ix_events_time", events.c.time_ns)

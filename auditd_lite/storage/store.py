@@ -73,7 +73,7 @@ def upgrade(conn: Connection, revision: str = "head") -> None:
 
 
 # the newest revision in migrations/versions; tests/test_storage.py holds it to Alembic's head
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 # the table Alembic keeps its revision in, as Alembic creates it
 _VERSION_TABLE = ("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
                   "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
