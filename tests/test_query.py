@@ -26,7 +26,7 @@ from auditd_lite.investigate.query import Filters, build_sql, search
 from auditd_lite.storage.schema import metadata
 from auditd_lite.timeparse import format_time, parse_duration, parse_time
 from auditd_lite.rows import CONTEXT_FIELDS
-from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
+from conftest import EXEC_CONTEXT, EXEC_GATE, EXIT_GATE, NO_CONTEXT, cli_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 ROTATED = "audit-20261120T100000Z-20261120T110000Z.db"
@@ -260,7 +260,7 @@ def test_csv_has_a_fixed_header_and_shell_quoted_argv(dbdir):
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows[0] == ["time", "event", "pid", "tid", "ppid", "uid", "gid", "comm", "filename", "argv",
                        "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name",
-                       *CONTEXT_FIELDS]
+                       *CONTEXT_FIELDS, "abi", "parent_start_ns"]
     exit_row_, exec_row_ = rows[1], rows[2]
     assert exec_row_[:10] == ["2026-11-20T10:30:00.000000Z", "exec", "102", "102", "1", "1000", "1000",
                               "cat", "/bin/cat", "cat 'my file.txt' '\\xff\\xfe'"]
@@ -465,11 +465,11 @@ def test_exec_and_exit_join_across_a_rotation(tmp_path):
 
     t = at(10, 0)
     exec_ = ("exec", t, 4242, 4242, 1, 0, 0, "make", 777, 4242, 0, 0, 1, 1, "/usr/bin/make",
-             b"make\0-j2", 2, 0, None, None, None, None, None, None) + EXEC_CONTEXT
+             b"make\0-j2", 2, 0, None, None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE
     other = ("exec", t + SEC, 4243, 4243, 1, 0, 0, "cc", 778, 4243, 0, 0, 1, 1, "/usr/bin/cc",
-             b"cc", 1, 0, None, None, None, None, None, None) + EXEC_CONTEXT
+             b"cc", 1, 0, None, None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE
     exit_ = ("exit", t + 90 * SEC, 4242, 4242, 1, 0, 0, "make", 777, None, None, None, None, None, None,
-             None, None, None, None, 2 << 8, 2, 0, 0, 90 * SEC) + NO_CONTEXT
+             None, None, None, None, 2 << 8, 2, 0, 0, 90 * SEC) + NO_CONTEXT + EXIT_GATE
     bw = BatchWriter(tmp_path / "db", {}, rotation=RotationPolicy(size_mb=0.001))
     bw.open()
     bw.write([exec_, other])  # rotated after this batch
@@ -508,25 +508,31 @@ def context_of(record: dict) -> tuple:
     return tuple(record[c] for c in CONTEXT_FIELDS)
 
 
-def ctx_exec(t, pid, filename, sha256, cgroup: dict, hash_status="ok"):
-    """An exec in rows.ROW_FIELDS order with its context: the hash, and ``cgroup``."""
+# every fixture process is a child of pid 1, started at this monotonic time
+INIT_START = 50
+
+
+def ctx_exec(t, pid, filename, sha256, cgroup: dict, hash_status="ok", abi="x64"):
+    """An exec in rows.ROW_FIELDS order with its context: the hash, and ``cgroup``; then its
+    gate: ``abi``, and pid 1 as the parent."""
     comm = filename.rsplit("/", 1)[-1][:15]
     return (("exec", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1,
              filename, comm.encode() + b"\0-v", 2, 0, None, None, None, None, None, None)
-            + context(sha256=sha256, hash_status=hash_status, **cgroup))
+            + context(sha256=sha256, hash_status=hash_status, **cgroup) + (abi, INIT_START))
 
 
-def ctx_failed(t, pid, filename, cgroup: dict, errno=2):
+def ctx_failed(t, pid, filename, cgroup: dict, errno=2, abi="x64"):
     """A failed exec: a cgroup, and no hash (no image ran)."""
     comm = filename.rsplit("/", 1)[-1][:15]
     return (("exec_failed", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1, filename,
-             comm.encode(), 1, 0, errno, None, None, None, None, None) + context(**cgroup))
+             comm.encode(), 1, 0, errno, None, None, None, None, None) + context(**cgroup) + (abi, INIT_START))
 
 
 def ctx_exit(t, pid, comm, exec_t, code=0):
     """The exit of the process that exec'd at ``exec_t`` (forked just before): no context."""
     return ("exit", t, pid, pid, 1, 0, 0, comm, pid * 1000, None, None, None,
-            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + context()
+            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + context(
+        ) + (None, INIT_START)
 
 
 def second_revision_file(db_dir: Path, rows: list[tuple], seeds: list[dict] = (), run_id: int = 7,

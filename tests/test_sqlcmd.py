@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from auditd_lite import chain
 from auditd_lite.rows import CONTEXT_FIELDS
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
 
-from conftest import EXEC_CONTEXT, T0, cli_in_process, second_rows
+from conftest import EXEC_CONTEXT, EXEC_GATE, T0, cli_in_process, second_rows
 
 
 def rows(n: int, start: int = 0) -> list[tuple]:
@@ -95,7 +96,7 @@ def test_joins_filters_and_every_column(three):
     assert got == [(pid, 1, 1 if pid < 1075 else 2) for pid in range(1000, 1150) if pid % 7 == 0]
     status, out, _ = sql("SELECT * FROM events WHERE id = 7", "--db-dir", three, "--format", "json")
     rec = json.loads(out)
-    assert len(rec) == 35
+    assert len(rec) == len(chain.EVENT_COLUMNS)
     assert (rec["event"], rec["pid"], rec["comm"], rec["argv"], rec["batch_id"]) == (
         "exec", 1003, "cat", "cat\u0000-c\u0000echo 6", 1)
 
@@ -157,7 +158,7 @@ def test_refusal_message_says_why(three):
 def test_read_only_pragmas_and_recursive_queries_work(three):
     """Describing tables and recursive CTEs are reading."""
     status, out, _ = sql("PRAGMA table_info(events)", "--db-dir", three, "--format", "csv")
-    assert status == 0 and len(out.splitlines()) == 36
+    assert status == 0 and len(out.splitlines()) == len(chain.EVENT_COLUMNS) + 1
     status, out, _ = sql("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3) "
                          "SELECT sum(x) FROM n", "--db-dir", three, "--format", "csv")
     assert out == "sum(x)\n6\n"
@@ -175,7 +176,7 @@ def test_table_output_escapes_control_characters(tmp_path):
     bw = BatchWriter(d, {})
     bw.open()
     bw.write([("exec", T0, 5, 5, 1, 0, 0, "evil\x1b[2J", 1, 5, 0, 0, 1, 1, "/tmp/x", b"x\0\x1b]0;t\x07",
-               2, 0, None, None, None, None, None, None) + EXEC_CONTEXT])
+               2, 0, None, None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE])
     bw.close()
     status, out, _ = sql("SELECT comm, argv, errno FROM events", "--db", d / "audit.db")
     assert out.splitlines() == ["comm            argv                  errno",
