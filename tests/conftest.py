@@ -212,12 +212,39 @@ def daemon_factory(tmp_path):
 
 
 @pytest.fixture
-def capture(daemon_factory):
+def capture(request, daemon_factory):
     """What records this test's processes: a daemon of its own with default
-    settings, or in a VM guest the service. Call ``flush()`` before reading."""
+    settings, or in a VM guest the service; in a module that sets EACH_CAPTURE_MODE, once in
+    each of CAPTURE_MODES. Call ``flush()`` before reading."""
+    if getattr(request, "param", "default") == "raw_syscalls":
+        return request.getfixturevalue("forced_fallback")
     if SERVICE_DB:
         return Service(Path(SERVICE_DB))
     return daemon_factory()
+
+
+# The capture modes the tests of a module with EACH_CAPTURE_MODE = True run in: the default, and
+# in a VM guest, where the service hooks execve with fentry, also the raw_syscalls fallback
+# forced. On this host kind the default is the fallback already (tracing programs are refused).
+CAPTURE_MODES = ["default"] + (["raw_syscalls"] if SERVICE_DB else [])
+
+
+def pytest_generate_tests(metafunc):
+    if "capture" in metafunc.fixturenames and getattr(metafunc.module, "EACH_CAPTURE_MODE", False):
+        metafunc.parametrize("capture", CAPTURE_MODES, indirect=True)
+
+
+@pytest.fixture(scope="module")
+def forced_fallback(tmp_path_factory):
+    """One daemon for the module with --capture-mode raw_syscalls, read as the service is (a
+    flush waits for a marker's exit): starting one per test would cost a compile each."""
+    tmp = tmp_path_factory.mktemp("fallback")
+    d = Daemon(tmp / "db", tmp / "daemon.log", "--capture-mode", "raw_syscalls").start()
+    try:
+        assert log_events(d.log, "programs_attached")[-1]["capture_mode"] == "raw_syscalls", d.log
+        yield Service(d.db_dir)
+    finally:
+        d.stop()
 
 
 @pytest.fixture

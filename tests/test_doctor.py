@@ -574,16 +574,26 @@ class TestOnThisHost:
     def test_doctor_passes(self, tmp_path):
         """On a host that captures, doctor exits 0 with every check ok and nothing on stderr:
         the real program compiled, loaded and attached in a child, bounded to the unit's
-        capabilities whenever a unit and setpriv are there."""
+        capabilities whenever a unit and setpriv are there. The capture line says the mode the
+        compile check attached: ok for fentry, a warning naming the fallback's reason and cost
+        for raw_syscalls (this host kind refuses tracing programs)."""
         p = run_cli("doctor", "--db-dir", tmp_path / "db", check=0)
         lines = p.stdout.decode().splitlines()
         assert lines[-1] == "capture can work on this host"
         names = [l.split()[1] for l in lines[:-1]]
         assert names == ["privileges", "kernel", "btf", "tracefs", "tracepoints", "bcc",
-                         "headers", "settings", "service", "compile", "database", "sealing"]
-        assert all(l.startswith("ok ") for l in lines[:-1]), p.stdout.decode()
+                         "headers", "settings", "service", "compile", "capture", "database", "sealing"]
+        assert all(l.startswith("ok ") for l in lines[:-1] if l.split()[1] != "capture"), p.stdout.decode()
         compile_line = next(l for l in lines if l.split()[1] == "compile")
-        assert "compiled, loaded and attached to sys_enter, sys_exit" in compile_line
+        capture_line = next(l for l in lines if l.split()[1] == "capture")
+        if "capture mode fentry" in compile_line:
+            assert "attached to fentry/__x64_sys_execve" in compile_line
+            assert capture_line.startswith("ok    capture      fentry: execve seen at __x64_sys_execve")
+        else:
+            assert "capture mode raw_syscalls" in compile_line
+            assert "compiled, loaded and attached to sys_enter, sys_exit" in compile_line
+            assert capture_line.startswith("warn  capture      raw_syscalls, the fallback: ")
+            assert "every system call of every process pays ~95 ns" in capture_line
         if doctor.read_unit(Host()) is not None and doctor.Host().setpriv:
             assert "with the unit's bounding set" in compile_line
         headers = next(l for l in lines if l.split()[1] == "headers")

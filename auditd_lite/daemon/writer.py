@@ -115,7 +115,7 @@ class Writer(threading.Thread):
                     self.bw.note_lost_kernel(new)
                     self._lost_seen = item.lost_kernel
             elif isinstance(item, Attached):
-                self.bw.set_attached(item.time_ns)
+                self.bw.set_attached(item.time_ns, item.capture)
             elif isinstance(item, Seeds):
                 self._seeds = self.context.begin_seeds(item.processes)
             if self._seeds is not None:

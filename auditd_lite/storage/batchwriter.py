@@ -364,8 +364,14 @@ class BatchWriter:
             return
         log.info("processes_seeded", count=len(processes))
 
-    def set_attached(self, time_ns: int) -> None:
+    def set_attached(self, time_ns: int, capture: dict | None = None) -> None:
+        """Capture began at ``time_ns``; ``capture``, the mode it runs in (loader.Programs.capture),
+        goes into the run's settings under "capture": what was asked (capture_mode) is there
+        already, what the kernel gave is known only now."""
         self._run_row["attached_ns"] = time_ns
+        if capture is not None:
+            self.run_settings = {**self.run_settings, "capture": capture}
+            self._run_row["settings"] = json.dumps(self.run_settings, sort_keys=True)
         if self._conn is None:
             return  # written with the run row once the disk has room
         try:
@@ -373,7 +379,7 @@ class BatchWriter:
             # must not leave one open under the next batch
             with self._conn.begin():
                 self._conn.execute(runs.update().where(runs.c.id == self.run_id).values(
-                    attached_ns=time_ns))
+                    attached_ns=time_ns, settings=self._run_row["settings"]))
         except DBAPIError as e:
             log.error("run_not_updated", field="attached_ns", error=why(e))
 

@@ -1,0 +1,104 @@
+"""Kernel tests: the system call gate an exec came through (issue #20).
+
+A 64-bit program calling execve through int $0x80 (i386 number 11) is the
+classic way around audit rules that list only arch=b64; every exec attempt
+means every ABI. tests/programs/gate32.c makes those calls and prints what
+the kernel returned; each record is held to that and to the argv it passed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, query_json
+
+pytestmark = pytest.mark.kernel
+# every test that takes `capture` runs in each of conftest.CAPTURE_MODES
+EACH_CAPTURE_MODE = True
+
+SOURCE = REPO / "tests/programs/gate32.c"
+# no libc, one source for both: the i386 build needs no 32-bit libc on the machine
+CFLAGS = ["-O1", "-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector"]
+
+
+@pytest.fixture(scope="module")
+def gate32(tmp_path_factory) -> dict[str, Path]:
+    """gate32.c built as a 64-bit program and as an i386 one (a real 32-bit binary)."""
+    out = tmp_path_factory.mktemp("gate32")
+    out.chmod(0o755)
+    built = {}
+    for name, extra in (("x64", []), ("i386", ["-m32", "-fno-pic"])):
+        path = out / f"gate32-{name}-{uuid.uuid4().hex[:6]}"
+        p = subprocess.run(["gcc", *CFLAGS, *extra, "-o", str(path), str(SOURCE)],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, f"gcc could not build the {name} gate32: {p.stderr[-2000:]}"
+        built[name] = path
+    return built
+
+
+def returned(p: subprocess.CompletedProcess) -> int:
+    """What the kernel returned to gate32's int $0x80 call, as it printed it."""
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    line = p.stdout.decode().strip()
+    assert line.startswith("gate32 returned "), line
+    return int(line.rsplit(" ", 1)[1])
+
+
+def one(records: list[dict], **match) -> dict:
+    found = [r for r in records if all(r.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, (match, records)
+    return found[0]
+
+
+@pytest.mark.parametrize("call", ["execve", "execveat"])
+@pytest.mark.parametrize("build", ["x64", "i386"])
+def test_exec_through_int80_is_recorded_with_its_abi(capture, gate32, marker, build, call):
+    """A program (64-bit, or a real i386 one) that execs through int $0x80 with execve or
+    execveat: the exec is recorded under its pid with abi ia32 and the argv it passed, and the
+    exec of the gate program itself, through the 64-bit gate from Popen, with abi x64."""
+    tag = uuid.uuid4().hex
+    p = subprocess.Popen([str(gate32[build]), call, str(marker), "via int80", tag],
+                         stdout=subprocess.PIPE)
+    out, _ = p.communicate()
+    assert p.returncode == 0 and out == b"", out  # gate32 printed nothing: its exec succeeded
+    capture.flush()
+    execs = query_json(capture.db_dir, "--pid", p.pid, "--event", "exec")
+    ran = one(execs, filename=str(marker))
+    assert (ran["abi"], ran["argv"]) == ("ia32", [str(marker), "via int80", tag])
+    launcher = one(execs, filename=str(gate32[build]))
+    assert launcher["abi"] == "x64"
+    assert [r["pid"] for r in query_json(capture.db_dir, "--abi", "ia32", "--arg", tag)] == [p.pid, p.pid]
+
+
+@pytest.mark.parametrize("call", ["execve", "execveat"])
+@pytest.mark.parametrize("build", ["x64", "i386"])
+def test_failed_exec_through_int80_is_recorded_with_its_errno(capture, gate32, build, call):
+    """A failed exec through int $0x80 (a path that does not exist) is an exec_failed record
+    with abi ia32, the errno the program saw returned (ENOENT), the filename and the argv."""
+    missing = f"/nonexistent/{uuid.uuid4().hex}"
+    p = subprocess.run([str(gate32[build]), call, missing, "first arg", "-x"], capture_output=True)
+    assert returned(p) == -2
+    capture.flush()
+    rec = one(query_json(capture.db_dir, "--event", "exec_failed", "--filename", missing),
+              filename=missing)
+    assert (rec["abi"], rec["errno"], rec["errno_name"]) == ("ia32", 2, "ENOENT")
+    assert rec["argv"] == [missing, "first arg", "-x"]
+    assert query_json(capture.db_dir, "--abi", "x64", "--filename", missing) == []
+
+
+def test_native_exec_and_failure_are_x64(capture, marker):
+    """An exec and a failed exec through the 64-bit gate (Python's posix_spawn) say abi x64, and
+    query --abi ia32 finds neither."""
+    tag = uuid.uuid4().hex
+    subprocess.run([str(marker), tag], check=True)
+    missing = f"/nonexistent/{tag}"
+    with pytest.raises(FileNotFoundError):
+        subprocess.run([missing, tag])
+    capture.flush()
+    got = {(r["event"], r["abi"]) for r in query_json(capture.db_dir, "--arg", tag)}
+    assert got == {("exec", "x64"), ("exit", "x64"), ("exec_failed", "x64")}
+    assert query_json(capture.db_dir, "--arg", tag, "--abi", "ia32") == []
