@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from auditd_lite.capture.doctor import headers_release
+from auditd_lite.capture.doctor.kernel import headers_release
 from guest_helpers import STATE, UNIT, props, systemctl, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
