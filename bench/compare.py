@@ -329,6 +329,8 @@ def main() -> int:
                          "far more than the 15m default)")
     ap.add_argument("--tax-reps", type=int, default=5,
                     help="reps of bench/syscall_tax.py (what a program that never execs pays); 0: none")
+    ap.add_argument("--tax-calls", type=int, default=3_000_000, help="its getppid() calls per loop")
+    ap.add_argument("--tax-blocks", type=int, default=2_000_000, help="its dd blocks")
     ap.add_argument("--writer-records", type=int, default=1_000_000, help="0: no writer bench")
     ap.add_argument("--query-records", type=int, default=1_000_000, help="0: no query bench")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -430,7 +432,8 @@ def main() -> int:
                   "ran in: auditd-lite's fentry (the execve functions only) where the kernel "
                   "attaches tracing programs, else raw_syscalls (every system call); speed 1.000 "
                   "is free.", "",
-                  bench_table("syscall_tax.py", "--reps", str(args.tax_reps), *skips)]
+                  bench_table("syscall_tax.py", "--reps", str(args.tax_reps), "--calls", str(args.tax_calls),
+                              "--blocks", str(args.tax_blocks), *skips)]
     if args.writer_records:
         lines += ["", "## Writer", "", bench_table("writer_throughput.py", "--records", str(args.writer_records))]
     if args.query_records and (HERE / "query_latency.py").exists():

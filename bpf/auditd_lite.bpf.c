@@ -327,6 +327,55 @@ static __always_inline void walk_cwd(struct exec_buf *b, struct task_struct *tas
 }
 #endif
 
+/* no file's identity: a failed exec ran none, and without BTF none is read */
+static __always_inline void clear_exe(struct exec_event *e)
+{
+    e->exe_dev = 0;
+    e->_pad = 0;
+    e->exe_ino = e->exe_size = e->exe_mtime_ns = e->exe_ctime_ns = 0;
+}
+
+#ifdef OFF_BPRM_FILE
+/* a time of the inode in ns: seconds, and nanoseconds of NSEC_BYTES (u32 since 6.11, whose
+ * ctime keeps a flag in bit 31 since 6.13: masked, nanoseconds need 30 bits) */
+#define INODE_TIME_NS(inode, T)                                               \
+    ({                                                                        \
+        s64 sec_ = 0;                                                         \
+        u64 nsec_ = 0;                                                        \
+        READ_AT(sec_, inode, OFF_INODE_##T##_SEC);                            \
+        bpf_probe_read_kernel(&nsec_, T##_NSEC_BYTES,                         \
+                              (const char *)(inode) + OFF_INODE_##T##_NSEC);  \
+        (u64)sec_ * 1000000000ULL + (nsec_ & 0x3fffffff);                     \
+    })
+
+/* The file exec ran (bprm->file: for a #! script, the interpreter), as stat would name it: what
+ * user space then hashes is held to it. FLAG_EXE_ID when read. */
+static __always_inline u32 exe_identity(struct exec_event *e, const void *bprm)
+{
+    void *file = NULL, *inode = NULL, *sb = NULL;
+    clear_exe(e);
+    READ_AT(file, bprm, OFF_BPRM_FILE);
+    if (file)
+        READ_AT(inode, file, OFF_FILE_INODE);
+    if (!inode)
+        return 0;
+    READ_AT(sb, inode, OFF_INODE_SB);
+    if (sb)
+        READ_AT(e->exe_dev, sb, OFF_SB_DEV);
+    READ_AT(e->exe_ino, inode, OFF_INODE_INO);
+    READ_AT(e->exe_size, inode, OFF_INODE_SIZE);
+    e->exe_mtime_ns = INODE_TIME_NS(inode, MTIME);
+    e->exe_ctime_ns = INODE_TIME_NS(inode, CTIME);
+    return FLAG_EXE_ID;
+}
+#else
+static __always_inline u32 exe_identity(struct exec_event *e, const void *bprm)
+{
+    clear_exe(e);
+    return 0;
+}
+#endif
+
 /* the entry's working directory into the record's data[], after its arguments */
 static __always_inline u32 copy_cwd(struct exec_buf *b, const struct exec_buf *st, u64 at)
 {
@@ -450,6 +499,7 @@ static __always_inline int exec_failed(void *ctx, long ret, u32 abi)
     b->e.old_pid = b->e.h.tid;
     b->e.err = -ret;
     b->e.abi = abi;
+    clear_exe(&b->e);
     emit(ctx, b, record_size(&b->e));
     stash.delete(&tid);
     return 0;
@@ -641,6 +691,7 @@ PROBE(sched_process_exec)
     else
         flags |= FLAG_NO_STASH;
     flags |= copy_cwd(b, st, fl + al);
+    flags |= exe_identity(&b->e, (const void *)ctx->args[2]);
     b->e.flags = flags;
     b->e.filename_len = fl;
     b->e.args_len = al;
