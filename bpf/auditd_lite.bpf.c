@@ -82,6 +82,10 @@ struct exec_buf {
     u64 cwd_off;
     u32 cwd_flags;
     u32 _pad;
+    /* the argument loop's exits, likewise: where the argument that filled the room ends, and
+     * the index after it */
+    u64 edge_last;
+    u64 edge_next;
 };
 
 #ifdef USE_PERFBUF
@@ -421,21 +425,30 @@ static __always_inline int stash_entry(const char *filename, const void *argv, u
      * verified once, not once per way the walk ended */
     walk_cwd(b, (struct task_struct *)bpf_get_current_task());
 
+    /* What the branches before and in the argument loop decide goes to map memory (b->e), as
+     * the walk's state does: a register holding it would be live through the loop, and every
+     * value it could have would be one more copy of the loop for the verifier to follow. */
     long n = bpf_probe_read_user_str(b->data, FILENAME_BUF, filename);
-    u64 fl = n > 0 ? n : 0;
-    u32 flags = 0;
-    if (fl >= FILENAME_BUF)
-        flags |= FLAG_FILENAME_TRUNCATED;
+    b->e.flags = n >= FILENAME_BUF ? FLAG_FILENAME_TRUNCATED : 0;
+    b->e.filename_len = n > 0 ? n : 0;
+    u64 fl = b->e.filename_len;
     CLAMP(fl, FILENAME_BUF);
 
+    /* Every branch in the loop leaves it but the one path that copies an argument: the
+     * verifier then follows one state per iteration. Branches that stayed in the loop (the
+     * last byte of an argument that filled the room, read there) multiplied its states by about
+     * forty an iteration: 170,000 instructions processed per copy of the loop, which times six
+     * fentry programs outlasted the unit's start timeout under TCG. */
     u64 off = 0;
     u32 argc = 0;
+    b->e.argc = 0;
+    b->e.args_len = 0;
     for (int i = 0; i < MAX_ARGS; i++) {
         const char *p = argv_at(argv, i, compat);
         if (!p)
             goto done;
         if (off >= ARG_BYTES) {
-            flags |= FLAG_ARGS_TRUNCATED;
+            b->e.flags |= FLAG_ARGS_TRUNCATED;
             goto done;
         }
         u64 room = ARG_BYTES - off;
@@ -445,24 +458,31 @@ static __always_inline int stash_entry(const char *filename, const void *argv, u
         n = bpf_probe_read_user_str(&b->data[at], room, p);
         if (n <= 0)
             goto done;
-        argc++;
-        if ((u32)n == room) {
-            /* filled the room exactly: truncated unless the string ended there */
-            char last = 0;
-            bpf_probe_read_user(&last, 1, p + n - 1);
-            if (last)
-                flags |= FLAG_ARGS_TRUNCATED;
-        }
         off += n;
+        b->e.argc = ++argc;
+        b->e.args_len = off;
+        if ((u32)n == room) {
+            b->edge_last = (u64)(p + n - 1);
+            b->edge_next = i + 1;
+            goto filled;
+        }
     }
     if (argv_at(argv, MAX_ARGS, compat))
-        flags |= FLAG_ARGC_TRUNCATED;
+        b->e.flags |= FLAG_ARGC_TRUNCATED;
+    goto done;
+filled:
+    /* the argument filled the room exactly: truncated unless the string ended there; and an
+     * argument after it did not fit at all */
+    {
+        char last = 0;
+        bpf_probe_read_user(&last, 1, (const char *)b->edge_last);
+        if (last || argv_at(argv, b->edge_next, compat))
+            b->e.flags |= FLAG_ARGS_TRUNCATED;
+    }
 done:
-    b->e.argc = argc;
-    b->e.flags = flags;
+    /* only map memory and registers every path holds alike are read from here on: the
+     * verifier meets each exit's state here once */
     b->e.abi = abi;
-    b->e.filename_len = fl;
-    b->e.args_len = off > ARG_BYTES ? ARG_BYTES : off;
     stash.update(&tid, b);
     return 0;
 }

@@ -494,7 +494,9 @@ class Programs:
         if self.fallback:
             # once per start: the service's mode is also in the run's settings and in doctor
             log.warning("capture_fallback", mode=self.mode, reason=self.fallback, cost=RAW_SYSCALLS_COST)
+        timings = compiled.timings or {}
         log.info("programs_attached", capture_mode=self.mode, hooks=self.hooks,
+                 compile_s=timings.get("compile_s"), load_s=timings.get("load_s"),
                  offsets=self.offsets_source, exit_claims=self.exit_claims,
                  transport=settings.transport, buffer_kb=settings.buffer_kb,
                  min_duration_ns=settings.min_duration_ns)
