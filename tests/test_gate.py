@@ -102,3 +102,30 @@ def test_native_exec_and_failure_are_x64(capture, marker):
     got = {(r["event"], r["abi"]) for r in query_json(capture.db_dir, "--arg", tag)}
     assert got == {("exec", "x64"), ("exit", "x64"), ("exec_failed", "x64")}
     assert query_json(capture.db_dir, "--arg", tag, "--abi", "ia32") == []
+
+
+@pytest.mark.parametrize("call", ["x32-execve", "x32-execveat"])
+def test_x32_gate(capture, gate32, marker, call):
+    """An exec through the x32 ABI (syscall with __X32_SYSCALL_BIT, 32-bit pointers). Where the
+    kernel runs x32 (the VM guests boot with syscall.x32=y), the exec is recorded with abi x32
+    and its argv. Where it does not (ENOSYS, as this host's kernel answers), the raw_syscalls
+    fallback records the attempt with abi x32 and errno ENOSYS, and fentry sees nothing: the
+    call never reaches the execve function (docs/design.md, "Hooking execve, not every system
+    call")."""
+    tag = uuid.uuid4().hex
+    p = subprocess.Popen([str(gate32["x64"]), call, str(marker), "via x32", tag], stdout=subprocess.PIPE)
+    out, _ = p.communicate()
+    capture.flush()
+    recs = query_json(capture.db_dir, "--arg", tag, "--abi", "x32")
+    if out == b"":  # the exec succeeded: marker ran and printed nothing
+        assert p.returncode == 0
+        ran = one(recs, event="exec")
+        assert (ran["pid"], ran["filename"], ran["argv"]) == (p.pid, str(marker), [str(marker), "via x32", tag])
+        return
+    assert returned(subprocess.CompletedProcess(p.args, p.returncode, out)) == -38  # ENOSYS: no x32 here
+    if capture.mode == "raw_syscalls":
+        failed = one(recs, event="exec_failed")
+        assert (failed["errno_name"], failed["filename"], failed["argv"]) == (
+            "ENOSYS", str(marker), [str(marker), "via x32", tag])
+    else:
+        assert capture.mode == "fentry" and recs == []

@@ -1,9 +1,11 @@
 /* Calls execve or execveat through the 32-bit gate, int $0x80 (i386 numbers 11 and 358), from
  * this 64-bit program or, built with -m32, from an i386 one: the classic way around audit rules
- * that list only arch=b64. A successful call does not return; a failed one prints
- * "gate32 returned <value>" (the negative errno the kernel gave) and exits 0.
+ * that list only arch=b64; or, 64-bit build only, through the x32 ABI (the syscall instruction
+ * with __X32_SYSCALL_BIT: 520 and 545, 32-bit pointers). A successful call does not return; a
+ * failed one prints "gate32 returned <value>" (the negative errno the kernel gave) and exits 0.
  *
- *   gate32 execve|execveat PATH [ARG...]      argv of the new program: PATH ARG...
+ *   gate32 execve|execveat|x32-execve|x32-execveat PATH [ARG...]   argv of the new program:
+ *                                                                   PATH ARG...
  *
  * No libc: one source for both builds (the i386 one is static and freestanding, because the
  * machine may have no 32-bit libc). The 32-bit gate takes 32-bit pointers, so in the 64-bit
@@ -84,7 +86,8 @@ static void run(int argc, char **argv)
         out("usage: gate32 execve|execveat PATH [ARG...]\n");
         leave(2);
     }
-    int at = equal(argv[1], "execveat");
+    int at = equal(argv[1], "execveat") || equal(argv[1], "x32-execveat");
+    int x32 = equal(argv[1], "x32-execve") || equal(argv[1], "x32-execveat");
     /* the new program's argv: PATH ARG..., as 32-bit pointers, and its strings, below 4 GiB */
     char *area;
 #ifdef __x86_64__
@@ -108,6 +111,17 @@ static void run(int argc, char **argv)
     }
     vec[n] = 0;
     long ret;
+#ifdef __x86_64__
+    if (x32) /* the same calls through the x32 ABI: execve 520, execveat 545 */
+        ret = at ? sys6(0x40000000 | 545, -100, vec[0], (long)(unsigned long)vec, 0, 0, 0)
+                 : sys6(0x40000000 | 520, vec[0], (long)(unsigned long)vec, 0, 0, 0, 0);
+    else
+#else
+    if (x32) {
+        out("gate32: x32 is a 64-bit build's gate\n");
+        leave(2);
+    }
+#endif
     if (at) /* execveat(AT_FDCWD, path, argv, envp, 0) */
         ret = int80(358, -100, vec[0], (long)(unsigned long)vec, 0, 0);
     else
