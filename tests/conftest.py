@@ -241,15 +241,18 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("capture", CAPTURE_MODES, indirect=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def forced_fallback(tmp_path_factory):
-    """One daemon for the module with --capture-mode raw_syscalls, read as the service is (a
-    flush waits for a marker's exit): starting one per test would cost a compile each."""
+    """One daemon for the whole run with --capture-mode raw_syscalls, read as the service is (a
+    flush waits for a marker's exit): starting one per test would cost a compile each, minutes
+    under TCG. ``daemon`` is the Daemon, for what its descriptors and log say."""
     tmp = tmp_path_factory.mktemp("fallback")
     d = Daemon(tmp / "db", tmp / "daemon.log", "--capture-mode", "raw_syscalls").start()
     try:
         assert d.mode == "raw_syscalls", d.log
-        yield Service(d.db_dir, d.mode)
+        service = Service(d.db_dir, d.mode)
+        service.daemon = d
+        yield service
     finally:
         d.stop()
 

@@ -21,8 +21,6 @@ from auditd_lite.errors import BadInput
 from conftest import query_json
 
 pytestmark = pytest.mark.kernel
-# every test that takes `capture` runs in each of conftest.CAPTURE_MODES
-EACH_CAPTURE_MODE = True
 
 
 def one(records, **match):

@@ -84,15 +84,14 @@ def test_attached_as_logged_and_recorded(daemon_factory):
 
 
 @pytest.mark.kernel
-def test_forced_modes(daemon_factory, tmp_path):
+def test_forced_modes(forced_fallback, tmp_path):
     """--capture-mode raw_syscalls attaches the syscall tracepoints, whatever the kernel allows,
     and is no fallback (nothing logged as one). --capture-mode fentry either gets fentry or, on a
     kernel that refuses it, stops with exit status 2 and one line saying why (CannotCapture)."""
-    d = daemon_factory("--capture-mode", "raw_syscalls")
+    d = forced_fallback.daemon
     raw = {l["tp_name"] for l in links_of(d.proc.pid) if l["link_type"] == "raw_tracepoint"}
     assert {"sys_enter", "sys_exit"} <= raw
     assert log_events(d.log, "capture_fallback") == []
-    d.stop()
     p = subprocess.Popen([*CLI, "run", "--print", "--db-dir", str(tmp_path / "forced"),
                           "--capture-mode", "fentry"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, cwd=REPO)

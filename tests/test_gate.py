@@ -54,40 +54,46 @@ def one(records: list[dict], **match) -> dict:
     return found[0]
 
 
-@pytest.mark.parametrize("call", ["execve", "execveat"])
-@pytest.mark.parametrize("build", ["x64", "i386"])
-def test_exec_through_int80_is_recorded_with_its_abi(capture, gate32, marker, build, call):
+# every way through int $0x80: both calls, from a 64-bit program and from a real i386 one
+VARIANTS = [(build, call) for build in ("x64", "i386") for call in ("execve", "execveat")]
+
+
+def test_exec_through_int80_is_recorded_with_its_abi(capture, gate32, marker):
     """A program (64-bit, or a real i386 one) that execs through int $0x80 with execve or
-    execveat: the exec is recorded under its pid with abi ia32 and the argv it passed, and the
+    execveat: each exec is recorded under its pid with abi ia32 and the argv it passed, and the
     exec of the gate program itself, through the 64-bit gate from Popen, with abi x64."""
-    tag = uuid.uuid4().hex
-    p = subprocess.Popen([str(gate32[build]), call, str(marker), "via int80", tag],
-                         stdout=subprocess.PIPE)
-    out, _ = p.communicate()
-    assert p.returncode == 0 and out == b"", out  # gate32 printed nothing: its exec succeeded
+    ran = {}
+    for build, call in VARIANTS:
+        tag = uuid.uuid4().hex
+        p = subprocess.Popen([str(gate32[build]), call, str(marker), "via int80", tag],
+                             stdout=subprocess.PIPE)
+        out, _ = p.communicate()
+        assert p.returncode == 0 and out == b"", out  # gate32 printed nothing: its exec succeeded
+        ran[(build, call)] = (p.pid, tag)
     capture.flush()
-    execs = query_json(capture.db_dir, "--pid", p.pid, "--event", "exec")
-    ran = one(execs, filename=str(marker))
-    assert (ran["abi"], ran["argv"]) == ("ia32", [str(marker), "via int80", tag])
-    launcher = one(execs, filename=str(gate32[build]))
-    assert launcher["abi"] == "x64"
-    assert [r["pid"] for r in query_json(capture.db_dir, "--abi", "ia32", "--arg", tag)] == [p.pid, p.pid]
+    for (build, call), (pid, tag) in ran.items():
+        execs = query_json(capture.db_dir, "--pid", pid, "--event", "exec")
+        got = one(execs, filename=str(marker))
+        assert (got["abi"], got["argv"]) == ("ia32", [str(marker), "via int80", tag]), (build, call)
+        assert one(execs, filename=str(gate32[build]))["abi"] == "x64"
+    found = query_json(capture.db_dir, "--abi", "ia32", "--filename", str(marker))
+    assert sorted(r["pid"] for r in found) == sorted(pid for pid, _ in ran.values() for _ in ("exec", "exit"))
 
 
-@pytest.mark.parametrize("call", ["execve", "execveat"])
-@pytest.mark.parametrize("build", ["x64", "i386"])
-def test_failed_exec_through_int80_is_recorded_with_its_errno(capture, gate32, build, call):
-    """A failed exec through int $0x80 (a path that does not exist) is an exec_failed record
-    with abi ia32, the errno the program saw returned (ENOENT), the filename and the argv."""
-    missing = f"/nonexistent/{uuid.uuid4().hex}"
-    p = subprocess.run([str(gate32[build]), call, missing, "first arg", "-x"], capture_output=True)
-    assert returned(p) == -2
+def test_failed_exec_through_int80_is_recorded_with_its_errno(capture, gate32):
+    """A failed exec through int $0x80 (a path that does not exist), each way: an exec_failed
+    record with abi ia32, the errno the program saw returned (ENOENT), the filename and the
+    argv; none of them under abi x64."""
+    missing = {v: f"/nonexistent/{uuid.uuid4().hex}" for v in VARIANTS}
+    for (build, call), path in missing.items():
+        p = subprocess.run([str(gate32[build]), call, path, "first arg", "-x"], capture_output=True)
+        assert returned(p) == -2
     capture.flush()
-    rec = one(query_json(capture.db_dir, "--event", "exec_failed", "--filename", missing),
-              filename=missing)
-    assert (rec["abi"], rec["errno"], rec["errno_name"]) == ("ia32", 2, "ENOENT")
-    assert rec["argv"] == [missing, "first arg", "-x"]
-    assert query_json(capture.db_dir, "--abi", "x64", "--filename", missing) == []
+    for variant, path in missing.items():
+        rec = one(query_json(capture.db_dir, "--event", "exec_failed", "--filename", path), filename=path)
+        assert (rec["abi"], rec["errno"], rec["errno_name"]) == ("ia32", 2, "ENOENT"), variant
+        assert rec["argv"] == [path, "first arg", "-x"]
+        assert query_json(capture.db_dir, "--abi", "x64", "--filename", path) == []
 
 
 def test_native_exec_and_failure_are_x64(capture, marker):
@@ -104,28 +110,31 @@ def test_native_exec_and_failure_are_x64(capture, marker):
     assert query_json(capture.db_dir, "--arg", tag, "--abi", "ia32") == []
 
 
-@pytest.mark.parametrize("call", ["x32-execve", "x32-execveat"])
-def test_x32_gate(capture, gate32, marker, call):
-    """An exec through the x32 ABI (syscall with __X32_SYSCALL_BIT, 32-bit pointers). Where the
-    kernel runs x32 (the VM guests boot with syscall.x32=y), the exec is recorded with abi x32
-    and its argv. Where it does not (ENOSYS, as this host's kernel answers), the raw_syscalls
-    fallback records the attempt with abi x32 and errno ENOSYS, and fentry sees nothing: the
-    call never reaches the execve function (docs/design.md, "Hooking execve, not every system
-    call")."""
-    tag = uuid.uuid4().hex
-    p = subprocess.Popen([str(gate32["x64"]), call, str(marker), "via x32", tag], stdout=subprocess.PIPE)
-    out, _ = p.communicate()
+def test_x32_gate(capture, gate32, marker):
+    """An exec through the x32 ABI (syscall with __X32_SYSCALL_BIT, 32-bit pointers), with
+    execve and with execveat. Where the kernel runs x32 (the VM guests boot with
+    syscall.x32=y), each exec is recorded with abi x32 and its argv. Where it does not (ENOSYS,
+    as this host's kernel answers), the raw_syscalls fallback records each attempt with abi x32
+    and errno ENOSYS, and fentry sees nothing: the call never reaches the execve function
+    (docs/design.md, "Hooking execve, not every system call")."""
+    ran = {}
+    for call in ("x32-execve", "x32-execveat"):
+        tag = uuid.uuid4().hex
+        p = subprocess.Popen([str(gate32["x64"]), call, str(marker), "via x32", tag], stdout=subprocess.PIPE)
+        out, _ = p.communicate()
+        ran[call] = (p, out, tag)
     capture.flush()
-    recs = query_json(capture.db_dir, "--arg", tag, "--abi", "x32")
-    if out == b"":  # the exec succeeded: marker ran and printed nothing
-        assert p.returncode == 0
-        ran = one(recs, event="exec")
-        assert (ran["pid"], ran["filename"], ran["argv"]) == (p.pid, str(marker), [str(marker), "via x32", tag])
-        return
-    assert returned(subprocess.CompletedProcess(p.args, p.returncode, out)) == -38  # ENOSYS: no x32 here
-    if capture.mode == "raw_syscalls":
-        failed = one(recs, event="exec_failed")
-        assert (failed["errno_name"], failed["filename"], failed["argv"]) == (
-            "ENOSYS", str(marker), [str(marker), "via x32", tag])
-    else:
-        assert capture.mode == "fentry" and recs == []
+    for call, (p, out, tag) in ran.items():
+        recs = query_json(capture.db_dir, "--arg", tag, "--abi", "x32")
+        if out == b"":  # the exec succeeded: marker ran and printed nothing
+            assert p.returncode == 0
+            got = one(recs, event="exec")
+            assert (got["pid"], got["filename"], got["argv"]) == (p.pid, str(marker), [str(marker), "via x32", tag])
+            continue
+        assert returned(subprocess.CompletedProcess(p.args, p.returncode, out)) == -38  # ENOSYS: no x32
+        if capture.mode == "raw_syscalls":
+            failed = one(recs, event="exec_failed")
+            assert (failed["errno_name"], failed["filename"], failed["argv"]) == (
+                "ENOSYS", str(marker), [str(marker), "via x32", tag]), call
+        else:
+            assert capture.mode == "fentry" and recs == [], call

@@ -23,8 +23,6 @@ import pytest
 from conftest import REPO, InProcess, query_json
 
 pytestmark = pytest.mark.kernel
-# every test that takes `capture` runs in each of conftest.CAPTURE_MODES
-EACH_CAPTURE_MODE = True
 
 RUNS = 200
 THREADS = 16
