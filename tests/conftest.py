@@ -30,16 +30,29 @@ HEADER = "TIME     EVENT COMM             PID     PPID    FILENAME/EXIT CODE"
 collect_ignore = [] if SERVICE_DB else ["vm/guest"]
 
 
-def build_deb() -> Path:
-    """dist/auditd-lite_<version>_<arch>.deb, built from this checkout by packaging/build-deb.sh."""
-    p = subprocess.run(["bash", "packaging/build-deb.sh"], capture_output=True, text=True,
-                       cwd=REPO, timeout=600)
+_built: dict[str, dict[str, Path]] = {}
+
+
+def build_debs(release: str | None = None) -> dict[str, Path]:
+    """{package: dist/<package>_<version>+deb<N>_<arch>.deb} for a release of
+    packaging/releases.toml (default: this machine's), built from this checkout by
+    packaging/build-deb.sh once per test session."""
+    key = release or ""
+    if key in _built:
+        return _built[key]
+    p = subprocess.run(["bash", "packaging/build-deb.sh", *([release] if release else [])],
+                       capture_output=True, text=True, cwd=REPO, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    path = REPO / p.stdout.strip().splitlines()[-1]
-    version = p.stdout.strip().splitlines()[-1].split("_")[1]
+    paths = [REPO / line for line in p.stdout.split()]
     arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-    assert path.name == f"auditd-lite_{version}_{arch}.deb" and path.is_file()
-    return path
+    debs = {}
+    for path in paths:
+        name, version, rest = path.name.split("_")
+        assert rest == f"{arch}.deb" and "+deb" in version and path.is_file(), path
+        debs[name] = path
+    assert set(debs) == {"auditd-lite", "auditd-lite-lake"}, paths
+    _built[key] = debs
+    return debs
 
 
 def count_collected(args: list[str]) -> int:
