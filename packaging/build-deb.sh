@@ -142,11 +142,25 @@ fi
 build_deb auditd-lite packaging/debian \
     "$(python_depends "$(q 'p["auditd-lite"]["compiled"]')")$(q '"".join(", " + d for d in p["auditd-lite"]["depends"])')"
 
-# ---- auditd-lite-lake: what the lake extra needs beyond auditd-lite, into the same directory
+# ---- auditd-lite-lake: what the lake extra needs beyond auditd-lite, into the same directory.
+# Compressing its 165 MiB takes a minute: the same wheels, version and recipe give the same
+# package, which is then not built again (the key beside it says what it was built from).
+# Its timestamps are those of the last commit that changed how it is made, not the tree's.
+lake="dist/auditd-lite-lake_${version}_${arch}.deb"
+lake_epoch=$(git log -1 --format=%ct -- pyproject.toml packaging 2>/dev/null || true)
+lake_epoch=${lake_epoch:-$SOURCE_DATE_EPOCH}
+key=$({ q 'p["auditd-lite-lake"]'; echo "$version $arch $lake_epoch"; \
+        cat packaging/build-deb.sh packaging/vendor.py packaging/debian/lake/*; } | sha256sum | cut -d' ' -f1)
+if [ -f "$lake" ] && [ "$(cat "dist/.$(basename "$lake").key" 2>/dev/null)" = "$key" ]; then
+    say "$lake is up to date"
+    echo "$lake"
+    exit 0
+fi
 stage_vendored auditd-lite-lake lake/
 if [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$pyver" ]; then
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import pyarrow.parquet, pyarrow.dataset' \
         "$work/auditd-lite-lake/usr/lib/auditd-lite"
 fi
-build_deb auditd-lite-lake packaging/debian/lake \
+SOURCE_DATE_EPOCH=$lake_epoch build_deb auditd-lite-lake packaging/debian/lake \
     "$(python_depends "$(q 'p["auditd-lite-lake"]["compiled"]')")$(q '"".join(", " + d for d in p["auditd-lite-lake"]["depends"])')"
+echo "$key" > "dist/.$(basename "$lake").key"

@@ -30,29 +30,23 @@ HEADER = "TIME     EVENT COMM             PID     PPID    FILENAME/EXIT CODE"
 collect_ignore = [] if SERVICE_DB else ["vm/guest"]
 
 
+# the packages of a release and the roots of other releases (tests/vm/roots.py)
+sys.path.insert(0, str(REPO / "tests" / "vm"))
+import roots  # noqa: E402
+
 _built: dict[str, dict[str, Path]] = {}
 
 
 def build_debs(release: str | None = None) -> dict[str, Path]:
-    """{package: dist/<package>_<version>+deb<N>_<arch>.deb} for a release of
-    packaging/releases.toml (default: this machine's), built from this checkout by
-    packaging/build-deb.sh once per test session."""
+    """roots.build_debs (the packages of a release, built from this checkout), once per session."""
     key = release or ""
-    if key in _built:
-        return _built[key]
-    p = subprocess.run(["bash", "packaging/build-deb.sh", *([release] if release else [])],
-                       capture_output=True, text=True, cwd=REPO, timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
-    paths = [REPO / line for line in p.stdout.split()]
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-    debs = {}
-    for path in paths:
-        name, version, rest = path.name.split("_")
-        assert rest == f"{arch}.deb" and "+deb" in version and path.is_file(), path
-        debs[name] = path
-    assert set(debs) == {"auditd-lite", "auditd-lite-lake"}, paths
-    _built[key] = debs
-    return debs
+    if key not in _built:
+        try:
+            _built[key] = roots.build_debs(release)
+        except roots.RootError as e:
+            pytest.fail(str(e), pytrace=False)
+    assert set(_built[key]) == {"auditd-lite", "auditd-lite-lake"}, _built[key]
+    return _built[key]
 
 
 def count_collected(args: list[str]) -> int:
@@ -65,9 +59,13 @@ def count_collected(args: list[str]) -> int:
 
 # timings of each VM guest (tests/vm/test_matrix.py), printed at the end of the run
 VM_SUMMARY: list[dict] = []
+# a line per release root tier run (tests/vm/test_userland.py), printed at the end of the run
+TIER_SUMMARY: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter):
+    for line in TIER_SUMMARY:
+        terminalreporter.write_line(line)
     for t in VM_SUMMARY:
         terminalreporter.write_line(
             "vm {kernel} ({abi}, {accel}): boot {boot_s}, install {install_s}, tests {tests_s}, "

@@ -1,8 +1,9 @@
 """The kernel matrix: every kernel of tests/vm/kernels.py booted under qemu
-with systemd as PID 1, the package built from this tree installed in it, and
-the kernel tests run there against the service (tests/vm/guest.sh). A kernel
-that cannot be fetched or booted fails here with a sentence saying which,
-never a skip."""
+with systemd as PID 1 on its root (this machine's, or its release's:
+roots.vm_root), the packages built from this tree for that release installed
+in it, and the kernel tests run there against the service with the release's
+python3 (tests/vm/guest.sh). A kernel or root that cannot be fetched or booted
+fails here with a sentence saying which, never a skip."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import conftest
-from conftest import REPO, build_deb
+from conftest import REPO, build_debs
 
 import kernels
 import vm
@@ -26,11 +27,6 @@ GUEST = REPO / "tests/vm/guest.sh"
 # guest that takes longer than this is stuck
 TIMEOUT_S = 1500
 RESULTS = REPO / "build/vmtest"
-
-
-@pytest.fixture(scope="module")
-def deb() -> Path:
-    return build_deb()
 
 
 def junit_summary(path: Path) -> tuple[int, list[str]]:
@@ -55,17 +51,20 @@ def expected_tests() -> int:
 
 
 @pytest.mark.parametrize("kernel", kernels.KERNELS, ids=[k.name for k in kernels.KERNELS])
-def test_kernel(kernel, deb):
-    """On this Debian kernel under systemd: the package installs and starts, and every guest
-    test passes against the service (none skipped, none missing)."""
+def test_kernel(kernel):
+    """On this Debian kernel under systemd, on its release's root: the packages install and
+    the service starts, and every guest test passes against the service (none skipped, none
+    missing)."""
     out = RESULTS / kernel.name
     # a junit.xml left by an earlier run must never stand for this one
     shutil.rmtree(out, ignore_errors=True)
+    debs = build_debs(kernel.root)
     try:
-        res = vm.boot(kernel, GUEST, out, TIMEOUT_S, env={"VMTEST_DEB": str(deb)})
+        res = vm.boot(kernel, GUEST, out, TIMEOUT_S, root=vm.guest_root(kernel, debs),
+                      env={"VMTEST_DEBS": " ".join(str(d) for d in debs.values())})
     except vm.VMError as e:
         pytest.fail(f"linux {kernel.name} ({kernel.suite}) could not be booted: {e}", pytrace=False)
-    timings = {"kernel": kernel.name, "abi": res.abi, "accel": res.accel,
+    timings = {"kernel": kernel.name, "root": kernel.root or "host", "abi": res.abi, "accel": res.accel,
                "boot_s": res.boot_s, "guest_run_s": res.run_s, "total_s": round(res.total_s, 1),
                "retried_after_tcg_race": res.retried}
     try:
