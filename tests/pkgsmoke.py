@@ -12,7 +12,7 @@ Used by every tier that installs the package (standard library only, any python3
   `chroot ROOT python3 tests/pkgsmoke.py WORKDIR`;
 - tests/vm/guest/test_every_command.py: in each VM guest, with the service's database
   (--service-db: `run` is the service itself, checked by its command line).
-Prints a JSON report: the release, the Python, and each command with the arguments it ran with.
+Prints a JSON report: the release, the Python, and each command with every argument list it ran with.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class Smoke:
         found = json.loads(p.stdout)
         self.python = found["python"]
         self.commands = {" ".join(c["path"]): c["args"] for c in found["commands"]}
-        self.ran: dict[str, list[str]] = {}
+        # command path -> every argument list it ran with
+        self.ran: dict[str, list[list[str]]] = {}
 
     # ------------------------------------------------------------ running
 
@@ -113,7 +114,7 @@ class Smoke:
         for n in (2, 1):
             key = " ".join(argv[:n])
             if key in self.commands:
-                self.ran.setdefault(key, argv)
+                self.ran.setdefault(key, []).append(argv)
                 return
 
     # ------------------------------------------------------------ steps
