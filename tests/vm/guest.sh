@@ -33,7 +33,7 @@ mapfile -t tests < <(grep -v -e '^#' -e '^$' tests/vm/guest_tests.txt)
 # PYTHONSAFEPATH: neither pytest nor a test's `python3 -m auditd_lite.cli` puts the
 # checkout (the working directory) ahead of the installed package
 PYTHONPATH=$lib PYTHONSAFEPATH=1 AUDITD_LITE_SERVICE_DB=/var/lib/auditd-lite AUDITD_LITE_REQUIRE_BPF=1 \
-    /usr/bin/python3 -m pytest -p no:cacheprovider -q -ra --junitxml="$R/junit.xml" "${tests[@]}" \
+    /usr/bin/python3 -m pytest -p no:cacheprovider -v -ra --durations=25 --junitxml="$R/junit.xml" "${tests[@]}" \
     > "$R/pytest.log" 2>&1
 rc=$?
 t2=$(now)

@@ -42,8 +42,8 @@ class Kernel:
 KERNELS = [
     Kernel("5.10", suite="bullseye"),
     Kernel("6.1", suite="bookworm"),
-    Kernel("6.12", suite="bookworm-backports"),
-    # Debian 13's own kernel on Debian 13's userland, systemd and python3
+    # Debian 13's own kernel on Debian 13's userland, systemd and python3 (it replaced
+    # bookworm-backports' 6.12 on Debian 12's: the same kernel line, docs/vm.md)
     Kernel("6.12-trixie", suite="trixie", root="trixie"),
 ]
 

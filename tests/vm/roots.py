@@ -19,7 +19,6 @@ Standard library only: the host side of the VM tier runs under any python3.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +29,12 @@ import time
 import tomllib
 from pathlib import Path
 
+try:
+    from . import vm
+except ImportError:  # imported as a top-level module (tests/vm on sys.path)
+    import vm  # type: ignore[no-redef]
+
+_locked = vm._locked
 REPO = Path(__file__).resolve().parents[2]
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
@@ -64,22 +69,11 @@ class RootError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("AUDITD_LITE_VM_CACHE", "/var/cache/auditd-lite-vm")) / "roots"
+    return vm.cache_dir() / "roots"
 
 
 def releases() -> dict[str, dict]:
     return tomllib.loads((REPO / "packaging/releases.toml").read_text())
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _last_error(text: str) -> str:

@@ -77,6 +77,10 @@ MASKED_UNITS = [
     "unattended-upgrades.service", "packagekit.service",
     # installed here by `make bench` (its auditd configuration); would fail in a guest anyway
     "auditd.service",
+    # a trixie root has it (its kernel image, which its kernel headers depend on, recommends
+    # it): loading its profiles held the boot's critical chain 30 s under TCG; no profile
+    # confines auditd-lite and no guest test touches AppArmor
+    "apparmor.service",
     # the console is a log, nobody logs in
     "getty@.service", "serial-getty@.service", "getty.target",
     # the root is an overlay; there is no block device to check or remount
@@ -418,7 +422,11 @@ def _download_extract(apt: _Apt, meta: dict, tree_dir: Path) -> None:
         if not (root / "boot" / f"vmlinuz-{meta['abi']}").exists():
             raise KernelFetchError(f"cannot fetch {k}: the image package has no "
                                    f"boot/vmlinuz-{meta['abi']}")
-        # the .deb ships no modules.dep: the postinst would have made it
+        # the .deb ships no modules.dep: the postinst would have made it. depmod -b
+        # reads <root>/lib/modules, where a merged-/usr release's kernel (trixie's: in
+        # usr/lib/modules) has nothing: the link a merged-/usr root has is made
+        if not (root / "lib").exists() and (root / "usr/lib/modules").is_dir():
+            (root / "lib").symlink_to("usr/lib")
         p = subprocess.run(["depmod", "-b", str(root), meta["abi"]],
                            capture_output=True, text=True)
         if p.returncode != 0:
