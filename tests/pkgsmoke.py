@@ -8,10 +8,12 @@ a traceback; one that needs an argument nobody can guess fails the smoke, naming
 
 Used by every tier that installs the package (standard library only, any python3):
 - tests/test_package.py: the packages installed on this machine (Debian 12);
-- tests/release/: in another release's root (Debian 13), as
+- tests/vm/test_userland.py: in another release's root (Debian 13), as
   `chroot ROOT python3 tests/pkgsmoke.py WORKDIR`;
 - tests/vm/guest/test_every_command.py: in each VM guest, with the service's database
-  (--service-db: `run` is the service itself, checked by its command line).
+  (--service-db: `run` is the service itself, checked by its command line); the guests
+  install auditd-lite alone, so there `export --format parquet` must say to install
+  auditd-lite-lake (the two tiers above install both and read the lake back).
 Prints a JSON report: the release, the Python, and each command with every argument list it ran with.
 """
 
@@ -26,6 +28,7 @@ import uuid
 from pathlib import Path
 
 PKG = "auditd-lite"
+LAKE = "auditd-lite-lake"
 HEADER = "TIME     EVENT COMM             PID     PPID    FILENAME/EXIT CODE"
 # the installed program must not see a checkout or a test venv
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
@@ -59,6 +62,11 @@ def check(cond: bool, what: str) -> None:
         raise SmokeFailure(what)
 
 
+def installed(pkg: str) -> bool:
+    p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+    return "install ok installed" in p.stdout
+
+
 def installed_files() -> tuple[Path, Path]:
     """(/usr/bin/auditd-lite, the directory holding auditd_lite/) as dpkg lists the package."""
     p = subprocess.run(["dpkg-query", "-L", PKG], capture_output=True, text=True)
@@ -86,6 +94,7 @@ class Smoke:
         self.work.mkdir(parents=True, exist_ok=True)
         self.service_db = Path(service_db) if service_db else None
         self.cli, self.lib = installed_files()
+        self.lake = installed(LAKE)
         p = subprocess.run(["/usr/bin/python3", "-I", "-c", DISCOVER, str(self.lib)], capture_output=True,
                            text=True, env=CLEAN_ENV, cwd="/")
         check(p.returncode == 0, f"cannot read the installed CLI's commands: {p.stderr[-2000:]}")
@@ -198,9 +207,17 @@ class Smoke:
         self.cli_run("verify", "--db-dir", db)
 
     def export_every_format(self, db: Path) -> None:
+        """Each --format choice; parquet, where auditd-lite-lake is not installed (a
+        --no-install-recommends install), says in one line to install it and exits 2."""
         formats = next(a["choices"] for a in self.commands["export"] if "--format" in a["flags"])
         for fmt in formats:
             out = self.work / ("lake" if fmt == "parquet" else f"export.{fmt}")
+            if fmt == "parquet" and not self.lake:
+                p = self.cli_run("export", "--db-dir", db, "--since", "1h", "--format", fmt, "-o", out, ok=(2,))
+                check(p.stderr.startswith("auditd-lite: Parquet needs pyarrow: apt install auditd-lite-lake")
+                      and len(p.stderr.splitlines()) == 1 and not out.exists(),
+                      f"export --format parquet without the lake: {p.stderr!r}")
+                continue
             p = self.cli_run("export", "--db-dir", db, "--since", "1h", "--format", fmt, "-o", out)
             n = int(p.stdout.split("exported ", 1)[1].split()[0])
             check(n >= 2, f"export --format {fmt}: {n} records ({p.stdout})")
@@ -278,7 +295,7 @@ class Smoke:
                 self.generic(path, db)
         missing = sorted(set(self.commands) - set(self.ran))
         check(not missing, f"commands never run: {missing}")
-        return {"release": os_release(), "python": self.python, "cli": str(self.cli),
+        return {"release": os_release(), "python": self.python, "cli": str(self.cli), "lake": self.lake,
                 "commands": {k: self.ran[k] for k in sorted(self.ran)}}
 
 

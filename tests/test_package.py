@@ -145,7 +145,7 @@ class TestPackage:
         keygen, a signed export verified, seal setup and status (tests/pkgsmoke.py)."""
         report = pkgsmoke.Smoke(tmp_path).run_all()
         print(json.dumps(report, indent=1))
-        assert report["python"].startswith("3.11.")
+        assert report["python"].startswith("3.11.") and report["lake"] is True
         assert set(report["commands"]) == set(pkgsmoke.Smoke(tmp_path / "again").commands)
 
     def test_purge_keeps_evidence(self, installed_pkg):

@@ -66,7 +66,7 @@ def test_every_command_in_release_root(release):
     assert p.returncode == 0, p.stderr[-5000:]
     report = json.loads(p.stdout)
     assert f"{rel['number']} ({release})" in report["release"], report["release"]
-    assert report["python"].startswith(rel["python"] + "."), report["python"]
+    assert report["python"].startswith(rel["python"] + ".") and report["lake"] is True, report
     summary = {"release": release, "python": report["python"], "base_s": round(t_base - t0, 1),
                "install_s": round(t_install - t_base, 1), "commands_s": round(t_smoke - t_install, 1),
                "commands": sorted(report["commands"])}

@@ -14,7 +14,9 @@ from guest_helpers import DB_DIR
 def test_every_command(tmp_path):
     """Each command the installed CLI's parsers name runs and does its job from the installed
     files under the release's python3: doctor all ok, the service (`run`) records `sh -c
-    'exit 3'`, query, tree, sql, stats, db, verify, export in every format (Parquet read
-    back by the installed pyarrow), keygen and a signed export, seal setup and status."""
+    'exit 3'`, query, tree, sql, stats, db, verify, export in every format (Parquet, the
+    lake not being installed in a guest, saying to install auditd-lite-lake), keygen and a
+    signed export, seal setup and status."""
     report = pkgsmoke.Smoke(tmp_path, service_db=DB_DIR).run_all()
+    assert report["lake"] is False, "a guest installs auditd-lite alone (tests/vm/test_matrix.py)"
     (Path(os.environ.get("VMTEST_RESULTS", tmp_path)) / "pkgsmoke.json").write_text(json.dumps(report, indent=1))
