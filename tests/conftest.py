@@ -30,6 +30,15 @@ HEADER = "TIME     EVENT COMM             PID     PPID    FILENAME/EXIT CODE"
 collect_ignore = [] if SERVICE_DB else ["vm/guest"]
 
 
+def pytest_runtest_logreport(report):
+    """In a VM guest: each phase of each test, as it ends, with its seconds, in the results
+    share (durations.txt), so a guest that times out still shows where its time went."""
+    results = os.environ.get("VMTEST_RESULTS")
+    if SERVICE_DB and results:
+        with open(os.path.join(results, "durations.txt"), "a") as f:
+            f.write(f"{report.duration:8.1f} {report.when:8} {report.outcome:7} {report.nodeid}\n")
+
+
 # the packages of a release and the roots of other releases (tests/vm/roots.py)
 sys.path.insert(0, str(REPO / "tests" / "vm"))
 import roots  # noqa: E402
