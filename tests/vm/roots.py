@@ -151,7 +151,15 @@ class Chroot:
 
     def __enter__(self) -> "Chroot":
         if self.lower is not None:
-            self.tmp = Path(tempfile.mkdtemp(prefix="overlay-", dir=cache_dir()))
+            # the overlay's upper layer in RAM: an install writes some 700 MB there, and
+            # removing as many files from this machine's disk (ext4 with discard) took
+            # minutes under load; a killed run's layer goes at the next run, 6 hours on
+            shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else cache_dir()
+            for stale in shm.glob("auditd-lite-overlay-*"):
+                with contextlib.suppress(OSError):
+                    if time.time() - stale.stat().st_mtime > 6 * 3600:
+                        shutil.rmtree(stale, ignore_errors=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix="auditd-lite-overlay-", dir=shm))
             for d in ("upper", "work", "merged"):
                 (self.tmp / d).mkdir()
             self.root = self.tmp / "merged"
