@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -80,21 +81,14 @@ def marker_env(rel: dict, arch: str) -> dict[str, str]:
 
 
 def pip(*args: str, what: str) -> None:
+    # the machine's pip settings (index, certificates, timeouts) stay in force
     p = subprocess.run([*PIP, *args], capture_output=True, text=True,
-                       env={"PIP_BREAK_SYSTEM_PACKAGES": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                            "PATH": "/usr/bin:/bin", "HOME": "/root"} | _pip_env())
+                       env={**os.environ, "PIP_BREAK_SYSTEM_PACKAGES": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     if p.returncode != 0:
         lines = [ln for ln in (p.stderr or p.stdout).splitlines()
                  if ln.strip() and "is ignored" not in ln] or ["(no output)"]
         err = next((ln for ln in lines if ln.startswith("ERROR")), lines[-1])
         raise VendorError(f"{what}: {err.strip()}")
-
-
-def _pip_env() -> dict[str, str]:
-    # the machine's pip settings (index, certificates, timeouts) stay in force
-    import os
-    return {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k in ("HTTPS_PROXY", "https_proxy",
-                                                                            "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")}
 
 
 def target_args(rel: dict, arch: str, pure: bool) -> list[str]:
