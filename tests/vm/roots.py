@@ -35,7 +35,7 @@ except ImportError:  # imported as a top-level module (tests/vm on sys.path)
     import vm  # type: ignore[no-redef]
 
 _locked = vm._locked
-REPO = Path(__file__).resolve().parents[2]
+REPO = vm.REPO
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
