@@ -1,5 +1,6 @@
 # Entry points for building and measuring; the set-up itself is scripts/dev.sh.
-#   make deb     dist/auditd-lite_<version>_<arch>.deb (as root: installs build dependencies)
+#   make deb     dist/auditd-lite{,-lake}_<version>+deb<N>_<arch>.deb for this machine's Debian release,
+#                or RELEASE=trixie (packaging/releases.toml; as root: installs build dependencies)
 #   make man     build/auditd-lite.1 from the argparse help (view: man -l build/auditd-lite.1)
 #   make bench   the side-by-side table: nothing / auditd-lite / auditd / bpftrace / perfbuf at
 #                20,000 execs, nothing / auditd-lite at 100,000, writer and query figures; to
@@ -11,13 +12,14 @@
 #   make clean   build/ and dist/
 
 PYTHON ?= .venv/bin/python
+RELEASE ?=
 BENCH_FLAGS ?=
 BENCH_README ?= README.md
 
 .PHONY: deb man bench test vmtest clean
 
 deb:
-	bash packaging/build-deb.sh
+	bash packaging/build-deb.sh $(RELEASE)
 
 # always regenerated: the help text may come from any module the CLI imports
 man:

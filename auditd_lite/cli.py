@@ -439,7 +439,7 @@ def add_investigation_commands(sub) -> None:
                    help="sqlite (default: the sealed database), or ocsf or ecs (JSON lines); "
                         "parquet: a Parquet lake in the directory OUT, "
                         "host=H/day=YYYY-MM-DD/part-*.parquet (needs pyarrow: "
-                        "pip install 'auditd-lite[lake]')")
+                        "the package auditd-lite-lake)")
     e.add_argument("--force", action="store_true",
                    help="replace OUT (and OUT.sha256, OUT.sig) if they exist")
     e.add_argument("--sign", type=Path, metavar="KEYFILE",

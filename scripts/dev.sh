@@ -35,18 +35,21 @@ install_packages() {
     fi
 }
 
+# debootstrap: the release tier (tests/vm/test_userland.py) builds the other releases' roots
 install_debs() {
     install_packages "" python3-bpfcc libbpf1 python3-venv python3-pip sqlite3 python3-cryptography \
-        "linux-headers-$(dpkg --print-architecture)" util-linux gcc libc6-dev strace
+        "linux-headers-$(dpkg --print-architecture)" util-linux gcc libc6-dev strace debootstrap
 }
 
 # The VM tier boots Debian's kernels under qemu (tests/vm/vm.py): qemu and
 # its firmware, a static busybox for the initramfs, depmod for the extracted
 # modules, zstd for kernels and modules packed with it, and the archive keys
-# (bullseye's too) for its private apt state. It needs no capture on this
-# host, so no doctor here.
+# (bullseye's too) for its private apt state; Debian's pytest, which a guest
+# on this machine's root runs its tests with (the installed package's python3,
+# tests/vm/guest.sh). It needs no capture on this host, so no doctor here.
 install_vm_debs() {
-    install_packages " for the VM tier" qemu-system-x86 busybox-static kmod zstd debian-archive-keyring
+    install_packages " for the VM tier" qemu-system-x86 busybox-static kmod zstd debian-archive-keyring \
+        debootstrap python3-pytest
 }
 
 # make bench (bench/compare.py) runs Debian's auditd and bpftrace under the

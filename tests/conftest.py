@@ -30,16 +30,54 @@ HEADER = "TIME     EVENT COMM             PID     PPID    FILENAME/EXIT CODE"
 collect_ignore = [] if SERVICE_DB else ["vm/guest"]
 
 
-def build_deb() -> Path:
-    """dist/auditd-lite_<version>_<arch>.deb, built from this checkout by packaging/build-deb.sh."""
-    p = subprocess.run(["bash", "packaging/build-deb.sh"], capture_output=True, text=True,
-                       cwd=REPO, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    path = REPO / p.stdout.strip().splitlines()[-1]
-    version = p.stdout.strip().splitlines()[-1].split("_")[1]
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-    assert path.name == f"auditd-lite_{version}_{arch}.deb" and path.is_file()
-    return path
+def pytest_runtest_logreport(report):
+    """In a VM guest: each phase of each test, as it ends, with its seconds, in the results
+    share (durations.txt), so a guest that times out still shows where its time went."""
+    results = os.environ.get("VMTEST_RESULTS")
+    if SERVICE_DB and results:
+        with open(os.path.join(results, "durations.txt"), "a") as f:
+            f.write(f"{report.duration:8.1f} {report.when:8} {report.outcome:7} {report.nodeid}\n")
+
+
+# the packages of a release and the roots of other releases (tests/vm/roots.py)
+sys.path.insert(0, str(REPO / "tests" / "vm"))
+import roots  # noqa: E402
+
+_built: dict[str, dict[str, Path]] = {}
+
+
+def build_debs(release: str | None = None) -> dict[str, Path]:
+    """roots.build_debs (the packages of a release, built from this checkout), once per session."""
+    key = release or ""
+    if key not in _built:
+        try:
+            _built[key] = roots.build_debs(release)
+        except roots.RootError as e:
+            pytest.fail(str(e), pytrace=False)
+    assert set(_built[key]) == {"auditd-lite", "auditd-lite-lake"}, _built[key]
+    return _built[key]
+
+
+# tests/programs/gate32.c (tests/test_gate.py), built before the VM guests boot: a guest's root
+# (Debian 13's) may have no compiler, and the guest sees the checkout
+GATE32_SOURCE = REPO / "tests/programs/gate32.c"
+GATE32_BUILT = REPO / "build/gate32"
+# no libc, one source for both: the i386 build needs no 32-bit libc on the machine
+GATE32_CFLAGS = {"x64": [], "i386": ["-m32", "-fno-pic"]}
+
+
+def build_gate32(out: Path = GATE32_BUILT) -> dict[str, Path]:
+    """gate32.c built as a 64-bit program and as an i386 one (a real 32-bit binary) into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o755)
+    built = {}
+    for name, extra in GATE32_CFLAGS.items():
+        path = out / f"gate32-{name}"
+        p = subprocess.run(["gcc", "-O1", "-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector",
+                            *extra, "-o", str(path), str(GATE32_SOURCE)], capture_output=True, text=True)
+        assert p.returncode == 0, f"gcc could not build the {name} gate32: {p.stderr[-2000:]}"
+        built[name] = path
+    return built
 
 
 def count_collected(args: list[str]) -> int:
@@ -52,9 +90,13 @@ def count_collected(args: list[str]) -> int:
 
 # timings of each VM guest (tests/vm/test_matrix.py), printed at the end of the run
 VM_SUMMARY: list[dict] = []
+# a line per release root tier run (tests/vm/test_userland.py), printed at the end of the run
+TIER_SUMMARY: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter):
+    for line in TIER_SUMMARY:
+        terminalreporter.write_line(line)
     for t in VM_SUMMARY:
         terminalreporter.write_line(
             "vm {kernel} ({abi}, {accel}): boot {boot_s}, install {install_s}, tests {tests_s}, "

@@ -14,30 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, query_json
+from conftest import GATE32_BUILT, GATE32_CFLAGS, SERVICE_DB, build_gate32, query_json
 
 pytestmark = pytest.mark.kernel
 # every test that takes `capture` runs in each of conftest.CAPTURE_MODES
 EACH_CAPTURE_MODE = True
 
-SOURCE = REPO / "tests/programs/gate32.c"
-# no libc, one source for both: the i386 build needs no 32-bit libc on the machine
-CFLAGS = ["-O1", "-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector"]
-
-
 @pytest.fixture(scope="module")
 def gate32(tmp_path_factory) -> dict[str, Path]:
-    """gate32.c built as a 64-bit program and as an i386 one (a real 32-bit binary)."""
-    out = tmp_path_factory.mktemp("gate32")
-    out.chmod(0o755)
-    built = {}
-    for name, extra in (("x64", []), ("i386", ["-m32", "-fno-pic"])):
-        path = out / f"gate32-{name}-{uuid.uuid4().hex[:6]}"
-        p = subprocess.run(["gcc", *CFLAGS, *extra, "-o", str(path), str(SOURCE)],
-                           capture_output=True, text=True)
-        assert p.returncode == 0, f"gcc could not build the {name} gate32: {p.stderr[-2000:]}"
-        built[name] = path
-    return built
+    """gate32.c as a 64-bit program and as an i386 one: built for this run, or in a VM guest,
+    whose root may have no compiler, as the host built it before the boot (build/gate32)."""
+    if SERVICE_DB:
+        return {name: GATE32_BUILT / f"gate32-{name}" for name in GATE32_CFLAGS}
+    return build_gate32(tmp_path_factory.mktemp("gate32"))
 
 
 def returned(p: subprocess.CompletedProcess) -> int:

@@ -1,5 +1,5 @@
-"""The Debian package: its default config, then build it, install it with apt, capture with
-the installed program, purge it.
+"""The Debian packages of this machine's release: the default config, then build them, install
+them with apt, run every command they ship from the installed files (tests/pkgsmoke.py), purge.
 
 The package tests run as root in CI (kernel marker). Everything there is
 checked through the installed files and Debian's tools, not this checkout.
@@ -12,19 +12,19 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from auditd_lite import config
-from conftest import HEADER, REPO, build_deb
+import pkgsmoke
+from conftest import REPO, build_debs
 
 PKG = "auditd-lite"
+LAKE = "auditd-lite-lake"
 BIN = Path("/usr/bin/auditd-lite")
 UNIT = Path("/lib/systemd/system/auditd-lite.service")
 CONF = Path("/etc/auditd-lite/auditd-lite.toml")
@@ -36,8 +36,8 @@ APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
 
 
-def installed() -> bool:
-    p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", PKG], capture_output=True, text=True)
+def installed(pkg: str = PKG) -> bool:
+    p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
     return "install ok installed" in p.stdout
 
 
@@ -49,25 +49,30 @@ def sh(*cmd, env=None, timeout=300, **kw) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def deb() -> Path:
-    """The package built from this checkout by packaging/build-deb.sh."""
-    return build_deb()
+def debs() -> dict[str, Path]:
+    """The packages built from this checkout by packaging/build-deb.sh for this release."""
+    return build_debs()
 
 
 @pytest.fixture(scope="module")
-def installed_pkg(deb):
-    """The package installed with apt-get; purged again afterwards."""
-    if installed():
+def deb(debs) -> Path:
+    return debs[PKG]
+
+
+@pytest.fixture(scope="module")
+def installed_pkg(debs):
+    """Both packages installed with apt-get; purged again afterwards."""
+    if installed() or installed(LAKE):
         pytest.skip("auditd-lite is already installed on this machine; not touching it")
     state_existed = STATE.exists()
-    p = subprocess.run(["apt-get", "install", "-y", "-q", f"./{deb.relative_to(REPO)}"],
-                       capture_output=True, text=True, env=APT_ENV, cwd=REPO, timeout=300)
+    p = subprocess.run(["apt-get", "install", "-y", "-q", *(f"./{d.relative_to(REPO)}" for d in debs.values())],
+                       capture_output=True, text=True, env=APT_ENV, cwd=REPO, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     try:
-        yield deb
+        yield debs[PKG]
     finally:
-        if installed():
-            subprocess.run(["apt-get", "purge", "-y", "-q", PKG], capture_output=True, env=APT_ENV,
+        if installed() or installed(LAKE):
+            subprocess.run(["apt-get", "purge", "-y", "-q", PKG, LAKE], capture_output=True, env=APT_ENV,
                            timeout=300)
         if not state_existed and STATE.exists() and not any(STATE.iterdir()):
             STATE.rmdir()
@@ -100,12 +105,17 @@ class TestShippedConfig:
 
 @pytest.mark.kernel
 class TestPackage:
-    def test_control_fields(self, deb):
-        """Depends on Debian's python3 and bcc, recommends the arch's kernel headers."""
-        fields = sh("dpkg-deb", "-f", deb, "Depends", "Recommends", "Architecture").stdout
-        assert "python3 (>= 3.11)" in fields and "python3-bpfcc" in fields
+    def test_control_fields(self, debs):
+        """auditd-lite depends on Debian's python3 of this release and bcc, recommends the arch's
+        kernel headers and the lake; auditd-lite-lake (pyarrow, compiled for this Python)
+        depends on exactly this auditd-lite and this Python's minor version."""
+        fields = sh("dpkg-deb", "-f", debs[PKG], "Version", "Depends", "Recommends").stdout
+        version = fields.splitlines()[0].split(": ")[1]
+        assert version.endswith("+deb12") and "python3 (>= 3.11~)" in fields and "python3-bpfcc" in fields
         arch = sh("dpkg", "--print-architecture").stdout.strip()
-        assert f"Recommends: linux-headers-{arch}" in fields
+        assert f"Recommends: linux-headers-{arch}, {LAKE} (= {version})" in fields
+        lake = sh("dpkg-deb", "-f", debs[LAKE], "Depends").stdout
+        assert lake.strip() == f"{PKG} (= {version}), python3 (>= 3.11~), python3 (<< 3.12)"
 
     def test_installed_layout(self, installed_pkg):
         """Wrapper, unit, conffile, man page and a 0750 state directory; the unit is enabled."""
@@ -128,45 +138,25 @@ class TestPackage:
         p = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True)
         assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
 
-    def test_doctor(self, installed_pkg):
-        """The installed `auditd-lite doctor` says capture can work and exits 0."""
-        p = sh(BIN, "doctor")
-        assert p.stdout.strip().splitlines()[-1] == "capture can work on this host"
-        assert "Traceback" not in p.stderr
-
-    def test_capture_with_installed_program(self, installed_pkg, tmp_path):
-        """The installed daemon records `sh -c 'exit 3'` with exit code 3, read back by its query."""
-        db = tmp_path / "db"
-        daemon = subprocess.Popen([str(BIN), "run", "--print", "--db-dir", str(db)], cwd="/",
-                                  env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                line = daemon.stdout.readline().decode()
-                if not line or line.rstrip("\n") == HEADER:
-                    break
-            assert line.rstrip("\n") == HEADER, daemon.stderr.read1(8192).decode() if line == "" else line
-            child = subprocess.Popen(["sh", "-c", "exit 3"])
-            assert child.wait() == 3
-            daemon.send_signal(signal.SIGTERM)
-            _, err = daemon.communicate(timeout=60)
-            assert daemon.returncode == 0, err.decode()[-3000:]
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
-        out = sh(BIN, "query", "--db-dir", db, "--pid", child.pid, "--format", "json").stdout
-        records = [json.loads(line) for line in out.splitlines()]
-        exits = [r for r in records if r["event"] == "exit"]
-        assert len(exits) == 1 and exits[0]["exit_code"] == 3 and exits[0]["signal"] == 0
+    def test_every_command(self, installed_pkg, tmp_path):
+        """Every command the installed CLI ships (read from its parsers) runs from the installed
+        files: doctor all ok, `run` records `sh -c 'exit 3'` with exit code 3, query, tree, sql,
+        stats, db, verify, export in every format (Parquet read back by the installed pyarrow),
+        keygen, a signed export verified, seal setup and status (tests/pkgsmoke.py)."""
+        report = pkgsmoke.Smoke(tmp_path).run_all()
+        print(json.dumps(report, indent=1))
+        assert report["python"].startswith("3.11.") and report["lake"] is True
+        assert set(report["commands"]) == set(pkgsmoke.Smoke(tmp_path / "again").commands)
 
     def test_purge_keeps_evidence(self, installed_pkg):
-        """apt-get purge removes program, unit and config, and leaves /var/lib/auditd-lite."""
+        """apt-get purge auditd-lite removes program, lake, unit and config, and leaves
+        /var/lib/auditd-lite."""
         marker = STATE / "evidence-test.db"
         marker.write_bytes(b"")
         try:
             sh("apt-get", "purge", "-y", "-q", PKG, env=APT_ENV)
-            assert not installed()
+            # the lake depends on it: apt purges both
+            assert not installed() and not installed(LAKE)
             for gone in (BIN, UNIT, CONF, CONF.parent, MAN, Path("/usr/lib/auditd-lite"), WANTS):
                 assert not os.path.lexists(gone), gone
             assert marker.exists()

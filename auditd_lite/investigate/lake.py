@@ -44,8 +44,8 @@ COMPRESSION = "zstd"  # read by DuckDB, Spark 3, Trino and Athena (engine versio
 META = "auditd_lite."  # the prefix of our key-value metadata keys
 NO_HOST = "unknown"  # a run row without a host (never written by the daemon)
 
-PYARROW_MISSING = ("Parquet needs pyarrow: pip install 'auditd-lite[lake]' "
-                   "(Debian 12 has no python3-pyarrow package)")
+PYARROW_MISSING = ("Parquet needs pyarrow: apt install auditd-lite-lake "
+                   "(from a checkout: pip install 'auditd-lite[lake]')")
 
 
 def _pyarrow():

@@ -23,6 +23,9 @@ class Kernel:
     mirror: str = "http://deb.debian.org/debian"
     security_mirror: str = "http://deb.debian.org/debian-security"
     flavour: str = "amd64"
+    # the guest's root: a release of packaging/releases.toml (tests/vm/roots.py builds it),
+    # for the kernel that release runs; None boots this machine's own root
+    root: str | None = None
 
     def __str__(self) -> str:
         return f"linux {self.name} ({self.suite})"
@@ -39,7 +42,9 @@ class Kernel:
 KERNELS = [
     Kernel("5.10", suite="bullseye"),
     Kernel("6.1", suite="bookworm"),
-    Kernel("6.12", suite="bookworm-backports"),
+    # Debian 13's own kernel on Debian 13's userland, systemd and python3 (it replaced
+    # bookworm-backports' 6.12 on Debian 12's: the same kernel line, docs/vm.md)
+    Kernel("6.12-trixie", suite="trixie", root="trixie"),
 ]
 
 

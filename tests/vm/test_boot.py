@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import kernels
+import roots
 import vm
 
 pytestmark = pytest.mark.vm
@@ -27,7 +28,10 @@ def read_facts(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("kernel", kernels.KERNELS, ids=lambda k: k.name)
 def test_boot(kernel, tmp_path, record_property):
-    res = vm.boot(kernel, GUEST, tmp_path / "results", TIMEOUT_S)
+    try:
+        res = vm.boot(kernel, GUEST, tmp_path / "results", TIMEOUT_S, root=vm.guest_root(kernel))
+    except vm.VMError as e:
+        pytest.fail(f"{kernel} could not be booted: {e}", pytrace=False)
     record_property("boot_s", res.boot_s)
     record_property("total_s", res.total_s)
     print(f"{kernel}: {res.abi} accel={res.accel} unit start {res.boot_s} s, "
@@ -49,6 +53,10 @@ def test_boot(kernel, tmp_path, record_property):
     assert facts["write"] == "ok", msg
     assert facts["repo"] == "yes", msg
     assert facts["cgroup"] == "cgroup2fs", msg
+    # the userland is the kernel's release's when it names one (kernels.Kernel.root)
+    if kernel.root is not None:
+        number = roots.releases()[kernel.root]["number"]
+        assert f"{number} ({kernel.root})" in facts["os"], msg
 
 
 # the oops line of TCG's int3 race as the guest's kernel prints it (vm.TCG_RACE), then a

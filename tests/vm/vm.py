@@ -77,6 +77,10 @@ MASKED_UNITS = [
     "unattended-upgrades.service", "packagekit.service",
     # installed here by `make bench` (its auditd configuration); would fail in a guest anyway
     "auditd.service",
+    # a trixie root has it (its kernel image, which its kernel headers depend on, recommends
+    # it): loading its profiles held the boot's critical chain 30 s under TCG; no profile
+    # confines auditd-lite and no guest test touches AppArmor
+    "apparmor.service",
     # the console is a log, nobody logs in
     "getty@.service", "serial-getty@.service", "getty.target",
     # the root is an overlay; there is no block device to check or remount
@@ -296,14 +300,14 @@ class KernelTree:
                     binds.append((str(sub), f"/{parent}/{sub.name}"))
         return binds
 
-    def guest_links(self) -> list[tuple[str, str]]:
+    def guest_links(self, guest_root: Path = Path("/")) -> list[tuple[str, str]]:
         """(guest path, target) of the packages' own symlinks next to what
         guest_binds mounts (/usr/src/linux-kbuild-6.1 -> ../lib/...), for
-        the guest to create where the host has nothing at that path."""
+        the guest to create where its root has nothing at that path."""
         links = []
         d = self.root / "usr/src"
         for sub in sorted(d.iterdir()) if d.is_dir() else []:
-            if sub.is_symlink() and not os.path.lexists(f"/usr/src/{sub.name}"):
+            if sub.is_symlink() and not os.path.lexists(guest_root / f"usr/src/{sub.name}"):
                 links.append((f"/usr/src/{sub.name}", os.readlink(sub)))
         return links
 
@@ -418,7 +422,11 @@ def _download_extract(apt: _Apt, meta: dict, tree_dir: Path) -> None:
         if not (root / "boot" / f"vmlinuz-{meta['abi']}").exists():
             raise KernelFetchError(f"cannot fetch {k}: the image package has no "
                                    f"boot/vmlinuz-{meta['abi']}")
-        # the .deb ships no modules.dep: the postinst would have made it
+        # the .deb ships no modules.dep: the postinst would have made it. depmod -b
+        # reads <root>/lib/modules, where a merged-/usr release's kernel (trixie's: in
+        # usr/lib/modules) has nothing: the link a merged-/usr root has is made
+        if not (root / "lib").exists() and (root / "usr/lib/modules").is_dir():
+            (root / "lib").symlink_to("usr/lib")
         p = subprocess.run(["depmod", "-b", str(root), meta["abi"]],
                            capture_output=True, text=True)
         if p.returncode != 0:
@@ -609,14 +617,22 @@ for w in $(cat /proc/cmdline); do
     esac
 done
 [ -n "$ctl" ] || fail "no vmtest.ctl= on the kernel command line"
-mkdir -p /lower /rw /newroot
+mkdir -p /host /lower /rw /newroot
 # cache=loose: the lower layer is read-only and the boot is short, so the
 # guest may cache what it reads; it is most of the boot time otherwise
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=$msize hostroot /lower \
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=$msize hostroot /host \
     || fail "mount 9p hostroot"
+# the guest's root: another release's root shared as guestroot (vmtest.root=1), else the
+# host's own
+lower=/host
+if grep -q 'vmtest.root=1' /proc/cmdline; then
+    mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=$msize guestroot /lower \
+        || fail "mount 9p guestroot"
+    lower=/lower
+fi
 mount -t tmpfs -o mode=0755 rw /rw
 mkdir -p /rw/upper /rw/work
-mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot \
+mount -t overlay -o lowerdir=$lower,upperdir=/rw/upper,workdir=/rw/work overlay /newroot \
     || fail "mount overlay"
 # fresh kernel file systems for systemd: under them the 9p root shows the
 # host's own /proc, /sys, /dev and /run
@@ -627,18 +643,18 @@ mount -t tmpfs -o mode=0755,nosuid,nodev,size=20% tmpfs /newroot/run
 mkdir -p /newroot/run/vmtest/results
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=$msize results /newroot/run/vmtest/results \
     || fail "mount 9p results"
-[ -d "/lower$ctl/root" ] || fail "no $ctl/root on the host root"
-cp -a "/lower$ctl/root/." /newroot/ || fail "copy $ctl/root"
+[ -d "/host$ctl/root" ] || fail "no $ctl/root on the host root"
+cp -a "/host$ctl/root/." /newroot/ || fail "copy $ctl/root"
 while read -r src dst; do
     [ -n "$src" ] || continue
     mkdir -p "/newroot$dst"
-    mount --bind "/lower$src" "/newroot$dst" || fail "bind $src $dst"
-done < "/lower$ctl/binds"
+    mount --bind "/host$src" "/newroot$dst" || fail "bind $src $dst"
+done < "/host$ctl/binds"
 # host files the guest must not see (HIDDEN in vm.py says why); removing
 # them from the overlay leaves the host's untouched
 while read -r path; do
     [ -n "$path" ] && rm -f "/newroot$path"
-done < "/lower$ctl/hide"
+done < "/host$ctl/hide"
 echo "vmtest-init: switch_root"
 exec switch_root /newroot /lib/systemd/systemd
 """
@@ -797,10 +813,11 @@ def _env_file(env: dict[str, str]) -> str:
 
 
 def _make_ctl(tree: KernelTree, script, results_dir: Path, env: dict[str, str],
-              mask: list[str]) -> tuple[Path, dict[str, str]]:
+              mask: list[str], guest_root: Path | None = None) -> tuple[Path, dict[str, str]]:
     """The boot's control directory, on the host root so the initramfs reads
     it through the 9p share: root/ is copied over the guest's root, binds
-    lists the bind mounts."""
+    lists the bind mounts (from the host root: with another release's root,
+    also the checkout, at its own path)."""
     top = cache_dir() / "run"
     top.mkdir(parents=True, exist_ok=True)
     # a boot removes its own; these are from runs that were killed
@@ -847,11 +864,13 @@ def _make_ctl(tree: KernelTree, script, results_dir: Path, env: dict[str, str],
     # checkout that lives under /tmp
     (root / "etc/tmpfiles.d").mkdir(parents=True)
     (root / "etc/tmpfiles.d/tmp.conf").write_text("d /tmp 1777 root root -\n")
-    for path, target in tree.guest_links():
+    for path, target in tree.guest_links(guest_root or Path("/")):
         link = root / path.lstrip("/")
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(target)
     binds = tree.guest_binds()
+    if guest_root is not None:
+        binds.append((str(REPO), str(REPO)))
     for src, dst in binds:
         if any(ch.isspace() for ch in src + dst):
             raise VMError(f"cannot bind {src!r}: the initramfs splits paths on white space")
@@ -866,9 +885,10 @@ def _qemu_path(p: Path | str) -> str:
 
 def qemu_command(tree: KernelTree, initrd: Path, ctl: Path, results_dir: Path,
                  console: Path, memory_mb: int, cpus: int, acc: str,
-                 extra_cmdline: str = "") -> list[str]:
+                 extra_cmdline: str = "", guest_root: Path | None = None) -> list[str]:
     cmdline = " ".join(filter(None, [
         "console=ttyS0", "panic=-1", f"vmtest.ctl={ctl}",
+        "vmtest.root=1" if guest_root is not None else "",
         # a fixed target: the host's default.target may be graphical
         "systemd.unit=multi-user.target",
         "systemd.unified_cgroup_hierarchy=1",
@@ -893,6 +913,9 @@ def qemu_command(tree: KernelTree, initrd: Path, ctl: Path, results_dir: Path,
                    "multidevs=remap",
         "-device", "virtio-rng-pci",
     ]
+    if guest_root is not None:
+        cmd[-2:-2] = ["-virtfs", f"local,path={_qemu_path(guest_root)},mount_tag=guestroot,"
+                                 "security_model=none,readonly=on,multidevs=remap"]
     return cmd
 
 
@@ -910,12 +933,13 @@ TCG_RACE = re.compile(r"(Oops: )?int3: [0-9a-f]{4} \[#\d+\]")  # 6.8 added "Oops
 
 def boot(kernel: Kernel, script: str | Path, results_dir: str | Path, timeout_s: float,
          memory_mb: int = 3072, cpus: int = 2, env: dict[str, str] | None = None,
-         mask: list[str] | None = None, extra_cmdline: str = "") -> BootResult:
+         mask: list[str] | None = None, extra_cmdline: str = "",
+         root: Path | None = None) -> BootResult:
     """_boot_once, and once more if the first attempt died of TCG_RACE (at any point: boot
     or script); the first attempt's files are moved to results_dir/raced, named in
     ``retried``. Any other failure, or a second race, is returned as it is."""
     res = _boot_once(kernel, script, results_dir, timeout_s, memory_mb, cpus, env, mask,
-                     extra_cmdline)
+                     extra_cmdline, root)
     if res.ok or res.timed_out or res.exit_status is not None or res.accel != "tcg":
         return res
     try:
@@ -934,14 +958,15 @@ def boot(kernel: Kernel, script: str | Path, results_dir: str | Path, timeout_s:
             f.rename(kept / f.name)
     _log(f"{kernel}: the guest died of TCG's int3 race ({kept}/console.log): booting again")
     res = _boot_once(kernel, script, results_dir, timeout_s, memory_mb, cpus, env, mask,
-                     extra_cmdline)
+                     extra_cmdline, root)
     res.retried = str(kept)
     return res
 
 
 def _boot_once(kernel: Kernel, script: str | Path, results_dir: str | Path, timeout_s: float,
                memory_mb: int = 3072, cpus: int = 2, env: dict[str, str] | None = None,
-               mask: list[str] | None = None, extra_cmdline: str = "") -> BootResult:
+               mask: list[str] | None = None, extra_cmdline: str = "",
+               root: Path | None = None) -> BootResult:
     """Boot `kernel`, run `script` in a systemd unit (vmtest.service) once
     multi-user.target is reached, and power off.
 
@@ -955,6 +980,8 @@ def _boot_once(kernel: Kernel, script: str | Path, results_dir: str | Path, time
     env: extra environment for the script, besides VMTEST_RESULTS,
     VMTEST_REPO, VMTEST_KERNEL and VMTEST_ABI (all also in /run/vmtest/env).
     mask: units to mask instead of MASKED_UNITS.
+    root: the guest's root file system, another release's (roots.vm_root);
+    default this machine's. The checkout is bound into it at its own path.
     timeout_s counts from qemu's start; at it qemu is killed and the result
     says timed_out."""
     if shutil.which("qemu-system-x86_64") is None:
@@ -968,11 +995,11 @@ def _boot_once(kernel: Kernel, script: str | Path, results_dir: str | Path, time
     initrd = initramfs(tree)
     acc = accel()
     ctl, _ = _make_ctl(tree, script, results_dir, env or {},
-                       MASKED_UNITS if mask is None else mask)
+                       MASKED_UNITS if mask is None else mask, root)
     console = results_dir / "console.log"
     qlog = results_dir / "qemu.log"
     cmd = qemu_command(tree, initrd, ctl, results_dir, console, memory_mb, cpus, acc,
-                       extra_cmdline)
+                       extra_cmdline, root)
     (results_dir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     marks: dict[str, float] = {}
     timed_out = False
@@ -1040,6 +1067,21 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def guest_root(kernel: Kernel, debs: dict[str, Path] | None = None) -> Path | None:
+    """The root the kernel's guest boots: its release's (roots.vm_root, made with the packages
+    of that release built from this tree, or debs), or None for this machine's."""
+    if kernel.root is None:
+        return None
+    try:
+        from . import roots
+    except ImportError:
+        import roots  # type: ignore[no-redef]
+    try:
+        return roots.vm_root(kernel.root, debs or roots.build_debs(kernel.root))
+    except roots.RootError as e:
+        raise VMError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """python3 tests/vm/vm.py KERNEL SCRIPT [RESULTS_DIR]: boot one kernel by
     hand (debugging); prints where the console log is."""
@@ -1057,7 +1099,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k.name}\t{t.abi}\t{t.version}\t{initramfs(t)}")
         return 0
     results = Path(a.results or tempfile.mkdtemp(prefix="vmtest-"))
-    res = boot(_kernels.by_name(a.kernel), a.script, results, a.timeout)
+    kernel = _kernels.by_name(a.kernel)
+    res = boot(kernel, a.script, results, a.timeout, root=guest_root(kernel))
     print(res.describe() if not res.ok else
           f"{res.kernel}: ok, unit started at {res.boot_s:.1f} s, ran {res.run_s:.1f} s, "
           f"total {res.total_s:.1f} s; results in {results}")

@@ -7,6 +7,7 @@ out="$VMTEST_RESULTS/facts"
 fact() { printf '%s=%s\n' "$1" "$2" >> "$out"; }
 
 fact uname "$(uname -r)"
+fact os "$(. /etc/os-release && echo "$PRETTY_NAME")"
 fact pid1 "$(cat /proc/1/comm)"
 # the script's own unit is Type=exec, so the boot job is done and --wait returns
 fact state "$(timeout 120 systemctl is-system-running --wait)"
