@@ -89,7 +89,11 @@ def os_release() -> str:
 
 
 class Smoke:
-    def __init__(self, work: Path, service_db: Path | None = None):
+    def __init__(self, work: Path, service_db: Path | None = None, ran_elsewhere: dict | None = None):
+        """``ran_elsewhere``: command -> the test that already ran it from the installed files
+        in this same place (a VM guest's doctor: a compile there costs a minute and more under
+        TCG); counted as run, not run again."""
+        self.ran_elsewhere = dict(ran_elsewhere or {})
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.service_db = Path(service_db) if service_db else None
@@ -283,8 +287,11 @@ class Smoke:
         v = self.cli_run("--version")
         check(v.stdout.startswith("auditd-lite "), f"--version: {v.stdout}")
         self.cli_run("--help")
-        d = self.cli_run("doctor")
-        check(d.stdout.strip().splitlines()[-1] == "capture can work on this host", f"doctor:\n{d.stdout}")
+        for command, where in self.ran_elsewhere.items():
+            self.ran.setdefault(command, []).append([f"(run by {where})"])
+        if "doctor" not in self.ran_elsewhere:
+            d = self.cli_run("doctor")
+            check(d.stdout.strip().splitlines()[-1] == "capture can work on this host", f"doctor:\n{d.stdout}")
         db, pid = self.capture()
         self.investigate(db, pid)
         self.export_every_format(db)
