@@ -32,11 +32,15 @@ collect_ignore = [] if SERVICE_DB else ["vm/guest"]
 
 def pytest_runtest_logreport(report):
     """In a VM guest: each phase of each test, as it ends, with its seconds, in the results
-    share (durations.txt), so a guest that times out still shows where its time went."""
+    share (durations.txt), and each failure's report (failures.txt), so a guest that times out
+    still shows where its time went and why a test failed."""
     results = os.environ.get("VMTEST_RESULTS")
     if SERVICE_DB and results:
         with open(os.path.join(results, "durations.txt"), "a") as f:
             f.write(f"{report.duration:8.1f} {report.when:8} {report.outcome:7} {report.nodeid}\n")
+        if report.failed:
+            with open(os.path.join(results, "failures.txt"), "a") as f:
+                f.write(f"==== {report.when} {report.nodeid}\n{report.longreprtext}\n")
 
 
 # the packages of a release and the roots of other releases (tests/vm/roots.py)
@@ -158,10 +162,13 @@ def cli_in_process(*argv) -> tuple[int, str, str]:
 
 
 def query_json(db_dir, *filters) -> list[dict]:
-    p = run_cli("query", "--db-dir", db_dir, "--format", "json", *filters)
-    assert p.returncode in (0, 1), p.stderr
-    assert "Traceback" not in p.stderr.decode()
-    return [json.loads(line) for line in p.stdout.decode().splitlines() if line.strip()]
+    """`query --format json` over db_dir, as rows. In this process (cli_in_process): a
+    subprocess costs an interpreter and SQLAlchemy's import each time, seconds under TCG, where
+    a flush polls it; the command-line path itself is tested by test_help and test_cli_fuzz."""
+    status, out, err = cli_in_process("query", "--db-dir", db_dir, "--format", "json", *filters)
+    assert status in (0, 1), err
+    assert "Traceback" not in err
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 class Daemon:

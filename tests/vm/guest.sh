@@ -2,8 +2,8 @@
 # Runs inside each VM guest (tests/vm/test_matrix.py boots them): install the
 # packages built from this tree for the guest's release as a user would
 # ($VMTEST_DEBS), so that the postinst starts the service under systemd, then
-# run the kernel tests against that service (tests/vm/guest_tests.txt, in
-# order) with the release's own python3 and the installed package's code:
+# run the kernel tests against that service (the lists $VMTEST_TEST_LISTS names in
+# tests/vm/, in order) with the release's own python3 and the installed package's code:
 # the checkout gives the tests, never the program. Everything lands in
 # $VMTEST_RESULTS.
 set -u
@@ -29,7 +29,10 @@ systemctl status auditd-lite --no-pager > "$R/status-after-install.txt" 2>&1
 lib=$(dpkg-query -L auditd-lite | sed -n 's|/auditd_lite/__init__\.py$||p')
 { . /etc/os-release; echo "guest: $PRETTY_NAME, $(/usr/bin/python3 --version), auditd-lite from $lib"; } \
     | tee "$R/guest.txt"
-mapfile -t tests < <(grep -v -e '^#' -e '^$' tests/vm/guest_tests.txt)
+tests=()
+for list in $VMTEST_TEST_LISTS; do
+    mapfile -t -O "${#tests[@]}" tests < <(grep -v -e '^#' -e '^$' "tests/vm/$list")
+done
 # PYTHONSAFEPATH: neither pytest nor a test's `python3 -m auditd_lite.cli` puts the
 # checkout (the working directory) ahead of the installed package
 # every kernel of the matrix attaches fentry/fexit: the service and the tests' daemons must get it
