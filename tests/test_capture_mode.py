@@ -16,6 +16,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 
 import pytest
 
@@ -213,3 +214,41 @@ def test_hooks_in_attach_order():
         "sys_enter", "sys_exit", "sched_process_exec", "sched_process_exit", "sched_process_free"]
     assert [loader.function_name(h) for h in ("fentry/a", "fexit/a", "sys_enter")] == [
         "kfunc__a", "kretfunc__a", "probe__sys_enter"]
+
+
+# A process under a seccomp filter for the native ABI only, as systemd's
+# SystemCallArchitectures=native makes one: any x86_64 call numbered with x32's bit gets ACTION.
+# Then loader.x32_enabled() prints what it says; the process must live to print it.
+SECCOMP_X32 = r"""
+import ctypes, struct, sys
+from auditd_lite.capture import loader
+ACTION = {"kill": 0x80000000, "eperm": 0x00050000 | 1}[sys.argv[1]]  # KILL_PROCESS, ERRNO|EPERM
+def ins(code, jt, jf, k):
+    return struct.pack("<HBBI", code, jt, jf, k)
+prog = b"".join([
+    ins(0x20, 0, 0, 0),                # ld [nr]
+    ins(0x45, 0, 1, 0x40000000),       # jset x32's bit
+    ins(0x06, 0, 0, ACTION),           # ret ACTION
+    ins(0x06, 0, 0, 0x7fff0000),       # ret ALLOW
+])
+buf = ctypes.create_string_buffer(prog)
+class Fprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fprog = Fprog(len(prog) // 8, ctypes.addressof(buf))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0, ctypes.get_errno()  # SECCOMP_MODE_FILTER
+print(loader.x32_enabled())
+"""
+
+
+@pytest.mark.parametrize("action", ["kill", "eperm"])
+def test_x32_probe_under_a_native_only_filter(action):
+    """Under a seccomp filter that kills (or refuses with EPERM) every x32 call, as the unit's
+    SystemCallArchitectures=native does, the x32 probe neither kills its caller nor says x32 is
+    off: it cannot tell, and x32's functions are then hooked (2026-12-06: under the unit on
+    Debian 12's systemd the probe's call killed the compiler child, and 5.10 and 6.1 guests fell
+    back to raw_syscalls)."""
+    p = subprocess.run([sys.executable, "-c", SECCOMP_X32, action], capture_output=True, text=True,
+                       cwd=REPO, timeout=60)
+    assert (p.returncode, p.stdout) == (0, "True\n"), p.stderr

@@ -401,12 +401,24 @@ def first_mode(settings: ProgramSettings, facts: KernelFacts) -> tuple[str, str 
 
 
 def x32_enabled() -> bool:
-    """Whether this kernel runs x32 system calls (it answers x32's getpid)."""
+    """Whether x32's system calls can run on this kernel: it answers x32's getpid. Asked in a
+    child of its own: under a seccomp filter for the native ABI alone (the unit's
+    SystemCallArchitectures=native) the call kills its caller, and the compiler child must
+    live. A caller refused that way cannot tell: x32 is then taken to run (a hook on a function
+    never called costs nothing but its compile; one missing would miss x32's execs)."""
     import ctypes  # noqa: PLC0415 - the compiler child's probe only
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc.syscall(ctypes.c_long(X32_GETPID)) == os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
+            ret = libc.syscall(ctypes.c_long(X32_GETPID))
+            os._exit(0 if ret == os.getpid() else 1 if ctypes.get_errno() == errno.ENOSYS else 2)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    return not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1)
 
 
 def probe_fentry(facts: KernelFacts, probe: Callable[[int], int]) -> tuple[KernelFacts, str | None]:
