@@ -157,13 +157,16 @@ def test_writer_digests_with_any_values(shapes):
     assert chain.row_digests(out) == [definition(r) for r in out]
 
 
-def _rewrite_as_format_1(path: Path, prev: str) -> str:
-    """Recompute a file's chain in format 1, as the first version wrote it; returns its last hash."""
+def _rewrite_as_format(path: Path, prev: str, fmt: int, before: str = "") -> str:
+    """Recompute a file's chain in format ``fmt``, as that version wrote it, after the SQL
+    ``before`` (what that version could not have written); returns its last hash."""
     con = sqlite3.connect(path)
+    if before:
+        con.execute(before)
     cols = ", ".join(chain.EVENT_COLUMNS)
     for b in con.execute(f"SELECT {', '.join(chain.BATCH_HEADER)} FROM batches ORDER BY id").fetchall():
         rows = con.execute(f"SELECT {cols} FROM events WHERE batch_id = ? ORDER BY id", (b[0],)).fetchall()
-        h = chain.batch_hash(prev, tuple(b), [chain.row_digest(tuple(r), 1) for r in rows], fmt=1)
+        h = chain.batch_hash(prev, tuple(b), [chain.row_digest(tuple(r), fmt) for r in rows], fmt=fmt)
         con.execute("UPDATE batches SET prev_hash = ?, hash = ? WHERE id = ?", (prev, h, b[0]))
         prev = h
     con.commit()
@@ -180,7 +183,7 @@ def test_format_1_files_verify_and_the_chain_goes_on_in_format_4(tmp_path):
     bw.write(second_rows(300))
     bw.close()
     old = db / "audit.db"
-    last = _rewrite_as_format_1(old, chain.GENESIS)
+    last = _rewrite_as_format(old, chain.GENESIS, 1)
     assert chain.hash_format(last) == 1
     assert verify(db) == []
     bw = BatchWriter(db, {})
@@ -231,17 +234,9 @@ def test_a_gate_put_into_a_format_3_batch_is_found(tmp_path):
     for start in (0, 100, 200):
         bw.write(second_rows(100, start=start))
     bw.close()
-    con = sqlite3.connect(db / "audit.db")
-    con.execute("UPDATE events SET abi = NULL, parent_start_ns = NULL")
-    prev = chain.GENESIS
-    cols = ", ".join(chain.EVENT_COLUMNS)
-    for b in con.execute(f"SELECT {', '.join(chain.BATCH_HEADER)} FROM batches ORDER BY id").fetchall():
-        rows_ = con.execute(f"SELECT {cols} FROM events WHERE batch_id = ? ORDER BY id", (b[0],)).fetchall()
-        h = chain.batch_hash(prev, tuple(b), [chain.row_digest(tuple(r), 3) for r in rows_], fmt=3)
-        con.execute("UPDATE batches SET prev_hash = ?, hash = ? WHERE id = ?", (prev, h, b[0]))
-        prev = h
-    con.commit()
+    _rewrite_as_format(db / "audit.db", chain.GENESIS, 3, "UPDATE events SET abi = NULL, parent_start_ns = NULL")
     assert verify(db) == []
+    con = sqlite3.connect(db / "audit.db")
     for column, value in (("abi", "ia32"), ("parent_start_ns", 1)):
         con.execute(f"UPDATE events SET {column} = ? WHERE id = 150", (value,))
         con.commit()

@@ -234,19 +234,25 @@ class Hasher:
         finally:
             os.close(fd)
 
+    def _open(self, filename: str) -> int | Result:
+        """A read-only fd on what an absolute path names now, under the root; or why not."""
+        try:
+            # O_NONBLOCK: what the path names now may be a FIFO
+            return os.open(self.root + filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
+            return GONE
+        except OSError:
+            return UNREADABLE
+
     def _resolve(self, filename: str, cwd: str | None, depth: int) -> int | Result:
         """An fd on the file a path runs, its #! lines followed as the kernel does; or why not."""
         if not filename.startswith("/"):
             if not cwd:
                 return GONE
             filename = os.path.join(cwd, filename)
-        try:
-            # O_NONBLOCK: what the path names now may be a FIFO
-            fd = os.open(self.root + filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-        except (FileNotFoundError, NotADirectoryError):
-            return GONE
-        except OSError:
-            return UNREADABLE
+        fd = self._open(filename)
+        if isinstance(fd, Result):
+            return fd
         if depth >= MAX_INTERPRETERS:
             return fd
         try:
@@ -327,13 +333,9 @@ class Hasher:
         hit = self._hit(key)  # a script's own identity is never cached, only what was hashed
         if hit is not None:
             return hit
-        try:
-            # O_NONBLOCK: what the path names now may be a FIFO
-            fd = os.open(self.root + filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
-        except (FileNotFoundError, NotADirectoryError):
-            return GONE
-        except OSError:
-            return UNREADABLE
+        fd = self._open(filename)
+        if isinstance(fd, Result):
+            return fd
         try:
             if depth < MAX_INTERPRETERS:
                 try:
