@@ -145,20 +145,28 @@ def test_exec_functions_are_the_pairs_btf_has(names, expected):
 
 def test_fentry_blocked_for_what_the_kernel_says(tmp_path):
     """fentry is blocked, each with its reason, where BTF lacks the x64 functions, where
-    kernel.ftrace_enabled is 0, and where kallsyms lacks the fexit trampoline fix; not where all
-    is there, nor for an unreadable ftrace knob or kallsyms (the load decides then)."""
+    kernel.ftrace_enabled is 0, and where BTF lacks the fexit trampoline fix (its struct
+    bpf_tramp_image); not where all is there, nor for an unreadable ftrace knob (the load decides
+    then). The trampoline fix is read from BTF, which the unit can read: as the kernel's running
+    BTF says here, and from a blob with the struct and one without."""
     x64 = loader.exec_functions(btf.BTF(funcs_blob(["__x64_sys_execve", "__x64_sys_execveat"])))
-    kallsyms, ftrace = tmp_path / "kallsyms", tmp_path / "ftrace_enabled"
-    kallsyms.write_text("ffffffff811ec570 T __bpf_tramp_enter\nffffffff811ec5a0 T __bpf_tramp_exit\n")
+    ftrace = tmp_path / "ftrace_enabled"
     ftrace.write_text("1\n")
-    assert loader.fentry_blocker(x64, str(kallsyms), str(ftrace)) is None
-    assert "__x64_sys_execve" in loader.fentry_blocker((), str(kallsyms), str(ftrace))
+    assert loader.fentry_blocker(x64, True, str(ftrace)) is None
+    assert "__x64_sys_execve" in loader.fentry_blocker((), True, str(ftrace))
     ftrace.write_text("0\n")
-    assert "ftrace_enabled is 0" in loader.fentry_blocker(x64, str(kallsyms), str(ftrace))
+    assert "ftrace_enabled is 0" in loader.fentry_blocker(x64, True, str(ftrace))
     ftrace.write_text("1\n")
-    kallsyms.write_text("ffffffff811ec9d0 T bpf_trampoline_link_prog\n")
-    assert "e21aa341785c" in loader.fentry_blocker(x64, str(kallsyms), str(ftrace))
-    assert loader.fentry_blocker(x64, str(tmp_path / "none"), str(tmp_path / "none")) is None
+    assert "e21aa341785c" in loader.fentry_blocker(x64, False, str(ftrace))
+    assert loader.fentry_blocker(x64, True, str(tmp_path / "none")) is None
+    b = BlobBuilder()
+    b.struct("bpf_tramp_image", 8, [])
+    assert loader.trampoline_fixed(btf.BTF(b.blob()))
+    assert not loader.trampoline_fixed(btf.BTF(funcs_blob(["__x64_sys_execve"])))
+    # the running kernel's own BTF against its symbol table (root reads the names)
+    with open("/proc/kallsyms") as f:
+        in_kallsyms = any(line.rstrip("\n").endswith(" __bpf_tramp_enter") for line in f)
+    assert loader.trampoline_fixed(btf.BTF.from_file()) == in_kallsyms
 
 
 def test_probe_keeps_what_the_kernel_takes():

@@ -174,6 +174,9 @@ class BTF:
             self._funcs = {self._name(self._type(tid)[3]): tid for tid in self._func_ids}
         return self._funcs.get(name)
 
+    def has_struct(self, name: str) -> bool:
+        return name in self._structs
+
     def struct_size(self, name: str) -> int:
         tid = self._structs.get(name)
         if tid is None:

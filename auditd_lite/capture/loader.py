@@ -56,9 +56,11 @@ ENTRY, EXIT = "fentry", "fexit"
 # the function's BTF id from that name when it loads the program (KFUNC_PROBE, KRETFUNC_PROBE)
 BCC_PREFIX = {ENTRY: "kfunc__", EXIT: "kretfunc__"}
 # kernels without it (before 5.12, unless backported) free an fexit trampoline that a task
-# sleeping inside the function will return to: detaching can crash them (upstream e21aa341785c)
-TRAMPOLINE_FIX_SYMBOL = "__bpf_tramp_enter"
-KALLSYMS = "/proc/kallsyms"
+# sleeping inside the function will return to: detaching can crash them. The fix (upstream
+# e21aa341785c) brought this struct: BTF says whether a kernel has it, and BTF is readable
+# under the unit, where ProtectKernelTunables leaves /proc/kallsyms an empty file that
+# CAP_DAC_READ_SEARCH can open (Debian 12's systemd: the service fell back on 5.10 and 6.1)
+TRAMPOLINE_FIX_STRUCT = "bpf_tramp_image"
 FTRACE_ENABLED = "/proc/sys/kernel/ftrace_enabled"
 # x86_64's THREAD_SIZE without KASAN (Debian's kernels), where task_pt_regs() finds the caller's
 # registers for a function whose argument the verifier cannot read (the program checks them)
@@ -263,8 +265,14 @@ def kernel_facts(btf_path: str = btf.VMLINUX_BTF) -> KernelFacts:
                            fentry_blocked=f"no BTF at {btf_path}: tracing programs need it")
     functions = exec_functions(types)
     return KernelFacts(btf_offsets(types), "btf", bool(has_group_dead(types)), functions,
-                       fentry_blocker(functions), tuple((fn, types.function_id(fn)) for _, fn in functions),
+                       fentry_blocker(functions, trampoline_fixed(types)),
+                       tuple((fn, types.function_id(fn)) for _, fn in functions),
                        pt_regs_size=types.struct_size("pt_regs"))
+
+
+def trampoline_fixed(types: btf.BTF) -> bool:
+    """Whether the kernel has the fexit trampoline fix (TRAMPOLINE_FIX_STRUCT in its BTF)."""
+    return types.has_struct(TRAMPOLINE_FIX_STRUCT)
 
 
 def exec_functions(types: btf.BTF) -> tuple[tuple[str, str], ...]:
@@ -279,20 +287,10 @@ def exec_functions(types: btf.BTF) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def kallsyms_has(symbol: str, path: str = KALLSYMS) -> bool | None:
-    """Whether the kernel has ``symbol`` (names are listed to anyone; addresses need
-    CAP_SYSLOG); None when the list cannot be read."""
-    want = f" {symbol}\n".encode()
-    try:
-        with open(path, "rb") as f:
-            return want in f.read()
-    except OSError:
-        return None
-
-
-def fentry_blocker(functions, kallsyms: str = KALLSYMS, ftrace: str = FTRACE_ENABLED) -> str | None:
+def fentry_blocker(functions, trampoline_fixed: bool, ftrace: str = FTRACE_ENABLED) -> str | None:
     """Why this kernel cannot take fentry/fexit on execve, from what it says before anything is
-    loaded; None when it can (loading may still be refused: the compiler child says why)."""
+    loaded (its BTF's execve functions, whether its BTF has the fexit trampoline fix, its
+    ftrace knob); None when it can (loading may still be refused: the compiler child says why)."""
     names = dict(functions)
     if "FN_X64_EXECVE" not in names:
         return "the kernel's BTF has no __x64_sys_execve/__x64_sys_execveat to attach to"
@@ -302,9 +300,9 @@ def fentry_blocker(functions, kallsyms: str = KALLSYMS, ftrace: str = FTRACE_ENA
                 return "kernel.ftrace_enabled is 0: trampolines cannot be attached"
     except OSError:
         pass  # a kernel without the knob (no ftrace sysctl) is judged by the load
-    if kallsyms_has(TRAMPOLINE_FIX_SYMBOL, kallsyms) is False:
-        return (f"this kernel lacks the fexit trampoline fix ({TRAMPOLINE_FIX_SYMBOL}, upstream "
-                "e21aa341785c, 5.12): detaching fexit while a task sleeps in execve can crash it")
+    if not trampoline_fixed:
+        return (f"this kernel lacks the fexit trampoline fix (struct {TRAMPOLINE_FIX_STRUCT} in BTF, "
+                "upstream e21aa341785c, 5.12): detaching fexit while a task sleeps in execve can crash it")
     return None
 
 

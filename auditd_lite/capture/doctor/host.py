@@ -74,7 +74,6 @@ class Host:
     # a checkout's own unit, for a host where it is not installed (yet)
     repo_unit: str | None = str(resource_dir("bpf").parent / UNIT)
     perf_event_paranoid: str = "/proc/sys/kernel/perf_event_paranoid"
-    kallsyms: str = loader.KALLSYMS
     ftrace_enabled: str = loader.FTRACE_ENABLED
     default_config: str = str(config.DEFAULT_CONFIG)
     setpriv: str | None = field(default_factory=lambda: shutil.which("setpriv"))

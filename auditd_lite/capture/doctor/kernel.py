@@ -164,7 +164,8 @@ def service_facts(host: Host) -> loader.KernelFacts:
                                   fentry_blocked=f"no BTF at {host.btf_path}: tracing programs need it")
     functions = loader.exec_functions(types)
     return loader.KernelFacts({}, "btf", bool(loader.has_group_dead(types)), functions,
-                              loader.fentry_blocker(functions, host.kallsyms, host.ftrace_enabled))
+                              loader.fentry_blocker(functions, loader.trampoline_fixed(types),
+                                                    host.ftrace_enabled))
 
 
 def expected_mode(host: Host, settings: config.RunSettings | None) -> tuple[str, str | None]:

@@ -201,7 +201,7 @@ def check_compile(host: Host, unit: Unit | None, ds: DaemonSettings,
 
 def check_capture(host: Host, ds: DaemonSettings, loaded: dict | None = None) -> Result:
     """The capture mode the service gets and what it costs the programs it watches: as the
-    compile check's child attached it, else as the kernel's BTF, kallsyms and ftrace predict."""
+    compile check's child attached it, else as the kernel's BTF and ftrace knob predict."""
     if loaded:
         mode, fallback, how = loaded["mode"], loaded["fallback"], ""
     else:
