@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -29,6 +30,10 @@ GUEST = REPO / "tests/vm/guest.sh"
 # other engineers' guests and suites (load average 7 to 10 on 2 cores)
 TIMEOUT_S = 2400
 RESULTS = REPO / "build/vmtest"
+# Guests booted at once. A TCG guest keeps about one of this machine's two cores busy (clang,
+# the tests' processes), so two at a time take about half the matrix's wall time; a third
+# would only share the cores (docs/vm.md, "Timings measured here").
+GUESTS_AT_ONCE = 2
 
 
 def junit_summary(path: Path) -> tuple[int, list[str]]:
@@ -57,25 +62,53 @@ def expected_tests(kernel) -> int:
     return conftest.count_collected(guest_test_ids(kernel))
 
 
+def run_guest(kernel, debs: dict[str, Path], root: Path | None):
+    """Boot the kernel's guest (tests/vm/guest.sh) and wait for it: vm.boot's result."""
+    out = RESULTS / kernel.name
+    # a junit.xml left by an earlier run must never stand for this one
+    shutil.rmtree(out, ignore_errors=True)
+    return vm.boot(kernel, GUEST, out, TIMEOUT_S, root=root,
+                   # auditd-lite alone: the lake (165 MiB to unpack and byte-compile under
+                   # TCG) is installed and read back by the host and release tiers
+                   env={"VMTEST_DEBS": str(debs["auditd-lite"]),
+                        "VMTEST_TEST_LISTS": " ".join(kernel.test_lists())},
+                   # x32 on (Debian builds it but leaves it off): tests/test_gate.py then
+                   # sees its gate work
+                   extra_cmdline="syscall.x32=y")
+
+
+_guests: dict[str, Future] = {}
+
+
+def guest(kernel) -> Future:
+    """The kernel's guest run, started with the others on the first call: GUESTS_AT_ONCE at a
+    time, the longest lists first. Everything they share (packages, roots, kernels and their
+    initramfs) is made here, before any guest boots."""
+    if not _guests:
+        build_gate32()  # tests/test_gate.py's programs, where the guest sees them
+        pool = ThreadPoolExecutor(GUESTS_AT_ONCE, thread_name_prefix="guest")
+        for k in sorted(kernels.KERNELS, key=lambda k: -len(k.test_lists())):
+            try:
+                debs = build_debs(k.root)
+                root = vm.guest_root(k, debs)
+                vm.initramfs(vm.fetch(k))
+            except vm.VMError as e:
+                _guests[k.name] = failed = Future()
+                failed.set_exception(e)
+                continue
+            _guests[k.name] = pool.submit(run_guest, k, debs, root)
+        pool.shutdown(wait=False)
+    return _guests[kernel.name]
+
+
 @pytest.mark.parametrize("kernel", kernels.KERNELS, ids=[k.name for k in kernels.KERNELS])
 def test_kernel(kernel):
     """On this Debian kernel under systemd, on its release's root: the packages install and
     the service starts, and every guest test passes against the service (none skipped, none
     missing)."""
     out = RESULTS / kernel.name
-    # a junit.xml left by an earlier run must never stand for this one
-    shutil.rmtree(out, ignore_errors=True)
-    debs = build_debs(kernel.root)
-    build_gate32()  # tests/test_gate.py's programs, where the guest sees them
     try:
-        res = vm.boot(kernel, GUEST, out, TIMEOUT_S, root=vm.guest_root(kernel, debs),
-                      # auditd-lite alone: the lake (165 MiB to unpack and byte-compile under
-                      # TCG) is installed and read back by the host and release tiers
-                      env={"VMTEST_DEBS": str(debs["auditd-lite"]),
-                           "VMTEST_TEST_LISTS": " ".join(kernel.test_lists())},
-                      # x32 on (Debian builds it but leaves it off): tests/test_gate.py then
-                      # sees its gate work
-                      extra_cmdline="syscall.x32=y")
+        res = guest(kernel).result()
     except vm.VMError as e:
         pytest.fail(f"linux {kernel.name} ({kernel.suite}) could not be booted: {e}", pytrace=False)
     timings = {"kernel": kernel.name, "root": kernel.root or "host", "abi": res.abi, "accel": res.accel,
