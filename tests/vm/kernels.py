@@ -26,13 +26,15 @@ class Kernel:
     # the guest's root: a release of packaging/releases.toml (tests/vm/roots.py builds it),
     # for the kernel that release runs; None boots this machine's own root
     root: str | None = None
-    # whether this kernel's guest also runs tests/vm/guest_userland_tests.txt: one kernel of
-    # each root does (what they check is the root's, the same under any kernel)
-    userland: bool = True
+    # the lists of tests/vm/ its guest runs after guest_tests.txt (what depends on the kernel,
+    # every guest): guest_variant_tests.txt on the oldest kernel, guest_userland_tests.txt on
+    # one kernel of each root (the root's systemd and the package as installed, the same under
+    # any kernel), guest_python_tests.txt where the root's python3 is not this machine's
+    lists: tuple[str, ...] = ()
 
     def test_lists(self) -> list[str]:
         """The files of tests/vm/ whose tests this kernel's guest runs, in order."""
-        return ["guest_tests.txt"] + (["guest_userland_tests.txt"] if self.userland else [])
+        return ["guest_tests.txt", *self.lists]
 
     def __str__(self) -> str:
         return f"linux {self.name} ({self.suite})"
@@ -48,11 +50,12 @@ class Kernel:
 
 KERNELS = [
     # on this machine's root (Debian 12), whose userland 6.1's guest checks
-    Kernel("5.10", suite="bullseye", userland=False),
-    Kernel("6.1", suite="bookworm"),
+    Kernel("5.10", suite="bullseye", lists=("guest_variant_tests.txt",)),
+    Kernel("6.1", suite="bookworm", lists=("guest_userland_tests.txt",)),
     # Debian 13's own kernel on Debian 13's userland, systemd and python3 (it replaced
     # bookworm-backports' 6.12 on Debian 12's: the same kernel line, docs/vm.md)
-    Kernel("6.12-trixie", suite="trixie", root="trixie"),
+    Kernel("6.12-trixie", suite="trixie", root="trixie",
+           lists=("guest_python_tests.txt", "guest_userland_tests.txt")),
 ]
 
 
