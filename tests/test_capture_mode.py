@@ -220,8 +220,8 @@ def test_hooks_in_attach_order():
         "sched_process_free"]
     assert loader.hooks(ps, facts, "raw_syscalls") == [
         "sys_enter", "sys_exit", "sched_process_exec", "sched_process_exit", "sched_process_free"]
-    assert [loader.function_name(h) for h in ("fentry/a", "fexit/a", "sys_enter")] == [
-        "kfunc__a", "kretfunc__a", "probe__sys_enter"]
+    assert [loader.function_names(h) for h in ("fentry/a", "fexit/a", "sys_enter")] == [
+        ("kfunc__vmlinux__a", "kfunc__a"), ("kretfunc__vmlinux__a", "kretfunc__a"), ("probe__sys_enter",)]
 
 
 # A process under a seccomp filter for the native ABI only, as systemd's

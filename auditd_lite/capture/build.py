@@ -83,7 +83,7 @@ def load(settings: loader.ProgramSettings, bcc) -> tuple[dict, list[int]]:
     if mode == loader.FENTRY:
         for hook in facts.hooks(loader.FENTRY):
             fn, error, said = _quietly(lambda: _timed(timings, hook, lambda: bpf.load_func(
-                loader.function_name(hook), bcc.BPF.TRACING)))
+                _compiled_name(bcc, bpf, hook), bcc.BPF.TRACING)))
             if error is not None:
                 why = _refusal(hook, error, said)
                 if settings.capture_mode == loader.FENTRY:
@@ -94,13 +94,21 @@ def load(settings: loader.ProgramSettings, bcc) -> tuple[dict, list[int]]:
                 break
             fds.append(fn.fd)
     hooks = loader.hooks(settings, facts, mode)
-    fds += [_timed(timings, h, lambda: bpf.load_func(loader.function_name(h), bcc.BPF.RAW_TRACEPOINT)).fd
+    fds += [_timed(timings, h, lambda: bpf.load_func(_compiled_name(bcc, bpf, h), bcc.BPF.RAW_TRACEPOINT)).fd
             for h in hooks if not loader.is_tracing(h)]
     claims = loader.claims_exits(settings, facts)
     maps = list(MAPS) + ([CLAIMS_MAP] if claims else [])
     fds += [bpf[m].map_fd for m in maps]
     return {"programs": hooks, "maps": maps, "offsets": facts.source, "exit_claims": claims,
             "mode": mode, "fallback": fallback, "timings": timings}, fds
+
+
+def _compiled_name(bcc, bpf, hook: str) -> str:
+    """The name the compiled module gives the hook's function (loader.function_names: bcc's
+    naming of tracing programs changed in 0.28); the first candidate when it has none, which
+    load_func then refuses by name."""
+    names = loader.function_names(hook)
+    return next((n for n in names if bcc.libbcc.lib.bpf_function_start(bpf.module, n.encode())), names[0])
 
 
 def _compile(bcc, settings: loader.ProgramSettings, facts: loader.KernelFacts, mode: str, timings: dict):

@@ -52,9 +52,11 @@ EXEC_FUNCTIONS = (
 )
 # a hook of a tracing program is "<attach type>/<function>" (libbpf's section names)
 ENTRY, EXIT = "fentry", "fexit"
-# bcc names a tracing program's function kfunc__<function> or kretfunc__<function>, and finds
-# the function's BTF id from that name when it loads the program (KFUNC_PROBE, KRETFUNC_PROBE)
-BCC_PREFIX = {ENTRY: "kfunc__", EXIT: "kretfunc__"}
+# bcc names a tracing program's function after the function it hooks, and finds the function's
+# BTF id from that name when it loads the program (KFUNC_PROBE, KRETFUNC_PROBE):
+# kfunc__vmlinux__<function> since bcc 0.28 (modules' functions took the other names; Debian
+# 13's 0.31), kfunc__<function> before (Debian 12's 0.26)
+BCC_PREFIXES = {ENTRY: ("kfunc__vmlinux__", "kfunc__"), EXIT: ("kretfunc__vmlinux__", "kretfunc__")}
 # kernels without it (before 5.12, unless backported) free an fexit trampoline that a task
 # sleeping inside the function will return to: detaching can crash them. The fix (upstream
 # e21aa341785c) brought this struct: BTF says whether a kernel has it, and BTF is readable
@@ -502,12 +504,13 @@ def is_tracing(hook: str) -> bool:
     return "/" in hook
 
 
-def function_name(hook: str) -> str:
-    """The program's function in bpf/auditd_lite.bpf.c: bcc's tracing names, else PROBE()'s."""
+def function_names(hook: str) -> tuple[str, ...]:
+    """The names the program's function in bpf/auditd_lite.bpf.c may have: PROBE()'s, or for a
+    tracing hook each name a bcc release gives it (the compiled module has one of them)."""
     if is_tracing(hook):
         kind, fn = hook.split("/", 1)
-        return BCC_PREFIX[kind] + fn
-    return compiler.PROBE_PREFIX + hook
+        return tuple(prefix + fn for prefix in BCC_PREFIXES[kind])
+    return (compiler.PROBE_PREFIX + hook,)
 
 
 def ringbuf_pages(settings: ProgramSettings) -> int:
