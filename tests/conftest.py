@@ -344,6 +344,9 @@ T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
 EXEC_CONTEXT = ("/var/spool/cron", "ok", "5e" * 32, "ok", "/system.slice/cron.service", "resolved",
                 "cron.service", None)
 NO_CONTEXT = (None,) * 8
+# rows.GATE_FIELDS of a fixture's exec and exit (abi, parent_start_ns)
+EXEC_GATE = ("x64", 1)
+EXIT_GATE = (None, 1)
 
 
 def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:
@@ -358,9 +361,9 @@ def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:
         if i % 2 == 0:
             out.append(("exec", t, pid, pid, 1, 1000, 1000, comm, t - 5, pid, 1000, 1000, 1, 1,
                         f"/bin/{comm}", f"{comm}\0-c\0echo {i}".encode(), 3, 0, None,
-                        None, None, None, None, None) + EXEC_CONTEXT)
+                        None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE)
         else:
             code = exit_code(pid)
             out.append(("exit", t, pid, pid, 1, 1000, 1000, comm, t - SEC - 5, None, None, None, None,
-                        None, None, None, None, None, None, code << 8, code, 0, 0, SEC) + NO_CONTEXT)
+                        None, None, None, None, None, None, code << 8, code, 0, 0, SEC) + NO_CONTEXT + EXIT_GATE)
     return out

@@ -21,7 +21,7 @@ from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
 
 from auditd_lite.rows import CONTEXT_FIELDS
-from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
+from conftest import EXEC_CONTEXT, EXEC_GATE, EXIT_GATE, NO_CONTEXT, cli_in_process
 
 SEC = 10**9
 T0 = 1_795_000_000 * SEC
@@ -35,11 +35,11 @@ def rows(n, start=0):
         if i % 2 == 0:
             out.append(("exec", t, pid, pid, 100 + i // 8, 1000, 1000, "sh" if i % 3 else "c\x1bat", t - 5,
                         pid, 1000, 1000, 1, 1, "/bin/sh", b"sh\0-c\0\xffexit 1", 3, 0, None,
-                        None, None, None, None, None) + EXEC_CONTEXT)
+                        None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE)
         else:
             out.append(("exit", t, pid, pid, 100 + i // 8, 1000, 1000, "sh", t - SEC - 5, None, None, None,
                         None, None, None, None, None, None, None, (i % 4) << 8 | (9 if i % 5 == 0 else 0),
-                        i % 4, 9 if i % 5 == 0 else 0, 0, SEC) + NO_CONTEXT)
+                        i % 4, 9 if i % 5 == 0 else 0, 0, SEC) + NO_CONTEXT + EXIT_GATE)
     return out
 
 

@@ -24,7 +24,7 @@ from auditd_lite.investigate import gaps
 from auditd_lite.dbfiles import open_all
 from auditd_lite.storage.schema import metadata
 
-from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
+from conftest import EXEC_CONTEXT, EXEC_GATE, EXIT_GATE, NO_CONTEXT, cli_in_process
 
 SEC = 10**9
 MIN = 60 * SEC
@@ -43,13 +43,13 @@ def iso(ns):
 def exec_row(t, pid, comm="sh", ppid=1, start=None, filename="/bin/sh", argv=b"sh"):
     start = start if start is not None else t - 1000
     return ("exec", t, pid, pid, ppid, 0, 0, comm, start, pid, 0, 0, 1, 1, filename, argv,
-            argv.count(b"\0") + 1, 0, None, None, None, None, None, None) + EXEC_CONTEXT
+            argv.count(b"\0") + 1, 0, None, None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE
 
 
 def exit_row(t, pid, comm="sh", ppid=1, start=None, code=0, sig=0, dur=SEC):
     start = start if start is not None else t - dur
     return ("exit", t, pid, pid, ppid, 0, 0, comm, start, None, None, None, None, None, None, None,
-            None, None, None, (code << 8) | sig, code, sig, 0, dur) + NO_CONTEXT
+            None, None, None, (code << 8) | sig, code, sig, 0, dur) + NO_CONTEXT + EXIT_GATE
 
 
 class History:

@@ -26,7 +26,7 @@ from auditd_lite.investigate.query import Filters, build_sql, search
 from auditd_lite.storage.schema import metadata
 from auditd_lite.timeparse import format_time, parse_duration, parse_time
 from auditd_lite.rows import CONTEXT_FIELDS
-from conftest import EXEC_CONTEXT, NO_CONTEXT, cli_in_process
+from conftest import EXEC_CONTEXT, EXEC_GATE, EXIT_GATE, NO_CONTEXT, cli_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 ROTATED = "audit-20261120T100000Z-20261120T110000Z.db"
@@ -465,11 +465,11 @@ def test_exec_and_exit_join_across_a_rotation(tmp_path):
 
     t = at(10, 0)
     exec_ = ("exec", t, 4242, 4242, 1, 0, 0, "make", 777, 4242, 0, 0, 1, 1, "/usr/bin/make",
-             b"make\0-j2", 2, 0, None, None, None, None, None, None) + EXEC_CONTEXT
+             b"make\0-j2", 2, 0, None, None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE
     other = ("exec", t + SEC, 4243, 4243, 1, 0, 0, "cc", 778, 4243, 0, 0, 1, 1, "/usr/bin/cc",
-             b"cc", 1, 0, None, None, None, None, None, None) + EXEC_CONTEXT
+             b"cc", 1, 0, None, None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE
     exit_ = ("exit", t + 90 * SEC, 4242, 4242, 1, 0, 0, "make", 777, None, None, None, None, None, None,
-             None, None, None, None, 2 << 8, 2, 0, 0, 90 * SEC) + NO_CONTEXT
+             None, None, None, None, 2 << 8, 2, 0, 0, 90 * SEC) + NO_CONTEXT + EXIT_GATE
     bw = BatchWriter(tmp_path / "db", {}, rotation=RotationPolicy(size_mb=0.001))
     bw.open()
     bw.write([exec_, other])  # rotated after this batch

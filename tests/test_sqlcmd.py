@@ -14,7 +14,7 @@ from auditd_lite.rows import CONTEXT_FIELDS
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
 
-from conftest import EXEC_CONTEXT, T0, cli_in_process, second_rows
+from conftest import EXEC_CONTEXT, EXEC_GATE, T0, cli_in_process, second_rows
 
 
 def rows(n: int, start: int = 0) -> list[tuple]:
@@ -175,7 +175,7 @@ def test_table_output_escapes_control_characters(tmp_path):
     bw = BatchWriter(d, {})
     bw.open()
     bw.write([("exec", T0, 5, 5, 1, 0, 0, "evil\x1b[2J", 1, 5, 0, 0, 1, 1, "/tmp/x", b"x\0\x1b]0;t\x07",
-               2, 0, None, None, None, None, None, None) + EXEC_CONTEXT])
+               2, 0, None, None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE])
     bw.close()
     status, out, _ = sql("SELECT comm, argv, errno FROM events", "--db", d / "audit.db")
     assert out.splitlines() == ["comm            argv                  errno",

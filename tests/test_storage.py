@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from auditd_lite import chain, dbfiles
 from auditd_lite.storage import rotation, store
-from conftest import EXEC_CONTEXT, NO_CONTEXT, fill_disk
+from conftest import EXEC_CONTEXT, EXEC_GATE, EXIT_GATE, NO_CONTEXT, fill_disk
 from auditd_lite.errors import CannotCapture
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
@@ -35,10 +35,10 @@ def rows(n: int, start: int = 0, t0: int = T0, argbytes: int = 40, step: int = 1
         if i % 2 == 0:
             out.append(("exec", t, pid, pid, 1, 0, 0, "sh", t - 5, pid, 0, 4294967295, 4294967295, 1,
                         "/bin/sh", b"sh\0-c\0" + b"x" * argbytes, 3, 0, None,
-                        None, None, None, None, None) + EXEC_CONTEXT)
+                        None, None, None, None, None) + EXEC_CONTEXT + EXEC_GATE)
         else:
             out.append(("exit", t, pid, pid, 1, 0, 0, "sh", t - 1_000_005, None, None, None, None,
-                        None, None, None, None, None, None, 256, 1, 0, 0, 1_000_000) + NO_CONTEXT)
+                        None, None, None, None, None, None, 256, 1, 0, 0, 1_000_000) + NO_CONTEXT + EXIT_GATE)
     return out
 
 
