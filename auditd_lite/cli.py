@@ -99,9 +99,16 @@ def build_parser() -> Parser:
     r.add_argument("--rotate-interval", metavar="DURATION",
                    help="rotate the live file after DURATION, e.g. 1h or 1d")
     r.add_argument("--keep", type=nonneg_int, metavar="N",
-                   help="rotated files to keep, newest first (0: keep all)")
+                   help="retention: at most N rotated files, newest first (0: no limit by count)")
+    r.add_argument("--max-size-mb", type=nonneg_int, metavar="N",
+                   help="retention: keep the directory's files under N MiB, removing the oldest "
+                        "rotated files (0, the default: 10%% of its file system, at most 4096)")
     r.add_argument("--min-free-mb", type=nonneg_int, metavar="N",
-                   help="below N MiB free, remove the oldest rotated files (only with --keep)")
+                   help="retention: below N MiB free, remove the oldest rotated files (0, the "
+                        "default: 15%% of the file system, at most 4096)")
+    r.add_argument("--no-retention", dest="retention", action="store_false", default=None,
+                   help="never remove a file (retention is on by default; each removal is "
+                        "recorded in the chain): a disk that fills holds, then loses, records")
     r.add_argument("--synchronous", choices=("normal", "full"),
                    help="SQLite durability: normal (default, WAL) or full (fsync every batch)")
     r.add_argument("--no-hash", dest="hash", action="store_false", default=None,
@@ -262,7 +269,8 @@ def cmd_run(args) -> int:
         "buffer_kb": args.buffer_kb, "max_args": args.max_args,
         "max_arg_bytes": args.max_arg_bytes, "log_level": args.log_level,
         "rotate_size_mb": args.rotate_size_mb, "rotate_interval": args.rotate_interval,
-        "keep": args.keep, "min_free_mb": args.min_free_mb, "synchronous": args.synchronous,
+        "keep": args.keep, "max_size_mb": args.max_size_mb, "min_free_mb": args.min_free_mb,
+        "retention": args.retention, "synchronous": args.synchronous,
         "hash": args.hash, "hash_limit_mb": args.hash_limit_mb, "stream": args.stream,
         "stream_max_size_mb": args.stream_max_size_mb, "stream_max_files": args.stream_max_files,
         "seal_state": args.seal_state,

@@ -91,6 +91,34 @@ def rotated_files(db_dir) -> list[Path]:
     return sorted(found, key=file_order)
 
 
+def is_rotated(path) -> bool:
+    return ROTATED_NAME.fullmatch(Path(path).name) is not None
+
+
+def is_set_aside(path) -> bool:
+    return SET_ASIDE_NAME.fullmatch(Path(path).name) is not None
+
+
+def age_order(path) -> tuple:
+    """The sort key of rotated and set-aside files together, oldest first: by the second their
+    last record was written (a rotated file's name says it, a set-aside file's the second it was
+    set aside, after every record in it), a rotated file of the same second first. Among rotated
+    files it is file_order's order: a newer file's seconds are never earlier."""
+    m = ROTATED_NAME.fullmatch(Path(path).name)
+    if m is not None:
+        return (m[2], 0, m[1], int(m[3] or 0))
+    m = SET_ASIDE_NAME.fullmatch(Path(path).name)
+    if m is not None:
+        return (m[1], 1, m[1], int(m[2] or 0))
+    return (Path(path).name, 2, "", 0)
+
+
+def chain_files(db_dir) -> list[Path]:
+    """The rotated and set-aside files of ``db_dir``, oldest first (age_order): the files besides
+    the live one that hold the chain, which every reader reads and retention removes."""
+    return sorted(rotated_files(db_dir) + set_aside_files(db_dir), key=age_order)
+
+
 def from_newest_rotated(db_dir, read, unreadable=None):
     """``read(query)`` on each rotated file of ``db_dir``, newest first, until one gives a result
     that is not None (``query(sql)`` returns its rows); ``unreadable(path, error)`` is told of a
@@ -204,9 +232,17 @@ def connect_ro(path, immutable: bool = False) -> sqlite3.Connection:
 
 
 def is_chain_file(path) -> bool:
-    """Is this a name the daemon writes: the live file or a rotated one?"""
+    """Is this a name the daemon writes: the live file, a rotated one or one it set aside?"""
     name = Path(path).name
-    return name == LIVE_NAME or ROTATED_NAME.fullmatch(name) is not None
+    return name == LIVE_NAME or is_rotated(name) or is_set_aside(name)
+
+
+def set_aside_note(path) -> str:
+    """How every command names a set-aside file it read (docs/design.md, "A live file that refuses
+    a batch is set aside")."""
+    at = set_aside_time_ns(path)
+    when = f" at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at // 10**9))}" if at is not None else ""
+    return f"{path}: a live file the writer set aside{when}, read with the others"
 
 
 def _no_access(path: Path) -> BadInput:
@@ -238,7 +274,10 @@ def _kind(path: Path) -> str | None:
 
 
 def database_files(db_dir=None, db_file=None) -> list[Path]:
-    """The files to search, newest first: ``audit.db``, then rotated files, then any other ``*.db``."""
+    """The files every reading command reads, newest first: ``audit.db``, then the rotated and
+    set-aside files by age (age_order), then any other ``*.db``; of a file given by name, that
+    file. A set-aside file SQLite does not find intact is left out, with a warning: it was set
+    aside for that (docs/design.md, "Reading every file")."""
     if db_dir is not None and db_file is not None:
         raise BadInput("give either --db-dir or --db, not both")
     if db_file is not None:
@@ -264,14 +303,15 @@ def database_files(db_dir=None, db_file=None) -> list[Path]:
         raise _no_access(directory)
     try:
         files = [p for p in directory.glob("*.db") if p.is_file() and not p.name.startswith(".")]
+        files += set_aside_files(directory)
     except PermissionError:
         raise _no_access(directory) from None
 
     files = [p for p in files if _usable(p)]
     live = [p for p in files if p.name == LIVE_NAME]
-    rotated = sorted((p for p in files if ROTATED_NAME.fullmatch(p.name)), key=file_order, reverse=True)
-    others = sorted((p for p in files if p not in live and p not in rotated), key=lambda p: p.name, reverse=True)
-    return live + rotated + others
+    chained = sorted((p for p in files if is_rotated(p) or is_set_aside(p)), key=age_order, reverse=True)
+    others = sorted((p for p in files if p not in live and p not in chained), key=lambda p: p.name, reverse=True)
+    return live + chained + others
 
 
 _warned: set[Path] = set()
@@ -281,7 +321,16 @@ def _usable(path: Path) -> bool:
     """A corrupt or foreign file dropped into a database directory is skipped with one warning,
     so that it cannot make every read command fail; an unreadable one is still an error."""
     try:
-        open_ro(path).close()
+        conn = open_ro(path)
+        try:
+            if is_set_aside(path):
+                check = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise BadInput(f"a set-aside file SQLite does not find intact ({check}): not read")
+        except sqlite3.DatabaseError as exc:
+            raise BadInput(f"a set-aside file SQLite cannot read ({exc}): not read") from None
+        finally:
+            conn.close()
         return True
     except BadInput as exc:
         if "lacks read access" in str(exc):

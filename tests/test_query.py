@@ -513,20 +513,20 @@ def ctx_exec(t, pid, filename, sha256, cgroup: dict, hash_status="ok"):
     comm = filename.rsplit("/", 1)[-1][:15]
     return (("exec", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1,
              filename, comm.encode() + b"\0-v", 2, 0, None, None, None, None, None, None)
-            + context(sha256=sha256, hash_status=hash_status, **cgroup))
+            + context(sha256=sha256, hash_status=hash_status, **cgroup) + EXEC_GATE)
 
 
 def ctx_failed(t, pid, filename, cgroup: dict, errno=2):
     """A failed exec: a cgroup, and no hash (no image ran)."""
     comm = filename.rsplit("/", 1)[-1][:15]
     return (("exec_failed", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1, filename,
-             comm.encode(), 1, 0, errno, None, None, None, None, None) + context(**cgroup))
+             comm.encode(), 1, 0, errno, None, None, None, None, None) + context(**cgroup) + EXEC_GATE)
 
 
 def ctx_exit(t, pid, comm, exec_t, code=0):
     """The exit of the process that exec'd at ``exec_t`` (forked just before): no context."""
     return ("exit", t, pid, pid, 1, 0, 0, comm, pid * 1000, None, None, None,
-            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + context()
+            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + context() + EXIT_GATE
 
 
 def second_revision_file(db_dir: Path, rows: list[tuple], seeds: list[dict] = (), run_id: int = 7,
@@ -641,7 +641,8 @@ def test_mixed_directory_has_a_file_before_the_context_columns(mixed):
     (dict(sha256=CURL_SHA[1:9]), []),  # a prefix, not a substring
     (dict(sha256=CURL_SHA, event="exit"), [("exit", 600)]),
     (dict(unit="ssh.service"), [("exit", 600), ("exec", 600)]),
-    (dict(unit="session-3.scope"), [("exec", 603), ("exec_failed", 602)]),
+    # exit 603's exec is in the file before its own: it matches through it all the same
+    (dict(unit="session-3.scope"), [("exit", 603), ("exec", 603), ("exec_failed", 602)]),
     (dict(unit="session-3"), []),  # exact, not a prefix
     (dict(unit="SSH.service"), []),
     (dict(container=DOCKER_ID[:12]), [("exit", 601), ("exec", 601)]),
@@ -649,17 +650,17 @@ def test_mixed_directory_has_a_file_before_the_context_columns(mixed):
     (dict(container=DOCKER_ID[2:14]), []),
     (dict(container=DOCKER_ID[:12], exit_code=1), [("exit", 601)]),
     (dict(unit="ssh.service", container=DOCKER_ID[:4]), []),
-    (dict(cwd="/home/alice/*"), [("exec", 603), ("exec_failed", 602)]),
+    (dict(cwd="/home/alice/*"), [("exit", 603), ("exec", 603), ("exec_failed", 602)]),
     (dict(cwd="/"), [("exit", 600), ("exec", 600)]),  # a glob: "/" is that directory only
     (dict(cwd="/home"), []),
     (dict(cwd="/app", event="exit"), [("exit", 601)]),
 ])
 def test_context_filters_match_exec_and_exit_in_files_that_have_them(mixed, filters, expected):
     """--cwd (a glob), --sha256 (a prefix, any case), --unit (exact) and --container (a prefix)
-    select the execs
-    and failed execs with that context and the exits of their processes (through the exec, in
-    the same file), newest first; the 0002 file, whose records had the same programs but no
-    context recorded, contributes none and raises no SQL error."""
+    select the execs and failed execs with that context and the exits of their processes
+    (through the exec, in the same file or an older one), newest first; the 0002 file, whose
+    records had the same programs but no context recorded, contributes none (nor does exit 510,
+    whose exec lies there) and raises no SQL error."""
     assert keys(find(mixed, **filters)) == expected
 
 
