@@ -15,9 +15,16 @@ The export is one SQLite file, with the same tables as the daemon's files
   ``seen_processes`` of the runs that cover the window;
 - ``manifest`` (key, JSON value): format, tool version, exporting host and
   kernel, time of export, command line, the source files with their size
-  and SHA-256, filters, time range, counts per record type, chain ends,
-  coverage gaps, and ``content_sha256`` over batches, chain links, omitted
-  digests and runs.
+  and SHA-256 (a set-aside file named as such), filters, time range, counts
+  per record type, chain ends, coverage gaps, ``table_sha256``: a digest of
+  each table the batch hashes do not cover by themselves (batches, chain
+  links, omitted digests, runs, seen_processes), and ``content_sha256`` over
+  those (export format 2; format 1 had the one digest, without
+  seen_processes, and still verifies).
+
+An exit selected through its exec's columns (``--filename``, ``--arg``) is exported also when
+that exec lies in an older file than the exit, as query finds it (docs/design.md, "Reading every
+file").
 
 A sidecar ``OUT.sha256`` (``sha256sum`` format) holds the file's digest; with ``--sign``,
 ``OUT.sig`` a signed statement of it and of the manifest (``sign``, signing.py).
@@ -43,17 +50,22 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .. import __version__, chain, signing
-from ..dbfiles import LIVE_NAME, STREAM_COUNTERS, connect_ro, database_files, file_is_export, has_table, is_chain_file, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows
+from ..dbfiles import LIVE_NAME, STREAM_COUNTERS, connect_ro, database_files, file_is_export, has_table, is_chain_file, is_set_aside, may_hold, merge_run, needs_immutable, open_ro, ro_uri, rotated_range, run_rows, set_aside_note
 from ..durable import fsync_dir, write_whole
 from ..errors import BadInput, NotFound
-from .query import Filters, context_columns, selection_sql
+from .query import Filters, Joiner, context_columns, exec_matches, exec_terms, selection_sql
 from ..timeparse import format_time
 
-FORMAT = "auditd-lite-export/1"
+FORMAT = "auditd-lite-export/2"
+# the formats verify reads: 1 had one content digest, over fewer tables
+FORMATS = ("auditd-lite-export/1", FORMAT)
 CHUNK_IDS = 100_000
 ATTEMPTS = 3
 CORE_TABLES = ("runs", "batches", "events", "seen_processes")
-BATCH_COLUMNS = chain.BATCH_HEADER + ("prev_hash", "hash")
+LINK_COLUMNS = chain.BATCH_HEADER + ("prev_hash", "hash")  # chain_links's, and format 1's batches
+# a batch's columns an export copies: from chain format 5, its header's evidence too, so that its
+# hash can be recomputed (a source from before revision 0007 gives NULL)
+BATCH_COLUMNS = LINK_COLUMNS + chain.EVIDENCE_COLUMNS
 EXTRA_SCHEMA = """
 CREATE TABLE manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE omitted_rows (event_id INTEGER PRIMARY KEY, batch_id INTEGER NOT NULL, digest BLOB NOT NULL);
@@ -89,18 +101,41 @@ def count_types(path, lo: int, hi: int, since_ns: int | None, until_ns: int | No
         conn.close()
 
 
-def content_sha256(conn: sqlite3.Connection) -> str:
-    """The digest the manifest carries over what the batch hashes do not cover by themselves."""
-    h = hashlib.sha256()
+def _digested(conn: sqlite3.Connection, fmt: str) -> list[tuple[str, tuple]]:
+    """The tables (and their columns) an export's digests cover, in the manifest's ``fmt``."""
     run_cols = ("id", "boot_id", "host", "kernel", "version", "settings", "started_ns",
                 "attached_ns", "stopped_ns", "lost_kernel", "lost_user", "events_written")
     # the stream's counters (revision 0004) where the export has them: an export made before
     # has not, and its digest stays what it was
     have = _columns(conn, "main", "runs")
     run_cols += tuple(c for c in STREAM_COUNTERS if c in have)
-    for table, cols in (("batches", BATCH_COLUMNS), ("chain_links", BATCH_COLUMNS),
-                        ("omitted_rows", ("event_id", "batch_id", "digest")),
-                        ("runs", run_cols)):
+    if fmt == FORMATS[0]:
+        return [("batches", LINK_COLUMNS), ("chain_links", LINK_COLUMNS),
+                ("omitted_rows", ("event_id", "batch_id", "digest")), ("runs", run_cols)]
+    batch_have = _columns(conn, "main", "batches")
+    return [("batches", tuple(c for c in BATCH_COLUMNS if c in batch_have)), ("chain_links", LINK_COLUMNS),
+            ("omitted_rows", ("event_id", "batch_id", "digest")), ("runs", run_cols),
+            ("seen_processes", tuple(_columns(conn, "main", "seen_processes")))]
+
+
+def table_sha256(conn: sqlite3.Connection, fmt: str = FORMAT) -> dict[str, str]:
+    """The digest of each table the batch hashes do not cover by themselves (format 2)."""
+    out = {}
+    for table, cols in _digested(conn, fmt):
+        h = hashlib.sha256()
+        for row in conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY 1"):
+            h.update(repr(tuple(row)).encode())
+        out[table] = h.hexdigest()
+    return out
+
+
+def content_sha256(conn: sqlite3.Connection, fmt: str = FORMAT) -> str:
+    """The digest the manifest carries over what the batch hashes do not cover by themselves:
+    in format 2 of its table_sha256, in format 1 of four tables in one."""
+    if fmt != FORMATS[0]:
+        return hashlib.sha256(json.dumps(table_sha256(conn, fmt), sort_keys=True).encode()).hexdigest()
+    h = hashlib.sha256()
+    for table, cols in _digested(conn, fmt):
         h.update(f"[{table}]".encode())
         for row in conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY 1"):
             h.update(repr(tuple(row)).encode())
@@ -304,10 +339,11 @@ def _only_time_selects(f: Filters) -> bool:
     return all(getattr(f, x.name) is None for x in fields(f) if x.name not in ("since_ns", "until_ns"))
 
 
-def _batches_and_omitted(conn: sqlite3.Connection, lo: int, hi: int, select: str) -> None:
-    """Copy the batches holding exported records of ``src``, and the digests of their other records."""
+def _batches_and_omitted(conn: sqlite3.Connection, lo: int, hi: int, select: str, into: str) -> None:
+    """Copy the batches holding exported records of ``src`` (``into`` the export's columns,
+    ``select``ed from the source's), and the digests of their other records."""
     cur = conn.execute(
-        f"INSERT OR IGNORE INTO main.batches ({', '.join(BATCH_COLUMNS)}) SELECT {select} "
+        f"INSERT OR IGNORE INTO main.batches ({into}) SELECT {select} "
         "FROM src.batches sb WHERE sb.last_event_id >= ? AND sb.first_event_id <= ? AND EXISTS "
         "(SELECT 1 FROM main.events m WHERE m.id BETWEEN sb.first_event_id AND sb.last_event_id)",
         (lo, hi))
@@ -364,9 +400,9 @@ def _store_runs_and_links(conn: sqlite3.Connection, got: _Collected, chosen: dic
                  [rec for key, rec in got.seen_rows if key in chosen])
     lo_b, hi_b = _batch_ends(conn)
     exported_batches = {r[0] for r in conn.execute("SELECT id FROM main.batches")}
-    links = [h for bid, h in sorted(got.headers.items())
+    links = [h[:len(LINK_COLUMNS)] for bid, h in sorted(got.headers.items())
              if lo_b is not None and lo_b <= bid <= hi_b and bid not in exported_batches]
-    conn.executemany(f"INSERT INTO main.chain_links VALUES ({', '.join('?' * len(BATCH_COLUMNS))})", links)
+    conn.executemany(f"INSERT INTO main.chain_links VALUES ({', '.join('?' * len(LINK_COLUMNS))})", links)
     conn.execute("COMMIT")
 
 
@@ -561,18 +597,21 @@ class _Export:
         lo, hi, whole = _id_range(conn, "src", self.filters)
         exported = self._copy_events(conn, path, lo, hi, whole, out_cols, got)
         have = _columns(conn, "src", "batches")
-        select = ", ".join(c if c in have else "NULL" for c in BATCH_COLUMNS)
+        into = [c for c in BATCH_COLUMNS if c in _columns(conn, "main", "batches")]
+        select = ", ".join(c if c in have else "NULL" for c in into)
         for row in conn.execute(f"SELECT {select} FROM src.batches"):
             got.headers[row[0]] = row
         if exported:
-            _batches_and_omitted(conn, lo, hi, select)
+            _batches_and_omitted(conn, lo, hi, select, ", ".join(into))
         got.add_runs(conn)
         last = conn.execute("SELECT id, hash FROM src.batches ORDER BY id DESC LIMIT 1").fetchone()
         first_t, last_t = conn.execute("SELECT (SELECT min(time_ns) FROM src.events), "
                                        "(SELECT max(time_ns) FROM src.events)").fetchone()
+        if is_set_aside(path) and exported:
+            self.note(f"{exported} records from {set_aside_note(path)}")
         return {
             "name": path.name, "path": str(path.resolve()), "live": path.name == LIVE_NAME,
-            "size": None, "sha256": None,
+            "set_aside": is_set_aside(path), "size": None, "sha256": None,
             "first_record": format_time(first_t) if first_t is not None else None,
             "last_record": format_time(last_t) if last_t is not None else None,
             "last_batch": {"id": last[0], "hash": last[1]} if last else None,
@@ -603,9 +642,35 @@ class _Export:
                                f"SELECT {', '.join('e.' + c for c in cols)} {frm}", params)
             exported += cur.rowcount
             self.progress.update(got.done + (b - lo + 1), path.name)
+        exported += self._copy_matched_elsewhere(conn, path, lo, hi, cols, context)
         got.done += hi - lo + 1
         self._count(path, lo, hi)
         return exported
+
+    def _copy_matched_elsewhere(self, conn, path: Path, lo: int, hi: int, cols: list[str], context) -> int:
+        """Copy the exits of ``src`` (ids lo..hi) that match through an exec in an older file,
+        which the SQL above, joining in the file, cannot see; how many."""
+        listing = database_files(db_dir=self.db_dir)
+        if not exec_terms(self.filters) or path not in listing or len(listing) < 2:
+            return 0
+        frm, params = selection_sql(self.filters, "src.", f"e.id BETWEEN {lo} AND {hi}", context, unjoined=True)
+        joiner = Joiner(listing)
+        try:
+            i, ids = listing.index(path), []
+            for row in conn.execute(f"SELECT e.id, e.pid, e.start_ns, e.time_ns, e.duration_ns, "
+                                    f"r.boot_id {frm}", params).fetchall():
+                rec = dict(zip(("pid", "start_ns", "time_ns", "duration_ns", "boot_id"), row[1:]))
+                found = joiner.exec_of(i, rec) if rec["boot_id"] is not None else None
+                if found is not None and exec_matches(conn, self.filters, found):
+                    ids.append(row[0])
+        finally:
+            joiner.close()
+        col_list = ", ".join(cols)
+        for k in range(0, len(ids), 500):
+            part = ids[k:k + 500]
+            conn.execute(f"INSERT INTO main.events ({col_list}) SELECT {col_list} FROM src.events "
+                         f"WHERE id IN ({', '.join('?' * len(part))})", part)
+        return len(ids)
 
     def _attach(self, conn: sqlite3.Connection, path: Path) -> None:
         deadline = time.monotonic() + 2.0
@@ -672,6 +737,7 @@ class _Export:
             "chain": {"first_batch": lo_b, "last_batch": hi_b, "first_prev_hash": ends[0],
                       "last_hash": ends[1]},
             "gaps": [g.as_dict() for g in found],
+            "table_sha256": table_sha256(conn),
             "content_sha256": content_sha256(conn),
         }
 
@@ -703,4 +769,5 @@ def export(db_dir, out, filters: Filters, force: bool = False, argv: list[str] |
     return job.run()
 
 
-__all__ = ["export", "file_sha256", "content_sha256", "read_manifest", "sign", "FORMAT"]
+__all__ = ["export", "file_sha256", "content_sha256", "table_sha256", "read_manifest", "sign", "FORMAT",
+           "FORMATS"]

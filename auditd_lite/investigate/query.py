@@ -18,7 +18,7 @@ import string
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from ..dbfiles import open_ro, rotated_range
+from ..dbfiles import may_hold, open_ro, rotated_range
 from ..errors import BadInput
 from ..formats.source import Source, sources_of
 from ..rows import CONTEXT_FIELDS, ROW_FIELDS
@@ -327,9 +327,10 @@ RAW_IDS = ("id", "run_id", "batch_id")
 
 
 def search(paths: Iterable, filters: Filters, limit: int | None = None, sources: bool = False,
-           ids: bool = False) -> Iterator:
+           ids: bool = False, per_file: dict | None = None) -> Iterator:
     """Records matching ``filters`` across ``paths`` (given newest first), newest first; with
-    ``ids``, each also carries its row's RAW_IDS.
+    ``ids``, each also carries its row's RAW_IDS. ``per_file`` (path -> count) counts the
+    records each file gave, for naming the set-aside files among them (dbfiles.set_aside_note).
 
     With ``sources``, each as ``(record, formats.Source)``: the facts of the run and file it was
     read from, which the OCSF and ECS renderings need (formats/). Bad filters raise here, before
@@ -338,7 +339,7 @@ def search(paths: Iterable, filters: Filters, limit: int | None = None, sources:
     if limit is not None and limit < 0:
         raise BadInput(f"bad limit {limit}: use a number 0 or more")
     build_sql(filters)  # bad filters raise now
-    return _search(list(paths), filters, limit, sources, ids)
+    return _search(list(paths), filters, limit, sources, ids, per_file)
 
 
 class Joiner:
@@ -408,7 +409,8 @@ class Joiner:
                 got[0].close()
 
 
-def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: bool = False) -> Iterator:
+def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: bool = False,
+            per_file: dict | None = None) -> Iterator:
     remaining = limit
     joiner = Joiner(paths)
     several = len(paths) > 1
@@ -418,6 +420,8 @@ def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: boo
         for i, path in enumerate(paths):
             if remaining == 0:
                 return
+            if not may_hold(path, filters.since_ns, filters.until_ns):
+                continue  # its name says it holds none of the window (the joiner may read it)
             conn = open_ro(path)
             conn.row_factory = sqlite3.Row
             try:
@@ -441,6 +445,8 @@ def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: boo
                             joiner.exit_of(i, rec)
                     elif through and rec["event"] == "exit" and row["x_id"] is None:
                         continue
+                    if per_file is not None:
+                        per_file[path] = per_file.get(path, 0) + 1
                     if runs is None:
                         yield rec
                     else:  # a record whose run row is missing still has its own boot id
@@ -474,9 +480,11 @@ def seen_record(row, boot_id: str | None) -> dict:
     return rec
 
 
-def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = None) -> Iterator:
+def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = None,
+         per_file: dict | None = None) -> Iterator:
     """(seen_record, formats.Source) of every process seen at start in ``paths`` (given newest
-    first) listed in [since, until), newest first, as search orders records."""
+    first) listed in [since, until), newest first, as search orders records; ``per_file`` as for
+    search."""
     for path in paths:
         conn = open_ro(path)
         conn.row_factory = sqlite3.Row
@@ -490,6 +498,8 @@ def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = No
             lo = -(2**63) if since_ns is None else since_ns
             hi = 2**63 - 1 if until_ns is None else until_ns
             for row in conn.execute(sql, (lo, hi)):
+                if per_file is not None:
+                    per_file[path] = per_file.get(path, 0) + 1
                 source = runs.get(row["run_id"]) or Source()
                 yield seen_record(row, source.boot_id), source
         except sqlite3.DatabaseError as exc:

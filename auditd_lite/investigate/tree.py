@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..dbfiles import file_is_export, merge_run, run_key, run_rows
+from ..dbfiles import file_is_export, is_set_aside, merge_run, run_key, run_rows, set_aside_note
 from ..errors import BadInput, NotFound
 from ..rows import CONTEXT_FIELDS
 from .output import quote, where_ran
@@ -59,6 +59,7 @@ class Proc:
     first_ns: int | None = None  # wall time of its first record
     children: list = field(default_factory=list)
     target: bool = False
+    files: set = field(default_factory=set)  # the files (their index) its records came from
 
     @property
     def key(self) -> tuple:
@@ -238,6 +239,7 @@ class Reader:
             p = procs[key] = Proc(boot, pid, start_ns)
         _apply_event(p, event, time_ns, ppid, uid, comm, filename, argv, err, code, sig, core, duration,
                      status, context)
+        p.files.add(i)
         if event == "exit" and duration is not None:
             self.clocks.saw(i, run_id, time_ns - start_ns - duration)
         if p.offset_ns is None:
@@ -262,6 +264,7 @@ class Reader:
                     match = procs[(b, pid, s_ns)] = Proc(b, pid, s_ns)
                 _apply_seen(match, time_ns, ppid, uid, comm, filename, argv,
                             dict(zip(CONTEXT_FIELDS, row[_SEEN_N:])))
+                match.files.add(i)
                 if match.offset_ns is None:
                     match.offset_ns = self.clocks.offset(i, run_id)
 
@@ -554,6 +557,14 @@ def run(conns, pid: int, at_ns: int | None, depth: int | None, fmt: str, db_dir,
         render_json(tree, out)
     else:
         render_table(tree, out)
+    shown, stack = set(), [tree.root]
+    while stack:
+        p = stack.pop()
+        stack.extend(p.children)
+        shown |= p.files
+    for i in sorted(shown):
+        if is_set_aside(conns[i][0]):
+            err.write(f"auditd-lite: note: records shown from {set_aside_note(conns[i][0])}\n")
     lo, hi = window(tree)
     wanted = set(gaps.select_paths([p for p, _ in conns], lo, hi))
     gaps.warn(gaps.for_window([(p, c) for p, c in conns if p in wanted], db_dir, lo, hi), err)

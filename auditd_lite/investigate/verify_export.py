@@ -41,7 +41,7 @@ def sidecar(path: Path, report, digest: str) -> None:
 
 def check_export(path: Path, conn: sqlite3.Connection, report) -> dict | None:
     """Check the export's tables against its manifest; the manifest, None if unreadable."""
-    from .export import FORMAT, content_sha256, read_manifest
+    from .export import FORMATS, content_sha256, read_manifest, table_sha256
 
     name = str(path)
     bad = lambda reason, batch=None: report.problems.append(chain.Problem(name, batch, reason))  # noqa: E731
@@ -54,8 +54,9 @@ def check_export(path: Path, conn: sqlite3.Connection, report) -> dict | None:
     if missing:
         bad(f"manifest lacks {', '.join(missing)}")
         return manifest
-    if manifest["format"] != FORMAT:
-        bad(f"manifest format {manifest['format']!r} is not {FORMAT!r}")
+    fmt = manifest["format"]
+    if fmt not in FORMATS:
+        bad(f"manifest format {fmt!r} is not one of {', '.join(map(repr, FORMATS))}")
     try:
         counts = {"exec": 0, "exec_failed": 0, "exit": 0}
         counts.update(dict(conn.execute("SELECT event, count(*) FROM events GROUP BY event")))
@@ -74,9 +75,12 @@ def check_export(path: Path, conn: sqlite3.Connection, report) -> dict | None:
         tables = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in manifest["tables"]}
         if tables != manifest["tables"]:
             bad(f"table sizes {tables} differ from the manifest's {manifest['tables']}")
-        if content_sha256(conn) != manifest["content_sha256"]:
-            bad("content digest differs from the manifest's: batches, chain links, omitted digests "
-                "or runs were changed")
+        if fmt == FORMATS[0]:
+            if content_sha256(conn, fmt) != manifest["content_sha256"]:
+                bad("content digest differs from the manifest's: batches, chain links, omitted digests "
+                    "or runs were changed")
+        else:
+            _tables_digests(conn, manifest, bad, table_sha256, content_sha256)
 
         omitted: dict[int, dict[int, bytes]] = {}
         exported_batches = {r[0] for r in conn.execute("SELECT id FROM batches")}
@@ -118,6 +122,21 @@ def check_export(path: Path, conn: sqlite3.Connection, report) -> dict | None:
     except sqlite3.DatabaseError as exc:
         bad(f"unreadable: {exc}")
     return manifest
+
+
+def _tables_digests(conn, manifest: dict, bad, table_sha256, content_sha256) -> None:
+    """Format 2: each table's digest (naming a table that differs) and the content digest over
+    them."""
+    said = manifest.get("table_sha256")
+    if not isinstance(said, dict):
+        bad("manifest lacks table_sha256")
+        return
+    have = table_sha256(conn, manifest["format"])
+    for table in sorted(set(have) | set(said)):
+        if have.get(table) != said.get(table):
+            bad(f"the {table} table differs from the manifest's digest of it: its rows were changed")
+    if content_sha256(conn, manifest["format"]) != manifest["content_sha256"]:
+        bad("content digest differs from the manifest's: the tables' digests were changed")
 
 
 def check_signature(path: Path, digest: str, pubkey, report, manifest: dict | None) -> dict | None:
