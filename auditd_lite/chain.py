@@ -349,8 +349,9 @@ def row_digests(rows: list[tuple]) -> list[bytes]:
         tags, nums, pack, event, c, f, a = _WRITER_SHAPES[r[ev]]
         comm = utf8[r[c]]
         context = ctx[r[n:m]]
-        abi = r[m]
-        gate = gate_none(r[m + 1]) if abi is None else gate_abi[abi](r[m + 1])
+        abi, started = r[m], r[m + 1]
+        gate = ((gate_none if abi is None else gate_abi[abi])(started)
+                if type(started) is int and (abi is None or abi in gate_abi) else serialize(r[m:]))
         if f:
             filename, args = utf8[r[f]], r[a]
             append(sha(join((pack(tags, *nums(r), len(event), len(comm), len(filename), len(args)),

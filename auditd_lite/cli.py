@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .errors import AuditdLiteError, BadInput
 from .config import CAPTURE_MODES
+from .rows import ABI_NAMES
 from .investigate.output import FORMATS, RECORD_FORMATS, SCHEMA_FORMATS
 
 PROG = "auditd-lite"
@@ -134,12 +135,13 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Search every database file, newest first. Exit 1 when nothing matches. "
                     "--cwd, --sha256, --unit and --container match nothing in files written before "
-                    "schema revision 0003, which did not record them.",
+                    "schema revision 0003, --abi nothing before 0006, which did not record them.",
         epilog="examples:\n  auditd-lite query --comm sh --exit-code 1\n"
                "  auditd-lite query --since 2h --event exec_failed --format json\n"
                "  auditd-lite query --db case-118.db --arg /etc/shadow\n"
                "  auditd-lite query --unit ssh.service --event exec\n"
-               "  auditd-lite query --sha256 5e5e5e5e --container 3f4e5d6c7b8a")
+               "  auditd-lite query --sha256 5e5e5e5e --container 3f4e5d6c7b8a\n"
+               "  auditd-lite query --abi ia32 --format json")
     add_db_source(q)
     q.add_argument("--comm", metavar="NAME", help="process name (as the kernel's comm)")
     q.add_argument("--exit-code", type=any_int, metavar="N")
@@ -160,6 +162,9 @@ def build_parser() -> Parser:
     q.add_argument("--unit", metavar="NAME", help="the systemd unit, e.g. ssh.service or session-3.scope")
     q.add_argument("--container", metavar="ID",
                    help="the container id, or its first characters (an nspawn machine: its name)")
+    q.add_argument("--abi", choices=ABI_NAMES,
+                   help="the system call gate of the exec: x64, ia32 (int $0x80 and the other "
+                        "32-bit gates, also from a 64-bit program) or x32 (an exit: its exec's)")
     q.add_argument("--format", choices=RECORD_FORMATS, default="table",
                    help="table (default), json or csv; ocsf: each record as an OCSF 1.8.0 Process "
                         "Activity event a line; ecs: as an ECS document a line (Auditbeat's fields)")
@@ -321,7 +326,7 @@ def cmd_query(args) -> int:
 
     # query's own: export (the other user of filters_from_args) has no context flags
     filters = dataclasses.replace(filters_from_args(args), cwd=args.cwd, sha256=args.sha256,
-                                  unit=args.unit, container=args.container)
+                                  unit=args.unit, container=args.container, abi=args.abi)
     paths = dbfiles.database_files(db_dir=default_db_dir(args), db_file=args.db)
     oldest: list[int] = []
 

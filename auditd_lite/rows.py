@@ -39,6 +39,10 @@ DECODED_FIELDS = CAPTURED_FIELDS + CWD_FIELDS + GATE_FIELDS
 ROW_FIELDS = CAPTURED_FIELDS + CONTEXT_FIELDS + GATE_FIELDS
 # where the context goes into a decoded row: after the working directory, before GATE_FIELDS
 CONTEXT_AT = len(CAPTURED_FIELDS + CWD_FIELDS)
+# what an exit shows of the exec of its process, having none of its own: the context and the gate
+BORROWED_FIELDS = CONTEXT_FIELDS + ("abi",)
+# the columns a file may lack, added at revisions 0003 and 0006: read as NULL (unknown)
+LATER_FIELDS = CONTEXT_FIELDS + GATE_FIELDS
 F_EVENT, F_TIME = ROW_FIELDS.index("event"), ROW_FIELDS.index("time_ns")
 F_FILENAME, F_ARGV, F_ARGS_TRUNCATED, F_ERRNO = (
     ROW_FIELDS.index(f) for f in ("filename", "argv", "args_truncated", "errno"))

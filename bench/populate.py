@@ -85,6 +85,7 @@ def context_of(filename: str | None, session: int, uid: int, failed: bool = Fals
 
 
 NO_CONTEXT = (None,) * 8
+X64 = "x64"  # rows.GATE_FIELDS' abi of every simulated exec
 
 
 def comm_of(filename: str) -> str:
@@ -103,6 +104,7 @@ class Sim:
         self.boot_wall = 0  # wall time of boot: start_ns (monotonic) = wall - boot_wall
         self.tree_roots: list[dict] = []  # deep trees, for the tree benchmark
         self.live_pids: set[int] = set()
+        self.starts: dict[int, int] = {}  # pid -> start_ns of the process that has it now
 
     def alloc_pid(self) -> int:
         while True:
@@ -128,6 +130,8 @@ class Sim:
         pid = self.alloc_pid()
         self.live_pids.add(pid)
         start = t_fork - self.boot_wall
+        self.starts[pid] = start
+        gate = (X64, self.starts.get(ppid, 0))
         t = t_fork + rng.randrange(40, 400) * US
         comm = parent_comm
         if filename is not None:
@@ -141,12 +145,12 @@ class Sim:
                     self.push(("exec_failed", t, pid, pid, ppid, uid, uid, comm, start, pid, uid,
                                uid if uid else 4294967295, session, 4000 + session, cand, raw,
                                len(argv), 0, ENOENT, None, None, None, None, None)
-                              + context_of(cand, session, uid, failed=True))
+                              + context_of(cand, session, uid, failed=True) + gate)
                     t += rng.randrange(5, 30) * US
             self.push(("exec", t, pid, pid, ppid, uid, uid, comm_of(filename), start, pid, uid,
                        uid if uid else 4294967295, session, 4000 + session, filename, raw,
                        len(argv), 0, None, None, None, None, None, None)
-                      + context_of(filename, session, uid))
+                      + context_of(filename, session, uid) + gate)
             comm = comm_of(filename)
         t_end = t_fork + max(life_ns, 1 * MS)
         if children is not None:
@@ -154,7 +158,7 @@ class Sim:
         status = (code << 8) | sig | (0x80 if core else 0)
         self.push(("exit", t_end, pid, pid, ppid, uid, uid, comm, start, None, None, None, None, None,
                    None, None, None, None, None, status, code, sig, int(core), t_end - t_fork)
-                  + NO_CONTEXT)
+                  + NO_CONTEXT + (None, gate[1]))
         self.live_pids.discard(pid)  # freed at exit (pid reuse happens after wrap-around)
         return pid, t_end
 
@@ -163,17 +167,19 @@ class Sim:
         rng = self.rng
         pid = self.alloc_pid()
         start = t - self.boot_wall
+        parent_start = self.starts.get(pid_parent, 0)
         tt = t + rng.randrange(40, 300) * US
         raw = word.encode()
         for d in PATH:
             self.push(("exec_failed", tt, pid, pid, pid_parent, uid, uid, comm, start, pid, uid,
                        uid if uid else 4294967295, session, 4000 + session, f"{d}/{word}", raw,
                        1, 0, ENOENT, None, None, None, None, None)
-                      + context_of(f"{d}/{word}", session, uid, failed=True))
+                      + context_of(f"{d}/{word}", session, uid, failed=True) + (X64, parent_start))
             tt += rng.randrange(5, 30) * US
         t_end = tt + 200 * US
         self.push(("exit", t_end, pid, pid, pid_parent, uid, uid, comm, start, None, None, None, None,
-                   None, None, None, None, None, None, 127 << 8, 127, 0, 0, t_end - t) + NO_CONTEXT)
+                   None, None, None, None, None, None, 127 << 8, 127, 0, 0, t_end - t) + NO_CONTEXT
+                  + (None, parent_start))
         return t_end
 
 

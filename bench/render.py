@@ -36,13 +36,13 @@ def rows(n: int) -> list[tuple]:
         argv = b"cc\0-O2\0-c\0file %d.c" % i
         if i % 3 == 0:
             out.append(("exec", t, pid, pid, 1, 1000, 1000, "cc", t - 5, pid, 1000, 1000, 3, 77,
-                        "/usr/bin/cc", argv, 4, 0, None, None, None, None, None, None) + CONTEXT)
+                        "/usr/bin/cc", argv, 4, 0, None, None, None, None, None, None) + CONTEXT + ("x64", 10**9))
         elif i % 3 == 1:
             out.append(("exec_failed", t, pid, pid, 1, 1000, 1000, "cc", t - 5, pid, 1000, 1000, 3,
-                        77, "/usr/bin/nope", argv, 4, 0, -2, None, None, None, None, None) + CONTEXT)
+                        77, "/usr/bin/nope", argv, 4, 0, -2, None, None, None, None, None) + CONTEXT + ("x64", 10**9))
         else:
             out.append(("exit", t, pid, pid, 1, 1000, 1000, "cc", t - 5, None, None, None, None,
-                        None, None, None, None, None, None, 256, 1, 0, 0, 10**6) + (None,) * 8)
+                        None, None, None, None, None, None, 256, 1, 0, 0, 10**6) + (None,) * 8 + (None, 10**9))
     return out
 
 

@@ -43,6 +43,10 @@ PROGRAMS = [("/usr/bin/sh", [b"sh", b"-c", b"test -f /etc/motd && cat /etc/motd"
 CWDS = [b"", b"root\0", b"src\0alice\0home\0", b"log\0var\0"]
 
 
+# every synthetic process is a child of pid 1, started at boot
+PARENT_START = 1_000_000
+
+
 def synthetic(n: int, seed: int = 1) -> list[bytes]:
     """n raw records: exec then exit per process, ~10% failures and signals."""
     rnd = random.Random(seed)
@@ -58,17 +62,18 @@ def synthetic(n: int, seed: int = 1) -> list[bytes]:
         fname = path.encode() + b"\0"
         cwd = rnd.choice(CWDS)
         if rnd.random() < 0.05:
-            hdr = R.EXEC_EVENT.pack(R.EV_EXEC_FAILED, pid, pid, 1, ts, start, 1000, 1000, comm, 42,
-                                    1000, 1000, 3, pid, 2, len(argv), 0, len(fname), len(args),
-                                    len(cwd), 0, 4026531841)
+            hdr = R.EXEC_EVENT.pack(R.EV_EXEC_FAILED, pid, pid, 1, ts, start, PARENT_START, 1000, 1000,
+                                    comm, 42, 1000, 1000, 3, pid, 2, len(argv), 0, len(fname),
+                                    len(args), len(cwd), R.ABI_X64, 4026531841)
             out.append(hdr + fname + args + cwd)
-        hdr = R.EXEC_EVENT.pack(R.EV_EXEC, pid, pid, 1, ts, start, 1000, 1000, comm, 42, 1000, 1000,
-                                3, pid, 0, len(argv), 0, len(fname), len(args), len(cwd), 0, 4026531841)
+        hdr = R.EXEC_EVENT.pack(R.EV_EXEC, pid, pid, 1, ts, start, PARENT_START, 1000, 1000, comm, 42,
+                                1000, 1000, 3, pid, 0, len(argv), 0, len(fname), len(args), len(cwd),
+                                R.ABI_X64, 4026531841)
         out.append(hdr + fname + args + cwd)
         ts += 150_000
         status = rnd.choice([0, 0, 0, 0, 0, 0, 0, 256, 9, 15 << 0, 2 << 8])
-        out.append(R.EXIT_EVENT.pack(R.EV_EXIT, pid, pid, 1, ts, start, 1000, 1000, comm,
-                                     ts - start, status, 0))
+        out.append(R.EXIT_EVENT.pack(R.EV_EXIT, pid, pid, 1, ts, start, PARENT_START, 1000, 1000,
+                                     comm, ts - start, status, 0))
         ts += 50_000
     return out[:n]
 

@@ -344,9 +344,11 @@ T0 = 1_795_000_000 * SEC  # 2026-11-18T11:06:40Z
 EXEC_CONTEXT = ("/var/spool/cron", "ok", "5e" * 32, "ok", "/system.slice/cron.service", "resolved",
                 "cron.service", None)
 NO_CONTEXT = (None,) * 8
-# rows.GATE_FIELDS of a fixture's exec and exit (abi, parent_start_ns)
-EXEC_GATE = ("x64", 1)
-EXIT_GATE = (None, 1)
+# rows.GATE_FIELDS (abi, parent_start_ns) of a fixture's exec and exit: children of a pid 1
+# started at T0 - 100 s
+PARENT_START = T0 - 100 * SEC
+EXEC_GATE = ("x64", PARENT_START)
+EXIT_GATE = (None, PARENT_START)
 
 
 def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:
@@ -365,5 +367,6 @@ def second_rows(n: int, start: int = 0, exit_code=lambda pid: 1) -> list[tuple]:
         else:
             code = exit_code(pid)
             out.append(("exit", t, pid, pid, 1, 1000, 1000, comm, t - SEC - 5, None, None, None, None,
-                        None, None, None, None, None, None, code << 8, code, 0, 0, SEC) + NO_CONTEXT + EXIT_GATE)
+                        None, None, None, None, None, None, code << 8, code, 0, 0, SEC) + NO_CONTEXT
+                       + EXIT_GATE)
     return out

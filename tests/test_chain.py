@@ -11,7 +11,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditd_lite import chain
+from auditd_lite import chain, rows
+from auditd_lite.rows import ABI_NAMES
 from auditd_lite.capture import records as R
 from auditd_lite.storage.batchwriter import BatchWriter
 
@@ -33,18 +34,22 @@ def test_serialization_is_the_documented_one():
 
 
 def test_formats_hash_these_columns_which_are_the_tables():
-    """Formats 1 and 2 serialize the captured columns, format 3 those and the context, in this
-    order; changing them would make every file written so far fail to verify, so they are pinned
-    here as the bytes are above. They are also the models' columns (schema.py, the one
-    description), and the batch header is the batches table's columns before the chain's two."""
+    """Formats 1 and 2 serialize the captured columns, format 3 those and the context, format 4
+    those and the gate, in this order; changing them would make every file written so far fail to
+    verify, so they are pinned here as the bytes are above. They are also the models' columns
+    (schema.py, the one description), and the batch header is the batches table's columns before
+    the chain's two."""
     from auditd_lite.storage.schema import batches, events
 
     assert chain.CAPTURED_COLUMNS == (
         "id", "run_id", "batch_id", "event", "time_ns", "pid", "tid", "ppid", "uid", "gid", "comm",
         "start_ns", "old_pid", "euid", "auid", "sessionid", "cgroup_id", "filename", "argv", "argc",
         "args_truncated", "errno", "status", "exit_code", "signal", "core_dumped", "duration_ns")
-    assert chain.EVENT_COLUMNS == chain.CAPTURED_COLUMNS + (
+    assert chain.CONTEXT_COLUMNS == chain.CAPTURED_COLUMNS + (
         "cwd", "cwd_status", "sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id")
+    assert chain.EVENT_COLUMNS == chain.CONTEXT_COLUMNS + ("abi", "parent_start_ns")
+    assert chain.FORMAT_COLUMNS == {1: chain.CAPTURED_COLUMNS, 2: chain.CAPTURED_COLUMNS,
+                                    3: chain.CONTEXT_COLUMNS, 4: chain.EVENT_COLUMNS}
     assert chain.EVENT_COLUMNS == tuple(c.name for c in events.columns)
     assert chain.BATCH_HEADER + ("prev_hash", "hash") == tuple(c.name for c in batches.columns)
 
@@ -59,7 +64,10 @@ def decoded_records() -> list[tuple]:
         exec_raw(b"a\0b\0c\0d\0e\0f\0", argc=6),  # cut to max_args
         exec_raw(b"x\0", kind=R.EV_EXEC_FAILED, err=-2),
         exec_raw(b"", kind=R.EV_EXEC_FAILED, err=-13, flags=R.FLAG_NO_STASH),
-        R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 0, 0, b"\xe2\x82\xac\0", 1_000, 0x86, 0),
+        R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 10, 0, 0, b"\xe2\x82\xac\0", 1_000, 0x86, 0),
+        exec_raw(b"y\0", abi=R.ABI_IA32),
+        exec_raw(b"y\0", abi=R.ABI_X32, kind=R.EV_EXEC_FAILED, err=-2),
+        exec_raw(b"y\0", abi=R.ABI_UNKNOWN, flags=R.FLAG_NO_STASH),
     ]
     contexts = [("ab" * 32, "ok", "/system.slice/x.service", "resolved", "x.service", None),
                 (None, "gone", None, "gone", None, None),
@@ -69,21 +77,24 @@ def decoded_records() -> list[tuple]:
     for i, raw in enumerate(raws):
         row = d.decode(raw)
         if row[0] == "exit":
-            context = NO_CONTEXT
+            context = (None,) * len(rows.SYSTEM_FIELDS)
         elif row[0] == "exec_failed":
             context = (None, None) + contexts[i % 4][2:]
         else:
             context = contexts[i % 4]
-        out.append((i + 1, 3, 9) + row + context)
+        out.append((i + 1, 3, 9) + row[:rows.CONTEXT_AT] + context + row[rows.CONTEXT_AT:])
     return out
 
 
-def definition(row: tuple, fmt: int = 3) -> bytes:
+def definition(row: tuple, fmt: int = chain.WRITE_FORMAT) -> bytes:
     """A stored row's digest as the module's text defines it."""
-    captured = chain.serialize(row[:len(chain.CAPTURED_COLUMNS)])
+    n, m = len(chain.CAPTURED_COLUMNS), len(chain.CONTEXT_COLUMNS)
+    captured = chain.serialize(row[:n])
     if fmt == 2:
         return chain._sha256(captured).digest()
-    return chain._sha256(captured + chain.serialize(row[len(chain.CAPTURED_COLUMNS):])).digest()
+    if fmt == 3:
+        return chain._sha256(captured + chain.serialize(row[n:m])).digest()
+    return chain._sha256(captured + chain.serialize(row[n:m]) + chain.serialize(row[m:])).digest()
 
 
 def test_writer_fast_path_is_the_definition():
@@ -96,8 +107,10 @@ def test_writer_fast_path_is_the_definition():
                       "exit": chain.EXIT_SIGNATURE}
     expected = [definition(r) for r in rows]
     assert chain.row_digests(rows) == expected
-    assert [chain.row_digest(r, 3) for r in rows] == expected
-    assert [chain.row_digest(r, 2) for r in rows] == [definition(r, 2) for r in rows]
+    assert [chain.row_digest(r, 4) for r in rows] == expected
+    for fmt in (2, 3):
+        assert [chain.row_digest(r, fmt) for r in rows] == [definition(r, fmt) for r in rows]
+    assert {r[len(chain.CONTEXT_COLUMNS)] for r in rows} == {"x64", "ia32", "x32", None}
 
 
 _int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -105,13 +118,13 @@ _value = st.one_of(st.none(), _int64, st.floats(allow_nan=False), st.text(), st.
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_value, min_size=35, max_size=35))
+@given(st.lists(_value, min_size=37, max_size=37))
 def test_any_row_serializes_the_same_both_ways(values):
     """Whatever a database holds (an edited row too), verify's per-shape path gives the
-    definition's bytes, in format 2 and 3."""
+    definition's bytes, in formats 2, 3 and 4."""
     row = tuple(values)
-    assert chain.row_digest(row, 2) == definition(row, 2)
-    assert chain.row_digest(row, 3) == definition(row, 3)
+    for fmt in (2, 3, 4):
+        assert chain.row_digest(row, fmt) == definition(row, fmt)
 
 
 @settings(max_examples=200, deadline=None)
@@ -134,12 +147,14 @@ def test_writer_digests_with_any_values(shapes):
     text = st.sampled_from(["sh", "\u20ac", "a\udcff", ""]) | st.text()
     strategy = {int: _int64, str: text, bytes: st.binary(), type(None): st.none()}
     context = st.tuples(*[st.none() | text] * 8)
-    rows = []
+    abi = st.sampled_from((None,) + ABI_NAMES)
+    out = []
     for event, data in shapes:
         row = [data.draw(strategy[t]) for t in sig[event]]
         row[chain._EVENT] = event
-        rows.append(tuple(row) + (data.draw(context) if event != "exit" else NO_CONTEXT))
-    assert chain.row_digests(rows) == [definition(r) for r in rows]
+        gate = (data.draw(abi) if event != "exit" else None, data.draw(_int64))
+        out.append(tuple(row) + (data.draw(context) if event != "exit" else NO_CONTEXT) + gate)
+    assert chain.row_digests(out) == [definition(r) for r in out]
 
 
 def _rewrite_as_format_1(path: Path, prev: str) -> str:
@@ -156,9 +171,9 @@ def _rewrite_as_format_1(path: Path, prev: str) -> str:
     return prev
 
 
-def test_format_1_files_verify_and_the_chain_goes_on_in_format_3(tmp_path):
+def test_format_1_files_verify_and_the_chain_goes_on_in_format_4(tmp_path):
     """A directory whose older file was written in format 1: it verifies, the writer's next
-    batches (format 3) continue its chain, and an edit in either format is found."""
+    batches (format 4) continue its chain, and an edit in either format is found."""
     db = tmp_path / "db"
     bw = BatchWriter(db, {})
     bw.open()
@@ -174,7 +189,7 @@ def test_format_1_files_verify_and_the_chain_goes_on_in_format_3(tmp_path):
     bw.close()
     con = sqlite3.connect(old)
     hashes = [r[0] for r in con.execute("SELECT hash FROM batches ORDER BY id")]
-    assert [chain.hash_format(h) for h in hashes] == [1, 3]
+    assert [chain.hash_format(h) for h in hashes] == [1, 4]
     assert con.execute("SELECT prev_hash FROM batches WHERE id = 2").fetchone()[0] == last
     assert verify(db) == []
     for batch_id in (1, 2):
@@ -185,7 +200,7 @@ def test_format_1_files_verify_and_the_chain_goes_on_in_format_3(tmp_path):
         con.execute("UPDATE events SET pid = pid - 1 WHERE id = (SELECT min(id) FROM events "
                     "WHERE batch_id = ?)", (batch_id,))
         con.commit()
-    # a format-3 hash passed off as format 1 (its prefix dropped) does not verify
+    # a format-4 hash passed off as format 1 (its prefix dropped) does not verify
     con.execute("UPDATE batches SET hash = substr(hash, 3) WHERE id = 2")
     con.commit()
     con.close()

@@ -23,6 +23,7 @@ duckdb = pytest.importorskip("duckdb")
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
+from auditd_lite.chain import WRITE_FORMAT  # noqa: E402
 from auditd_lite.dbfiles import connect_ro, database_files  # noqa: E402
 from auditd_lite.investigate import lake  # noqa: E402
 from auditd_lite.investigate.query import Filters, search  # noqa: E402
@@ -361,7 +362,7 @@ def test_each_file_carries_the_manifest_facts(fleet):
         assert json.loads(md["auditd_lite.boots"]) == sorted({r[2] for r in rows})
         chain = json.loads(md["auditd_lite.chain"])
         assert chain["last_batch"] == max(r[3] for r in rows)
-        assert chain["last_hash"] == hashes[(host, chain["last_batch"])] and chain["last_hash"].startswith("3:")
+        assert chain["last_hash"] == hashes[(host, chain["last_batch"])] and chain["last_hash"].startswith(f"{WRITE_FORMAT}:")
         manifest = json.loads(md["auditd_lite.export"])
         assert manifest["format"] == "auditd-lite-export/1"
         assert [h for h, _ in manifest["recorded_hosts"]] == [host]

@@ -260,7 +260,7 @@ def test_csv_has_a_fixed_header_and_shell_quoted_argv(dbdir):
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows[0] == ["time", "event", "pid", "tid", "ppid", "uid", "gid", "comm", "filename", "argv",
                        "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name",
-                       *CONTEXT_FIELDS]
+                       *CONTEXT_FIELDS, "abi", "parent_start_ns"]
     exit_row_, exec_row_ = rows[1], rows[2]
     assert exec_row_[:10] == ["2026-11-20T10:30:00.000000Z", "exec", "102", "102", "1", "1000", "1000",
                               "cat", "/bin/cat", "cat 'my file.txt' '\\xff\\xfe'"]
@@ -508,25 +508,31 @@ def context_of(record: dict) -> tuple:
     return tuple(record[c] for c in CONTEXT_FIELDS)
 
 
-def ctx_exec(t, pid, filename, sha256, cgroup: dict, hash_status="ok"):
-    """An exec in rows.ROW_FIELDS order with its context: the hash, and ``cgroup``."""
+# every fixture process is a child of pid 1, started at this monotonic time
+INIT_START = 50
+
+
+def ctx_exec(t, pid, filename, sha256, cgroup: dict, hash_status="ok", abi="x64"):
+    """An exec in rows.ROW_FIELDS order with its context: the hash, and ``cgroup``; then its
+    gate: ``abi``, and pid 1 as the parent."""
     comm = filename.rsplit("/", 1)[-1][:15]
     return (("exec", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1,
              filename, comm.encode() + b"\0-v", 2, 0, None, None, None, None, None, None)
-            + context(sha256=sha256, hash_status=hash_status, **cgroup) + EXEC_GATE)
+            + context(sha256=sha256, hash_status=hash_status, **cgroup) + (abi, INIT_START))
 
 
-def ctx_failed(t, pid, filename, cgroup: dict, errno=2):
+def ctx_failed(t, pid, filename, cgroup: dict, errno=2, abi="x64"):
     """A failed exec: a cgroup, and no hash (no image ran)."""
     comm = filename.rsplit("/", 1)[-1][:15]
     return (("exec_failed", t, pid, pid, 1, 0, 0, comm, pid * 1000, pid, 0, 0, 1, 1, filename,
-             comm.encode(), 1, 0, errno, None, None, None, None, None) + context(**cgroup) + EXEC_GATE)
+             comm.encode(), 1, 0, errno, None, None, None, None, None) + context(**cgroup) + (abi, INIT_START))
 
 
 def ctx_exit(t, pid, comm, exec_t, code=0):
     """The exit of the process that exec'd at ``exec_t`` (forked just before): no context."""
     return ("exit", t, pid, pid, 1, 0, 0, comm, pid * 1000, None, None, None,
-            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + context() + EXIT_GATE
+            None, None, None, None, None, None, None, code << 8, code, 0, 0, t - exec_t + 5) + context(
+        ) + (None, INIT_START)
 
 
 def second_revision_file(db_dir: Path, rows: list[tuple], seeds: list[dict] = (), run_id: int = 7,

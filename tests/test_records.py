@@ -7,10 +7,10 @@ from auditd_lite.capture import records as R
 
 
 def exec_raw(args: bytes, filename=b"/bin/x\0", argc=0, flags=0, kind=R.EV_EXEC, err=0,
-             cwd=b"b\0a\0", mntns=0):
-    hdr = R.EXEC_EVENT.pack(kind, 100, 101, 1, 5_000, 4_000, 1000, 1000, b"comm\0",
+             cwd=b"b\0a\0", mntns=0, abi=R.ABI_X64):
+    hdr = R.EXEC_EVENT.pack(kind, 100, 101, 1, 5_000, 4_000, 3_000, 1000, 1000, b"comm\0",
                             77, 0, 4294967295, 4294967295, 101, err, argc, flags,
-                            len(filename), len(args), len(cwd), 0, mntns)
+                            len(filename), len(args), len(cwd), abi, mntns)
     return hdr + filename + args + cwd
 
 
@@ -19,7 +19,7 @@ class TestDecoder:
         """A wait status of 768 is exit code 3; 9 is signal 9; 0x80 marks a core dump."""
         d = R.Decoder(128, realtime_offset_ns=10)
         for status, want in ((768, (3, 0, False)), (9, (0, 9, False)), (0x86, (0, 6, True))):
-            raw = R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 0, 0, b"sh\0", 1_000, status, 0)
+            raw = R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 500, 0, 0, b"sh\0", 1_000, status, 0)
             row = d.decode(raw)
             assert row[rows.F_EVENT] == "exit"
             assert row[rows.F_TIME] == 2_010
@@ -85,13 +85,15 @@ class TestColumns:
         """Each kind of record decodes to one value per DECODED_FIELDS name (ROW_FIELDS before
         what user space adds), each under its name."""
         d = R.Decoder(128)
-        exit_raw = R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 7, 8, b"sh\0", 900, 0x300, 0)
-        assert rows.ROW_FIELDS[:len(rows.DECODED_FIELDS)] == rows.DECODED_FIELDS
+        exit_raw = R.EXIT_EVENT.pack(R.EV_EXIT, 5, 6, 1, 2_000, 1_000, 500, 7, 8, b"sh\0", 900, 0x300, 0)
+        # ROW_FIELDS without what user space adds, in order; the context goes in at CONTEXT_AT
+        assert tuple(f for f in rows.ROW_FIELDS if f not in rows.SYSTEM_FIELDS) == rows.DECODED_FIELDS
+        assert rows.ROW_FIELDS[rows.CONTEXT_AT:rows.CONTEXT_AT + len(rows.SYSTEM_FIELDS)] == rows.SYSTEM_FIELDS
         exits = dict(zip(rows.DECODED_FIELDS, d.decode(exit_raw), strict=True))
         assert exits == dict.fromkeys(rows.DECODED_FIELDS) | {
             "event": "exit", "time_ns": 2_000, "pid": 5, "tid": 6, "ppid": 1, "uid": 7, "gid": 8,
             "comm": "sh", "start_ns": 1_000, "status": 0x300, "exit_code": 3, "signal": 0,
-            "core_dumped": 0, "duration_ns": 900}
+            "core_dumped": 0, "duration_ns": 900, "parent_start_ns": 500}
         for kind, errno in ((R.EV_EXEC, None), (R.EV_EXEC_FAILED, -2)):
             row = d.decode(exec_raw(b"x\0", argc=1, kind=kind, err=-2))
             assert dict(zip(rows.DECODED_FIELDS, row, strict=True)) == dict.fromkeys(rows.DECODED_FIELDS) | {
@@ -99,4 +101,4 @@ class TestColumns:
                 "uid": 1000, "gid": 1000, "comm": "comm", "start_ns": 4_000, "old_pid": 101,
                 "euid": 0, "auid": 4294967295, "sessionid": 4294967295, "cgroup_id": 77,
                 "filename": "/bin/x", "argv": b"x", "argc": 1, "args_truncated": 0, "errno": errno,
-                "cwd": "/a/b", "cwd_status": "ok"}
+                "cwd": "/a/b", "cwd_status": "ok", "abi": "x64", "parent_start_ns": 3_000}

@@ -81,7 +81,7 @@ def test_start_on_a_first_release_database(tmp_path, upgrade_first):
     con = sqlite3.connect(db / "audit.db")
     # the context columns the upgrade added read unknown (NULL) for the old records
     assert con.execute("SELECT * FROM events WHERE id <= 30 ORDER BY id").fetchall() == [
-        tuple(r) + (None,) * 8 for r in old]
+        tuple(r) + (None,) * 10 for r in old]
     assert con.execute("SELECT min(id) FROM events WHERE run_id != 1").fetchone() == (31,)
     assert con.execute("SELECT min(id) FROM batches WHERE hash IS NOT NULL").fetchone() == (4,)
     con.close()

@@ -197,7 +197,7 @@ class TestMigrations:
         assert ids_in(db / "audit.db") == list(range(1, 131))
         con = sqlite3.connect(db / "audit.db")
         assert con.execute("SELECT * FROM events WHERE id <= 30 ORDER BY id").fetchall() == [
-            tuple(r) + (None,) * 8 for r in old]
+            tuple(r) + (None,) * 10 for r in old]
         con.close()
         assert [b[:2] for b in batches_of(db / "audit.db")] == [
             (1, None), (2, None), (3, None), (4, chain.GENESIS)]
@@ -216,10 +216,10 @@ class TestMigrations:
         con = sqlite3.connect(live)
         assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.HEAD_REVISION
 
-    def test_writer_on_a_second_revision_file_goes_on_in_format_3(self, tmp_path):
+    def test_writer_on_a_second_revision_file_goes_on_in_format_4(self, tmp_path):
         """A live file at revision 0002 (format-2 chain, no context columns) verifies; the
-        writer upgrades it in place, its rows keep their values with the context unknown
-        (NULL), its new batches continue the chain in format 3, the whole file verifies, and
+        writer upgrades it in place, its rows keep their values with the context and gate unknown
+        (NULL), its new batches continue the chain in format 4, the whole file verifies, and
         an edit of an old row or of a new row's context is found."""
         db = tmp_path / "db"
         db.mkdir()
@@ -236,8 +236,8 @@ class TestMigrations:
         con = sqlite3.connect(db / "audit.db")
         assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.HEAD_REVISION
         assert con.execute("SELECT * FROM events WHERE id <= 40 ORDER BY id").fetchall() == [
-            tuple(r) + (None,) * 8 for r in old]
-        assert [chain.hash_format(h) for (h,) in con.execute("SELECT hash FROM batches ORDER BY id")] == [2, 2, 3]
+            tuple(r) + (None,) * 10 for r in old]
+        assert [chain.hash_format(h) for (h,) in con.execute("SELECT hash FROM batches ORDER BY id")] == [2, 2, 4]
         assert con.execute("SELECT unit FROM events WHERE id = 41").fetchone()[0] == EXEC_CONTEXT[6]
         assert verify(db) == []
         con.execute("UPDATE events SET pid = pid + 1 WHERE id = 3")

@@ -45,29 +45,34 @@ def named(ctx: tuple) -> dict:
 class Proc:
     """Records of one simulated process, in rows.ROW_FIELDS order, in cgroup ``cgroup``."""
 
-    def __init__(self, pid, ppid, fork_ns, comm, boot_wall=BOOT_A_WALL, uid=1000, cgroup=CRON):
+    def __init__(self, pid, ppid, fork_ns, comm, boot_wall=BOOT_A_WALL, uid=1000, cgroup=CRON,
+                 parent=None):
+        """``parent``: the parent's Proc, whose start the records carry (rows.GATE_FIELDS); else
+        the parent is pid 1 of the boot, started at its beginning."""
         self.pid, self.ppid, self.fork, self.comm, self.uid = pid, ppid, fork_ns, comm, uid
         self.start = fork_ns - boot_wall
         self.cgroup = cgroup
+        self.parent_start = parent.start if parent is not None else 0
 
     def exec(self, t, filename, argv, comm=None):
         raw = b"\0".join(a.encode() if isinstance(a, str) else a for a in argv)
         self.comm = comm or self.comm
         return ("exec", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 self.pid, self.uid, self.uid, 3, 7, filename, raw, len(argv), 0, None,
-                None, None, None, None, None) + context(sha256=sha(filename), hash_status="ok", **self.cgroup)
+                None, None, None, None, None) + context(sha256=sha(filename), hash_status="ok", **self.cgroup
+                                                        ) + ("x64", self.parent_start)
 
     def failed(self, t, filename, argv, errno=2):
         raw = b"\0".join(a.encode() for a in argv)
         return ("exec_failed", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 self.pid, self.uid, self.uid, 3, 7, filename, raw, len(argv), 0, errno,
-                None, None, None, None, None) + context(**self.cgroup)
+                None, None, None, None, None) + context(**self.cgroup) + ("x64", self.parent_start)
 
     def exit(self, t, code=0, sig=0, core=False):
         status = (code << 8) | sig | (0x80 if core else 0)
         return ("exit", t, self.pid, self.pid, self.ppid, self.uid, self.uid, self.comm, self.start,
                 None, None, None, None, None, None, None, None, None, None,
-                status, code, sig, int(core), t - self.fork) + context()
+                status, code, sig, int(core), t - self.fork) + context() + (None, self.parent_start)
 
 
 def seed_context(filename, cgroup, unit):
@@ -91,10 +96,10 @@ def history_rows():
     """Boot A: sshd -> bash 1000 -> {ls 1001, sh 1002 -> subshell 1003, cat 1001 (pid reused)};
     all in the login session's scope but cat, which runs in a docker container's."""
     bash = Proc(1000, 700, at(10, 0), "sshd", cgroup=SESSION)
-    ls = Proc(1001, 1000, at(10, 1), "bash", cgroup=SESSION)
-    sh = Proc(1002, 1000, at(10, 2), "bash", cgroup=SESSION)
-    sub = Proc(1003, 1002, at(10, 3), "sh", cgroup=SESSION)
-    cat = Proc(1001, 1000, at(10, 10), "bash", cgroup=DOCKER)
+    ls = Proc(1001, 1000, at(10, 1), "bash", cgroup=SESSION, parent=bash)
+    sh = Proc(1002, 1000, at(10, 2), "bash", cgroup=SESSION, parent=bash)
+    sub = Proc(1003, 1002, at(10, 3), "sh", cgroup=SESSION, parent=sh)
+    cat = Proc(1001, 1000, at(10, 10), "bash", cgroup=DOCKER, parent=bash)
     rows = [
         bash.exec(at(10, 0, 0, 1), "/bin/bash", ["-bash"], comm="bash"),
         ls.failed(at(10, 1, 0, 1), "/usr/local/bin/ls", ["ls", "-la", "my dir"]),

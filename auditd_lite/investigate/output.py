@@ -16,7 +16,7 @@ from typing import Iterable
 
 from ..errors import BadInput
 from ..formats import ecs, ocsf
-from ..rows import CONTEXT_FIELDS
+from ..rows import CONTEXT_FIELDS, GATE_FIELDS
 
 TABLE_HEADER = "%-8s %-5s %-16s %-7s %-7s %s" % ("TIME", "EVENT", "COMM", "PID", "PPID", "FILENAME/EXIT CODE")
 _LABELS = {"exec": "EXEC", "exit": "EXIT", "exec_failed": "FAIL"}
@@ -24,7 +24,7 @@ _LABELS = {"exec": "EXEC", "exit": "EXIT", "exec_failed": "FAIL"}
 CSV_COLUMNS = [
     "time", "event", "pid", "tid", "ppid", "uid", "gid", "comm", "filename", "argv",
     "exit_code", "signal", "core_dumped", "duration_ns", "errno", "errno_name",
-] + list(CONTEXT_FIELDS)
+] + list(CONTEXT_FIELDS + GATE_FIELDS)
 # names a cgroup path gives: whoever may create a cgroup (a delegated subtree, a container)
 # chose them, so they are quoted like comm
 _CHOSEN = {"comm", "cgroup", "unit", "container_id"}
@@ -86,9 +86,18 @@ def where_ran(record: dict) -> str:
     return f" [{quote(unit)}]" if unit else ""
 
 
+def through_gate(record: dict) -> str:
+    """`` [ia32]`` or `` [x32]`` after a table line when the exec came through a 32-bit gate
+    (int $0x80 from a 64-bit program is the classic way around b64-only audit rules); nothing
+    for the native gate or when it is unknown."""
+    abi = record.get("abi")
+    return f" [{abi}]" if abi in ("ia32", "x32") else ""
+
+
 def format_event_line(record: dict) -> str:
     """One table line: ``TIME EVENT COMM PID PPID`` then command, exit status or errno, then
-    where it ran (where_ran): last, so the columns stay those of the bootstrap layout."""
+    a 32-bit gate (through_gate) and where it ran (where_ran): last, so the columns stay those
+    of the bootstrap layout."""
     event = record.get("event")
     clock = time.strftime("%H:%M:%S", time.localtime(record["time_ns"] // 10**9))
     if event == "exit":
@@ -106,7 +115,7 @@ def format_event_line(record: dict) -> str:
             detail += f" [{_errno_name(record)}]"
     return "%-8s %-5s %-16s %-7d %-7d %s" % (
         clock, _LABELS.get(event, str(event)[:5].upper()), quote(record.get("comm")),
-        record.get("pid") or 0, record.get("ppid") or 0, detail + where_ran(record),
+        record.get("pid") or 0, record.get("ppid") or 0, detail + through_gate(record) + where_ran(record),
     )
 
 

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 from ..dbfiles import may_hold, open_ro, rotated_range
 from ..errors import BadInput
 from ..formats.source import Source, sources_of
-from ..rows import CONTEXT_FIELDS, ROW_FIELDS
+from ..rows import ABI_NAMES, BORROWED_FIELDS, CONTEXT_FIELDS, LATER_FIELDS, ROW_FIELDS
 from ..timeparse import format_time
 
 EVENTS = ("exec", "exit", "exec_failed")
@@ -52,28 +52,32 @@ class Filters:
     sha256: str | None = None  # a prefix of the executable's hex SHA-256, any case
     unit: str | None = None  # the systemd unit, exactly
     container: str | None = None  # a prefix of the container id (or an nspawn machine name)
+    # the gate (rows.GATE_FIELDS, revision 0006): rows.ABI_NAMES; an exit matches through its exec
+    abi: str | None = None
 
     def context_wanted(self) -> set[str]:
-        """The context columns the filters read."""
+        """The context (and gate) columns the filters read."""
         return {column for name, column in _CONTEXT_FILTERS.items() if getattr(self, name) is not None}
 
 
 # each context filter and the column it reads
-_CONTEXT_FILTERS = {"cwd": "cwd", "sha256": "sha256", "unit": "unit", "container": "container_id"}
-ALL_CONTEXT = frozenset(CONTEXT_FIELDS)
+_CONTEXT_FILTERS = {"cwd": "cwd", "sha256": "sha256", "unit": "unit", "container": "container_id",
+                    "abi": "abi"}
+ALL_CONTEXT = frozenset(LATER_FIELDS)
 
 
 def context_columns(conn: sqlite3.Connection, table: str = "events", schema: str = "main") -> frozenset:
-    """The columns of rows.CONTEXT_FIELDS that ``table`` of this file has: none before schema
-    revision 0003. Asked per column, so that a file of a revision that has some keeps them."""
+    """The columns of rows.LATER_FIELDS (the context, revision 0003, and the gate, 0006) that
+    ``table`` of this file has: none before 0003. Asked per column, so that a file of a revision
+    that has some keeps them."""
     have = {r[1] for r in conn.execute(f"PRAGMA {schema}.table_info({table})")}
     return ALL_CONTEXT & have
 
 
-def context_select(have: frozenset) -> str:
-    """``, c`` for each of rows.CONTEXT_FIELDS in order, ``, NULL`` for those not in ``have``
-    (unknown): what a SELECT appends to read a file's context whatever its revision."""
-    return "".join(f", {c}" if c in have else ", NULL" for c in CONTEXT_FIELDS)
+def context_select(have: frozenset, fields: tuple[str, ...] = CONTEXT_FIELDS) -> str:
+    """``, c`` for each of ``fields`` in order, ``, NULL`` for those not in ``have`` (unknown):
+    what a SELECT appends to read a file's context whatever its revision."""
+    return "".join(f", {c}" if c in have else ", NULL" for c in fields)
 
 
 # x: the exec an exit record's process last ran; y: the exit of an exec
@@ -105,10 +109,11 @@ _COLUMNS = """SELECT e.*, r.boot_id AS boot_id,
 
 
 def _context_result(have: frozenset) -> str:
-    """The exec's context as x_<column>, and a column the file lacks as NULL (unknown) under
-    both names, so that the records of every file have one shape."""
+    """The exec's context and ABI as x_<column> (rows.BORROWED_FIELDS), and a column the file
+    lacks as NULL (unknown) under both names, so that the records of every file have one shape."""
     return "".join(f", x.{c} AS x_{c}" if c in have else f", NULL AS {c}, NULL AS x_{c}"
-                   for c in CONTEXT_FIELDS)
+                   for c in BORROWED_FIELDS) + (
+        "" if "parent_start_ns" in have else ", NULL AS parent_start_ns")
 
 
 _ORDER = " ORDER BY e.time_ns DESC, e.id DESC"
@@ -124,7 +129,8 @@ def _hex_prefix(value: str) -> str:
 # value (written once: the SQL of a file's join and the test of an exec found in another file)
 THROUGH_EXEC = {"filename": ("filename", "{} GLOB ?"), "arg": ("argv", "instr({}, ?) > 0"),
                 "cwd": ("cwd", "{} GLOB ?"), "sha256": ("sha256", "instr({}, ?) = 1"),
-                "unit": ("unit", "{} = ?"), "container": ("container_id", "instr({}, ?) = 1")}
+                "unit": ("unit", "{} = ?"), "container": ("container_id", "instr({}, ?) = 1"),
+                "abi": ("abi", "{} = ?")}
 # an exit whose process's exec the file does not hold (_JOIN_X found none)
 UNJOINED_EXIT = "e.event = 'exit' AND x.id IS NULL"
 
@@ -185,7 +191,7 @@ def conditions(filters: Filters, use_indexes: bool = True, context: frozenset = 
         if through:
             terms.append(UNJOINED_EXIT)
         return terms, params, bool(through)
-    # an exit record has no filename, argv or context of its own (rows.CONTEXT_FIELDS): it
+    # an exit record has no filename, argv, context or ABI of its own (rows.BORROWED_FIELDS): it
     # matches through the program its process was running; instr() = 1 is a prefix test that no
     # character of the value escapes
     joined = []
@@ -202,8 +208,10 @@ def exec_terms(filters: Filters) -> list[tuple[str, str, object]]:
     """(column, SQL test, value) of each filter given that an exit matches through its exec."""
     if filters.container == "":
         raise BadInput("bad --container '': give an id or its first characters")
+    if filters.abi is not None and filters.abi not in ABI_NAMES:
+        raise BadInput(f"bad --abi {filters.abi!r}: use {', '.join(ABI_NAMES)}")
     values = {"filename": filters.filename, "cwd": filters.cwd, "unit": filters.unit,
-              "container": filters.container,
+              "container": filters.container, "abi": filters.abi,
               "arg": filters.arg.encode("utf-8") if filters.arg is not None else None,
               "sha256": _hex_prefix(filters.sha256) if filters.sha256 is not None else None}
     return [(column, test, values[name]) for name, (column, test) in THROUGH_EXEC.items()
@@ -282,6 +290,8 @@ def _record(row: sqlite3.Row) -> dict:
         "argv": split_argv(row["argv"]),
         "boot_id": row["boot_id"],
         "start_ns": row["start_ns"],
+        # with ppid and the boot, the parent's identity (unknown in a file before revision 0006)
+        "parent_start_ns": row["parent_start_ns"],
     }
     if event == "exit":
         found = row["x_id"] is not None
@@ -295,7 +305,7 @@ def _record(row: sqlite3.Row) -> dict:
             exec_argv=split_argv(row["x_argv"]) if found else None,
         )
         # what the process was running, as exec_filename: an exit has no context of its own
-        rec.update((c, row["x_" + c]) for c in CONTEXT_FIELDS)
+        rec.update((c, row["x_" + c]) for c in BORROWED_FIELDS)
         return rec
     rec.update(
         euid=row["euid"],
@@ -318,7 +328,7 @@ def _record(row: sqlite3.Row) -> dict:
             duration_ns=row["y_duration_ns"],
             status=row["y_status"],
         )
-    rec.update((c, row[c]) for c in CONTEXT_FIELDS)
+    rec.update((c, row[c]) for c in BORROWED_FIELDS)
     return rec
 
 
@@ -378,20 +388,21 @@ class Joiner:
         return None
 
     def exec_of(self, i: int, rec: dict) -> dict | None:
-        """Fill exec_filename/exec_argv and the context of an exit record (of file ``i``) from an
-        older file; the exec found (its filename, raw argv and context), or None."""
+        """Fill exec_filename/exec_argv, the context and the ABI of an exit record (of file ``i``)
+        from an older file; the exec found (its filename, raw argv and rows.BORROWED_FIELDS), or
+        None."""
         fork = rec["time_ns"] - (rec.get("duration_ns") or 0) - EXEC_WINDOW_SLACK_NS
         older = [j for j in range(i + 1, len(self.paths))
                  if (r := rotated_range(self.paths[j])) is None or r[1] >= fork]
         row = self._find(older, lambda context: (
-            f"SELECT run_id, filename, argv{context_select(context)} FROM events "
+            f"SELECT run_id, filename, argv{context_select(context, BORROWED_FIELDS)} FROM events "
             "WHERE pid = ? AND start_ns = ? AND event = 'exec' AND time_ns <= ? "
             "ORDER BY time_ns DESC, id DESC"), rec)
         if row is None:
             return None
         rec["exec_filename"], rec["exec_argv"] = row[1], split_argv(row[2])
-        rec.update(zip(CONTEXT_FIELDS, row[3:]))
-        return {"filename": row[1], "argv": row[2], **dict(zip(CONTEXT_FIELDS, row[3:]))}
+        rec.update(zip(BORROWED_FIELDS, row[3:]))
+        return {"filename": row[1], "argv": row[2], **dict(zip(BORROWED_FIELDS, row[3:]))}
 
     def exit_of(self, i: int, rec: dict) -> None:
         """Fill how an exec record's process ended from a newer file."""
@@ -477,6 +488,7 @@ def seen_record(row, boot_id: str | None) -> dict:
         "start_ns": row["start_ns"], "start_tick_ns": row["start_tick_ns"],
     }
     rec.update((c, row[c] if c in keys else None) for c in CONTEXT_FIELDS)
+    rec.update(abi=None, parent_start_ns=None)  # /proc names neither
     return rec
 
 
@@ -511,7 +523,7 @@ def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = No
 # a record straight from the daemon has no joins yet: these read as unknown
 _UNJOINED = dict.fromkeys(("boot_id", "x_id", "x_filename", "x_argv", "y_exit_code", "y_signal",
                            "y_core_dumped", "y_duration_ns", "y_status")
-                          + tuple("x_" + c for c in CONTEXT_FIELDS))
+                          + tuple("x_" + c for c in BORROWED_FIELDS))
 
 
 def row_to_record(row: tuple, exec_row: tuple | None = None, boot_id: str | None = None) -> dict:
@@ -523,6 +535,6 @@ def row_to_record(row: tuple, exec_row: tuple | None = None, boot_id: str | None
     known = {**_UNJOINED, "boot_id": boot_id}
     if exec_row is not None:
         x = dict(zip(ROW_FIELDS, exec_row))
-        known.update({"x_" + c: x[c] for c in ("filename", "argv") + CONTEXT_FIELDS})
+        known.update({"x_" + c: x[c] for c in ("filename", "argv") + BORROWED_FIELDS})
         known["x_id"] = 0  # found: it has no row id here, and the record shows none
     return _record({**known, **dict(zip(ROW_FIELDS, row))})
