@@ -119,12 +119,13 @@ def chain_files(db_dir) -> list[Path]:
     return sorted(rotated_files(db_dir) + set_aside_files(db_dir), key=age_order)
 
 
-def from_newest_rotated(db_dir, read, unreadable=None):
-    """``read(query)`` on each rotated file of ``db_dir``, newest first, until one gives a result
-    that is not None (``query(sql)`` returns its rows); ``unreadable(path, error)`` is told of a
-    file SQLite cannot read, which is passed over. The writer's way to what an older file holds
-    when the live one has none of it yet (the chain's position, the last seal)."""
-    for path in reversed(rotated_files(db_dir)):
+def from_newest_older(db_dir, read, unreadable=None):
+    """``read(query)`` on each rotated or set-aside file of ``db_dir``, newest first (chain_files),
+    until one gives a result that is not None (``query(sql)`` returns its rows); ``unreadable(path,
+    error)`` is told of a file SQLite cannot read, which is passed over. The writer's way to what
+    an older file holds when the live one has none of it yet (the chain's position, the last
+    seal)."""
+    for path in reversed(chain_files(db_dir)):
         try:
             con = connect_ro(path)
             try:

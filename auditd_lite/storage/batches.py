@@ -158,10 +158,12 @@ class ChainPosition:
             log.warning("previous_run_unclean", run_id=run_id, started_ns=started,
                         path=str(db_dir / dbfiles.LIVE_NAME))
         if top_batch is None:  # no batches yet: the chain is in an older file
-            older = dbfiles.from_newest_rotated(db_dir, _tail_with_batches, unreadable)
+            older = dbfiles.from_newest_older(db_dir, _tail_with_batches, unreadable)
             if older is not None:
                 top_batch, last_hash, older_top = older
                 top_event = max(top_event, older_top)
+        if not top_event:  # batches without records (a run's start and stop): the ids go on
+            top_event = dbfiles.from_newest_older(db_dir, lambda q: _tail(q)[2] or None, unreadable) or 0
         # batches without a hash were written before the chain: it begins after them
         self.last_hash = last_hash or chain.GENESIS
         self.next_event_id, self.next_batch_id = top_event + 1, (top_batch or 0) + 1
