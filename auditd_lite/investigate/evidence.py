@@ -155,6 +155,9 @@ def _compare_runs(runs: dict, state: dict, origin: dict, fives: list, begun_in_5
             if value == expected:
                 continue
             by = origin.get(rid, {}).get(col)
+            start = origin.get(rid, {}).get("started_ns")
+            if expected is None and by == start:
+                by = None  # NULL as inserted, and no batch set it since
             if col in chain.RUN_ADDS:
                 reason = (f"runs row of run {rid}: {col} is {_shown(col, value)}, its batches here "
                           f"add up to {_shown(col, expected)}: edited")
@@ -165,8 +168,8 @@ def _compare_runs(runs: dict, state: dict, origin: dict, fives: list, begun_in_5
                           + ": put in afterwards")
                 at = last
             else:
-                when = ("at the run's stop" if col == "stopped_ns" else "at the run's start in this file"
-                        if origin[rid].get("started_ns") == by else "when capture began")
+                when = ("at the run's start in this file" if by == start else "at the run's stop"
+                        if col == "stopped_ns" else "when capture began")
                 reason = (f"runs row of run {rid}: {col} is {_shown(col, value)}, recorded as "
                           f"{_shown(col, expected)} {when}: edited")
                 at = by

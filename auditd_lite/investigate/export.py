@@ -651,8 +651,9 @@ class _Export:
         """Copy the exits of ``src`` (ids lo..hi) that match through an exec in an older file,
         which the SQL above, joining in the file, cannot see; how many."""
         listing = database_files(db_dir=self.db_dir)
-        if not exec_terms(self.filters) or path not in listing or len(listing) < 2:
-            return 0
+        if (not exec_terms(self.filters) or path not in listing or len(listing) < 2
+                or not self.filters.context_wanted() <= context):
+            return 0  # (a file without a column a filter reads has no record that can match)
         frm, params = selection_sql(self.filters, "src.", f"e.id BETWEEN {lo} AND {hi}", context, unjoined=True)
         joiner = Joiner(listing)
         try:
