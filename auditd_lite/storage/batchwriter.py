@@ -88,6 +88,8 @@ class BatchWriter:
         self.sealer = sealer
         self._removals: list[dict] = []  # retention's records of removed files not yet in a batch
         self._retain_after = 0.0
+        self._live_size = 0  # the live file's size at the last look, and its largest growth between
+        self._live_step = 0  # two looks (a batch or so): what it may take before it rotates
 
     @property
     def rotation(self) -> RotationPolicy:
@@ -425,7 +427,10 @@ class BatchWriter:
     def _rotation_due(self, policy: RotationPolicy) -> bool:
         due = False
         if self.limits.rotate_bytes:
-            due = self._live.size_bytes() >= self.limits.rotate_bytes
+            size = self._live.size_bytes()
+            self._live_step = max(self._live_step, size - self._live_size)
+            self._live_size = size
+            due = size >= self.limits.rotate_bytes
         if policy.interval_s and time.monotonic() - self._live.opened >= policy.interval_s:
             due = True
         return due
@@ -440,6 +445,7 @@ class BatchWriter:
         if self.sealer is not None:
             self._seal("rotate")  # in the file being closed: it ends sealed
         target = self._live.close_as_rotated()
+        self._live_size = 0
         # the run goes on in the new file, which needs its own copy of the run
         # row; on a full disk records are held until it can be made
         self._start_run()
@@ -459,7 +465,7 @@ class BatchWriter:
             return []
         self._retain_after = time.monotonic() + RETAIN_EVERY_S
         try:
-            doomed = rotation.plan(self.db_dir, policy, self.limits)
+            doomed = rotation.plan(self.db_dir, policy, self.limits, self._live_step)
         except OSError as e:
             log.error("retention_failed", error=e.strerror or str(e), path=str(self.db_dir))
             return []

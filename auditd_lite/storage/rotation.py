@@ -26,6 +26,8 @@ LIVE_SHARE = 8
 # pass the cap
 MIN_WAL_PAGES = 64
 PAGE_BYTES = 4096  # SQLite's default page size, the daemon's
+SHM_BYTES = 64 * 1024  # a -shm file, rounded up (32 KiB for the daemon's WAL)
+MIN_STEP = 64 * 1024  # a batch's growth taken at least this until one is seen
 # why a file was removed (removed_files.reason)
 REASONS = ("keep", "max_size", "min_free")
 
@@ -49,11 +51,13 @@ class Limits:
     rotate_bytes: int | None  # the live file rotates at this size (None: not by size)
     wal_pages: int  # the live file's WAL checkpoints at this many pages
 
-    @property
-    def live_room(self) -> int:
-        """What the live file may take before it rotates: its pages and a WAL of them twice
-        over (a checkpoint comes after the transaction that passed the mark)."""
-        return (self.rotate_bytes or 0) + 2 * self.wal_pages * PAGE_BYTES
+    def live_room(self, step: int) -> int:
+        """What the live file may take on disk before it rotates, when it grows by at most
+        ``step`` bytes at a time (a batch): its pages up to the rotation size and a step past it,
+        its WAL up to the checkpoint and a step past it (the checkpoint comes after the
+        transaction that passed the mark), and the -shm."""
+        step = max(step, MIN_STEP)
+        return (self.rotate_bytes or 0) + self.wal_pages * PAGE_BYTES + 2 * step + SHM_BYTES
 
 
 def limits(db_dir, policy: RotationPolicy, default_wal_pages: int) -> Limits:
@@ -105,17 +109,19 @@ def _mb(n: int) -> str:
     return f"{n / MIB:.1f} MiB"
 
 
-def plan(db_dir, policy: RotationPolicy, lim: Limits) -> list[Removal]:
+def plan(db_dir, policy: RotationPolicy, lim: Limits, step: int = 0) -> list[Removal]:
     """The files to remove now, oldest first: beyond ``keep`` rotated files; while the directory's
-    files, the live one counted at its full room (Limits.live_room), pass the cap; while free space
-    is under the floor. Rotated and set-aside files, never the live file."""
+    files, the live one counted at its full room (Limits.live_room, growing ``step`` bytes a
+    batch), pass the cap; while free space is under the floor. Rotated and set-aside files, never
+    the live file. Rotated files come only at a rotation, when this is asked again, so between
+    two rotations the directory stays under the cap as the live file grows."""
     if not policy.retention:
         return []
     db_dir = Path(db_dir)
     candidates = chain_files(db_dir)
     sizes = {p: footprint(p) for p in candidates}
     others = sum(sizes.values())
-    live = max(footprint(db_dir / LIVE_NAME), lim.live_room)
+    live = max(footprint(db_dir / LIVE_NAME), lim.live_room(step))
     free = free_bytes(db_dir)
     excess = max(0, sum(1 for p in candidates if is_rotated(p)) - policy.keep) if policy.keep else 0
     out = []
