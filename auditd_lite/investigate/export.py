@@ -505,7 +505,8 @@ class _Export:
 
         self.pool = ThreadPoolExecutor(max_workers=2)
         self.type_counts: list = []  # futures of, or dicts of, records per type
-        self.digests = {p: self.pool.submit(file_sha256, p) for p in sources if rotated_range(p) is not None}
+        # (a set-aside file does not change either: only the live one is hashed by no one)
+        self.digests = {p: self.pool.submit(file_sha256, p) for p in sources if p.name != LIVE_NAME}
         try:
             got = self._copy_sources(conn, sources)
             if conn.execute("SELECT count(*) FROM main.events").fetchone()[0] == 0:
@@ -608,7 +609,7 @@ class _Export:
         first_t, last_t = conn.execute("SELECT (SELECT min(time_ns) FROM src.events), "
                                        "(SELECT max(time_ns) FROM src.events)").fetchone()
         if is_set_aside(path) and exported:
-            self.note(f"{exported} records from {set_aside_note(path)}")
+            self.note(f"{exported} record{'s' if exported != 1 else ''} from {set_aside_note(path)}")
         return {
             "name": path.name, "path": str(path.resolve()), "live": path.name == LIVE_NAME,
             "set_aside": is_set_aside(path), "size": None, "sha256": None,

@@ -69,7 +69,7 @@ def export(db_dir, out, filters: Filters, fmt: str, force: bool = False, note=No
             tmp = None
             for path, n in per_file.items():
                 if note is not None and is_set_aside(path):
-                    note(f"{n} records from {set_aside_note(path)}")
+                    note(f"{n} record{'s' if n != 1 else ''} from {set_aside_note(path)}")
         finally:
             if tmp is not None:
                 os.unlink(tmp)

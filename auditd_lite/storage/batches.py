@@ -143,6 +143,7 @@ class ChainPosition:
         self.known = False
         self.last_hash: str | None = None
         self.next_event_id = self.next_batch_id = None
+        self.top_run = 0  # the highest run id in the files: a new run takes the next
 
     def read(self, conn, db_dir: Path) -> None:
         """From the live file on the writer's own connection, migrated (a file of the first
@@ -164,6 +165,12 @@ class ChainPosition:
                 top_event = max(top_event, older_top)
         if not top_event:  # batches without records (a run's start and stop): the ids go on
             top_event = dbfiles.from_newest_older(db_dir, lambda q: _tail(q)[2] or None, unreadable) or 0
+        # run ids go on too: a new live file (after a set-aside) must not give a new run the id of
+        # one in the file before it, which every reader reads beside it
+        self.top_run = max(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM runs").scalar(),
+                           dbfiles.from_newest_older(db_dir, lambda q: q("SELECT max(id) FROM runs")[0][0],
+                                                     unreadable) or 0)
+        conn.rollback()
         # batches without a hash were written before the chain: it begins after them
         self.last_hash = last_hash or chain.GENESIS
         self.next_event_id, self.next_batch_id = top_event + 1, (top_batch or 0) + 1

@@ -148,9 +148,10 @@ class BatchWriter:
             if not self._chain.known:
                 self._chain.read(self._conn, self.db_dir)
             run_id = self._run_row.get("id")
-            if run_id is None:
-                run_id = self._conn.exec_driver_sql("SELECT coalesce(max(id), 0) + 1 FROM runs").scalar()
+            if run_id is None:  # a new run: after every run id in this file and the files before
+                here = self._conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM runs").scalar()
                 self._conn.rollback()
+                run_id = max(here, self._chain.top_run) + 1
             self.run_id = run_id
             # each file's copy of the run row counts what went into it
             self._file_lost = (0, 0)
