@@ -250,7 +250,7 @@ def test_stop_time_edit_shows_the_recorded_one(sealed_run, tmp_path):
     con = sqlite3.connect(db / "audit.db")
     stopped = con.execute("SELECT stopped_ns FROM runs").fetchone()[0]
     con.close()
-    sql(db / "audit.db", "UPDATE runs SET stopped_ns = stopped_ns + 3600e9")
+    sql(db / "audit.db", "UPDATE runs SET stopped_ns = stopped_ns + 3600000000000")
     from auditd_lite.timeparse import format_time
 
     _, lines, _ = check(db)
