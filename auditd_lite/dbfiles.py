@@ -316,6 +316,9 @@ def database_files(db_dir=None, db_file=None) -> list[Path]:
 
 
 _warned: set[Path] = set()
+# set-aside files found intact, by (path, size, mtime): they never change, and a command lists
+# the files more than once (quick_check reads the whole file)
+_intact: set[tuple] = set()
 
 
 def _usable(path: Path) -> bool:
@@ -325,9 +328,13 @@ def _usable(path: Path) -> bool:
         conn = open_ro(path)
         try:
             if is_set_aside(path):
-                check = conn.execute("PRAGMA quick_check").fetchone()[0]
-                if check != "ok":
-                    raise BadInput(f"a set-aside file SQLite does not find intact ({check}): not read")
+                st = path.stat()
+                seen = (path, st.st_size, st.st_mtime_ns)
+                if seen not in _intact:
+                    check = conn.execute("PRAGMA quick_check").fetchone()[0]
+                    if check != "ok":
+                        raise BadInput(f"a set-aside file SQLite does not find intact ({check}): not read")
+                    _intact.add(seen)
         except sqlite3.DatabaseError as exc:
             raise BadInput(f"a set-aside file SQLite cannot read ({exc}): not read") from None
         finally:

@@ -62,7 +62,7 @@ def refuse_pid(monkeypatch, pid: int) -> None:
 
 
 def all_files(db_dir: Path) -> list[Path]:
-    """Oldest first, in the readers' order: rotated files, then the live file."""
+    """Oldest first, in the readers' order: rotated and set-aside files, then the live file."""
     return list(reversed(dbfiles.database_files(db_dir=db_dir)))
 
 

@@ -16,15 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Daemon, Storm, log_events, query_json, run_cli
+from faults.test_storm_faults import wait_until
 
 pytestmark = pytest.mark.kernel
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(0.1)
 
 
 def sql(path: Path, *statements: str) -> None:
