@@ -327,6 +327,10 @@ def main() -> int:
     ap.add_argument("--seal", nargs="?", const="1s", metavar="INTERVAL",
                     help="also run auditd-lite sealed, with epochs of INTERVAL (1s: a seal a second, "
                          "far more than the 15m default)")
+    ap.add_argument("--tax-reps", type=int, default=5,
+                    help="reps of bench/syscall_tax.py (what a program that never execs pays); 0: none")
+    ap.add_argument("--tax-calls", type=int, default=3_000_000, help="its getppid() calls per loop")
+    ap.add_argument("--tax-blocks", type=int, default=2_000_000, help="its dd blocks")
     ap.add_argument("--writer-records", type=int, default=1_000_000, help="0: no writer bench")
     ap.add_argument("--query-records", type=int, default=1_000_000, help="0: no query bench")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -418,6 +422,18 @@ def main() -> int:
     lines += ["", f"Buffer memory at the default --buffer-kb {kb}: ring buffer {kb // 1024} MiB shared "
               f"by all CPUs; perf buffer {kb // 1024} MiB per CPU = {kb * os.cpu_count() // 1024} MiB.",
               f"Storm runs took {storm_s / 60:.1f} min."]
+    if args.tax_reps:
+        skips = [f for f, on in (("--skip-auditd", args.skip_auditd), ("--skip-bpftrace", args.skip_bpftrace))
+                 if on]
+        lines += ["", "## What it costs a program that never execs", "",
+                  "bench/syscall_tax.py: two processes making getppid() system calls, and "
+                  "`dd bs=64` (two system calls a block), with each logger running and not, "
+                  f"{args.tax_reps} alternated reps. The hooks column says which mode each row "
+                  "ran in: auditd-lite's fentry (the execve functions only) where the kernel "
+                  "attaches tracing programs, else raw_syscalls (every system call); speed 1.000 "
+                  "is free.", "",
+                  bench_table("syscall_tax.py", "--reps", str(args.tax_reps), "--calls", str(args.tax_calls),
+                              "--blocks", str(args.tax_blocks), *skips)]
     if args.writer_records:
         lines += ["", "## Writer", "", bench_table("writer_throughput.py", "--records", str(args.writer_records))]
     if args.query_records and (HERE / "query_latency.py").exists():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -47,9 +48,19 @@ CWDS = [b"", b"root\0", b"src\0alice\0home\0", b"log\0var\0"]
 PARENT_START = 1_000_000
 
 
+def exe_fields(path: str) -> tuple:
+    """The record's exe_* fields for the file at ``path``, as the kernel fills them (its dev_t
+    is major << 20 | minor), and the flag saying they are there."""
+    st = os.stat(path)
+    kdev = os.major(st.st_dev) << 20 | os.minor(st.st_dev)
+    return (kdev, 0, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def synthetic(n: int, seed: int = 1) -> list[bytes]:
-    """n raw records: exec then exit per process, ~10% failures and signals."""
+    """n raw records: exec then exit per process, ~10% failures and signals. An exec names its
+    executable (FLAG_EXE_ID) as the kernel does, so it is hashed as in the daemon."""
     rnd = random.Random(seed)
+    exe = {path: exe_fields(os.path.realpath(path)) for path, _ in PROGRAMS}
     out = []
     ts = 10**12
     pid = 1000
@@ -64,11 +75,11 @@ def synthetic(n: int, seed: int = 1) -> list[bytes]:
         if rnd.random() < 0.05:
             hdr = R.EXEC_EVENT.pack(R.EV_EXEC_FAILED, pid, pid, 1, ts, start, PARENT_START, 1000, 1000,
                                     comm, 42, 1000, 1000, 3, pid, 2, len(argv), 0, len(fname),
-                                    len(args), len(cwd), R.ABI_X64, 4026531841)
+                                    len(args), len(cwd), R.ABI_X64, 4026531841, 0, 0, 0, 0, 0, 0)
             out.append(hdr + fname + args + cwd)
         hdr = R.EXEC_EVENT.pack(R.EV_EXEC, pid, pid, 1, ts, start, PARENT_START, 1000, 1000, comm, 42,
-                                1000, 1000, 3, pid, 0, len(argv), 0, len(fname), len(args), len(cwd),
-                                R.ABI_X64, 4026531841)
+                                1000, 1000, 3, pid, 0, len(argv), R.FLAG_EXE_ID, len(fname), len(args),
+                                len(cwd), R.ABI_X64, 4026531841, *exe[path])
         out.append(hdr + fname + args + cwd)
         ts += 150_000
         status = rnd.choice([0, 0, 0, 0, 0, 0, 0, 256, 9, 15 << 0, 2 << 8])
@@ -100,7 +111,8 @@ def one_run(raw: list[bytes], db_dir: Path, batch: int, rotate_mb: float, seal_s
     # rate that is a few thousand records at a time
     step = 5000
     for i in range(0, len(raw), step):
-        pending = context.begin(decoder.decode_all(raw[i:i + step]))
+        named: list = []
+        pending = context.begin(decoder.decode_all(raw[i:i + step], named), named)
         bw.write(context.finish([pending], time.monotonic()))
     bw.close()
     context.close()

@@ -82,6 +82,10 @@ struct exec_buf {
     u64 cwd_off;
     u32 cwd_flags;
     u32 _pad;
+    /* the argument loop's exits, likewise: where the argument that filled the room ends, and
+     * the index after it */
+    u64 edge_last;
+    u64 edge_next;
 };
 
 #ifdef USE_PERFBUF
@@ -327,6 +331,55 @@ static __always_inline void walk_cwd(struct exec_buf *b, struct task_struct *tas
 }
 #endif
 
+/* no file's identity: a failed exec ran none, and without BTF none is read */
+static __always_inline void clear_exe(struct exec_event *e)
+{
+    e->exe_dev = 0;
+    e->_pad = 0;
+    e->exe_ino = e->exe_size = e->exe_mtime_ns = e->exe_ctime_ns = 0;
+}
+
+#ifdef OFF_BPRM_FILE
+/* a time of the inode in ns: seconds, and nanoseconds of NSEC_BYTES (u32 since 6.11, whose
+ * ctime keeps a flag in bit 31 since 6.13: masked, nanoseconds need 30 bits) */
+#define INODE_TIME_NS(inode, T)                                               \
+    ({                                                                        \
+        s64 sec_ = 0;                                                         \
+        u64 nsec_ = 0;                                                        \
+        READ_AT(sec_, inode, OFF_INODE_##T##_SEC);                            \
+        bpf_probe_read_kernel(&nsec_, T##_NSEC_BYTES,                         \
+                              (const char *)(inode) + OFF_INODE_##T##_NSEC);  \
+        (u64)sec_ * 1000000000ULL + (nsec_ & 0x3fffffff);                     \
+    })
+
+/* The file exec ran (bprm->file: for a #! script, the interpreter), as stat would name it: what
+ * user space then hashes is held to it. FLAG_EXE_ID when read. */
+static __always_inline u32 exe_identity(struct exec_event *e, const void *bprm)
+{
+    void *file = NULL, *inode = NULL, *sb = NULL;
+    clear_exe(e);
+    READ_AT(file, bprm, OFF_BPRM_FILE);
+    if (file)
+        READ_AT(inode, file, OFF_FILE_INODE);
+    if (!inode)
+        return 0;
+    READ_AT(sb, inode, OFF_INODE_SB);
+    if (sb)
+        READ_AT(e->exe_dev, sb, OFF_SB_DEV);
+    READ_AT(e->exe_ino, inode, OFF_INODE_INO);
+    READ_AT(e->exe_size, inode, OFF_INODE_SIZE);
+    e->exe_mtime_ns = INODE_TIME_NS(inode, MTIME);
+    e->exe_ctime_ns = INODE_TIME_NS(inode, CTIME);
+    return FLAG_EXE_ID;
+}
+#else
+static __always_inline u32 exe_identity(struct exec_event *e, const void *bprm)
+{
+    clear_exe(e);
+    return 0;
+}
+#endif
+
 /* the entry's working directory into the record's data[], after its arguments */
 static __always_inline u32 copy_cwd(struct exec_buf *b, const struct exec_buf *st, u64 at)
 {
@@ -372,21 +425,30 @@ static __always_inline int stash_entry(const char *filename, const void *argv, u
      * verified once, not once per way the walk ended */
     walk_cwd(b, (struct task_struct *)bpf_get_current_task());
 
+    /* What the branches before and in the argument loop decide goes to map memory (b->e), as
+     * the walk's state does: a register holding it would be live through the loop, and every
+     * value it could have would be one more copy of the loop for the verifier to follow. */
     long n = bpf_probe_read_user_str(b->data, FILENAME_BUF, filename);
-    u64 fl = n > 0 ? n : 0;
-    u32 flags = 0;
-    if (fl >= FILENAME_BUF)
-        flags |= FLAG_FILENAME_TRUNCATED;
+    b->e.flags = n >= FILENAME_BUF ? FLAG_FILENAME_TRUNCATED : 0;
+    b->e.filename_len = n > 0 ? n : 0;
+    u64 fl = b->e.filename_len;
     CLAMP(fl, FILENAME_BUF);
 
+    /* Every branch in the loop leaves it but the one path that copies an argument: the
+     * verifier then follows one state per iteration. Branches that stayed in the loop (the
+     * last byte of an argument that filled the room, read there) multiplied its states by about
+     * forty an iteration: 170,000 instructions processed per copy of the loop, which times six
+     * fentry programs outlasted the unit's start timeout under TCG. */
     u64 off = 0;
     u32 argc = 0;
+    b->e.argc = 0;
+    b->e.args_len = 0;
     for (int i = 0; i < MAX_ARGS; i++) {
         const char *p = argv_at(argv, i, compat);
         if (!p)
             goto done;
         if (off >= ARG_BYTES) {
-            flags |= FLAG_ARGS_TRUNCATED;
+            b->e.flags |= FLAG_ARGS_TRUNCATED;
             goto done;
         }
         u64 room = ARG_BYTES - off;
@@ -396,24 +458,31 @@ static __always_inline int stash_entry(const char *filename, const void *argv, u
         n = bpf_probe_read_user_str(&b->data[at], room, p);
         if (n <= 0)
             goto done;
-        argc++;
-        if ((u32)n == room) {
-            /* filled the room exactly: truncated unless the string ended there */
-            char last = 0;
-            bpf_probe_read_user(&last, 1, p + n - 1);
-            if (last)
-                flags |= FLAG_ARGS_TRUNCATED;
-        }
         off += n;
+        b->e.argc = ++argc;
+        b->e.args_len = off;
+        if ((u32)n == room) {
+            b->edge_last = (u64)(p + n - 1);
+            b->edge_next = i + 1;
+            goto filled;
+        }
     }
     if (argv_at(argv, MAX_ARGS, compat))
-        flags |= FLAG_ARGC_TRUNCATED;
+        b->e.flags |= FLAG_ARGC_TRUNCATED;
+    goto done;
+filled:
+    /* the argument filled the room exactly: truncated unless the string ended there; and an
+     * argument after it did not fit at all */
+    {
+        char last = 0;
+        bpf_probe_read_user(&last, 1, (const char *)b->edge_last);
+        if (last || argv_at(argv, b->edge_next, compat))
+            b->e.flags |= FLAG_ARGS_TRUNCATED;
+    }
 done:
-    b->e.argc = argc;
-    b->e.flags = flags;
+    /* only map memory and registers every path holds alike are read from here on: the
+     * verifier meets each exit's state here once */
     b->e.abi = abi;
-    b->e.filename_len = fl;
-    b->e.args_len = off > ARG_BYTES ? ARG_BYTES : off;
     stash.update(&tid, b);
     return 0;
 }
@@ -450,6 +519,7 @@ static __always_inline int exec_failed(void *ctx, long ret, u32 abi)
     b->e.old_pid = b->e.h.tid;
     b->e.err = -ret;
     b->e.abi = abi;
+    clear_exe(&b->e);
     emit(ctx, b, record_size(&b->e));
     stash.delete(&tid);
     return 0;
@@ -641,6 +711,7 @@ PROBE(sched_process_exec)
     else
         flags |= FLAG_NO_STASH;
     flags |= copy_cwd(b, st, fl + al);
+    flags |= exe_identity(&b->e, (const void *)ctx->args[2]);
     b->e.flags = flags;
     b->e.filename_len = fl;
     b->e.args_len = al;

@@ -20,6 +20,7 @@
 #define FLAG_CWD_TRUNCATED 64     /* more components or bytes than the walk's bounds */
 #define FLAG_CWD_DELETED 128      /* the directory was removed (d_unlinked) */
 #define FLAG_CWD_CHROOT 256       /* the process's root is a directory, not a mount's root */
+#define FLAG_EXE_ID 512           /* exe_* hold the executed file's identity (an exec only) */
 
 /* counters map indexes */
 #define CNT_LOST 0        /* ring/perf buffer full: record dropped */
@@ -70,6 +71,14 @@ struct exec_event {
                          * each NUL-terminated, from the directory itself up to the root */
     __u16 abi;          /* ABI_* */
     __u32 mntns;        /* inode number of the process's mount namespace */
+    /* the executed file as the kernel named it (bprm->file->f_inode) when FLAG_EXE_ID: what
+     * user space hashes must be this inode (auditd_lite/capture/exehash.py) */
+    __u32 exe_dev;      /* the kernel's dev_t: major << 20 | minor */
+    __u32 _pad;
+    __u64 exe_ino;
+    __u64 exe_size;
+    __u64 exe_mtime_ns;
+    __u64 exe_ctime_ns;
     /* char data[filename_len + args_len + cwd_len] follows */
 };
 

@@ -171,14 +171,21 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    @property
+    def mode(self) -> str:
+        """The capture mode the daemon logged it attached in."""
+        return log_events(self.log, "programs_attached")[-1]["capture_mode"]
+
 
 class Service:
     """The running auditd-lite.service, as the capture tests see a daemon: a
     database directory, and a flush that returns once everything that ran
     before it is written. The service keeps running."""
 
-    def __init__(self, db_dir: Path):
+    def __init__(self, db_dir: Path, mode: str | None = None):
         self.db_dir = db_dir
+        # the capture mode it runs in: in a VM guest the service's is the one the guest expects
+        self.mode = mode or os.environ.get("AUDITD_LITE_EXPECT_CAPTURE_MODE")
 
     def flush(self, timeout: float = 120.0) -> None:
         # Records reach the database in the order the ring buffer reserved
@@ -212,12 +219,42 @@ def daemon_factory(tmp_path):
 
 
 @pytest.fixture
-def capture(daemon_factory):
+def capture(request, daemon_factory):
     """What records this test's processes: a daemon of its own with default
-    settings, or in a VM guest the service. Call ``flush()`` before reading."""
+    settings, or in a VM guest the service; in a module that sets EACH_CAPTURE_MODE, once in
+    each of CAPTURE_MODES. Call ``flush()`` before reading."""
+    if getattr(request, "param", "default") == "raw_syscalls":
+        return request.getfixturevalue("forced_fallback")
     if SERVICE_DB:
         return Service(Path(SERVICE_DB))
     return daemon_factory()
+
+
+# The capture modes the tests of a module with EACH_CAPTURE_MODE = True run in: the default, and
+# in a VM guest, where the service hooks execve with fentry, also the raw_syscalls fallback
+# forced. On this host kind the default is the fallback already (tracing programs are refused).
+CAPTURE_MODES = ["default"] + (["raw_syscalls"] if SERVICE_DB else [])
+
+
+def pytest_generate_tests(metafunc):
+    if "capture" in metafunc.fixturenames and getattr(metafunc.module, "EACH_CAPTURE_MODE", False):
+        metafunc.parametrize("capture", CAPTURE_MODES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def forced_fallback(tmp_path_factory):
+    """One daemon for the whole run with --capture-mode raw_syscalls, read as the service is (a
+    flush waits for a marker's exit): starting one per test would cost a compile each, minutes
+    under TCG. ``daemon`` is the Daemon, for what its descriptors and log say."""
+    tmp = tmp_path_factory.mktemp("fallback")
+    d = Daemon(tmp / "db", tmp / "daemon.log", "--capture-mode", "raw_syscalls").start()
+    try:
+        assert d.mode == "raw_syscalls", d.log
+        service = Service(d.db_dir, d.mode)
+        service.daemon = d
+        yield service
+    finally:
+        d.stop()
 
 
 @pytest.fixture

@@ -36,13 +36,15 @@ def test_compare_bench_small(tmp_path):
     """compare.py at a tiny size, without auditd (installing and running it is make bench's
     part, not CI's), with bpftrace where it is installed: the tables are written, every
     logger that records exits captured every exec and exit of the storm, nothing was lost,
-    and the long storm's RSS samples gave a trend."""
+    and the long storm's RSS samples gave a trend; the syscall-tax table has the forced fallback
+    row, which says the mode it ran in."""
     bpftrace = shutil.which("bpftrace") is not None
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{figures.README_BEGIN}\nold\n{figures.README_END}\n")
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "compare.py"), "--execs", "400", "--reps", "2",
                         "--big-execs", "1000", "--big-reps", "1",
                         "--writer-records", "4000", "--query-records", "20000", "--out", str(tmp_path / "out"),
+                        "--tax-reps", "1", "--tax-calls", "20000", "--tax-blocks", "20000",
                         "--readme", str(readme), "--skip-auditd", *([] if bpftrace else ["--skip-bpftrace"])],
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -59,6 +61,8 @@ def test_compare_bench_small(tmp_path):
     assert big["rss_slope_mb_per_10k"] is not None
     text = md.read_text()
     assert "| auditd-lite |" in text and "## Writer" in text and "## Queries" in text
+    assert "## What it costs a program that never execs" in text
+    assert "| auditd-lite raw_syscalls | raw_syscalls |" in text
     assert "## 1000-exec storm" in text and "## Goals (issue #12)" in text
     assert ("| bpftrace |" in text) == bpftrace
     assert "failed" not in text

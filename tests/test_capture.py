@@ -103,6 +103,25 @@ class TestExec:
         assert by_len[2]["argv"][0] == str(marker)
         assert 0 < len(by_len[2]["argv"][1]) < 6000
 
+    def test_failed_exec_arguments_at_the_byte_bound(self, capture):
+        """A failed exec's arguments come from the syscall-entry copy: arguments filling the 4,096
+        bytes exactly (their NULs counted) are whole and not truncated; one byte more is cut
+        and says so, as is an argument after a full room."""
+        missing = f"/nonexistent/{uuid.uuid4().hex}"
+        exact = [missing, "E" * (4096 - len(missing) - 1 - 1)]  # two strings, two NULs
+        over = [missing, "O" * (4096 - len(missing) - 1)]
+        after = exact + ["more"]
+        assert len(b"\0".join(a.encode() for a in exact)) + 1 == 4096
+        for argv in (exact, over, after):
+            with pytest.raises(FileNotFoundError):
+                subprocess.Popen(argv)
+        capture.flush()
+        recs = sorted(query_json(capture.db_dir, "--event", "exec_failed", "--filename", missing),
+                      key=lambda r: r["time_ns"])
+        assert [(r["argv"], r["args_truncated"]) for r in (recs[0], recs[2])] == [(exact, False), (exact, True)]
+        assert recs[1]["args_truncated"] is True and recs[1]["argv"][1] == over[1][:len(recs[1]["argv"][1])]
+        assert len(recs[1]["argv"][1]) < len(over[1]) and len(recs) == 3
+
     def test_exec_from_non_leader_thread(self, capture, marker, tmp_path):
         """exec from a second thread is recorded under the process id, with the thread's id as old_pid."""
         d = capture

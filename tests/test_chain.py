@@ -19,7 +19,7 @@ from auditd_lite.storage.batchwriter import BatchWriter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from writer_throughput import synthetic  # noqa: E402
 
-from conftest import NO_CONTEXT, second_rows  # noqa: E402
+from conftest import NO_CONTEXT, cli_in_process, second_rows  # noqa: E402
 from test_records import exec_raw  # noqa: E402
 from test_storage import verify  # noqa: E402
 
@@ -222,3 +222,40 @@ def test_a_previous_hash_that_is_no_hash_is_a_problem_not_a_crash(tmp_path):
     con.commit()
     con.close()
     assert [p.batch_id for p in verify(db)] == [1]
+
+
+def test_a_gate_put_into_a_format_3_batch_is_found(tmp_path):
+    """A file whose batches are in format 3 (written before revision 0006, upgraded since: the
+    gate columns NULL) verifies; an ABI or a parent start time written into one of its records
+    afterwards is reported as no hash covering it, naming that batch, and the format-3 hash
+    itself still holds (it never covered the column)."""
+    db = tmp_path / "db"
+    bw = BatchWriter(db, {})
+    bw.open()
+    for start in (0, 100, 200):
+        bw.write(second_rows(100, start=start))
+    bw.close()
+    con = sqlite3.connect(db / "audit.db")
+    con.execute("UPDATE events SET abi = NULL, parent_start_ns = NULL")
+    prev = chain.GENESIS
+    cols = ", ".join(chain.EVENT_COLUMNS)
+    for b in con.execute(f"SELECT {', '.join(chain.BATCH_HEADER)} FROM batches ORDER BY id").fetchall():
+        rows_ = con.execute(f"SELECT {cols} FROM events WHERE batch_id = ? ORDER BY id", (b[0],)).fetchall()
+        h = chain.batch_hash(prev, tuple(b), [chain.row_digest(tuple(r), 3) for r in rows_], fmt=3)
+        con.execute("UPDATE batches SET prev_hash = ?, hash = ? WHERE id = ?", (prev, h, b[0]))
+        prev = h
+    con.commit()
+    assert verify(db) == []
+    for column, value in (("abi", "ia32"), ("parent_start_ns", 1)):
+        con.execute(f"UPDATE events SET {column} = ? WHERE id = 150", (value,))
+        con.commit()
+        assert verify(db) == []  # the chain alone: format 3 never covered the column
+        status, out, _ = cli_in_process("verify", "--db-dir", db)
+        assert status == 1
+        assert [line for line in out.splitlines() if "audit.db" in line] == [
+            f"{db / 'audit.db'} batch 2: 1 record with an exec gate (abi, parent_start_ns) that the "
+            "batch's hash (written before schema revision 0006) does not cover: put in afterwards"]
+        con.execute(f"UPDATE events SET {column} = NULL WHERE id = 150")
+        con.commit()
+    con.close()
+    assert cli_in_process("verify", "--db-dir", db)[0] == 0

@@ -12,15 +12,16 @@ import sys
 import pytest
 
 from auditd_lite.capture import btf, doctor, loader
+import auditd_lite.capture.doctor.load  # noqa: F401 - doctor.load, where tests patch load_plan
 from auditd_lite import config, seal
-from auditd_lite.capture.doctor import FAIL, OK, SKIP, WARN, Host
+from auditd_lite.capture.doctor.host import FAIL, OK, SKIP, WARN, Host
 from conftest import REPO, run_cli
 from test_btf import BlobBuilder
 
 ALL_CAPS = "000001ffffffffff"
 ALL_CAPS_INT = int(ALL_CAPS, 16)
-SERVICE_CAPS = ((1 << doctor.CAP_BPF) | (1 << doctor.CAP_PERFMON) | (1 << doctor.CAP_SYS_PTRACE)
-                | (1 << doctor.CAP_DAC_READ_SEARCH))
+SERVICE_CAPS = ((1 << doctor.host.CAP_BPF) | (1 << doctor.host.CAP_PERFMON) | (1 << doctor.host.CAP_SYS_PTRACE)
+                | (1 << doctor.host.CAP_DAC_READ_SEARCH))
 UNIT_TEXT = (REPO / "auditd-lite.service").read_text()
 # every raw tracepoint the program may attach, by tracefs category
 ALL_EVENTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_process_exec",
@@ -282,11 +283,11 @@ class TestUnit:
             "20-admin.conf": "[Service]\nCapabilityBoundingSet=CAP_SYS_ADMIN\n",
             "30-noptrace.conf": "[Service]\nCapabilityBoundingSet=~CAP_SYS_PTRACE\n"})
         u = doctor.read_unit(host)
-        assert u.caps == SERVICE_CAPS - (1 << doctor.CAP_SYS_PTRACE) + (1 << doctor.CAP_SYS_ADMIN)
+        assert u.caps == SERVICE_CAPS - (1 << doctor.host.CAP_SYS_PTRACE) + (1 << doctor.host.CAP_SYS_ADMIN)
         assert len(u.files) == 3 and u.files[1].endswith("20-admin.conf")
         host = fake_host(tmp_path / "reset", unit=UNIT_TEXT, dropins={
             "10-reset.conf": "[Service]\nCapabilityBoundingSet=\nCapabilityBoundingSet=cap_bpf\n"})
-        assert doctor.read_unit(host).caps == 1 << doctor.CAP_BPF
+        assert doctor.read_unit(host).caps == 1 << doctor.host.CAP_BPF
 
     def test_etc_hides_lib(self, tmp_path):
         """The unit in /etc replaces the one in /lib whole, and a drop-in in /etc hides one of
@@ -297,7 +298,7 @@ class TestUnit:
                          lib_dropins={"caps.conf": "[Service]\nCapabilityBoundingSet=CAP_SYS_ADMIN\n",
                                       "more.conf": "[Service]\nCapabilityBoundingSet=CAP_KILL\n"})
         u = doctor.read_unit(host)
-        assert u.caps == (1 << doctor.CAP_BPF) | (1 << doctor.CAP_PERFMON) | (1 << 5)
+        assert u.caps == (1 << doctor.host.CAP_BPF) | (1 << doctor.host.CAP_PERFMON) | (1 << 5)
         assert [os.path.basename(f) for f in u.files] == ["auditd-lite.service", "caps.conf", "more.conf"]
 
     def test_repository_copy_when_not_installed(self, tmp_path):
@@ -315,7 +316,7 @@ class TestUnit:
     def test_limit_values(self, text, expected):
         """LimitMEMLOCK= values as systemd reads them: powers of 1024, soft:hard, infinity;
         a value it cannot read gives None."""
-        assert doctor.parse_limit(text) == expected
+        assert doctor.unit.parse_limit(text) == expected
 
 
 class TestSettings:
@@ -407,7 +408,7 @@ class TestService:
 
     def test_no_unit_uses_this_process(self, tmp_path):
         """With no unit anywhere the service line judges this process's own capabilities."""
-        host = fake_host(tmp_path, caps=f"{1 << doctor.CAP_BPF:016x}")
+        host = fake_host(tmp_path, caps=f"{1 << doctor.host.CAP_BPF:016x}")
         r = service(host)
         assert r.status == FAIL and "this process's: no auditd-lite.service" in r.message
 
@@ -417,7 +418,7 @@ class TestLoadPlan:
         """The child runs under setpriv with exactly the unit's bounding set."""
         host = fake_host(tmp_path, unit=unit_with())
         unit = doctor.read_unit(host)
-        plan = doctor.load_plan(host, unit, config.RunSettings())
+        plan = doctor.load.load_plan(host, unit, config.RunSettings())
         assert plan.argv[:2] == ["/usr/bin/setpriv", "--bounding-set=-all,+dac_read_search,+sys_ptrace,+perfmon,+bpf"]
         assert plan.argv[2] == sys.executable and plan.memlock is None
 
@@ -425,43 +426,43 @@ class TestLoadPlan:
         """A unit without CapabilityBoundingSet, or no setpriv: the child keeps this process's
         capabilities, and the message says so."""
         host = fake_host(tmp_path / "a", unit=unit_with(None))
-        plan = doctor.load_plan(host, doctor.read_unit(host), config.RunSettings())
+        plan = doctor.load.load_plan(host, doctor.read_unit(host), config.RunSettings())
         assert plan.argv[0] == sys.executable and "this process's" in plan.as_whom
         host = fake_host(tmp_path / "b", unit=unit_with(), setpriv=None)
-        plan = doctor.load_plan(host, doctor.read_unit(host), config.RunSettings())
+        plan = doctor.load.load_plan(host, doctor.read_unit(host), config.RunSettings())
         assert plan.argv[0] == sys.executable and "setpriv" in plan.as_whom
 
     def test_memlock_the_child_may_have(self, tmp_path):
         """A LimitMEMLOCK this process may set is given to the child; one above the hard limit
         without CAP_SYS_RESOURCE is stood in for by CAP_IPC_LOCK, for the perf buffer only."""
         host = fake_host(tmp_path / "a", unit=unit_with(extra="[Service]\nLimitMEMLOCK=64K\n"))
-        plan = doctor.load_plan(host, doctor.read_unit(host), config.RunSettings())
+        plan = doctor.load.load_plan(host, doctor.read_unit(host), config.RunSettings())
         assert plan.memlock == (64 << 10, 64 << 10)
         if resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] == resource.RLIM_INFINITY:
             return  # nothing is above this process's hard limit
-        no_resource = f"{ALL_CAPS_INT & ~(1 << doctor.CAP_SYS_RESOURCE):016x}"
+        no_resource = f"{ALL_CAPS_INT & ~(1 << doctor.host.CAP_SYS_RESOURCE):016x}"
         host = fake_host(tmp_path / "b", caps=no_resource,
                          unit=unit_with(extra="[Service]\nLimitMEMLOCK=infinity\n"))
         unit = doctor.read_unit(host)
-        perf = doctor.load_plan(host, unit, config.RunSettings(transport="perfbuf"))
+        perf = doctor.load.load_plan(host, unit, config.RunSettings(transport="perfbuf"))
         assert perf.memlock is None and ",+ipc_lock," in perf.argv[1]
-        ring = doctor.load_plan(host, unit, config.RunSettings())
+        ring = doctor.load.load_plan(host, unit, config.RunSettings())
         assert ring.memlock is None and "ipc_lock" not in ring.argv[1]
 
 
     def test_child_gets_the_memlock(self):
         """run_load gives the child the plan's RLIMIT_MEMLOCK and reads back its result line."""
         code = ("import json, resource; print('noise'); print(%r + json.dumps("
-                "{'offsets': resource.getrlimit(resource.RLIMIT_MEMLOCK)}))" % doctor.RESULT_MARK)
-        plan = doctor.LoadPlan([sys.executable, "-c", code], (64 << 10, 128 << 10), "test")
-        result, stderr = doctor.run_load(plan)
+                "{'offsets': resource.getrlimit(resource.RLIMIT_MEMLOCK)}))" % doctor.host.RESULT_MARK)
+        plan = doctor.load.LoadPlan([sys.executable, "-c", code], (64 << 10, 128 << 10), "test")
+        result, stderr = doctor.load.run_load(plan)
         assert result == {"offsets": [64 << 10, 128 << 10]} and stderr == ""
 
     def test_child_without_result_line(self):
         """A child that dies before its result line is a failure naming its last stderr line."""
-        plan = doctor.LoadPlan([sys.executable, "-c", "import sys; sys.exit('setpriv: nope')"],
+        plan = doctor.load.LoadPlan([sys.executable, "-c", "import sys; sys.exit('setpriv: nope')"],
                                None, "test")
-        result, _ = doctor.run_load(plan)
+        result, _ = doctor.load.run_load(plan)
         assert result == {"error": "the test process ended without a result: setpriv: nope"}
 
 
@@ -478,7 +479,7 @@ class TestLoadFailure:
                   "0: (79) r0 = *(u64 *)(r1 +1000)\nR1 invalid mem access 'scalar'\n"
                   "processed 1 insns (limit 1000000) max_states_per_insn 0 total_states 0\n\n"
                   "HINT: The invalid mem access 'scalar' error can happen if ...\n")
-        sentence, _ = doctor.load_failure(error, stderr)
+        sentence, _ = doctor.load.load_failure(error, stderr)
         assert sentence == ("the kernel refused program probe__sys_exit (Permission "
                             "denied): R1 invalid mem access 'scalar'")
 
@@ -508,7 +509,7 @@ class TestLoadFailure:
     def test_other_failures(self, error, stderr, sentence):
         """Each kind of failure bcc, libbpf and the loader report becomes one sentence naming
         what failed."""
-        assert doctor.load_failure(error, stderr)[0] == sentence
+        assert doctor.load.load_failure(error, stderr)[0] == sentence
 
 
 class TestMain:
@@ -574,16 +575,26 @@ class TestOnThisHost:
     def test_doctor_passes(self, tmp_path):
         """On a host that captures, doctor exits 0 with every check ok and nothing on stderr:
         the real program compiled, loaded and attached in a child, bounded to the unit's
-        capabilities whenever a unit and setpriv are there."""
+        capabilities whenever a unit and setpriv are there. The capture line says the mode the
+        compile check attached: ok for fentry, a warning naming the fallback's reason and cost
+        for raw_syscalls (this host kind refuses tracing programs)."""
         p = run_cli("doctor", "--db-dir", tmp_path / "db", check=0)
         lines = p.stdout.decode().splitlines()
         assert lines[-1] == "capture can work on this host"
         names = [l.split()[1] for l in lines[:-1]]
         assert names == ["privileges", "kernel", "btf", "tracefs", "tracepoints", "bcc",
-                         "headers", "settings", "service", "compile", "database", "sealing"]
-        assert all(l.startswith("ok ") for l in lines[:-1]), p.stdout.decode()
+                         "headers", "settings", "service", "compile", "capture", "database", "sealing"]
+        assert all(l.startswith("ok ") for l in lines[:-1] if l.split()[1] != "capture"), p.stdout.decode()
         compile_line = next(l for l in lines if l.split()[1] == "compile")
-        assert "compiled, loaded and attached to sys_enter, sys_exit" in compile_line
+        capture_line = next(l for l in lines if l.split()[1] == "capture")
+        if "capture mode fentry" in compile_line:
+            assert "attached to fentry/__x64_sys_execve" in compile_line
+            assert capture_line.startswith("ok    capture      fentry: execve seen at __x64_sys_execve")
+        else:
+            assert "capture mode raw_syscalls" in compile_line
+            assert "compiled, loaded and attached to sys_enter, sys_exit" in compile_line
+            assert capture_line.startswith("warn  capture      raw_syscalls, the fallback: ")
+            assert "every system call of every process pays ~95 ns" in capture_line
         if doctor.read_unit(Host()) is not None and doctor.Host().setpriv:
             assert "with the unit's bounding set" in compile_line
         headers = next(l for l in lines if l.split()[1] == "headers")
@@ -613,7 +624,7 @@ class TestOnThisHost:
         """A buffer_kb the kernel refuses: 64 MiB perf buffers, more locked memory than the
         child may have (the unit's 64 KiB LimitMEMLOCK, no CAP_IPC_LOCK), fail to map; the
         compile line is that one sentence, with LimitMEMLOCK in the fix."""
-        if doctor.read_paranoid(Host()) == -1:
+        if doctor.unit.read_paranoid(Host()) == -1:
             pytest.skip("perf_event_paranoid -1 lifts the locked-memory limit")
         host = real_host(tmp_path, unit_with(
             exec_start="/usr/bin/auditd-lite run --transport perfbuf --buffer-kb 65536",
@@ -634,7 +645,7 @@ class TestOnThisHost:
         host = real_host(tmp_path, UNIT_TEXT)
         unit = doctor.read_unit(host)
         ds = doctor.daemon_settings(host, unit)
-        real_plan = doctor.load_plan(host, unit, ds.settings)
+        real_plan = doctor.load.load_plan(host, unit, ds.settings)
         code = real_plan.argv[-3]
         assert "load_child" in code
         # the compiler child takes the program from the settings load_child hands it
@@ -643,7 +654,7 @@ class TestOnThisHost:
                 f"program_file={str(tmp_path / 'refused.bpf.c')!r})); ")
         argv = real_plan.argv[:-3] + [code.replace("from auditd_lite.capture.doctor", swap + "from auditd_lite.capture.doctor")
                                       ] + real_plan.argv[-2:]
-        monkeypatch.setattr(doctor, "load_plan", lambda *a: doctor.LoadPlan(argv, None, "test"))
+        monkeypatch.setattr(doctor.load, "load_plan", lambda *a: doctor.load.LoadPlan(argv, None, "test"))
         r = doctor.check_compile(host, unit, ds)
         assert (r.status, r.message) == (
             FAIL, "the kernel refused program probe__sys_enter (Permission denied): "

@@ -311,3 +311,66 @@ def test_worker_busy_and_late(tmp_path):
         gate.set()
         worker.close(30)
     assert h.hashes == 1 and h.hits == 2
+
+
+# the kernel's word for the file an exec ran (issue #21): records since then carry it
+
+def named_by_kernel(path) -> tuple:
+    """The identity an exec record of ``path`` carries now (records.Decoder gives it)."""
+    return exehash.identity(os.stat(path))
+
+
+def test_the_named_file_is_hashed_and_then_answered_from_the_cache_alone(tmp_path):
+    """A process gone, its file found by path with the identity the kernel named: hashed,
+    status inode; asked again for that identity, the cache answers without opening anything
+    (the file has been deleted meanwhile)."""
+    f = tmp_path / "prog"
+    install("/bin/true", f)
+    settle()
+    named = named_by_kernel(f)
+    pid, t = run_to_end(f)
+    h = Hasher()
+    want = (sha256sum(f), "inode")
+    assert h.request(Request(pid, str(f), t, inode=named)) == want
+    assert h.hashes == 1
+    f.unlink()
+    assert h.cached(named) == want
+    assert h.request(Request(pid, str(f), t, inode=named)) == want and h.hashes == 1
+    assert h.cached(named[:4] + (named[4] + 1,)) is None  # another identity: not known
+
+
+def test_another_file_at_the_path_is_changed_not_hashed(tmp_path):
+    """The process gone and its path now naming another file (renamed over) or the same file
+    written since (a new mtime): changed, no hash; where the process still runs, the inode it
+    runs is hashed (status inode) whatever the path names."""
+    f = tmp_path / "prog"
+    install("/bin/sleep", f)
+    settle()
+    named = named_by_kernel(f)
+    pid, t = run_to_end(f, "0")
+    install("/bin/true", f)
+    assert Hasher().request(Request(pid, str(f), t, inode=named)) == (None, "changed")
+    g = tmp_path / "other"
+    install("/bin/true", g)
+    settle()
+    named_g = named_by_kernel(g)
+    pid, t = run_to_end(g)
+    os.utime(g, ns=(time.time_ns(), time.time_ns()))  # after the exec; a write moves mtime too
+    assert Hasher().request(Request(pid, str(g), t, inode=named_g)) == (None, "changed")
+
+
+def test_running_inode_is_hashed_after_rename_and_delete(tmp_path, running):
+    """A running program whose file was renamed over, or deleted (both move its ctime: its link
+    count changes), is hashed from /proc/PID/exe as the inode the kernel named (status inode)."""
+    for how in ("rename", "delete"):
+        f = tmp_path / f"prog-{how}"
+        install("/bin/sleep", f)
+        settle()
+        named, ran = named_by_kernel(f), sha256sum(f)
+        p, t = running(f, "30")
+        if how == "rename":
+            install("/bin/true", f)
+        else:
+            f.unlink()
+        assert Hasher().request(Request(p.pid, str(f), t, start_ns=None, comm=f.name[:15],
+                                        inode=named)) == (ran, "inode")

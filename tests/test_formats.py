@@ -301,6 +301,7 @@ ECS_TYPES = {
     "process.entity_id": "keyword", "process.name": "keyword", "process.executable": "keyword",
     "process.args": "keyword[]", "process.args_count": "long", "process.command_line": "wildcard",
     "process.working_directory": "keyword", "process.parent.pid": "long",
+    "process.parent.entity_id": "keyword",
     "process.thread.id": "long", "process.hash.sha256": "keyword", "process.start": "date",
     "process.end": "date", "process.exit_code": "long", "user.id": "keyword",
     "user.group.id": "keyword", "user.effective.id": "keyword", "user.audit.id": "keyword",

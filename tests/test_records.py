@@ -7,10 +7,12 @@ from auditd_lite.capture import records as R
 
 
 def exec_raw(args: bytes, filename=b"/bin/x\0", argc=0, flags=0, kind=R.EV_EXEC, err=0,
-             cwd=b"b\0a\0", mntns=0, abi=R.ABI_X64):
+             cwd=b"b\0a\0", mntns=0, abi=R.ABI_X64, exe=(0, 0, 0, 0, 0)):
+    """``exe``: the record's (exe_dev, exe_ino, exe_size, exe_mtime_ns, exe_ctime_ns)."""
+    dev, ino, size, mtime, ctime = exe
     hdr = R.EXEC_EVENT.pack(kind, 100, 101, 1, 5_000, 4_000, 3_000, 1000, 1000, b"comm\0",
                             77, 0, 4294967295, 4294967295, 101, err, argc, flags,
-                            len(filename), len(args), len(cwd), abi, mntns)
+                            len(filename), len(args), len(cwd), abi, mntns, dev, 0, ino, size, mtime, ctime)
     return hdr + filename + args + cwd
 
 

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 
 from . import loader
 from .compiler import CLAIMS_MAP, MAPS, import_bcc
@@ -67,12 +68,24 @@ def load(settings: loader.ProgramSettings, bcc) -> tuple[dict, list[int]]:
     """Compile and load; (the reply's description, the fds in its order: programs, then maps)."""
     facts = loader.kernel_facts()
     mode, fallback = loader.first_mode(settings, facts)
+    t0 = time.monotonic()
     bpf = _unattached(bcc)(src_file=settings.source(),
                            cflags=loader.cflags(settings, facts, fentry=mode == loader.FENTRY))
+    # what start-up spends where (the verifier's share grows with each program loaded)
+    timings = {"compile_s": round(time.monotonic() - t0, 3), "load_s": {}}
+
+    def timed(hook: str, load):
+        t = time.monotonic()
+        try:
+            return load()
+        finally:
+            timings["load_s"][hook] = round(time.monotonic() - t, 3)
+
     fds: list[int] = []
     if mode == loader.FENTRY:
         for hook in facts.hooks(loader.FENTRY):
-            fn, error, said = _quietly(lambda: bpf.load_func(loader.function_name(hook), bcc.BPF.TRACING))
+            fn, error, said = _quietly(lambda: timed(hook, lambda: bpf.load_func(
+                loader.function_name(hook), bcc.BPF.TRACING)))
             if error is not None:
                 why = _refusal(hook, error, said)
                 if settings.capture_mode == loader.FENTRY:
@@ -82,13 +95,13 @@ def load(settings: loader.ProgramSettings, bcc) -> tuple[dict, list[int]]:
                 break
             fds.append(fn.fd)
     hooks = loader.hooks(settings, facts, mode)
-    fds += [bpf.load_func(loader.function_name(h), bcc.BPF.RAW_TRACEPOINT).fd
+    fds += [timed(h, lambda: bpf.load_func(loader.function_name(h), bcc.BPF.RAW_TRACEPOINT)).fd
             for h in hooks if not loader.is_tracing(h)]
     claims = loader.claims_exits(settings, facts)
     maps = list(MAPS) + ([CLAIMS_MAP] if claims else [])
     fds += [bpf[m].map_fd for m in maps]
     return {"programs": hooks, "maps": maps, "offsets": facts.source, "exit_claims": claims,
-            "mode": mode, "fallback": fallback}, fds
+            "mode": mode, "fallback": fallback, "timings": timings}, fds
 
 
 def child_main(sock_fd: str, settings_json: str) -> int:

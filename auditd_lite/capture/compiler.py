@@ -46,6 +46,7 @@ class Compiled:
     exit_claims: bool
     mode: str  # the capture mode loaded: loader.FENTRY or loader.RAW_SYSCALLS
     fallback: str | None = None  # why not fentry, when auto took the fallback
+    timings: dict | None = None  # compile_s, and load_s by hook (the verifier's time in it)
 
     def close(self) -> None:
         for fd in [*self.programs.values(), *self.maps.values()]:
@@ -135,7 +136,7 @@ class Child:
         by_name = dict(zip(names, fds))
         return Compiled({hook: by_name[hook] for hook in reply["programs"]},
                         {m: by_name[m] for m in reply["maps"]}, reply["offsets"], reply["exit_claims"],
-                        reply["mode"], reply.get("fallback"))
+                        reply["mode"], reply.get("fallback"), reply.get("timings"))
 
     def kill(self) -> None:
         self._proc.kill()

@@ -65,6 +65,7 @@ class Pending(NamedTuple):
     cgroup: list[tuple | None]      # per row: (cgroup, cgroup_status, unit, container_id)
     hashed: list[int]               # indexes of the rows submitted for hashing
     ticket: exehash.Ticket
+    known: dict                     # index -> exehash.Result answered at once (the cache)
 
 
 class PendingSeeds(NamedTuple):
@@ -104,10 +105,16 @@ class Context:
             cgroups.Resolution(cgroups.UNKNOWN)
         return res.path, res.status, res.unit, res.container_id
 
-    def begin(self, rows: list[tuple]) -> Pending:
+    def begin(self, rows: list[tuple], identities: list | None = None) -> Pending:
+        """``identities``: (index, identity) of the rows whose record named the executed file
+        (records.Decoder.decode_all): a cached hash of that file is the answer at once, with no
+        system call and no hand-over to the worker; the others are submitted with it."""
         cgs: list[tuple | None] = []
         requests, hashed = [], []
         cache: dict[int, tuple] = {}
+        named = dict(identities) if identities else {}
+        known: dict[int, exehash.Result] = {}
+        cached = self.worker.hasher.cached
         for i, r in enumerate(rows):
             event = r[F_EVENT]
             if event == "exit":
@@ -119,13 +126,19 @@ class Context:
                 cg = cache[cid] = self.cgroup_of(cid, r[F_PID])
             cgs.append(cg)
             if event == "exec":
+                inode = named.get(i)
+                if inode is not None:
+                    hit = cached(inode)
+                    if hit is not None:
+                        known[i] = hit
+                        continue
                 # the record's paths are the host's own only where its root and mount
                 # namespace are: else no hashing by path (the file there may be another)
                 own = r[F_CWD_STATUS] in ("ok", "deleted")
                 requests.append(exehash.Request(r[F_PID], r[F_FILENAME] if own else None, r[F_TIME],
-                                                r[F_START], r[F_COMM], r[F_CWD] if own else None))
+                                                r[F_START], r[F_COMM], r[F_CWD] if own else None, inode))
                 hashed.append(i)
-        return Pending(rows, cgs, hashed, self.worker.submit(requests))
+        return Pending(rows, cgs, hashed, self.worker.submit(requests), known)
 
     def finish(self, pending: list[Pending], started: float) -> list[tuple]:
         """The rows of ``pending`` in order, each with its context; waits for hashes until
@@ -134,8 +147,9 @@ class Context:
         deadline = started + self.wait_s
         at = CONTEXT_AT  # the context goes after the working directory, before rows.GATE_FIELDS
         for p in pending:
-            answers = p.ticket.wait(max(0.0, deadline - time.monotonic()))
+            answers = p.ticket.wait(max(0.0, deadline - time.monotonic())) if p.hashed else ()
             hashes = dict(zip(p.hashed, answers))
+            hashes.update(p.known)
             for i, (r, cg) in enumerate(zip(p.rows, p.cgroup)):
                 if cg is None:
                     out.append(r[:at] + NO_CONTEXT + r[at:])

@@ -28,8 +28,16 @@ Where the content comes from, best first:
    sees the host's mounts (absolute symlinks met on the way still resolve in
    the daemon's own root).
 
-Statuses (``STATUSES``); the hash is set only for ``ok`` and ``by_path``:
+Where the record carries the kernel's word for the file it ran (its identity: device, inode,
+size, mtime and ctime of ``bprm->file`` at ``sched_process_exec``, issue #21), that decides
+instead: a cached hash of that identity is the answer, with no system call at all; else the
+file found through 1. or 2. is hashed only if it has that identity (``inode``), and is
+``changed`` if not (the path names another file now, or it was written since the exec):
+``same_file`` says what is compared and why not the device and ctime.
 
+Statuses (``STATUSES``); the hash is set only for ``inode``, ``ok`` and ``by_path``:
+
+    inode       hashed from the very inode the kernel named at the exec (or its cached hash)
     ok          hashed from /proc/PID/exe (or its cached hash)
     by_path     hashed from the record's path; the process was gone (or
                 /proc/PID/exe was not that exec's) when it was looked at
@@ -102,7 +110,7 @@ CHUNK = 1 << 20
 RACY_NS = 20_000_000
 MAX_INTERPRETERS = 4  # the kernel's own limit on nested #! (BINPRM_MAX_RECURSION)
 
-STATUSES = ("ok", "by_path", "changed", "gone", "too_large", "unreadable", "busy", "late", "off")
+STATUSES = ("inode", "ok", "by_path", "changed", "gone", "too_large", "unreadable", "busy", "late", "off")
 
 _MTIME, _CTIME = 3, 4  # in an identity tuple
 
@@ -131,10 +139,21 @@ class Request(NamedTuple):
     start_ns: int | None = None
     comm: str | None = None
     cwd: str | None = None
+    # the kernel's identity of the file the exec ran (identity()'s shape), or None
+    inode: tuple | None = None
 
 
 def identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def same_file(seen: tuple, named: tuple) -> bool:
+    """Whether the file is the one the kernel named, unmodified: the same inode, size and mtime.
+    Not the device, which btrfs subvolumes and overlayfs report otherwise in stat than in their
+    superblock; not ctime, which a rename over the file's path and its deletion move (its link
+    count changes), where the hash of what ran must still be given. A write moves mtime; setting
+    it back (utime) is the one change this does not see."""
+    return seen[1:4] == named[1:4]
 
 
 class Hasher:
@@ -183,8 +202,64 @@ class Hasher:
         return Result(r.sha256, "by_path") if r.status == "ok" else r
 
     def request(self, req: Request) -> Result:
+        if req.inode is not None:
+            return self.lookup_inode(req)
         return self.lookup(req.pid, req.filename, req.time_ns, start_ns=req.start_ns,
                            comm=req.comm, cwd=req.cwd)
+
+    def cached(self, named: tuple) -> Result | None:
+        """The hash of the file the kernel named, when it is cached: no system call (the
+        writer asks this itself and submits only what it does not answer)."""
+        if not self.enabled:
+            return OFF
+        hit = self._hit(named)
+        return None if hit is None else Result(hit.sha256, "inode")
+
+    def lookup_inode(self, req: Request) -> Result:
+        """The hash of the very file the kernel named (req.inode): cached, or read from
+        /proc/PID/exe while the process lives, else from the path, provided what is found there
+        is that file; ``changed`` when it is not."""
+        hit = self.cached(req.inode)
+        if hit is not None:
+            return hit
+        fd = self._open_exe(req.pid, req.start_ns, req.comm)
+        if fd is None:
+            if not req.filename:
+                return GONE
+            fd = self._resolve(req.filename, req.cwd, 0)
+            if isinstance(fd, Result):
+                return fd
+        try:
+            return self._digest(fd, None, _MTIME, named=req.inode)
+        finally:
+            os.close(fd)
+
+    def _resolve(self, filename: str, cwd: str | None, depth: int) -> int | Result:
+        """An fd on the file a path runs, its #! lines followed as the kernel does; or why not."""
+        if not filename.startswith("/"):
+            if not cwd:
+                return GONE
+            filename = os.path.join(cwd, filename)
+        try:
+            # O_NONBLOCK: what the path names now may be a FIFO
+            fd = os.open(self.root + filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
+            return GONE
+        except OSError:
+            return UNREADABLE
+        if depth >= MAX_INTERPRETERS:
+            return fd
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, 256, 0) if stat.S_ISREG(st.st_mode) else b""
+        except OSError:
+            os.close(fd)
+            return UNREADABLE
+        if not head.startswith(b"#!"):
+            return fd
+        os.close(fd)
+        interp = _interpreter(head)
+        return self._resolve(interp, cwd, depth + 1) if interp else UNREADABLE
 
     # /proc/PID/exe
 
@@ -279,7 +354,9 @@ class Hasher:
 
     # the content
 
-    def _digest(self, fd: int, time_ns: int | None, stamp: int) -> Result:
+    def _digest(self, fd: int, time_ns: int | None, stamp: int, named: tuple | None = None) -> Result:
+        """The hash of what fd holds, ``ok``; with ``named`` (the kernel's identity of the file
+        that ran), ``inode``, or ``changed`` when fd is another file or was modified since."""
         started = time.time_ns()
         try:
             st = os.fstat(fd)
@@ -288,12 +365,17 @@ class Hasher:
         if not stat.S_ISREG(st.st_mode):
             return UNREADABLE
         key = identity(st)
+        if named is not None and not same_file(key, named):
+            return CHANGED
         if time_ns is not None and key[stamp] > time_ns:
             return CHANGED
         if st.st_size > self.limit:
             return TOO_LARGE
         hit = self._hit(key)
         if hit is not None:
+            if named is not None:
+                self._remember(named, hit)
+                return Result(hit.sha256, "inode")
             return hit
         try:
             digest, n = self._read(fd, st.st_size)
@@ -306,12 +388,18 @@ class Hasher:
             self.hashes += 1
         if self.on_hash is not None:
             self.on_hash(key)
+        if st.st_ctime_ns < started - RACY_NS:
+            self._remember(key, Result(digest, "ok"))
+            if named is not None:
+                self._remember(named, Result(digest, "ok"))
+        return Result(digest, "ok" if named is None else "inode")
+
+    def _remember(self, key: tuple, result: Result) -> None:
         with self._lock:
-            if st.st_ctime_ns < started - RACY_NS:
-                self._cache[key] = Result(digest, "ok")
-                if len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-        return Result(digest, "ok")
+            self._cache[key] = result
+            self._cache.move_to_end(key)
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def _hit(self, key: tuple) -> Result | None:
         with self._lock:

@@ -112,6 +112,27 @@ CWD_FIELDS = (
     ("OFF_NSPROXY_MNT_NS", "nsproxy", "mnt_ns", 8),
     ("OFF_MNT_NS_INUM", "mnt_namespace", "ns.inum", 4),
 )
+# the executed file's identity at sched_process_exec (bprm->file->f_inode): device, inode, size,
+# and the modification and change times, whose fields changed names across 5.10..6.18 (TIMES).
+# All or none: without them the executable is hashed without the kernel's word for which file it
+# was (capture/exehash.py).
+EXE_FIELDS = (
+    ("OFF_BPRM_FILE", "linux_binprm", "file", 8),
+    ("OFF_FILE_INODE", "file", "f_inode", 8),
+    ("OFF_INODE_SB", "inode", "i_sb", 8),
+    ("OFF_SB_DEV", "super_block", "s_dev", 4),
+    ("OFF_INODE_INO", "inode", "i_ino", 8),
+    ("OFF_INODE_SIZE", "inode", "i_size", 8),
+)
+# (macro prefix, candidates): seconds and nanoseconds of a time, as 6.11 on splits them
+# (i_mtime_sec, i_mtime_nsec: u32) or as a timespec64 before (i_mtime: 5.10, 6.1; __i_ctime: 6.6;
+# __i_mtime and __i_ctime: 6.7..6.10)
+TIMES = (
+    ("MTIME", (("i_mtime_sec", "i_mtime_nsec"), ("i_mtime.tv_sec", "i_mtime.tv_nsec"),
+               ("__i_mtime.tv_sec", "__i_mtime.tv_nsec"))),
+    ("CTIME", (("i_ctime_sec", "i_ctime_nsec"), ("i_ctime.tv_sec", "i_ctime.tv_nsec"),
+               ("__i_ctime.tv_sec", "__i_ctime.tv_nsec"))),
+)
 # only with CONFIG_AUDIT(SYSCALL); without them auid and session read as unset
 AUDIT_FIELDS = (
     ("OFF_TASK_LOGINUID", "task_struct", "loginuid", 4),
@@ -293,7 +314,39 @@ def btf_offsets(types: btf.BTF) -> dict[str, str]:
     if why:
         log.warning("cwd_unavailable", why=why, effect="working directories are not recorded")
     defs.update(cwd)
+    exe, why = exe_offsets(types)
+    if why:
+        log.warning("exe_identity_unavailable", why=why,
+                    effect="executables are hashed without the kernel's word for which file ran")
+    defs.update(exe)
     return defs
+
+
+def exe_offsets(types: btf.BTF) -> tuple[dict[str, str], str | None]:
+    """(-D values of EXE_FIELDS and TIMES, None), or ({}, why not) when one does not resolve.
+    A time is OFF_INODE_<T>_SEC, OFF_INODE_<T>_NSEC and <T>_NSEC_BYTES (4 or 8)."""
+    defs = {}
+    for macro, struct_name, path, size in EXE_FIELDS:
+        try:
+            field = types.field(struct_name, path)
+        except btf.BTFError as e:
+            return {}, f"{struct_name}.{path}: {e}"
+        if field.size != size:
+            return {}, f"{struct_name}.{path} is {field.size} bytes, expected {size}"
+        defs[macro] = str(field.offset)
+    for name, candidates in TIMES:
+        for sec, nsec in candidates:
+            try:
+                s, n = types.field("inode", sec), types.field("inode", nsec)
+            except btf.BTFError:
+                continue
+            if s.size == 8 and n.size in (4, 8):
+                defs.update({f"OFF_INODE_{name}_SEC": str(s.offset), f"OFF_INODE_{name}_NSEC": str(n.offset),
+                             f"{name}_NSEC_BYTES": str(n.size)})
+                break
+        else:
+            return {}, f"inode has none of {', '.join(c[0] for c in candidates)}"
+    return defs, None
 
 
 def cwd_offsets(types: btf.BTF) -> tuple[dict[str, str], str | None]:
@@ -441,7 +494,9 @@ class Programs:
         if self.fallback:
             # once per start: the service's mode is also in the run's settings and in doctor
             log.warning("capture_fallback", mode=self.mode, reason=self.fallback, cost=RAW_SYSCALLS_COST)
+        timings = compiled.timings or {}
         log.info("programs_attached", capture_mode=self.mode, hooks=self.hooks,
+                 compile_s=timings.get("compile_s"), load_s=timings.get("load_s"),
                  offsets=self.offsets_source, exit_claims=self.exit_claims,
                  transport=settings.transport, buffer_kb=settings.buffer_kb,
                  min_duration_ns=settings.min_duration_ns)

@@ -8,6 +8,7 @@ chain sees the same values when it is recomputed from the database.
 
 from __future__ import annotations
 
+import os
 import struct
 
 from ..memo import Memo
@@ -25,6 +26,7 @@ FLAG_NO_CWD = 32
 FLAG_CWD_TRUNCATED = 64
 FLAG_CWD_DELETED = 128
 FLAG_CWD_CHROOT = 256
+FLAG_EXE_ID = 512
 
 CNT_LOST = 0
 CNT_STASH_MISS = 1
@@ -39,7 +41,7 @@ COMM_LEN = 16
 # struct layouts, field by field as in the header (natural alignment, little endian)
 EVENT_HDR = struct.Struct("<IIIIQQQII16s")
 EXIT_EVENT = struct.Struct("<IIIIQQQII16sQII")
-EXEC_EVENT = struct.Struct("<IIIIQQQII16sQIIIiiIIHHHHI")
+EXEC_EVENT = struct.Struct("<IIIIQQQII16sQIIIiiIIHHHHIIIQQQQ")
 
 _unpack_exit = EXIT_EVENT.unpack_from
 _unpack_exec = EXEC_EVENT.unpack_from
@@ -58,7 +60,9 @@ LAYOUT = {
         ("h", 0, 64), ("cgroup_id", 64, 8), ("euid", 72, 4), ("auid", 76, 4),
         ("sessionid", 80, 4), ("old_pid", 84, 4), ("err", 88, 4), ("argc", 92, 4),
         ("flags", 96, 4), ("filename_len", 100, 2), ("args_len", 102, 2),
-        ("cwd_len", 104, 2), ("abi", 106, 2), ("mntns", 108, 4),
+        ("cwd_len", 104, 2), ("abi", 106, 2), ("mntns", 108, 4), ("exe_dev", 112, 4),
+        ("_pad", 116, 4), ("exe_ino", 120, 8), ("exe_size", 128, 8), ("exe_mtime_ns", 136, 8),
+        ("exe_ctime_ns", 144, 8),
     ],
 }
 
@@ -77,6 +81,11 @@ _CWD_FLAGS = FLAG_NO_CWD | FLAG_CWD_TRUNCATED | FLAG_CWD_DELETED | FLAG_CWD_CHRO
 # program could not read it
 _CWD_WORDS = ((FLAG_CWD_DELETED, "deleted"), (FLAG_CWD_TRUNCATED, "truncated"),
               (FLAG_CWD_CHROOT, "chroot"))
+
+
+def user_dev(kdev: int) -> int:
+    """The kernel's dev_t (major << 20 | minor, include/linux/kdev_t.h) as stat gives st_dev."""
+    return os.makedev(kdev >> 20, kdev & 0xFFFFF)
 
 
 def cwd_path(raw: bytes, flags: int) -> str:
@@ -114,9 +123,13 @@ class Decoder:
     def decode(self, raw: bytes) -> tuple:
         return self.decode_all((raw,))[0]
 
-    def decode_all(self, raws) -> list[tuple]:
+    def decode_all(self, raws, identities: list | None = None) -> list[tuple]:
         """Every record of a hand-over, in order: one call per hand-over rather than per record
-        keeps the per-record work to the unpack and the tuple (the writer's hot path)."""
+        keeps the per-record work to the unpack and the tuple (the writer's hot path).
+
+        ``identities``: where to append (index of the row, the executed file's identity as
+        exehash.identity gives it) for each exec whose record carries the kernel's word for the
+        file (FLAG_EXE_ID). It is no column: it says which file the hash must be of."""
         texts = self._texts
         abis = ABI_WORDS
         max_args, offset = self.max_args, self.realtime_offset_ns
@@ -140,7 +153,9 @@ class Decoder:
             else:
                 raise ValueError(f"unknown record type {kind}")
             (_, pid, tid, ppid, ts, start, pstart, uid, gid, comm, cgroup, euid, auid, ses, old_pid,
-             err, argc, flags, fl, al, cl, abi, mntns) = unpack_exec(raw)
+             err, argc, flags, fl, al, cl, abi, mntns, dev, _, ino, exe_size, mtime, ctime) = unpack_exec(raw)
+            if identities is not None and flags & FLAG_EXE_ID and kind == EV_EXEC:
+                identities.append((len(out), (user_dev(dev), ino, exe_size, mtime, ctime)))
             end = size + fl
             filename = texts[raw[size:end]]
             cwd = self._cwd(raw[end + al:end + al + cl], flags, mntns)

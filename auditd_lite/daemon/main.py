@@ -191,7 +191,7 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
         raise
     collector.programs = programs
     collector.start()
-    inbox.put(Attached(time.time_ns()))
+    inbox.put(Attached(time.time_ns(), programs.capture))
     # listed before the header is printed, as before READY=1: whoever waits for either knows
     # that a process running by then is seeded (and one started after is captured)
     inbox.put(Seeds(list(seed.running_processes())))

@@ -16,10 +16,12 @@ class Handover:
 
 
 class Attached:
-    """Every program is attached (time in UTC ns)."""
+    """Every program is attached (time in UTC ns), in this capture mode (loader.Programs.capture:
+    the mode and why it is the fallback), which the run's settings record."""
 
-    def __init__(self, time_ns: int):
+    def __init__(self, time_ns: int, capture: dict | None = None):
         self.time_ns = time_ns
+        self.capture = capture
 
 
 class Seeds:

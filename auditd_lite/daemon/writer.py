@@ -106,8 +106,9 @@ class Writer(threading.Thread):
                     if not self._pending:
                         self._first_at = time.monotonic()
                     self.decoder.realtime_offset_ns = hostinfo.realtime_offset_ns()
-                    rows = self.decoder.decode_all(item.raw)
-                    self._pending.append(self.context.begin(rows))
+                    named: list = []
+                    rows = self.decoder.decode_all(item.raw, named)
+                    self._pending.append(self.context.begin(rows, named))
                     self._count += len(rows)
                 if item.lost_kernel != self._lost_seen:
                     new = item.lost_kernel - self._lost_seen
@@ -115,7 +116,7 @@ class Writer(threading.Thread):
                     self.bw.note_lost_kernel(new)
                     self._lost_seen = item.lost_kernel
             elif isinstance(item, Attached):
-                self.bw.set_attached(item.time_ns)
+                self.bw.set_attached(item.time_ns, item.capture)
             elif isinstance(item, Seeds):
                 self._seeds = self.context.begin_seeds(item.processes)
             if self._seeds is not None:

@@ -55,6 +55,16 @@ def process_uid(record: dict, source: Source) -> str | None:
     return f"{boot_of(record, source)}:{record['pid']}:{record.get('start_ns')}"
 
 
+def parent_uid(record: dict, source: Source) -> str | None:
+    """The parent's process identity in process_uid's form (the parent's own records give the
+    same string): from ppid and the parent's start time, which records since schema revision
+    0006 carry (rows.GATE_FIELDS); None before, and for a process seen at start."""
+    start = record.get("parent_start_ns")
+    if record["event"] == SEEN or start is None or record.get("ppid") is None:
+        return None
+    return f"{boot_of(record, source)}:{record['ppid']}:{start}"
+
+
 def program(record: dict) -> tuple[str | None, list[str] | None]:
     """(filename, argv) of what the process ran: an exit's are its exec's (None when that exec
     was not recorded: the process started before capture)."""
@@ -108,7 +118,8 @@ def session_id(record: dict) -> int | None:
 # ``auditd_lite``, never dropped
 OWN_FIELDS = ("event", "time_ns", "start_ns", "start_tick_ns", "old_pid", "sessionid", "cgroup_id", "argc",
               "args_truncated", "errno", "status", "signal", "core_dumped", "duration_ns",
-              "cwd_status", "hash_status", "cgroup", "cgroup_status", "unit")
+              "cwd_status", "hash_status", "cgroup", "cgroup_status", "unit", "abi",
+              "parent_start_ns")
 # an exec's record carries how its process ended, when that is known: the exit's own event
 # says it, so an exec's rendering does not (it would change once the process exits)
 EXIT_FIELDS = frozenset(("status", "signal", "core_dumped", "duration_ns"))

@@ -73,7 +73,7 @@ def document(record: dict, source: Source) -> dict:
             "args_count": len(argv) if argv is not None else None,
             "command_line": common.command_line(argv),
             "working_directory": record.get("cwd"),
-            "parent": {"pid": record.get("ppid")},
+            "parent": {"pid": record.get("ppid"), "entity_id": common.parent_uid(record, source)},
             "thread": {"id": record.get("tid")},
             "hash": {"sha256": record.get("sha256")},
             "start": None if started is None else format_time_ns(started),

@@ -121,6 +121,9 @@ def _process(record: dict, source: Source, kind: str) -> dict:
         p["session"] = {"uid": str(session)}
     if get("ppid") is not None:
         p["parent_process"] = {"pid": record["ppid"]}
+        parent = common.parent_uid(record, source)
+        if parent is not None:
+            p["parent_process"]["uid"] = parent
     if get("container_id"):
         p["container"] = {"uid": record["container_id"]}
     return p

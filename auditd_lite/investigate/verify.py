@@ -65,11 +65,10 @@ from . import evidence, seals
 from ..dbfiles import (daemon_running, database_files, file_is_export, is_chain_file, is_set_aside, open_ro,
                        set_aside_files, set_aside_note)
 from ..errors import BadInput
+from ..rows import CONTEXT_FIELDS, LATER_FIELDS
 from ..timeparse import format_time
 from .query import context_columns
 
-# the first chain format whose record digest covers rows.CONTEXT_FIELDS (chain.py's docstring)
-CONTEXT_FORMAT = 3
 
 
 @dataclass
@@ -150,28 +149,38 @@ def _check_chain_file(path: Path, report: Report) -> _ChainFile | None:
 
 
 def uncovered_context(conn: sqlite3.Connection, name: str, problems: list) -> None:
-    """A problem for each batch in a format that does not cover the context (or without a
-    hash) whose records have some: no hash vouches for it, and no writer put it there."""
+    """A problem for each batch whose records have a value in a column its format does not
+    cover (chain.FORMAT_COLUMNS: the context before format 3, the gate before format 4; every
+    one without a hash): no hash vouches for it, and no writer put it there."""
     have = context_columns(conn)
     if not have:
         return  # a file from before the columns: nothing to put a value in
-    ranges: list[list[int]] = []  # ids of such batches' records, runs of batches merged
+    # per format, the later columns it leaves uncovered, and the ids of such batches' records
+    # (runs of batches merged)
+    ranges: dict[tuple[str, ...], list[list[int]]] = {}
     for first, last, stored in conn.execute(
             "SELECT first_event_id, last_event_id, hash FROM batches ORDER BY id"):
-        if first is None or (stored is not None and chain.hash_format(stored) >= CONTEXT_FORMAT):
+        covered = chain.FORMAT_COLUMNS[chain.hash_format(stored)] if stored is not None else ()
+        columns = tuple(c for c in LATER_FIELDS if c in have and c not in covered)
+        if first is None or not columns:
             continue
-        if ranges and first == ranges[-1][1] + 1:
-            ranges[-1][1] = last
+        spans = ranges.setdefault(columns, [])
+        if spans and first == spans[-1][1] + 1:
+            spans[-1][1] = last
         else:
-            ranges.append([first, last])
-    anything = " OR ".join(f"{c} IS NOT NULL" for c in sorted(have))
-    for lo, hi in ranges:
-        for batch_id, n in conn.execute(
-                f"SELECT batch_id, count(*) FROM events WHERE id BETWEEN ? AND ? AND ({anything}) "
-                "GROUP BY batch_id ORDER BY batch_id", (lo, hi)):
-            problems.append(chain.Problem(name, batch_id, (
-                f"{n} record{'s' if n != 1 else ''} with an exec context that the batch's hash "
-                "(written before schema revision 0003) does not cover: put in afterwards")))
+            spans.append([first, last])
+    for columns, spans in ranges.items():
+        anything = " OR ".join(f"{c} IS NOT NULL" for c in columns)
+        what = ("an exec context" if set(columns) & set(CONTEXT_FIELDS) else "an exec gate (abi, "
+                "parent_start_ns)")
+        revision = "0003" if set(columns) & set(CONTEXT_FIELDS) else "0006"
+        for lo, hi in spans:
+            for batch_id, n in conn.execute(
+                    f"SELECT batch_id, count(*) FROM events WHERE id BETWEEN ? AND ? AND ({anything}) "
+                    "GROUP BY batch_id ORDER BY batch_id", (lo, hi)):
+                problems.append(chain.Problem(name, batch_id, (
+                    f"{n} record{'s' if n != 1 else ''} with {what} that the batch's hash "
+                    f"(written before schema revision {revision}) does not cover: put in afterwards")))
 
 
 def _check_run_counters(conn: sqlite3.Connection, name: str, report: Report, covered=()) -> None:

@@ -398,14 +398,22 @@ class BatchWriter:
             return
         log.info("processes_seeded", count=len(processes))
 
-    def set_attached(self, time_ns: int) -> None:
+    def set_attached(self, time_ns: int, capture: dict | None = None) -> None:
+        """Capture began at ``time_ns``; ``capture``, the mode it runs in (loader.Programs.capture),
+        goes into the run's settings under "capture": what was asked (capture_mode) is there
+        already, what the kernel gave is known only now."""
         self._run_row["attached_ns"] = time_ns
+        if capture is not None:
+            self.run_settings = {**self.run_settings, "capture": capture}
+            self._run_row["settings"] = json.dumps(self.run_settings, sort_keys=True)
         if self._conn is None:
             return  # written with the run row once the disk has room
         try:
             # a batch of its own, rolled back on failure: a full disk here must not leave a
-            # transaction open under the next batch
-            self._insert_batch([], Evidence(run_update={"attached_ns": time_ns}))
+            # transaction open under the next batch; the settings, which now say the capture
+            # mode, are set in it too (chain format 5 covers both: "Tamper evidence")
+            self._insert_batch([], Evidence(run_update={"attached_ns": time_ns,
+                                                        "settings": self._run_row["settings"]}))
         except Exception as e:  # noqa: BLE001
             log.error("run_not_updated", field="attached_ns", error=why(e))
 

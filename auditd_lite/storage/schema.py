@@ -126,7 +126,7 @@ events = Table(
     # context (revision 0003), exec and exec_failed: capture/context.py says what each means
     Column("cwd", Text),            # the working directory, as the process saw it
     Column("cwd_status", Text),     # ok, or what applies: deleted, truncated, chroot, other_ns
-    Column("sha256", Text),         # hex; set only when hash_status is ok or by_path
+    Column("sha256", Text),         # hex; set only when hash_status is inode, ok or by_path
     Column("hash_status", Text),    # capture/exehash.py STATUSES; exec only
     Column("cgroup", Text),         # the path in the cgroup v2 hierarchy
     Column("cgroup_status", Text),  # capture/cgroups.py STATUSES

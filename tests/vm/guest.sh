@@ -22,7 +22,8 @@ t1=$(now)
 # for Type=notify the postinst's start returned at READY=1, or failed
 systemctl status auditd-lite --no-pager > "$R/status-after-install.txt" 2>&1
 mapfile -t tests < <(grep -v -e '^#' -e '^$' tests/vm/guest_tests.txt)
-AUDITD_LITE_SERVICE_DB=/var/lib/auditd-lite AUDITD_LITE_REQUIRE_BPF=1 \
+# every kernel of the matrix attaches fentry/fexit: the service and the tests' daemons must get it
+AUDITD_LITE_SERVICE_DB=/var/lib/auditd-lite AUDITD_LITE_REQUIRE_BPF=1 AUDITD_LITE_EXPECT_CAPTURE_MODE=fentry \
     .venv/bin/python -m pytest -p no:cacheprovider -q -ra --junitxml="$R/junit.xml" "${tests[@]}" \
     > "$R/pytest.log" 2>&1
 rc=$?

@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from auditd_lite.capture.doctor import headers_release
+from auditd_lite.capture.doctor.kernel import headers_release
 from guest_helpers import STATE, UNIT, props, systemctl, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -77,7 +77,9 @@ def test_active_only_after_ready():
 
 def test_fields_from_btf_with_matching_headers():
     """This guest has the headers package of its own kernel, and the program still read every
-    field at BTF offsets: its log says offsets btf, on raw tracepoints."""
+    field at BTF offsets: its log says offsets btf. The service hooks execve with fentry/fexit on
+    the execve functions (no fallback logged), and the sched raw tracepoints, never
+    raw_syscalls' sys_enter/sys_exit."""
     build = Path("/lib/modules") / platform.release() / "build"
     assert (build / "include").is_dir()
     assert build.resolve().name == f"linux-headers-{platform.release()}", build.resolve()
@@ -85,16 +87,24 @@ def test_fields_from_btf_with_matching_headers():
     pid = json.loads(STATE.read_text())["pid"]
     rec = [r for _, r in journal_json_with_time() if r["event"] == "programs_attached" and r["_pid"] == pid]
     assert rec and rec[-1]["offsets"] == "btf", rec
-    assert {"sys_enter", "sys_exit", "sched_process_exec", "sched_process_exit"} <= set(
-        rec[-1]["raw_tracepoints"])
+    assert rec[-1]["capture_mode"] == "fentry", rec
+    hooks = set(rec[-1]["hooks"])
+    assert {"fentry/__x64_sys_execve", "fexit/__x64_sys_execve", "fentry/__ia32_compat_sys_execve",
+            "fexit/__ia32_compat_sys_execve", "sched_process_exec", "sched_process_exit"} <= hooks
+    assert not {"sys_enter", "sys_exit"} & hooks
+    assert not [r for _, r in journal_json_with_time() if r["event"] == "capture_fallback"]
 
 
 def test_doctor_passes_for_the_service():
     """`auditd-lite doctor` (the installed one) says capture can work, with the service's
-    capabilities and this kernel's perf_event_paranoid."""
+    capabilities and this kernel's perf_event_paranoid, and that the service gets fentry: its
+    compile line attached the fentry programs, its capture line says other calls pay nothing."""
     p = subprocess.run(["/usr/bin/auditd-lite", "doctor"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "capture can work" in p.stdout
+    lines = {line.split()[1]: line for line in p.stdout.splitlines() if len(line.split()) > 1}
+    assert "capture mode fentry" in lines["compile"] and "fentry/__x64_sys_execve" in lines["compile"]
+    assert lines["capture"].startswith("ok    capture      fentry: execve seen at __x64_sys_execve")
 
 
 def test_security_exposure_as_documented():

@@ -1,0 +1,187 @@
+"""The capture mode (issue #20; docs/design.md, "Hooking execve, not every system call"): which
+hooks see execve, what the kernel says about them, and that the daemon is attached as it says.
+
+Where the running kernel allows tracing programs (Debian's 5.10, 6.1, 6.12 in the VM tier) the
+daemon hooks the execve functions with fentry/fexit and nothing runs on other system calls;
+where it does not (this host kind refuses them with EPERM) it falls back to raw_syscalls and
+says why. What is attached is read from the daemon's own link descriptors
+(/proc/PID/fdinfo), not from what the code believes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+
+import pytest
+
+from auditd_lite.capture import btf, loader
+from conftest import CLI, HEADER, REPO, log_events
+from test_btf import BlobBuilder
+
+# set in the VM guests (tests/vm/guest.sh): the mode the service must get there
+EXPECTED = os.environ.get("AUDITD_LITE_EXPECT_CAPTURE_MODE")
+# enum bpf_attach_type (include/uapi/linux/bpf.h)
+TRACE_FENTRY, TRACE_FEXIT = 24, 25
+
+
+def links_of(pid: int) -> list[dict]:
+    """The BPF links among a process's descriptors, as their fdinfo describes them."""
+    out = []
+    fdinfo = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(fdinfo):
+        try:
+            with open(f"{fdinfo}/{fd}") as f:
+                fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        except OSError:
+            continue  # closed meanwhile
+        if "link_type" in fields:
+            out.append(fields)
+    return out
+
+
+def run_settings(db_dir) -> list[dict]:
+    con = sqlite3.connect(db_dir / "audit.db")
+    try:
+        return [json.loads(s) for (s,) in con.execute("SELECT settings FROM runs ORDER BY id")]
+    finally:
+        con.close()
+
+
+@pytest.mark.kernel
+def test_attached_as_logged_and_recorded(daemon_factory):
+    """The mode the daemon logs is the one its links show: fentry, one fentry and one fexit link
+    per execve function in the kernel's BTF and no raw_syscalls tracepoint; or raw_syscalls, its
+    sys_enter and sys_exit and no tracing link, with the reason logged once. The run's settings
+    record the same mode and reason. In a VM guest the mode is the one the guest expects."""
+    d = daemon_factory()
+    attached = log_events(d.log, "programs_attached")[-1]
+    mode = attached["capture_mode"]
+    links = links_of(d.proc.pid)
+    raw = sorted(l["tp_name"] for l in links if l["link_type"] == "raw_tracepoint")
+    tracing = sorted(int(l["attach_type"]) for l in links if l["link_type"] == "tracing")
+    fallbacks = log_events(d.log, "capture_fallback")
+    if mode == loader.FENTRY:
+        functions = loader.exec_functions(btf.BTF.from_file())
+        assert {"sys_enter", "sys_exit"}.isdisjoint(raw), raw
+        assert tracing == [TRACE_FENTRY] * len(functions) + [TRACE_FEXIT] * len(functions)
+        assert fallbacks == []
+        assert [h for h in attached["hooks"] if "/" in h] == (
+            [f"fentry/{fn}" for _, fn in functions] + [f"fexit/{fn}" for _, fn in functions])
+    else:
+        assert mode == loader.RAW_SYSCALLS
+        assert {"sys_enter", "sys_exit"} <= set(raw) and tracing == []
+        assert len(fallbacks) == 1 and fallbacks[0]["reason"], d.log
+    assert {"sched_process_exec", "sched_process_exit"} <= set(raw)
+    if EXPECTED:
+        assert mode == EXPECTED
+    d.stop()
+    capture = run_settings(d.db_dir)[-1]["capture"]
+    assert capture == {"mode": mode, "fallback": fallbacks[0]["reason"] if fallbacks else None}
+
+
+@pytest.mark.kernel
+def test_forced_modes(forced_fallback, tmp_path):
+    """--capture-mode raw_syscalls attaches the syscall tracepoints, whatever the kernel allows,
+    and is no fallback (nothing logged as one). --capture-mode fentry either gets fentry or, on a
+    kernel that refuses it, stops with exit status 2 and one line saying why (CannotCapture)."""
+    d = forced_fallback.daemon
+    raw = {l["tp_name"] for l in links_of(d.proc.pid) if l["link_type"] == "raw_tracepoint"}
+    assert {"sys_enter", "sys_exit"} <= raw
+    assert log_events(d.log, "capture_fallback") == []
+    p = subprocess.Popen([*CLI, "run", "--print", "--db-dir", str(tmp_path / "forced"),
+                          "--capture-mode", "fentry"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, cwd=REPO)
+    header = p.stdout.readline().rstrip("\n")  # the header once attached, or nothing at the end
+    if header == HEADER:
+        p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    if header == HEADER:
+        assert p.returncode == 0 and EXPECTED in (None, loader.FENTRY), err
+        assert log_events(err, "programs_attached")[-1]["capture_mode"] == loader.FENTRY
+    else:
+        assert EXPECTED != loader.FENTRY, err
+        lines = [l for l in err.splitlines() if l.startswith("auditd-lite: ")]
+        assert p.returncode == 2 and len(lines) == 1 and "capture mode fentry: " in lines[0], err
+        assert "Traceback" not in err
+
+
+def funcs_blob(names: list[str]) -> bytes:
+    """A BTF blob declaring each of ``names`` as a function (KIND_FUNC of a prototype)."""
+    b = BlobBuilder()
+    proto = b.add("", btf.KIND_FUNC_PROTO, 0, 0)
+    for name in names:
+        b.add(name, btf.KIND_FUNC, 0, proto)
+    return b.blob()
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["__x64_sys_execve", "__x64_sys_execveat", "__ia32_compat_sys_execve",
+      "__ia32_compat_sys_execveat", "__x64_compat_sys_execve", "__x64_compat_sys_execveat"],
+     ["__x64_sys_execve", "__x64_sys_execveat", "__ia32_compat_sys_execve",
+      "__ia32_compat_sys_execveat", "__x64_compat_sys_execve", "__x64_compat_sys_execveat"]),
+    # 5.10's names for x32's wrappers
+    (["__x64_sys_execve", "__x64_sys_execveat", "__x32_compat_sys_execve", "__x32_compat_sys_execveat"],
+     ["__x64_sys_execve", "__x64_sys_execveat", "__x32_compat_sys_execve", "__x32_compat_sys_execveat"]),
+    # half a pair is none of it
+    (["__x64_sys_execve", "__x64_sys_execveat", "__ia32_compat_sys_execve"],
+     ["__x64_sys_execve", "__x64_sys_execveat"]),
+    (["__ia32_compat_sys_execve", "__ia32_compat_sys_execveat"],
+     ["__ia32_compat_sys_execve", "__ia32_compat_sys_execveat"]),
+])
+def test_exec_functions_are_the_pairs_btf_has(names, expected):
+    """The execve functions hooked are whole (execve, execveat) pairs of each ABI found in BTF,
+    x32's under either name it has had."""
+    found = loader.exec_functions(btf.BTF(funcs_blob(names)))
+    assert [fn for _, fn in found] == expected
+
+
+def test_fentry_blocked_for_what_the_kernel_says(tmp_path):
+    """fentry is blocked, each with its reason, where BTF lacks the x64 functions, where
+    kernel.ftrace_enabled is 0, and where kallsyms lacks the fexit trampoline fix; not where all
+    is there, nor for an unreadable ftrace knob or kallsyms (the load decides then)."""
+    x64 = loader.exec_functions(btf.BTF(funcs_blob(["__x64_sys_execve", "__x64_sys_execveat"])))
+    kallsyms, ftrace = tmp_path / "kallsyms", tmp_path / "ftrace_enabled"
+    kallsyms.write_text("ffffffff811ec570 T __bpf_tramp_enter\nffffffff811ec5a0 T __bpf_tramp_exit\n")
+    ftrace.write_text("1\n")
+    assert loader.fentry_blocker(x64, str(kallsyms), str(ftrace)) is None
+    assert "__x64_sys_execve" in loader.fentry_blocker((), str(kallsyms), str(ftrace))
+    ftrace.write_text("0\n")
+    assert "ftrace_enabled is 0" in loader.fentry_blocker(x64, str(kallsyms), str(ftrace))
+    ftrace.write_text("1\n")
+    kallsyms.write_text("ffffffff811ec9d0 T bpf_trampoline_link_prog\n")
+    assert "e21aa341785c" in loader.fentry_blocker(x64, str(kallsyms), str(ftrace))
+    assert loader.fentry_blocker(x64, str(tmp_path / "none"), str(tmp_path / "none")) is None
+
+
+def test_first_mode_follows_the_setting():
+    """auto takes fentry unless blocked, then raw_syscalls with the reason; raw_syscalls is no
+    fallback; fentry asked for on a kernel that blocks it is refused with the reason."""
+    from auditd_lite.errors import CannotCapture
+
+    ok = loader.KernelFacts({}, "btf", True, (("FN_X64_EXECVE", "__x64_sys_execve"),), None)
+    blocked = loader.KernelFacts({}, "btf", True, (), "no functions")
+    settings = {m: loader.ProgramSettings(capture_mode=m) for m in ("auto", "fentry", "raw_syscalls")}
+    assert loader.first_mode(settings["auto"], ok) == ("fentry", None)
+    assert loader.first_mode(settings["auto"], blocked) == ("raw_syscalls", "no functions")
+    assert loader.first_mode(settings["raw_syscalls"], ok) == ("raw_syscalls", None)
+    assert loader.first_mode(settings["fentry"], ok) == ("fentry", None)
+    with pytest.raises(CannotCapture, match="capture mode fentry: no functions"):
+        loader.first_mode(settings["fentry"], blocked)
+
+
+def test_hooks_in_attach_order():
+    """fentry's hooks: every entry, then every exit, then the sched tracepoints (and the claims'
+    release without group_dead); raw_syscalls': sys_enter, sys_exit, then the same."""
+    facts = loader.KernelFacts({}, "btf", False, (("FN_X64_EXECVE", "a"), ("FN_X64_EXECVEAT", "b")), None)
+    ps = loader.ProgramSettings()
+    assert loader.hooks(ps, facts, "fentry") == [
+        "fentry/a", "fentry/b", "fexit/a", "fexit/b", "sched_process_exec", "sched_process_exit",
+        "sched_process_free"]
+    assert loader.hooks(ps, facts, "raw_syscalls") == [
+        "sys_enter", "sys_exit", "sched_process_exec", "sched_process_exit", "sched_process_free"]
+    assert [loader.function_name(h) for h in ("fentry/a", "fexit/a", "sys_enter")] == [
+        "kfunc__a", "kretfunc__a", "probe__sys_enter"]
