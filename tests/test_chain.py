@@ -253,7 +253,7 @@ def test_a_gate_put_into_a_format_3_batch_is_found(tmp_path):
         status, out, _ = cli_in_process("verify", "--db-dir", db)
         assert status == 1
         assert [line for line in out.splitlines() if "audit.db" in line] == [
-            f"{db / 'audit.db'} batch 2: 1 record with an exec gate (abi, parent_start_ns) that the "
+            f"{db / 'audit.db'} batch 3: 1 record with an exec gate (abi, parent_start_ns) that the "
             "batch's hash (written before schema revision 0006) does not cover: put in afterwards"]
         con.execute(f"UPDATE events SET {column} = NULL WHERE id = 150")
         con.commit()

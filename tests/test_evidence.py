@@ -150,7 +150,8 @@ def test_run_values_and_side_rows_are_the_documented_bytes():
 
 def test_every_row_is_in_a_batch_and_the_run_row_is_their_fold(tmp_path):
     """After a run with its attach time, seen processes, loss and a stream: each write to the
-    run's row is a batch's run values (start: every column as inserted; attached_ns; stopped_ns)
+    run's row is a batch's run values (start: every column as inserted; attached_ns with the
+    settings; stopped_ns)
     or its additions (records, loss, stream lines), whose fold is the row; every seen process is
     listed, by id and digest, by the batch that inserted it; the directory verifies."""
     db = tmp_path / "db"
@@ -170,7 +171,9 @@ def test_every_row_is_in_a_batch_and_the_run_row_is_their_fold(tmp_path):
                           "FROM batches ORDER BY id").fetchall()
     values = [dict(chain.unpack_values(b[5])) if b[5] else None for b in batches]
     assert set(values[0]) == set(chain.RUN_COLUMNS) - {"id"} and values[0]["attached_ns"] is None
-    assert values[1] == {"attached_ns": 123} and "stopped_ns" in values[-1] and len(values[-1]) == 1
+    # capture's start: its time, and the settings, which then say the capture mode
+    assert values[1] == {"attached_ns": 123, "settings": '{"retention": false}'}
+    assert "stopped_ns" in values[-1] and len(values[-1]) == 1
     assert [b[1] for b in batches] == [0, 0, 0, 40, 40, 0]
     assert sum(b[2] for b in batches) == 7 and sum(b[3] for b in batches) == 75 and sum(b[4] for b in batches) == 15
     listed = chain.parse_side_rows(batches[2][6])
@@ -310,7 +313,7 @@ def test_edits_in_the_open_epoch_are_said_not_yet_sealed(tmp_path):
         status, lines, err = check(db2, key)
         assert status == 0, lines
         line = next(line for line in lines if line.startswith(f"{db2 / 'audit.db'}:"))
-        assert "80 records, run 1's attached_ns, 3 seen processes of run 1 in batches 2..5" in line, line
+        assert "80 records, run 1's settings, attached_ns, 3 seen processes of run 1 in batches 2..5" in line, line
         assert "NOT YET SEALED" in line
     finally:
         bw.close(clean=False)
