@@ -40,7 +40,7 @@ class RunSettings:
     log_level: str = "info"
     rotate_size_mb: int = 0  # 0: no size limit
     rotate_interval: str = ""  # e.g. "1h", "1d"; empty: no time limit
-    # retention (storage/rotation.py; docs/design.md, "Retention"): on, the oldest rotated files
+    # retention (storage/retention.py; docs/design.md, "Retention"): on, the oldest rotated files
     # are removed (each recorded in the chain) while there are more than keep, while the
     # directory would pass max_size_mb, or while the file system has less than min_free_mb free;
     # 0 for max_size_mb and min_free_mb: journald's defaults, 10% and 15% of the file system,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from auditd_lite import chain, seal
+from auditd_lite import batch_evidence, chain, seal
 from auditd_lite.dbfiles import database_files
 from auditd_lite.investigate import verify
 from auditd_lite.storage.batchwriter import BatchWriter
@@ -89,24 +89,24 @@ def forge(db: Path) -> None:
         cur = con.execute("SELECT * FROM runs")
         for r in cur:
             runs[r[0]] = dict(zip([d[0] for d in cur.description], r))
-        for counter, column in chain.RUN_ADDS.items():
+        for counter, column in batch_evidence.RUN_ADDS.items():
             for rid, row in runs.items():
                 if row.get(counter) == 0 and column in ("lost_kernel", "lost_user"):
                     con.execute(f"UPDATE batches SET {column} = 0 WHERE run_id = ?", (rid,))
-        cols = ", ".join(chain.SEEN_COLUMNS)
+        cols = ", ".join(batch_evidence.SEEN_COLUMNS)
         batches = con.execute("SELECT id, run_id, run_values FROM batches ORDER BY id").fetchall()
         last = {}  # (run, column) -> the batch that last set it
         for bid, rid, values in batches:
-            for c, _ in chain.unpack_values(values) if values is not None else ():
+            for c, _ in batch_evidence.unpack_values(values) if values is not None else ():
                 last[rid, c] = bid
         for bid, rid, values in batches:
             if values is not None:
-                pairs = [(c, runs[rid][c] if last[rid, c] == bid and c not in chain.RUN_ADDS else v)
-                         for c, v in chain.unpack_values(values)]
-                con.execute("UPDATE batches SET run_values = ? WHERE id = ?", (chain.pack_values(pairs), bid))
+                pairs = [(c, runs[rid][c] if last[rid, c] == bid and c not in batch_evidence.RUN_ADDS else v)
+                         for c, v in batch_evidence.unpack_values(values)]
+                con.execute("UPDATE batches SET run_values = ? WHERE id = ?", (batch_evidence.pack_values(pairs), bid))
             listed = con.execute(f"SELECT {cols} FROM seen_processes WHERE batch_id = ? ORDER BY id", (bid,)).fetchall()
             con.execute("UPDATE batches SET seen_rows = ? WHERE id = ?", (
-                chain.side_rows((r[0], chain.side_digest("seen_processes", tuple(r))) for r in listed), bid))
+                batch_evidence.side_rows((r[0], batch_evidence.side_digest("seen_processes", tuple(r))) for r in listed), bid))
         con.commit()
         con.close()
     rechain(db)
@@ -119,11 +119,11 @@ def test_format_5_covers_these_columns_which_are_the_tables():
     the batches columns its header adds: pinned (a change is a new format), and the models'."""
     from auditd_lite.storage.schema import batches, removed_files, runs, seen_processes
 
-    assert chain.RUN_COLUMNS == tuple(c.name for c in runs.columns)
-    assert chain.SEEN_COLUMNS == tuple(c.name for c in seen_processes.columns)
-    assert chain.REMOVAL_COLUMNS == tuple(c.name for c in removed_files.columns)
+    assert batch_evidence.RUN_COLUMNS == tuple(c.name for c in runs.columns)
+    assert batch_evidence.SEEN_COLUMNS == tuple(c.name for c in seen_processes.columns)
+    assert batch_evidence.REMOVAL_COLUMNS == tuple(c.name for c in removed_files.columns)
     assert chain.BATCH_HEADER5 == tuple(c.name for c in batches.columns if c.name not in ("prev_hash", "hash"))
-    assert chain.RUN_ADDS == {"events_written": "count", "lost_kernel": "lost_kernel", "lost_user": "lost_user",
+    assert batch_evidence.RUN_ADDS == {"events_written": "count", "lost_kernel": "lost_kernel", "lost_user": "lost_user",
                               "stream_lines_written": "stream_written", "stream_lines_dropped": "stream_dropped"}
 
 
@@ -133,19 +133,19 @@ def test_run_values_and_side_rows_are_the_documented_bytes():
     and SHA-256 of the table's name, NUL and the row serialized. Read back as written."""
     import hashlib
 
-    blob = chain.pack_values([("stopped_ns", 5), ("host", "h")])
+    blob = batch_evidence.pack_values([("stopped_ns", 5), ("host", "h")])
     assert blob == struct.pack("<I", 2) + chain.serialize(("stopped_ns", 5, "host", "h"))
-    assert chain.unpack_values(blob) == [("stopped_ns", 5), ("host", "h")]
+    assert batch_evidence.unpack_values(blob) == [("stopped_ns", 5), ("host", "h")]
     row = (3, 1, 9, 400, 1, 0, "sshd", None, b"x", 20, 10) + (None,) * 8 + (2,)
-    digest = chain.side_digest("seen_processes", row)
+    digest = batch_evidence.side_digest("seen_processes", row)
     assert digest == hashlib.sha256(b"seen_processes\0" + chain.serialize(row)).digest()
-    assert chain.side_rows([(3, digest)]) == struct.pack("<q", 3) + digest
-    assert chain.parse_side_rows(struct.pack("<q", 3) + digest) == [(3, digest)]
+    assert batch_evidence.side_rows([(3, digest)]) == struct.pack("<q", 3) + digest
+    assert batch_evidence.parse_side_rows(struct.pack("<q", 3) + digest) == [(3, digest)]
     for bad in (blob[:-1], b"\x05\x00\x00\x00TT"):
         with pytest.raises(ValueError):
-            chain.unpack_values(bad)
+            batch_evidence.unpack_values(bad)
     with pytest.raises(ValueError):
-        chain.parse_side_rows(b"\x00" * 39)
+        batch_evidence.parse_side_rows(b"\x00" * 39)
 
 
 def test_every_row_is_in_a_batch_and_the_run_row_is_their_fold(tmp_path):
@@ -169,16 +169,16 @@ def test_every_row_is_in_a_batch_and_the_run_row_is_their_fold(tmp_path):
     con = sqlite3.connect(db / "audit.db")
     batches = con.execute("SELECT id, count, lost_kernel, stream_written, stream_dropped, run_values, seen_rows "
                           "FROM batches ORDER BY id").fetchall()
-    values = [dict(chain.unpack_values(b[5])) if b[5] else None for b in batches]
-    assert set(values[0]) == set(chain.RUN_COLUMNS) - {"id"} and values[0]["attached_ns"] is None
+    values = [dict(batch_evidence.unpack_values(b[5])) if b[5] else None for b in batches]
+    assert set(values[0]) == set(batch_evidence.RUN_COLUMNS) - {"id"} and values[0]["attached_ns"] is None
     # capture's start: its time, and the settings, which then say the capture mode
     assert values[1] == {"attached_ns": 123, "settings": '{"retention": false}'}
     assert "stopped_ns" in values[-1] and len(values[-1]) == 1
     assert [b[1] for b in batches] == [0, 0, 0, 40, 40, 0]
     assert sum(b[2] for b in batches) == 7 and sum(b[3] for b in batches) == 75 and sum(b[4] for b in batches) == 15
-    listed = chain.parse_side_rows(batches[2][6])
-    rows = con.execute(f"SELECT {', '.join(chain.SEEN_COLUMNS)} FROM seen_processes ORDER BY id").fetchall()
-    assert listed == [(r[0], chain.side_digest("seen_processes", tuple(r))) for r in rows] and len(rows) == 3
+    listed = batch_evidence.parse_side_rows(batches[2][6])
+    rows = con.execute(f"SELECT {', '.join(batch_evidence.SEEN_COLUMNS)} FROM seen_processes ORDER BY id").fetchall()
+    assert listed == [(r[0], batch_evidence.side_digest("seen_processes", tuple(r))) for r in rows] and len(rows) == 3
     run = con.execute("SELECT attached_ns, lost_kernel, events_written, stream_lines_written, "
                       "stream_lines_dropped FROM runs").fetchone()
     assert run == (123, 7, 80, 75, 15)
@@ -347,11 +347,11 @@ def test_files_before_format_5_are_named_as_not_covering_them(tmp_path):
 # --- retention -------------------------------------------------------------------------------
 
 def test_plan_removes_oldest_first_for_each_reason(tmp_path):
-    """rotation.plan: beyond keep, the oldest rotated files (a set-aside file among them is not
+    """retention.plan: beyond keep, the oldest rotated files (a set-aside file among them is not
     counted by keep); past the cap with the live file at its full room, the oldest rotated or
     set-aside files until it fits; below the floor, the oldest until enough is free; never the
     live file; nothing with retention off."""
-    from auditd_lite.storage import rotation
+    from auditd_lite.storage import retention, rotation
 
     d = tmp_path / "db"
     d.mkdir()
@@ -361,19 +361,19 @@ def test_plan_removes_oldest_first_for_each_reason(tmp_path):
         (d / n).write_bytes(b"\0" * 100_000)
     ordered = names  # by the second each stopped being written: 10:09:59, 10:15:00, 10:19:59, 10:29:59
     lim = rotation.Limits(max_bytes=10**9, floor_bytes=0, rotate_bytes=100_000, wal_pages=64)
-    keep = rotation.plan(d, RotationPolicy(retention=True, keep=1), lim)
+    keep = retention.plan(d, RotationPolicy(retention=True, keep=1), lim)
     assert [(r.path.name, r.reason) for r in keep] == [(names[0], "keep"), (names[2], "keep")]
     room = lim.live_room(0)
     cap = rotation.Limits(max_bytes=room + 250_000, floor_bytes=0, rotate_bytes=100_000, wal_pages=64)
-    got = rotation.plan(d, RotationPolicy(retention=True), cap)
+    got = retention.plan(d, RotationPolicy(retention=True), cap)
     assert [(r.path.name, r.reason) for r in got] == [(ordered[0], "max_size"), (ordered[1], "max_size")]
     free = rotation.free_bytes(d)
     floor = rotation.Limits(max_bytes=10**12, floor_bytes=free + 150_000, rotate_bytes=100_000, wal_pages=64)
-    got = rotation.plan(d, RotationPolicy(retention=True), floor)
+    got = retention.plan(d, RotationPolicy(retention=True), floor)
     assert [(r.path.name, r.reason) for r in got] == [(ordered[0], "min_free"), (ordered[1], "min_free")]
-    assert rotation.plan(d, RotationPolicy(retention=False, keep=1), lim) == []
+    assert retention.plan(d, RotationPolicy(retention=False, keep=1), lim) == []
     everything = rotation.Limits(max_bytes=1, floor_bytes=0, rotate_bytes=1, wal_pages=64)
-    assert "audit.db" not in [r.path.name for r in rotation.plan(d, RotationPolicy(retention=True), everything)]
+    assert "audit.db" not in [r.path.name for r in retention.plan(d, RotationPolicy(retention=True), everything)]
 
 
 def test_defaults_are_journalds(tmp_path):
@@ -468,16 +468,16 @@ def test_removal_on_a_full_disk_is_recorded_with_the_next_batch(tmp_path):
     calls = []
 
     def refuse_empty(rows, evidence=None):
-        if not rows and bw._removals and not calls:
+        if not rows and bw._retainer.pending and not calls:
             calls.append(1)
             raise sqlite3.OperationalError("database or disk is full")
         return real(rows, evidence)
 
     bw._insert_batch = refuse_empty
     bw.write(second_rows(50, 100))  # rotates, and retention removes the oldest
-    assert calls and bw._removals
+    assert calls and bw._retainer.pending
     bw.write(second_rows(50, 150))
-    assert not bw._removals
+    assert not bw._retainer.pending
     bw.close()
     assert check(db)[0] == 0
 

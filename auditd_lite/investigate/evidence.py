@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from .. import chain
+from .. import batch_evidence, chain
 from ..dbfiles import has_table
 from ..timeparse import format_time
 
@@ -70,7 +70,7 @@ def check(conn: sqlite3.Connection, name: str, problems: list, notes: list) -> F
                          f"covers its {_count(len(runs), 'run row')} or "
                          f"{_count(len(seen), 'seen process', 'es')}")
         return found
-    keys = ("id", "run_id", "hash") + tuple(dict.fromkeys(chain.EVIDENCE_COLUMNS + tuple(chain.RUN_ADDS.values())))
+    keys = ("id", "run_id", "hash") + tuple(dict.fromkeys(chain.EVIDENCE_COLUMNS + tuple(batch_evidence.RUN_ADDS.values())))
     batches = [dict(zip(keys, b)) for b in conn.execute(
         f"SELECT {', '.join(keys)} FROM batches ORDER BY id")]
     fives = [b for b in batches if (_fmt(b["hash"]) or 0) >= chain.EVIDENCE_FORMAT]
@@ -112,7 +112,7 @@ def _fold(fives: list[dict], name: str, problems: list, found: Found) -> tuple[d
         what = found.carries.setdefault(b["id"], [])
         if b["run_values"] is not None:
             try:
-                pairs = chain.unpack_values(b["run_values"])
+                pairs = batch_evidence.unpack_values(b["run_values"])
             except ValueError as exc:
                 problems.append(chain.Problem(name, b["id"], f"its run values cannot be read ({exc})"))
                 pairs = []
@@ -129,7 +129,7 @@ def _fold(fives: list[dict], name: str, problems: list, found: Found) -> tuple[d
         row = state.get(rid)
         if row is None:
             continue
-        for counter, column in chain.RUN_ADDS.items():
+        for counter, column in batch_evidence.RUN_ADDS.items():
             add = b[column]
             if add is not None and row.get(counter) is not None:
                 row[counter] += add
@@ -158,7 +158,7 @@ def _compare_runs(runs: dict, state: dict, origin: dict, fives: list, begun_in_5
             start = origin.get(rid, {}).get("started_ns")
             if expected is None and by == start:
                 by = None  # NULL as inserted, and no batch set it since
-            if col in chain.RUN_ADDS:
+            if col in batch_evidence.RUN_ADDS:
                 reason = (f"runs row of run {rid}: {col} is {_shown(col, value)}, its batches here "
                           f"add up to {_shown(col, expected)}: edited")
                 at = last
@@ -184,8 +184,8 @@ def _side(conn, table: str, rows: list[dict], fives: list, runs: dict, state: di
           name: str, problems: list, found: Found) -> int:
     """Check one side table's rows against the batches listing them; the number of its rows no
     format 5 batch could have listed (of runs written before it)."""
-    column = chain.SIDE_COLUMN[table]
-    cols = chain.SIDE_TABLES[table]
+    column = batch_evidence.SIDE_COLUMN[table]
+    cols = batch_evidence.SIDE_TABLES[table]
     by_id = {r["id"]: r for r in rows}
     listed: set[int] = set()
     noun = "seen process" if table == "seen_processes" else "retention record"
@@ -193,7 +193,7 @@ def _side(conn, table: str, rows: list[dict], fives: list, runs: dict, state: di
         if b[column] is None:
             continue
         try:
-            entries = chain.parse_side_rows(b[column])
+            entries = batch_evidence.parse_side_rows(b[column])
         except ValueError as exc:
             problems.append(chain.Problem(name, b["id"], f"its {table} list cannot be read ({exc})"))
             continue
@@ -207,7 +207,7 @@ def _side(conn, table: str, rows: list[dict], fives: list, runs: dict, state: di
                 problems.append(chain.Problem(name, b["id"], (
                     f"{table} row {row_id}{_of(table, None, b)}, which this batch recorded, is "
                     "missing: deleted")))
-            elif chain.side_digest(table, tuple(row.get(c) for c in cols)) != digest:
+            elif batch_evidence.side_digest(table, tuple(row.get(c) for c in cols)) != digest:
                 problems.append(chain.Problem(name, b["id"], (
                     f"{table} row {row_id}{_of(table, row, b)} differs from what this batch "
                     "recorded: edited")))

@@ -22,7 +22,9 @@ from pathlib import Path
 from ..dbfiles import database_files, is_chain_file, is_set_aside, set_aside_note
 from ..errors import BadInput, NotFound
 from . import gaps, output, query
-from .export import ATTEMPTS, _only_time_selects, _seal, check_request
+from .export import ATTEMPTS, check_request
+from .export_copy import _only_time_selects
+from .export_seal import seal_file
 from .query import Filters
 
 
@@ -65,7 +67,7 @@ def export(db_dir, out, filters: Filters, fmt: str, force: bool = False, note=No
                 continue  # a rotation renamed a file while it was read: start over
             if not counts:
                 raise NotFound("no records match: nothing to export")
-            digest = _seal(Path(tmp), out)
+            digest = seal_file(Path(tmp), out)
             tmp = None
             for path, n in per_file.items():
                 if note is not None and is_set_aside(path):

@@ -338,7 +338,7 @@ def _verify(paths: list[Path], in_dir: bool, damaged: list[Path] = (), seals_at=
                            "(verify it without --pubkey)")
         report.files += 1
         if export:
-            from .export import file_sha256
+            from .export_seal import file_sha256
 
             report.exports += 1
             digest = file_sha256(path)

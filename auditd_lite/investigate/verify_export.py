@@ -41,7 +41,7 @@ def sidecar(path: Path, report, digest: str) -> None:
 
 def check_export(path: Path, conn: sqlite3.Connection, report) -> dict | None:
     """Check the export's tables against its manifest; the manifest, None if unreadable."""
-    from .export import FORMATS, content_sha256, read_manifest, table_sha256
+    from .export_seal import FORMATS, content_sha256, read_manifest, table_sha256
 
     name = str(path)
     bad = lambda reason, batch=None: report.problems.append(chain.Problem(name, batch, reason))  # noqa: E731
@@ -181,7 +181,7 @@ def is_sqlite(path: Path) -> bool:
 
 def check_lines_export(path: Path, pubkey, report) -> None:
     """A JSON-lines export (ocsf, ecs): its sidecar and its signature."""
-    from .export import file_sha256
+    from .export_seal import file_sha256
 
     report.files += 1
     report.exports += 1

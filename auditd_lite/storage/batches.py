@@ -10,7 +10,7 @@ from typing import Callable
 
 import structlog
 
-from .. import chain, dbfiles
+from .. import batch_evidence, chain, dbfiles
 from ..rows import CONTEXT_FIELDS, GATE_FIELDS
 from .schema import batches, events, runs
 
@@ -66,16 +66,16 @@ class Evidence:
     removals: list = field(default_factory=list)  # removed_files rows (dicts of their columns)
 
 
-_RUN_SETTABLE = chain.RUN_COLUMNS[1:]
+_RUN_SETTABLE = batch_evidence.RUN_COLUMNS[1:]
 
 
 def _side_rows(conn, table: str, rows: list[dict], fixed: dict) -> bytes | None:
-    """Insert ``rows`` into a side table (chain.SIDE_TABLES) with the next ids and ``fixed``
+    """Insert ``rows`` into a side table (batch_evidence.SIDE_TABLES) with the next ids and ``fixed``
     values; the batch's list of them, digested as read back (so as verify reads them: a value
     SQLite's column affinity converts is digested converted)."""
     if not rows:
         return None
-    cols = chain.SIDE_TABLES[table]
+    cols = batch_evidence.SIDE_TABLES[table]
     first = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").scalar()
     values = [tuple(first + k if c == "id" else fixed[c] if c in fixed else r.get(c) for c in cols)
               for k, r in enumerate(rows)]
@@ -83,7 +83,7 @@ def _side_rows(conn, table: str, rows: list[dict], fixed: dict) -> bytes | None:
                          values)
     back = conn.exec_driver_sql(f"SELECT {', '.join(cols)} FROM {table} WHERE id BETWEEN ? AND ? "
                                 "ORDER BY id", (first, first + len(rows) - 1)).fetchall()
-    return chain.side_rows((r[0], chain.side_digest(table, tuple(r))) for r in back)
+    return batch_evidence.side_rows((r[0], batch_evidence.side_digest(table, tuple(r))) for r in back)
 
 
 def _write_evidence(conn, ev: Evidence, run_id: int, batch_id: int) -> tuple:
@@ -91,7 +91,7 @@ def _write_evidence(conn, ev: Evidence, run_id: int, batch_id: int) -> tuple:
     pairs: list = []
     if ev.run_insert is not None:
         row = {**ev.run_insert, "id": run_id}
-        cols = [c for c in chain.RUN_COLUMNS if c in row]
+        cols = [c for c in batch_evidence.RUN_COLUMNS if c in row]
         conn.exec_driver_sql(f"INSERT INTO {runs.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                              tuple(row[c] for c in cols))
         pairs = list(_RUN_SETTABLE)  # the row as inserted: every column, NULL where none was given
@@ -104,7 +104,7 @@ def _write_evidence(conn, ev: Evidence, run_id: int, batch_id: int) -> tuple:
     if pairs:  # as read back, for the reason _side_rows gives
         got = conn.exec_driver_sql(f"SELECT {', '.join(pairs)} FROM {runs.name} WHERE id = ?",
                                    (run_id,)).fetchone()
-        values = chain.pack_values(zip(pairs, got))
+        values = batch_evidence.pack_values(zip(pairs, got))
     return (values, _side_rows(conn, "seen_processes", ev.seen, {"run_id": run_id, "batch_id": batch_id}),
             _side_rows(conn, "removed_files", ev.removals, {"batch_id": batch_id}))
 

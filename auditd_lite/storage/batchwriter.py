@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import __version__, dbfiles, hostinfo
 from . import rotation, store
+from .retention import Retainer
 from .batches import ChainPosition, Evidence
 from ..config import RunSettings
 from .holding import RETRY_S, Held
@@ -36,7 +37,6 @@ if TYPE_CHECKING:  # storage/sealer.py is imported only by a daemon that seals (
 log = structlog.get_logger("auditd_lite.writer")
 
 DEFAULT_BATCH = RunSettings.batch_size
-RETAIN_EVERY_S = 1.0  # how often retention looks at the directory between rotations
 
 
 __all__ = ["BatchWriter"]
@@ -86,8 +86,7 @@ class BatchWriter:
         self._stream_stored = (0, 0)  # the stream's counts the files' run rows hold
         self._file_lost = (0, 0)  # lost_kernel, lost_user in the live file's copy of the run row
         self.sealer = sealer
-        self._removals: list[dict] = []  # retention's records of removed files not yet in a batch
-        self._retain_after = 0.0
+        self._retainer = Retainer()  # storage/retention.py; its records no batch holds yet: pending
         self._live_size = 0  # the live file's size at the last look, and its largest growth between
         self._live_step = 0  # two looks (a batch or so): what it may take before it rotates
 
@@ -100,7 +99,8 @@ class BatchWriter:
         """A new policy (at start, or a reload): its figures for this directory are taken again."""
         self._rotation = policy
         self._limits = None
-        self._retain_after = 0.0
+        if hasattr(self, "_retainer"):
+            self._retainer.reset()
 
     @property
     def limits(self) -> rotation.Limits:
@@ -325,7 +325,7 @@ class BatchWriter:
         it is committed."""
         lost_k, lost_u = self._lost_kernel_pending, self._lost_user_pending
         batch_id = self._chain.next_batch_id
-        removals = self._removals
+        removals = self._retainer.pending
         if removals:
             evidence = evidence or Evidence()
             evidence.removals = list(evidence.removals) + removals
@@ -334,7 +334,7 @@ class BatchWriter:
             self._conn.rollback()
         self._chain.insert(self._conn, rows, self.run_id, time.time_ns(), lost_k, lost_u, stream, evidence)
         if removals:
-            del self._removals[:len(removals)]
+            del self._retainer.pending[:len(removals)]
         if stream is not None:
             self._stream_stored = (self._stream_stored[0] + stream[0], self._stream_stored[1] + stream[1])
         self._file_lost = (self._file_lost[0] + lost_k, self._file_lost[1] + lost_u)
@@ -462,43 +462,14 @@ class BatchWriter:
         self.retain(now=True)
         return target
 
-    # -- retention (storage/rotation.py; docs/design.md, "Retention") -----------
+    # -- retention (storage/retention.py; docs/design.md, "Retention") ----------
 
     def retain(self, now: bool = False) -> list[Path]:
-        """Remove what the retention policy says must go (at most every RETAIN_EVERY_S, unless
-        ``now``), each removal recorded first in a batch of the live file (which files, where they
-        stood in the chain, why), or, if the file cannot take it now (the disk is full), in the
-        next batch written; and logged. The files removed."""
-        policy = self.rotation
-        if not policy.retention or (not now and time.monotonic() < self._retain_after):
-            return []
-        self._retain_after = time.monotonic() + RETAIN_EVERY_S
-        try:
-            doomed = rotation.plan(self.db_dir, policy, self.limits, self._live_step)
-        except OSError as e:
-            log.error("retention_failed", error=e.strerror or str(e), path=str(self.db_dir))
-            return []
-        if not doomed:
-            return []
-        removed_ns = time.time_ns()
-        records = []
-        for r in doomed:
-            held, carried = rotation.what_it_held(r.path)
-            records.append(dict(held, removed_ns=removed_ns, name=r.path.name, reason=r.reason,
-                                detail=r.detail, size=r.size))
-            self._removals += [records[-1]] + carried  # earlier removals' records go on too
-        if self._conn is not None and self._held.full_since is None:
-            try:
-                self._insert_batch([])
-            except Exception as e:  # noqa: BLE001 - kept for the next batch; the files go anyway
-                log.warning("removal_not_recorded_yet", error=why(e), files=len(doomed))
-        for r, rec in zip(doomed, records):
-            rotation.unlink(r.path)
-            log.warning("retention_removed", path=str(r.path), reason=r.reason, detail=r.detail,
-                        size=r.size, records=rec["records"], first_batch_id=rec["first_batch_id"],
-                        last_batch_id=rec["last_batch_id"], first_prev_hash=rec["first_prev_hash"],
-                        last_hash=rec["last_hash"], recorded=not self._removals)
-        return [r.path for r in doomed]
+        """Retention's step between batches (storage/retention.py): the files it removed, each
+        recorded in a batch of the live file when it can take one now."""
+        can_record = self._conn is not None and self._held.full_since is None
+        return self._retainer.run(self.db_dir, self.rotation, self.limits, self._live_step, now,
+                                  (lambda: self._insert_batch([])) if can_record else None)
 
     # -- sealing (storage/sealer.py) -----------------------------------------
 

@@ -56,8 +56,8 @@ batches = Table(
     # what else the batch's transaction wrote, covered by its hash from chain format 5 (revision
     # 0007; chain.EVIDENCE_COLUMNS, docs/design.md "Tamper evidence"): the run's stream counters
     # it added to (NULL: a run without a stream), the run-row columns it set with their values
-    # (chain.pack_values), and the seen_processes and removed_files rows it inserted, each an id
-    # and its digest (chain.side_rows)
+    # (batch_evidence.pack_values), and the seen_processes and removed_files rows it inserted, each an id
+    # and its digest (batch_evidence.side_rows)
     Column("stream_written", BigInteger),
     Column("stream_dropped", BigInteger),
     Column("run_values", LargeBinary),
@@ -174,7 +174,7 @@ seen_processes = Table(
 )
 
 
-# A rotated or set-aside file that retention removed (revision 0007; storage/rotation.py,
+# A rotated or set-aside file that retention removed (revision 0007; storage/retention.py,
 # docs/design.md "Retention"): which file, why, and where it stood in the chain, so that verify
 # tells the cut from a file removed by someone else and gaps shows the span. Covered by the
 # hash of batch ``batch_id``. The rows of a removed file are carried into the batch that records
@@ -185,7 +185,7 @@ removed_files = Table(
     Column("batch_id", Integer, nullable=False),
     Column("removed_ns", BigInteger, nullable=False),
     Column("name", Text, nullable=False),
-    Column("reason", Text, nullable=False),  # rotation.REASONS
+    Column("reason", Text, nullable=False),  # retention.REASONS
     Column("detail", Text),
     Column("size", BigInteger),  # bytes, with its -wal and -shm
     Column("first_batch_id", Integer),  # NULL: the file could not be read
