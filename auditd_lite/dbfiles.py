@@ -21,6 +21,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .errors import BadInput, CannotCapture
+# a run's copies in the files and how readers merge them (runcopies.py): asked of this module too
+from .runcopies import (RUN_COUNTERS, RUN_KEY, RUN_MERGE, STREAM_COUNTERS, merge_run, run_key,  # noqa: F401
+                        run_merge_sql, run_rows)
 
 DEFAULT_DB_DIR = Path("/var/lib/auditd-lite")
 # the sealing state (auditd_lite/seal.py): beside the databases, in a directory of its own that
@@ -509,49 +512,3 @@ def file_is_export(conn: sqlite3.Connection, schema: str = "main") -> bool:
     """Is this file an export (auditd_lite.investigate.export) rather than one the daemon wrote? It carries a
     manifest table; every command that treats exports apart asks here."""
     return has_table(conn, "manifest", schema)
-
-
-# A run's row is copied into every file the run wrote to, each copy counting what went into
-# that file, and only the file open when the run stopped has its stop time. One run is its
-# (id, started_ns): ids alone repeat in files from another directory. Every reader that puts
-# the copies together (stats, sql, export, gaps, tree) uses this rule.
-RUN_KEY = ("id", "started_ns")
-# the live stream's lines written and dropped (revision 0004; NULL for a run without a stream)
-STREAM_COUNTERS = ("stream_lines_written", "stream_lines_dropped")
-RUN_COUNTERS = ("events_written", "lost_kernel", "lost_user") + STREAM_COUNTERS
-# how each column of the copies is combined; a column not named is the same in every copy
-RUN_MERGE = {**dict.fromkeys(RUN_COUNTERS, "sum"), "attached_ns": "min", "stopped_ns": "max"}
-
-
-def run_key(row: dict) -> tuple:
-    return tuple(row.get(c) for c in RUN_KEY)
-
-
-def run_rows(conn: sqlite3.Connection, schema: str = "main") -> list[dict]:
-    """The run rows of one file as column -> value (a file of an older revision lacks some columns)."""
-    cols = [r[1] for r in conn.execute(f"PRAGMA {schema}.table_info(runs)")]
-    return [dict(zip(cols, row)) for row in conn.execute(f"SELECT * FROM {schema}.runs")]
-
-
-def merge_run(runs: dict, row: dict) -> dict:
-    """Fold one file's copy of a run row into ``runs`` (run_key -> merged row); the merged row.
-
-    Call it once per file that holds a copy: the counters add up file by file. None (a column
-    a copy lacks) counts as absent, as SQL's sum, min and max take it.
-    """
-    key = run_key(row)
-    have = runs.get(key)
-    if have is None:
-        runs[key] = have = dict(row)
-        return have
-    for col, how in RUN_MERGE.items():
-        values = [v for v in (have.get(col), row.get(col)) if v is not None]
-        if values:
-            have[col] = sum(values) if how == "sum" else min(values) if how == "min" else max(values)
-    return have
-
-
-def run_merge_sql(columns: list[str], quote=lambda c: c) -> str:
-    """The select list that merges a run's copies by RUN_MERGE, for ``... GROUP BY id, started_ns``."""
-    return ", ".join(quote(c) if c in RUN_KEY else f"{RUN_MERGE.get(c, 'min')}({quote(c)}) AS {quote(c)}"
-                     for c in columns)
