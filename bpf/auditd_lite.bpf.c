@@ -533,9 +533,28 @@ static __always_inline int exec_failed(void *ctx, long ret, u32 abi)
  * which is how bcc finds the function's BTF id at load. */
 #define ON_ENTRY(fn) KFUNC_PROBE(fn, const void *regs)
 #define ON_EXIT(fn) KRETFUNC_PROBE(fn, const void *regs, long ret)
-#define EXEC_PAIR(fn, abi, compat, FILE_REG, ARGV_REG)                       \
-    ON_ENTRY(fn)                                                             \
-    {                                                                        \
+
+#ifdef OFF_TASK_STACK
+/* The caller's saved registers where a wrapper's own argument cannot be read: 5.10's BTF
+ * gives __x64_sys_execveat's pt_regs as a forward declaration, and the verifier refuses any
+ * read of it. They are task_pt_regs(): the top of the task's stack, less the registers
+ * (x86_64: THREAD_SIZE 16 KiB, no padding before FRED). The number the call was made with
+ * must be the one expected, else the layout is not this one and nothing is read. */
+static __always_inline const void *task_regs(long nr)
+{
+    void *stack = NULL;
+    long orig = -1;
+    READ_AT(stack, (void *)bpf_get_current_task(), OFF_TASK_STACK);
+    if (!stack)
+        return NULL;
+    const void *regs = (const char *)stack + TASK_STACK_SIZE - SIZEOF_PT_REGS;
+    READ_AT(orig, regs, OFF_REGS_ORIG_AX);
+    return orig == nr ? regs : NULL;
+}
+#endif
+
+#define STASH_FROM(regs, abi, compat, FILE_REG, ARGV_REG)                    \
+    ({                                                                       \
         u64 f = 0, a = 0;                                                    \
         READ_AT(f, regs, FILE_REG);                                          \
         READ_AT(a, regs, ARGV_REG);                                          \
@@ -543,16 +562,43 @@ static __always_inline int exec_failed(void *ctx, long ret, u32 abi)
             f = (u32)f;                                                      \
             a = (u32)a;                                                      \
         }                                                                    \
-        return stash_entry((const char *)f, (const void *)a, abi, compat);   \
-    }                                                                        \
+        stash_entry((const char *)f, (const void *)a, abi, compat);          \
+    })
+#define EXEC_EXIT(fn, abi)                                                   \
     ON_EXIT(fn)                                                              \
     {                                                                        \
         return ret < 0 ? exec_failed(ctx, ret, abi) : 0;                     \
     }
+#define EXEC_PAIR(fn, abi, compat, FILE_REG, ARGV_REG)                       \
+    ON_ENTRY(fn)                                                             \
+    {                                                                        \
+        return STASH_FROM(regs, abi, compat, FILE_REG, ARGV_REG);            \
+    }                                                                        \
+    EXEC_EXIT(fn, abi)
+/* the same, for a function whose argument the verifier cannot read (task_regs) */
+#define EXEC_PAIR_TASK_REGS(fn, nr, abi, compat, FILE_REG, ARGV_REG)         \
+    ON_ENTRY(fn)                                                             \
+    {                                                                        \
+        const void *r = task_regs(nr);                                       \
+        if (!r) {                                                            \
+            count(CNT_STASH_MISS);                                           \
+            return 0;                                                        \
+        }                                                                    \
+        return STASH_FROM(r, abi, compat, FILE_REG, ARGV_REG);               \
+    }                                                                        \
+    EXEC_EXIT(fn, abi)
 
 /* execve(filename, argv, envp); execveat(dirfd, filename, argv, envp, flags) */
+#ifdef FN_X64_EXECVE_TASK_REGS
+EXEC_PAIR_TASK_REGS(FN_X64_EXECVE, NR_EXECVE, ABI_X64, 0, OFF_REGS_DI, OFF_REGS_SI)
+#else
 EXEC_PAIR(FN_X64_EXECVE, ABI_X64, 0, OFF_REGS_DI, OFF_REGS_SI)
+#endif
+#ifdef FN_X64_EXECVEAT_TASK_REGS
+EXEC_PAIR_TASK_REGS(FN_X64_EXECVEAT, NR_EXECVEAT, ABI_X64, 0, OFF_REGS_SI, OFF_REGS_DX)
+#else
 EXEC_PAIR(FN_X64_EXECVEAT, ABI_X64, 0, OFF_REGS_SI, OFF_REGS_DX)
+#endif
 #ifdef FN_IA32_EXECVE
 EXEC_PAIR(FN_IA32_EXECVE, ABI_IA32, 1, OFF_REGS_BX, OFF_REGS_CX)
 EXEC_PAIR(FN_IA32_EXECVEAT, ABI_IA32, 1, OFF_REGS_CX, OFF_REGS_DX)
@@ -561,7 +607,8 @@ EXEC_PAIR(FN_IA32_EXECVEAT, ABI_IA32, 1, OFF_REGS_CX, OFF_REGS_DX)
 EXEC_PAIR(FN_X32_EXECVE, ABI_X32, 1, OFF_REGS_DI, OFF_REGS_SI)
 EXEC_PAIR(FN_X32_EXECVEAT, ABI_X32, 1, OFF_REGS_SI, OFF_REGS_DX)
 #endif
-#endif /* USE_FENTRY */
+
+#else /* the fallback: compiled only when it is the mode loaded (clang's time under TCG) */
 
 /* The fallback: raw_syscalls, on every system call of the machine, so the number test comes
  * first. A 32-bit call (TS_COMPAT) numbers from the i386 table; an x32 call has its bit set. */
@@ -636,6 +683,8 @@ PROBE(sys_exit)
         return 0;
     return exec_failed(ctx, ret, abi);
 }
+
+#endif /* USE_FENTRY */
 
 /* (struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm) */
 PROBE(sched_process_exec)

@@ -10,6 +10,7 @@ says why. What is attached is read from the daemon's own link descriptors
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -65,12 +66,14 @@ def test_attached_as_logged_and_recorded(daemon_factory):
     tracing = sorted(int(l["attach_type"]) for l in links if l["link_type"] == "tracing")
     fallbacks = log_events(d.log, "capture_fallback")
     if mode == loader.FENTRY:
-        functions = loader.exec_functions(btf.BTF.from_file())
+        # every execve function in BTF, x32's only where the kernel runs x32
+        functions = [fn for macro, fn in loader.exec_functions(btf.BTF.from_file())
+                     if not macro.startswith("FN_X32_") or loader.x32_enabled()]
         assert {"sys_enter", "sys_exit"}.isdisjoint(raw), raw
         assert tracing == [TRACE_FENTRY] * len(functions) + [TRACE_FEXIT] * len(functions)
         assert fallbacks == []
         assert [h for h in attached["hooks"] if "/" in h] == (
-            [f"fentry/{fn}" for _, fn in functions] + [f"fexit/{fn}" for _, fn in functions])
+            [f"fentry/{fn}" for fn in functions] + [f"fexit/{fn}" for fn in functions])
     else:
         assert mode == loader.RAW_SYSCALLS
         assert {"sys_enter", "sys_exit"} <= set(raw) and tracing == []
@@ -155,6 +158,31 @@ def test_fentry_blocked_for_what_the_kernel_says(tmp_path):
     kallsyms.write_text("ffffffff811ec9d0 T bpf_trampoline_link_prog\n")
     assert "e21aa341785c" in loader.fentry_blocker(x64, str(kallsyms), str(ftrace))
     assert loader.fentry_blocker(x64, str(tmp_path / "none"), str(tmp_path / "none")) is None
+
+
+def test_probe_keeps_what_the_kernel_takes():
+    """The fentry probe: every function kept where each loads; a function whose argument the
+    verifier refuses (EACCES) kept with its registers from the task, if it is x64's; a kernel that
+    refuses tracing programs (EPERM) names the function and the error; x32's dropped where the
+    kernel runs no x32."""
+    import errno
+
+    functions = (("FN_X64_EXECVE", "a"), ("FN_X64_EXECVEAT", "b"), ("FN_IA32_EXECVE", "c"),
+                 ("FN_IA32_EXECVEAT", "d"))
+    facts = loader.KernelFacts({}, "btf", True, functions, None, tuple((fn, i) for i, (_, fn) in
+                                                                    enumerate(functions)))
+    got, why = loader.probe_fentry(facts, lambda btf_id: 0)
+    assert why is None and got.exec_functions == functions and got.task_regs == frozenset()
+    got, why = loader.probe_fentry(facts, lambda btf_id: errno.EACCES if btf_id == 1 else 0)
+    assert why is None and got.exec_functions == functions and got.task_regs == {"b"}
+    got, why = loader.probe_fentry(facts, lambda btf_id: errno.EACCES if btf_id == 2 else 0)
+    assert why == "the kernel refused to load an fentry program on c (Permission denied)"
+    got, why = loader.probe_fentry(facts, lambda btf_id: errno.EPERM)
+    assert why == "the kernel refused to load an fentry program on a (Operation not permitted)"
+    x32 = facts.exec_functions + (("FN_X32_EXECVE", "e"), ("FN_X32_EXECVEAT", "f"))
+    got, _ = loader.probe_fentry(dataclasses.replace(facts, exec_functions=x32, function_ids=facts.function_ids
+                                                + (("e", 4), ("f", 5))), lambda btf_id: 0)
+    assert [fn for _, fn in got.exec_functions][-2:] == (["e", "f"] if loader.x32_enabled() else ["c", "d"])
 
 
 def test_first_mode_follows_the_setting():

@@ -166,9 +166,19 @@ class BTF:
     def has_function(self, name: str) -> bool:
         """Whether the kernel's BTF describes a function of this name (what a tracing program
         names as the function it attaches to)."""
+        return self.function_id(name) is not None
+
+    def function_id(self, name: str) -> int | None:
+        """The BTF type id of the function ``name`` (a tracing program's attach_btf_id), or None."""
         if self._funcs is None:
             self._funcs = {self._name(self._type(tid)[3]): tid for tid in self._func_ids}
-        return name in self._funcs
+        return self._funcs.get(name)
+
+    def struct_size(self, name: str) -> int:
+        tid = self._structs.get(name)
+        if tid is None:
+            raise BTFError(f"struct {name} not in BTF")
+        return self.sizeof(tid)
 
     def field(self, struct_name: str, path: str) -> Field:
         """Offset and size of ``path`` (``a.b.c``) inside ``struct struct_name``."""

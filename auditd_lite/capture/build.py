@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from . import loader
+from . import libbpf, loader
 from .compiler import CLAIMS_MAP, MAPS, import_bcc
 from ..errors import CannotCapture
 
@@ -65,26 +65,24 @@ def _refusal(hook: str, error: Exception, said: str) -> str:
 
 
 def load(settings: loader.ProgramSettings, bcc) -> tuple[dict, list[int]]:
-    """Compile and load; (the reply's description, the fds in its order: programs, then maps)."""
+    """Compile and load; (the reply's description, the fds in its order: programs, then maps).
+    The mode is chosen before compiling (one mode a compile: each copy of the argument loop is
+    clang's time, minutes under TCG): what the kernel says, then the smallest fentry program
+    loaded on each execve function. A refusal after that compiles the fallback."""
     facts = loader.kernel_facts()
     mode, fallback = loader.first_mode(settings, facts)
-    t0 = time.monotonic()
-    bpf = _unattached(bcc)(src_file=settings.source(),
-                           cflags=loader.cflags(settings, facts, fentry=mode == loader.FENTRY))
-    # what start-up spends where (the verifier's share grows with each program loaded)
-    timings = {"compile_s": round(time.monotonic() - t0, 3), "load_s": {}}
-
-    def timed(hook: str, load):
-        t = time.monotonic()
-        try:
-            return load()
-        finally:
-            timings["load_s"][hook] = round(time.monotonic() - t, 3)
-
+    if mode == loader.FENTRY:
+        facts, refused = loader.probe_fentry(facts, libbpf.fentry_probe)
+        if refused:
+            if settings.capture_mode == loader.FENTRY:
+                raise CannotCapture(f"capture mode fentry: {refused}")
+            mode, fallback = loader.RAW_SYSCALLS, refused
+    timings = {"compile_s": 0.0, "load_s": {}}
+    bpf = _compile(bcc, settings, facts, mode, timings)
     fds: list[int] = []
     if mode == loader.FENTRY:
         for hook in facts.hooks(loader.FENTRY):
-            fn, error, said = _quietly(lambda: timed(hook, lambda: bpf.load_func(
+            fn, error, said = _quietly(lambda: _timed(timings, hook, lambda: bpf.load_func(
                 loader.function_name(hook), bcc.BPF.TRACING)))
             if error is not None:
                 why = _refusal(hook, error, said)
@@ -92,16 +90,35 @@ def load(settings: loader.ProgramSettings, bcc) -> tuple[dict, list[int]]:
                     raise CannotCapture(f"capture mode fentry: {why}")
                 # what loaded of it is closed with the child: never attached
                 fds, mode, fallback = [], loader.RAW_SYSCALLS, why
+                bpf = _compile(bcc, settings, facts, mode, timings)
                 break
             fds.append(fn.fd)
     hooks = loader.hooks(settings, facts, mode)
-    fds += [timed(h, lambda: bpf.load_func(loader.function_name(h), bcc.BPF.RAW_TRACEPOINT)).fd
+    fds += [_timed(timings, h, lambda: bpf.load_func(loader.function_name(h), bcc.BPF.RAW_TRACEPOINT)).fd
             for h in hooks if not loader.is_tracing(h)]
     claims = loader.claims_exits(settings, facts)
     maps = list(MAPS) + ([CLAIMS_MAP] if claims else [])
     fds += [bpf[m].map_fd for m in maps]
     return {"programs": hooks, "maps": maps, "offsets": facts.source, "exit_claims": claims,
             "mode": mode, "fallback": fallback, "timings": timings}, fds
+
+
+def _compile(bcc, settings: loader.ProgramSettings, facts: loader.KernelFacts, mode: str, timings: dict):
+    """The program compiled for ``mode``; its time added to timings' compile_s (what start-up
+    spends where: clang's share, then the verifier's in each load)."""
+    t0 = time.monotonic()
+    bpf = _unattached(bcc)(src_file=settings.source(),
+                           cflags=loader.cflags(settings, facts, fentry=mode == loader.FENTRY))
+    timings["compile_s"] = round(timings["compile_s"] + time.monotonic() - t0, 3)
+    return bpf
+
+
+def _timed(timings: dict, hook: str, load):
+    t = time.monotonic()
+    try:
+        return load()
+    finally:
+        timings["load_s"][hook] = round(time.monotonic() - t, 3)
 
 
 def child_main(sock_fd: str, settings_json: str) -> int:

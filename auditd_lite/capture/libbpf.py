@@ -72,6 +72,39 @@ def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
                   else "could not attach a tracing program to its function")
 
 
+class _ProgLoadOpts(ctypes.Structure):
+    # the head of libbpf's struct bpf_prog_load_opts (1.0 on): sz says how much of it is given
+    _fields_ = [("sz", ctypes.c_size_t), ("attempts", ctypes.c_int),
+                ("expected_attach_type", ctypes.c_uint32), ("prog_btf_fd", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32), ("prog_ifindex", ctypes.c_uint32),
+                ("kern_version", ctypes.c_uint32), ("attach_btf_id", ctypes.c_uint32),
+                ("attach_btf_obj_fd", ctypes.c_uint32), ("attach_prog_fd", ctypes.c_int)]
+
+
+PROG_TRACING, TRACE_FENTRY = 26, 24  # enum bpf_prog_type, enum bpf_attach_type
+# r2 = *(u64 *)(r1 + 0); r0 = 0; exit: an fentry program that reads the function's first argument
+_READ_ARG0 = bytes.fromhex("7912000000000000" "b700000000000000" "9500000000000000")
+
+
+def fentry_probe(btf_id: int) -> int:
+    """Load (and close) the smallest fentry program that reads the function's first argument:
+    0 when the kernel takes it, else the errno it answered (EPERM: tracing programs are not
+    allowed here; EACCES or EINVAL: the verifier refused the read, as for 5.10's
+    __x64_sys_execveat, whose argument BTF leaves a forward declaration). No compiler needed."""
+    so = lib()
+    so.bpf_prog_load.restype = ctypes.c_int
+    so.bpf_prog_load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                                 ctypes.c_size_t, ctypes.POINTER(_ProgLoadOpts)]
+    opts = _ProgLoadOpts(sz=ctypes.sizeof(_ProgLoadOpts), expected_attach_type=TRACE_FENTRY,
+                         attach_btf_id=btf_id)
+    fd = so.bpf_prog_load(PROG_TRACING, b"auditd_probe", b"GPL", _READ_ARG0, len(_READ_ARG0) // 8,
+                          ctypes.byref(opts))
+    if fd < 0:
+        return -fd
+    os.close(fd)
+    return 0
+
+
 def possible_cpus() -> int:
     return _check(lib().libbpf_num_possible_cpus(), "could not count the possible CPUs")
 

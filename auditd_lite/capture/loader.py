@@ -6,6 +6,7 @@ alone (capture/compiler.py; docs/design.md, "The daemon never maps the compiler"
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 from dataclasses import dataclass, replace
@@ -59,6 +60,11 @@ BCC_PREFIX = {ENTRY: "kfunc__", EXIT: "kretfunc__"}
 TRAMPOLINE_FIX_SYMBOL = "__bpf_tramp_enter"
 KALLSYMS = "/proc/kallsyms"
 FTRACE_ENABLED = "/proc/sys/kernel/ftrace_enabled"
+# x86_64's THREAD_SIZE without KASAN (Debian's kernels), where task_pt_regs() finds the caller's
+# registers for a function whose argument the verifier cannot read (the program checks them)
+TASK_STACK_SIZE = 16384
+# x32's getpid: answered unless the kernel runs no x32 (Debian builds it, off unless syscall.x32=y)
+X32_GETPID = 0x40000000 | 39
 # the argument sched_process_exit gained in 6.16: (task, bool group_dead)
 EXIT_ARGS_GROUP_DEAD = [8, 1]
 
@@ -83,6 +89,7 @@ FIELDS = (
     ("OFF_SIGNAL_GROUP_EXIT_CODE", "signal_struct", "group_exit_code", 4),
     ("OFF_TASK_PID", "task_struct", "pid", 4),
     ("OFF_TASK_TI_STATUS", "task_struct", "thread_info.status", 4),
+    ("OFF_TASK_STACK", "task_struct", "stack", 8),
     ("OFF_BPRM_FILENAME", "linux_binprm", "filename", 8),
     ("OFF_REGS_DI", "pt_regs", "di", 8),
     ("OFF_REGS_SI", "pt_regs", "si", 8),
@@ -225,10 +232,16 @@ class KernelFacts:
     offsets: dict[str, str]  # -D value of every OFF_* macro
     source: str  # where the offsets came from: btf | headers
     group_dead: bool  # sched_process_exit tells which thread ended the group
-    # the execve functions in BTF, by EXEC_FUNCTIONS macro: ("X64", "__x64_sys_execve"), ...
+    # the execve functions in BTF, by EXEC_FUNCTIONS macro: ("FN_X64_EXECVE", "__x64_sys_execve"), ...
     exec_functions: tuple[tuple[str, str], ...] = ()
     # why fentry/fexit cannot be used on this kernel before even trying, or None
     fentry_blocked: str | None = "no BTF"
+    # each function's BTF id (a tracing program's attach_btf_id)
+    function_ids: tuple[tuple[str, int], ...] = ()
+    # functions whose first argument the verifier cannot read: their programs take the caller's
+    # registers from the task (task_regs in the program; build.py's probe finds them)
+    task_regs: frozenset = frozenset()
+    pt_regs_size: int = 0
 
     def hooks(self, mode: str) -> list[str]:
         """The execve hooks of ``mode``, in attach order: every entry, then every exit (an exit
@@ -250,7 +263,8 @@ def kernel_facts(btf_path: str = btf.VMLINUX_BTF) -> KernelFacts:
                            fentry_blocked=f"no BTF at {btf_path}: tracing programs need it")
     functions = exec_functions(types)
     return KernelFacts(btf_offsets(types), "btf", bool(has_group_dead(types)), functions,
-                       fentry_blocker(functions))
+                       fentry_blocker(functions), tuple((fn, types.function_id(fn)) for _, fn in functions),
+                       pt_regs_size=types.struct_size("pt_regs"))
 
 
 def exec_functions(types: btf.BTF) -> tuple[tuple[str, str], ...]:
@@ -386,13 +400,45 @@ def first_mode(settings: ProgramSettings, facts: KernelFacts) -> tuple[str, str 
     return FENTRY, None
 
 
+def x32_enabled() -> bool:
+    """Whether this kernel runs x32 system calls (it answers x32's getpid)."""
+    import ctypes  # noqa: PLC0415 - the compiler child's probe only
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall(ctypes.c_long(X32_GETPID)) == os.getpid()
+
+
+def probe_fentry(facts: KernelFacts, probe: Callable[[int], int]) -> tuple[KernelFacts, str | None]:
+    """What fentry can hook here, found by loading the smallest fentry program on each execve
+    function (``probe(btf_id)``: 0 or the errno, libbpf.fentry_probe): facts with the
+    functions that can be hooked (x32's only where the kernel runs x32) and those whose argument
+    the verifier cannot read (task_regs), and None; or why fentry cannot be had at all."""
+    ids = dict(facts.function_ids)
+    keep, task = [], set()
+    x32 = None
+    for macro, fn in facts.exec_functions:
+        if macro.startswith("FN_X32_"):
+            x32 = x32_enabled() if x32 is None else x32
+            if not x32:
+                continue  # never called: nothing to see, and each hook costs a compile's minute
+        err = probe(ids[fn])
+        if err in (errno.EACCES, errno.EINVAL) and macro.startswith("FN_X64_"):
+            task.add(fn)  # the program reads the registers from the task (x64's only)
+        elif err:
+            return facts, f"the kernel refused to load an fentry program on {fn} ({os.strerror(err)})"
+        keep.append((macro, fn))
+    return replace(facts, exec_functions=tuple(keep), task_regs=frozenset(task)), None
+
+
 def claims_exits(settings: ProgramSettings, facts: KernelFacts) -> bool:
     return settings.force_exit_claims or not facts.group_dead
 
 
 def cflags(settings: ProgramSettings, facts: KernelFacts, fentry: bool = False) -> list[str]:
     """The compiler's flags; ``fentry``: compile the fentry/fexit programs of facts'
-    exec_functions too (the raw tracepoint programs always are)."""
+    exec_functions, else the raw_syscalls ones (one mode a compile: clang's time grows with each
+    copy of the argument loop, and under TCG that is minutes)."""
     for value, (lo, hi) in ((settings.max_args, config.MAX_ARGS_RANGE),
                             (settings.arg_bytes, config.MAX_ARG_BYTES_RANGE)):
         if not lo <= value <= hi:
@@ -426,6 +472,8 @@ def cflags(settings: ProgramSettings, facts: KernelFacts, fentry: bool = False) 
     if fentry:
         flags.append("-DUSE_FENTRY")
         flags += [f"-D{macro}={fn}" for macro, fn in facts.exec_functions]
+        flags += [f"-D{macro}_TASK_REGS" for macro, fn in facts.exec_functions if fn in facts.task_regs]
+        flags += [f"-DTASK_STACK_SIZE={TASK_STACK_SIZE}", f"-DSIZEOF_PT_REGS={facts.pt_regs_size}"]
     if facts.source == "headers":
         flags.append("-DUSE_HEADER_LAYOUT")
     flags.append(f"-I{BPF_DIR}")

@@ -33,7 +33,7 @@ RINGBUF_KERNEL = (5, 8)  # BPF_MAP_TYPE_RINGBUF, CAP_BPF and CAP_PERFMON
 MIN_KERNEL = (5, 5)  # bpf_probe_read_kernel; before 5.8 only with --transport perfbuf
 LOW_FREE_MB = 100
 # compiling under an emulated VM takes well over a minute
-LOAD_TIMEOUT_S = 120
+LOAD_TIMEOUT_S = 300  # the unit's TimeoutStartSec: compiling under TCG takes minutes
 
 UNIT = "auditd-lite.service"
 # systemd's precedence: the first unit file found is the unit; drop-ins of the
