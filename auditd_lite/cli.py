@@ -100,9 +100,16 @@ def build_parser() -> Parser:
     r.add_argument("--rotate-interval", metavar="DURATION",
                    help="rotate the live file after DURATION, e.g. 1h or 1d")
     r.add_argument("--keep", type=nonneg_int, metavar="N",
-                   help="rotated files to keep, newest first (0: keep all)")
+                   help="retention: at most N rotated files, newest first (0: no limit by count)")
+    r.add_argument("--max-size-mb", type=nonneg_int, metavar="N",
+                   help="retention: keep the directory's files under N MiB, removing the oldest "
+                        "rotated files (0, the default: 10%% of its file system, at most 4096)")
     r.add_argument("--min-free-mb", type=nonneg_int, metavar="N",
-                   help="below N MiB free, remove the oldest rotated files (only with --keep)")
+                   help="retention: below N MiB free, remove the oldest rotated files (0, the "
+                        "default: 15%% of the file system, at most 4096)")
+    r.add_argument("--no-retention", dest="retention", action="store_false", default=None,
+                   help="never remove a file (retention is on by default; each removal is "
+                        "recorded in the chain): a disk that fills holds, then loses, records")
     r.add_argument("--synchronous", choices=("normal", "full"),
                    help="SQLite durability: normal (default, WAL) or full (fsync every batch)")
     r.add_argument("--no-hash", dest="hash", action="store_false", default=None,
@@ -267,7 +274,8 @@ def cmd_run(args) -> int:
         "buffer_kb": args.buffer_kb, "max_args": args.max_args,
         "max_arg_bytes": args.max_arg_bytes, "log_level": args.log_level,
         "rotate_size_mb": args.rotate_size_mb, "rotate_interval": args.rotate_interval,
-        "keep": args.keep, "min_free_mb": args.min_free_mb, "synchronous": args.synchronous,
+        "keep": args.keep, "max_size_mb": args.max_size_mb, "min_free_mb": args.min_free_mb,
+        "retention": args.retention, "synchronous": args.synchronous,
         "hash": args.hash, "hash_limit_mb": args.hash_limit_mb, "stream": args.stream,
         "stream_max_size_mb": args.stream_max_size_mb, "stream_max_files": args.stream_max_files,
         "seal_state": args.seal_state,
@@ -331,8 +339,10 @@ def cmd_query(args) -> int:
                 oldest[:] = [record["time_ns"]]
             yield item
 
-    n = output.write_records(tracked(query.search(paths, filters, args.limit, sources=sourced)),
-                             args.format, sys.stdout)
+    per_file: dict = {}
+    n = output.write_records(tracked(query.search(paths, filters, args.limit, sources=sourced,
+                                                  per_file=per_file)), args.format, sys.stdout)
+    note_set_aside(per_file)
     warn_gaps(args, filters.since_ns, filters.until_ns, n, args.limit, oldest)
     if n == 0:
         raise NotFound("no matching records")
@@ -387,6 +397,19 @@ def add_investigation_commands(sub) -> None:
     t.add_argument("--at", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
     t.add_argument("--depth", type=nonneg_int, metavar="N", help="descendant levels to show (default all)")
     t.add_argument("--format", choices=("table", "json"), default="table")
+
+    g = sub.add_parser(
+        "gaps", help="where the record is incomplete: coverage gaps, loss, removed files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Every stretch of time in which processes may have run without a record: no "
+                    "daemon running, an unclean stop, records lost, files retention removed (as it "
+                    "recorded them) or someone else did. The warnings query, tree and export print "
+                    "for their window, for the whole history or --since/--until. Exit 0.",
+        epilog="examples:\n  auditd-lite gaps\n  auditd-lite gaps --since 7d --format json")
+    add_db_source(g)
+    g.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    g.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    g.add_argument("--format", choices=("table", "json"), default="table")
 
     s = sub.add_parser(
         "sql", help="read-only SQL over every database file at once",
@@ -490,6 +513,16 @@ def add_investigation_commands(sub) -> None:
     k.add_argument("--force", action="store_true", help="replace an existing key pair")
 
 
+def note_set_aside(per_file: dict) -> None:
+    """Name on stderr each set-aside file the records shown came from (dbfiles.set_aside_note)."""
+    from .dbfiles import is_set_aside, set_aside_note
+
+    for path, n in per_file.items():
+        if n and is_set_aside(path):
+            print(f"{PROG}: note: {n} record{'s' if n != 1 else ''} from {set_aside_note(path)}",
+                  file=sys.stderr)
+
+
 def warn_gaps(args, since_ns, until_ns, found, limit, oldest) -> None:
     """Coverage gaps touching the window a query answered for, on stderr."""
     from .investigate import gaps
@@ -513,6 +546,22 @@ def cmd_tree(args) -> int:
     finally:
         for _, conn in conns:
             conn.close()
+
+
+def cmd_gaps(args) -> int:
+    import json
+
+    from . import timeparse
+    from .investigate import gaps
+
+    since = timeparse.parse_time(args.since) if args.since else None
+    until = timeparse.parse_time(args.until) if args.until else None
+    found = gaps.window_gaps(db_dir=default_db_dir(args), db_file=args.db, since_ns=since, until_ns=until)
+    for g in found:
+        print(json.dumps(g.as_dict()) if args.format == "json" else g.message())
+    if not found and args.format == "table":
+        print("no coverage gaps")
+    return 0
 
 
 def cmd_sql(args) -> int:
@@ -562,7 +611,8 @@ def cmd_export(args) -> int:
         from .investigate import export_lines
 
         m = export_lines.export(args.db_dir or DEFAULT_DB_DIR, args.output, filters, args.format,
-                                force=args.force)
+                                force=args.force, note=lambda text: print(f"{PROG}: note: {text}",
+                                                                          file=sys.stderr))
         gaps.warn(m["_gaps"], sys.stderr)
         print(f"{exported(m['counts'])} as {args.format} lines from {plural(m['files'], 'file')} "
               f"to {args.output}; sha256 {m['sha256']} (in {args.output}.sha256)")
@@ -673,7 +723,7 @@ def cmd_keygen(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "query": cmd_query, "stats": cmd_stats, "db": cmd_db,
-            "doctor": cmd_doctor, "tree": cmd_tree, "sql": cmd_sql, "export": cmd_export,
+            "doctor": cmd_doctor, "tree": cmd_tree, "gaps": cmd_gaps, "sql": cmd_sql, "export": cmd_export,
             "verify": cmd_verify, "seal": cmd_seal, "keygen": cmd_keygen}
 
 
