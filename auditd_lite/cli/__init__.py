@@ -1,6 +1,6 @@
 """The `auditd-lite` command: parses options and calls the library, nothing more.
 
-One module per group of commands (capture, search, evidence, storage), each adding its parsers
+One module per group of commands (capture, search, hunt, evidence, storage), each adding its parsers
 and holding its handlers; this one puts them together in the order `--help` lists them. Heavy
 modules are imported inside the commands that need them, so that `query` starts fast and never
 loads bcc or SQLAlchemy.
@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 from ..errors import AuditdLiteError
-from . import capture, evidence, search, storage
+from . import capture, evidence, hunt, search, storage
 from .common import PROG, Parser, one_line
 
 __all__ = ["PROG", "build_parser", "main", "entry"]
@@ -30,6 +30,7 @@ def build_parser() -> Parser:
     capture.add_run_command(sub)
     search.add_query_command(sub)
     search.add_tree_and_sql_commands(sub)
+    hunt.add_hunt_command(sub)
     evidence.add_evidence_commands(sub)
     storage.add_storage_commands(sub)
     capture.add_doctor_command(sub)
@@ -39,7 +40,7 @@ def build_parser() -> Parser:
 COMMANDS = {"run": capture.cmd_run, "query": search.cmd_query, "stats": storage.cmd_stats,
             "db": storage.cmd_db, "doctor": capture.cmd_doctor, "tree": search.cmd_tree,
             "sql": search.cmd_sql, "export": evidence.cmd_export, "verify": evidence.cmd_verify,
-            "seal": storage.cmd_seal, "keygen": evidence.cmd_keygen}
+            "seal": storage.cmd_seal, "keygen": evidence.cmd_keygen, "hunt": hunt.cmd_hunt}
 
 
 def main(argv: list[str] | None = None) -> int:

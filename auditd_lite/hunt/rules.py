@@ -1,0 +1,500 @@
+"""Sigma rules for hunt: read and parsed with pySigma, compiled into the one matcher over
+hunt/fields.py's Event (docs/design.md, "Hunt: Sigma semantics").
+
+pySigma gives each rule's condition as a tree (and, or, not over field = value), its modifiers
+already applied: ``contains`` is ``*value*``, ``all`` an and, ``windash`` and ``base64offset``
+the values they expand to, ``re`` a regular expression. Here the tree becomes Python closures,
+with Sigma's semantics: strings case-insensitive (both sides lowered), ``*`` and ``?`` wildcards,
+``re`` case-sensitive and unanchored (``re.search``) unless its ``i`` flag, a value that is not
+known (None) matching nothing, so that ``not filter`` holds for it. A rule that reads a field
+we do not record, or uses a value type we cannot compare (cidr, placeholders, keywords), is
+kept with the reason it cannot be evaluated, never dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from operator import attrgetter
+from pathlib import Path
+from typing import Callable
+
+from ..errors import BadInput
+from .fields import EAGER, FIELDS, PARENT_FIELDS
+
+BUNDLED = Path(__file__).resolve().parent / "sigma"
+LEVELS = ("informational", "low", "medium", "high", "critical")
+RULE_SUFFIXES = (".yml", ".yaml")
+# what the rules are written for: a rule for other log sources is not hunt's
+CATEGORY, PRODUCT = "process_creation", "linux"
+
+
+class Unsupported(Exception):
+    """A rule that parses but cannot be evaluated here: the message says why."""
+
+
+@dataclass
+class Rule:
+    title: str
+    path: Path
+    bundled: bool
+    id: str | None = None
+    level: str | None = None
+    status: str | None = None
+    author: str | None = None
+    description: str | None = None
+    tags: tuple = ()
+    references: tuple = ()
+    fields: frozenset = frozenset()  # the Sigma fields it reads
+    why_not: str | None = None  # why it cannot be evaluated; None: it can
+    match: Callable | None = None  # Event -> bool
+    needs: list | None = None  # prefilter atoms, one of which a match implies; None: any record
+    replaced: bool = False  # a bundled rule a --rules file of the same id replaces
+
+    @property
+    def evaluable(self) -> bool:
+        return self.why_not is None and not self.replaced
+
+    @property
+    def name(self) -> str:
+        """The file's name without its suffix: a second handle on a rule, besides its id."""
+        return self.path.stem
+
+    def reads_parent(self) -> bool:
+        return bool(self.fields & PARENT_FIELDS)
+
+
+@dataclass
+class Problem:
+    """A file that gave no rule: it did not parse, or it is no rule hunt can use."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class RuleSet:
+    rules: list = field(default_factory=list)
+    problems: list = field(default_factory=list)  # files that did not parse (bad input)
+    skipped: list = field(default_factory=list)  # rules for other log sources (Problem)
+
+    def evaluable(self) -> list[Rule]:
+        return [r for r in self.rules if r.evaluable]
+
+
+# --- loading ---------------------------------------------------------------
+
+def rule_files(paths) -> list[tuple[Path, bool]]:
+    """(file, bundled) for the bundled rules and each of ``paths`` (a file, or a directory
+    searched for *.yml and *.yaml), in a stable order. BadInput for a path that is neither."""
+    files = [(p, True) for p in sorted(BUNDLED.rglob("*.yml"))]
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            files += [(p, False) for p in sorted(path.rglob("*"))
+                      if p.suffix in RULE_SUFFIXES and p.is_file()]
+        elif path.is_file():
+            files.append((path, False))
+        else:
+            raise BadInput(f"bad --rules {path}: no such file or directory")
+    return files
+
+
+def load(paths=(), bundled: bool = True) -> RuleSet:
+    """The rules of the bundled set (unless ``bundled`` is False) and of ``paths``. A file that
+    does not parse is a Problem (its path and why), a rule for another log source is skipped,
+    and the others load; a user's rule with the id of a bundled one replaces it."""
+    from sigma.collection import SigmaCollection
+    from sigma.exceptions import SigmaError
+
+    out = RuleSet()
+    for path, is_bundled in rule_files(paths):
+        if is_bundled and not bundled:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            collection = SigmaCollection.from_yaml(text)
+        except (OSError, UnicodeDecodeError) as e:
+            out.problems.append(Problem(path, f"cannot read it: {getattr(e, 'strerror', None) or e}"))
+            continue
+        except SigmaError as e:
+            out.problems.append(Problem(path, _one_line(str(e))))
+            continue
+        except Exception as e:  # noqa: BLE001 - YAML's errors and anything pySigma lets through
+            out.problems.append(Problem(path, _one_line(f"{type(e).__name__}: {e}")))
+            continue
+        if not collection.rules:
+            out.problems.append(Problem(path, "no rule in it"))
+        for parsed in collection.rules:
+            rule = _rule(parsed, path, is_bundled)
+            if rule is None:
+                out.skipped.append(Problem(path, _skip_reason(parsed)))
+            else:
+                out.rules.append(rule)
+    ids = {r.id for r in out.rules if not r.bundled and r.id}
+    for r in out.rules:
+        if r.bundled and r.id in ids:
+            r.replaced = True
+    return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _skip_reason(parsed) -> str:
+    kind = type(parsed).__name__
+    if kind != "SigmaRule":
+        return f"a {kind.replace('Sigma', 'Sigma ').lower()}, not a detection rule"
+    ls = parsed.logsource
+    return (f"logsource {ls.product or '-'}/{ls.category or '-'}/{ls.service or '-'}: hunt runs "
+            f"{PRODUCT} {CATEGORY} rules")
+
+
+def _rule(parsed, path: Path, bundled: bool) -> Rule | None:
+    """The Rule of a parsed pySigma rule, compiled (or with the reason it cannot be); None
+    when it is not a Linux process_creation detection rule."""
+    if type(parsed).__name__ != "SigmaRule":
+        return None
+    ls = parsed.logsource
+    # a log source names what it needs; fewer attributes apply more widely (Sigma), so a rule
+    # for any product's process creations is hunt's too, but not one for a service
+    if ls.category != CATEGORY or ls.product not in (None, PRODUCT) or ls.service is not None:
+        return None
+    rule = Rule(
+        title=parsed.title or path.stem, path=path, bundled=bundled,
+        id=str(parsed.id) if parsed.id is not None else None,
+        level=str(parsed.level) if parsed.level is not None else None,
+        status=str(parsed.status) if parsed.status is not None else None,
+        author=parsed.author, description=parsed.description,
+        tags=tuple(f"{t.namespace}.{t.name}" for t in parsed.tags),
+        references=tuple(parsed.references or ()))
+    try:
+        if parsed.errors:
+            raise Unsupported(_one_line(str(parsed.errors[0])))
+        nodes = [_node(cond.parse()) for cond in parsed.detection.parsed_condition]
+        root = nodes[0] if len(nodes) == 1 else Node("or", nodes)  # a list of conditions: or
+        rule.fields = frozenset(root.fields())
+        rule.match = root.compile()
+        rule.needs = root.needs()
+    except Unsupported as e:
+        rule.why_not = str(e)
+    except Exception as e:  # noqa: BLE001 - pySigma's condition errors, and what it lets through
+        rule.why_not = _one_line(f"{type(e).__name__}: {e}")
+    return rule
+
+
+# --- the condition tree ----------------------------------------------------
+
+# how much a test costs, roughly: an and/or tries the cheaper first, so the parent's fields
+# (queries) are asked for only when everything else already holds
+_COST = {"eq": 1, "startswith": 1, "endswith": 1, "contains": 2, "any": 1, "null": 1, "exists": 1,
+         "glob": 4, "number": 1, "compare": 1, "re": 8, "fieldref": 3, "any_eq": 1,
+         "any_startswith": 1, "any_endswith": 1, "any_contains": 3}
+_FIELD_COST = {"Image": 0, "CommandLine": 0}
+_OTHER_FIELD_COST = 3
+_PARENT_COST = 100
+
+
+class Node:
+    """One node of a rule's condition: ``and``/``or``/``not`` over ``kids``, or a ``test`` of
+    one field (``field``, ``kind``, ``value``)."""
+
+    __slots__ = ("op", "kids", "field", "kind", "value", "cased")
+
+    def __init__(self, op: str, kids=(), field=None, kind=None, value=None, cased=False):
+        self.op, self.kids = op, list(kids)
+        self.field, self.kind, self.value, self.cased = field, kind, value, cased
+
+    def fields(self) -> set:
+        if self.op == "test":
+            return {self.field} | ({self.value[0]} if self.kind == "fieldref" else set())
+        return set().union(*(k.fields() for k in self.kids)) if self.kids else set()
+
+    def cost(self) -> int:
+        if self.op != "test":
+            return sum(k.cost() for k in self.kids)
+        fields = self.fields()
+        extra = max(_PARENT_COST if f in PARENT_FIELDS else _FIELD_COST.get(f, _OTHER_FIELD_COST)
+                    for f in fields)
+        return _COST[self.kind] + extra
+
+    # -- evaluation -----------------------------------------------------------
+
+    def compile(self) -> Callable:
+        """A function Event -> bool with the node's meaning."""
+        if self.op == "test":
+            return _test(self)
+        kids = self.kids if self.op != "or" else _merge_alternatives(self.kids)
+        fns = [k.compile() for k in sorted(kids, key=Node.cost)]
+        if self.op == "not":
+            inner = fns[0]
+            return lambda ev: not inner(ev)
+        if len(fns) == 1:
+            return fns[0]
+        if self.op == "and":
+            if len(fns) == 2:
+                a, b = fns
+                return lambda ev: a(ev) and b(ev)
+
+            def all_of(ev):
+                for fn in fns:
+                    if not fn(ev):
+                        return False
+                return True
+            return all_of
+        if len(fns) == 2:
+            a, b = fns
+            return lambda ev: a(ev) or b(ev)
+
+        def any_of(ev):
+            for fn in fns:
+                if fn(ev):
+                    return True
+            return False
+        return any_of
+
+    # -- the prefilter's atoms --------------------------------------------------
+
+    def needs(self) -> list | None:
+        """Atoms (field, kind, lower-case literal) on Image or CommandLine, one of which holds
+        for every event the node matches; None when no such set is known (a ``not``, a field
+        the prefilter does not read, a regular expression). An ``and`` needs what its most
+        selective part needs, an ``or`` what any of its parts needs."""
+        if self.op == "test":
+            return _atom(self)
+        if self.op == "not":
+            return None
+        found = [k.needs() for k in self.kids]
+        if self.op == "or":
+            if any(f is None for f in found):
+                return None
+            return [a for f in found for a in f]
+        known = [f for f in found if f is not None]
+        return min(known, key=_selectivity) if known else None
+
+
+# tests of one field that an or can make one test of: Image|endswith: [a list] is one
+# str.endswith with a tuple, not a function call per value
+_MERGEABLE = ("eq", "startswith", "endswith", "contains")
+
+
+def _merge_alternatives(kids: list) -> list:
+    """The parts of an or, tests of one field, kind and case merged into one test whose value
+    is the tuple of theirs (kind ``any_<kind>``); the order of the rest kept."""
+    groups: dict = {}
+    out: list = []
+    for k in kids:
+        if k.op == "test" and k.kind in _MERGEABLE:
+            key = (k.field, k.kind, k.cased)
+            if key not in groups:
+                groups[key] = Node("test", field=k.field, kind="any_" + k.kind, value=[], cased=k.cased)
+                out.append(groups[key])
+            groups[key].value.append(k.value)
+        else:
+            out.append(k)
+    for g in groups.values():
+        if len(g.value) == 1:  # nothing merged: the plain test
+            g.kind, g.value = g.kind[len("any_"):], g.value[0]
+        else:
+            g.value = tuple(dict.fromkeys(g.value))
+    return out
+
+
+def _selectivity(atoms: list) -> tuple:
+    """Smaller is better: atoms on the executable before the command line, few of them, and
+    long literals (a short one matches more records)."""
+    on_cmd = sum(1 for f, _, _ in atoms if f == "CommandLine")
+    shortest = min((len(lit) for _, _, lit in atoms), default=0)
+    return (on_cmd, len(atoms), -shortest)
+
+
+def _node(item) -> Node:
+    """A pySigma condition item (after parse()) as a Node."""
+    kind = type(item).__name__
+    if kind in ("ConditionAND", "ConditionOR", "ConditionNOT"):
+        op = kind[len("Condition"):].lower()
+        return Node(op, [_node(a) for a in item.args])
+    if kind == "ConditionFieldEqualsValueExpression":
+        if item.field not in FIELDS:
+            raise Unsupported(f"field {item.field} is not recorded (hunt has "
+                              f"{', '.join(FIELDS)})")
+        return _value_node(item.field, item.value)
+    if kind == "ConditionValueExpression":
+        raise Unsupported("a keyword (a value without a field): hunt matches fields, not an "
+                          "event's whole text")
+    raise Unsupported(f"condition element {kind}")
+
+
+def _value_node(field: str, value) -> Node:
+    from sigma import types as st
+
+    if isinstance(value, st.SigmaExpansion):  # windash, base64offset: any of the values
+        return Node("or", [_value_node(field, v) for v in value.values])
+    if isinstance(value, st.SigmaString):
+        cased = isinstance(value, st.SigmaCasedString)
+        return Node("test", field=field, cased=cased, **_string_test(value, cased))
+    if isinstance(value, st.SigmaRegularExpression):
+        flags = 0
+        for f in value.flags:
+            flags |= st.SigmaRegularExpression.sigma_to_python_flags[f]
+        return Node("test", field=field, kind="re", value=re.compile(str(value.regexp), flags))
+    if isinstance(value, st.SigmaCompareExpression):
+        return Node("test", field=field, kind="compare", value=(value.op.name, value.number.number))
+    if isinstance(value, st.SigmaBool):
+        raise Unsupported(f"{field}: a boolean value (no field of ours is true or false)")
+    if isinstance(value, st.SigmaNumber):
+        return Node("test", field=field, kind="number", value=str(value.number).lower())
+    if isinstance(value, st.SigmaNull):
+        return Node("test", field=field, kind="null")
+    if isinstance(value, st.SigmaExists):
+        return Node("test", field=field, kind="exists", value=bool(value.exists))
+    if isinstance(value, st.SigmaFieldReference):
+        if value.field not in FIELDS:
+            raise Unsupported(f"fieldref {value.field}: the field is not recorded")
+        how = "startswith" if value.starts_with else "endswith" if value.ends_with else "eq"
+        return Node("test", field=field, kind="fieldref", value=(value.field, how))
+    if isinstance(value, st.SigmaCIDRExpression):
+        raise Unsupported(f"{field}|cidr: no field of ours holds an address")
+    raise Unsupported(f"{field}: a value of type {type(value).__name__}")
+
+
+def _string_test(value, cased: bool) -> dict:
+    """kind and value of the test of a Sigma string: eq, startswith, endswith, contains, any
+    (``*``: any known value), or glob (a compiled regular expression, matched whole)."""
+    from sigma import types as st
+
+    parts = []
+    for p in value.iter_parts():
+        if isinstance(p, st.Placeholder):
+            raise Unsupported(f"placeholder %{p.name}% (expand): hunt has no values for it")
+        if isinstance(p, str):
+            p = p if cased else p.lower()
+            if parts and isinstance(parts[-1], str):
+                parts[-1] += p
+                continue
+        elif p is st.SpecialChars.WILDCARD_MULTI and parts and parts[-1] is p:
+            continue  # ** is *
+        parts.append(p)
+    star = st.SpecialChars.WILDCARD_MULTI
+    lits = [p for p in parts if isinstance(p, str)]
+    if not parts:
+        return {"kind": "eq", "value": ""}
+    if all(p is star for p in parts):
+        return {"kind": "any", "value": None}
+    if len(parts) == 1 and lits:
+        return {"kind": "eq", "value": lits[0]}
+    if len(parts) == 2 and parts[0] is star and lits:
+        return {"kind": "endswith", "value": lits[0]}
+    if len(parts) == 2 and parts[1] is star and lits:
+        return {"kind": "startswith", "value": lits[0]}
+    if len(parts) == 3 and parts[0] is star and parts[2] is star and lits:
+        return {"kind": "contains", "value": lits[0]}
+    pattern = "".join(re.escape(p) if isinstance(p, str) else ".*" if p is star else "."
+                      for p in parts)
+    return {"kind": "glob", "value": (re.compile(pattern, re.DOTALL), parts)}
+
+
+def _getter(field: str, cased: bool) -> Callable:
+    """Event -> the field's value as the test compares it: lowered (Sigma's strings are
+    case-insensitive) unless ``cased``; None when unknown. Image and CommandLine, read by nearly
+    every test, straight from the event's attributes."""
+    if not cased:
+        if field in _LOWER_ATTRS:
+            return attrgetter(_LOWER_ATTRS[field])
+
+        def lowered(ev):
+            try:
+                return ev._lower[field]  # asked before, for this event
+            except KeyError:
+                return ev.lower(field)
+        return lowered
+
+    def text(ev):
+        x = ev.get(field)
+        return None if x is None else str(x)
+    return text
+
+
+_LOWER_ATTRS = {"Image": "image_l", "CommandLine": "cmd_l"}
+
+
+def _test(node: Node) -> Callable:
+    """The function of one field test."""
+    f, kind, v = node.field, node.kind, node.value
+    text = _getter(f, node.cased)
+    if kind == "eq":
+        return lambda ev: text(ev) == v
+    if kind == "any_eq":
+        values = frozenset(v)
+        return lambda ev: text(ev) in values
+    if kind in ("startswith", "any_startswith"):
+        return lambda ev: (x := text(ev)) is not None and x.startswith(v)
+    if kind in ("endswith", "any_endswith"):
+        return lambda ev: (x := text(ev)) is not None and x.endswith(v)
+    if kind == "contains":
+        return lambda ev: (x := text(ev)) is not None and v in x
+    if kind == "any_contains":
+        def contains_any(ev):
+            x = text(ev)
+            if x is None:
+                return False
+            for lit in v:
+                if lit in x:
+                    return True
+            return False
+        return contains_any
+    if kind == "any" or (kind == "exists" and v):
+        return lambda ev: ev.get(f) is not None
+    if kind == "null" or kind == "exists":
+        return lambda ev: ev.get(f) is None
+    if kind == "glob":
+        rx = v[0]
+        return lambda ev: (x := text(ev)) is not None and rx.fullmatch(x) is not None
+    if kind == "number":
+        return lambda ev: ev.lower(f) == v
+    if kind == "re":
+        return lambda ev: (x := ev.get(f)) is not None and v.search(str(x)) is not None
+    if kind == "compare":
+        op, n = v
+        cmp = {"LT": n.__gt__, "LTE": n.__ge__, "GT": n.__lt__, "GTE": n.__le__,
+               "NEQ": n.__ne__}[op]
+
+        def compare(ev):
+            x = ev.get(f)
+            if isinstance(x, str):
+                try:
+                    x = int(x, 10)
+                except ValueError:
+                    return False
+            return x is not None and cmp(x) is True
+        return compare
+    if kind == "fieldref":
+        other, how = v
+
+        def ref(ev):
+            a, b = ev.lower(f), ev.lower(other)
+            if a is None or b is None:
+                return False
+            return a == b if how == "eq" else a.startswith(b) if how == "startswith" else a.endswith(b)
+        return ref
+    raise AssertionError(kind)
+
+
+def _atom(node: Node) -> list | None:
+    """The prefilter atom of one test, when it has one: a case-insensitive literal test on
+    Image or CommandLine (a cased one's is not sound: lower() can change a string's length)."""
+    if node.field not in EAGER or node.cased:
+        return None
+    kind, v = node.kind, node.value
+    if kind in ("eq", "startswith", "endswith", "contains"):
+        return [(node.field, kind, v)]
+    if kind == "glob":
+        parts = v[1]
+        if isinstance(parts[0], str):
+            return [(node.field, "startswith", parts[0])]
+        if isinstance(parts[-1], str):
+            return [(node.field, "endswith", parts[-1])]
+        longest = max((p for p in parts if isinstance(p, str)), key=len, default="")
+        return [(node.field, "contains", longest)] if longest else None
+    return None
