@@ -91,7 +91,7 @@ class Follower:
         paths = set_aside_files(self.db_dir) + rotated_files(self.db_dir) + [self.live]
         if paths != self.files.paths:
             self.files.reset(paths)
-            self.hunter.parents.forget_seen()
+            self.hunter.files_changed()
 
     def _batches(self, i: int, after: int, before: int | None = None) -> list[tuple]:
         conn = self.files.conn(i)

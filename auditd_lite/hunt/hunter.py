@@ -134,6 +134,8 @@ class Hunter:
         self.examined = 0  # exec records evaluated
         self.truncated = 0  # of which with arguments cut at the capture's limits
         self._finders: dict[int, object] = {}
+        self._runs: set = set()  # (file, run id) of the records read
+        self._run = None  # the last record's (file index, run id)
 
     def rows_sql(self, i: int, where: str = "") -> str:
         """The SELECT of file ``i``'s records as fields.COLUMNS, in commit order (every record:
@@ -154,9 +156,28 @@ class Hunter:
         """One record of file ``i`` (fields.COLUMNS) of ``boot``, read in commit order: an
         exec's findings, in the rules' order (none for another record, which only the parent
         lookup learns of)."""
+        self.begin(i, row)
         found = self.evaluate(i, row) if row[C_EVENT] == EXEC else []
         self.parents.note(i, row, boot)
         return found
+
+    def files_changed(self) -> None:
+        """``files`` was reset (a rotation, followed): what was kept by file index is not."""
+        self._run = None
+        self._finders.clear()
+        self.parents.forget_seen()
+
+    def begin(self, i: int, row: tuple) -> None:
+        """Before a record is evaluated: the first record of a run (a daemon's start, and its
+        list of the processes running then) makes the parents kept as unknown be looked up
+        again."""
+        run = (i, row[C_RUN])
+        if run != self._run:
+            self._run = run
+            key = (self.files.paths[i], row[C_RUN])
+            if key not in self._runs:
+                self._runs.add(key)
+                self.parents.forget_unknown()
 
     def evaluate(self, i: int, row: tuple) -> list[Finding]:
         """The findings of one exec record of file ``i``."""

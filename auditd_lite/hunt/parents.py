@@ -121,7 +121,10 @@ class Parents:
                 # known to the tick from /proc, exactly from the record: kept under the exact
                 found = Parent(ppid, parent_start, found.image, found.argv, "seen", found.file,
                                found.record_id)
-            if self.memory and boot is not None and ppid:
+            # kept for the next child, unless it is unknown while a daemon's start listed the
+            # pid: a later child may come after that listing, and be told what it says
+            if (self.memory and boot is not None and ppid
+                    and (found.source is not None or not self._ever_seen(i, boot, ppid))):
                 have = self._live.get((boot, ppid))
                 if (have is None or have.start_ns is None or
                         (found.start_ns is not None and have.start_ns <= found.start_ns)):
@@ -231,6 +234,12 @@ class Parents:
             self._seen[j] = rows
         return self._seen[j]
 
+    def forget_unknown(self) -> None:
+        """Forget the parents kept as unknown: a daemon's start has just listed the processes
+        running then (--follow reads a new run), which may name them."""
+        for key in [k for k, p in self._live.items() if p.source is None and p.why != NO_EXEC_SEEN]:
+            del self._live[key]
+
     def forget_seen(self, j: int | None = None) -> None:
         """File ``j``'s processes seen at start (every file's when None) are read again when
         next asked (the live file: a run that began since; the files, renamed by rotation)."""
@@ -244,6 +253,10 @@ class Parents:
             for row in self._seen_rows(j).get((boot, pid), ()):
                 if row[2] <= child_time:
                     yield row
+
+    def _ever_seen(self, i, boot, pid) -> bool:
+        """Did a daemon's start list a process with ``pid`` in ``boot``, in file ``i`` or older?"""
+        return any((boot, pid) in self._seen_rows(j) for j in range(i, -1, -1))
 
     def _seen_latest(self, i, boot, pid, child_start, child_time) -> tuple | None:
         """The latest-started process with ``pid`` a daemon found running at its start (its
