@@ -5,6 +5,7 @@
 #   /usr/bin/auditd-lite                    wrapper: Debian's /usr/bin/python3 -I
 #   /usr/lib/auditd-lite/                   auditd_lite + vendored pure-Python wheels
 #   /lib/systemd/system/auditd-lite.service the hardened unit
+#   /lib/systemd/system/auditd-lite-hunt.service  hunt --follow (installed disabled)
 #   /etc/auditd-lite/auditd-lite.toml       default settings (conffile)
 #   /usr/share/man/man1/auditd-lite.1.gz    generated from the argparse help
 #   /var/lib/auditd-lite (0750)             made by postinst, never removed by dpkg
@@ -21,10 +22,10 @@ say() { printf 'build-deb: %s\n' "$*" >&2; }
 
 install_build_deps() {
     local pkgs=() p
-    # python3-markupsafe (Mako's) and python3-cryptography (sealing and signing): run-time
-    # dependencies, needed by the smoke test below
+    # python3-markupsafe (Mako's), python3-cryptography (sealing and signing), python3-yaml and
+    # python3-pyparsing (pySigma's, for hunt): run-time dependencies, needed by the smoke test
     for p in dpkg python3 python3-pip python3-setuptools python3-wheel python3-markupsafe \
-            python3-cryptography gzip; do
+            python3-cryptography python3-yaml python3-pyparsing gzip; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
     done
     [ ${#pkgs[@]} -eq 0 ] && return
@@ -71,6 +72,7 @@ rm -f "$lib"/*.dist-info/direct_url.json  # the build directory: not reproducibl
 
 install -D -m 0755 packaging/auditd-lite "$stage/usr/bin/auditd-lite"
 install -D -m 0644 auditd-lite.service "$stage/lib/systemd/system/auditd-lite.service"
+install -D -m 0644 packaging/auditd-lite-hunt.service "$stage/lib/systemd/system/auditd-lite-hunt.service"
 install -D -m 0644 packaging/auditd-lite.toml "$stage/etc/auditd-lite/auditd-lite.toml"
 install -D -m 0644 packaging/debian/copyright "$stage/usr/share/doc/$pkg/copyright"
 install -D -m 0644 README.md "$stage/usr/share/doc/$pkg/README.md"
@@ -79,8 +81,10 @@ mkdir -p "$stage/usr/share/man/man1"
 PYTHONPATH="$lib" "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite import manpage; manpage.main()' "$lib" \
     | gzip -9n > "$stage/usr/share/man/man1/$pkg.1.gz"
 
-# smoke test of the staged tree before packaging it
+# smoke test of the staged tree before packaging it; every bundled Sigma rule parses and is
+# evaluated with the vendored pySigma and Debian's PyYAML and pyparsing
 "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.daemon.writer, auditd_lite.storage.batchwriter, auditd_lite.capture.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")' "$lib"
+"$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite.hunt import rules; rs = rules.load(); n = sum(r.evaluable for r in rs.rules); assert n == len(rs.rules) > 100 and not rs.problems, (n, rs.problems)' "$lib"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
 mkdir -p "$stage/DEBIAN"

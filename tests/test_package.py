@@ -27,6 +27,7 @@ from conftest import HEADER, REPO, build_deb
 PKG = "auditd-lite"
 BIN = Path("/usr/bin/auditd-lite")
 UNIT = Path("/lib/systemd/system/auditd-lite.service")
+HUNT_UNIT = Path("/lib/systemd/system/auditd-lite-hunt.service")
 CONF = Path("/etc/auditd-lite/auditd-lite.toml")
 STATE = Path("/var/lib/auditd-lite")
 MAN = Path("/usr/share/man/man1/auditd-lite.1.gz")
@@ -116,17 +117,26 @@ class TestPackage:
         assert str(CONF) in conffiles
         assert stat.S_IMODE(STATE.stat().st_mode) == 0o750
         assert WANTS.is_symlink() and WANTS.resolve() == UNIT.resolve()
+        assert HUNT_UNIT.is_file() and not (WANTS.parent / HUNT_UNIT.name).exists()  # installed disabled
         # the vendored SQLAlchemy is 2.x even though Debian 12 ships 1.4
         code = ("import sys; sys.path.insert(0, '/usr/lib/auditd-lite'); "
                 "import sqlalchemy; print(sqlalchemy.__version__)")
         assert sh("/usr/bin/python3", "-I", "-c", code).stdout.startswith("2.")
 
-    def test_installed_unit_verifies(self, installed_pkg):
-        """systemd-analyze verify is clean on the installed unit (binary and man page resolve)."""
+    @pytest.mark.parametrize("unit", [UNIT, HUNT_UNIT], ids=lambda u: u.name)
+    def test_installed_unit_verifies(self, installed_pkg, unit):
+        """systemd-analyze verify is clean on each installed unit (binary and man page resolve)."""
         if shutil.which("systemd-analyze") is None:
             pytest.skip("systemd-analyze is not installed")
-        p = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True)
+        p = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
         assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
+
+    def test_installed_hunt_evaluates_every_bundled_rule(self, installed_pkg):
+        """The installed program (its vendored pySigma, Debian's PyYAML and pyparsing) loads the
+        bundled SigmaHQ rules and evaluates every one of them."""
+        out = sh(BIN, "hunt", "--list").stdout.splitlines()
+        assert out[-1] == "144 rules loaded, 144 evaluated, 0 not; 0 files did not parse"
+        assert len(out) == 145
 
     def test_doctor(self, installed_pkg):
         """The installed `auditd-lite doctor` says capture can work and exits 0."""
@@ -167,7 +177,7 @@ class TestPackage:
         try:
             sh("apt-get", "purge", "-y", "-q", PKG, env=APT_ENV)
             assert not installed()
-            for gone in (BIN, UNIT, CONF, CONF.parent, MAN, Path("/usr/lib/auditd-lite"), WANTS):
+            for gone in (BIN, UNIT, HUNT_UNIT, CONF, CONF.parent, MAN, Path("/usr/lib/auditd-lite"), WANTS):
                 assert not os.path.lexists(gone), gone
             assert marker.exists()
         finally:

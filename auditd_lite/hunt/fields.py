@@ -95,7 +95,7 @@ class Event:
     when unknown) when a rule first asks for one of its fields; it is kept as ``parent``."""
 
     __slots__ = ("row", "image", "cmd", "image_l", "cmd_l", "_users", "_find_parent", "parent",
-                 "_values", "_lower")
+                 "_values", "_lower", "_parent_l")
 
     def __init__(self, row: tuple, users: Users, find_parent: Callable):
         self.row = row
@@ -112,6 +112,7 @@ class Event:
         self.parent = None
         self._values: dict = {}
         self._lower: dict = {}
+        self._parent_l = None  # (ParentImage, ParentCommandLine) lowered, once asked
 
     def get(self, field: str):
         """The field's value, None when unknown. KeyError for a field not in FIELDS."""
@@ -150,6 +151,20 @@ class Event:
         if self.parent is None:
             self.parent = self._find_parent(self)
         return self.parent
+
+    def parent_image_l(self) -> str | None:
+        """lower("ParentImage"), without its dictionary: read by many rules, for many records."""
+        got = self._parent_l
+        if got is None:
+            got = self._parent_l = (self.lower("ParentImage"), self.lower("ParentCommandLine"))
+        return got[0]
+
+    def parent_cmd_l(self) -> str | None:
+        """lower("ParentCommandLine"), as parent_image_l."""
+        got = self._parent_l
+        if got is None:
+            got = self._parent_l = (self.lower("ParentImage"), self.lower("ParentCommandLine"))
+        return got[1]
 
     def lower(self, field: str) -> str | None:
         """The field's value as a lower-case string (numbers written in decimal), None when

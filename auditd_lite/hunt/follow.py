@@ -196,15 +196,14 @@ class Follower:
 
     def emit(self, f) -> None:
         self.findings += 1
-        doc = report.finding_json(f)
         line = None
         if self.target is not None or self.ocsf_out:
             line = json_line(report.finding_ocsf(f))
         if self.ocsf_out:
             self.out.write(line)
         else:
-            prefix = f"<{PRIORITIES.get(doc['rule']['level'], DEFAULT_PRIORITY)}>" if self.prefix else ""
-            self.out.write(prefix + json_line(doc))
+            prefix = f"<{PRIORITIES.get(f.rule.level, DEFAULT_PRIORITY)}>" if self.prefix else ""
+            self.out.write(prefix + report.finding_line(f))
         self.out.flush()
         if self.target is not None:
             try:

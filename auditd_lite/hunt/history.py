@@ -121,7 +121,10 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
 
 def _write(f, fmt: str, out, first: bool) -> None:
     if fmt == "json":
-        write_json_line(report.finding_json(f), out)
+        try:
+            out.write(report.finding_line(f))
+        except UnicodeEncodeError:  # an ASCII-only stream: JSON's own escapes
+            write_json_line(report.finding_json(f), out)
     elif fmt == "ocsf":
         write_json_line(report.finding_ocsf(f), out)
     else:

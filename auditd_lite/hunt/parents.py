@@ -28,8 +28,6 @@ tests/test_hunt_parents.py holds the two to each other on every exec of a worklo
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from functools import cached_property
 
 from .fields import (C_ARGV, C_EVENT, C_FILENAME, C_ID, C_PARENT_START, C_PID, C_PPID, C_START,
                      C_TIME, EXEC, EXIT, command_line)
@@ -40,20 +38,26 @@ MEMORY = 500_000  # processes kept by note(); beyond, the older half is forgotte
 NO_EXEC_SEEN = "no exec among the records read"
 
 
-@dataclass(frozen=True)
 class Parent:
-    pid: int
-    start_ns: int | None = None  # its identity's start (None: no process found)
-    image: str | None = None
-    argv: bytes | None = None
-    source: str | None = None  # "exec", "seen" (running at a daemon's start), None: unknown
-    file: int | None = None  # where the record it came from is (the files' index), and its id
-    record_id: int | None = None
-    why: str | None = None  # why image and arguments are unknown
+    """A parent as found: its pid, its identity's start (None: no process found), its image and
+    arguments and where they came from (``source`` "exec", or "seen": running at a daemon's
+    start; None: unknown, ``why``), and the record they came from (file index, id). A plain
+    class: one is made for every exec the hunt reads."""
 
-    @cached_property
+    __slots__ = ("pid", "start_ns", "image", "argv", "source", "file", "record_id", "why", "_cmd")
+
+    def __init__(self, pid: int, start_ns: int | None = None, image: str | None = None,
+                 argv: bytes | None = None, source: str | None = None, file: int | None = None,
+                 record_id: int | None = None, why: str | None = None):
+        self.pid, self.start_ns, self.image, self.argv = pid, start_ns, image, argv
+        self.source, self.file, self.record_id, self.why = source, file, record_id, why
+        self._cmd = False
+
+    @property
     def command_line(self) -> str | None:
-        return command_line(self.argv) if self.source is not None else None
+        if self._cmd is False:
+            self._cmd = command_line(self.argv) if self.source is not None else None
+        return self._cmd
 
 
 class Parents:

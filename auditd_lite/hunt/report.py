@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formats import finding as ocsf_finding
-from ..investigate.output import quote, where_ran
+from ..investigate.output import json_line, quote, where_ran
 from ..investigate.query import split_argv
 from ..timeparse import format_time
 from .rules import BUNDLED, LEVELS
@@ -31,17 +31,22 @@ def rule_file(rule) -> str:
         return str(rule.path)
 
 
-_RULES: dict = {}  # id(rule) -> (rule, its JSON): a rule's JSON is made once per hunt
+_RULES: dict = {}  # id(rule) -> (rule, its JSON, that as text): made once per rule and run
+
+
+def _rule_entry(rule) -> tuple:
+    got = _RULES.get(id(rule))
+    if got is None or got[0] is not rule:
+        doc = {"id": rule.id, "title": rule.title, "level": rule.level, "status": rule.status,
+               "author": rule.author, "description": rule.description, "tags": list(rule.tags),
+               "file": rule_file(rule), "bundled": rule.bundled}
+        got = _RULES[id(rule)] = (rule, doc, json_line(doc).rstrip("\n"))
+    return got
 
 
 def rule_json(rule) -> dict:
-    got = _RULES.get(id(rule))
-    if got is None or got[0] is not rule:
-        got = _RULES[id(rule)] = (rule, {
-            "id": rule.id, "title": rule.title, "level": rule.level, "status": rule.status,
-            "author": rule.author, "description": rule.description, "tags": list(rule.tags),
-            "file": rule_file(rule), "bundled": rule.bundled})
-    return dict(got[1], tags=list(got[1]["tags"]))
+    """A rule as JSON (one object per rule, shared by its findings: read it, never change it)."""
+    return _rule_entry(rule)[1]
 
 
 def finding_json(f) -> dict:
@@ -63,6 +68,14 @@ def finding_json(f) -> dict:
         "record": {"file": str(f.path), "id": f.record_id},
         "fields": f.values, "unknown": f.unknown, "incomplete": f.incomplete,
     }
+
+
+def finding_line(f) -> str:
+    """json_line(finding_json(f)), the rule's part serialized once per rule: a hunt may print
+    tens of thousands of findings of one rule."""
+    doc = finding_json(f)
+    del doc["rule"]
+    return '{"rule": ' + _rule_entry(f.rule)[2] + ", " + json_line(doc)[1:]
 
 
 def finding_ocsf(f) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Callable
 
@@ -222,37 +221,29 @@ class Node:
     # -- evaluation -----------------------------------------------------------
 
     def compile(self) -> Callable:
-        """A function Event -> bool with the node's meaning."""
+        """A function Event -> bool with the node's meaning: the node written as one Python
+        expression (_Source), its literals and patterns passed in as constants, never written
+        into the source. One function call per rule and record, where a function per test
+        made most of a hunt's time."""
+        src = _Source()
+        expr = self.source(src)
+        params = "".join(f", {name}={name}" for name in src.consts)
+        code = f"def match(ev{params}):\n    return bool({expr})\n"
+        scope = dict(src.consts)
+        exec(compile(code, "<sigma rule>", "exec"), scope)  # noqa: S102 - our own expression
+        return scope["match"]
+
+    def source(self, src: "_Source") -> str:
+        """The node as a Python expression over ``ev`` (an Event)."""
         if self.op == "test":
-            return _test(self)
+            return _test_source(self, src)
         kids = self.kids if self.op != "or" else _merge_alternatives(self.kids)
-        fns = [k.compile() for k in sorted(kids, key=Node.cost)]
+        # cheaper first; in an and, a not last: a filter mostly holds, a selection mostly fails
+        order = (lambda k: (k.op == "not", k.cost())) if self.op == "and" else Node.cost
+        parts = [k.source(src) for k in sorted(kids, key=order)]
         if self.op == "not":
-            inner = fns[0]
-            return lambda ev: not inner(ev)
-        if len(fns) == 1:
-            return fns[0]
-        if self.op == "and":
-            if len(fns) == 2:
-                a, b = fns
-                return lambda ev: a(ev) and b(ev)
-
-            def all_of(ev):
-                for fn in fns:
-                    if not fn(ev):
-                        return False
-                return True
-            return all_of
-        if len(fns) == 2:
-            a, b = fns
-            return lambda ev: a(ev) or b(ev)
-
-        def any_of(ev):
-            for fn in fns:
-                if fn(ev):
-                    return True
-            return False
-        return any_of
+            return f"(not {parts[0]})"
+        return "(" + f" {self.op} ".join(parts) + ")"
 
     # -- the prefilter's atoms --------------------------------------------------
 
@@ -395,66 +386,76 @@ def _string_test(value, cased: bool) -> dict:
     return {"kind": "glob", "value": (re.compile(pattern, re.DOTALL), parts)}
 
 
-def _getter(field: str, cased: bool) -> Callable:
-    """Event -> the field's value as the test compares it: lowered (Sigma's strings are
-    case-insensitive) unless ``cased``; None when unknown. Image and CommandLine, read by nearly
-    every test, straight from the event's attributes."""
-    if not cased:
-        if field in _LOWER_ATTRS:
-            return attrgetter(_LOWER_ATTRS[field])
+class _Source:
+    """The constants an expression refers to (``_c0``, ``_c1``...), and fresh names for the
+    values it tests (``_x0``...)."""
 
-        def lowered(ev):
-            try:
-                return ev._lower[field]  # asked before, for this event
-            except KeyError:
-                return ev.lower(field)
-        return lowered
+    def __init__(self):
+        self.consts: dict[str, object] = {}
+        self.names = 0
 
-    def text(ev):
-        x = ev.get(field)
-        return None if x is None else str(x)
-    return text
+    def const(self, value) -> str:
+        name = f"_c{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def name(self) -> str:
+        self.names += 1
+        return f"_x{self.names}"
 
 
-_LOWER_ATTRS = {"Image": "image_l", "CommandLine": "cmd_l"}
+# fields read as event attributes or methods, lowered (Image and CommandLine for every record)
+_LOWER_EXPR = {"Image": "ev.image_l", "CommandLine": "ev.cmd_l",
+               "ParentImage": "ev.parent_image_l()", "ParentCommandLine": "ev.parent_cmd_l()"}
+
+
+def _cased_text(ev, field):
+    x = ev.get(field)
+    return None if x is None else str(x)
+
+
+def _test_source(node: Node, src: _Source) -> str:
+    """One field test as an expression; the tests that are not a comparison of one value with
+    literals (compare, fieldref) call their function (_test)."""
+    f, kind, v = node.field, node.kind, node.value
+    if kind in ("compare", "fieldref"):
+        return f"{src.const(_test(node))}(ev)"
+    if node.cased:
+        text = f"{src.const(_cased_text)}(ev, {src.const(f)})"
+    else:
+        text = _LOWER_EXPR.get(f) or f"ev.lower({src.const(f)})"
+    if kind == "eq":
+        return f"({text} == {src.const(v)})"
+    if kind == "any_eq":
+        return f"({text} in {src.const(frozenset(v))})"
+    if kind == "any" or (kind == "exists" and v):
+        return f"(ev.get({src.const(f)}) is not None)"
+    if kind in ("null", "exists"):
+        return f"(ev.get({src.const(f)}) is None)"
+    if kind == "number":
+        return f"(ev.lower({src.const(f)}) == {src.const(v)})"
+    x = src.name()
+    known = f"({x} := {text}) is not None"
+    if kind in ("startswith", "any_startswith", "endswith", "any_endswith"):
+        method = "startswith" if "startswith" in kind else "endswith"
+        return f"({known} and {x}.{method}({src.const(v)}))"
+    if kind == "contains":
+        return f"({known} and {src.const(v)} in {x})"
+    if kind == "any_contains":
+        return f"({known} and (" + " or ".join(f"{src.const(lit)} in {x}" for lit in v) + "))"
+    if kind == "glob":
+        return f"({known} and {src.const(v[0])}.fullmatch({x}) is not None)"
+    if kind == "re":
+        x = src.name()
+        return (f"(({x} := ev.get({src.const(f)})) is not None and "
+                f"{src.const(v)}.search(str({x})) is not None)")
+    raise AssertionError(kind)
 
 
 def _test(node: Node) -> Callable:
-    """The function of one field test."""
+    """The function of a test that is no comparison of one value with literals: a number
+    compared (gt, lte...), or a field compared with another (fieldref)."""
     f, kind, v = node.field, node.kind, node.value
-    text = _getter(f, node.cased)
-    if kind == "eq":
-        return lambda ev: text(ev) == v
-    if kind == "any_eq":
-        values = frozenset(v)
-        return lambda ev: text(ev) in values
-    if kind in ("startswith", "any_startswith"):
-        return lambda ev: (x := text(ev)) is not None and x.startswith(v)
-    if kind in ("endswith", "any_endswith"):
-        return lambda ev: (x := text(ev)) is not None and x.endswith(v)
-    if kind == "contains":
-        return lambda ev: (x := text(ev)) is not None and v in x
-    if kind == "any_contains":
-        def contains_any(ev):
-            x = text(ev)
-            if x is None:
-                return False
-            for lit in v:
-                if lit in x:
-                    return True
-            return False
-        return contains_any
-    if kind == "any" or (kind == "exists" and v):
-        return lambda ev: ev.get(f) is not None
-    if kind == "null" or kind == "exists":
-        return lambda ev: ev.get(f) is None
-    if kind == "glob":
-        rx = v[0]
-        return lambda ev: (x := text(ev)) is not None and rx.fullmatch(x) is not None
-    if kind == "number":
-        return lambda ev: ev.lower(f) == v
-    if kind == "re":
-        return lambda ev: (x := ev.get(f)) is not None and v.search(str(x)) is not None
     if kind == "compare":
         op, n = v
         cmp = {"LT": n.__gt__, "LTE": n.__ge__, "GT": n.__lt__, "GTE": n.__le__,
