@@ -163,7 +163,7 @@ def summary_lines(s: dict) -> str:
              f"{s['rules_matched']} rule{'s' if s['rules_matched'] != 1 else ''} in {s['execs']} "
              f"exec records {window} ({s['files']} file{'s' if s['files'] != 1 else ''})"]
     r = s["rules"]
-    lines.append(f"{r['evaluated']} rules evaluated"
+    lines.append(f"{r['evaluated']} rule{'s' if r['evaluated'] != 1 else ''} evaluated"
                  + (f", {len(r['not_evaluated'])} could not be (auditd-lite hunt --list says why)"
                     if r["not_evaluated"] else ""))
     for problem in s["problems"]:
