@@ -27,11 +27,16 @@ SOURCE = json.loads((DATA / "SOURCE.json").read_text())
 SCHEMA_FILE = DATA / SOURCE["classes"]["process_activity"]["schema_file"]
 
 
-@pytest.fixture(scope="module")
-def validator():
-    schema = json.loads(SCHEMA_FILE.read_text())
+def schema_validator(path: Path) -> jsonschema.Draft202012Validator:
+    """A validator of the JSON Schema in ``path`` (tests/data/ocsf/), itself checked first."""
+    schema = json.loads(path.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+@pytest.fixture(scope="module")
+def validator():
+    return schema_validator(SCHEMA_FILE)
 
 
 def problems(validator, event) -> list[str]:

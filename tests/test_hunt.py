@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -19,12 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import jsonschema
 import pytest
 
-from auditd_lite.hunt import history, rules
 from conftest import CLI, REPO, cli_in_process
-from test_gaps import at, exec_row, hist  # noqa: F401  (hist: a fixture)
+from test_formats import problems, schema_validator
+from test_gaps import hist  # noqa: F401  (a fixture)
 
 DATA = REPO / "tests" / "data"
 TEMPLATES = DATA / "hunt"
@@ -34,13 +32,7 @@ FINDING_SCHEMA = DATA / "ocsf" / OCSF["classes"]["detection_finding"]["schema_fi
 
 @pytest.fixture(scope="module")
 def finding_validator():
-    schema = json.loads(FINDING_SCHEMA.read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
-
-
-def problems(validator, event) -> list[str]:
-    return sorted(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(event))
+    return schema_validator(FINDING_SCHEMA)
 
 
 def hunt(*args) -> tuple[int, list[dict], dict | None, str]:
@@ -424,3 +416,45 @@ def test_follow_reads_every_batch_across_rotations(daemon_factory, tmp_path, mar
     assert {(f["process"]["pid"], f["process"]["start_ns"]) for f in live} == \
         {(f["process"]["pid"], f["process"]["start_ns"]) for f in found}
     assert len(set(map(key, found))) == len(found)
+
+
+def test_follow_from_a_time_to_the_journal_and_ocsf_on_stdout(hist, tmp_path):  # noqa: F811
+    """--follow --since T reads the records from T before following: over files no daemon
+    writes, it reports the window's findings, logs that no daemon runs, and stops on SIGTERM
+    with status 0. With standard output the journal's stream, each JSON line begins with its
+    rule's syslog priority; with --findings -, the lines are OCSF Detection Findings instead."""
+    (tmp_path / "sh.yml").write_text(MATCH_SH)
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        st = os.fstat(f.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        p = subprocess.Popen([*CLI, "hunt", "--follow", "--db-dir", hist, "--rules", tmp_path / "sh.yml",
+                              "--no-bundled", "--since", "2026-11-20T10:41:00Z", "--poll-ms", "50"],
+                             stdout=f, stderr=subprocess.PIPE, env=env, cwd=REPO)
+        try:
+            deadline = time.monotonic() + 60
+            while out.read_bytes().count(b"\n") < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            err = p.communicate(timeout=60)[1].decode()
+    assert p.returncode == 0, err
+    lines = out.read_text().splitlines()
+    assert len(lines) == 6 and all(line.startswith('<3>{"rule": ') for line in lines)  # high: err
+    assert "hunt_daemon_not_running" in err and "hunt_stopped" in err
+    p = subprocess.Popen([*CLI, "hunt", "--follow", "--db-dir", hist, "--rules", tmp_path / "sh.yml",
+                          "--no-bundled", "--since", "2026-11-20T11:00:00Z", "--findings", "-"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    first = json.loads(p.stdout.readline())
+    p.send_signal(signal.SIGTERM)
+    rest, _ = p.communicate(timeout=60)
+    assert first["class_uid"] == 2004 and len(rest.splitlines()) == 1 and p.returncode == 0
+
+
+def test_follow_needs_a_directory(tmp_path):
+    """--follow follows a directory a daemon writes: --db is bad input, as is a directory that
+    is not there."""
+    status, _, err = cli_in_process("hunt", "--follow", "--db", tmp_path / "x.db")
+    assert status == 2 and "give --db-dir, not --db" in err
+    status, _, err = cli_in_process("hunt", "--follow", "--db-dir", tmp_path / "nothing")
+    assert status == 2 and "no such database directory" in err

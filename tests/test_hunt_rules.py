@@ -9,12 +9,11 @@ import hashlib
 import json
 import random
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from auditd_lite.hunt import fields, rules
+from auditd_lite.hunt import fields, matcher, rules
 from auditd_lite.hunt.fields import COLUMNS, Event, Users, command_line
 from auditd_lite.hunt.prefilter import Prefilter
 from auditd_lite.investigate.query import split_argv
@@ -273,7 +272,7 @@ def _literals(rule) -> dict:
 
     for parsed in SigmaCollection.from_yaml(rule.path.read_text()).rules:
         for cond in parsed.detection.parsed_condition:
-            walk(rules._node(cond.parse()))
+            walk(matcher.node_of(cond.parse()))
     return out
 
 

@@ -152,19 +152,18 @@ class Event:
             self.parent = self._find_parent(self)
         return self.parent
 
+    def _parents_lowered(self) -> tuple:
+        if self._parent_l is None:
+            self._parent_l = (self.lower("ParentImage"), self.lower("ParentCommandLine"))
+        return self._parent_l
+
     def parent_image_l(self) -> str | None:
         """lower("ParentImage"), without its dictionary: read by many rules, for many records."""
-        got = self._parent_l
-        if got is None:
-            got = self._parent_l = (self.lower("ParentImage"), self.lower("ParentCommandLine"))
-        return got[0]
+        return (self._parent_l or self._parents_lowered())[0]
 
     def parent_cmd_l(self) -> str | None:
         """lower("ParentCommandLine"), as parent_image_l."""
-        got = self._parent_l
-        if got is None:
-            got = self._parent_l = (self.lower("ParentImage"), self.lower("ParentCommandLine"))
-        return got[1]
+        return (self._parent_l or self._parents_lowered())[1]
 
     def lower(self, field: str) -> str | None:
         """The field's value as a lower-case string (numbers written in decimal), None when

@@ -1,7 +1,7 @@
 """Which rules can match an event, from its Image and CommandLine alone, cheaply
 (docs/design.md, "Hunt: the prefilter").
 
-Each rule's ``needs`` (rules.Node.needs) is a set of atoms, a literal test on Image or
+Each rule's ``needs`` (matcher.Node.needs) is a set of atoms, a literal test on Image or
 CommandLine, one of which holds whenever the rule matches; the index answers for all rules at
 once. Only the rules it returns are evaluated, by the rules' own matcher: the prefilter never
 decides a match, it only spares the rules that cannot match (held to the matcher by
