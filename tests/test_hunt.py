@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -458,3 +459,43 @@ def test_follow_needs_a_directory(tmp_path):
     assert status == 2 and "give --db-dir, not --db" in err
     status, _, err = cli_in_process("hunt", "--follow", "--db-dir", tmp_path / "nothing")
     assert status == 2 and "no such database directory" in err
+
+
+def test_a_poll_the_live_file_refuses_midway_is_read_again_whole(hist, tmp_path, monkeypatch):  # noqa: F811
+    """A poll whose reading fails midway (SQLite refuses a reader while the daemon rotates the
+    live file) writes nothing and keeps its place; the next poll reads the batch whole: each
+    finding once."""
+    import sqlite3
+
+    from auditd_lite.hunt import follow, rules
+    from auditd_lite.hunt.hunter import Hunter
+    from test_gaps import History, at, exec_row
+
+    (tmp_path / "sh.yml").write_text(MATCH_SH)
+    rs = rules.load([tmp_path / "sh.yml"], bundled=False)
+    out = io.StringIO()
+    f = follow.Follower(hist, rs.evaluable(), out, None, False)
+    f.start(None)
+    f.poll()
+    assert out.getvalue() == "" and f.cursor == 8
+    h = History(hist)  # two more execs in a new batch of the live file
+    h.conn = sqlite3.connect(hist / "audit.db")
+    h.prev = h.conn.execute("SELECT hash FROM batches ORDER BY id DESC LIMIT 1").fetchone()[0]
+    h.next_event = h.conn.execute("SELECT max(id) FROM events").fetchone()[0] + 1
+    h.next_batch = 9
+    h.batch(3, at(11, 29, 30), [exec_row(at(11, 29, 10), 302), exec_row(at(11, 29, 20), 303)])
+    h.close()
+    real = Hunter._findings
+    calls = []
+
+    def refuse_second(self, i, ev, matched):
+        calls.append(ev.row)
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return real(self, i, ev, matched)
+    monkeypatch.setattr(Hunter, "_findings", refuse_second)
+    f.poll()
+    assert out.getvalue() == "" and f.cursor == 8 and f.findings == 0
+    f.poll()
+    pids = [json.loads(x)["process"]["pid"] for x in out.getvalue().splitlines()]
+    assert pids == [302, 303] and f.cursor == 9 and f.hunter.examined == 2

@@ -33,7 +33,7 @@ import structlog
 from ..daemon import logsetup
 from ..daemon.notify import Notifier
 from ..daemon.stream import STDOUT, Dropped, LineTarget, check_path
-from ..dbfiles import LIVE_NAME, daemon_running, rotated_files, set_aside_files
+from ..dbfiles import LIVE_NAME, daemon_running, may_hold, rotated_files, set_aside_files
 from ..errors import BadInput
 from ..investigate.output import json_line
 from . import report
@@ -46,6 +46,7 @@ log = structlog.get_logger("auditd_lite.hunt.follow")
 PRIORITIES = {"critical": 2, "high": 3, "medium": 4, "low": 5, "informational": 6}
 DEFAULT_PRIORITY = 5
 SUMMARY_EVERY_S = 60.0
+START_ATTEMPTS = 20
 
 
 def journal_stream(fd: int = 1) -> bool:
@@ -70,7 +71,10 @@ class Follower:
         self.out = out
         self.target = target
         self.ocsf_out = ocsf_out  # --findings -: OCSF lines on stdout instead of the JSON lines
-        self.prefix = journal_stream(out.fileno()) if hasattr(out, "fileno") else False
+        try:
+            self.prefix = journal_stream(out.fileno())
+        except (AttributeError, OSError, ValueError):  # a stream with no file behind it
+            self.prefix = False
         self.cursor: int | None = None  # the last batch read
         self.live_ino = None
         self.findings = 0
@@ -108,6 +112,7 @@ class Follower:
         from then on is read first (the history's findings, then the live ones)."""
         self._refresh()
         last = 0
+        found: list = []
         for i in range(self.files.count):
             conn = self.files.conn(i)
             if conn is None:
@@ -115,63 +120,92 @@ class Follower:
             top = conn.execute("SELECT max(id) FROM batches").fetchone()[0]
             if top is not None:
                 last = max(last, top)
-            if since_ns is not None and top is not None:
+            if since_ns is not None and top is not None and may_hold(self.files.paths[i], since_ns, None):
                 self._read(i, conn.execute(
                     "SELECT min(first_event_id), max(last_event_id) FROM batches WHERE id <= ?",
-                    (top,)).fetchone(), since_ns)
+                    (top,)).fetchone(), since_ns, found)
         self.cursor = last
         self._close_live()
+        for f in found:
+            self.emit(f)
 
     # -- following ----------------------------------------------------------
 
     def poll(self) -> None:
-        """Read every batch committed since the last poll, in order."""
+        """Read every batch committed since the last poll, in order, all or nothing: a read the
+        live file refuses midway (it is being rotated: SQLite refuses a reader then) leaves the
+        cursor where it was, and nothing of the poll is written; the next poll reads it all."""
         try:
             ino = os.stat(self.live).st_ino
         except FileNotFoundError:
             ino = None  # between a rotation's steps, or no daemon yet
         rotated = ino != self.live_ino
-        self.live_ino = ino
         if rotated:
             self._refresh()
         live = self.files.count - 1
+        state = self._state()
+        found: list = []
         try:
             new = self._batches(live, self.cursor) if ino is not None else []
             if rotated or (new and new[0][0] != self.cursor + 1):
-                self._catch_up(new[0][0] if new else None)
+                self._catch_up(new[0][0] if new else None, found)
             if new:
-                self._read_batches(live, new)
-        except sqlite3.DatabaseError as e:
-            log.warning("hunt_read_failed", error=str(e), note="tried again at the next poll")
+                self._read_batches(live, new, found)
+        except (sqlite3.DatabaseError, BadInput) as e:
+            self._restore(state)
+            log.warning("hunt_read_failed", error=str(e), note="read again at the next poll")
+            return
         finally:
             self._close_live()
+        self.live_ino = ino
+        for f in found:
+            self.emit(f)
+        for bid, lost_k, lost_u, written in self._lost:
+            self.lost += (lost_k or 0) + (lost_u or 0)
+            log.warning("hunt_records_lost", batch=bid, lost_kernel=lost_k, lost_user=lost_u,
+                        before=written, note="the rules could not see these records")
+        if self._missed:
+            first, last = self._missed
+            self.missed += last - first + 1
+            log.warning("hunt_batches_missed", first=first, last=last, batches=last - first + 1,
+                        note="removed before they were read (retention?): the rules did not see them")
 
-    def _catch_up(self, upto: int | None) -> None:
+    def _state(self) -> tuple:
+        """What a poll changes, to be put back if it fails."""
+        self._lost: list = []
+        self._missed = None
+        h = self.hunter
+        return (self.cursor, h.examined, h.truncated, h.parents.lookups, h.parents.unknown,
+                h.parents.queried)
+
+    def _restore(self, state: tuple) -> None:
+        h = self.hunter
+        (self.cursor, h.examined, h.truncated, h.parents.lookups, h.parents.unknown,
+         h.parents.queried) = state
+        # what the failed poll's records taught the parent lookup is forgotten: the next poll
+        # reads them again, and the files answer until it has
+        h.parents.forget_all()
+
+    def _catch_up(self, upto: int | None, found: list) -> None:
         """The batches between the cursor and ``upto`` (the live file's first new one; None: all
         of them), from the other files, oldest first; those no file has any more are counted."""
         for i in range(self.files.count - 1):
             new = self._batches(i, self.cursor, upto)
             if new:
-                self._read_batches(i, new)
+                self._read_batches(i, new, found)
         if upto is not None and upto > self.cursor + 1:
-            missed = upto - self.cursor - 1
-            self.missed += missed
-            log.warning("hunt_batches_missed", first=self.cursor + 1, last=upto - 1, batches=missed,
-                        note="removed before they were read (retention?): the rules did not see them")
+            self._missed = (self.cursor + 1, upto - 1)
             self.cursor = upto - 1
 
-    def _read_batches(self, i: int, batches: list[tuple]) -> None:
+    def _read_batches(self, i: int, batches: list[tuple], found: list) -> None:
         events = [(b[1], b[2]) for b in batches if b[1] is not None]
         if events:
-            self._read(i, (min(e[0] for e in events), max(e[1] for e in events)), None)
-        for bid, _, _, lost_k, lost_u, written in batches:
-            if lost_k or lost_u:
-                self.lost += (lost_k or 0) + (lost_u or 0)
-                log.warning("hunt_records_lost", batch=bid, lost_kernel=lost_k, lost_user=lost_u,
-                            before=written, note="the rules could not see these records")
+            self._read(i, (min(e[0] for e in events), max(e[1] for e in events)), None, found)
+        self._lost += [(bid, lost_k, lost_u, written) for bid, _, _, lost_k, lost_u, written in batches
+                       if lost_k or lost_u]
         self.cursor = batches[-1][0]
 
-    def _read(self, i: int, id_range: tuple, since_ns: int | None) -> None:
+    def _read(self, i: int, id_range: tuple, since_ns: int | None, found: list) -> None:
         lo, hi = id_range
         if lo is None:
             return
@@ -180,8 +214,7 @@ class Follower:
         conn = self.files.conn(i)
         boot = self.files.boot
         for row in conn.execute(self.hunter.rows_sql(i, where), params).fetchall():
-            for f in self.hunter.read(i, row, boot(i, row[C_RUN])):
-                self.emit(f)
+            found += self.hunter.read(i, row, boot(i, row[C_RUN]))
 
     def _close_live(self) -> None:
         """Close the live file (its runs and processes seen at start read again next time: a
@@ -250,14 +283,22 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     follower = Follower(db_dir, rules, out, target, ocsf_out)
-    try:
-        follower.start(since_ns)
-    except sqlite3.DatabaseError as e:
-        raise BadInput(f"cannot read {db_dir}: {e}") from None
+    for attempt in range(START_ATTEMPTS):  # a live file being rotated refuses readers a moment
+        try:
+            follower.start(since_ns)
+            break
+        except (sqlite3.DatabaseError, BadInput) as e:
+            if attempt == START_ATTEMPTS - 1:
+                raise BadInput(f"cannot read {db_dir}: {e}") from None
+            follower = Follower(db_dir, rules, out, target, ocsf_out)
+            time.sleep(0.5)
     follower.check_daemon()
+    # a rule file that does not parse is said, and the other rules follow: live detection does
+    # not stop for one user's file (the history's hunt exits 2 for it)
+    for p in ruleset.problems:
+        log.warning("hunt_rule_file_not_parsed", file=str(p.path), reason=p.reason)
     log.info("hunt_following", db_dir=str(db_dir), rules=len(rules), after_batch=follower.cursor,
-             findings_file=findings, not_evaluated=sum(1 for r in ruleset.rules if r.why_not),
-             problems=[f"{p.path}: {p.reason}" for p in ruleset.problems])
+             findings_file=findings, not_evaluated=sum(1 for r in ruleset.rules if r.why_not))
     notifier = Notifier()
     notifier.ready(status=f"following {db_dir} with {len(rules)} rules")
     last_summary = time.monotonic()
@@ -269,6 +310,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
             log.info("hunt_summary", **follower.counts())
             notifier.notify(f"STATUS={follower.counts()['findings']} findings in "
                             f"{follower.counts()['execs']} execs")
+    notifier.stopping(status="reading what was committed before the stop")
     follower.poll()  # what was committed before the stop
     if target is not None:
         target.close()

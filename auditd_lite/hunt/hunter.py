@@ -82,10 +82,12 @@ class Files:
         return self._columns[i]
 
     def forget(self, i: int) -> None:
-        """What was read of file ``i``'s runs is read again when next asked (a live file: a
-        daemon's new run)."""
+        """What was read of file ``i`` is read again when next asked (a live file: a daemon's
+        new run, or its file upgraded to a revision with more columns)."""
         self._boots.pop(i, None)
         self._sources.pop(i, None)
+        self._columns.pop(i, None)
+        self._selects = {k: v for k, v in self._selects.items() if k[0] != i}
 
     def select(self, i: int, columns) -> str:
         """The select list of ``columns`` (names, or (name, SQL over it) pairs) for file ``i``:

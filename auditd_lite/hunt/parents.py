@@ -238,6 +238,10 @@ class Parents:
             self._seen[j] = rows
         return self._seen[j]
 
+    def forget_all(self) -> None:
+        """Forget every process kept (the files answer until records are read again)."""
+        self._live.clear()
+
     def forget_unknown(self) -> None:
         """Forget the parents kept as unknown: a daemon's start has just listed the processes
         running then (--follow reads a new run), which may name them."""
