@@ -154,7 +154,10 @@ class Event:
 
     def _parents_lowered(self) -> tuple:
         if self._parent_l is None:
-            self._parent_l = (self.lower("ParentImage"), self.lower("ParentCommandLine"))
+            p = self.find_parent()
+            image, cmd = p.image, p.command_line
+            self._parent_l = (image.lower() if image is not None else None,
+                              cmd.lower() if cmd is not None else None)
         return self._parent_l
 
     def parent_image_l(self) -> str | None:

@@ -245,6 +245,10 @@ _LOWER_EXPR = {"Image": "ev.image_l", "CommandLine": "ev.cmd_l",
                "ParentImage": "ev.parent_image_l()", "ParentCommandLine": "ev.parent_cmd_l()"}
 
 
+# the same, as recorded (a regular expression is matched on the value's own case)
+_RAW_EXPR = {"Image": "ev.image", "CommandLine": "ev.cmd"}
+
+
 def _cased_text(ev, field):
     x = ev.get(field)
     return None if x is None else str(x)
@@ -283,8 +287,8 @@ def _test_source(node: Node, src: _Source) -> str:
         return f"({known} and {src.const(v[0])}.fullmatch({x}) is not None)"
     if kind == "re":
         x = src.name()
-        return (f"(({x} := ev.get({src.const(f)})) is not None and "
-                f"{src.const(v)}.search(str({x})) is not None)")
+        raw = _RAW_EXPR.get(f) or f"ev.get({src.const(f)})"
+        return f"(({x} := {raw}) is not None and {src.const(v)}.search(str({x})) is not None)"
     raise AssertionError(kind)
 
 
