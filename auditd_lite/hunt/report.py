@@ -98,6 +98,10 @@ def finding_lines(doc: dict) -> str:
     user = f" ({quote(p['user'])})" if p.get("user") else ""
     lines.append(f"    process  {p['pid']} uid {p['uid']}{user}  {_command(p['filename'], p['argv'])}"
                  + where_ran(p))
+    context = ([f"cwd {quote(p['cwd'])}"] if p.get("cwd") else []) + \
+        ([f"sha256 {p['sha256'][:16]}"] if p.get("sha256") else [])
+    if context:
+        lines.append("             " + "  ".join(context))
     if parent["from"] is not None:
         lines.append(f"    parent   {parent['pid']}  {_command(parent['image'], parent['argv'])}"
                      + (" [running when a daemon started]" if parent["from"] == "seen" else ""))
