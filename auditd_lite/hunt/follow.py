@@ -33,7 +33,7 @@ import structlog
 from ..daemon import logsetup
 from ..daemon.notify import Notifier
 from ..daemon.stream import STDOUT, Dropped, LineTarget, check_path
-from ..dbfiles import LIVE_NAME, daemon_running, may_hold, rotated_files, set_aside_files
+from ..dbfiles import LIVE_NAME, daemon_running, may_hold, open_ro, rotated_files, set_aside_files
 from ..errors import BadInput
 from ..investigate.output import json_line
 from . import report
@@ -83,6 +83,7 @@ class Follower:
         self.lost = 0
         self.missed = 0
         self.running: bool | None = None
+        self._last: dict = {}  # rotated or set aside file -> its last batch id
 
     # -- the files ----------------------------------------------------------
 
@@ -91,11 +92,25 @@ class Follower:
         return self.db_dir / LIVE_NAME
 
     def _refresh(self) -> None:
-        """The files, oldest first: set aside, rotated, the live one last."""
-        paths = set_aside_files(self.db_dir) + rotated_files(self.db_dir) + [self.live]
-        if paths != self.files.paths:
-            self.files.reset(paths)
-            self.hunter.files_changed()
+        """The files in the order of their batches (the chain's), the live one last: rotated
+        files, and those set aside (a live file the writer moved out of its way, whose batches
+        the chain goes on from)."""
+        others = set_aside_files(self.db_dir) + rotated_files(self.db_dir)
+        if self.files.paths and set(others) == set(self.files.paths[:-1]):
+            return
+        paths = sorted(others, key=self._last_batch) + [self.live]
+        self.files.reset(paths)
+        self.hunter.files_changed()
+
+    def _last_batch(self, path: Path) -> int:
+        """A file's last batch id (a file that is no longer written: kept)."""
+        if path not in self._last:
+            conn = open_ro(path)
+            try:
+                self._last[path] = conn.execute("SELECT max(id) FROM batches").fetchone()[0] or 0
+            finally:
+                conn.close()
+        return self._last[path]
 
     def _batches(self, i: int, after: int, before: int | None = None) -> list[tuple]:
         conn = self.files.conn(i)
@@ -140,12 +155,12 @@ class Follower:
         except FileNotFoundError:
             ino = None  # between a rotation's steps, or no daemon yet
         rotated = ino != self.live_ino
-        if rotated:
-            self._refresh()
-        live = self.files.count - 1
         state = self._state()
         found: list = []
         try:
+            if rotated:
+                self._refresh()
+            live = self.files.count - 1
             new = self._batches(live, self.cursor) if ino is not None else []
             if rotated or (new and new[0][0] != self.cursor + 1):
                 self._catch_up(new[0][0] if new else None, found)
