@@ -137,7 +137,7 @@ class Hunter:
         self.truncated = 0  # of which with arguments cut at the capture's limits
         self._finders: dict[int, object] = {}
         self._runs: set = set()  # (file, run id) of the records read
-        self._run = None  # the last record's (file index, run id)
+        self._run_file = self._run_id = None  # the last record's file index and run id
 
     def rows_sql(self, i: int, where: str = "") -> str:
         """The SELECT of file ``i``'s records as fields.COLUMNS, in commit order (every record:
@@ -154,18 +154,19 @@ class Hunter:
             self._finders[i] = find
         return self._finders[i]
 
-    def read(self, i: int, row: tuple, boot: str | None) -> list[Finding]:
+    def read(self, i: int, row: tuple, boot: str | None):
         """One record of file ``i`` (fields.COLUMNS) of ``boot``, read in commit order: an
         exec's findings, in the rules' order (none for another record, which only the parent
         lookup learns of)."""
-        self.begin(i, row)
-        found = self.evaluate(i, row) if row[C_EVENT] == EXEC else []
+        if row[C_RUN] != self._run_id or i != self._run_file:
+            self.begin(i, row)
+        found = self.evaluate(i, row) if row[C_EVENT] == EXEC else ()
         self.parents.note(i, row, boot)
         return found
 
     def files_changed(self) -> None:
         """``files`` was reset (a rotation, followed): what was kept by file index is not."""
-        self._run = None
+        self._run_file = self._run_id = None
         self._finders.clear()
         self.parents.forget_seen()
 
@@ -173,9 +174,8 @@ class Hunter:
         """Before a record is evaluated: the first record of a run (a daemon's start, and its
         list of the processes running then) makes the parents kept as unknown be looked up
         again."""
-        run = (i, row[C_RUN])
-        if run != self._run:
-            self._run = run
+        if (i, row[C_RUN]) != (self._run_file, self._run_id):
+            self._run_file, self._run_id = i, row[C_RUN]
             key = (self.files.paths[i], row[C_RUN])
             if key not in self._runs:
                 self._runs.add(key)
@@ -209,6 +209,6 @@ class Hunter:
         user = ev.get("User")
         return [Finding(rule=rule, record=record, source=source, parent=parent,
                         path=self.files.paths[i], record_id=row[C_ID], user=user,
-                        values={f: ev.get(f) for f in sorted(rule.fields)},
+                        values={f: ev.get(f) for f in rule.field_list},
                         unknown=ev.unknown(rule.fields), incomplete=ev.incomplete(rule.fields))
                 for rule in matched]

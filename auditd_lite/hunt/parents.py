@@ -92,17 +92,22 @@ class Parents:
             if have is not None:
                 del self._live[key]  # ended: a later lookup asks the files, which say so
         elif event == EXEC:
-            self._keep(key, Parent(row[C_PID], start, row[C_FILENAME], row[C_ARGV], "exec",
-                                   i, row[C_ID]))
+            self._live[key] = Parent(row[C_PID], start, row[C_FILENAME], row[C_ARGV], "exec", i,
+                                     row[C_ID])
+            if have is None and len(self._live) > MEMORY:
+                self._shrink()
         elif have is None or have.start_ns != start:  # a failed exec of a process not known
             self._keep(key, Parent(row[C_PID], start, why=NO_EXEC_SEEN))
 
     def _keep(self, key: tuple, parent: Parent) -> None:
-        live = self._live
-        live[key] = parent
-        if len(live) > MEMORY:
-            for old in list(live)[:MEMORY // 2]:
-                del live[old]
+        self._live[key] = parent
+        if len(self._live) > MEMORY:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        """Forget the older half of the processes kept (looked up in the files again)."""
+        for old in list(self._live)[:MEMORY // 2]:
+            del self._live[old]
 
     # -- the lookup ---------------------------------------------------------
 

@@ -39,6 +39,7 @@ class Rule:
     tags: tuple = ()
     references: tuple = ()
     fields: frozenset = frozenset()  # the Sigma fields it reads
+    field_list: tuple = ()  # the same, sorted (a finding shows their values in this order)
     why_not: str | None = None  # why it cannot be evaluated; None: it can
     match: Callable | None = None  # Event -> bool
     needs: list | None = None  # prefilter atoms, one of which a match implies; None: any record
@@ -168,6 +169,7 @@ def _rule(parsed, path: Path, bundled: bool) -> Rule | None:
         nodes = [node_of(cond.parse()) for cond in parsed.detection.parsed_condition]
         root = nodes[0] if len(nodes) == 1 else Node("or", nodes)  # a list of conditions: or
         rule.fields = frozenset(root.fields())
+        rule.field_list = tuple(sorted(rule.fields))
         rule.match = root.compile()
         rule.needs = root.needs()
     except Unsupported as e:
