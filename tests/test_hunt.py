@@ -423,7 +423,8 @@ def test_follow_from_a_time_to_the_journal_and_ocsf_on_stdout(hist, tmp_path):  
     """--follow --since T reads the records from T before following: over files no daemon
     writes, it reports the window's findings, logs that no daemon runs, and stops on SIGTERM
     with status 0. With standard output the journal's stream, each JSON line begins with its
-    rule's syslog priority; with --findings -, the lines are OCSF Detection Findings instead."""
+    rule's syslog priority; with --findings - or --format ocsf, the lines are OCSF Detection
+    Findings instead."""
     (tmp_path / "sh.yml").write_text(MATCH_SH)
     out = tmp_path / "out"
     with open(out, "wb") as f:
@@ -443,13 +444,14 @@ def test_follow_from_a_time_to_the_journal_and_ocsf_on_stdout(hist, tmp_path):  
     lines = out.read_text().splitlines()
     assert len(lines) == 6 and all(line.startswith('<3>{"rule": ') for line in lines)  # high: err
     assert "hunt_daemon_not_running" in err and "hunt_stopped" in err
-    p = subprocess.Popen([*CLI, "hunt", "--follow", "--db-dir", hist, "--rules", tmp_path / "sh.yml",
-                          "--no-bundled", "--since", "2026-11-20T11:00:00Z", "--findings", "-"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    first = json.loads(p.stdout.readline())
-    p.send_signal(signal.SIGTERM)
-    rest, _ = p.communicate(timeout=60)
-    assert first["class_uid"] == 2004 and len(rest.splitlines()) == 1 and p.returncode == 0
+    for ocsf in (["--findings", "-"], ["--format", "ocsf"]):
+        p = subprocess.Popen([*CLI, "hunt", "--follow", "--db-dir", hist, "--rules", tmp_path / "sh.yml",
+                              "--no-bundled", "--since", "2026-11-20T11:00:00Z", *ocsf],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+        first = json.loads(p.stdout.readline())
+        p.send_signal(signal.SIGTERM)
+        rest, _ = p.communicate(timeout=60)
+        assert first["class_uid"] == 2004 and len(rest.splitlines()) == 1 and p.returncode == 0, ocsf
 
 
 def test_follow_needs_a_directory(tmp_path):

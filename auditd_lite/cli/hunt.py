@@ -55,7 +55,8 @@ def add_hunt_command(sub) -> None:
                         "every rule file that did not parse; hunt nothing")
     h.add_argument("--follow", action="store_true",
                    help="keep running: evaluate each exec as the daemon commits it (with --since, "
-                        "the history from T first), findings as JSON lines on standard output")
+                        "the history from T first), findings as JSON lines on standard output "
+                        "(OCSF Detection Finding lines with --format ocsf)")
     h.add_argument("--findings", metavar="PATH",
                    help="with --follow: also write each finding as an OCSF Detection Finding line "
                         "to PATH (a file rotated by size, or a FIFO; - for standard output "
@@ -107,8 +108,10 @@ def cmd_hunt(args) -> int:
     if args.follow:
         from ..hunt import follow
 
+        # --follow writes JSON lines (OCSF ones with --format ocsf, as with --findings -)
+        findings = "-" if args.format == "ocsf" and args.findings is None else args.findings
         return follow.run(ruleset, chosen, db_dir=default_db_dir(args), db_file=args.db,
-                          since_ns=since, findings=args.findings,
+                          since_ns=since, findings=findings,
                           max_size_mb=args.findings_max_size_mb, max_files=args.findings_max_files,
                           poll_s=args.poll_ms / 1000)
     return history.run(ruleset, chosen, db_dir=default_db_dir(args), db_file=args.db,
