@@ -9,9 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("bcc", "sqlalchemy")
 
 # The rule, in one line: investigate/ imports nothing from capture/, daemon/ or storage/; formats/
-# (what the daemon and the readers both render records with) nothing from any of them.
+# (what the daemon and the readers both render records with) nothing from any of them; hunt/
+# nothing from capture/ or storage/ (its --follow is a daemon of its own: it takes the live
+# stream's file rotation, log set-up and systemd notification from daemon/).
 RULE = {"investigate": {"capture", "daemon", "storage"},
-        "formats": {"capture", "daemon", "storage", "investigate"}}
+        "formats": {"capture", "daemon", "storage", "investigate"},
+        "hunt": {"capture", "storage"}}
 
 
 def package_imports(path: Path) -> set[str]:
