@@ -501,3 +501,23 @@ def test_a_poll_the_live_file_refuses_midway_is_read_again_whole(hist, tmp_path,
     f.poll()
     pids = [json.loads(x)["process"]["pid"] for x in out.getvalue().splitlines()]
     assert pids == [302, 303] and f.cursor == 9 and f.hunter.examined == 2
+
+
+def test_follow_leaves_out_a_set_aside_file_sqlite_cannot_read(hist, tmp_path, capsys):  # noqa: F811
+    """A set-aside file SQLite cannot read (a live file is set aside when it refuses a batch) is
+    left out with one warning, as every reading command leaves it out (dbfiles.database_files):
+    --follow still reads every batch of the other files, and its polls go on."""
+    from auditd_lite.hunt import follow, rules
+
+    (hist / "audit-damaged-20261120T105000Z.db.damaged").write_bytes(b"not a database\n" * 512)
+    (tmp_path / "sh.yml").write_text(MATCH_SH)
+    rs = rules.load([tmp_path / "sh.yml"], bundled=False)
+    out = io.StringIO()
+    f = follow.Follower(hist, rs.evaluable(), out, None, False)
+    f.start(0)
+    f.poll()
+    f.poll()
+    assert len(out.getvalue().splitlines()) == 8 and f.cursor == 8
+    warned = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("auditd-lite: warning: skipping ") and "audit-damaged-20261120T105000Z" in line]
+    assert len(warned) == 1

@@ -33,7 +33,8 @@ import structlog
 from ..daemon import logsetup
 from ..daemon.notify import Notifier
 from ..daemon.stream import STDOUT, Dropped, LineTarget, check_path
-from ..dbfiles import LIVE_NAME, daemon_running, may_hold, open_ro, rotated_files, set_aside_files
+from ..dbfiles import (LIVE_NAME, daemon_running, database_files, is_rotated, is_set_aside, may_hold,
+                       open_ro)
 from ..errors import BadInput
 from ..investigate.output import json_line
 from . import report
@@ -94,8 +95,9 @@ class Follower:
     def _refresh(self) -> None:
         """The files in the order of their batches (the chain's), the live one last: rotated
         files, and those set aside (a live file the writer moved out of its way, whose batches
-        the chain goes on from)."""
-        others = set_aside_files(self.db_dir) + rotated_files(self.db_dir)
+        the chain goes on from) that every reading command reads: one SQLite does not find
+        intact is left out with a warning (dbfiles.database_files), not read again each poll."""
+        others = [p for p in database_files(db_dir=self.db_dir) if is_rotated(p) or is_set_aside(p)]
         if self.files.paths and set(others) == set(self.files.paths[:-1]):
             return
         paths = sorted(others, key=self._last_batch) + [self.live]

@@ -9,7 +9,7 @@ import socket
 import sqlite3
 from pathlib import Path
 
-from ..dbfiles import database_files, may_hold
+from ..dbfiles import database_files, is_set_aside, may_hold, set_aside_note
 from ..errors import BadInput
 from ..investigate import gaps as gaps_module
 from ..investigate.output import TextOut, write_json_line
@@ -75,6 +75,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
         where.append("+time_ns < ?")
         params.append(until_ns)
     found = 0
+    per_file: dict[Path, int] = {}  # findings of each file, for naming the set-aside ones
     matched: set = set()  # the rules that matched (findings are written, not kept)
     first = last = None
     read = 0
@@ -92,6 +93,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
                         last = t if last is None or t > last else last
                     for f in hunter.read(i, row, boots.get(row[C_RUN])):
                         found += 1
+                        per_file[path] = per_file.get(path, 0) + 1
                         matched.add(id(f.rule))
                         _write(f, fmt, out, first=found == 1)
             except sqlite3.DatabaseError as e:
@@ -112,6 +114,9 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
     else:  # ocsf: the findings are the output; the summary goes where query's warnings go
         for line in report.summary_lines(s).splitlines():
             err.write(f"auditd-lite: {line}\n")
+    for path, n in per_file.items():
+        if is_set_aside(path):
+            err.write(f"auditd-lite: note: {n} finding{'s' if n != 1 else ''} from {set_aside_note(path)}\n")
     for p in ruleset.problems:
         err.write(f"auditd-lite: rule file {p.path} did not parse: {p.reason}\n")
     if ruleset.problems:

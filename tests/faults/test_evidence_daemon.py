@@ -17,6 +17,7 @@ import pytest
 
 from conftest import Daemon, Storm, log_events, query_json, run_cli
 from faults.test_storm_faults import wait_until
+from test_hunt import Follow
 
 pytestmark = pytest.mark.kernel
 
@@ -158,10 +159,16 @@ def holders(db: Path, pid: int) -> dict:
     return found
 
 
+SLEEPER_RULE = ("title: the sleeper\nid: 55555555-5555-4555-8555-555555555555\nstatus: test\n"
+                "author: tests\nlogsource:\n    product: linux\n    category: process_creation\n"
+                "detection:\n    s:\n        Image: '{image}'\n    condition: s\nlevel: high\n")
+
+
 def every_reader_sees_it(db: Path, sleeper: Path, pid: int, tmp_path: Path, set_aside: bool, seconds: str) -> None:
     """query (by the exec's filename, working directory and unit, through to the exit), tree,
     export (SQLite, which verifies, and OCSF lines), gaps and stats all give the process its
-    exec and its exit; each names a set-aside file it read."""
+    exec and its exit; hunt and hunt --follow --since find its exec; each names a set-aside
+    file it read."""
     name = str(sleeper)
 
     def q(*flags):
@@ -205,6 +212,21 @@ def every_reader_sees_it(db: Path, sleeper: Path, pid: int, tmp_path: Path, set_
                                     "SELECT count(*) AS n FROM events").stdout)["n"] for _ in [0])
     assert counted == listed
     assert any(f["set_aside"] for f in stats["files"]) == set_aside
+
+    rule = tmp_path / f"sleeper-{uuid.uuid4().hex[:6]}.yml"
+    rule.write_text(SLEEPER_RULE.format(image=name))
+    p = run_cli("hunt", "--db-dir", db, "--rules", rule, "--no-bundled", "--format", "json")
+    assert p.returncode == 0, p.stderr.decode()
+    found = [json.loads(line) for line in p.stdout.decode().splitlines()][:-1]
+    assert [f["process"]["pid"] for f in found] == [pid], found
+    assert found[0]["record"]["file"].endswith(".db.damaged") == set_aside
+    assert ("set aside" in p.stderr.decode()) == set_aside, p.stderr.decode()
+    follow = Follow(tmp_path, "--db-dir", db, "--rules", rule, "--no-bundled", "--since", "1h")
+    try:
+        live = follow.stop()
+    finally:
+        follow.kill()
+    assert [(f["process"]["pid"], f["record"]) for f in live] == [(pid, found[0]["record"])], live
 
 
 def test_exec_and_exit_on_both_sides_of_a_rotation(tmp_path, sleeper):
