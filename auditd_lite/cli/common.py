@@ -1,45 +1,18 @@
 """What every command's parser and handler share: the program name, the parser that fails in
-one line, the number types of the flags, the database source flags."""
+one line and the number types of the flags (argtypes.py's), the database source flags."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..errors import BadInput
+from ..argtypes import Parser, any_int, nonneg_int, pos_int
+
+__all__ = ["PROG", "EVENTS", "Parser", "any_int", "nonneg_int", "pos_int", "add_db_source",
+           "default_db_dir", "plural", "one_line"]
 
 PROG = "auditd-lite"
 EVENTS = ("exec", "exit", "exec_failed")
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # one line naming the problem, no usage dump: exit 2 as the contract says
-        raise BadInput(f"{message} (see '{self.prog} --help')")
-
-
-def nonneg_int(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: '{text}'")
-    return value
-
-
-def pos_int(text: str) -> int:
-    value = nonneg_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: '{text}'")
-    return value
-
-
-def any_int(text: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: '{text}'") from None
 
 
 def add_db_source(p: argparse.ArgumentParser) -> None:
