@@ -7,7 +7,33 @@ digests of the others, and still be checked. The chain runs across rotated
 files: the first batch of a file names the last batch hash of the file
 before it.
 
-Format 4 (hashes stored as ``"4:" + hex``), written since schema revision 0006:
+Format 5 (hashes stored as ``"5:" + hex``), written since schema revision 0007: format 4's
+records, and a header that also covers every other row an investigation reads
+(docs/design.md, "Tamper evidence"):
+
+    batch hash    = SHA-256("auditd-lite chain 5\0" || prev (32 bytes)
+                            || serialize(header + evidence) || record digests ...)
+
+where ``evidence`` is the batch's ``EVIDENCE_COLUMNS``, what else its transaction wrote:
+
+- ``stream_written``, ``stream_dropped``: what it added to its run's stream counters (NULL for a
+  run without a stream), as ``count``, ``lost_kernel`` and ``lost_user`` are what it added to
+  ``events_written`` and the loss counters;
+- ``run_values``: the columns of its run's row it set, with their values (batch_evidence.py's
+  ``pack_values``): every
+  column (but id) of the row it inserted (a run's start in a file), ``attached_ns`` when capture
+  began, ``stopped_ns`` at a clean stop; NULL for none. So the row a file holds is the fold of
+  its batches: each column as last set, each counter plus the batches' additions;
+- ``seen_rows``, ``removal_rows``: the ``seen_processes`` and ``removed_files`` rows it inserted
+  (batch_evidence.py's ``side_rows``): each its id (int64, little endian) and the SHA-256 of
+  ``table name || NUL || serialize(row)`` (``SEEN_COLUMNS``, ``REMOVAL_COLUMNS``), in id order;
+  NULL for none.
+
+A run's start, the moment it attached, the processes seen at start, the stream's counts while
+idle, a clean stop and a retention removal are each a batch of their own (no records) unless
+they ride on a batch of records.
+
+Format 4 (hashes stored as ``"4:" + hex``), written by schema revision 0006:
 
     record digest = SHA-256(serialize(captured) || serialize(context) || serialize(gate))
     batch hash    = SHA-256("auditd-lite chain 4\0" || prev (32 bytes)
@@ -45,7 +71,7 @@ which any language can recompute from the database.
 Format 1 (hashes stored as bare hex; files written before it): the same
 structure with ``repr(tuple).encode()`` for ``serialize``, no domain prefix.
 Python's repr of text depends on its Unicode tables, which is why it was
-replaced. All three verify; a file keeps the revision it was written at, and
+replaced. All five verify; a file keeps the revision it was written at, and
 ``file_event_columns`` says which columns of it there are to read.
 
 Batches without a hash were written before the chain existed (the first
@@ -71,8 +97,8 @@ from .memo import Memo
 from .rows import ABI_NAMES, CAPTURED_FIELDS, CONTEXT_FIELDS, GATE_FIELDS, ROW_FIELDS
 
 GENESIS = "0" * 64
-WRITE_FORMAT = 4
-_PREFIX = {2: "2:", 3: "3:", 4: "4:"}
+WRITE_FORMAT = 5
+_PREFIX = {2: "2:", 3: "3:", 4: "4:", 5: "5:"}
 _DOMAIN = {fmt: f"auditd-lite chain {fmt}\0".encode() for fmt in _PREFIX}
 
 # every column of events, in the table's order (the columns of a record the decoder makes
@@ -86,9 +112,14 @@ assert EVENT_COLUMNS == CONTEXT_COLUMNS + GATE_FIELDS
 _NCAPTURED = len(CAPTURED_COLUMNS)
 _NCONTEXT = len(CONTEXT_COLUMNS)
 # the columns each format's record digest covers (those after them are not vouched for)
-FORMAT_COLUMNS = {1: CAPTURED_COLUMNS, 2: CAPTURED_COLUMNS, 3: CONTEXT_COLUMNS, 4: EVENT_COLUMNS}
+FORMAT_COLUMNS = {1: CAPTURED_COLUMNS, 2: CAPTURED_COLUMNS, 3: CONTEXT_COLUMNS, 4: EVENT_COLUMNS,
+                  5: EVENT_COLUMNS}
 BATCH_HEADER = ("id", "run_id", "written_ns", "first_event_id", "last_event_id", "count",
                 "lost_kernel", "lost_user")
+# format 5's header adds these batches columns (schema revision 0007; the module's text)
+EVIDENCE_FORMAT = 5
+EVIDENCE_COLUMNS = ("stream_written", "stream_dropped", "run_values", "seen_rows", "removal_rows")
+BATCH_HEADER5 = BATCH_HEADER + EVIDENCE_COLUMNS
 
 _sha256 = hashlib.sha256
 _NONE = type(None)
@@ -112,6 +143,11 @@ def serialize(values: tuple) -> bytes:
             data.append(raw)
     fmt.append("I" * len(lens))
     return "".join(tags).encode() + struct.pack("".join(fmt), *nums, *lens) + b"".join(data)
+
+
+def header_columns(fmt: int) -> tuple[str, ...]:
+    """The batches columns a batch's hash covers in format ``fmt``, in order."""
+    return BATCH_HEADER5 if fmt >= EVIDENCE_FORMAT else BATCH_HEADER
 
 
 def _fast(signature: tuple) -> callable:
@@ -328,8 +364,10 @@ def check_file(conn: sqlite3.Connection, name: str, problems: list[Problem],
     batch_cols = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
     # a file still at revision 0001 has no chain columns: all its batches are from before it
     links = "prev_hash, hash" if "hash" in batch_cols else "NULL, NULL"
+    # format 5's header goes on (a file before revision 0007 has no such columns, nor format 5)
+    evidence = ", ".join(c if c in batch_cols else "NULL" for c in EVIDENCE_COLUMNS)
     batches = conn.execute(
-        f"SELECT {', '.join(BATCH_HEADER)}, {links} FROM batches ORDER BY id").fetchall()
+        f"SELECT {', '.join(BATCH_HEADER)}, {links}, {evidence} FROM batches ORDER BY id").fetchall()
     rows = conn.execute(f"SELECT {cols} FROM events ORDER BY id")
     pending = rows.fetchone()
     prev = None
@@ -365,6 +403,8 @@ def check_file(conn: sqlite3.Connection, name: str, problems: list[Problem],
                                         "a hash, but not at its start: hashes were removed"))
         elif prev_hash != prev:
             problems.append(Problem(name, batch_id, "chain broken: previous batch missing or changed"))
+        if fmt >= EVIDENCE_FORMAT:
+            header += tuple(b[10:])
         if whole and _recomputed(prev_hash, header, [digests[i] for i in sorted(digests)], fmt) != stored:
             problems.append(Problem(name, batch_id, "hash mismatch: a record or the batch was edited"))
         prev = stored

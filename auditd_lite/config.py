@@ -40,8 +40,15 @@ class RunSettings:
     log_level: str = "info"
     rotate_size_mb: int = 0  # 0: no size limit
     rotate_interval: str = ""  # e.g. "1h", "1d"; empty: no time limit
-    keep: int = 0  # rotated files kept; 0 keeps all
-    min_free_mb: int = 0  # 0: no floor
+    # retention (storage/retention.py; docs/design.md, "Retention"): on, the oldest rotated files
+    # are removed (each recorded in the chain) while there are more than keep, while the
+    # directory would pass max_size_mb, or while the file system has less than min_free_mb free;
+    # 0 for max_size_mb and min_free_mb: journald's defaults, 10% and 15% of the file system,
+    # each at most 4096 MiB. Off: nothing is ever removed (a full disk holds, then loses, records)
+    retention: bool = True
+    keep: int = 0  # rotated files kept at most; 0: no limit by count
+    max_size_mb: int = 0
+    min_free_mb: int = 0
     hash: bool = True  # SHA-256 of each exec's executable (capture/exehash.py)
     hash_limit_mb: int = 256  # larger executables are not read: hash_status too_large
     # the live stream (daemon/stream.py): a path, "-" for standard output, empty for none; its
@@ -84,9 +91,14 @@ class RunSettings:
             bad("stream_max_size_mb", "must be between 1 and 1048576")
         if self.print and self.stream == "-":
             bad("stream", "'-' is standard output, where print writes too: use one of them")
-        for key in ("rotate_size_mb", "keep", "min_free_mb", "stream_max_files"):
+        for key in ("rotate_size_mb", "keep", "max_size_mb", "min_free_mb", "stream_max_files"):
             if getattr(self, key) < 0:
                 bad(key, "must be 0 or more")
+        if not self.retention:
+            given = [k for k in ("keep", "max_size_mb", "min_free_mb") if getattr(self, k)]
+            if given:
+                bad(given[0], "removes files, and retention is off (retention = false keeps "
+                    "everything): turn retention on, or leave it out")
         if self.rotate_interval:
             try:
                 parse_duration(self.rotate_interval)
@@ -98,7 +110,8 @@ class RunSettings:
         return RotationPolicy(
             size_mb=self.rotate_size_mb or None,
             interval_s=parse_duration(self.rotate_interval) if self.rotate_interval else None,
-            keep=self.keep, min_free_mb=self.min_free_mb)
+            retention=self.retention, keep=self.keep, max_size_mb=self.max_size_mb,
+            min_free_mb=self.min_free_mb)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -21,6 +21,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .errors import BadInput, CannotCapture
+# a run's copies in the files and how readers merge them (runcopies.py): asked of this module too
+from .runcopies import (RUN_COUNTERS, RUN_KEY, RUN_MERGE, STREAM_COUNTERS, merge_run, run_key,  # noqa: F401
+                        run_merge_sql, run_rows)
 
 DEFAULT_DB_DIR = Path("/var/lib/auditd-lite")
 # the sealing state (auditd_lite/seal.py): beside the databases, in a directory of its own that
@@ -91,12 +94,41 @@ def rotated_files(db_dir) -> list[Path]:
     return sorted(found, key=file_order)
 
 
-def from_newest_rotated(db_dir, read, unreadable=None):
-    """``read(query)`` on each rotated file of ``db_dir``, newest first, until one gives a result
-    that is not None (``query(sql)`` returns its rows); ``unreadable(path, error)`` is told of a
-    file SQLite cannot read, which is passed over. The writer's way to what an older file holds
-    when the live one has none of it yet (the chain's position, the last seal)."""
-    for path in reversed(rotated_files(db_dir)):
+def is_rotated(path) -> bool:
+    return ROTATED_NAME.fullmatch(Path(path).name) is not None
+
+
+def is_set_aside(path) -> bool:
+    return SET_ASIDE_NAME.fullmatch(Path(path).name) is not None
+
+
+def age_order(path) -> tuple:
+    """The sort key of rotated and set-aside files together, oldest first: by the second their
+    last record was written (a rotated file's name says it, a set-aside file's the second it was
+    set aside, after every record in it), a rotated file of the same second first. Among rotated
+    files it is file_order's order: a newer file's seconds are never earlier."""
+    m = ROTATED_NAME.fullmatch(Path(path).name)
+    if m is not None:
+        return (m[2], 0, m[1], int(m[3] or 0))
+    m = SET_ASIDE_NAME.fullmatch(Path(path).name)
+    if m is not None:
+        return (m[1], 1, m[1], int(m[2] or 0))
+    return (Path(path).name, 2, "", 0)
+
+
+def chain_files(db_dir) -> list[Path]:
+    """The rotated and set-aside files of ``db_dir``, oldest first (age_order): the files besides
+    the live one that hold the chain, which every reader reads and retention removes."""
+    return sorted(rotated_files(db_dir) + set_aside_files(db_dir), key=age_order)
+
+
+def from_newest_older(db_dir, read, unreadable=None):
+    """``read(query)`` on each rotated or set-aside file of ``db_dir``, newest first (chain_files),
+    until one gives a result that is not None (``query(sql)`` returns its rows); ``unreadable(path,
+    error)`` is told of a file SQLite cannot read, which is passed over. The writer's way to what
+    an older file holds when the live one has none of it yet (the chain's position, the last
+    seal)."""
+    for path in reversed(chain_files(db_dir)):
         try:
             con = connect_ro(path)
             try:
@@ -204,9 +236,17 @@ def connect_ro(path, immutable: bool = False) -> sqlite3.Connection:
 
 
 def is_chain_file(path) -> bool:
-    """Is this a name the daemon writes: the live file or a rotated one?"""
+    """Is this a name the daemon writes: the live file, a rotated one or one it set aside?"""
     name = Path(path).name
-    return name == LIVE_NAME or ROTATED_NAME.fullmatch(name) is not None
+    return name == LIVE_NAME or is_rotated(name) or is_set_aside(name)
+
+
+def set_aside_note(path) -> str:
+    """How every command names a set-aside file it read (docs/design.md, "A live file that refuses
+    a batch is set aside")."""
+    at = set_aside_time_ns(path)
+    when = f" at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at // 10**9))}" if at is not None else ""
+    return f"{path}: a live file the writer set aside{when}, read with the others"
 
 
 def _no_access(path: Path) -> BadInput:
@@ -238,7 +278,10 @@ def _kind(path: Path) -> str | None:
 
 
 def database_files(db_dir=None, db_file=None) -> list[Path]:
-    """The files to search, newest first: ``audit.db``, then rotated files, then any other ``*.db``."""
+    """The files every reading command reads, newest first: ``audit.db``, then the rotated and
+    set-aside files by age (age_order), then any other ``*.db``; of a file given by name, that
+    file. A set-aside file SQLite does not find intact is left out, with a warning: it was set
+    aside for that (docs/design.md, "Reading every file")."""
     if db_dir is not None and db_file is not None:
         raise BadInput("give either --db-dir or --db, not both")
     if db_file is not None:
@@ -264,24 +307,41 @@ def database_files(db_dir=None, db_file=None) -> list[Path]:
         raise _no_access(directory)
     try:
         files = [p for p in directory.glob("*.db") if p.is_file() and not p.name.startswith(".")]
+        files += set_aside_files(directory)
     except PermissionError:
         raise _no_access(directory) from None
 
     files = [p for p in files if _usable(p)]
     live = [p for p in files if p.name == LIVE_NAME]
-    rotated = sorted((p for p in files if ROTATED_NAME.fullmatch(p.name)), key=file_order, reverse=True)
-    others = sorted((p for p in files if p not in live and p not in rotated), key=lambda p: p.name, reverse=True)
-    return live + rotated + others
+    chained = sorted((p for p in files if is_rotated(p) or is_set_aside(p)), key=age_order, reverse=True)
+    others = sorted((p for p in files if p not in live and p not in chained), key=lambda p: p.name, reverse=True)
+    return live + chained + others
 
 
 _warned: set[Path] = set()
+# set-aside files found intact, by (path, size, mtime): they never change, and a command lists
+# the files more than once (quick_check reads the whole file)
+_intact: set[tuple] = set()
 
 
 def _usable(path: Path) -> bool:
     """A corrupt or foreign file dropped into a database directory is skipped with one warning,
     so that it cannot make every read command fail; an unreadable one is still an error."""
     try:
-        open_ro(path).close()
+        conn = open_ro(path)
+        try:
+            if is_set_aside(path):
+                st = path.stat()
+                seen = (path, st.st_size, st.st_mtime_ns)
+                if seen not in _intact:
+                    check = conn.execute("PRAGMA quick_check").fetchone()[0]
+                    if check != "ok":
+                        raise BadInput(f"a set-aside file SQLite does not find intact ({check}): not read")
+                    _intact.add(seen)
+        except sqlite3.DatabaseError as exc:
+            raise BadInput(f"a set-aside file SQLite cannot read ({exc}): not read") from None
+        finally:
+            conn.close()
         return True
     except BadInput as exc:
         if "lacks read access" in str(exc):
@@ -452,49 +512,3 @@ def file_is_export(conn: sqlite3.Connection, schema: str = "main") -> bool:
     """Is this file an export (auditd_lite.investigate.export) rather than one the daemon wrote? It carries a
     manifest table; every command that treats exports apart asks here."""
     return has_table(conn, "manifest", schema)
-
-
-# A run's row is copied into every file the run wrote to, each copy counting what went into
-# that file, and only the file open when the run stopped has its stop time. One run is its
-# (id, started_ns): ids alone repeat in files from another directory. Every reader that puts
-# the copies together (stats, sql, export, gaps, tree) uses this rule.
-RUN_KEY = ("id", "started_ns")
-# the live stream's lines written and dropped (revision 0004; NULL for a run without a stream)
-STREAM_COUNTERS = ("stream_lines_written", "stream_lines_dropped")
-RUN_COUNTERS = ("events_written", "lost_kernel", "lost_user") + STREAM_COUNTERS
-# how each column of the copies is combined; a column not named is the same in every copy
-RUN_MERGE = {**dict.fromkeys(RUN_COUNTERS, "sum"), "attached_ns": "min", "stopped_ns": "max"}
-
-
-def run_key(row: dict) -> tuple:
-    return tuple(row.get(c) for c in RUN_KEY)
-
-
-def run_rows(conn: sqlite3.Connection, schema: str = "main") -> list[dict]:
-    """The run rows of one file as column -> value (a file of an older revision lacks some columns)."""
-    cols = [r[1] for r in conn.execute(f"PRAGMA {schema}.table_info(runs)")]
-    return [dict(zip(cols, row)) for row in conn.execute(f"SELECT * FROM {schema}.runs")]
-
-
-def merge_run(runs: dict, row: dict) -> dict:
-    """Fold one file's copy of a run row into ``runs`` (run_key -> merged row); the merged row.
-
-    Call it once per file that holds a copy: the counters add up file by file. None (a column
-    a copy lacks) counts as absent, as SQL's sum, min and max take it.
-    """
-    key = run_key(row)
-    have = runs.get(key)
-    if have is None:
-        runs[key] = have = dict(row)
-        return have
-    for col, how in RUN_MERGE.items():
-        values = [v for v in (have.get(col), row.get(col)) if v is not None]
-        if values:
-            have[col] = sum(values) if how == "sum" else min(values) if how == "min" else max(values)
-    return have
-
-
-def run_merge_sql(columns: list[str], quote=lambda c: c) -> str:
-    """The select list that merges a run's copies by RUN_MERGE, for ``... GROUP BY id, started_ns``."""
-    return ", ".join(quote(c) if c in RUN_KEY else f"{RUN_MERGE.get(c, 'min')}({quote(c)}) AS {quote(c)}"
-                     for c in columns)

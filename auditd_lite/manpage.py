@@ -19,10 +19,13 @@ FILES = (
     ("/var/lib/auditd-lite/", "The databases: audit.db (live) and rotated, read-only "
      "audit-FIRST-LAST.db files. Kept when the package is purged."),
     ("/lib/systemd/system/auditd-lite.service", "The hardened systemd unit (Type=notify, watchdog)."),
+    ("/lib/systemd/system/auditd-lite-hunt.service", "hunt --follow as a service, installed disabled "
+     "(systemctl enable --now auditd-lite-hunt): findings in the journal and in "
+     "/var/log/auditd-lite/findings.jsonl."),
 )
 EXIT_STATUS = (
     ("0", "success"),
-    ("1", "nothing found (query), verification failed, or doctor found a problem"),
+    ("1", "nothing found (query, hunt), verification failed, or doctor found a problem"),
     ("2", "bad usage or bad input, with a one-line error naming the problem; "
           "for run also: this host or user cannot capture"),
 )

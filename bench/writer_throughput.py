@@ -8,6 +8,8 @@ does with what the ring buffer hands it.
 
     .venv/bin/python bench/writer_throughput.py --records 1000000 --rotate-mb 64
     .venv/bin/python bench/writer_throughput.py --seal 1   # also sealed (epochs of 1 s), alternated
+    .venv/bin/python bench/writer_throughput.py --baseline ../before   # this checkout against another,
+                                                   # alternated, each run a process of its own
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import random
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -128,6 +131,53 @@ def one_run(raw: list[bytes], db_dir: Path, batch: int, rotate_mb: float, seal_s
             "seals": seals, "sealed": bool(seal_s)}
 
 
+# one run in a process of its own, from the checkout argv[1] (its writer_throughput and package):
+# records per second of the writing and the process's CPU seconds over it (every thread's)
+_ONE = """
+import json, shutil, sys, tempfile, time
+from pathlib import Path
+tree = Path(sys.argv[1])
+sys.path[:0] = [str(tree), str(tree / "bench")]
+import writer_throughput as W
+W.logsetup.configure("warning")
+raw = W.synthetic(int(sys.argv[2]))
+work = Path(tempfile.mkdtemp(prefix="auditd-writer-"))
+cpu = time.process_time()
+r = W.one_run(raw, work / "db", int(sys.argv[3]), float(sys.argv[4]))
+r["cpu_s"] = time.process_time() - cpu
+shutil.rmtree(work, ignore_errors=True)
+print(json.dumps(r))
+"""
+
+
+def against(baseline: Path, records: int, reps: int, batch: int, rotate_mb: float) -> int:
+    """This checkout and ``baseline`` (its own .venv), alternated rep by rep, each run a process
+    of its own: records per second and CPU microseconds per record, medians (min..max), and the
+    per-rep ratios this / baseline."""
+    trees = {"this": Path(__file__).resolve().parent.parent, "baseline": baseline.resolve()}
+    got: dict[str, list[dict]] = {"this": [], "baseline": []}
+    for k in range(reps):
+        for name in (["this", "baseline"] if k % 2 == 0 else ["baseline", "this"]):
+            tree = trees[name]
+            out = subprocess.run([str(tree / ".venv/bin/python"), "-c", _ONE, str(tree), str(records), str(batch),
+                                  str(rotate_mb)], capture_output=True, text=True, check=True).stdout
+            got[name].append(json.loads(out.splitlines()[-1]))
+
+    def cell(values: list[float], fmt: str) -> str:
+        v = sorted(values)
+        return f"{statistics.median(v):{fmt}} ({v[0]:{fmt}}..{v[-1]:{fmt}})"
+
+    print(f"| checkout | records/s | CPU µs per record | every record stored |\n|---|---|---|---|")
+    for name, runs in got.items():
+        print(f"| {name} ({trees[name]}) | {cell([r['records_per_s'] for r in runs], '.0f')} | "
+              f"{cell([r['cpu_s'] / records * 1e6 for r in runs], '.2f')} | "
+              f"{'yes' if all(r['stored'] == records for r in runs) else 'NO'} |")
+    rate = [a["records_per_s"] / b["records_per_s"] for a, b in zip(got["this"], got["baseline"])]
+    cpu = [a["cpu_s"] / b["cpu_s"] for a, b in zip(got["this"], got["baseline"])]
+    print(f"| this / baseline, per rep | {cell(rate, '.3f')} | {cell(cpu, '.3f')} | |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -138,7 +188,11 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--seal", type=int, default=0, metavar="SECONDS",
                     help="also run sealed with epochs of SECONDS, alternating with unsealed rep by rep")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="run against another checkout (with its .venv), alternated rep by rep")
     args = ap.parse_args()
+    if args.baseline:
+        return against(args.baseline, args.records, args.reps, args.batch, args.rotate_mb)
 
     logsetup.configure("info")
     raw = synthetic(args.records)

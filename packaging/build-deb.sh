@@ -2,7 +2,7 @@
 # Build the Debian packages of one release (packaging/releases.toml) with Debian's own tools:
 #   bash packaging/build-deb.sh [RELEASE]     (default: this machine's; as root: installs build deps)
 # prints the two files it built, one a line:
-#   dist/auditd-lite_<version>+deb<N>_<arch>.deb        the program, its unit, its pure-Python deps
+#   dist/auditd-lite_<version>+deb<N>_<arch>.deb        the program, its units, its Python deps
 #   dist/auditd-lite-lake_<version>+deb<N>_<arch>.deb   pyarrow for export --format parquet
 # Each release's packages carry files built for its python3 (the lake's pyarrow; any compiled
 # dependency), so a release is built on its own and depends on its own Python. What they
@@ -11,6 +11,7 @@
 #   /usr/bin/auditd-lite                    wrapper: Debian's /usr/bin/python3 -I
 #   /usr/lib/auditd-lite/                   auditd_lite + vendored wheels (auditd-lite-lake adds pyarrow)
 #   /lib/systemd/system/auditd-lite.service the hardened unit
+#   /lib/systemd/system/auditd-lite-hunt.service  hunt --follow (installed disabled)
 #   /etc/auditd-lite/auditd-lite.toml       default settings (conffile)
 #   /usr/share/man/man1/auditd-lite.1.gz    generated from the argparse help
 #   /usr/share/doc/<package>/vendored.txt   each vendored wheel: name, version, sha256
@@ -128,6 +129,7 @@ find "$src" -name __pycache__ -prune -exec rm -rf {} +
     --target "$lib" .)
 install -D -m 0755 packaging/auditd-lite "$stage/usr/bin/auditd-lite"
 install -D -m 0644 auditd-lite.service "$stage/lib/systemd/system/auditd-lite.service"
+install -D -m 0644 packaging/auditd-lite-hunt.service "$stage/lib/systemd/system/auditd-lite-hunt.service"
 install -D -m 0644 packaging/auditd-lite.toml "$stage/etc/auditd-lite/auditd-lite.toml"
 install -D -m 0644 README.md "$stage/usr/share/doc/auditd-lite/README.md"
 mkdir -p "$stage/usr/share/man/man1"
@@ -135,9 +137,11 @@ mkdir -p "$stage/usr/share/man/man1"
 "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite import manpage; manpage.main()' "$lib" \
     | gzip -9n > "$stage/usr/share/man/man1/auditd-lite.1.gz"
 # smoke test of the staged tree where this Python is the release's (tests/release and the VM
-# tier run the others' under their own)
+# tier run the others' under their own); every bundled Sigma rule parses and is evaluated with
+# the vendored pySigma and what it was shipped with
 if [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$pyver" ]; then
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.daemon.writer, auditd_lite.storage.batchwriter, auditd_lite.capture.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")' "$lib"
+    "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite.hunt import rules; rs = rules.load(); n = sum(r.evaluable for r in rs.rules); assert n == len(rs.rules) > 100 and not rs.problems, (n, rs.problems)' "$lib"
 fi
 build_deb auditd-lite packaging/debian \
     "$(python_depends "$(q 'p["auditd-lite"]["compiled"]')")$(q '"".join(", " + d for d in p["auditd-lite"]["depends"])')"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Make tests/data/ocsf/: the published OCSF schema of the version auditd_lite/formats/ocsf.py
-writes, as the JSON Schema of class process_activity (its objects embedded) that the tests
-validate every event against.
+writes, as the JSON Schema of each class we write (its objects embedded) that the tests
+validate every event against: process_activity (query, export, the live stream) and
+detection_finding (hunt's findings, formats/finding.py).
 
     .venv/bin/python scripts/ocsf_schema.py [--git-dir DIR] [--out DIR]
 
@@ -9,7 +10,7 @@ The schema is the one schema.ocsf.io publishes for the release (its ``export/v2/
 the ocsf-json-schema package ships byte for byte, with the generator that turns it into JSON
 Schema, draft 2020-12). It is checked, attribute by attribute, against the release tag of the
 ocsf/ocsf-schema repository compiled by the OCSF project's own ocsf-lib: every class and object
-the event can reach must have the same attributes, types, object types, requirements, arrays and
+the events can reach must have the same attributes, types, object types, requirements, arrays and
 enum values in both, or nothing is written. (ocsf-lib and the server disagree on which profile an
 attribute shared by two profiles, or re-declared with ``"profile": null``, belongs to; profile
 membership is therefore taken from the published schema and not compared.)
@@ -33,7 +34,7 @@ sys.path.insert(0, str(HERE))
 from auditd_lite.formats import ocsf  # noqa: E402  the version and profiles the events declare
 
 DEFAULT_GIT_DIR = Path("/work/.mirror/ocsf+ocsf-schema/repo")
-CLASS = "process_activity"
+CLASSES = ("process_activity", "detection_finding")
 
 
 def compile_tag(git_dir: Path, tag: str) -> tuple[dict, str]:
@@ -58,8 +59,8 @@ def compile_tag(git_dir: Path, tag: str) -> tuple[dict, str]:
 
 
 def _reachable(published: dict) -> list[tuple[str, str]]:
-    """The class and every object its attributes reach, as (kind, name)."""
-    out, todo, seen = [], [("classes", CLASS)], set()
+    """The classes and every object their attributes reach, as (kind, name)."""
+    out, todo, seen = [], [("classes", c) for c in CLASSES], set()
     while todo:
         kind, name = todo.pop()
         if (kind, name) in seen:
@@ -81,7 +82,7 @@ def _shape(attr: dict) -> tuple:
 
 
 def compare(published: dict, compiled: dict) -> list[str]:
-    """What the published schema and the compiled tag disagree on, for what the class reaches."""
+    """What the published schema and the compiled tag disagree on, for what the classes reach."""
     problems = []
     for kind, name in _reachable(published):
         mine = compiled[kind].get(name)
@@ -115,16 +116,19 @@ def main() -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         raise SystemExit(f"the published {version} and the tag disagree in {len(problems)} places")
-    schema = OcsfJsonSchemaEmbedded(published).get_class_schema(CLASS, profiles=list(ocsf.PROFILES))
-    text = json.dumps(schema, indent=1, sort_keys=True) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / f"{CLASS}-{version}.schema.json"
-    target.write_text(text)
+    classes = {}
+    for name in CLASSES:
+        schema = OcsfJsonSchemaEmbedded(published).get_class_schema(name, profiles=list(ocsf.PROFILES))
+        text = json.dumps(schema, indent=1, sort_keys=True) + "\n"
+        target = args.out / f"{name}-{version}.schema.json"
+        target.write_text(text)
+        classes[name] = {"class_uid": published["classes"][name]["uid"], "schema_file": target.name,
+                         "schema_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        print(f"wrote {target} ({len(text)} bytes)")
     published_bytes = json.dumps(published, sort_keys=True).encode()
     source = {
-        "ocsf_version": version, "class": CLASS, "class_uid": published["classes"][CLASS]["uid"],
-        "profiles": sorted(ocsf.PROFILES),
-        "schema_file": target.name, "schema_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "ocsf_version": version, "classes": classes, "profiles": sorted(ocsf.PROFILES),
         "published": f"https://schema.ocsf.io/{version}/export/v2/schema, as shipped in "
                      f"ocsf-json-schema {metadata.version('ocsf-json-schema')}",
         "published_sha256_sorted_json": hashlib.sha256(published_bytes).hexdigest(),
@@ -136,8 +140,8 @@ def main() -> int:
         "made_by": "scripts/ocsf_schema.py",
     }
     (args.out / "SOURCE.json").write_text(json.dumps(source, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {target} ({len(text)} bytes) and SOURCE.json: {len(_reachable(published))} "
-          f"classes and objects agree with tag {version} ({commit[:12]})")
+    print(f"and SOURCE.json: {len(_reachable(published))} classes and objects agree with tag "
+          f"{version} ({commit[:12]})")
     return 0
 
 

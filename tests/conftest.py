@@ -411,8 +411,9 @@ def log_events(log_text: str, name: str) -> list[dict]:
 
 
 def fill_disk(path: Path) -> Path:
-    """Write zeros to ``path`` until the filesystem refuses; returns the file to delete."""
-    with open(path, "wb") as f:
+    """Write zeros to ``path`` until the filesystem refuses; returns the file to delete. Unbuffered:
+    a buffered file's last, partly refused block would be written again at its close, and fail."""
+    with open(path, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)

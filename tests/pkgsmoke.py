@@ -73,8 +73,8 @@ def installed_files() -> tuple[Path, Path]:
     check(p.returncode == 0, f"{PKG} is not installed: {p.stderr.strip()}")
     files = p.stdout.split()
     cli = next((Path(f) for f in files if f.endswith("/bin/auditd-lite")), None)
-    pkg = next((Path(f) for f in files if f.endswith("/auditd_lite/cli.py")), None)
-    check(cli is not None and pkg is not None, f"dpkg -L {PKG} lists no bin/auditd-lite or auditd_lite/cli.py")
+    pkg = next((Path(f) for f in files if f.endswith("/auditd_lite/__init__.py")), None)
+    check(cli is not None and pkg is not None, f"dpkg -L {PKG} lists no bin/auditd-lite or auditd_lite/__init__.py")
     return cli, pkg.parent.parent
 
 

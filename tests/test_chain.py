@@ -34,11 +34,11 @@ def test_serialization_is_the_documented_one():
 
 
 def test_formats_hash_these_columns_which_are_the_tables():
-    """Formats 1 and 2 serialize the captured columns, format 3 those and the context, format 4
-    those and the gate, in this order; changing them would make every file written so far fail to
-    verify, so they are pinned here as the bytes are above. They are also the models' columns
-    (schema.py, the one description), and the batch header is the batches table's columns before
-    the chain's two."""
+    """Formats 1 and 2 serialize the captured columns, format 3 those and the context, formats 4
+    and 5 those and the gate, in this order; changing them would make every file written so far
+    fail to verify, so they are pinned here as the bytes are above. They are also the models'
+    columns (schema.py, the one description), and the batch header is the batches table's
+    columns before the chain's two, format 5's the header and the evidence after them."""
     from auditd_lite.storage.schema import batches, events
 
     assert chain.CAPTURED_COLUMNS == (
@@ -49,9 +49,12 @@ def test_formats_hash_these_columns_which_are_the_tables():
         "cwd", "cwd_status", "sha256", "hash_status", "cgroup", "cgroup_status", "unit", "container_id")
     assert chain.EVENT_COLUMNS == chain.CONTEXT_COLUMNS + ("abi", "parent_start_ns")
     assert chain.FORMAT_COLUMNS == {1: chain.CAPTURED_COLUMNS, 2: chain.CAPTURED_COLUMNS,
-                                    3: chain.CONTEXT_COLUMNS, 4: chain.EVENT_COLUMNS}
+                                    3: chain.CONTEXT_COLUMNS, 4: chain.EVENT_COLUMNS, 5: chain.EVENT_COLUMNS}
     assert chain.EVENT_COLUMNS == tuple(c.name for c in events.columns)
-    assert chain.BATCH_HEADER + ("prev_hash", "hash") == tuple(c.name for c in batches.columns)
+    assert chain.EVIDENCE_COLUMNS == ("stream_written", "stream_dropped", "run_values", "seen_rows",
+                                      "removal_rows")
+    assert chain.BATCH_HEADER + ("prev_hash", "hash") + chain.EVIDENCE_COLUMNS == tuple(
+        c.name for c in batches.columns)
 
 
 def decoded_records() -> list[tuple]:
@@ -174,9 +177,10 @@ def _rewrite_as_format(path: Path, prev: str, fmt: int, before: str = "") -> str
     return prev
 
 
-def test_format_1_files_verify_and_the_chain_goes_on_in_format_4(tmp_path):
+def test_format_1_files_verify_and_the_chain_goes_on_in_format_5(tmp_path):
     """A directory whose older file was written in format 1: it verifies, the writer's next
-    batches (format 4) continue its chain, and an edit in either format is found."""
+    batches (format 5: the run's start, its records, its stop) continue its chain, and an edit
+    in either format is found."""
     db = tmp_path / "db"
     bw = BatchWriter(db, {})
     bw.open()
@@ -192,10 +196,10 @@ def test_format_1_files_verify_and_the_chain_goes_on_in_format_4(tmp_path):
     bw.close()
     con = sqlite3.connect(old)
     hashes = [r[0] for r in con.execute("SELECT hash FROM batches ORDER BY id")]
-    assert [chain.hash_format(h) for h in hashes] == [1, 4]
-    assert con.execute("SELECT prev_hash FROM batches WHERE id = 2").fetchone()[0] == last
+    assert [chain.hash_format(h) for h in hashes] == [1, 1, 1, 5, 5, 5]
+    assert con.execute("SELECT prev_hash FROM batches WHERE id = 4").fetchone()[0] == last
     assert verify(db) == []
-    for batch_id in (1, 2):
+    for batch_id in (2, 5):  # the records of each run
         con.execute("UPDATE events SET pid = pid + 1 WHERE id = (SELECT min(id) FROM events "
                     "WHERE batch_id = ?)", (batch_id,))
         con.commit()
@@ -203,11 +207,11 @@ def test_format_1_files_verify_and_the_chain_goes_on_in_format_4(tmp_path):
         con.execute("UPDATE events SET pid = pid - 1 WHERE id = (SELECT min(id) FROM events "
                     "WHERE batch_id = ?)", (batch_id,))
         con.commit()
-    # a format-4 hash passed off as format 1 (its prefix dropped) does not verify
-    con.execute("UPDATE batches SET hash = substr(hash, 3) WHERE id = 2")
+    # a format-5 hash passed off as format 1 (its prefix dropped) does not verify
+    con.execute("UPDATE batches SET hash = substr(hash, 3) WHERE id = 5")
     con.commit()
     con.close()
-    assert [p.batch_id for p in verify(db)] == [2]
+    assert [p.batch_id for p in verify(db)] == [5, 6]  # and the next batch no longer follows it
 
 
 def test_a_previous_hash_that_is_no_hash_is_a_problem_not_a_crash(tmp_path):
@@ -244,7 +248,7 @@ def test_a_gate_put_into_a_format_3_batch_is_found(tmp_path):
         status, out, _ = cli_in_process("verify", "--db-dir", db)
         assert status == 1
         assert [line for line in out.splitlines() if "audit.db" in line] == [
-            f"{db / 'audit.db'} batch 2: 1 record with an exec gate (abi, parent_start_ns) that the "
+            f"{db / 'audit.db'} batch 3: 1 record with an exec gate (abi, parent_start_ns) that the "
             "batch's hash (written before schema revision 0006) does not cover: put in afterwards"]
         con.execute(f"UPDATE events SET {column} = NULL WHERE id = 150")
         con.commit()

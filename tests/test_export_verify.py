@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from auditd_lite.storage import store
-from auditd_lite.dbfiles import connect_ro, database_files
+from auditd_lite.dbfiles import connect_ro, database_files, set_aside_note
 from auditd_lite.investigate.export import Progress
 from auditd_lite.timeparse import format_time
 from auditd_lite.storage.rotation import RotationPolicy
@@ -53,7 +53,10 @@ def sha(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def rotated(tmp_path_factory) -> Path:
-    """600 records in 6 batches of 100, each in its own rotated file; an empty live file."""
+    """600 records in 6 batches of 100, each in its own rotated file with the batch that began
+    its run there (chain format 5): batches 1..16, the records in 2, 4, 6 (run 1, stopped by 8)
+    and 10, 12, 14 (run 2, begun by 9 in the file run 1 stopped in, stopped by 16); a live file
+    with no records."""
     d = write(tmp_path_factory.mktemp("exp") / "db")
     assert len(list(d.glob("audit-*.db"))) == 6
     return d
@@ -86,24 +89,26 @@ def writable_copy(src: Path, dst: Path) -> Path:
 # --- export ----------------------------------------------------------------
 
 def test_export_holds_the_window_with_batches_omitted_digests_and_manifest(rotated, case):
-    """Records 151..450, batches 2..5 whole in the chain, the 100 records of batches 2 and 5 outside
-    the window as digests, and a manifest that says so."""
+    """Records 151..450, their batches 4, 6, 10 and 12 whole in the chain (the batches between
+    them, which hold no record, as chain links), the 100 records of batches 4 and 12 outside the
+    window as digests, and a manifest that says so."""
     conn = sqlite3.connect(case)
     assert conn.execute("SELECT count(*), min(id), max(id) FROM events").fetchone() == (300, 151, 450)
-    assert [r[0] for r in conn.execute("SELECT id FROM batches ORDER BY id")] == [2, 3, 4, 5]
+    assert [r[0] for r in conn.execute("SELECT id FROM batches ORDER BY id")] == [4, 6, 10, 12]
     assert conn.execute("SELECT count(*), min(event_id), max(event_id) FROM omitted_rows").fetchone() == (100, 101, 500)
-    assert conn.execute("SELECT count(*) FROM chain_links").fetchone() == (0,)
+    assert [r[0] for r in conn.execute("SELECT id FROM chain_links ORDER BY id")] == [5, 7, 8, 9, 11]
     assert [r[0] for r in conn.execute("SELECT id FROM runs")] == [1, 2]
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
     m = manifest(case)
-    assert m["format"] == "auditd-lite-export/1"
+    assert m["format"] == "auditd-lite-export/2"
     assert m["counts"] == {"exec": 150, "exec_failed": 0, "exit": 150, "total": 300}
     assert m["time_range"]["since"] == t(150) and m["time_range"]["until"] == t(450)
     assert (m["time_range"]["first_record"], m["time_range"]["last_record"]) == (t(150), t(449))
-    assert m["tables"] == {"events": 300, "batches": 4, "omitted_rows": 100, "chain_links": 0, "runs": 2,
+    assert m["tables"] == {"events": 300, "batches": 4, "omitted_rows": 100, "chain_links": 5, "runs": 2,
                            "seen_processes": 0}
-    assert (m["chain"]["first_batch"], m["chain"]["last_batch"]) == (2, 5)
+    assert (m["chain"]["first_batch"], m["chain"]["last_batch"]) == (4, 12)
+    assert sorted(m["table_sha256"]) == ["batches", "chain_links", "omitted_rows", "runs", "seen_processes"]
     sources = {s["name"]: s for s in m["sources"]}
     assert len(sources) == 5  # the four rotated files whose names overlap the window, the live one
     assert (sources["audit.db"]["live"], sources["audit.db"]["sha256"]) == (True, None)
@@ -147,21 +152,22 @@ def test_filtered_export_carries_chain_links_and_verifies(rotated, tmp_path):
 
 
 def test_filtered_export_with_batches_between_uses_chain_links(tmp_path):
-    """Records in batches 1 and 4 only: batches 2 and 3 travel as chain links, and removing one is found."""
+    """Records in batches 2 and 4 only (after the run's start, batch 1): batch 3 travels as a chain
+    link, and removing it is found."""
     d = write(tmp_path / "db", n=400, per_write=100, runs=1, rotate=False)
     out = tmp_path / "two.db"
     status, _, err = cli_in_process("export", "--db-dir", d, "--pid", "1010", "-o", out)  # ids 21, 22
     assert status == 0, err
     status, _, err = cli_in_process("export", "--db-dir", d, "--pid", "1160", "-o", tmp_path / "other.db")
     conn = sqlite3.connect(out)
-    assert conn.execute("SELECT id FROM batches").fetchall() == [(1,)]
+    assert conn.execute("SELECT id FROM batches").fetchall() == [(2,)]
     conn.close()
     out2 = tmp_path / "span.db"
     status, _, err = cli_in_process("export", "--db-dir", d, "--arg", "echo 20", "-o", out2)  # ids 21 and 201..210
     assert status == 0, err
     conn = sqlite3.connect(out2)
-    assert conn.execute("SELECT id FROM batches").fetchall() == [(1,), (3,)]
-    assert conn.execute("SELECT id FROM chain_links").fetchall() == [(2,)]
+    assert conn.execute("SELECT id FROM batches").fetchall() == [(2,), (4,)]
+    assert conn.execute("SELECT id FROM chain_links").fetchall() == [(3,)]
     conn.close()
     assert cli_in_process("verify", out2)[0] == 0
     bad = writable_copy(out2, tmp_path / "bad.db")
@@ -171,7 +177,7 @@ def test_filtered_export_with_batches_between_uses_chain_links(tmp_path):
     conn.close()
     status, text, _ = cli_in_process("verify", bad)
     assert status == 1
-    assert f"{bad} batch 3: batches 2..2 missing from the chain" in text.splitlines()
+    assert f"{bad} batch 4: batches 3..3 missing from the chain" in text.splitlines()
 
 
 def test_never_overwrites_without_force(rotated, case):
@@ -327,7 +333,7 @@ def edit(path: Path, *statements):
 def test_intact_directory_verifies(rotated):
     """The writer's own files: every batch recomputes and the chain runs across all seven files."""
     assert cli_in_process("verify", "--db-dir", rotated) == (
-        0, "ok: 7 files, 6 batches, 600 records; chain intact from batch 1 to 6\n", "")
+        0, "ok: 7 files, 16 batches, 600 records; chain intact from batch 1 to 16\n", "")
 
 
 def test_edited_row_is_found(tmp_path):
@@ -337,13 +343,13 @@ def test_edited_row_is_found(tmp_path):
     edit(victim, "UPDATE events SET argv = CAST('cat -c rm -rf /' AS BLOB) WHERE id = 250")
     status, out, err = cli_in_process("verify", "--db-dir", d)
     assert status == 1
-    assert out == f"{victim} batch 3: hash mismatch: a record or the batch was edited\n"
+    assert out == f"{victim} batch 6: hash mismatch: a record or the batch was edited\n"
     assert err == "auditd-lite: verification failed: 1 problem\n"
 
 
 def test_deleted_batch_in_a_file_is_found(tmp_path):
     """A batch and its records deleted from the middle of a file: the next batch's link breaks and
-    the run's counters no longer add up."""
+    the run's counter no longer adds up (named with the run's last batch, its stop)."""
     d = fresh(tmp_path, rotate=False)
     live = d / "audit.db"
     edit(live, "DELETE FROM events WHERE batch_id = 2", "DELETE FROM batches WHERE id = 2")
@@ -351,20 +357,22 @@ def test_deleted_batch_in_a_file_is_found(tmp_path):
     assert status == 1
     assert out.splitlines() == [
         f"{live} batch 3: chain broken: previous batch missing or changed",
-        f"{live}: run 1 says it wrote 300 records (lost 0+0) to this file, its batches here hold 200 "
-        "(lost 0+0): batches removed or added, or the run edited",
+        f"{live} batch 5: runs row of run 1: events_written is 300, its batches here add up to 200: edited",
     ]
 
 
 def test_deleted_last_batch_is_found_by_the_run_counters(tmp_path):
-    """Cutting the newest batch off the live file leaves no chain break; the run record catches it."""
+    """Cutting the newest batches off the live file (the last records and the stop after them)
+    leaves no chain break; the run's row catches it: its count, and a stop no batch recorded."""
     d = fresh(tmp_path, rotate=False)
     live = d / "audit.db"
-    edit(live, "DELETE FROM events WHERE batch_id = 6", "DELETE FROM batches WHERE id = 6")
+    edit(live, "DELETE FROM events WHERE batch_id = 9", "DELETE FROM batches WHERE id >= 9")
     status, out, _ = cli_in_process("verify", "--db-dir", d)
-    assert (status, out.splitlines()) == (1, [
-        f"{live}: run 2 says it wrote 300 records (lost 0+0) to this file, its batches here hold 200 "
-        "(lost 0+0): batches removed or added, or the run edited"])
+    lines = out.splitlines()
+    assert status == 1 and len(lines) == 2
+    assert lines[0].startswith(f"{live} batch 8: runs row of run 2: stopped_ns is ")
+    assert lines[0].endswith(", which no batch recorded (the run has no recorded stop): put in afterwards")
+    assert lines[1] == f"{live} batch 8: runs row of run 2: events_written is 300, its batches here add up to 200: edited"
 
 
 def test_removed_middle_file_is_found(tmp_path):
@@ -373,8 +381,9 @@ def test_removed_middle_file_is_found(tmp_path):
     files = files_oldest_first(d)
     files[3].unlink()
     status, out, _ = cli_in_process("verify", "--db-dir", d)
-    assert (status, out) == (1, f"{files[4]} batch 5: batches 4..4 are missing between {files[2]} and this "
-                                "file: a file was removed\n")
+    assert (status, out) == (1, f"{files[4]} batch 11: batches 7..10 are missing between {files[2]} and this "
+                                "file, and no record says retention removed them: a file was removed by "
+                                "someone else\n")
 
 
 def test_file_from_elsewhere_is_found(tmp_path):
@@ -399,29 +408,66 @@ def test_copy_of_a_file_is_found(tmp_path):
     copy = d / first.name.replace(".db", "-1.db")
     shutil.copy(first, copy)
     status, out, _ = cli_in_process("verify", "--db-dir", d)
-    assert (status, out) == (1, f"{copy} batch 1: batches 1..1 are also in {first}: a copy, or a file from "
+    assert (status, out) == (1, f"{copy} batch 1: batches 1..2 are also in {first}: a copy, or a file from "
                                 "another directory\n")
 
 
-def test_oldest_file_removed_without_retention_is_found(tmp_path):
-    """keep = 0 in every run: the chain must start at genesis, so a removed oldest file is a problem."""
-    d = fresh(tmp_path)
+@pytest.mark.parametrize("settings", [{"keep": 0}, {"keep": 3, "retention": True}])
+def test_oldest_file_removed_by_hand_is_found(tmp_path, settings):
+    """The oldest file removed by hand, whether or not retention was on: its batches were written
+    in chain format 5, whose writer records every removal, and no record says retention removed
+    them: a problem."""
+    d = fresh(tmp_path, settings=settings)
     first, second = files_oldest_first(d)[:2]
     first.unlink()
     status, out, _ = cli_in_process("verify", "--db-dir", d)
-    assert (status, out) == (1, f"{second} batch 2: the chain does not start here (this batch follows one "
-                                "that is not in any file) although no run had retention on (keep = 0): "
-                                "older files were removed\n")
+    assert (status, out) == (1, f"{second} batch 3: the chain starts at batch 3 in {second}: batches before "
+                                "3 are missing and no record says retention removed them (they were written "
+                                "in chain format 5, which records every removal): removed by someone else\n")
 
 
-def test_oldest_file_removed_by_retention_is_a_note(tmp_path):
-    """With keep > 0 the daemon removes old files itself: verify passes and says where the chain starts."""
-    d = fresh(tmp_path, settings={"keep": 3})
-    files_oldest_first(d)[0].unlink()
+def test_oldest_files_removed_by_retention_are_a_note(tmp_path):
+    """With retention on (keep = 2) the writer removes the oldest rotated files itself and records
+    each: verify passes, and says where the chain starts and which files retention removed; a
+    file removed by hand after them is still found."""
+    d = tmp_path / "db"
+    bw = BatchWriter(d, {"retention": True, "keep": 2},
+                     rotation=RotationPolicy(size_mb=0.001, retention=True, keep=2, max_size_mb=10**6,
+                                             min_free_mb=1))
+    bw.open()
+    for k in range(6):
+        bw.write(rows(100, start=k * 100))
+    bw.close()
+    files = files_oldest_first(d)
+    assert len(files) == 3  # two rotated files and the live one
     status, out, err = cli_in_process("verify", "--db-dir", d)
-    assert (status, out) == (0, "ok: 6 files, 5 batches, 500 records; chain intact from batch 2 to 6\n")
-    assert err == (f"auditd-lite: note: the chain starts at batch 2 in {files_oldest_first(d)[0]}: older "
-                   "files were removed (retention: keep = 3)\n")
+    assert (status, out) == (0, "ok: 3 files, 9 batches, 200 records; chain intact from batch 10 to 18\n")
+    assert err.startswith(f"auditd-lite: note: the chain starts at batch 10 in {files[0]}: batches 1..9 were "
+                          "removed by retention (recorded: audit-")
+    assert err.count("keep") == 3
+    files[0].unlink()
+    status, out, _ = cli_in_process("verify", "--db-dir", d)
+    assert status == 1 and "no record says retention removed them" in out and "removed by someone else" in out
+
+
+@pytest.mark.parametrize("settings, status", [({"keep": 0}, 1), ({"keep": 3}, 0), ({"retention": True}, 0)])
+def test_oldest_file_of_a_release_before_the_records_removed(tmp_path, settings, status):
+    """A file written before chain format 5 (revision 0002, format 2), removed while it was the
+    oldest: no writer then recorded removals, so the runs' settings decide, as they did: with
+    retention on (keep > 0, or retention) a note, else a problem."""
+    from test_query import OLD_ROWS, second_revision_file
+
+    d = tmp_path / "db"
+    old = second_revision_file(d, OLD_ROWS)
+    bw = BatchWriter(d, settings)
+    bw.open()
+    bw.write(rows(10, start=1000))
+    bw.close()
+    old.unlink()
+    got, out, err = cli_in_process("verify", "--db-dir", d)
+    assert got == status, out + err
+    said = out if status else err
+    assert "the chain starts at batch 2 in" in said and "older files were removed" in said
 
 
 def test_foreign_files_in_the_directory_are_problems(rotated, case, tmp_path):
@@ -439,7 +485,7 @@ def test_verify_files_in_any_order(rotated):
     """Files given on the command line are put in chain order (by batch id) before checking."""
     files = files_oldest_first(rotated)
     status, out, err = cli_in_process("verify", *reversed(files))
-    assert (status, out, err) == (0, "ok: 7 files, 6 batches, 600 records; chain intact from batch 1 to 6\n", "")
+    assert (status, out, err) == (0, "ok: 7 files, 16 batches, 600 records; chain intact from batch 1 to 16\n", "")
 
 
 # --- verify on files from before the chain, and on files the writer set aside ----------
@@ -458,7 +504,8 @@ def first_release(tmp_path) -> Path:
 
 def first_release_upgraded(tmp_path) -> Path:
     """audit.db as the first release wrote it (revision 0001: 3 batches without hashes, 30
-    records), then upgraded and written on by the current writer: batches 4 and 5 of 100."""
+    records), then upgraded and written on by the current writer: the run's start (batch 4),
+    batches 5 and 6 of 100 records, its stop (batch 7)."""
     d = first_release(tmp_path)
     bw = BatchWriter(d, {"keep": 0})
     bw.open()
@@ -469,24 +516,26 @@ def first_release_upgraded(tmp_path) -> Path:
 
 
 def test_verify_names_batches_from_before_the_chain(tmp_path):
-    """An upgraded first-release file: exit 0, the chain intact from batch 4, and one note naming
-    batches 1..3 and their 30 records as written before the hash chain."""
+    """An upgraded first-release file: exit 0, the chain intact from batch 4, a note naming
+    batches 1..3 and their 30 records as written before the hash chain, and one naming the run
+    row that release wrote as covered by no hash."""
     d = first_release_upgraded(tmp_path)
     live = d / "audit.db"
     assert cli_in_process("verify", "--db-dir", d) == (
-        0, "ok: 1 file, 5 batches, 230 records; chain intact from batch 4 to 5\n",
-        f"auditd-lite: note: {live}: batches 1..3 were written before the hash chain (schema revision "
+        0, "ok: 1 file, 7 batches, 230 records; chain intact from batch 4 to 7\n",
+        f"auditd-lite: note: {live}: 1 run row written before chain format 5 (runs 1): no hash covers "
+        f"them\nauditd-lite: note: {live}: batches 1..3 were written before the hash chain (schema revision "
         "0001): no hash vouches for their 30 records\n")
 
 
 def test_edit_after_the_pre_chain_batches_is_still_found(tmp_path):
-    """In the same upgraded file, a record of chained batch 5 edited: that batch is reported,
+    """In the same upgraded file, a record of chained batch 6 edited: that batch is reported,
     and only it."""
     d = first_release_upgraded(tmp_path)
     live = d / "audit.db"
     edit(live, "UPDATE events SET exit_code = 99 WHERE id = 150")
     status, out, _ = cli_in_process("verify", "--db-dir", d)
-    assert (status, out) == (1, f"{live} batch 5: hash mismatch: a record or the batch was edited\n")
+    assert (status, out) == (1, f"{live} batch 6: hash mismatch: a record or the batch was edited\n")
 
 
 @pytest.mark.parametrize("statement, batch, reason", [
@@ -512,21 +561,22 @@ def test_file_at_the_first_revision_verifies_with_a_note(tmp_path):
     live = first_release(tmp_path) / "audit.db"
     assert cli_in_process("verify", live) == (
         0, "ok: 1 file, 3 batches, 30 records\n",
-        f"auditd-lite: note: {live}: batches 1..3 were written before the hash chain (schema revision "
-        "0001): no hash vouches for their 30 records\n")
+        f"auditd-lite: note: {live}: written before chain format 5 (schema revision 0007): no hash covers "
+        f"its 1 run row or 0 seen processes\nauditd-lite: note: {live}: batches 1..3 were written before "
+        "the hash chain (schema revision 0001): no hash vouches for their 30 records\n")
 
 
 def test_file_set_aside_by_the_writer_is_part_of_the_chain(tmp_path):
     """A live file the writer set aside after a batch it refused (here: a planted trigger): verify
     of the directory checks it with the others, exit 0, and a note names it as set aside and
-    not read by queries; an edit in it is found."""
+    read with the others; an edit in it is found."""
     d = tmp_path / "db"
     bw = BatchWriter(d, {"keep": 0})
     bw.open()
     for k in range(3):
         bw.write(rows(100, start=k * 100))
     conn = sqlite3.connect(d / "audit.db")
-    conn.execute("CREATE TRIGGER planted BEFORE INSERT ON batches WHEN NEW.id = 4 "
+    conn.execute("CREATE TRIGGER planted BEFORE INSERT ON batches WHEN NEW.id = 5 "
                  "BEGIN SELECT RAISE(ABORT, 'planted'); END")
     conn.commit()
     conn.close()
@@ -534,12 +584,11 @@ def test_file_set_aside_by_the_writer_is_part_of_the_chain(tmp_path):
     bw.close()
     (aside,) = d.glob("audit-damaged-*.db.damaged")
     status, out, err = cli_in_process("verify", "--db-dir", d)
-    assert (status, out) == (0, "ok: 2 files, 4 batches, 400 records; chain intact from batch 1 to 4\n")
-    assert err == (f"auditd-lite: note: {aside}: a live file the writer set aside: checked with the "
-                   "others, but queries of the directory do not read it\n")
+    assert (status, out) == (0, "ok: 2 files, 7 batches, 400 records; chain intact from batch 1 to 7\n")
+    assert err == f"auditd-lite: note: {set_aside_note(aside)}: checked with them\n"
     edit(aside, "UPDATE events SET comm = 'x' WHERE id = 5")
     status, out, _ = cli_in_process("verify", "--db-dir", d)
-    assert (status, out) == (1, f"{aside} batch 1: hash mismatch: a record or the batch was edited\n")
+    assert (status, out) == (1, f"{aside} batch 2: hash mismatch: a record or the batch was edited\n")
 
 
 # --- verify on exports -------------------------------------------------------
@@ -550,7 +599,7 @@ def test_edited_export_record_is_found(case, tmp_path):
     edit(bad, "UPDATE events SET comm = 'innocent' WHERE id = 300")
     status, out, _ = cli_in_process("verify", bad)
     assert (status, out.splitlines()) == (1, [
-        f"{bad} batch 3: hash mismatch: a record or the batch was edited",
+        f"{bad} batch 6: hash mismatch: a record or the batch was edited",
         f"{bad}: SHA-256 differs from bad.db.sha256: the file was changed",
     ])
 
@@ -564,7 +613,7 @@ def test_deleted_export_record_is_found(case, tmp_path):
     lines = out.splitlines()
     assert lines[0].startswith(f"{bad}: records per type {{'exec': 149, 'exec_failed': 0, 'exit': 150, "
                                "'total': 299} differ from the manifest's")
-    assert f"{bad} batch 4: holds 99 of its 100 records: rows deleted or added" in lines
+    assert f"{bad} batch 10: holds 99 of its 100 records: rows deleted or added" in lines
     assert lines[-1] == f"{bad}: SHA-256 differs from bad.db.sha256: the file was changed"
 
 
@@ -584,11 +633,11 @@ def test_edited_manifest_is_found(case, tmp_path):
 def test_removed_export_batch_is_found(case, tmp_path):
     """A whole batch taken out of an export (records, header, digests) leaves a hole in the chain."""
     bad = writable_copy(case, tmp_path / "bad.db")
-    edit(bad, "DELETE FROM events WHERE batch_id = 3", "DELETE FROM batches WHERE id = 3",
-         "DELETE FROM omitted_rows WHERE batch_id = 3")
+    edit(bad, "DELETE FROM events WHERE batch_id = 6", "DELETE FROM batches WHERE id = 6",
+         "DELETE FROM omitted_rows WHERE batch_id = 6")
     status, out, _ = cli_in_process("verify", bad)
     assert status == 1
-    assert f"{bad} batch 4: batches 3..3 missing from the chain" in out.splitlines()
+    assert f"{bad} batch 7: batches 6..6 missing from the chain" in out.splitlines()
 
 
 def test_missing_or_wrong_sidecar(case, tmp_path):

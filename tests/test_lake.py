@@ -364,7 +364,7 @@ def test_each_file_carries_the_manifest_facts(fleet):
         assert chain["last_batch"] == max(r[3] for r in rows)
         assert chain["last_hash"] == hashes[(host, chain["last_batch"])] and chain["last_hash"].startswith(f"{WRITE_FORMAT}:")
         manifest = json.loads(md["auditd_lite.export"])
-        assert manifest["format"] == "auditd-lite-export/1"
+        assert manifest["format"] == "auditd-lite-export/2"
         assert [h for h, _ in manifest["recorded_hosts"]] == [host]
         assert manifest["counts"]["total"] == RECORDS
 

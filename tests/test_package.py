@@ -27,6 +27,7 @@ PKG = "auditd-lite"
 LAKE = "auditd-lite-lake"
 BIN = Path("/usr/bin/auditd-lite")
 UNIT = Path("/lib/systemd/system/auditd-lite.service")
+HUNT_UNIT = Path("/lib/systemd/system/auditd-lite-hunt.service")
 CONF = Path("/etc/auditd-lite/auditd-lite.toml")
 STATE = Path("/var/lib/auditd-lite")
 MAN = Path("/usr/share/man/man1/auditd-lite.1.gz")
@@ -106,12 +107,14 @@ class TestShippedConfig:
 @pytest.mark.kernel
 class TestPackage:
     def test_control_fields(self, debs):
-        """auditd-lite depends on Debian's python3 of this release and bcc, recommends the arch's
-        kernel headers and the lake; auditd-lite-lake (pyarrow, compiled for this Python)
-        depends on exactly this auditd-lite and this Python's minor version."""
+        """auditd-lite depends on Debian's python3 of this release, its minor version alone (it
+        vendors PyYAML built for it, pySigma's), and bcc, recommends the arch's kernel headers
+        and the lake; auditd-lite-lake (pyarrow, compiled for this Python) depends on exactly
+        this auditd-lite and this Python's minor version."""
         fields = sh("dpkg-deb", "-f", debs[PKG], "Version", "Depends", "Recommends").stdout
         version = fields.splitlines()[0].split(": ")[1]
-        assert version.endswith("+deb12") and "python3 (>= 3.11~)" in fields and "python3-bpfcc" in fields
+        assert version.endswith("+deb12") and "python3-bpfcc" in fields
+        assert "Depends: python3 (>= 3.11~), python3 (<< 3.12), " in fields
         arch = sh("dpkg", "--print-architecture").stdout.strip()
         assert f"Recommends: linux-headers-{arch}, {LAKE} (= {version})" in fields
         lake = sh("dpkg-deb", "-f", debs[LAKE], "Depends").stdout
@@ -126,16 +129,18 @@ class TestPackage:
         assert str(CONF) in conffiles
         assert stat.S_IMODE(STATE.stat().st_mode) == 0o750
         assert WANTS.is_symlink() and WANTS.resolve() == UNIT.resolve()
+        assert HUNT_UNIT.is_file() and not (WANTS.parent / HUNT_UNIT.name).exists()  # installed disabled
         # the vendored SQLAlchemy is 2.x even though Debian 12 ships 1.4
         code = ("import sys; sys.path.insert(0, '/usr/lib/auditd-lite'); "
                 "import sqlalchemy; print(sqlalchemy.__version__)")
         assert sh("/usr/bin/python3", "-I", "-c", code).stdout.startswith("2.")
 
-    def test_installed_unit_verifies(self, installed_pkg):
-        """systemd-analyze verify is clean on the installed unit (binary and man page resolve)."""
+    @pytest.mark.parametrize("unit", [UNIT, HUNT_UNIT], ids=lambda u: u.name)
+    def test_installed_unit_verifies(self, installed_pkg, unit):
+        """systemd-analyze verify is clean on each installed unit (binary and man page resolve)."""
         if shutil.which("systemd-analyze") is None:
             pytest.skip("systemd-analyze is not installed")
-        p = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True)
+        p = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
         assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
 
     def test_every_command(self, installed_pkg, tmp_path):
@@ -148,6 +153,13 @@ class TestPackage:
         assert report["python"].startswith("3.11.") and report["lake"] is True
         assert set(report["commands"]) == set(pkgsmoke.Smoke(tmp_path / "again").commands)
 
+    def test_installed_hunt_evaluates_every_bundled_rule(self, installed_pkg):
+        """The installed program (its vendored pySigma, PyYAML and pyparsing) loads the bundled
+        SigmaHQ rules and evaluates every one of them."""
+        out = sh(BIN, "hunt", "--list").stdout.splitlines()
+        assert out[-1] == "144 rules loaded, 144 evaluated, 0 not; 0 files did not parse"
+        assert len(out) == 145
+
     def test_purge_keeps_evidence(self, installed_pkg):
         """apt-get purge auditd-lite removes program, lake, unit and config, and leaves
         /var/lib/auditd-lite."""
@@ -157,7 +169,7 @@ class TestPackage:
             sh("apt-get", "purge", "-y", "-q", PKG, env=APT_ENV)
             # the lake depends on it: apt purges both
             assert not installed() and not installed(LAKE)
-            for gone in (BIN, UNIT, CONF, CONF.parent, MAN, Path("/usr/lib/auditd-lite"), WANTS):
+            for gone in (BIN, UNIT, HUNT_UNIT, CONF, CONF.parent, MAN, Path("/usr/lib/auditd-lite"), WANTS):
                 assert not os.path.lexists(gone), gone
             assert marker.exists()
         finally:

@@ -111,10 +111,10 @@ def spawn_storm(program: Path, stop: threading.Event, args: list[str]) -> None:
 
 def test_fast_rotation_keeps_the_newest_files(tmp_path, marker):
     """--rotate-size-mb 1 --keep 2 under an exec storm with 8 KB of arguments a process (several
-    files a second, some sharing one second in their names): every rotation deletes exactly the
-    file rotated two before it; after the stop the two kept files' ids run on without a gap into
-    the live file up to the last id written; a restart on that directory records `exit 7`, and
-    verify exits 0."""
+    files a second, some sharing one second in their names): retention removes exactly the files
+    rotated two before the last, oldest first, each logged as recorded; after the stop the two
+    kept files' ids run on without a gap into the live file up to the last id written; a restart
+    on that directory records `exit 7`, and verify exits 0 (the removed files recorded)."""
     db = tmp_path / "db"
     flags = ("--rotate-size-mb", "1", "--keep", "2", "--max-arg-bytes", "8192")
     d = Daemon(db, tmp_path / "daemon0.log", *flags).start()
@@ -147,7 +147,9 @@ def test_fast_rotation_keeps_the_newest_files(tmp_path, marker):
     made = [r["path"] for r in rotations]
     ranges = ranges_of(rotations)
     assert len(set(ranges)) < len(ranges), f"no two files shared a second, nothing to tell: {made}"
-    assert [r["deleted"] for r in rotations] == [[]] * 2 + [[m] for m in made[:-2]]
+    removed = log_events(d.log, "retention_removed")
+    assert [r["path"] for r in removed] == made[:-2]
+    assert all(r["reason"] == "keep" and r["recorded"] for r in removed)
     written = log_events(d.log, "database_closed")[-1]["events_written"]
     kept = [p for p in reversed(dbfiles.database_files(db_dir=db)) if dbfiles.rotated_range(p)]
     assert [str(p) for p in kept] == made[-2:]
@@ -174,10 +176,11 @@ PLANT = ("CREATE TRIGGER planted AFTER INSERT ON runs BEGIN "
 
 
 def test_batch_the_live_file_refuses_is_written_in_a_new_file(tmp_path):
-    """The live file refuses the first batch of a start (a conflicting batch id planted): the
-    daemon logs why, sets the file aside as audit-damaged-*.db.damaged, writes the batch in a new
-    audit.db chained on from the last good batch, records `exit 9` and stops with 0; the earlier
-    run's `exit 3` is in the set-aside file, and stats names that file and when it was set aside."""
+    """The live file refuses the first batch of a start, the run's (a conflicting batch id
+    planted): the daemon logs why, sets the file aside as audit-damaged-*.db.damaged, begins the
+    run in a new audit.db with that batch, chained on from the last good batch, records `exit 9`
+    and stops with 0; the earlier run's `exit 3` is in the set-aside file, which every reader
+    reads, and stats names that file and when it was set aside."""
     db = tmp_path / "db"
     d = Daemon(db, tmp_path / "daemon0.log").start()
     first = run_exit(3)
@@ -195,7 +198,7 @@ def test_batch_the_live_file_refuses_is_written_in_a_new_file(tmp_path):
     aside = list(db.glob("audit-damaged-*.db.damaged"))
     assert len(aside) == 1
     assert exits_of(db, first, aside[0]) == [3]
-    failed = log_events(d.log, "batch_not_written")
+    failed = log_events(d.log, "run_not_started")
     assert failed and "UNIQUE constraint failed: batches.id" in failed[0]["error"]
     assert log_events(d.log, "live_database_set_aside")[0]["moved_to"] == str(aside[0])
     con = sqlite3.connect(db / "audit.db")

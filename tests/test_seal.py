@@ -57,8 +57,9 @@ def writer(db: Path, state: Path) -> BatchWriter:
 
 
 def build(root: Path) -> tuple[Path, Path, seal.VerifyKey]:
-    """The pristine sealed directory: a rotated file with batches 1..4 and the live file with
-    5..9; seals: 0 start (no batch yet), 1 epoch (batch 2), 2 rotate (4), 3 epoch (6), 4 stop (9)."""
+    """The pristine sealed directory: a rotated file with batches 1..5 (the run's start, records
+    in 2..5) and the live file with 6..12 (the run's start there, records in 7..11, its stop);
+    seals: 0 start (batch 1), 1 epoch (3), 2 rotate (5), 3 epoch (8), 4 stop (12)."""
     state, db = root / "seal", root / "db"
     key = seal.setup(state, EPOCH_S)
     bw = writer(db, state)
@@ -79,8 +80,8 @@ def build(root: Path) -> tuple[Path, Path, seal.VerifyKey]:
     bw.maybe_rotate()
     batch(), batch(), batch()
     bw.close()
-    assert seals_in(db) == [(0, "start", 0), (1, "epoch", 2), (2, "rotate", 4), (3, "epoch", 6),
-                            (4, "stop", 9)]
+    assert seals_in(db) == [(0, "start", 1), (1, "epoch", 3), (2, "rotate", 5), (3, "epoch", 8),
+                            (4, "stop", 12)]
     return db, state, key
 
 
@@ -109,16 +110,19 @@ def writable(path: Path) -> sqlite3.Connection:
 def rechain(db: Path) -> None:
     """Recompute every batch's header and hash from its records, oldest first, each linked to
     the one before, and make every run's counters agree with its batches: what anyone who can
-    write the files does after an edit, with nothing but the chain's public definition."""
+    write the files does after an edit, with nothing but the chain's public definition (format
+    5's evidence taken as it stands: whoever edits a run's row or a seen process recomputes it
+    too, see test_evidence.py)."""
     prev = chain.GENESIS
     for path in files_oldest_first(db):
         con = writable(path)
         cols = ", ".join(chain.file_event_columns(con))
-        for bid, run_id, written_ns, lost_k, lost_u in con.execute(
-                "SELECT id, run_id, written_ns, lost_kernel, lost_user FROM batches ORDER BY id").fetchall():
+        for bid, run_id, written_ns, lost_k, lost_u, *evidence in con.execute(
+                f"SELECT id, run_id, written_ns, lost_kernel, lost_user, {', '.join(chain.EVIDENCE_COLUMNS)} "
+                "FROM batches ORDER BY id").fetchall():
             rows = con.execute(f"SELECT {cols} FROM events WHERE batch_id = ? ORDER BY id", (bid,)).fetchall()
             first, last = (rows[0][0], rows[-1][0]) if rows else (None, None)
-            header = (bid, run_id, written_ns, first, last, len(rows), lost_k, lost_u)
+            header = (bid, run_id, written_ns, first, last, len(rows), lost_k, lost_u, *evidence)
             h = chain.batch_hash(prev, header, [chain.row_digest(r) for r in rows])
             con.execute("UPDATE batches SET first_event_id = ?, last_event_id = ?, count = ?, "
                         "prev_hash = ?, hash = ? WHERE id = ?", (first, last, len(rows), prev, h, bid))
@@ -177,12 +181,12 @@ def test_pristine_directory_verifies_with_its_key(sealed):
     status, out, err = check(db, key)
     assert status == 0, out + err
     rotated, live = files_oldest_first(db)
-    assert f"{rotated}: sealed to " in out and "(batches 1..4, by epoch 2 " in out
-    assert f"{live}: sealed to " in out and "(batches 5..9, by epoch 4 " in out
+    assert f"{rotated}: sealed to " in out and "(batches 1..5, by epoch 2 " in out
+    assert f"{live}: sealed to " in out and "(batches 6..12, by epoch 4 " in out
     assert "NOT YET SEALED" not in out and out.rstrip().endswith("seals hold")
 
 
-@pytest.mark.parametrize("batch,epoch,which", [(1, 1, 0), (3, 2, 0), (5, 3, 1), (9, 4, 1)])
+@pytest.mark.parametrize("batch,epoch,which", [(2, 1, 0), (4, 2, 0), (7, 3, 1), (11, 4, 1)])
 def test_edited_sealed_row_rechained_is_found(sealed, batch, epoch, which):
     """A record of a sealed batch edited and every unkeyed hash after it recomputed: verify
     --verify-key fails, naming the file that holds the first batch no longer as sealed, and
@@ -202,13 +206,16 @@ def test_edited_sealed_row_rechained_is_found(sealed, batch, epoch, which):
 
 def test_deleted_sealed_batch_relinked_is_found(sealed):
     """A sealed batch in the middle of the live file deleted and the chain re-linked over the
-    hole: found, in the live file, under the epoch that sealed it (4: batches 7..9)."""
+    hole: found, in the live file, under the epoch that sealed it (4: batches 9..12), naming
+    what those batches hold."""
     db, _, key = sealed
     live = files_oldest_first(db)[1]
-    drop_batches(live, [7])
+    drop_batches(live, [9])
     rechain(db)
     out = forged(db, key)
-    assert f"{live} batch 9: batch 9 is not what epoch 4 sealed" in out, out
+    assert (f"{live} batch 12: batch 12 is not what epoch 4 sealed: something sealed in epoch 4 or "
+            "before was changed, and the hashes after it recomputed; since the last seal that holds, "
+            "batches 9..12 hold 40 records, run 1's stopped_ns") in out, out
 
 
 def test_rotated_file_replaced_by_consistent_forgery_is_found(sealed, tmp_path):
@@ -220,7 +227,7 @@ def test_rotated_file_replaced_by_consistent_forgery_is_found(sealed, tmp_path):
     other = tmp_path / "other"
     bw = BatchWriter(other, {"keep": 0})
     bw.open()
-    for n in range(0, 80, 20):
+    for n in range(0, 60, 20):  # batches 1..5: the start, three of records, the stop
         bw.write(second_rows(20, n, exit_code=lambda pid: 0))  # every exit now "succeeded"
     bw.close()
     genuine = sqlite3.connect(rotated).execute("SELECT * FROM seals").fetchall()
@@ -232,29 +239,41 @@ def test_rotated_file_replaced_by_consistent_forgery_is_found(sealed, tmp_path):
     con.close()
     rechain(db)
     out = forged(db, key)
-    assert f"{rotated} batch 2: batch 2 is not what epoch 1 sealed" in out, out
+    assert f"{rotated} batch 1: batch 1 is not what epoch 0 sealed" in out, out
+
+
+def unstop(path: Path) -> None:
+    """The run's stop time taken out, as whoever cut its stop batch off does (else the stop is a
+    value no batch recorded)."""
+    con = writable(path)
+    con.execute("UPDATE runs SET stopped_ns = NULL")
+    con.commit()
+    con.close()
 
 
 def test_truncated_newest_sealed_batches_are_found(sealed):
-    """The newest sealed batches (8 and 9) cut off the live file, the runs' counters made to
-    agree: the stop seal names a batch no file holds."""
+    """The newest sealed batches (the last records, 11, and the stop, 12) cut off the live file,
+    the run made to look as if it died and its counters made to agree: the stop seal names a
+    batch no file holds."""
     db, _, key = sealed
     live = files_oldest_first(db)[1]
-    drop_batches(live, [8, 9])
+    drop_batches(live, [11, 12])
+    unstop(live)
     rechain(db)
     out = forged(db, key)
-    assert f"{live} batch 9: epoch 4 sealed batch 9, which no file holds" in out, out
+    assert f"{live} batch 12: epoch 4 sealed batch 12, which no file holds" in out, out
 
 
 def test_truncation_with_its_seals_removed_is_found(sealed):
-    """Batches 8 and 9 cut off and the stop seal that covered them removed too: with the
+    """Batches 11 and 12 cut off and the stop seal that covered them removed too: with the
     directory (no daemon holds its lock) the last seal left is not a stop seal, and that is
     a problem at once; with the files by name, once more than an epoch has passed since it.
     Within that epoch, with nothing known of the daemon, what follows the last seal is reported
     as not yet sealed, never as sealed."""
     db, _, key = sealed
     live = files_oldest_first(db)[1]
-    drop_batches(live, [8, 9])
+    drop_batches(live, [11, 12])
+    unstop(live)
     drop_seals(live, [4])
     rechain(db)
     out = forged(db, key)
@@ -269,7 +288,7 @@ def test_truncation_with_its_seals_removed_is_found(sealed):
     status, out, err = check(db, key, files=True)
     assert status == 0, out + err
     line = next(line for line in out.splitlines() if line.startswith(f"{live}:"))
-    assert "(batches 5..6, by epoch 3 " in line and "20 records in batch 7 " in line and "NOT YET SEALED" in line
+    assert "(batches 6..8, by epoch 3 " in line and "40 records in batches 9..10 " in line and "NOT YET SEALED" in line
     assert "epoch 4 is open" in line
 
 
@@ -285,11 +304,11 @@ def test_removed_middle_seal_is_found(sealed):
 
 def test_forged_seal_with_current_key_is_found(sealed):
     """An attacker holding the state (the current key, epoch 5's) rewrites the stop seal of
-    epoch 4 with it, over a truncated live file: the seal does not verify."""
+    epoch 4 with it, over a live file whose last records are cut out: the seal does not verify."""
     db, state_dir, key = sealed
     live = files_oldest_first(db)[1]
     state = seal.State.load(state_dir)
-    drop_batches(live, [9])
+    drop_batches(live, [11])
     rechain(db)
     con = writable(live)
     bid, h = con.execute("SELECT id, hash FROM batches ORDER BY id DESC LIMIT 1").fetchone()
@@ -314,18 +333,18 @@ def test_edits_in_the_open_epoch_are_not_yet_sealed(tmp_path):
     try:
         bw.write(second_rows(20)), bw.write(second_rows(20, 20))
         next_epoch()
-        bw.maybe_rotate()  # epoch 1 seals batches 1..2
+        bw.maybe_rotate()  # epoch 1 seals batches 1..3 (the run's start, two of records)
         bw.write(second_rows(20, 40)), bw.write(second_rows(20, 60))
         con = sqlite3.connect(db / "audit.db")
-        con.execute("UPDATE events SET argv = ? WHERE batch_id = 4", (b"forged",))
+        con.execute("UPDATE events SET argv = ? WHERE batch_id = 5", (b"forged",))
         con.commit()
         con.close()
         rechain(db)
         status, out, err = check(db, key)
         assert status == 0, out + err
         line = next(line for line in out.splitlines() if line.startswith(f"{db / 'audit.db'}:"))
-        assert "(batches 1..2, by epoch 1 " in line, line
-        assert "40 records in batches 3..4" in line and "NOT YET SEALED: epoch 2 is open" in line, line
+        assert "(batches 1..3, by epoch 1 " in line, line
+        assert "40 records in batches 4..5" in line and "NOT YET SEALED: epoch 2 is open" in line, line
     finally:
         bw.close()
 
@@ -407,11 +426,11 @@ def test_seal_a_crash_kept_out_of_the_file_is_put_back(tmp_path):
     bw.maybe_rotate()
     bw.close(clean=False)  # no stop seal: as a daemon killed
     drop_seals(db / "audit.db", [1])  # the epoch's seal never reached the file
-    assert seals_in(db) == [(0, "start", 0)] and seal.State.load(state).epoch == 2
+    assert seals_in(db) == [(0, "start", 1)] and seal.State.load(state).epoch == 2
     bw = writer(db, state)
     bw.write(second_rows(20, 20))
     bw.close()
-    assert seals_in(db) == [(0, "start", 0), (1, "epoch", 1), (2, "start", 1), (3, "stop", 2)]
+    assert seals_in(db) == [(0, "start", 1), (1, "epoch", 2), (2, "start", 3), (3, "stop", 5)]
     status, out, err = check(db, key)
     assert status == 0, out + err
     assert "epoch 2 began at a start" in err and "ended without a stop seal: the daemon died" in err
@@ -444,7 +463,7 @@ def test_state_that_cannot_be_written_stops_no_record(tmp_path):
         next_epoch()
         bw.maybe_rotate()
         bw.close()
-        assert seals_in(db) == [(0, "start", 0), (1, "epoch", 2), (2, "stop", 2)]
+        assert seals_in(db) == [(0, "start", 1), (1, "epoch", 3), (2, "stop", 4)]
         con = sqlite3.connect(db / "audit.db")
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 40
         con.close()

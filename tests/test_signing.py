@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from auditd_lite import chain
-from auditd_lite.investigate.export import content_sha256
+from auditd_lite.investigate.export import content_sha256, table_sha256
 
 from conftest import REPO, cli_in_process, run_cli
 from test_export_verify import manifest, t, write
@@ -209,8 +209,9 @@ def test_export_rewritten_with_its_manifest_and_sidecar_fails(db, keys, tmp_path
     m["counts"]["total"] -= 1
     m["tables"]["events"] -= 1
     m["tables"]["omitted_rows"] += 1
+    m["table_sha256"] = table_sha256(conn)
     m["content_sha256"] = content_sha256(conn)
-    for key in ("counts", "tables", "content_sha256"):
+    for key in ("counts", "tables", "table_sha256", "content_sha256"):
         conn.execute("UPDATE manifest SET value = ? WHERE key = ?", (json.dumps(m[key], sort_keys=True), key))
     conn.commit()
     conn.close()

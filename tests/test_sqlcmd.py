@@ -98,7 +98,7 @@ def test_joins_filters_and_every_column(three):
     rec = json.loads(out)
     assert len(rec) == len(chain.EVENT_COLUMNS)
     assert (rec["event"], rec["pid"], rec["comm"], rec["argv"], rec["batch_id"]) == (
-        "exec", 1003, "cat", "cat\u0000-c\u0000echo 6", 1)
+        "exec", 1003, "cat", "cat\u0000-c\u0000echo 6", 2)  # batch 1 began the run
 
 
 def test_count_of_a_whole_table_equals_the_general_plan(three):
@@ -108,7 +108,7 @@ def test_count_of_a_whole_table_equals_the_general_plan(three):
     assert fast == "COUNT(*)\n300\n" and slow == "COUNT(*)\n300\n"
     batches = sql("SELECT count(*) FROM batches b", "--db-dir", three, "--format", "csv")[1]
     assert sql("SELECT count(*) FROM batches", "--db-dir", three, "--format", "csv")[1] == batches
-    assert batches == "count(*)\n4\n"
+    assert batches == "count(*)\n12\n"  # 4 of records, and each file's run start and each run's stop
 
 
 def test_since_until_window_restricts_records(three):

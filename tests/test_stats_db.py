@@ -55,13 +55,14 @@ class TestStats:
     def test_set_aside_live_file_is_shown_with_its_time(self, tmp_path):
         """A live file the writer set aside (a batch it refused) is listed in JSON under
         set_aside with its path and the UTC second it was set aside, and in the table on a
-        'set aside: 1' line followed by its path and time; a directory without one has an
-        empty list and no such line."""
+        'set aside: 1' line followed by its path and time; its records are counted with the
+        others (every reader reads it), and its file entry says set aside; a directory without
+        one has an empty list and no such line."""
         db = tmp_path / "db"
         bw = writer(db)
         bw.write(rows(10))
         before = time.time_ns() // 10**9 * 10**9
-        plant_refusal(db / "audit.db", batch_id=2)
+        plant_refusal(db / "audit.db", batch_id=3)  # after the run's start and 10 records
         bw.write(rows(10, start=10))
         bw.close()
         after = time.time_ns()
@@ -72,7 +73,9 @@ class TestStats:
         table = run_cli("stats", "--db-dir", db, check=0).stdout.decode().splitlines()
         i = table.index("set aside: 1")
         assert table[i + 1].split()[:2] == [str(aside), s["set_aside"][0]["time"]]
-        assert s["events"]["exec"] + s["events"]["exit"] == 10  # the set-aside file is not counted
+        assert s["events"]["exec"] + s["events"]["exit"] == 20 and s["set_aside"][0]["read"]
+        assert [f["set_aside"] for f in s["files"]] == [False, True]
+        assert table[i + 1].endswith("(a live file the writer moved out of its way; read with the others)")
 
         other = tmp_path / "other"
         writer(other).close()

@@ -62,7 +62,7 @@ def refuse_pid(monkeypatch, pid: int) -> None:
 
 
 def all_files(db_dir: Path) -> list[Path]:
-    """Oldest first, in the readers' order: rotated files, then the live file."""
+    """Oldest first, in the readers' order: rotated and set-aside files, then the live file."""
     return list(reversed(dbfiles.database_files(db_dir=db_dir)))
 
 
@@ -183,7 +183,8 @@ class TestMigrations:
     def test_writer_on_a_first_release_database_continues_after_it(self, tmp_path):
         """A live file at revision 0001 (3 batches without hashes, 30 records): the writer
         upgrades it before reading where the chain ends, so its records keep ids 1..30 unchanged
-        and the new ones follow as 31..130 in batch 4, the chain's first link (genesis)."""
+        and the new ones follow as 31..130 in batch 5, after the run's start in batch 4, the
+        chain's first link (genesis)."""
         db = tmp_path / "db"
         db.mkdir()
         engine = store.engine_for(db / "audit.db")
@@ -199,8 +200,9 @@ class TestMigrations:
         assert con.execute("SELECT * FROM events WHERE id <= 30 ORDER BY id").fetchall() == [
             tuple(r) + (None,) * 10 for r in old]
         con.close()
-        assert [b[:2] for b in batches_of(db / "audit.db")] == [
-            (1, None), (2, None), (3, None), (4, chain.GENESIS)]
+        got = batches_of(db / "audit.db")
+        assert [b[:2] for b in got[:4]] == [(1, None), (2, None), (3, None), (4, chain.GENESIS)]
+        assert [(b[0], b[1]) for b in got[4:]] == [(5, got[3][2]), (6, got[4][2])]  # records, stop
 
     def test_new_database_is_at_head_with_modes(self, tmp_path):
         """A fresh live database is at the head revision, 0640 in a 0750 directory."""
@@ -216,10 +218,10 @@ class TestMigrations:
         con = sqlite3.connect(live)
         assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.HEAD_REVISION
 
-    def test_writer_on_a_second_revision_file_goes_on_in_format_4(self, tmp_path):
+    def test_writer_on_a_second_revision_file_goes_on_in_format_5(self, tmp_path):
         """A live file at revision 0002 (format-2 chain, no context columns) verifies; the
         writer upgrades it in place, its rows keep their values with the context and gate unknown
-        (NULL), its new batches continue the chain in format 4, the whole file verifies, and
+        (NULL), its new batches continue the chain in format 5, the whole file verifies, and
         an edit of an old row or of a new row's context is found."""
         db = tmp_path / "db"
         db.mkdir()
@@ -237,7 +239,8 @@ class TestMigrations:
         assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == store.HEAD_REVISION
         assert con.execute("SELECT * FROM events WHERE id <= 40 ORDER BY id").fetchall() == [
             tuple(r) + (None,) * 10 for r in old]
-        assert [chain.hash_format(h) for (h,) in con.execute("SELECT hash FROM batches ORDER BY id")] == [2, 2, 4]
+        assert [chain.hash_format(h) for (h,) in con.execute("SELECT hash FROM batches ORDER BY id")] == [
+            2, 2, 5, 5, 5]
         assert con.execute("SELECT unit FROM events WHERE id = 41").fetchone()[0] == EXEC_CONTEXT[6]
         assert verify(db) == []
         con.execute("UPDATE events SET pid = pid + 1 WHERE id = 3")
@@ -246,7 +249,7 @@ class TestMigrations:
         con.execute("UPDATE events SET pid = pid - 1 WHERE id = 3")
         con.execute("UPDATE events SET unit = 'other.service' WHERE id = 41")
         con.commit()
-        assert [p.batch_id for p in verify(db)] == [3]
+        assert [p.batch_id for p in verify(db)] == [4]  # after the run's start (3)
         con.close()
 
 
@@ -352,7 +355,8 @@ class TestRotation:
         every file's name gives the same second: the two files made last are what is left, and
         with the live file they hold the newest ids, 1..30000 without a gap."""
         db = tmp_path / "db"
-        bw = writer(db, rotation=RotationPolicy(size_mb=1, keep=2))
+        bw = writer(db, rotation=RotationPolicy(size_mb=1, retention=True, keep=2, max_size_mb=10**6,
+                                                min_free_mb=1))
         made = Rotations(bw).made
         left = []
         for k in range(30):
@@ -435,7 +439,7 @@ class TestChain:
         con.execute("UPDATE events SET exit_code = 0 WHERE id = 250")
         con.commit()
         problems = verify(db)
-        assert [(p.file, p.batch_id) for p in problems] == [("audit.db", 3)]
+        assert [(p.file, p.batch_id) for p in problems] == [("audit.db", 4)]  # after the run's start
         assert "hash mismatch" in problems[0].reason
 
     def test_deleted_batch_detected(self, tmp_path):
@@ -560,7 +564,7 @@ def ids_in(path: Path) -> list[int]:
 class TestWriterNeverDies:
     def _refuse_once(self, how, db, monkeypatch):
         if how == "constraint":
-            plant_refusal(db / "audit.db", batch_id=4)
+            plant_refusal(db / "audit.db", batch_id=5)  # after the run's start and 3 batches
             return
         real = chain.row_digests
         calls = []
@@ -575,11 +579,12 @@ class TestWriterNeverDies:
 
     @pytest.mark.parametrize("how", ["constraint", "unexpected"])
     def test_refused_batch_is_written_in_a_new_file(self, tmp_path, monkeypatch, how):
-        """Batch 4 cannot be written (a constraint error in the file, or an unexpected exception):
-        the writer sets the live file aside as audit-damaged-*.db.damaged holding batches 1..3
-        and records 1..300, writes the batch as batch 4 of a new audit.db whose prev_hash is
-        batch 3's hash, and goes on; the new file's run row counts the 200 records it holds and
-        is closed cleanly, and nothing is lost."""
+        """Batch 5 cannot be written (a constraint error in the file, or an unexpected exception):
+        the writer sets the live file aside as audit-damaged-*.db.damaged holding batches 1..4
+        (the run's start, then records 1..300), begins the run in a new audit.db with batch 5,
+        whose prev_hash is batch 4's hash, writes the refused records there as batch 6, and goes
+        on; the new file's run row counts the 200 records it holds and is closed cleanly (batch
+        8), and nothing is lost."""
         db = tmp_path / "db"
         bw = writer(db)
         for k in range(3):
@@ -590,7 +595,7 @@ class TestWriterNeverDies:
         bw.close()
         (aside,) = db.glob("audit-damaged-*.db.damaged")
         old, new = batches_of(aside), batches_of(db / "audit.db")
-        assert [b[0] for b in old] == [1, 2, 3] and [b[0] for b in new] == [4, 5]
+        assert [b[0] for b in old] == [1, 2, 3, 4] and [b[0] for b in new] == [5, 6, 7, 8]
         assert new[0][1] == old[-1][2]
         assert ids_in(aside) == list(range(1, 301)) and ids_in(db / "audit.db") == list(range(301, 501))
         con = sqlite3.connect(db / "audit.db")
@@ -614,7 +619,9 @@ class TestWriterNeverDies:
         assert len(list(db.glob("audit-damaged-*.db.damaged"))) == 1
         assert bw.lost_user == 100
         con = sqlite3.connect(db / "audit.db")
-        assert con.execute("SELECT id, lost_user FROM batches ORDER BY id").fetchall() == [(3, 100)]
+        # the new file: the run's start, the next records with the loss, the stop
+        assert con.execute("SELECT id, lost_user FROM batches ORDER BY id").fetchall() == [
+            (4, 0), (5, 100), (6, 0)]
         con.close()
         assert ids_in(db / "audit.db") == list(range(201, 301))
 
@@ -633,7 +640,7 @@ class TestWriterNeverDies:
         bw.write(rows(100, start=100))
         bw.close()
         (aside,) = db.glob("audit-damaged-*.db.damaged")
-        assert batches_of(db / "audit.db")[0][:2] == (2, batches_of(aside)[0][2])
+        assert batches_of(db / "audit.db")[0][:2] == (4, batches_of(aside)[-1][2])  # after the stop
         assert ids_in(db / "audit.db") == list(range(101, 201))
 
 
@@ -765,11 +772,11 @@ class TestDiskFull:
         engine.dispose()
 
     def test_min_free_removes_oldest_rotated(self, tiny_fs):
-        """Below --min-free-mb, with retention on, the oldest rotated files go first, also when
+        """Below --min-free-mb the oldest rotated files go first, also when
         their names give the same second: what is left is the files made last, some of them,
         and they hold the newest ids without a gap up to the last."""
         db = tiny_fs / "db"
-        bw = writer(db, rotation=RotationPolicy(size_mb=0.25, keep=50, min_free_mb=2))
+        bw = writer(db, rotation=RotationPolicy(size_mb=0.25, retention=True, min_free_mb=2, max_size_mb=10**6))
         made = Rotations(bw).made
         for k in range(8):
             bw.write(rows(1000, start=k * 1000, argbytes=100, step=1_000))

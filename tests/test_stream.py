@@ -50,10 +50,8 @@ def stream_lines(path: Path) -> list[str]:
 
 def db_keys(db_dir: Path, with_aside: bool = False) -> list[tuple]:
     """(event, pid, time_ns) of every record in the directory's files in id order (= commit
-    order), the set-aside files' too when asked."""
-    paths = all_files(db_dir)
-    if with_aside:
-        paths = sorted(db_dir.glob("audit-damaged-*.db.damaged")) + paths
+    order), the set-aside files' (which every reader reads) only when asked."""
+    paths = [p for p in all_files(db_dir) if with_aside or not dbfiles.is_set_aside(p)]
     out = []
     for p in paths:
         con = dbfiles.open_ro(p)
@@ -87,8 +85,8 @@ def streamed(target: Path, db: Path, **stream_kw):
 
 
 def test_every_committed_batch_once_in_commit_order_across_a_set_aside(tmp_path):
-    """Batches written through the real BatchWriter with the stream on: batch 4 is refused by
-    the live file (set aside, written again in a new one) and a later batch by every file
+    """Batches written through the real BatchWriter with the stream on: batch 5 (the fourth of
+    records) is refused by the live file (set aside, written again in a new one) and a later batch by every file
     (dropped, counted lost_user). The stream holds each record the files hold (the set-aside
     one included) exactly once, in id order, and nothing of the batch no file took; the run
     rows count every line written and none dropped."""
@@ -97,7 +95,7 @@ def test_every_committed_batch_once_in_commit_order_across_a_set_aside(tmp_path)
     s, bw = streamed(path, db, max_size_mb=1, max_files=0)
     for k in range(3):
         bw.write(rows(100, start=k * 100))
-    plant_refusal(db / "audit.db", batch_id=4)
+    plant_refusal(db / "audit.db", batch_id=5)  # after the run's start and 3 batches
     bw.write(rows(100, start=300))
     bw.write(rows(100, start=400))
     s.close()

@@ -37,8 +37,8 @@ QUEUE_DEPTH = 256
 
 # what SIGHUP can change without reloading the programs or reopening the
 # database; every other key is logged as needing a restart
-RELOADABLE = ("log_level", "rotate_size_mb", "rotate_interval", "keep", "min_free_mb")
-ROTATION_KEYS = ("rotate_size_mb", "rotate_interval", "keep", "min_free_mb")
+ROTATION_KEYS = ("rotate_size_mb", "rotate_interval", "retention", "keep", "max_size_mb", "min_free_mb")
+RELOADABLE = ("log_level",) + ROTATION_KEYS
 
 
 def apply_reload(new_settings: RunSettings, *, current: RunSettings, batch_writer) -> RunSettings:

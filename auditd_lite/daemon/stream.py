@@ -47,7 +47,7 @@ PIPE_CHUNK = select.PIPE_BUF
 # lumberjack's backupTimeFormat "2006-01-02T15-04-05.000", in UTC (Tetragon does not set LocalTime)
 BACKUP_TIME = "%Y-%m-%dT%H-%M-%S"
 
-__all__ = ["Stream", "backup_name", "backups", "check_path"]
+__all__ = ["Dropped", "LineTarget", "Stream", "backup_name", "backups", "check_path"]
 
 
 def _split(path: Path) -> tuple[str, str]:
@@ -94,33 +94,33 @@ def backups(path: Path) -> list[Path]:
     return sorted(found)
 
 
-def check_path(path: str) -> None:
+def check_path(path: str, flag: str = "--stream") -> None:
     """Refuse, before capture starts, a stream PATH that can never be written (BadInput, exit 2):
     a directory, a file or directory that cannot be opened. A FIFO without a reader is fine."""
     if path == STDOUT:
         return
     p = Path(path)
     if p.is_dir():
-        raise BadInput(f"bad --stream {path}: is a directory")
+        raise BadInput(f"bad {flag} {path}: is a directory")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BadInput(f"bad --stream {path}: cannot make its directory: {e.strerror}") from None
+        raise BadInput(f"bad {flag} {path}: cannot make its directory: {e.strerror}") from None
     try:
         mode = os.stat(p).st_mode
     except FileNotFoundError:
         mode = None
     except OSError as e:
-        raise BadInput(f"bad --stream {path}: {e.strerror}") from None
+        raise BadInput(f"bad {flag} {path}: {e.strerror}") from None
     if mode is not None and stat.S_ISFIFO(mode):
         return
     try:
         os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666))
     except OSError as e:
-        raise BadInput(f"bad --stream {path}: cannot open it for writing: {e.strerror}") from None
+        raise BadInput(f"bad {flag} {path}: cannot open it for writing: {e.strerror}") from None
 
 
-class _Dropped(Exception):
+class Dropped(Exception):
     """The lines from ``at`` on were not delivered, for ``reason``."""
 
     def __init__(self, at: int, reason: str):
@@ -128,11 +128,13 @@ class _Dropped(Exception):
         self.reason = reason
 
 
-class _Target:
+class LineTarget:
     """Where the lines go. ``deliver(lines)`` writes them in order, whole lines only, and
-    returns how many it delivered, or raises _Dropped naming where and why it stopped."""
+    returns how many it delivered, or raises Dropped naming where and why it stopped. Also
+    hunt --follow's findings file (hunt/follow.py): its log lines begin with ``name``."""
 
-    def __init__(self, path: str, max_bytes: int, max_files: int):
+    def __init__(self, path: str, max_bytes: int, max_files: int, name: str = "stream"):
+        self.name = name
         self.stdout = path == STDOUT
         self.path = Path("/proc/self/fd/1") if self.stdout else Path(path)
         self.max_bytes = max_bytes
@@ -194,7 +196,7 @@ class _Target:
         except OSError:
             same = False
         if not same:
-            log.warning("stream_file_replaced", path=str(self.path), note="reopened")
+            log.warning(f"{self.name}_file_replaced", path=str(self.path), note="reopened")
             self.close()
 
     def close(self) -> None:
@@ -210,17 +212,17 @@ class _Target:
 
     def deliver(self, lines: list[bytes]) -> int:
         if self.pending and not self.finish_pending(0):
-            raise _Dropped(0, "reader_behind")  # not one byte of another line before its end
+            raise Dropped(0, "reader_behind")  # not one byte of another line before its end
         i = 0
         while i < len(lines):
             if self.fd is None:
                 why = self.ready()
                 if why is not None:
-                    raise _Dropped(i, why)
+                    raise Dropped(i, why)
             if self.rotating and self.size > 0 and self.size + len(lines[i]) > self.max_bytes:
                 why = self._rotate()
                 if why is not None:
-                    raise _Dropped(i, why)
+                    raise Dropped(i, why)
                 continue
             # a chunk of whole lines that fits the file's room (a line longer than the limit
             # goes alone into a file of its own: a line is never split)
@@ -278,7 +280,7 @@ class _Target:
                 self.close()
         if e.errno == errno.EPIPE or (not self.nonblocking and not self.rotating):
             self.close()
-        raise _Dropped(k, reason)
+        raise Dropped(k, reason)
 
     def finish_pending(self, wait_s: float) -> bool:
         """Write the rest of the line a full pipe cut, waiting ``wait_s`` at most for room; True
@@ -307,7 +309,7 @@ class _Target:
         try:
             os.rename(self.path, target)
         except OSError as e:
-            log.error("stream_rotation_failed", path=str(self.path), error=e.strerror)
+            log.error(f"{self.name}_rotation_failed", path=str(self.path), error=e.strerror)
             self.max_bytes = self.size + self.max_bytes  # tried again one file's worth later
             return None
         self.close()
@@ -320,7 +322,7 @@ class _Target:
                     removed.append(str(old))
                 except OSError:
                     pass
-        log.info("stream_rotated", path=str(self.path), rotated_to=str(target), removed=removed)
+        log.info(f"{self.name}_rotated", path=str(self.path), rotated_to=str(target), removed=removed)
         return self.ready()
 
 
@@ -338,7 +340,7 @@ class Stream(threading.Thread):
         self.path = path
         self.render = render
         self.limit = limit
-        self.target = _Target(path, max_size_mb * 1024 * 1024, max_files)
+        self.target = LineTarget(path, max_size_mb * 1024 * 1024, max_files)
         self.written = 0
         self.dropped = 0
         self._offered = 0
@@ -419,7 +421,7 @@ class Stream(threading.Thread):
                               record_event=record.get("event"), pid=record.get("pid"))
         try:
             done = self.target.deliver(lines)
-        except _Dropped as d:
+        except Dropped as d:
             self._count(d.at, len(lines) - d.at, d.reason)
             return
         self._count(done, 0, "")

@@ -129,6 +129,17 @@ def _process(record: dict, source: Source, kind: str) -> dict:
     return p
 
 
+def process(record: dict, source: Source) -> dict:
+    """The process object of ``record``, as event() puts it under ``process``: for the other
+    classes that carry a process (hunt's Detection Finding, formats/finding.py)."""
+    return _process(record, source, record["event"])
+
+
+def device(source: Source) -> dict:
+    """The device object of a record of ``source``, as event() puts it under ``device``."""
+    return _copy(_template("exec", source))["device"]
+
+
 _ACTOR_KEYS = ("pid", "tid", "uid", "name", "path", "cmd_line", "user", "parent_process")
 
 

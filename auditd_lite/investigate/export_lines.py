@@ -19,25 +19,31 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from ..dbfiles import database_files
+from ..dbfiles import database_files, is_chain_file, is_set_aside, set_aside_note
 from ..errors import BadInput, NotFound
 from . import gaps, output, query
-from .export import ATTEMPTS, _only_time_selects, _seal, check_request, window_sources
+from .export import ATTEMPTS, check_request
+from .export_copy import _only_time_selects
+from .export_seal import seal_file
 from .query import Filters
 
 
-def export(db_dir, out, filters: Filters, fmt: str, force: bool = False) -> dict:
+def export(db_dir, out, filters: Filters, fmt: str, force: bool = False, note=None) -> dict:
     """Write the lines; return counts per record type (and ``total``), ``files`` read,
-    ``sha256`` of OUT and ``_gaps``. BadInput or NotFound on failure, OUT untouched."""
+    ``sha256`` of OUT and ``_gaps``. BadInput or NotFound on failure, OUT untouched. ``note`` is
+    told of each set-aside file records came from."""
     if fmt not in output.SCHEMA_FORMATS:
         raise BadInput(f"bad format {fmt!r}: use {' or '.join(output.SCHEMA_FORMATS)}")
     db_dir, out = Path(db_dir), Path(out)
     check_request(out, db_dir, force, filters)
     for _ in range(ATTEMPTS):
         before = database_files(db_dir=db_dir)
-        files = window_sources(db_dir, filters)[::-1]  # newest first, as query reads
+        # newest first, as query reads (it skips files that hold none of the window, and finds an
+        # exit's exec in any of them)
+        files = [p for p in before if is_chain_file(p)]
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent) or ".")
         counts: Counter = Counter()
+        per_file: dict = {}
 
         def counted(items):
             for item in items:
@@ -46,11 +52,11 @@ def export(db_dir, out, filters: Filters, fmt: str, force: bool = False) -> dict
 
         try:
             try:
-                items = query.search(files, filters, sources=True)
+                items = query.search(files, filters, sources=True, per_file=per_file)
                 if _only_time_selects(filters):
                     # what was running when each run started: there is no filter it could match
                     # but time, so only a window by time alone has them
-                    seeds = query.seen(files, filters.since_ns, filters.until_ns)
+                    seeds = query.seen(files, filters.since_ns, filters.until_ns, per_file)
                     items = heapq.merge(items, seeds, key=lambda pair: -pair[0]["time_ns"])
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     output.write_records(counted(items), fmt, f)
@@ -61,8 +67,11 @@ def export(db_dir, out, filters: Filters, fmt: str, force: bool = False) -> dict
                 continue  # a rotation renamed a file while it was read: start over
             if not counts:
                 raise NotFound("no records match: nothing to export")
-            digest = _seal(Path(tmp), out)
+            digest = seal_file(Path(tmp), out)
             tmp = None
+            for path, n in per_file.items():
+                if note is not None and is_set_aside(path):
+                    note(f"{n} record{'s' if n != 1 else ''} from {set_aside_note(path)}")
         finally:
             if tmp is not None:
                 os.unlink(tmp)

@@ -9,7 +9,11 @@ recorded (docs/design.md, "Loss never silent"):
   power lost): from its last batch to the next run, or to now;
 - ``lost``: batches that carry records the kernel or the writer dropped
   (``lost_kernel``/``lost_user``), from the batch before them to them;
-- ``missing_records``: batch ids jump between two files (a file removed);
+- ``removed_by_retention``: the records of a file retention removed, as it recorded them
+  (removed_files: the file, its batches, its records' span, when and why; docs/design.md,
+  "Retention");
+- ``missing_records``: batch ids jump between two files and no removal recorded accounts for
+  them (a file removed by someone else);
 - ``exits_only``: a run with ``min_duration_ms`` recorded no successful execs and only
   exits of processes that lived at least that long;
 - ``before_first``/``outside_export``: the window asked for starts before
@@ -28,8 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ..dbfiles import LIVE_NAME, daemon_running, file_is_export, file_order, is_chain_file, merge_run, rotated_range, run_key, run_rows
+from ..dbfiles import LIVE_NAME, daemon_running, file_is_export, file_order, has_table, is_chain_file, merge_run, rotated_range, run_key, run_rows
 from ..timeparse import format_time
+from .evidence import Removed
 
 LOSS_MERGE_NS = 60 * 10**9  # loss batches closer than this are one gap
 MAX_LINES = 10  # warnings printed before "... and N more"
@@ -141,6 +146,7 @@ class _History:
         self.batch_ns: dict[tuple, tuple[int, int]] = {}  # run_key -> (first, last) batch written_ns
         self.losses: list[tuple] = []  # (batch id, prev written_ns, written_ns, lost_k, lost_u, run key)
         self.spans: list[tuple] = []  # per chain file: (min batch id, max batch id, first ns, last ns, name)
+        self.removals: list[dict] = []  # removed_files rows: what retention removed
 
     def add(self, path: Path, conn: sqlite3.Connection) -> None:
         by_local = {row["id"]: run_key(merge_run(self.rows, row)) for row in run_rows(conn)}
@@ -166,6 +172,10 @@ class _History:
                 "(SELECT written_ns FROM batches ORDER BY id DESC LIMIT 1)").fetchone()
             if lo is not None:
                 self.spans.append((lo, hi, first_ns, last_ns, Path(path).name))
+            if has_table(conn, "removed_files"):
+                cur = conn.execute("SELECT * FROM removed_files")
+                cols = [d[0] for d in cur.description]
+                self.removals += [dict(zip(cols, r)) for r in cur]
 
     def runs(self) -> dict[tuple, _Run]:
         out = {}
@@ -233,23 +243,41 @@ def _loss_gaps(losses: list[tuple], runs: dict[tuple, _Run]) -> list[Gap]:
     return merged
 
 
-def _missing_gaps(spans: list[tuple]) -> list[Gap]:
-    """Batch ids that jump from one chain file to the next."""
+def _missing_gaps(spans: list[tuple], removed: Removed) -> list[Gap]:
+    """Batch ids that jump from one chain file to the next, where no removal retention recorded
+    accounts for them."""
     gaps = []
     spans = sorted(spans)
     for (lo_a, hi_a, _, last_a, name_a), (lo_b, hi_b, first_b, _, name_b) in zip(spans, spans[1:]):
         if lo_b > hi_a + 1:
+            cut = removed.back_from(lo_b, None, stop=hi_a + 1)
+            if cut and cut[0]["first_batch_id"] == hi_a + 1:
+                continue  # _removed_gaps says it
             gaps.append(Gap("missing_records", last_a, first_b, detail=(
-                f"batches {hi_a + 1}..{lo_b - 1} are missing between {name_a} and {name_b} "
-                "(a database file was removed?)")))
+                f"batches {hi_a + 1}..{lo_b - 1} are missing between {name_a} and {name_b}, and no "
+                "record says retention removed them (a database file was removed?)")))
+    return gaps
+
+
+def _removed_gaps(removed: Removed) -> list[Gap]:
+    """The span of each file retention removed, as it recorded it."""
+    gaps = []
+    for r in removed.rows:
+        batches = (f", batches {r['first_batch_id']}..{r['last_batch_id']}"
+                   if r.get("first_batch_id") is not None else "")
+        gaps.append(Gap("removed_by_retention", r.get("first_ns"), r.get("last_ns") or r["removed_ns"], detail=(
+            f"removed by retention at {format_time(r['removed_ns'])} ({r['reason']}: {r.get('detail') or ''}): "
+            f"{r['name']}{batches}, {r.get('records') or 0} records")))
     return gaps
 
 
 def collect(conns: Iterable[tuple[Path, sqlite3.Connection]], db_dir: Path | None = None,
-            now_ns: int | None = None) -> list[Gap]:
-    """Every gap in the history these files hold, oldest first."""
+            now_ns: int | None = None, removals: list[dict] = ()) -> list[Gap]:
+    """Every gap in the history these files hold, oldest first; ``removals``: what retention
+    recorded removing, read from files besides these (recorded_removals)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     history = _History()
+    history.removals += list(removals)
     gaps: list[Gap] = []
     live_dir = db_dir
     for path, conn in conns:
@@ -264,7 +292,9 @@ def collect(conns: Iterable[tuple[Path, sqlite3.Connection]], db_dir: Path | Non
     running = daemon_running(live_dir) if live_dir is not None else None
     gaps += _run_gaps(ordered, running, now_ns)
     gaps += _loss_gaps(history.losses, runs)
-    gaps += _missing_gaps(history.spans)
+    removed = Removed(history.removals)
+    gaps += _missing_gaps(history.spans, removed)
+    gaps += _removed_gaps(removed)
     gaps.sort(key=lambda g: (g.start_ns if g.start_ns is not None else -1, g.kind))
     return gaps
 
@@ -296,11 +326,39 @@ def first_covered(conns: Iterable[tuple[Path, sqlite3.Connection]]) -> int | Non
     return first
 
 
+def recorded_removals(paths) -> list[dict]:
+    """The removed_files rows of every file of ``paths``: a removal is recorded in the file live
+    when it happened, which a window's files need not include."""
+    from ..dbfiles import open_ro
+    from ..errors import AuditdLiteError
+
+    out: list[dict] = []
+    for p in paths:
+        try:
+            conn = open_ro(p)
+        except AuditdLiteError:
+            continue
+        try:
+            if has_table(conn, "removed_files"):
+                cur = conn.execute("SELECT * FROM removed_files")
+                cols = [d[0] for d in cur.description]
+                out += [dict(zip(cols, r)) for r in cur]
+        except sqlite3.DatabaseError:
+            pass
+        finally:
+            conn.close()
+    return out
+
+
 def for_window(conns: list[tuple[Path, sqlite3.Connection]], db_dir: Path | None,
-               since_ns: int | None, until_ns: int | None) -> list[Gap]:
+               since_ns: int | None, until_ns: int | None, removals: list[dict] = ()) -> list[Gap]:
     """What to warn about for a question asked about [since, until)."""
-    gaps = collect(conns, db_dir)
-    out = in_window(gaps, since_ns, until_ns, first_covered(conns) if since_ns is not None else None)
+    gaps = collect(conns, db_dir, removals=removals)
+    first = first_covered(conns) if since_ns is not None else None
+    removed = [g.start_ns for g in gaps if g.kind == "removed_by_retention" and g.start_ns is not None]
+    if first is not None and removed:
+        first = min(first, min(removed))  # before that, "removed by retention" says what happened
+    out = in_window(gaps, since_ns, until_ns, first)
     for path, conn in conns:  # an export knows only its own window
         if file_is_export(conn):
             _, e_since, e_until = _manifest_gaps(conn)
@@ -316,7 +374,8 @@ def window_gaps(db_dir=None, db_file=None, since_ns: int | None = None,
     from ..dbfiles import database_files, open_ro
     from ..errors import AuditdLiteError
 
-    paths = select_paths(database_files(db_dir=db_dir, db_file=db_file), since_ns, until_ns)
+    listed = database_files(db_dir=db_dir, db_file=db_file)
+    paths = select_paths(listed, since_ns, until_ns)
     conns = []
     try:
         for p in paths:
@@ -324,7 +383,8 @@ def window_gaps(db_dir=None, db_file=None, since_ns: int | None = None,
                 conns.append((p, open_ro(p)))
             except AuditdLiteError:
                 continue  # the command itself reports files it cannot read
-        return for_window(conns, Path(db_dir) if db_dir is not None else None, since_ns, until_ns)
+        return for_window(conns, Path(db_dir) if db_dir is not None else None, since_ns, until_ns,
+                          recorded_removals(p for p in listed if p not in paths))
     except sqlite3.DatabaseError:
         return []  # gaps stay best effort: never turn an answer into an error
     finally:

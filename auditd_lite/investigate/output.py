@@ -139,7 +139,7 @@ def _csv_row(record: dict) -> list:
     return row
 
 
-class _Out:
+class TextOut:
     """Writes text, escaping what the stream's encoding cannot hold rather than failing."""
 
     def __init__(self, stream):
@@ -190,7 +190,7 @@ def write_formatted(items: Iterable, fmt: str, stream, *, as_json, csv_header: l
     the table itself and returns its count. ``as_lines[fmt](item)``: the object of its line in
     one more JSON-lines format (SCHEMA_FORMATS).
     """
-    out = _Out(stream)
+    out = TextOut(stream)
     count = 0
     as_lines = as_lines or {}
     if fmt == "json" or fmt in as_lines:
@@ -212,7 +212,7 @@ def write_formatted(items: Iterable, fmt: str, stream, *, as_json, csv_header: l
     return count
 
 
-def _record_table(records: Iterable[dict], out: _Out) -> int:
+def _record_table(records: Iterable[dict], out: TextOut) -> int:
     count = 0
     for record in records:
         if count == 0:  # no lone header when nothing matched

@@ -3,6 +3,11 @@
 Files are read one after another, newest first, each with one SQL query
 ordered by the ``time_ns`` index, so ``--limit N`` stops after N rows and
 never touches the older files.
+
+An exit matches a filter on its exec's columns (--filename, --arg and the context) through its
+exec, wherever that lies: in its own file by SQL, else in an older file, looked up by the
+process's identity (docs/design.md, "Reading every file"), so the answer does not depend on
+where a rotation fell.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import string
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from ..dbfiles import open_ro, rotated_range
+from ..dbfiles import may_hold, open_ro, rotated_range
 from ..errors import BadInput
 from ..formats.source import Source, sources_of
 from ..rows import ABI_NAMES, BORROWED_FIELDS, CONTEXT_FIELDS, LATER_FIELDS, ROW_FIELDS
@@ -120,14 +125,28 @@ def _hex_prefix(value: str) -> str:
     return value.lower()  # hashlib's hexdigest, as the writer stores it
 
 
-def conditions(filters: Filters, use_indexes: bool = True, context: frozenset = ALL_CONTEXT
-               ) -> tuple[list[str], list, bool]:
+# the filters an exit matches through its exec: the column each reads and its SQL test of a
+# value (written once: the SQL of a file's join and the test of an exec found in another file)
+THROUGH_EXEC = {"filename": ("filename", "{} GLOB ?"), "arg": ("argv", "instr({}, ?) > 0"),
+                "cwd": ("cwd", "{} GLOB ?"), "sha256": ("sha256", "instr({}, ?) = 1"),
+                "unit": ("unit", "{} = ?"), "container": ("container_id", "instr({}, ?) = 1"),
+                "abi": ("abi", "{} = ?")}
+# an exit whose process's exec the file does not hold (_JOIN_X found none)
+UNJOINED_EXIT = "e.event = 'exit' AND x.id IS NULL"
+
+
+def conditions(filters: Filters, use_indexes: bool = True, context: frozenset = ALL_CONTEXT,
+               unjoined: bool = False, or_unjoined: bool = False) -> tuple[list[str], list, bool]:
     """WHERE terms over ``e`` (and ``x``) and their parameters; True if a term needs ``x``.
 
     Without ``use_indexes`` each column is written ``+e.col``, which keeps SQLite off the
     column indexes: for a caller that walks an id range, where they would cost a scan each.
     ``context``: the context columns the file has (context_columns); a filter on one it lacks
     (a file from before revision 0003) is a term that is never true: unknown matches nothing.
+    ``unjoined``: instead of the terms an exit matches through its exec (THROUGH_EXEC), the
+    exits whose exec is not in the file, for exec_matches to test against one found elsewhere;
+    ``or_unjoined``: those terms, or such an exit (a caller tests these rows: exits without
+    ``x``).
     """
     terms: list[str] = []
     params: list = []
@@ -163,43 +182,60 @@ def conditions(filters: Filters, use_indexes: bool = True, context: frozenset = 
         add("e.time_ns >= ?", filters.since_ns)
     if filters.until_ns is not None:
         add("e.time_ns < ?", filters.until_ns)
-    # an exit record has no filename or argv of its own: it matches through
-    # the program its process was running
-    if filters.filename is not None:
-        add("COALESCE(e.filename, x.filename) GLOB ?", filters.filename)
-    if filters.arg is not None:
-        add("instr(COALESCE(e.argv, x.argv), ?) > 0", filters.arg.encode("utf-8"))
     # checked whether or not the file has the columns: bad input is bad for every file
-    sha256 = _hex_prefix(filters.sha256) if filters.sha256 is not None else None
+    through = exec_terms(filters)
+    if not filters.context_wanted() <= context:
+        terms.append("0")
+        return terms, params, False
+    if unjoined:
+        if through:
+            terms.append(UNJOINED_EXIT)
+        return terms, params, bool(through)
+    # an exit record has no filename, argv, context or ABI of its own (rows.BORROWED_FIELDS): it
+    # matches through the program its process was running; instr() = 1 is a prefix test that no
+    # character of the value escapes
+    joined = []
+    for column, test, value in through:
+        joined.append(test.format(f"COALESCE({'' if use_indexes else '+'}e.{column}, x.{column})"))
+        params.append(value)
+    if joined:
+        terms.append(f"(({' AND '.join(joined)}) OR ({UNJOINED_EXIT}))" if or_unjoined
+                     else " AND ".join(joined))
+    return terms, params, bool(through)
+
+
+def exec_terms(filters: Filters) -> list[tuple[str, str, object]]:
+    """(column, SQL test, value) of each filter given that an exit matches through its exec."""
     if filters.container == "":
         raise BadInput("bad --container '': give an id or its first characters")
     if filters.abi is not None and filters.abi not in ABI_NAMES:
         raise BadInput(f"bad --abi {filters.abi!r}: use {', '.join(ABI_NAMES)}")
-    if not filters.context_wanted() <= context:
-        terms.append("0")
-        return terms, params, False
-    # an exit has no context of its own (rows.CONTEXT_FIELDS): it matches through its exec,
-    # as for the filename; instr() = 1 is a prefix test that no character of the value escapes
-    if filters.cwd is not None:
-        add("COALESCE(e.cwd, x.cwd) GLOB ?", filters.cwd)
-    if sha256 is not None:
-        add("instr(COALESCE(e.sha256, x.sha256), ?) = 1", sha256)
-    if filters.unit is not None:
-        add("COALESCE(e.unit, x.unit) = ?", filters.unit)
-    if filters.container is not None:
-        add("instr(COALESCE(e.container_id, x.container_id), ?) = 1", filters.container)
-    if filters.abi is not None:
-        add("COALESCE(e.abi, x.abi) = ?", filters.abi)
-    return terms, params, (filters.filename is not None or filters.arg is not None
-                           or bool(filters.context_wanted()))
+    values = {"filename": filters.filename, "cwd": filters.cwd, "unit": filters.unit,
+              "container": filters.container, "abi": filters.abi,
+              "arg": filters.arg.encode("utf-8") if filters.arg is not None else None,
+              "sha256": _hex_prefix(filters.sha256) if filters.sha256 is not None else None}
+    return [(column, test, values[name]) for name, (column, test) in THROUGH_EXEC.items()
+            if values[name] is not None]
 
 
-def build_sql(filters: Filters, schema: str = "", context: frozenset = ALL_CONTEXT
-              ) -> tuple[str, list] | None:
+def exec_matches(conn: sqlite3.Connection, filters: Filters, found: dict) -> bool:
+    """Does an exec found in another file (its THROUGH_EXEC columns) pass those filters? Tested
+    by SQLite, as the SQL of a file's join tests them."""
+    terms = exec_terms(filters)
+    if not terms:
+        return True
+    sql = "SELECT " + " AND ".join(test.format("?") for _, test, _ in terms)
+    params = [x for column, _, value in terms for x in (found.get(column), value)]
+    return bool(conn.execute(sql, params).fetchone()[0])
+
+
+def build_sql(filters: Filters, schema: str = "", context: frozenset = ALL_CONTEXT,
+              or_unjoined: bool = False) -> tuple[str, list] | None:
     """The SQL and its bound parameters for these filters (BadInput on a bad event name), for a
     file with the ``context`` columns (context_columns): None when no record of it can match
-    (a filter on a column it lacks)."""
-    terms, params, _ = conditions(filters, context=context)
+    (a filter on a column it lacks). ``or_unjoined``: also the exits that can match only through
+    an exec in another file (conditions), for the caller to test."""
+    terms, params, _ = conditions(filters, context=context, or_unjoined=or_unjoined)
     if not filters.context_wanted() <= context:
         return None
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
@@ -210,11 +246,12 @@ def build_sql(filters: Filters, schema: str = "", context: frozenset = ALL_CONTE
 
 
 def selection_sql(filters: Filters, schema: str = "", extra: str = "",
-                  context: frozenset = ALL_CONTEXT) -> tuple[str, list]:
+                  context: frozenset = ALL_CONTEXT, unjoined: bool = False) -> tuple[str, list]:
     """``FROM ... WHERE ...`` selecting the matching rows as ``e`` (for export), joining only what
     the filters need; ``extra`` is one more condition on ``e`` without parameters, an id range
-    that the filters leave to be walked by rowid. ``context``: as for conditions()."""
-    terms, params, needs_x = conditions(filters, use_indexes=False, context=context)
+    that the filters leave to be walked by rowid. ``context`` and ``unjoined``: as for
+    conditions()."""
+    terms, params, needs_x = conditions(filters, use_indexes=False, context=context, unjoined=unjoined)
     if extra:
         terms.insert(0, extra)
     where = (" WHERE " + " AND ".join(terms)) if terms else ""
@@ -300,9 +337,10 @@ RAW_IDS = ("id", "run_id", "batch_id")
 
 
 def search(paths: Iterable, filters: Filters, limit: int | None = None, sources: bool = False,
-           ids: bool = False) -> Iterator:
+           ids: bool = False, per_file: dict | None = None) -> Iterator:
     """Records matching ``filters`` across ``paths`` (given newest first), newest first; with
-    ``ids``, each also carries its row's RAW_IDS.
+    ``ids``, each also carries its row's RAW_IDS. ``per_file`` (path -> count) counts the
+    records each file gave, for naming the set-aside files among them (dbfiles.set_aside_note).
 
     With ``sources``, each as ``(record, formats.Source)``: the facts of the run and file it was
     read from, which the OCSF and ECS renderings need (formats/). Bad filters raise here, before
@@ -311,12 +349,13 @@ def search(paths: Iterable, filters: Filters, limit: int | None = None, sources:
     if limit is not None and limit < 0:
         raise BadInput(f"bad limit {limit}: use a number 0 or more")
     build_sql(filters)  # bad filters raise now
-    return _search(list(paths), filters, limit, sources, ids)
+    return _search(list(paths), filters, limit, sources, ids, per_file)
 
 
-class _Joiner:
+class Joiner:
     """The exec or exit of a record's process when it lies in another file (the process lived
-    across a rotation): looked up by (boot id, pid, start_ns) in the files around it."""
+    across a rotation, or its exec is in a file set aside): looked up by (boot id, pid,
+    start_ns) in the files around it, ``paths`` newest first as every reader lists them."""
 
     def __init__(self, paths: list):
         self.paths = paths
@@ -348,8 +387,10 @@ class _Joiner:
                 continue
         return None
 
-    def exec_of(self, i: int, rec: dict) -> None:
-        """Fill exec_filename/exec_argv of an exit record from an older file."""
+    def exec_of(self, i: int, rec: dict) -> dict | None:
+        """Fill exec_filename/exec_argv, the context and the ABI of an exit record (of file ``i``)
+        from an older file; the exec found (its filename, raw argv and rows.BORROWED_FIELDS), or
+        None."""
         fork = rec["time_ns"] - (rec.get("duration_ns") or 0) - EXEC_WINDOW_SLACK_NS
         older = [j for j in range(i + 1, len(self.paths))
                  if (r := rotated_range(self.paths[j])) is None or r[1] >= fork]
@@ -357,9 +398,11 @@ class _Joiner:
             f"SELECT run_id, filename, argv{context_select(context, BORROWED_FIELDS)} FROM events "
             "WHERE pid = ? AND start_ns = ? AND event = 'exec' AND time_ns <= ? "
             "ORDER BY time_ns DESC, id DESC"), rec)
-        if row is not None:
-            rec["exec_filename"], rec["exec_argv"] = row[1], split_argv(row[2])
-            rec.update(zip(BORROWED_FIELDS, row[3:]))
+        if row is None:
+            return None
+        rec["exec_filename"], rec["exec_argv"] = row[1], split_argv(row[2])
+        rec.update(zip(BORROWED_FIELDS, row[3:]))
+        return {"filename": row[1], "argv": row[2], **dict(zip(BORROWED_FIELDS, row[3:]))}
 
     def exit_of(self, i: int, rec: dict) -> None:
         """Fill how an exec record's process ended from a newer file."""
@@ -377,20 +420,25 @@ class _Joiner:
                 got[0].close()
 
 
-def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: bool = False) -> Iterator:
+def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: bool = False,
+            per_file: dict | None = None) -> Iterator:
     remaining = limit
-    joiner = _Joiner(paths)
+    joiner = Joiner(paths)
+    several = len(paths) > 1
+    through = bool(exec_terms(filters)) and several  # exits to test against an older file's exec
     statements: dict[frozenset, tuple | None] = {}  # by the context columns a file has
     try:
         for i, path in enumerate(paths):
             if remaining == 0:
                 return
+            if not may_hold(path, filters.since_ns, filters.until_ns):
+                continue  # its name says it holds none of the window (the joiner may read it)
             conn = open_ro(path)
             conn.row_factory = sqlite3.Row
             try:
                 context = context_columns(conn)
                 if context not in statements:
-                    statements[context] = build_sql(filters, context=context)
+                    statements[context] = build_sql(filters, context=context, or_unjoined=through)
                 if statements[context] is None:
                     continue  # without a column a filter reads: no record of it can match
                 sql, params = statements[context]
@@ -399,11 +447,17 @@ def _search(paths, filters: Filters, limit, with_sources: bool = False, ids: boo
                     rec = _record(row)
                     if ids:
                         rec.update((c, row[c]) for c in RAW_IDS)
-                    if len(paths) > 1 and rec["boot_id"] is not None:
+                    if several and rec["boot_id"] is not None:
                         if rec["event"] == "exit" and row["x_id"] is None:
-                            joiner.exec_of(i, rec)
+                            found = joiner.exec_of(i, rec)
+                            if through and (found is None or not exec_matches(conn, filters, found)):
+                                continue  # it matched as an exit whose exec is elsewhere: it is not
                         elif rec["event"] == "exec" and row["y_id"] is None:
                             joiner.exit_of(i, rec)
+                    elif through and rec["event"] == "exit" and row["x_id"] is None:
+                        continue
+                    if per_file is not None:
+                        per_file[path] = per_file.get(path, 0) + 1
                     if runs is None:
                         yield rec
                     else:  # a record whose run row is missing still has its own boot id
@@ -438,9 +492,11 @@ def seen_record(row, boot_id: str | None) -> dict:
     return rec
 
 
-def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = None) -> Iterator:
+def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = None,
+         per_file: dict | None = None) -> Iterator:
     """(seen_record, formats.Source) of every process seen at start in ``paths`` (given newest
-    first) listed in [since, until), newest first, as search orders records."""
+    first) listed in [since, until), newest first, as search orders records; ``per_file`` as for
+    search."""
     for path in paths:
         conn = open_ro(path)
         conn.row_factory = sqlite3.Row
@@ -454,6 +510,8 @@ def seen(paths: Iterable, since_ns: int | None = None, until_ns: int | None = No
             lo = -(2**63) if since_ns is None else since_ns
             hi = 2**63 - 1 if until_ns is None else until_ns
             for row in conn.execute(sql, (lo, hi)):
+                if per_file is not None:
+                    per_file[path] = per_file.get(path, 0) + 1
                 source = runs.get(row["run_id"]) or Source()
                 yield seen_record(row, source.boot_id), source
         except sqlite3.DatabaseError as exc:

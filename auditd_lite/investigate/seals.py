@@ -8,9 +8,10 @@ for every record before it. With a verification key (K0) every epoch's key of it
 computed and:
 
 - every seal's MAC is checked: a seal forged or edited is found;
-- the batch each seal names must be in the files with the hash it sealed: a sealed record
-  edited (the hashes after it recomputed), a sealed batch removed, a file replaced by a
-  consistent forgery, are found, and named by the first epoch whose seal no longer holds;
+- the batch each seal names must be in the files with the hash it sealed: a sealed record,
+  run row, seen process or retention record edited (the hashes after it recomputed), a sealed
+  batch removed, a file replaced by a consistent forgery, are found, and named by the first
+  epoch whose seal no longer holds, with what the batches since the seal before it hold;
 - a key chain's epochs are numbered without a hole from its first seal in the files to its
   last: a seal removed is found (an attacker holding the current key can make no earlier
   epoch's seal);
@@ -24,7 +25,8 @@ of a chain whose key was not given are named, not checked. A start seal after a 
 not a stop (the daemon died) is noted: the records written since the seal before were sealed
 only at that start, not while the daemon was down.
 
-Each file's line says up to when its records are sealed. Standard library and cryptography.
+Each file's line says up to when its records are sealed, and what is not yet sealed; a problem
+the chain check found in a batch no seal covers yet says so. Standard library and cryptography.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class _File:
     # written_ns; and the newest written_ns up to it
     after: tuple = (0, 0, None, None, None)
     sealed_to: int | None = None
+    carries: dict = field(default_factory=dict)  # batch id -> what it holds besides records
+    path: object = None
 
 
 def read(conn, name: str) -> list[dict]:
@@ -105,9 +109,10 @@ def _matches(f: _File | None, s: dict) -> bool:
 
 
 class _Check:
-    def __init__(self, report, several: bool):
+    def __init__(self, report, several: bool, files: list | None = None):
         self.report = report
         self.several = several  # more than one key chain given: name the key with an epoch
+        self.files = files or []
 
     def problem(self, name: str, reason: str, batch: int | None = None) -> None:
         self.report.problems.append(chain.Problem(name, batch, reason))
@@ -123,9 +128,11 @@ def check(chain_files, keys: list[seal.VerifyKey], report, running: bool | None 
     a daemon holds the directory's lock (None: not known, for files given by name); ``now_ns``:
     the time the last seal's age is judged at (now)."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    files = [_File(cf.name, cf.lo, cf.hi, list(cf.seals)) for cf in chain_files]
+    files = [_File(cf.name, cf.lo, cf.hi, list(cf.seals), carries=dict(cf.found.carries), path=cf.path)
+             for cf in chain_files]
     by_id = {k.id: k for k in keys}
-    c = _Check(report, len(by_id) > 1)
+    c = _Check(report, len(by_id) > 1, files)
+    found_before = list(report.problems)  # the chain's problems: those after the seals are open
     written = [s for f in files for s in f.seals]  # in the order the files hold them
     _look_up(chain_files, files, {s["batch_id"] for s in written}, None)
     valid = []
@@ -139,6 +146,9 @@ def check(chain_files, keys: list[seal.VerifyKey], report, running: bool | None 
     covered = max((s["batch_id"] for s in valid), default=0)
     _look_up(chain_files, files, set(), covered)
     still_open = _tail(files, written, valid, keys, running, now_ns, c)
+    for p in found_before:
+        if p.batch_id is not None and p.batch_id > covered:
+            p.reason += "; NOT YET SEALED (after the last seal)"
     for f in files:
         line = _file_line(f, covered, valid, c)
         if still_open and f.after[0]:
@@ -155,7 +165,8 @@ def _check_chain(key: seal.VerifyKey, seals: list, files: list[_File], c: _Check
                       "a seal copied in")
         seen.setdefault(s["epoch"], s)
     ordered = sorted(seen.values(), key=lambda s: s["epoch"])
-    valid, broken = [], None  # broken: the first seal of a run whose batches are not as sealed
+    valid, broken = [], None  # broken: the first seal of a run whose batches are not as sealed,
+    # with the batch the last seal that held had sealed
     keys, k, at = key.keys(), None, -1
     for s in ordered:
         while at < s["epoch"]:
@@ -165,7 +176,7 @@ def _check_chain(key: seal.VerifyKey, seals: list, files: list[_File], c: _Check
             continue
         holder = _holder(files, s["batch_id"])
         if not _matches(holder, s):
-            broken = broken or (s, holder)
+            broken = broken or (s, holder, valid[-1]["batch_id"] if valid else 0)
             continue
         _say_broken(broken, c)
         broken = None
@@ -178,14 +189,32 @@ def _check_chain(key: seal.VerifyKey, seals: list, files: list[_File], c: _Check
 def _say_broken(broken, c: _Check) -> None:
     if broken is None:
         return
-    s, holder = broken
+    s, holder, since = broken
     b = s["batch_id"]
     if holder is None or b not in holder.hashes:
         c.problem(s["file"], f"{c.epoch(s)} sealed batch {b}, which no file holds: sealed batches "
                   "were removed", b)
     else:
-        c.problem(holder.name, f"batch {b} is not what {c.epoch(s)} sealed: a record sealed in "
-                  f"{c.epoch(s)} or before was changed, and the hashes after it recomputed", b)
+        c.problem(holder.name, f"batch {b} is not what {c.epoch(s)} sealed: something sealed in "
+                  f"{c.epoch(s)} or before was changed, and the hashes after it recomputed; "
+                  f"since the last seal that holds, batches {since + 1}..{b} hold "
+                  f"{_held(c.files, since + 1, b)}", b)
+
+
+def _held(files: list[_File], lo: int, hi: int) -> str:
+    """What batches lo..hi hold: their records, and every other row their hashes cover."""
+    records, other = 0, []
+    for f in files:
+        if f.lo is None or f.hi < lo or f.lo > hi:
+            continue
+        conn = open_ro(f.path)
+        try:
+            records += conn.execute("SELECT coalesce(sum(count), 0) FROM batches WHERE id BETWEEN ? AND ?",
+                                    (lo, hi)).fetchone()[0]
+        finally:
+            conn.close()
+        other += [w for b, said in sorted(f.carries.items()) if lo <= b <= hi for w in said]
+    return ", ".join([f"{records} record{'s' if records != 1 else ''}"] + other)
 
 
 def _numbering(seals: list, c: _Check) -> None:
@@ -280,5 +309,7 @@ def _file_line(f: _File, covered: int, valid: list, c: _Check) -> str:
     n_batches, n_records, first, since, _ = f.after
     if n_batches:
         which = f"batch {first}" if first == f.hi else f"batches {first}..{f.hi}"
-        parts.append(f"{n_records} records in {which} (since {format_time(since)}) NOT YET SEALED")
+        other = [w for b, said in sorted(f.carries.items()) if b >= first for w in said]
+        parts.append(f"{n_records} records{''.join(', ' + w for w in other)} in {which} (since "
+                     f"{format_time(since)}) NOT YET SEALED")
     return f"{f.name}: " + "; ".join(parts)

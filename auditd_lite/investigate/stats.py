@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..dbfiles import STREAM_COUNTERS, daemon_running, merge_run, open_ro, revision_of, run_rows, set_aside_files, set_aside_time_ns
+from ..dbfiles import (STREAM_COUNTERS, daemon_running, has_table, is_set_aside, merge_run, open_ro, revision_of,
+                       run_rows, set_aside_files, set_aside_time_ns)
 from ..timeparse import format_time
-from . import seals as seal_rows
+from . import evidence, seals as seal_rows
 from .query import context_columns
 
 EVENT_TYPES = ("exec", "exec_failed", "exit")
@@ -59,7 +60,7 @@ def _run_summary(r: dict) -> dict:
 
 def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
     events = dict.fromkeys(EVENT_TYPES, 0)
-    files, runs, losses, sealed = [], {}, [], []
+    files, runs, losses, sealed, removals = [], {}, [], [], []
     lost_kernel = lost_user = 0
     context = {**{s: {} for s in _STATUSES}, "with": dict.fromkeys(_VALUES, 0)}
     before = {"files": 0, "execs": 0}  # files from before revision 0003: context unknown
@@ -85,6 +86,10 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
                 merge_run(runs, row)
             revision = revision_of(conn)
             file_seals = seal_rows.read(conn, path.name)
+            if has_table(conn, "removed_files"):
+                cur = conn.execute("SELECT * FROM removed_files")
+                cols = [d[0] for d in cur.description]
+                removals += [dict(zip(cols, r)) for r in cur]
         finally:
             conn.close()
         for name, n in per_type.items():
@@ -95,17 +100,18 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
             "path": str(path), "size": path.stat().st_size, "events": sum(per_type.values()),
             "first": format_time(first) if first is not None else None,
             "last": format_time(last) if last is not None else None, "revision": revision,
-            "seals": len(file_seals),
+            "seals": len(file_seals), "set_aside": is_set_aside(path),
         })
         sealed += file_seals
     running = daemon_running(db_dir)
-    # live files the writer moved out of its way: their records are not in the counts above
-    # (no read command reads them), so say that they exist and since when
+    # live files the writer moved out of its way: read with the others (their records are in the
+    # counts above) unless SQLite does not find them intact
     set_aside = []
+    read = {f["path"] for f in files}
     for path in set_aside_files(db_dir) if db_dir is not None else []:
         at = set_aside_time_ns(path)
         set_aside.append({"path": str(path), "time": format_time(at) if at is not None else None,
-                          "size": path.stat().st_size})
+                          "size": path.stat().st_size, "read": str(path) in read})
     ordered = [_run_summary(r) for r in sorted(runs.values(), key=lambda r: r["started_ns"])]
     if ordered and running and ordered[-1]["stopped"] is None:
         ordered[-1]["running"] = True
@@ -115,11 +121,24 @@ def collect(paths: list[Path], db_dir: Path | None = None) -> dict:
         "lost_kernel": lost_kernel, "lost_user": lost_user, "losses": losses,
         "files": files, "runs": ordered, "unclean_runs": len(unclean),
         "daemon_running": running, "set_aside": set_aside, "sealing": _sealing(sealed),
+        "retention": _retention(removals),
         "exec_context": {
             "execs": events.get("exec", 0), "before_context": before,
             **{key: _sorted_counts(context[key]) for key in _STATUSES}, "with": context["with"],
         },
     }
+
+
+def _retention(found: list[dict]) -> dict:
+    """What retention removed (its records in the files, docs/design.md "Retention")."""
+    rows = evidence.Removed(found).rows
+    last = max(rows, key=lambda r: r["removed_ns"], default=None)
+    return {"removed_files": len(rows), "removed_records": sum(r.get("records") or 0 for r in rows),
+            "first_record": min((format_time(r["first_ns"]) for r in rows if r.get("first_ns")), default=None),
+            "last_record": max((format_time(r["last_ns"]) for r in rows if r.get("last_ns")), default=None),
+            "last": None if last is None else {"file": last["name"], "reason": last["reason"],
+                                               "detail": last.get("detail"),
+                                               "time": format_time(last["removed_ns"])}}
 
 
 def _sealing(found: list[dict]) -> dict:
@@ -143,7 +162,8 @@ def render_table(s: dict) -> str:
     for f in s["files"]:
         lines.append(f"  {f['path']}  {f['size']} bytes  {f['events']} events  "
                      f"{f['first'] or '-'} .. {f['last'] or '-'}  rev {f['revision'] or '?'}"
-                     + (f"  {f['seals']} seals" if f["seals"] else ""))
+                     + (f"  {f['seals']} seals" if f["seals"] else "")
+                     + ("  (set aside)" if f["set_aside"] else ""))
     g = s["sealing"]
     if g["last"] is None:
         lines.append("seals: none (sealing is off, or was when these files were written)")
@@ -156,7 +176,14 @@ def render_table(s: dict) -> str:
         lines.append(f"set aside: {len(s['set_aside'])}")
         for a in s["set_aside"]:
             lines.append(f"  {a['path']}  {a['time'] or '-'}  {a['size']} bytes  "
-                         "(a live file the writer moved out of its way; queries do not read it)")
+                         "(a live file the writer moved out of its way; "
+                         + ("read with the others)" if a["read"] else "not intact: not read)"))
+    r = s["retention"]
+    if r["removed_files"]:
+        last = r["last"]
+        lines.append(f"removed by retention: {r['removed_files']} files, {r['removed_records']} records "
+                     f"({r['first_record'] or '-'} .. {r['last_record'] or '-'}); the last, {last['file']}, "
+                     f"at {last['time']}: {last['reason']}")
     c = s["exec_context"]
     lines.append(f"exec context: {c['execs']} execs")
     for key in _STATUSES:

@@ -25,12 +25,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..dbfiles import file_is_export, merge_run, run_key, run_rows
+from ..dbfiles import file_is_export, is_set_aside, merge_run, run_key, run_rows, set_aside_note
 from ..errors import BadInput, NotFound
 from ..rows import CONTEXT_FIELDS
-from .output import quote, where_ran
 from .query import context_columns, context_select, split_argv
-from ..timeparse import format_duration, format_time
+from ..timeparse import format_time
 
 MAX_NODES = 20_000  # descendants shown before the tree is cut (with a warning)
 MAX_ANCESTORS = 1_000
@@ -59,6 +58,7 @@ class Proc:
     first_ns: int | None = None  # wall time of its first record
     children: list = field(default_factory=list)
     target: bool = False
+    files: set = field(default_factory=set)  # the files (their index) its records came from
 
     @property
     def key(self) -> tuple:
@@ -199,16 +199,6 @@ def _apply_seen(p: Proc, time_ns: int, ppid, uid, comm, filename, argv, context:
         p.first_ns = time_ns
 
 
-def context_of(p: Proc) -> dict:
-    """The context of the program its line shows (_command): its last exec's, else what a
-    daemon found it running, else its last failed exec's (a cgroup, no hash)."""
-    if p.execs:
-        return p.execs[-1]["context"]
-    if p.seen is not None:
-        return p.seen["context"]
-    return p.failed[-1]["context"] if p.failed else dict.fromkeys(CONTEXT_FIELDS)
-
-
 class Reader:
     """Lookups over every file's connection (newest first) by process identity."""
 
@@ -238,6 +228,7 @@ class Reader:
             p = procs[key] = Proc(boot, pid, start_ns)
         _apply_event(p, event, time_ns, ppid, uid, comm, filename, argv, err, code, sig, core, duration,
                      status, context)
+        p.files.add(i)
         if event == "exit" and duration is not None:
             self.clocks.saw(i, run_id, time_ns - start_ns - duration)
         if p.offset_ns is None:
@@ -262,6 +253,7 @@ class Reader:
                     match = procs[(b, pid, s_ns)] = Proc(b, pid, s_ns)
                 _apply_seen(match, time_ns, ppid, uid, comm, filename, argv,
                             dict(zip(CONTEXT_FIELDS, row[_SEEN_N:])))
+                match.files.add(i)
                 if match.offset_ns is None:
                     match.offset_ns = self.clocks.offset(i, run_id)
 
@@ -422,103 +414,7 @@ def build(conns, pid: int, at_ns: int | None = None, depth: int | None = None,
     return Tree(chain[-1], target, nodes, truncated, len(procs), complete)
 
 
-# --- output ----------------------------------------------------------------
-
-def _when(ns: int | None) -> str:
-    if ns is None:
-        return "?"
-    return format_time(ns)[:23] + "Z"  # milliseconds
-
-
-def _status(p: Proc) -> str:
-    e = p.exit
-    if e is None:
-        return "no exit recorded"
-    if e["signal"]:
-        text = f"killed by signal {e['signal']}"
-        try:
-            import signal as signal_module
-
-            text += f" ({signal_module.Signals(e['signal']).name})"
-        except ValueError:
-            pass
-        return text + (", core dumped" if e["core_dumped"] else "")
-    return f"exit {e['exit_code']}"
-
-
-def _command(p: Proc) -> str:
-    if p.execs:
-        last = p.execs[-1]
-        cmd = " ".join([quote(last["filename"]) if last["filename"] is not None else "?"]
-                       + [quote(a) for a in last["argv"]])
-        if len(p.execs) > 1:
-            cmd += f" (after {len(p.execs) - 1} earlier exec{'s' if len(p.execs) > 2 else ''})"
-        return cmd
-    if p.seen is not None:
-        parts = [quote(a) for a in p.seen["argv"]] or [quote(p.seen["filename"] or "?")]
-        return " ".join(parts) + " [running when a daemon started]"
-    return "(no exec recorded)"
-
-
-def describe(p: Proc) -> str:
-    parts = [str(p.pid), quote(p.comm or "?"), _command(p) + where_ran(context_of(p))]
-    if p.failed:
-        names = sorted({errno_module.errorcode.get(abs(f["errno"] or 0), str(f["errno"])) for f in p.failed})
-        parts.append(f"({len(p.failed)} failed exec{'s' if len(p.failed) > 1 else ''}: "
-                     f"{quote(p.failed[-1]['filename'])} {'/'.join(names)})")
-    life = format_duration(p.exit["duration_ns"]) if p.exit is not None else ""
-    parts.append(f"[{_when(p.fork_ns)}{' +' + life if life else ''} {_status(p)}]")
-    return " ".join(parts)
-
-
-def render_table(tree: Tree, stream) -> None:
-    unicode = (getattr(stream, "encoding", None) or "").lower().replace("-", "") in ("utf8", "utf16", "utf32")
-    tee, last, pipe, blank = ("├─ ", "└─ ", "│  ", "   ") if unicode else ("|- ", "`- ", "|  ", "   ")
-    mark = "  ◀ target" if unicode else "  <== target"
-    t = tree.target
-    stream.write(f"pid {t.pid}, boot {t.boot_id}, started {_when(t.fork_ns)}\n")
-    if not tree.complete_ancestry:
-        top = tree.root
-        stream.write(f"(parent pid {top.ppid} of {top.pid} was not recorded: ancestry starts here)\n")
-    stack = [(tree.root, "", "", True)]
-    while stack:
-        node, prefix, connector, _ = stack.pop()
-        stream.write(prefix + connector + describe(node) + (mark if node.target else "") + "\n")
-        child_prefix = prefix + ((blank if connector in (last, "") else pipe) if connector else "")
-        kids = node.children
-        for j in range(len(kids) - 1, -1, -1):
-            stack.append((kids[j], child_prefix, last if j == len(kids) - 1 else tee, False))
-    if tree.truncated:
-        stream.write(f"(cut at {tree.nodes} processes: use --depth to see less at a time)\n")
-
-
-def _node_json(p: Proc) -> dict:
-    return {
-        "pid": p.pid, "ppid": p.ppid, "boot_id": p.boot_id, "start_ns": p.start_ns,
-        "start": format_time(p.fork_ns) if p.fork_ns is not None else None,
-        "comm": p.comm, "uid": p.uid, "target": p.target,
-        **context_of(p),
-        "execs": [{"time": format_time(e["time_ns"]), "time_ns": e["time_ns"], "filename": e["filename"],
-                   "argv": e["argv"], **e["context"]} for e in p.execs],
-        "failed_execs": [{"time": format_time(f["time_ns"]), "time_ns": f["time_ns"],
-                          "filename": f["filename"], "argv": f["argv"], "errno": f["errno"],
-                          "errno_name": errno_module.errorcode.get(abs(f["errno"] or 0)), **f["context"]}
-                         for f in p.failed],
-        "exit": None if p.exit is None else {
-            "time": format_time(p.exit["time_ns"]), "time_ns": p.exit["time_ns"],
-            "exit_code": p.exit["exit_code"], "signal": p.exit["signal"],
-            "core_dumped": p.exit["core_dumped"], "duration_ns": p.exit["duration_ns"]},
-        "seen_at_start": p.seen is not None,
-        "children": [_node_json(k) for k in p.children],
-    }
-
-
-def render_json(tree: Tree, stream) -> None:
-    t = tree.target
-    doc = {"target": {"pid": t.pid, "boot_id": t.boot_id, "start_ns": t.start_ns},
-           "incarnations": tree.incarnations, "complete_ancestry": tree.complete_ancestry,
-           "truncated": tree.truncated, "processes": tree.nodes, "tree": _node_json(tree.root)}
-    stream.write(json.dumps(doc, ensure_ascii=False) + "\n")
+from .tree_output import _when, context_of, describe, render_json, render_table  # noqa: E402,F401 - run() and callers
 
 
 def window(tree: Tree) -> tuple[int | None, int | None]:
@@ -554,6 +450,14 @@ def run(conns, pid: int, at_ns: int | None, depth: int | None, fmt: str, db_dir,
         render_json(tree, out)
     else:
         render_table(tree, out)
+    shown, stack = set(), [tree.root]
+    while stack:
+        p = stack.pop()
+        stack.extend(p.children)
+        shown |= p.files
+    for i in sorted(shown):
+        if is_set_aside(conns[i][0]):
+            err.write(f"auditd-lite: note: records shown from {set_aside_note(conns[i][0])}\n")
     lo, hi = window(tree)
     wanted = set(gaps.select_paths([p for p, _ in conns], lo, hi))
     gaps.warn(gaps.for_window([(p, c) for p, c in conns if p in wanted], db_dir, lo, hi), err)

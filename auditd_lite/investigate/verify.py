@@ -11,8 +11,15 @@ batch id:
 - in each file, every run's counters (records written, loss) equal the sum
   of its batches there: the writer updates both in one transaction, so
   batches cut off the end of a file are found;
-- the oldest file's chain must start at the beginning (batch 1's genesis)
-  unless a run had retention on (``keep`` > 0), which removes old files;
+- from chain format 5, every other row an investigation reads: a file's runs,
+  seen_processes and removed_files rows against the batches whose hashes
+  cover them, each problem named by table, row and run (``evidence.check``);
+- batches missing before the oldest file or between two files must be ones
+  retention recorded removing (removed_files: the files, their batches and
+  hashes), linked by their hashes: a retention cut is a note, batches no
+  record accounts for were removed by someone else (a problem). Files
+  written before such records existed fall back on the runs' settings: the
+  chain may start late only if a run had retention on;
 - batches from before the chain (no hash: the first release) are checked for
   their records and named in a note, not taken for tampering; they can only
   come first, before a chain that begins at genesis (``chain.check_file``);
@@ -23,14 +30,17 @@ batch id:
 - with ``--db-dir``, a ``.db`` file the daemon does not write is a problem
   (queries of the directory would read it as evidence);
 - with ``--db-dir``, a live file the writer set aside (``audit-damaged-*``)
-  that SQLite finds intact is checked with the others: the chain went on from
-  its last batch (docs/design.md, "A live file that refuses a batch is set
-  aside"). One that is not intact is damaged, and its batches count as missing.
+  that SQLite finds intact is checked with the others, as every reader reads
+  it: the chain went on from its last batch (docs/design.md, "A live file that
+  refuses a batch is set aside"). One that is not intact is damaged, and its
+  batches count as missing.
 
-For an export (a file with a ``manifest``): its sidecar ``.sha256``, the
+With ``--verify-key``, a problem in a batch no seal covers yet says so (not yet sealed).
+
+For an export (a file with a ``manifest``; verify_export.py): its sidecar ``.sha256``, the
 manifest against the tables (format, counts per type, time range, chain
-ends, content digest), every batch recomputed with the digests of the
-records left out, and the chain followed without a hole from the first
+ends, content digest, and from export format 2 each table's digest), every batch recomputed
+with the digests of the records left out, and the chain followed without a hole from the first
 exported batch to the last through ``chain_links``.
 
 With ``--pubkey``, each export's signature too (``FILE.sig``, signing.py): good under the key,
@@ -51,15 +61,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import chain, signing
-from . import seals
-from ..dbfiles import daemon_running, database_files, file_is_export, is_chain_file, open_ro, set_aside_files
+from . import evidence, seals
+from ..dbfiles import (daemon_running, database_files, file_is_export, is_chain_file, is_set_aside, open_ro,
+                       set_aside_files, set_aside_note)
 from ..errors import BadInput
 from ..rows import CONTEXT_FIELDS, LATER_FIELDS
+from ..timeparse import format_time
 from .query import context_columns
 
-
-REQUIRED_MANIFEST = ("format", "tool_version", "exported_at", "host", "kernel", "sources", "time_range",
-                     "counts", "chain", "content_sha256", "tables")
 
 
 @dataclass
@@ -90,8 +99,9 @@ class _ChainFile:
     lo: int | None
     hi: int | None
     first_is_genesis: bool
-    keeps: list
+    keeps: list  # per run row: did it have retention on (its settings: retention, or keep > 0)
     seals: list  # its seals (seals.read), from the snapshot its chain was checked in
+    found: evidence.Found = field(default_factory=evidence.Found)
 
 
 def _read_transaction(conn: sqlite3.Connection) -> None:
@@ -108,15 +118,17 @@ def _check_chain_file(path: Path, report: Report) -> _ChainFile | None:
         try:
             fc = chain.check_file(conn, name, report.problems)
             uncovered_context(conn, name, report.problems)
+            found = evidence.check(conn, name, report.problems, report.notes)
             lo, hi, n = conn.execute("SELECT (SELECT min(id) FROM batches), (SELECT max(id) FROM batches), "
                                      "(SELECT count(*) FROM batches)").fetchone()
             report.records += conn.execute("SELECT count(*) FROM events").fetchone()[0]
             report.batches += n
-            _check_run_counters(conn, name, report)
+            _check_run_counters(conn, name, report, found.runs)
             keeps = []
             for (settings,) in conn.execute("SELECT settings FROM runs"):
                 try:
-                    keeps.append(json.loads(settings).get("keep"))
+                    s = json.loads(settings)
+                    keeps.append(bool(s.get("retention", (s.get("keep") or 0) > 0)))
                 except (TypeError, ValueError, AttributeError):
                     keeps.append(None)
             # in this snapshot: a seal read later could name a batch the chain check never saw
@@ -133,7 +145,7 @@ def _check_chain_file(path: Path, report: Report) -> _ChainFile | None:
         report.notes.append(note)
     # the first release numbered batches from 1, and batches from before the chain come first
     starts = lo == 1 if fc.pre_chain and fc.pre_chain[0] == lo else fc.first_prev == chain.GENESIS
-    return _ChainFile(path, name, fc, lo, hi, starts, keeps, file_seals)
+    return _ChainFile(path, name, fc, lo, hi, starts, keeps, file_seals, found)
 
 
 def uncovered_context(conn: sqlite3.Connection, name: str, problems: list) -> None:
@@ -171,13 +183,15 @@ def uncovered_context(conn: sqlite3.Connection, name: str, problems: list) -> No
                     f"(written before schema revision {revision}) does not cover: put in afterwards")))
 
 
-def _check_run_counters(conn: sqlite3.Connection, name: str, report: Report) -> None:
+def _check_run_counters(conn: sqlite3.Connection, name: str, report: Report, covered=()) -> None:
+    """Runs written before chain format 5: their counters against their batches (evidence.py
+    checks the ``covered`` runs, and every other column with them)."""
     rows = conn.execute(
         "SELECT r.id, r.events_written, r.lost_kernel, r.lost_user, "
         "coalesce(sum(b.count), 0), coalesce(sum(b.lost_kernel), 0), coalesce(sum(b.lost_user), 0) "
         "FROM runs r LEFT JOIN batches b ON b.run_id = r.id GROUP BY r.id ORDER BY r.id").fetchall()
     for rid, written, lost_k, lost_u, b_count, b_lost_k, b_lost_u in rows:
-        if (written, lost_k, lost_u) != (b_count, b_lost_k, b_lost_u):
+        if rid not in covered and (written, lost_k, lost_u) != (b_count, b_lost_k, b_lost_u):
             report.problems.append(chain.Problem(name, None, (
                 f"run {rid} says it wrote {written} records (lost {lost_k}+{lost_u}) to this file, "
                 f"its batches here hold {b_count} (lost {b_lost_k}+{b_lost_u}): batches removed or "
@@ -189,18 +203,36 @@ def _check_run_counters(conn: sqlite3.Connection, name: str, report: Report) -> 
 
 
 def _check_sequence(files: list[_ChainFile], report: Report) -> None:
+    """Files oldest first by batch id: no batch twice, each file continuing the one before, and
+    the batches missing before the first or between two told apart: removed by retention
+    (recorded) or by someone else (docs/design.md, "Retention")."""
     with_batches = sorted((f for f in files if f.lo is not None), key=lambda f: (f.lo, f.hi))
+    removed = evidence.Removed(r for f in files for r in f.found.removals)
     for a, b in zip(with_batches, with_batches[1:]):
         if b.lo <= a.hi:
             report.problems.append(chain.Problem(b.name, b.lo, (
                 f"batches {b.lo}..{min(a.hi, b.hi)} are also in {a.name}: a copy, or a file from "
                 "another directory")))
         elif b.lo > a.hi + 1:
-            report.problems.append(chain.Problem(b.name, b.lo, (
-                f"batches {a.hi + 1}..{b.lo - 1} are missing between {a.name} and this file: "
-                "a file was removed")))
+            cut = removed.back_from(b.lo, b.fc.first_prev, stop=a.hi + 1)
+            if cut and cut[0]["first_batch_id"] == a.hi + 1 and (
+                    a.fc.last_hash is None or cut[0].get("first_prev_hash") == a.fc.last_hash):
+                report.notes.append(f"batches {a.hi + 1}..{b.lo - 1}, between {a.name} and {b.name}, "
+                                    f"were removed by retention (recorded: {evidence.removals_said(cut)})")
+            else:
+                report.problems.append(chain.Problem(b.name, b.lo, (
+                    f"batches {a.hi + 1}..{b.lo - 1} are missing between {a.name} and this file, and "
+                    "no record says retention removed them: a file was removed by someone else"
+                    + _unread(removed))))
         else:
             chain.check_sequence([(a.name, a.fc), (b.name, b.fc)], report.problems)
+    present = [(f.lo, f.hi) for f in with_batches]
+    for r in removed.ranged:
+        if any(lo <= r["last_batch_id"] and r["first_batch_id"] <= hi for lo, hi in present):
+            report.notes.append(f"{r['name']} was recorded as removed by retention at "
+                                f"{format_time(r['removed_ns'])}, but its batches "
+                                f"{r['first_batch_id']}..{r['last_batch_id']} are still here: "
+                                "the removal was cut short")
     if with_batches:
         first = with_batches[0]
         # the chain's span: from its first hashed batch (the batches before it are named in notes)
@@ -208,173 +240,46 @@ def _check_sequence(files: list[_ChainFile], report: Report) -> None:
         if chained:
             report.first_batch, report.last_batch = chained[0].fc.first_hashed, with_batches[-1].hi
         if not first.first_is_genesis:
-            keeps = [k for f in files for k in f.keeps]
-            if keeps and all(k == 0 for k in keeps):
-                report.problems.append(chain.Problem(first.name, first.lo, (
-                    "the chain does not start here (this batch follows one that is not in any file) "
-                    "although no run had retention on (keep = 0): older files were removed")))
-            else:
-                known = sorted({k for k in keeps if k})
-                report.notes.append(
-                    f"the chain starts at batch {first.lo} in {first.name}: older files were removed"
-                    + (f" (retention: keep = {', '.join(map(str, known))})" if known else ""))
+            _check_start(first, files, removed, report)
 
 
-# --- exports -----------------------------------------------------------------
+def _unread(removed: evidence.Removed) -> str:
+    if not removed.unread:
+        return ""
+    return (" (retention removed files it could not read, which may have held them: "
+            + ", ".join(r["name"] for r in removed.unread) + ")")
 
-def _sidecar(path: Path, report: Report, digest: str) -> None:
-    side = Path(str(path) + ".sha256")
-    name = str(path)
-    try:
-        text = side.read_text()
-    except FileNotFoundError:
-        report.problems.append(chain.Problem(name, None, f"no digest file {side.name}: the file's seal is missing"))
+
+def _check_start(first: _ChainFile, files: list[_ChainFile], removed: evidence.Removed,
+                 report: Report) -> None:
+    """The chain does not start in ``first``: the batches before it are a retention cut if the
+    records of what retention removed account for them, linked by their hashes down to the
+    chain's start, or down to a file written before such records existed."""
+    cut = removed.back_from(first.lo, first.fc.first_prev)
+    where = f"the chain starts at batch {first.lo} in {first.name}"
+    if cut and (cut[0]["first_batch_id"] == 1 or cut[0].get("first_prev_hash") == chain.GENESIS):
+        report.notes.append(f"{where}: batches {cut[0]['first_batch_id']}..{first.lo - 1} were removed by "
+                            f"retention (recorded: {evidence.removals_said(cut[::-1])})")
         return
-    except (OSError, UnicodeDecodeError) as exc:
-        report.problems.append(chain.Problem(name, None, f"cannot read {side.name}: {exc}"))
+    # where what no record accounts for ends, and the hash of the batch before it
+    top, before = (cut[0]["first_batch_id"], cut[0].get("first_prev_hash")) if cut else (first.lo, first.fc.first_prev)
+    if before is not None and chain.hash_format(before) >= chain.EVIDENCE_FORMAT:
+        recorded = f"; retention recorded removing batches {top}..{first.lo - 1}" if cut else ""
+        report.problems.append(chain.Problem(first.name, first.lo, (
+            f"{where}: batches before {top} are missing and no record says retention removed them "
+            f"(they were written in chain format {chain.hash_format(before)}, which records every "
+            f"removal){recorded}: removed by someone else" + _unread(removed))))
         return
-    parts = text.split()
-    if len(parts) < 1 or len(parts[0]) != 64:
-        report.problems.append(chain.Problem(name, None, f"{side.name} is not in sha256sum format"))
-        return
-    if digest != parts[0].lower():
-        report.problems.append(chain.Problem(name, None, f"SHA-256 differs from {side.name}: the file was changed"))
-    if len(parts) >= 2 and parts[-1].lstrip("*") != path.name:
-        report.notes.append(f"{side.name} names {parts[-1]!r}: the export was renamed")
-
-
-def _check_export(path: Path, conn: sqlite3.Connection, report: Report) -> dict | None:
-    """Check the export's tables against its manifest; the manifest, None if unreadable."""
-    from .export import FORMAT, content_sha256, read_manifest
-
-    name = str(path)
-    bad = lambda reason, batch=None: report.problems.append(chain.Problem(name, batch, reason))  # noqa: E731
-    try:
-        manifest = read_manifest(conn)
-    except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
-        bad(f"manifest unreadable: {exc}")
-        return None
-    missing = [k for k in REQUIRED_MANIFEST if k not in manifest]
-    if missing:
-        bad(f"manifest lacks {', '.join(missing)}")
-        return manifest
-    if manifest["format"] != FORMAT:
-        bad(f"manifest format {manifest['format']!r} is not {FORMAT!r}")
-    try:
-        counts = {"exec": 0, "exec_failed": 0, "exit": 0}
-        counts.update(dict(conn.execute("SELECT event, count(*) FROM events GROUP BY event")))
-        counts["total"] = sum(counts.values())
-        if counts != manifest["counts"]:
-            bad(f"records per type {counts} differ from the manifest's {manifest['counts']}")
-        tr = manifest["time_range"]
-        first, last = conn.execute("SELECT (SELECT min(time_ns) FROM events), (SELECT max(time_ns) FROM events)").fetchone()
-        if (first, last) != (tr.get("first_record_ns"), tr.get("last_record_ns")):
-            bad("the records' time range differs from the manifest's")
-        outside = conn.execute(
-            "SELECT count(*) FROM events WHERE time_ns < coalesce(?, time_ns) OR time_ns >= coalesce(?, time_ns + 1)",
-            (tr.get("since_ns"), tr.get("until_ns"))).fetchone()[0]
-        if outside:
-            bad(f"{outside} records lie outside the manifest's window")
-        tables = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in manifest["tables"]}
-        if tables != manifest["tables"]:
-            bad(f"table sizes {tables} differ from the manifest's {manifest['tables']}")
-        if content_sha256(conn) != manifest["content_sha256"]:
-            bad("content digest differs from the manifest's: batches, chain links, omitted digests "
-                "or runs were changed")
-
-        omitted: dict[int, dict[int, bytes]] = {}
-        exported_batches = {r[0] for r in conn.execute("SELECT id FROM batches")}
-        for event_id, batch_id, digest in conn.execute("SELECT event_id, batch_id, digest FROM omitted_rows"):
-            if batch_id not in exported_batches:
-                bad(f"digest of record {event_id} for a batch that is not in the export", batch_id)
-            omitted.setdefault(batch_id, {})[event_id] = bytes(digest)
-        found: list[chain.Problem] = []
-        note = chain.pre_chain_note(name, chain.check_file(conn, name, found, omitted))
-        uncovered_context(conn, name, found)
-        if note:
-            report.notes.append(note)
-        # links between batches are checked below, through chain_links as well
-        report.problems.extend(p for p in found if not p.reason.startswith("chain broken"))
-        links = conn.execute(
-            "SELECT id, prev_hash, hash FROM batches UNION ALL SELECT id, prev_hash, hash FROM chain_links "
-            "ORDER BY id").fetchall()
-        prev = None
-        for bid, prev_hash, stored in links:
-            if prev is not None:
-                if bid == prev[0]:
-                    bad("batch is both exported and a chain link", bid)
-                elif bid != prev[0] + 1:
-                    bad(f"batches {prev[0] + 1}..{bid - 1} missing from the chain", bid)
-                elif prev_hash != prev[1] and not (prev[1] is None and prev_hash == chain.GENESIS):
-                    # (after a batch from before the chain, the chain begins at genesis)
-                    bad("chain broken: previous batch missing or changed", bid)
-            prev = (bid, stored)
-        ch = manifest["chain"]
-        ends = conn.execute("SELECT (SELECT min(id) FROM batches), (SELECT max(id) FROM batches)").fetchone()
-        if ends != (ch.get("first_batch"), ch.get("last_batch")):
-            bad("first or last batch differs from the manifest's chain")
-        for table in ("events", "batches"):
-            for (rid,) in conn.execute(f"SELECT DISTINCT run_id FROM {table} "
-                                       "WHERE run_id NOT IN (SELECT id FROM runs)"):
-                bad(f"{table} of run {rid}, which has no run record")
-        report.records += counts["total"]
-        report.batches += len(exported_batches)
-    except sqlite3.DatabaseError as exc:
-        bad(f"unreadable: {exc}")
-    return manifest
-
-
-def _check_signature(path: Path, digest: str, pubkey, report: Report, manifest: dict | None) -> dict | None:
-    """Check the export's signature under ``pubkey`` and what its statement says of the file (a
-    SQLite export when ``manifest`` is given, else JSON lines); the statement if all holds."""
-    from .output import SCHEMA_FORMATS
-
-    name = str(path)
-    before = len(report.problems)
-    bad = lambda reason: report.problems.append(chain.Problem(name, None, reason))  # noqa: E731
-    try:
-        statement = signing.check(path, pubkey)
-    except signing.Unsigned as exc:
-        bad(str(exc))
-        return None
-    sig = signing.signature_path(path).name
-    if statement.get("sha256") != digest:
-        bad(f"SHA-256 differs from the one signed in {sig}: the file was changed after it was signed")
-    kind = statement.get("export_format")
-    if (manifest is not None and kind != "sqlite") or (manifest is None and kind not in SCHEMA_FORMATS):
-        bad(f"{sig} signs a {kind} export, and this file is {'SQLite' if manifest is not None else 'not SQLite'}")
-    elif manifest is not None and statement.get("manifest") != manifest:
-        bad(f"the manifest differs from the one signed in {sig}")
-    if statement.get("file") != path.name:
-        report.notes.append(f"{sig} names {statement.get('file')!r}: the export was renamed")
-    if len(report.problems) > before:
-        return None
-    report.signed += 1
-    report.key = statement["key"]
-    return statement
-
-
-def _is_sqlite(path: Path) -> bool:
-    """Does the file start as SQLite files do? One that cannot be read counts as SQLite: opening
-    it then says why in the usual words."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(16) in (b"SQLite format 3\x00", b"")
-    except OSError:
-        return True
-
-
-def _check_lines_export(path: Path, pubkey, report: Report) -> None:
-    """A JSON-lines export (ocsf, ecs): its sidecar and its signature."""
-    from .export import file_sha256
-
-    report.files += 1
-    report.exports += 1
-    digest = file_sha256(path)
-    _sidecar(path, report, digest)
-    statement = _check_signature(path, digest, pubkey, report, None)
-    if statement is not None:
-        report.records += (statement.get("counts") or {}).get("total", 0)
+    # written before removals were recorded: the runs' settings say whether retention was on
+    keeps = [k for f in files for k in f.keeps]
+    said = f"; then retention recorded removing {evidence.removals_said(cut[::-1])}" if cut else ""
+    if keeps and not any(keeps):
+        report.problems.append(chain.Problem(first.name, first.lo, (
+            f"{where} (this batch follows one that is not in any file) although no run had "
+            f"retention on: older files were removed{said}")))
+    else:
+        report.notes.append(f"{where}: older files were removed, before retention recorded its "
+                            f"removals (a run had retention on){said}")
 
 
 # --- entry -------------------------------------------------------------------
@@ -393,45 +298,26 @@ def verify(paths: list[Path] | None = None, db_dir=None, attempts: int = 3, veri
         if not listed:
             raise BadInput(f"no database files in {db_dir}")
         seals_at["running"] = daemon_running(db_dir)
-        report = _verify(list(reversed(listed)), True, set_aside_files(db_dir),  # oldest first
-                         seals_at=seals_at)
+        damaged = [p for p in set_aside_files(db_dir) if p not in listed]
+        report = _verify(list(reversed(listed)), True, damaged, seals_at=seals_at)  # oldest first
         if database_files(db_dir=db_dir) == listed:
             return report
     raise BadInput(f"the files in {db_dir} kept changing (rotating) during verification; try again")
 
 
-def _check_set_aside(path: Path, report: Report) -> _ChainFile | None:
-    """A set-aside file that is intact joins the chain check; one that is not is left out."""
-    try:
-        conn = open_ro(path)
-    except BadInput:
-        return None  # not SQLite, or not ours: it was set aside for that, and holds no chain
-    try:
-        intact = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-    except sqlite3.DatabaseError:
-        intact = False
-    finally:
-        conn.close()
-    if not intact:
-        return None
-    report.files += 1
-    report.notes.append(f"{path}: a live file the writer set aside: checked with the others, but "
-                        "queries of the directory do not read it")
-    return _check_chain_file(path, report)
-
-
-def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_at=None,
+def _verify(paths: list[Path], in_dir: bool, damaged: list[Path] = (), seals_at=None,
             pubkey=None) -> Report:
+    from . import verify_export as exports  # only a run with exports needs it
+
     report = Report()
     chain_files: list[_ChainFile] = []
-    for path in set_aside:
-        checked = _check_set_aside(path, report)
-        if checked is not None:
-            chain_files.append(checked)
+    for path in damaged:
+        report.notes.append(f"{path}: a live file the writer set aside that SQLite does not find "
+                            "intact: not read, and its batches count as missing")
     for path in paths:
-        if not in_dir and not _is_sqlite(path):
+        if not in_dir and not exports.is_sqlite(path):
             if pubkey is not None:
-                _check_lines_export(path, pubkey, report)
+                exports.check_lines_export(path, pubkey, report)
                 continue
             if signing.signature_path(path).exists():
                 raise BadInput(f"{path} is not SQLite: a JSON-lines export (ocsf, ecs) is checked by "
@@ -442,7 +328,7 @@ def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_a
             if export:
                 _read_transaction(conn)
                 try:
-                    manifest = _check_export(path, conn, report)
+                    manifest = exports.check_export(path, conn, report)
                 finally:
                     conn.execute("ROLLBACK")
         finally:
@@ -452,13 +338,13 @@ def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_a
                            "(verify it without --pubkey)")
         report.files += 1
         if export:
-            from .export import file_sha256
+            from .export_seal import file_sha256
 
             report.exports += 1
             digest = file_sha256(path)
-            _sidecar(path, report, digest)
+            exports.sidecar(path, report, digest)
             if pubkey is not None:
-                _check_signature(path, digest, pubkey, report, manifest or {})
+                exports.check_signature(path, digest, pubkey, report, manifest or {})
             elif signing.signature_path(path).exists():
                 report.notes.append(f"{path}: signed ({signing.signature_path(path).name}), but the "
                                     "signature was not checked: give --pubkey")
@@ -471,6 +357,8 @@ def _verify(paths: list[Path], in_dir: bool, set_aside: list[Path] = (), seals_a
             report.problems.append(chain.Problem(str(path), None, (
                 "not a file the daemon writes (neither audit.db nor audit-*.db): queries of the "
                 "directory read it as evidence")))
+        if is_set_aside(path):
+            report.notes.append(set_aside_note(path) + ": checked with them")
         checked = _check_chain_file(path, report)
         if checked is not None:
             chain_files.append(checked)

@@ -4,12 +4,13 @@ evidence") and its one transaction."""
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import structlog
 
-from .. import chain, dbfiles
+from .. import batch_evidence, chain, dbfiles
 from ..rows import CONTEXT_FIELDS, GATE_FIELDS
 from .schema import batches, events, runs
 
@@ -45,15 +46,67 @@ def _insert_for(omit: tuple[str, ...]) -> tuple[str, Callable[[tuple], tuple]]:
 INSERT_EXEC, _EXEC_VALUES = _insert_for(EXIT_ONLY)
 INSERT_EXIT, _EXIT_VALUES = _insert_for(EXEC_ONLY)
 _EVENT = chain.EVENT_COLUMNS.index("event")
-INSERT_BATCH = (f"INSERT INTO {batches.name} ({', '.join(chain.BATCH_HEADER)}, prev_hash, hash) "
-                f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER) + 2))})")
+INSERT_BATCH = (f"INSERT INTO {batches.name} ({', '.join(chain.BATCH_HEADER5)}, prev_hash, hash) "
+                f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER5) + 2))})")
 COUNT_RUN = (f"UPDATE {runs.name} SET events_written = events_written + ?, "
              "lost_kernel = lost_kernel + ?, lost_user = lost_user + ?, "
              "stream_lines_written = stream_lines_written + ?, "
              "stream_lines_dropped = stream_lines_dropped + ? WHERE id = ?")
-# the stream's counters alone (a NULL counter, a run without a stream, stays NULL)
-COUNT_STREAM = (f"UPDATE {runs.name} SET stream_lines_written = stream_lines_written + ?, "
-                "stream_lines_dropped = stream_lines_dropped + ? WHERE id = ?")
+_NO_EVIDENCE = (None, None, None)  # run_values, seen_rows, removal_rows of a batch of records
+
+
+@dataclass
+class Evidence:
+    """What a batch's transaction writes besides records: chain format 5 covers it in the batch's
+    header (chain.EVIDENCE_COLUMNS; docs/design.md, "Tamper evidence")."""
+
+    run_insert: dict | None = None  # the run's row (without its id), inserted: its start in a file
+    run_update: dict | None = None  # columns of the run's row it sets (attached_ns, stopped_ns)
+    seen: list = field(default_factory=list)  # seen_processes rows (dicts of their columns)
+    removals: list = field(default_factory=list)  # removed_files rows (dicts of their columns)
+
+
+_RUN_SETTABLE = batch_evidence.RUN_COLUMNS[1:]
+
+
+def _side_rows(conn, table: str, rows: list[dict], fixed: dict) -> bytes | None:
+    """Insert ``rows`` into a side table (batch_evidence.SIDE_TABLES) with the next ids and ``fixed``
+    values; the batch's list of them, digested as read back (so as verify reads them: a value
+    SQLite's column affinity converts is digested converted)."""
+    if not rows:
+        return None
+    cols = batch_evidence.SIDE_TABLES[table]
+    first = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").scalar()
+    values = [tuple(first + k if c == "id" else fixed[c] if c in fixed else r.get(c) for c in cols)
+              for k, r in enumerate(rows)]
+    conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                         values)
+    back = conn.exec_driver_sql(f"SELECT {', '.join(cols)} FROM {table} WHERE id BETWEEN ? AND ? "
+                                "ORDER BY id", (first, first + len(rows) - 1)).fetchall()
+    return batch_evidence.side_rows((r[0], batch_evidence.side_digest(table, tuple(r))) for r in back)
+
+
+def _write_evidence(conn, ev: Evidence, run_id: int, batch_id: int) -> tuple:
+    """Write ``ev`` inside the batch's transaction; its run_values, seen_rows and removal_rows."""
+    pairs: list = []
+    if ev.run_insert is not None:
+        row = {**ev.run_insert, "id": run_id}
+        cols = [c for c in batch_evidence.RUN_COLUMNS if c in row]
+        conn.exec_driver_sql(f"INSERT INTO {runs.name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                             tuple(row[c] for c in cols))
+        pairs = list(_RUN_SETTABLE)  # the row as inserted: every column, NULL where none was given
+    if ev.run_update:
+        cols = [c for c in _RUN_SETTABLE if c in ev.run_update]
+        conn.exec_driver_sql(f"UPDATE {runs.name} SET {', '.join(c + ' = ?' for c in cols)} WHERE id = ?",
+                             tuple(ev.run_update[c] for c in cols) + (run_id,))
+        pairs += [c for c in cols if c not in pairs]
+    values = None
+    if pairs:  # as read back, for the reason _side_rows gives
+        got = conn.exec_driver_sql(f"SELECT {', '.join(pairs)} FROM {runs.name} WHERE id = ?",
+                                   (run_id,)).fetchone()
+        values = batch_evidence.pack_values(zip(pairs, got))
+    return (values, _side_rows(conn, "seen_processes", ev.seen, {"run_id": run_id, "batch_id": batch_id}),
+            _side_rows(conn, "removed_files", ev.removals, {"batch_id": batch_id}))
 
 
 def _tail(query: Callable[[str], list]) -> tuple[int | None, str | None, int]:
@@ -90,6 +143,7 @@ class ChainPosition:
         self.known = False
         self.last_hash: str | None = None
         self.next_event_id = self.next_batch_id = None
+        self.top_run = 0  # the highest run id in the files: a new run takes the next
 
     def read(self, conn, db_dir: Path) -> None:
         """From the live file on the writer's own connection, migrated (a file of the first
@@ -105,34 +159,48 @@ class ChainPosition:
             log.warning("previous_run_unclean", run_id=run_id, started_ns=started,
                         path=str(db_dir / dbfiles.LIVE_NAME))
         if top_batch is None:  # no batches yet: the chain is in an older file
-            older = dbfiles.from_newest_rotated(db_dir, _tail_with_batches, unreadable)
+            older = dbfiles.from_newest_older(db_dir, _tail_with_batches, unreadable)
             if older is not None:
                 top_batch, last_hash, older_top = older
                 top_event = max(top_event, older_top)
+        if not top_event:  # batches without records (a run's start and stop): the ids go on
+            top_event = dbfiles.from_newest_older(db_dir, lambda q: _tail(q)[2] or None, unreadable) or 0
+        # run ids go on too: a new live file (after a set-aside) must not give a new run the id of
+        # one in the file before it, which every reader reads beside it
+        self.top_run = max(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM runs").scalar(),
+                           dbfiles.from_newest_older(db_dir, lambda q: q("SELECT max(id) FROM runs")[0][0],
+                                                     unreadable) or 0)
+        conn.rollback()
         # batches without a hash were written before the chain: it begins after them
         self.last_hash = last_hash or chain.GENESIS
         self.next_event_id, self.next_batch_id = top_event + 1, (top_batch or 0) + 1
         self.known = True
 
     def insert(self, conn, rows: list[tuple], run_id: int, written_ns: int,
-               lost_kernel: int, lost_user: int, stream: tuple[int, int] = (0, 0)) -> None:
+               lost_kernel: int, lost_user: int, stream: tuple[int, int] | None = None,
+               evidence: Evidence | None = None) -> None:
         """``rows`` as the next batch, in one transaction; the position moves once it is committed.
-        ``stream``: the stream's lines written and dropped since the last count, for the run row."""
+        ``stream``: the stream's lines written and dropped since the last count, for the run row
+        (None: the run has no stream); ``evidence``: what else the transaction writes, which
+        the batch's hash covers with the rest (chain format 5)."""
         batch_id = self.next_batch_id
         first = self.next_event_id
         last = first + len(rows) - 1
         full = [(first + i, run_id, batch_id) + row for i, row in enumerate(rows)]
         header = (batch_id, run_id, written_ns, first if rows else None,
-                  last if rows else None, len(rows), lost_kernel, lost_user)
-        digest = chain.batch_hash(self.last_hash, header, chain.row_digests(full))
+                  last if rows else None, len(rows), lost_kernel, lost_user) + (stream or (None, None))
+        digests = chain.row_digests(full)
         with conn.begin():
+            side = _write_evidence(conn, evidence, run_id, batch_id) if evidence is not None else _NO_EVIDENCE
+            header += side
+            digest = chain.batch_hash(self.last_hash, header, digests)
             conn.exec_driver_sql(INSERT_BATCH, header + (self.last_hash, digest))
             exits = [_EXIT_VALUES(r) for r in full if r[_EVENT] == "exit"]
             if exits:
                 conn.exec_driver_sql(INSERT_EXIT, exits)
             if len(exits) < len(full):
                 conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in full if r[_EVENT] != "exit"])
-            conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_kernel, lost_user, *stream, run_id))
+            conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_kernel, lost_user, *(stream or (0, 0)), run_id))
         self.last_hash = digest
         self.next_batch_id += 1
         self.next_event_id = last + 1

@@ -3,9 +3,11 @@
 It owns the only read-write connection (docs/design.md, "One writer connection"):
 it takes the directory lock, migrates, records the run, writes one
 transaction per batch with its link in the hash chain, rotates between
-batches, holds records in memory while the disk is full, and writes a batch
-the live file refuses in a new file (docs/design.md, "A live file that
-refuses a batch is set aside").
+batches, removes the oldest files as retention says (docs/design.md,
+"Retention"), holds records in memory while the disk is full, and writes a
+batch the live file refuses in a new file (docs/design.md, "A live file that
+refuses a batch is set aside"). Every row it writes anywhere is in a batch,
+whose hash covers it (chain format 5, docs/design.md "Tamper evidence").
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import __version__, dbfiles, hostinfo
 from . import rotation, store
-from .batches import COUNT_STREAM, ChainPosition
+from .retention import Retainer
+from .batches import ChainPosition, Evidence
 from ..config import RunSettings
 from .holding import RETRY_S, Held
 from .livefile import LiveFile, live_is_damaged, storage_error, why
@@ -29,7 +32,7 @@ from .rotation import RotationPolicy
 
 if TYPE_CHECKING:  # storage/sealer.py is imported only by a daemon that seals (main.sealer_for)
     from .sealer import Sealer
-from .schema import runs, seen_processes
+
 
 log = structlog.get_logger("auditd_lite.writer")
 
@@ -59,6 +62,8 @@ class BatchWriter:
         self.db_dir = Path(db_dir)
         self.run_settings = run_settings
         self.batch_size = batch_size
+        self._live = LiveFile(self.db_dir, synchronous)
+        self._limits = None
         self.rotation = rotation
         self.run_id = None
         self.events_written = 0
@@ -66,7 +71,6 @@ class BatchWriter:
         self.lost_user = 0  # records dropped because the disk stayed full too long
         self._lost_kernel_pending = 0
         self._lost_user_pending = 0
-        self._live = LiveFile(self.db_dir, synchronous)
         self._held = Held(hold_limit)
         self._chain = ChainPosition()
         self._rotate_after = 0.0
@@ -82,6 +86,29 @@ class BatchWriter:
         self._stream_stored = (0, 0)  # the stream's counts the files' run rows hold
         self._file_lost = (0, 0)  # lost_kernel, lost_user in the live file's copy of the run row
         self.sealer = sealer
+        self._retainer = Retainer()  # storage/retention.py; its records no batch holds yet: pending
+        self._live_size = 0  # the live file's size at the last look, and its largest growth between
+        self._live_step = 0  # two looks (a batch or so): what it may take before it rotates
+
+    @property
+    def rotation(self) -> RotationPolicy:
+        return self._rotation
+
+    @rotation.setter
+    def rotation(self, policy: RotationPolicy) -> None:
+        """A new policy (at start, or a reload): its figures for this directory are taken again."""
+        self._rotation = policy
+        self._limits = None
+        if hasattr(self, "_retainer"):
+            self._retainer.reset()
+
+    @property
+    def limits(self) -> rotation.Limits:
+        """The policy's figures for the directory's file system (rotation.limits), once it exists."""
+        if self._limits is None:
+            self._limits = rotation.limits(self.db_dir, self._rotation, store.WAL_CHECKPOINT_PAGES)
+            self._live.wal_pages = self._limits.wal_pages
+        return self._limits
 
     @property
     def _conn(self):
@@ -92,6 +119,7 @@ class BatchWriter:
     def open(self) -> None:
         store.prepare_dir(self.db_dir)
         self._lock_fd = dbfiles.lock_dir(self.db_dir)
+        self.limits  # the live file's WAL is sized by them
         live = self._live.path
         reason = live_is_damaged(live)
         if reason:
@@ -119,13 +147,22 @@ class BatchWriter:
             self._live.open()
             if not self._chain.known:
                 self._chain.read(self._conn, self.db_dir)
-            with self._conn.begin():
-                self.run_id = self._conn.execute(
-                    runs.insert().values(**self._run_row)).inserted_primary_key[0]
-                self._run_row["id"] = self.run_id
-                self._insert_seeds(self._seeds)
+            run_id = self._run_row.get("id")
+            if run_id is None:  # a new run: after every run id in this file and the files before
+                here = self._conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM runs").scalar()
+                self._conn.rollback()
+                run_id = max(here, self._chain.top_run) + 1
+            self.run_id = run_id
+            # each file's copy of the run row counts what went into it
+            self._file_lost = (0, 0)
+            # the run's start in this file: its row (and the processes seen at start, if they
+            # came before it) in a batch, whose hash covers them
+            row = {k: v for k, v in self._run_row.items() if k != "id"}
+            self._insert_batch([], Evidence(run_insert=row, seen=self._seeds))
+            self._run_row["id"] = run_id
         except Exception as e:
             self._live.close()
+            self.run_id = self._run_row.get("id")  # None until a file took the run
             if storage_error(e):
                 self._disk_full(e, 0)
                 return False
@@ -136,7 +173,6 @@ class BatchWriter:
                 raise  # not even a new file takes the run: nothing is captured yet, say so now
             self._disk_full(e, 0, event="database_unwritable")
             return False
-        self._file_lost = (0, 0)  # each file's copy of the run row counts what went into it
         if self.sealer is not None and not self.sealer.started:
             self._seal_start()
         if self._seeds:
@@ -167,26 +203,20 @@ class BatchWriter:
             self._try_write_held(force=True)  # a last try: it also starts a run the disk kept out
         if self._held.rows:
             self._drop_held(len(self._held.rows), "shutdown with the disk still full")
-        if clean and self.sealer is not None and self._conn is not None:
-            self._seal("stop")
         if self._conn is None:
             log.error("run_not_recorded", path=str(self.db_dir), reason="the disk stayed full until the stop",
                       lost_user=self.lost_user)
         conn = self._conn
         if conn is not None:
             if clean:
-                written, dropped = self._stream_delta()
-                values = dict(stopped_ns=time.time_ns())
-                if self.stream_counts is not None:  # the stream is closed by now: its totals
-                    values.update(stream_lines_written=runs.c.stream_lines_written + written,
-                                  stream_lines_dropped=runs.c.stream_lines_dropped + dropped)
+                # the stop, with the stream's totals (it is closed by now) and any loss not yet
+                # stored, in a batch of its own; then the stop seal, which covers it
                 try:
-                    with conn.begin():
-                        conn.execute(runs.update().where(runs.c.id == self.run_id).values(**values))
-                    self._stream_stored = (self._stream_stored[0] + written,
-                                           self._stream_stored[1] + dropped)
-                except DBAPIError as e:
+                    self._insert_batch([], Evidence(run_update={"stopped_ns": time.time_ns()}))
+                except Exception as e:  # noqa: BLE001 - the stop is said in the log whatever fails
                     log.error("run_not_closed", error=why(e))
+                if self.sealer is not None:
+                    self._seal("stop")
             try:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             except DBAPIError:
@@ -225,6 +255,7 @@ class BatchWriter:
         if not force and not self._held.retry_due():
             self._bound_held()
             return
+        self.retain(now=True)  # room the policy can make is made before the records are tried
         if self._conn is None and not self._start_run():
             self._bound_held()
             return
@@ -288,13 +319,24 @@ class BatchWriter:
         self._count_lost(len(rows), f"a batch no file accepted: {reason}")
         return True
 
-    def _insert_batch(self, rows: list[tuple]) -> None:
-        """One batch in one transaction; the writer's counters move only once it is committed."""
+    def _insert_batch(self, rows: list[tuple], evidence: Evidence | None = None) -> None:
+        """One batch in one transaction, with ``evidence`` (the other rows it writes) and any
+        removals retention recorded that no batch holds yet; the writer's counters move only once
+        it is committed."""
         lost_k, lost_u = self._lost_kernel_pending, self._lost_user_pending
         batch_id = self._chain.next_batch_id
-        stream = self._stream_delta()
-        self._chain.insert(self._conn, rows, self.run_id, time.time_ns(), lost_k, lost_u, stream)
-        self._stream_stored = (self._stream_stored[0] + stream[0], self._stream_stored[1] + stream[1])
+        removals = self._retainer.pending
+        if removals:
+            evidence = evidence or Evidence()
+            evidence.removals = list(evidence.removals) + removals
+        stream = self._stream_delta() if self.stream_counts is not None else None
+        if self._conn is not None and self._conn.in_transaction():  # a read autobegun
+            self._conn.rollback()
+        self._chain.insert(self._conn, rows, self.run_id, time.time_ns(), lost_k, lost_u, stream, evidence)
+        if removals:
+            del self._retainer.pending[:len(removals)]
+        if stream is not None:
+            self._stream_stored = (self._stream_stored[0] + stream[0], self._stream_stored[1] + stream[1])
         self._file_lost = (self._file_lost[0] + lost_k, self._file_lost[1] + lost_u)
         self._lost_kernel_pending -= lost_k
         self._lost_user_pending -= lost_u
@@ -338,16 +380,9 @@ class BatchWriter:
         if not (written or dropped) or self._conn is None or self._held.full_since is not None:
             return
         try:
-            with self._conn.begin():
-                self._conn.exec_driver_sql(COUNT_STREAM, (written, dropped, self.run_id))
-        except DBAPIError as e:
+            self._insert_batch([])  # a batch of no records carries them (and the chain covers them)
+        except Exception as e:  # noqa: BLE001 - counts left for the next batch
             log.error("run_not_updated", field="stream_lines", error=why(e))
-            return
-        self._stream_stored = (self._stream_stored[0] + written, self._stream_stored[1] + dropped)
-
-    def _insert_seeds(self, seeds: list[dict]) -> None:
-        if seeds:
-            self._conn.execute(seen_processes.insert(), [dict(p, run_id=self.run_id) for p in seeds])
 
     def write_seeds(self, processes: list[dict]) -> None:
         now = time.time_ns()
@@ -356,9 +391,8 @@ class BatchWriter:
             self._seeds.extend(seeds)
             return
         try:
-            with self._conn.begin():
-                self._insert_seeds(seeds)
-        except DBAPIError as e:
+            self._insert_batch([], Evidence(seen=seeds))
+        except Exception as e:  # noqa: BLE001
             # not records of the capture, and no reason to set the file aside: said, and left
             log.error("seeds_not_written", error=why(e), count=len(processes))
             return
@@ -375,12 +409,12 @@ class BatchWriter:
         if self._conn is None:
             return  # written with the run row once the disk has room
         try:
-            # a transaction of its own, rolled back on failure: a full disk here
-            # must not leave one open under the next batch
-            with self._conn.begin():
-                self._conn.execute(runs.update().where(runs.c.id == self.run_id).values(
-                    attached_ns=time_ns, settings=self._run_row["settings"]))
-        except DBAPIError as e:
+            # a batch of its own, rolled back on failure: a full disk here must not leave a
+            # transaction open under the next batch; the settings, which now say the capture
+            # mode, are set in it too (chain format 5 covers both: "Tamper evidence")
+            self._insert_batch([], Evidence(run_update={"attached_ns": time_ns,
+                                                        "settings": self._run_row["settings"]}))
+        except Exception as e:  # noqa: BLE001
             log.error("run_not_updated", field="attached_ns", error=why(e))
 
     # -- rotation ------------------------------------------------------------
@@ -397,13 +431,15 @@ class BatchWriter:
         if (self._held.full_since is None and self._live.first_ns is not None
                 and time.monotonic() >= self._rotate_after and self._rotation_due(policy)):
             self.rotate()
-        for p in rotation.make_room(self.db_dir, policy):
-            log.warning("rotated_file_removed_for_space", path=str(p), min_free_mb=policy.min_free_mb)
+        self.retain()
 
     def _rotation_due(self, policy: RotationPolicy) -> bool:
         due = False
-        if policy.size_mb:
-            due = self._live.size_bytes() >= policy.size_mb * 1024 * 1024
+        if self.limits.rotate_bytes:
+            size = self._live.size_bytes()
+            self._live_step = max(self._live_step, size - self._live_size)
+            self._live_size = size
+            due = size >= self.limits.rotate_bytes
         if policy.interval_s and time.monotonic() - self._live.opened >= policy.interval_s:
             due = True
         return due
@@ -418,12 +454,22 @@ class BatchWriter:
         if self.sealer is not None:
             self._seal("rotate")  # in the file being closed: it ends sealed
         target = self._live.close_as_rotated()
+        self._live_size = 0
         # the run goes on in the new file, which needs its own copy of the run
         # row; on a full disk records are held until it can be made
         self._start_run()
-        deleted = rotation.apply_retention(self.db_dir, self.rotation.keep)
-        log.info("rotated", path=str(target), deleted=[str(p) for p in deleted])
+        log.info("rotated", path=str(target))
+        self.retain(now=True)
         return target
+
+    # -- retention (storage/retention.py; docs/design.md, "Retention") ----------
+
+    def retain(self, now: bool = False) -> list[Path]:
+        """Retention's step between batches (storage/retention.py): the files it removed, each
+        recorded in a batch of the live file when it can take one now."""
+        can_record = self._conn is not None and self._held.full_since is None
+        return self._retainer.run(self.db_dir, self.rotation, self.limits, self._live_step, now,
+                                  (lambda: self._insert_batch([])) if can_record else None)
 
     # -- sealing (storage/sealer.py) -----------------------------------------
 

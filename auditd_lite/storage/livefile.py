@@ -62,6 +62,7 @@ class LiveFile:
     def __init__(self, db_dir: Path, synchronous: str):
         self.db_dir = db_dir
         self.synchronous = synchronous
+        self.wal_pages = store.WAL_CHECKPOINT_PAGES  # the batch writer's limits set it
         self.conn = None
         self._engine = None
         self.first_ns = self.last_ns = None  # of the records in it, for the rotated name
@@ -72,7 +73,7 @@ class LiveFile:
         return self.db_dir / dbfiles.LIVE_NAME
 
     def open(self) -> None:
-        self._engine, self.conn = store.open_live(self.db_dir, self.synchronous)
+        self._engine, self.conn = store.open_live(self.db_dir, self.synchronous, self.wal_pages)
         # two subqueries: min() and max() in one SELECT would read the whole index
         r = self.conn.exec_driver_sql("SELECT (SELECT min(time_ns) FROM events), "
                                       "(SELECT max(time_ns) FROM events)").fetchone()

@@ -53,6 +53,16 @@ batches = Table(
     Column("lost_user", BigInteger, nullable=False, default=0),
     Column("prev_hash", Text),  # hex SHA-256; see auditd_lite.chain
     Column("hash", Text),
+    # what else the batch's transaction wrote, covered by its hash from chain format 5 (revision
+    # 0007; chain.EVIDENCE_COLUMNS, docs/design.md "Tamper evidence"): the run's stream counters
+    # it added to (NULL: a run without a stream), the run-row columns it set with their values
+    # (batch_evidence.pack_values), and the seen_processes and removed_files rows it inserted, each an id
+    # and its digest (batch_evidence.side_rows)
+    Column("stream_written", BigInteger),
+    Column("stream_dropped", BigInteger),
+    Column("run_values", LargeBinary),
+    Column("seen_rows", LargeBinary),
+    Column("removal_rows", LargeBinary),
 )
 
 
@@ -159,4 +169,30 @@ seen_processes = Table(
     Column("cgroup_status", Text),
     Column("unit", Text),
     Column("container_id", Text),
+    # the batch whose hash covers the row (revision 0007, chain format 5; NULL before)
+    Column("batch_id", Integer),
+)
+
+
+# A rotated or set-aside file that retention removed (revision 0007; storage/retention.py,
+# docs/design.md "Retention"): which file, why, and where it stood in the chain, so that verify
+# tells the cut from a file removed by someone else and gaps shows the span. Covered by the
+# hash of batch ``batch_id``. The rows of a removed file are carried into the batch that records
+# its removal, so the directory keeps the whole history of what retention removed.
+removed_files = Table(
+    "removed_files", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("batch_id", Integer, nullable=False),
+    Column("removed_ns", BigInteger, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("reason", Text, nullable=False),  # retention.REASONS
+    Column("detail", Text),
+    Column("size", BigInteger),  # bytes, with its -wal and -shm
+    Column("first_batch_id", Integer),  # NULL: the file could not be read
+    Column("first_prev_hash", Text),
+    Column("last_batch_id", Integer),
+    Column("last_hash", Text),
+    Column("records", BigInteger),
+    Column("first_ns", BigInteger),  # its records' time span
+    Column("last_ns", BigInteger),
 )

@@ -63,7 +63,7 @@ class Sealer:
         top_of = _top_epoch(self.state.key_id)
         top = top_of(lambda sql: conn.exec_driver_sql(sql).fetchall())
         if top is None:
-            top = dbfiles.from_newest_rotated(db_dir, top_of, unreadable)
+            top = dbfiles.from_newest_older(db_dir, top_of, unreadable)
         conn.rollback()
         missing = [s for s in self.state.recent if top is None or s["epoch"] > top]
         if not missing:

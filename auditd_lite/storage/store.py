@@ -34,7 +34,10 @@ def prepare_dir(db_dir: Path) -> Path:
     return db_dir
 
 
-def engine_for(path: Path, synchronous: str = "NORMAL") -> Engine:
+def engine_for(path: Path, synchronous: str = "NORMAL", wal_pages: int = WAL_CHECKPOINT_PAGES) -> Engine:
+    """The engine of the file at ``path``: WAL, ``synchronous``, a checkpoint every ``wal_pages``
+    pages, after which the WAL file is cut back to that size (under a small retention cap the
+    WAL must stay small: storage/rotation.py, Limits)."""
     # URL.create takes the path as it is: parsed from "sqlite:///..." text, a '?' in a
     # directory's name would start the URL's query
     engine = create_engine(URL.create("sqlite", database=str(path)))
@@ -44,7 +47,9 @@ def engine_for(path: Path, synchronous: str = "NORMAL") -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        cur.execute(f"PRAGMA wal_autocheckpoint={int(wal_pages)}")
+        if wal_pages < WAL_CHECKPOINT_PAGES:
+            cur.execute(f"PRAGMA journal_size_limit={int(wal_pages) * 4096}")
         cur.close()
 
     return engine
@@ -73,7 +78,7 @@ def upgrade(conn: Connection, revision: str = "head") -> None:
 
 
 # the newest revision in migrations/versions; tests/test_storage.py holds it to Alembic's head
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 # the table Alembic keeps its revision in, as Alembic creates it
 _VERSION_TABLE = ("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
                   "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))")
@@ -114,11 +119,12 @@ def ensure_head(conn: Connection) -> None:
     conn.commit()
 
 
-def open_live(db_dir: Path, synchronous: str = "NORMAL") -> tuple[Engine, Connection]:
+def open_live(db_dir: Path, synchronous: str = "NORMAL",
+              wal_pages: int = WAL_CHECKPOINT_PAGES) -> tuple[Engine, Connection]:
     """The one read-write connection to ``db_dir/audit.db``, at the head revision."""
     path = prepare_dir(db_dir) / LIVE_NAME
     fresh = not path.exists()
-    engine = engine_for(path, synchronous)
+    engine = engine_for(path, synchronous, wal_pages)
     conn = None
     try:
         conn = engine.connect()

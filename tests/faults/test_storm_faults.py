@@ -138,12 +138,12 @@ def small_fs(tmp_path):
 
 @pytest.mark.parametrize("transport", ["ringbuf", "perfbuf"])
 def test_disk_full_then_freed(tmp_path, small_fs, marker, transport):
-    """The disk fills under the daemon (either transport): it says so, holds records, resumes
-    when space returns, and in the end every process of the storm is recorded in an intact
-    database."""
+    """The disk fills under the daemon (either transport) with retention off, as whoever must
+    keep everything runs it: it says so, holds records, resumes when space returns, and in the
+    end every process of the storm is recorded in an intact database."""
     from conftest import Daemon
 
-    d = Daemon(small_fs / "db", tmp_path / "daemon.log", "--transport", transport).start()
+    d = Daemon(small_fs / "db", tmp_path / "daemon.log", "--transport", transport, "--no-retention").start()
     filler = fill_disk(small_fs / "filler")
     with Storm(marker) as storm:
         deadline = time.monotonic() + 20
@@ -163,13 +163,14 @@ def test_disk_full_then_freed(tmp_path, small_fs, marker, transport):
 
 
 def test_disk_full_before_start(tmp_path, small_fs, marker):
-    """Started on a disk that is already full, the daemon captures anyway: it holds records
-    and begins its run in the database once space returns, losing none of the storm."""
+    """Started on a disk that is already full (retention off), the daemon captures anyway: it
+    holds records and begins its run in the database once space returns, losing none of the
+    storm."""
     from conftest import Daemon
 
     (small_fs / "db").mkdir(mode=0o750)
     filler = fill_disk(small_fs / "filler")
-    d = Daemon(small_fs / "db", tmp_path / "daemon.log").start()
+    d = Daemon(small_fs / "db", tmp_path / "daemon.log", "--no-retention").start()
     with Storm(marker) as storm:
         time.sleep(1.0)
         assert log_events(d.log, "disk_full"), "the daemon did not say the disk was full"

@@ -9,10 +9,10 @@ import os
 import re
 import resource
 import shlex
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from ... import config
+from ... import config, runflags
 from ...errors import AuditdLiteError
 from .host import (ALL_CAPS, CAP_BPF, CAP_NAMES, CAP_PERFMON, CAP_SYS_ADMIN, DROPIN, FAIL, Host,
                    OK, RINGBUF_KERNEL, Result, UNIT, WARN, cap_labels, cap_number, effective_caps,
@@ -140,16 +140,6 @@ class DaemonSettings:
     transport_from: str
 
 
-def _run_overrides(flags: list[str]) -> dict:
-    """What `run FLAGS` overrides, as cmd_run hands it to config.settings: the flags'
-    destinations are the RunSettings fields they set."""
-    from ...cli import build_parser  # noqa: PLC0415 - cli imports doctor lazily, not at load
-
-    args = build_parser().parse_args(["run", *flags])
-    names = [f.name for f in fields(config.RunSettings)]
-    return {"config": args.config, **{n: getattr(args, n, None) for n in names}}
-
-
 def daemon_settings(host: Host, unit: Unit | None, config_file: Path | None = None,
                     overrides: dict | None = None) -> DaemonSettings:
     """The settings `auditd-lite run` will have when the unit starts it: the config file, the
@@ -157,10 +147,9 @@ def daemon_settings(host: Host, unit: Unit | None, config_file: Path | None = No
     ours = {k: v for k, v in (overrides or {}).items() if v is not None}
     flags = unit.run_flags() if unit else None
     try:
-        theirs = _run_overrides(flags or [])
+        unit_config, theirs = runflags.parse(flags or [])
     except AuditdLiteError as e:
         raise type(e)(f"ExecStart of {unit.files[0]}: {e}") from None
-    unit_config = theirs.pop("config")
     path = config_file or unit_config
     if path is None and os.path.exists(host.default_config):
         path = Path(host.default_config)
