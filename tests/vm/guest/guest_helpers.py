@@ -20,6 +20,15 @@ def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["systemctl", *args], capture_output=True, text=True, check=check)
 
 
+def start_timeout_s() -> float:
+    """How long systemd lets the service start (TimeoutStartSec, as systemd read it): a test
+    waiting for a start waits as long, since under TCG on a loaded host a start's compile takes
+    minutes, and only systemd's own timeout makes a start a failure."""
+    out = subprocess.run(["systemd-analyze", "timespan", props("TimeoutStartUSec")["TimeoutStartUSec"]],
+                         capture_output=True, text=True, check=True).stdout
+    return int(next(l for l in out.splitlines() if l.strip().startswith("μs:")).split(":")[1]) / 1e6
+
+
 def props(*names: str) -> dict[str, str]:
     out = systemctl("show", UNIT, "-p", ",".join(names)).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)

@@ -12,8 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
-from guest_helpers import CONFIG, DB_DIR, STATE, UNIT, journal, journal_cursor, props, systemctl, \
-    wait_for
+from guest_helpers import CONFIG, DB_DIR, STATE, UNIT, journal, journal_cursor, props, start_timeout_s, \
+    systemctl, wait_for
 
 REPO_CLI = ["/usr/bin/auditd-lite"]
 
@@ -107,7 +107,8 @@ def test_kill9_restarted_and_unclean_run_visible():
         q = props("MainPID", "NRestarts", "ActiveState")
         return q["ActiveState"] == "active" and int(q["MainPID"]) not in (0, pid) and q
 
-    q = wait_for(back, 240, "systemd to restart the service")
+    # RestartSec (5 s), then a start that systemd allows start_timeout_s() for
+    q = wait_for(back, start_timeout_s() + 30, "systemd to restart the service")
     assert int(q["NRestarts"]) == restarts + 1, q
     s = stats()
     killed = [r for r in s["runs"] if r["id"] == run_id]

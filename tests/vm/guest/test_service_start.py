@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from auditd_lite.capture.doctor.kernel import headers_release
-from guest_helpers import STATE, UNIT, props, systemctl, wait_for
+from guest_helpers import STATE, UNIT, props, start_timeout_s, systemctl, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -61,7 +61,7 @@ def test_active_only_after_ready():
             seen.append(p["ActiveState"])
         return p["ActiveState"] == "active" and int(p["MainPID"]) not in (0, old) and p
 
-    p = wait_for(active, 180, "the restarted service to become active", every=0.05)
+    p = wait_for(active, start_timeout_s() + 10, "the restarted service to become active", every=0.05)
     new = int(p["MainPID"])
     assert "activating" in seen, seen
     assert "failed" not in seen, seen
