@@ -4,6 +4,7 @@ processes systemd itself placed (issue #13). The expected unit and cgroup come f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -22,7 +23,8 @@ def execs_of(path: str) -> list[dict]:
 
 def test_systemd_run_scope_is_recorded_with_its_unit(tmp_path):
     """A program started with `systemd-run --scope --unit NAME` is recorded with the scope
-    systemd made (NAME.scope), the cgroup systemd reports for it, and its hash."""
+    systemd made (NAME.scope), the cgroup systemd reports for it, and the SHA-256 of its file,
+    hashed as the inode the kernel named (hash_status inode)."""
     name = "auditd-test-" + uuid.uuid4().hex[:10]
     program = tmp_path / ("s" + uuid.uuid4().hex[:10])
     program.write_bytes(open("/bin/sleep", "rb").read())
@@ -42,4 +44,4 @@ def test_systemd_run_scope_is_recorded_with_its_unit(tmp_path):
         time.sleep(0.3)
     [rec] = recs
     assert (rec["unit"], rec["cgroup"], rec["cgroup_status"]) == (f"{name}.scope", cgroup, "resolved"), rec
-    assert rec["hash_status"] == "ok" and rec["sha256"] is not None
+    assert (rec["hash_status"], rec["sha256"]) == ("inode", hashlib.sha256(program.read_bytes()).hexdigest()), rec
