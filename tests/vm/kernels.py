@@ -27,9 +27,9 @@ class Kernel:
     # for the kernel that release runs; None boots this machine's own root
     root: str | None = None
     # the lists of tests/vm/ its guest runs after guest_tests.txt (what depends on the kernel,
-    # every guest): guest_variant_tests.txt on the oldest kernel, guest_userland_tests.txt on
-    # one kernel of each root (the root's systemd and the package as installed, the same under
-    # any kernel), guest_python_tests.txt where the root's python3 is not this machine's
+    # every guest): guest_variant_tests.txt on the oldest kernel, guest_claims_tests.txt on the
+    # newest, guest_userland_tests.txt on one kernel of each root (the root's systemd and the
+    # package as installed, the same under any kernel)
     lists: tuple[str, ...] = ()
 
     def test_lists(self) -> list[str]:
@@ -55,7 +55,7 @@ KERNELS = [
     # Debian 13's own kernel on Debian 13's userland, systemd and python3 (it replaced
     # bookworm-backports' 6.12 on Debian 12's: the same kernel line, docs/vm.md)
     Kernel("6.12-trixie", suite="trixie", root="trixie",
-           lists=("guest_python_tests.txt", "guest_userland_tests.txt")),
+           lists=("guest_claims_tests.txt", "guest_userland_tests.txt")),
 ]
 
 
