@@ -11,6 +11,8 @@ cd "$VMTEST_REPO"
 R=$VMTEST_RESULTS
 now() { date +%s.%N; }
 t0=$(now)
+# what the host asserts of the boot itself (tests/vm/facts.py), before anything is installed
+bash tests/vm/guest/boot_facts.sh > /dev/null 2>&1
 # the host's own leftovers (a purged package keeps its evidence) are not this guest's
 rm -rf /var/lib/auditd-lite
 # man-db's trigger rebuilds its whole index: minutes under TCG, nothing

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Guest side of test_boot.py: write what the host asserts to
+# Guest side of tests/vm/facts.py (guest.sh runs it first): write what the host asserts to
 # $VMTEST_RESULTS/facts, one key=value a line. Every check is recorded, none
 # aborts the script, so the host reports each failure by name.
 out="$VMTEST_RESULTS/facts"
