@@ -8,11 +8,13 @@ from pathlib import Path
 
 from ..argtypes import Parser, any_int, nonneg_int, pos_int
 
-__all__ = ["PROG", "EVENTS", "Parser", "any_int", "nonneg_int", "pos_int", "add_db_source",
-           "default_db_dir", "plural", "one_line"]
+__all__ = ["PROG", "EVENTS", "TIME_HELP", "Parser", "any_int", "nonneg_int", "pos_int",
+           "add_db_source", "add_window", "default_db_dir", "plural", "one_line"]
 
 PROG = "auditd-lite"
 EVENTS = ("exec", "exit", "exec_failed")
+# what a time flag takes (timeparse.parse_time)
+TIME_HELP = "ISO 8601 time or an age like 10m, 2h, 3d"
 
 
 def add_db_source(p: argparse.ArgumentParser) -> None:
@@ -21,6 +23,12 @@ def add_db_source(p: argparse.ArgumentParser) -> None:
                    help="read every database file in DIR (default /var/lib/auditd-lite)")
     g.add_argument("--db", type=Path, metavar="FILE", help="read one database file, such as an export")
 
+
+
+def add_window(p: argparse.ArgumentParser) -> None:
+    """--since and --until, the window a reading command reads."""
+    p.add_argument("--since", metavar="T", help=TIME_HELP)
+    p.add_argument("--until", metavar="T", help=TIME_HELP)
 
 
 def default_db_dir(args) -> Path | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ..investigate.output import SCHEMA_FORMATS
-from .common import EVENTS, PROG, any_int, nonneg_int, plural
+from .common import EVENTS, PROG, add_window, any_int, nonneg_int, plural
 from .search import filters_from_args
 
 
@@ -32,8 +32,7 @@ def add_evidence_commands(sub) -> None:
     e.add_argument("-o", "--output", type=Path, required=True, metavar="OUT")
     e.add_argument("--db-dir", type=Path, metavar="DIR",
                    help="the database directory (default /var/lib/auditd-lite)")
-    e.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
-    e.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    add_window(e)
     e.add_argument("--comm", metavar="NAME")
     e.add_argument("--exit-code", type=any_int, metavar="N")
     e.add_argument("--signal", type=nonneg_int, metavar="N")

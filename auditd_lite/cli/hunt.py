@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BadInput
-from .common import add_db_source, default_db_dir, nonneg_int, pos_int
+from .common import add_db_source, add_window, default_db_dir, nonneg_int, pos_int
 
 LEVELS = ("informational", "low", "medium", "high", "critical")  # hunt/rules.py's, without pySigma
 
@@ -44,8 +44,7 @@ def add_hunt_command(sub) -> None:
                    help="only this rule: its id or its file's name without .yml (again for more)")
     h.add_argument("--level", choices=LEVELS,
                    help="only rules of this level or above")
-    h.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
-    h.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    add_window(h)
     h.add_argument("--format", choices=("table", "json", "ocsf"), default="table",
                    help="table (default); json: a finding a line, then a line with the summary; "
                         "ocsf: each finding as an OCSF 1.8.0 Detection Finding a line (the "

@@ -7,7 +7,8 @@ import sys
 
 from ..investigate.output import FORMATS, RECORD_FORMATS, SCHEMA_FORMATS
 from ..rows import ABI_NAMES
-from .common import EVENTS, PROG, add_db_source, any_int, default_db_dir, nonneg_int, pos_int
+from .common import (EVENTS, PROG, TIME_HELP, add_db_source, add_window, any_int, default_db_dir, nonneg_int,
+                     pos_int)
 
 
 def add_query_command(sub) -> None:
@@ -32,8 +33,7 @@ def add_query_command(sub) -> None:
     q.add_argument("--uid", type=nonneg_int, metavar="N")
     q.add_argument("--filename", metavar="GLOB", help="executable path, a glob")
     q.add_argument("--arg", metavar="SUBSTRING", help="a substring of the arguments")
-    q.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
-    q.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    add_window(q)
     q.add_argument("--min-duration-ms", type=nonneg_int, metavar="N")
     q.add_argument("--event", choices=EVENTS)
     q.add_argument("--cwd", metavar="GLOB",
@@ -64,7 +64,7 @@ def add_tree_gaps_and_sql_commands(sub) -> None:
                "  auditd-lite tree 4242 --db case-118.db --format json")
     t.add_argument("pid", type=nonneg_int, metavar="PID")
     add_db_source(t)
-    t.add_argument("--at", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    t.add_argument("--at", metavar="T", help=TIME_HELP)
     t.add_argument("--depth", type=nonneg_int, metavar="N", help="descendant levels to show (default all)")
     t.add_argument("--format", choices=("table", "json"), default="table")
 
@@ -77,8 +77,7 @@ def add_tree_gaps_and_sql_commands(sub) -> None:
                     "for their window, for the whole history or --since/--until. Exit 0.",
         epilog="examples:\n  auditd-lite gaps\n  auditd-lite gaps --since 7d --format json")
     add_db_source(g)
-    g.add_argument("--since", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
-    g.add_argument("--until", metavar="T", help="ISO 8601 time or an age like 10m, 2h, 3d")
+    add_window(g)
     g.add_argument("--format", choices=("table", "json"), default="table")
 
     s = sub.add_parser(
