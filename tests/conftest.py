@@ -4,6 +4,7 @@ skipping, so a broken loader never passes as "skipped"."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -159,6 +160,18 @@ def cli_in_process(*argv) -> tuple[int, str, str]:
         except SystemExit as exc:  # --help and --version exit through argparse
             status = exc.code if isinstance(exc.code, int) else 0
     return status, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    """A tmpfs of ``size`` (mount's size=, e.g. 64m) mounted at path, made here: a disk that
+    really fills. Unmounted (lazily: a daemon may still hold a file) on the way out."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def query_json(db_dir, *filters) -> list[dict]:

@@ -3,11 +3,11 @@ name beside it (what keygen, export --sign, an export's sidecar and the sealing 
 
 import os
 import stat
-import subprocess
 
 import pytest
 
 from auditd_lite.durable import write_whole
+from conftest import tmpfs
 
 
 def test_replace_gives_the_new_bytes_and_mode_and_leaves_nothing_else(tmp_path):
@@ -39,15 +39,10 @@ def test_without_replace_an_existing_file_is_never_touched(tmp_path):
 def test_full_filesystem_keeps_the_old_file_whole(tmp_path):
     """On a filesystem with no room for the new bytes: OSError, the old file is as it was, and
     no temporary file takes the room."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "mnt", "64k") as mnt:
         path = mnt / "f"
         path.write_bytes(b"old" * 1000)
         with pytest.raises(OSError):
             write_whole(path, b"x" * (1 << 20), 0o600)
         assert path.read_bytes() == b"old" * 1000
         assert os.listdir(mnt) == ["f"]
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -25,7 +25,7 @@ from auditd_lite.dbfiles import database_files
 from auditd_lite.investigate import verify
 from auditd_lite.storage.batchwriter import BatchWriter
 from auditd_lite.storage.sealer import Sealer
-from conftest import Daemon, cli_in_process, log_events, run_cli, second_rows
+from conftest import Daemon, cli_in_process, log_events, run_cli, second_rows, tmpfs
 
 EPOCH_S = 1
 
@@ -440,10 +440,7 @@ def test_state_that_cannot_be_written_stops_no_record(tmp_path):
     """The sealing state on a full filesystem: the epoch's seal fails (said in the log), every
     record is still written; once there is room, the next seal takes the same epoch number
     (nothing was skipped) and the directory verifies."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    try:
+    with tmpfs(tmp_path / "mnt", "256k") as mnt:
         state, db = mnt / "seal", tmp_path / "db"
         key = seal.setup(state, EPOCH_S)
         bw = writer(db, state)
@@ -468,8 +465,6 @@ def test_state_that_cannot_be_written_stops_no_record(tmp_path):
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 40
         con.close()
         assert check(db, key)[0] == 0
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 # --- the command line -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from auditd_lite import chain, dbfiles
 from auditd_lite.storage import rotation, store
-from conftest import EXEC_CONTEXT, EXEC_GATE, EXIT_GATE, NO_CONTEXT, fill_disk
+from conftest import EXEC_CONTEXT, EXEC_GATE, EXIT_GATE, NO_CONTEXT, fill_disk, tmpfs
 from auditd_lite.errors import CannotCapture
 from auditd_lite.storage.rotation import RotationPolicy
 from auditd_lite.storage.batchwriter import BatchWriter
@@ -649,11 +649,8 @@ def tiny_fs(tmp_path):
     """A 3 MiB tmpfs: a disk that really fills."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tmpfs(tmp_path / "mnt", "3m") as mnt:
+        yield mnt
 
 
 class TestDiskFull:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, Storm, log_events, query_json, run_cli
+from conftest import Daemon, Storm, log_events, query_json, run_cli, tmpfs
 from faults.test_storm_faults import wait_until
 from test_hunt import Follow
 
@@ -273,11 +273,8 @@ def test_exec_in_a_set_aside_file_exit_in_the_live_one(tmp_path, sleeper):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tmpfs(tmp_path / "small", "64m") as mnt:
+        yield mnt
 
 
 def dir_bytes(db: Path) -> int:

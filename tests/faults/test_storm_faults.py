@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Storm, fill_disk, log_events, query_json
+from conftest import Storm, fill_disk, log_events, query_json, tmpfs
 from test_storage import verify
 
 pytestmark = pytest.mark.kernel
@@ -126,14 +126,11 @@ def test_rotation_every_mib_under_storm(daemon_factory, marker, transport):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
     # room for a whole storm once the filler is gone: at this machine's 4,500 execs/s a
     # storm of 4 s writes about 16 MiB with its WAL, and at 6 MiB a fast machine filled the
     # disk again and lost (and counted) the records it still held at the stop
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", str(mnt)], check=True)
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tmpfs(tmp_path / "small", "128m") as mnt:
+        yield mnt
 
 
 @pytest.mark.parametrize("transport", ["ringbuf", "perfbuf"])
