@@ -86,13 +86,13 @@ _guests: dict[str, Future] = {}
 
 
 def guest(kernel) -> Future:
-    """The kernel's guest run, started with the others on the first call: GUESTS_AT_ONCE at a
-    time, the longest lists first. Everything they share (packages, roots, kernels and their
-    initramfs) is made here, before any guest boots."""
+    """The kernel's guest run, started with the others on the first call, GUESTS_AT_ONCE at a
+    time. Everything they share (packages, roots, kernels and their initramfs) is made here,
+    before any guest boots."""
     if not _guests:
         build_gate32()  # tests/test_gate.py's programs, where the guest sees them
         pool = ThreadPoolExecutor(GUESTS_AT_ONCE, thread_name_prefix="guest")
-        for k in sorted(kernels.KERNELS, key=lambda k: -len(k.test_lists())):
+        for k in kernels.KERNELS:
             try:
                 debs = build_debs(k.root)
                 root = vm.guest_root(k, debs)
