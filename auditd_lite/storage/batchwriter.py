@@ -64,6 +64,7 @@ class BatchWriter:
         self.batch_size = batch_size
         self._live = LiveFile(self.db_dir, synchronous)
         self._limits = None
+        self._retainer = Retainer()  # storage/retention.py; its records no batch holds yet: pending
         self.rotation = rotation
         self.run_id = None
         self.events_written = 0
@@ -86,7 +87,6 @@ class BatchWriter:
         self._stream_stored = (0, 0)  # the stream's counts the files' run rows hold
         self._file_lost = (0, 0)  # lost_kernel, lost_user in the live file's copy of the run row
         self.sealer = sealer
-        self._retainer = Retainer()  # storage/retention.py; its records no batch holds yet: pending
         self._live_size = 0  # the live file's size at the last look, and its largest growth between
         self._live_step = 0  # two looks (a batch or so): what it may take before it rotates
 
@@ -99,8 +99,7 @@ class BatchWriter:
         """A new policy (at start, or a reload): its figures for this directory are taken again."""
         self._rotation = policy
         self._limits = None
-        if hasattr(self, "_retainer"):
-            self._retainer.reset()
+        self._retainer.reset()
 
     @property
     def limits(self) -> rotation.Limits:
