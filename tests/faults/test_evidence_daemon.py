@@ -147,7 +147,10 @@ def holders(db: Path, pid: int) -> dict:
     for f in db.iterdir():
         if not (f.name.endswith(".db") or f.name.endswith(".db.damaged")):
             continue
-        con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        try:
+            con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        except sqlite3.OperationalError:
+            continue  # the live file, renamed by a rotation between the listing and the open
         try:
             for (event,) in con.execute("SELECT event FROM events WHERE pid = ? AND event IN ('exec', 'exit')",
                                         (pid,)):
