@@ -411,7 +411,7 @@ class TestCwd:
         for lib in libs:
             (root / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(lib, root / lib.lstrip("/"))
-        p = subprocess.run(["chroot", str(root), "sh", "-c", f"cd /work && exec {program} 0.2"]
+        subprocess.run(["chroot", str(root), "sh", "-c", f"cd /work && exec {program} 0.2"]
                            if (root / "bin/sh").exists() else
                            ["chroot", "--userspec=0:0", str(root), str(program), "0.2"], check=True)
         sleeper = copy_of("/bin/sleep", tmp_path)

@@ -183,7 +183,7 @@ def test_every_row_is_in_a_batch_and_the_run_row_is_their_fold(tmp_path):
                       "stream_lines_dropped FROM runs").fetchone()
     assert run == (123, 7, 80, 75, 15)
     con.close()
-    assert check(db) == (0, [f"ok: 1 file, 6 batches, 80 records; chain intact from batch 1 to 6"], "")
+    assert check(db) == (0, ["ok: 1 file, 6 batches, 80 records; chain intact from batch 1 to 6"], "")
 
 
 # --- each edit found, with and without the key ----------------------------------------------

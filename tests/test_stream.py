@@ -9,7 +9,6 @@ import json
 import os
 import re
 import sqlite3
-import stat
 import subprocess
 import threading
 import time
@@ -18,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from auditd_lite import dbfiles
-from auditd_lite.daemon import stream as stream_mod
 from auditd_lite.daemon.stream import Stream, backup_name, backups
 from auditd_lite.rows import F_PID
 from conftest import CLI, REPO, Storm, log_events, run_cli

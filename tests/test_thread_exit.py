@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import struct
-import threading
 import time
 from pathlib import Path
 

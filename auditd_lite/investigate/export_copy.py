@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import chain
 from ..dbfiles import merge_run, open_ro, run_rows
 from ..errors import BadInput
-from .export_seal import BATCH_COLUMNS, LINK_COLUMNS, _columns
+from .export_seal import LINK_COLUMNS, _columns
 from .query import Filters
 
 
@@ -69,7 +69,7 @@ class _Collected:
     """What the copy gathers from every source besides the records it copies."""
     runs: dict = field(default_factory=dict)  # run_key -> merged run row
     seen_rows: list = field(default_factory=list)  # (run_key, seen_processes row)
-    headers: dict = field(default_factory=dict)  # batch id -> BATCH_COLUMNS of every source batch
+    headers: dict = field(default_factory=dict)  # batch id -> export_seal.BATCH_COLUMNS of every source batch
     source_info: list = field(default_factory=list)  # the manifest's "sources"
     done: int = 0  # ids gone through, for the progress bar
 

@@ -18,8 +18,6 @@ Read-only, standard library only (the analysis side).
 
 from __future__ import annotations
 
-import errno as errno_module
-import json
 import sqlite3
 import sys
 from dataclasses import dataclass, field
