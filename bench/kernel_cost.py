@@ -33,7 +33,14 @@ from exec_storm import Daemon, storm  # noqa: E402
 from figures import cell, spread  # noqa: E402
 from syscall_tax import build_loop  # noqa: E402
 
+from auditd_lite.capture.compiler import PROBE_PREFIX  # noqa: E402
+from auditd_lite.capture.loader import SYSCALL_TRACEPOINTS  # noqa: E402
+
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+# the execve hooks by the names the kernel keeps (15 characters): bcc's fentry/fexit prefixes,
+# and the fallback's programs on raw_syscalls
+NAME_LEN = 15
+HOOKS = tuple(h[:NAME_LEN] for h in ("kfunc__", "kretfunc__", *(PROBE_PREFIX + t for t in SYSCALL_TRACEPOINTS)))
 # struct bpf_prog_info (include/uapi/linux/bpf.h): its name is at byte 64, 16 bytes
 INFO_SIZE, NAME_AT = 256, 64
 
@@ -55,7 +62,8 @@ def prog_name(prog_id: int) -> str:
 
 
 def programs(pid: int) -> dict[int, dict]:
-    """The BPF programs among a process's descriptors: prog id -> run_time_ns, run_cnt."""
+    """The BPF programs among a process's descriptors: prog id -> name, run_time_ns, run_cnt
+    (the name asked while the process holds the program: once it exits the id is gone)."""
     out = {}
     for fd in os.listdir(f"/proc/{pid}/fdinfo"):
         try:
@@ -64,7 +72,9 @@ def programs(pid: int) -> dict[int, dict]:
         except OSError:
             continue
         if "prog_id" in fields and "run_cnt" in fields:
-            out[int(fields["prog_id"])] = {"ns": int(fields["run_time_ns"]), "runs": int(fields["run_cnt"])}
+            prog_id = int(fields["prog_id"])
+            out[prog_id] = {"name": prog_name(prog_id), "ns": int(fields["run_time_ns"]),
+                            "runs": int(fields["run_cnt"])}
     return out
 
 
@@ -84,8 +94,11 @@ def one_run(mode: str, loop: Path, program: str, execs: int, calls: int, work: P
     per = {}
     for pid_, a in after.items():
         b = before.get(pid_, {"ns": 0, "runs": 0})
-        per[prog_name(pid_)] = {"ns": a["ns"] - b["ns"], "runs": a["runs"] - b["runs"]}
-    hooks = [n for n in per if n.startswith(("kfunc__", "kretfunc__", "probe__sys_"))]
+        per[a["name"]] = {"ns": a["ns"] - b["ns"], "runs": a["runs"] - b["runs"]}
+    unnamed = [n for n in per if n.startswith("id ")]
+    if unnamed:
+        raise SystemExit(f"kernel_cost: no name for programs {', '.join(unnamed)}")
+    hooks = [n for n in per if n.startswith(HOOKS)]
     return {"mode": attached["capture_mode"], "programs": per,
             "ns_per_exec": sum(p["ns"] for p in per.values()) / execs,
             "execve_hook_ns_per_exec": sum(per[n]["ns"] for n in hooks) / execs,
