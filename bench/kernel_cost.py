@@ -17,7 +17,6 @@ Run it in a VM guest to compare fentry with raw_syscalls on one kernel (docs/vm.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -32,50 +31,15 @@ sys.path.insert(0, str(HERE))
 from exec_storm import Daemon, storm  # noqa: E402
 from figures import cell, spread  # noqa: E402
 from syscall_tax import build_loop  # noqa: E402
+from bpfstats import counting, programs, runs_between  # noqa: E402
 
 from auditd_lite.capture.compiler import PROBE_PREFIX  # noqa: E402
 from auditd_lite.capture.loader import SYSCALL_TRACEPOINTS  # noqa: E402
 
-STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 # the execve hooks by the names the kernel keeps (15 characters): bcc's fentry/fexit prefixes,
 # and the fallback's programs on raw_syscalls
 NAME_LEN = 15
 HOOKS = tuple(h[:NAME_LEN] for h in ("kfunc__", "kretfunc__", *(PROBE_PREFIX + t for t in SYSCALL_TRACEPOINTS)))
-# struct bpf_prog_info (include/uapi/linux/bpf.h): its name is at byte 64, 16 bytes
-INFO_SIZE, NAME_AT = 256, 64
-
-
-def prog_name(prog_id: int) -> str:
-    """A program's name (its first 15 characters, as the kernel keeps it), by its id."""
-    lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-    fd = lib.bpf_prog_get_fd_by_id(ctypes.c_uint32(prog_id))
-    if fd < 0:
-        return f"id {prog_id}"
-    try:
-        info = ctypes.create_string_buffer(INFO_SIZE)
-        size = ctypes.c_uint32(INFO_SIZE)
-        if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
-            return f"id {prog_id}"
-        return info.raw[NAME_AT:NAME_AT + 16].split(b"\0")[0].decode()
-    finally:
-        os.close(fd)
-
-
-def programs(pid: int) -> dict[int, dict]:
-    """The BPF programs among a process's descriptors: prog id -> name, run_time_ns, run_cnt
-    (the name asked while the process holds the program: once it exits the id is gone)."""
-    out = {}
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                fields = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-        except OSError:
-            continue
-        if "prog_id" in fields and "run_cnt" in fields:
-            prog_id = int(fields["prog_id"])
-            out[prog_id] = {"name": prog_name(prog_id), "ns": int(fields["run_time_ns"]),
-                            "runs": int(fields["run_cnt"])}
-    return out
 
 
 def one_run(mode: str, loop: Path, program: str, execs: int, calls: int, work: Path, rep: int) -> dict:
@@ -91,10 +55,7 @@ def one_run(mode: str, loop: Path, program: str, execs: int, calls: int, work: P
         after = programs(d.proc.pid)
     finally:
         d.stop()
-    per = {}
-    for pid_, a in after.items():
-        b = before.get(pid_, {"ns": 0, "runs": 0})
-        per[a["name"]] = {"ns": a["ns"] - b["ns"], "runs": a["runs"] - b["runs"]}
+    per = runs_between(before, after)
     unnamed = [n for n in per if n.startswith("id ")]
     if unnamed:
         raise SystemExit(f"kernel_cost: no name for programs {', '.join(unnamed)}")
@@ -117,24 +78,22 @@ def main() -> int:
     if os.geteuid() != 0:
         print("kernel_cost: needs root", file=sys.stderr)
         return 2
-    was = STATS.read_text().strip()
-    STATS.write_text("1\n")
     work = Path(tempfile.mkdtemp(prefix="auditd-kcost-"))
     os.chmod(work, 0o755)
     program = str(work / "kcost-true")
     shutil.copy("/bin/true", program)
     raw: dict[str, list[dict]] = {m: [] for m in args.modes}
     try:
-        loop = build_loop(work)
-        for rep in range(args.reps):
-            for m in args.modes[rep % len(args.modes):] + args.modes[:rep % len(args.modes)]:
-                r = one_run(m, loop, program, args.execs, args.calls, work, rep)
-                raw[m].append(r)
-                print(f"rep {rep} {m} ({r['mode']}): {r['ns_per_exec']:.0f} ns per exec, execve hooks "
-                      f"{r['execve_hook_ns_per_exec']:.0f} ns in {r['execve_hook_runs_per_exec']:.1f} runs",
-                      file=sys.stderr)
+        with counting():
+            loop = build_loop(work)
+            for rep in range(args.reps):
+                for m in args.modes[rep % len(args.modes):] + args.modes[:rep % len(args.modes)]:
+                    r = one_run(m, loop, program, args.execs, args.calls, work, rep)
+                    raw[m].append(r)
+                    print(f"rep {rep} {m} ({r['mode']}): {r['ns_per_exec']:.0f} ns per exec, execve hooks "
+                          f"{r['execve_hook_ns_per_exec']:.0f} ns in {r['execve_hook_runs_per_exec']:.1f} runs",
+                          file=sys.stderr)
     finally:
-        STATS.write_text(was + "\n")
         shutil.rmtree(work, ignore_errors=True)
     lines = [f"{args.reps} alternated reps of {args.execs:,} execs beside {args.calls:,} getppid() "
              "calls; kernel.bpf_stats_enabled run time of the daemon's programs.", "",

@@ -37,11 +37,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bpfstats import counting, programs, runs_between  # noqa: E402
 from compare import Auditd, Bpftrace  # noqa: E402
 from exec_storm import Daemon  # noqa: E402
 from figures import cell, spread  # noqa: E402
 
 LOOP_SOURCE = HERE / "programs" / "syscall_loop.c"
+# getppid() calls of the untimed pass that counts the logger's BPF program runs (counting costs
+# every run a clock read, so the timed pass runs without it)
+COUNTED_CALLS = 100_000
 # auditd as a user who knows of the 32-bit gate configures it
 AUDIT_RULES = [["-a", "always,exit", "-F", f"arch={arch}", "-S", "execve", "-k", "auditd-lite-tax"]
                for arch in ("b64", "b32")]
@@ -57,6 +61,23 @@ def getppid_ns(loop: Path, calls: int) -> float:
     """Median ns per call of two loops run at once, one per core."""
     procs = [subprocess.Popen([str(loop), str(calls)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     return statistics.median(float(p.communicate()[0]) for p in procs)
+
+
+def bpf_runs_per_call(logger, loop: Path) -> float | None:
+    """The logger's BPF program runs (all of its programs, as the kernel counts them) per
+    getppid() call of two loops: 0 where nothing hooks a system call that is not an exec, 2
+    for a program on sys_enter and one on sys_exit. None for a logger with no BPF programs."""
+    pid = (int(subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "auditd-lite"],
+                              capture_output=True, text=True).stdout.strip() or 0)
+           if isinstance(logger, Service) else getattr(getattr(logger, "proc", None), "pid", None)
+           if isinstance(logger, Daemon) else getattr(logger, "pid", None))
+    if not pid or not programs(pid):
+        return None
+    with counting():
+        before = programs(pid)
+        getppid_ns(loop, COUNTED_CALLS)
+        after = programs(pid)
+    return sum(p["runs"] for p in runs_between(before, after).values()) / (2 * COUNTED_CALLS)
 
 
 def dd_s(blocks: int) -> float:
@@ -78,6 +99,8 @@ class Service:
     """The installed unit, started for the measure and stopped after it."""
 
     def __init__(self):
+        # the unit allows 5 starts in 300 s (StartLimitBurst), which a bench's reps pass
+        subprocess.run(["systemctl", "reset-failed", "auditd-lite"], capture_output=True)
         subprocess.run(["systemctl", "start", "auditd-lite"], check=True)
         journal = subprocess.run(["journalctl", "-u", "auditd-lite", "-o", "cat", "-n", "200"],
                                  capture_output=True, text=True).stdout
@@ -164,12 +187,13 @@ def main() -> int:
                 try:
                     time.sleep(1.0)  # past the start's own work (seeding, hashing)
                     r = {"getppid_ns": getppid_ns(loop, args.calls), "dd_s": dd_s(args.blocks),
-                         "mode": mode_of(logger) if logger is not None else "-"}
+                         "mode": mode_of(logger) if logger is not None else "-",
+                         "bpf_runs_per_call": bpf_runs_per_call(logger, loop) if logger is not None else None}
                 finally:
                     stop(logger)
                 raw[c].append(r)
                 print(f"rep {rep} {c}: getppid {r['getppid_ns']:.1f} ns, dd {r['dd_s']:.2f} s, "
-                      f"mode {r['mode']}", file=sys.stderr)
+                      f"mode {r['mode']}, BPF runs per call {r['bpf_runs_per_call']}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = raw[configs[0]]
@@ -182,15 +206,18 @@ def main() -> int:
             "getppid_speed": spread([b["getppid_ns"] / r["getppid_ns"] for r, b in zip(rs, base)]),
             "dd_s": spread([r["dd_s"] for r in rs]),
             "dd_speed": spread([b["dd_s"] / r["dd_s"] for r, b in zip(rs, base)]),
+            "bpf_runs_per_call": spread([r.get("bpf_runs_per_call") for r in rs]),
         }
     lines = [f"{args.reps} alternated reps; getppid: {args.calls:,} calls on each of 2 cores; dd: "
              f"{args.blocks:,} blocks of 64 bytes. Speed = time without / time with, rep by rep: "
-             "1.000 is free.", "",
-             "| configuration | hooks | ns per getppid() | getppid speed | dd s | dd speed |",
-             "|---|---|---|---|---|---|"]
+             f"1.000 is free. BPF runs per getppid(): the logger's programs' runs (kernel.bpf_stats_enabled) "
+             f"over an untimed pass of {COUNTED_CALLS:,} calls a loop, whatever else ran meanwhile.", "",
+             "| configuration | hooks | ns per getppid() | getppid speed | dd s | dd speed | BPF runs per getppid() |",
+             "|---|---|---|---|---|---|---|"]
     for c, e in summary.items():
         lines.append(f"| {c} | {', '.join(e['mode'])} | {cell(e['getppid_ns'], '.1f')} | "
-                     f"{cell(e['getppid_speed'])} | {cell(e['dd_s'], '.2f')} | {cell(e['dd_speed'])} |")
+                     f"{cell(e['getppid_speed'])} | {cell(e['dd_s'], '.2f')} | {cell(e['dd_speed'])} | "
+                     f"{cell(e['bpf_runs_per_call'], '.4f')} |")
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps({"configs": summary, "raw": raw, "calls": args.calls,
