@@ -58,10 +58,11 @@ def programs(pid: int) -> dict[int, dict]:
     return out
 
 
-def runs_between(before: dict[int, dict], after: dict[int, dict]) -> dict[str, dict]:
-    """Per program name, the runs and ns from one reading of programs() to a later one."""
+def runs_between(before: dict[int, dict], after: dict[int, dict]) -> dict[int, dict]:
+    """Per program id, its name and the runs and ns from one reading of programs() to a later
+    one (by id: names cut to 15 characters collide, __x64_sys_execve's and execveat's)."""
     per = {}
     for prog_id, a in after.items():
         b = before.get(prog_id, {"ns": 0, "runs": 0})
-        per[a["name"]] = {"ns": a["ns"] - b["ns"], "runs": a["runs"] - b["runs"]}
+        per[prog_id] = {"name": a["name"], "ns": a["ns"] - b["ns"], "runs": a["runs"] - b["runs"]}
     return per

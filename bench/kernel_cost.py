@@ -56,14 +56,14 @@ def one_run(mode: str, loop: Path, program: str, execs: int, calls: int, work: P
     finally:
         d.stop()
     per = runs_between(before, after)
-    unnamed = [n for n in per if n.startswith("id ")]
+    unnamed = [p["name"] for p in per.values() if p["name"].startswith("id ")]
     if unnamed:
         raise SystemExit(f"kernel_cost: no name for programs {', '.join(unnamed)}")
-    hooks = [n for n in per if n.startswith(HOOKS)]
-    return {"mode": attached["capture_mode"], "programs": per,
+    hooks = [p for p in per.values() if p["name"].startswith(HOOKS)]
+    return {"mode": attached["capture_mode"], "programs": list(per.values()),
             "ns_per_exec": sum(p["ns"] for p in per.values()) / execs,
-            "execve_hook_ns_per_exec": sum(per[n]["ns"] for n in hooks) / execs,
-            "execve_hook_runs_per_exec": sum(per[n]["runs"] for n in hooks) / execs}
+            "execve_hook_ns_per_exec": sum(p["ns"] for p in hooks) / execs,
+            "execve_hook_runs_per_exec": sum(p["runs"] for p in hooks) / execs}
 
 
 def main() -> int:

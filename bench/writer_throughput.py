@@ -167,7 +167,7 @@ def against(baseline: Path, records: int, reps: int, batch: int, rotate_mb: floa
         v = sorted(values)
         return f"{statistics.median(v):{fmt}} ({v[0]:{fmt}}..{v[-1]:{fmt}})"
 
-    print(f"| checkout | records/s | CPU µs per record | every record stored |\n|---|---|---|---|")
+    print("| checkout | records/s | CPU µs per record | every record stored |\n|---|---|---|---|")
     for name, runs in got.items():
         print(f"| {name} ({trees[name]}) | {cell([r['records_per_s'] for r in runs], '.0f')} | "
               f"{cell([r['cpu_s'] / records * 1e6 for r in runs], '.2f')} | "
