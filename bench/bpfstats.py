@@ -12,6 +12,7 @@ from pathlib import Path
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 # struct bpf_prog_info (include/uapi/linux/bpf.h): its name is at byte 64, 16 bytes
 INFO_SIZE, NAME_AT = 256, 64
+PROG_TYPE_TRACING = 26  # enum bpf_prog_type: fentry/fexit
 
 
 @contextlib.contextmanager
@@ -42,8 +43,8 @@ def prog_name(prog_id: int) -> str:
 
 
 def programs(pid: int) -> dict[int, dict]:
-    """The BPF programs among a process's descriptors: prog id -> name, run_time_ns, run_cnt
-    (the name asked while the process holds the program: once it exits the id is gone)."""
+    """The BPF programs among a process's descriptors: prog id -> name, type, run_time_ns,
+    run_cnt (the name asked while the process holds the program: once it exits the id is gone)."""
     out = {}
     for fd in os.listdir(f"/proc/{pid}/fdinfo"):
         try:
@@ -53,7 +54,8 @@ def programs(pid: int) -> dict[int, dict]:
             continue
         if "prog_id" in fields and "run_cnt" in fields:
             prog_id = int(fields["prog_id"])
-            out[prog_id] = {"name": prog_name(prog_id), "ns": int(fields["run_time_ns"]),
+            out[prog_id] = {"name": prog_name(prog_id), "type": int(fields["prog_type"]),
+                            "ns": int(fields["run_time_ns"]),
                             "runs": int(fields["run_cnt"])}
     return out
 
@@ -64,5 +66,6 @@ def runs_between(before: dict[int, dict], after: dict[int, dict]) -> dict[int, d
     per = {}
     for prog_id, a in after.items():
         b = before.get(prog_id, {"ns": 0, "runs": 0})
-        per[prog_id] = {"name": a["name"], "ns": a["ns"] - b["ns"], "runs": a["runs"] - b["runs"]}
+        per[prog_id] = {"name": a["name"], "type": a["type"], "ns": a["ns"] - b["ns"],
+                        "runs": a["runs"] - b["runs"]}
     return per

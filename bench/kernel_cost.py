@@ -31,15 +31,19 @@ sys.path.insert(0, str(HERE))
 from exec_storm import Daemon, storm  # noqa: E402
 from figures import cell, spread  # noqa: E402
 from syscall_tax import build_loop  # noqa: E402
-from bpfstats import counting, programs, runs_between  # noqa: E402
+from bpfstats import PROG_TYPE_TRACING, counting, programs, runs_between  # noqa: E402
 
 from auditd_lite.capture.compiler import PROBE_PREFIX  # noqa: E402
 from auditd_lite.capture.loader import SYSCALL_TRACEPOINTS  # noqa: E402
 
-# the execve hooks by the names the kernel keeps (15 characters): bcc's fentry/fexit prefixes,
-# and the fallback's programs on raw_syscalls
+# the execve hooks: every tracing program (fentry/fexit on the execve functions), and the
+# fallback's programs on raw_syscalls, by the names the kernel keeps (15 characters)
 NAME_LEN = 15
-HOOKS = tuple(h[:NAME_LEN] for h in ("kfunc__", "kretfunc__", *(PROBE_PREFIX + t for t in SYSCALL_TRACEPOINTS)))
+SYSCALL_HOOKS = tuple((PROBE_PREFIX + t)[:NAME_LEN] for t in SYSCALL_TRACEPOINTS)
+
+
+def is_execve_hook(prog: dict) -> bool:
+    return prog["type"] == PROG_TYPE_TRACING or prog["name"].startswith(SYSCALL_HOOKS)
 
 
 def one_run(mode: str, loop: Path, program: str, execs: int, calls: int, work: Path, rep: int) -> dict:
@@ -59,7 +63,7 @@ def one_run(mode: str, loop: Path, program: str, execs: int, calls: int, work: P
     unnamed = [p["name"] for p in per.values() if p["name"].startswith("id ")]
     if unnamed:
         raise SystemExit(f"kernel_cost: no name for programs {', '.join(unnamed)}")
-    hooks = [p for p in per.values() if p["name"].startswith(HOOKS)]
+    hooks = [p for p in per.values() if is_execve_hook(p)]
     return {"mode": attached["capture_mode"], "programs": list(per.values()),
             "ns_per_exec": sum(p["ns"] for p in per.values()) / execs,
             "execve_hook_ns_per_exec": sum(p["ns"] for p in hooks) / execs,
@@ -91,8 +95,9 @@ def main() -> int:
                     r = one_run(m, loop, program, args.execs, args.calls, work, rep)
                     raw[m].append(r)
                     print(f"rep {rep} {m} ({r['mode']}): {r['ns_per_exec']:.0f} ns per exec, execve hooks "
-                          f"{r['execve_hook_ns_per_exec']:.0f} ns in {r['execve_hook_runs_per_exec']:.1f} runs",
-                          file=sys.stderr)
+                          f"{r['execve_hook_ns_per_exec']:.0f} ns in {r['execve_hook_runs_per_exec']:.1f} runs; "
+                          + ", ".join(f"{p['name']} (type {p['type']}) {p['runs']} runs {p['ns']} ns"
+                                      for p in r["programs"]), file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     lines = [f"{args.reps} alternated reps of {args.execs:,} execs beside {args.calls:,} getppid() "
