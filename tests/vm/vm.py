@@ -903,6 +903,11 @@ def qemu_command(tree: KernelTree, initrd: Path, ctl: Path, results_dir: Path,
            "-M", "pc", "-m", str(memory_mb), "-smp", str(cpus)]
     if acc == "kvm":
         cmd += ["-accel", "kvm", "-cpu", "host"]
+    elif os.environ.get("AUDITD_LITE_VM_ICOUNT"):
+        # a guest clock that counts instructions (1 ns each), not the host's time: what a
+        # guest measures is then what it executed, whatever else this machine runs (the
+        # benches' figures in a guest, bench/guest_bench.sh); icount needs one TCG thread
+        cmd += ["-accel", "tcg,thread=single", "-icount", "shift=0,sleep=off", "-cpu", "max"]
     else:
         cmd += ["-accel", "tcg,thread=multi", "-cpu", "max"]
     cmd += [
