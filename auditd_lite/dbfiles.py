@@ -471,9 +471,10 @@ def open_all(db_dir=None, db_file=None, attempts: int = 5) -> list[tuple[Path, s
     """Read-only connections to every file, newest first, opened without missing a rotation.
 
     If the daemon rotates while the files are being opened, ``audit.db`` may
-    be the new live file while its predecessor got a name we never listed:
-    the listing is taken again after opening, and everything reopened if it
-    changed. An open connection keeps reading its file after a rename.
+    be the new live file while its predecessor got a name we never listed, or
+    a listed file may be gone by the time it is opened: the listing is taken
+    again after opening (or after a failed open), and everything reopened if
+    it changed. An open connection keeps reading its file after a rename.
     """
     for _ in range(attempts):
         paths = database_files(db_dir=db_dir, db_file=db_file)
@@ -481,9 +482,11 @@ def open_all(db_dir=None, db_file=None, attempts: int = 5) -> list[tuple[Path, s
         try:
             for path in paths:
                 opened.append((path, open_ro(path)))
-        except BaseException:
+        except BaseException as exc:
             for _, conn in opened:
                 conn.close()
+            if isinstance(exc, BadInput) and db_file is None and database_files(db_dir=db_dir) != paths:
+                continue  # renamed between the listing and its open: a rotation
             raise
         if db_file is not None or database_files(db_dir=db_dir) == paths:
             return opened

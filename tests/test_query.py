@@ -783,3 +783,51 @@ def test_query_command_filters_by_context(mixed):
     assert (status, out) == (1, "")
     status, out, _ = cli_in_process("query", "--db-dir", mixed, "--sha256", CURL_SHA[:6], "--pid", "600")
     assert status == 0 and len(out.splitlines()) == 3
+
+
+def test_open_all_reopens_when_a_rotation_renames_a_listed_file(dbdir, tmp_path_factory):
+    """A file renamed or removed between open_all's listing and its open (a rotation: the live
+    file gets a rotated name and a new live file appears; retention: the oldest rotated file
+    goes) makes open_all list again, never fail: with a thread rotating every 50 ms and keeping
+    three rotated files, for two seconds, every open_all call returns the files."""
+    import threading
+
+    from auditd_lite.dbfiles import open_all
+
+    live = dbdir / "audit.db"
+    template = tmp_path_factory.mktemp("template") / "audit.db"
+    shutil.copy(live, template)
+    stop = threading.Event()
+    rotated: list[str] = []
+
+    def rotate():
+        i = 0
+        while not stop.is_set():
+            name = time.strftime("audit-%Y%m%dT%H%M%SZ", time.gmtime(at(12, 0) // SEC + 2 * i))
+            name += time.strftime("-%Y%m%dT%H%M%SZ.db", time.gmtime(at(12, 0) // SEC + 2 * i + 1))
+            os.replace(live, dbdir / name)
+            rotated.append(name)
+            time.sleep(0.002)
+            shutil.copy(template, dbdir / ".next")  # made whole, then given the live name at once
+            os.replace(dbdir / ".next", live)
+            if len(rotated) > 3:
+                (dbdir / rotated[-4]).unlink()
+            time.sleep(0.05)
+            i += 1
+
+    t = threading.Thread(target=rotate)
+    t.start()
+    failures, calls = [], 0
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            calls += 1
+            try:
+                for _, conn in open_all(db_dir=dbdir):
+                    conn.close()
+            except BadInput as e:
+                failures.append(str(e))
+    finally:
+        stop.set()
+        t.join()
+    assert calls > 50 and len(rotated) > 20 and failures == [], (calls, len(rotated), failures[:3])
