@@ -58,7 +58,8 @@ def build_loop(work: Path) -> Path:
 
 
 def getppid_ns(loop: Path, calls: int) -> float:
-    """Median ns per call of two loops run at once, one per core."""
+    """Median ns per call of two loops run at once (one a core on this 2-core machine; sharing
+    the one vCPU of an instruction-counted guest)."""
     procs = [subprocess.Popen([str(loop), str(calls)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
     return statistics.median(float(p.communicate()[0]) for p in procs)
 
@@ -208,7 +209,8 @@ def main() -> int:
             "dd_speed": spread([b["dd_s"] / r["dd_s"] for r, b in zip(rs, base)]),
             "bpf_runs_per_call": spread([r.get("bpf_runs_per_call") for r in rs]),
         }
-    lines = [f"{args.reps} alternated reps; getppid: {args.calls:,} calls on each of 2 cores; dd: "
+    lines = [f"{args.reps} alternated reps; getppid: two loops of {args.calls:,} calls at once on "
+             f"{os.cpu_count()} CPU{'s' if os.cpu_count() != 1 else ''}; dd: "
              f"{args.blocks:,} blocks of 64 bytes. Speed = time without / time with, rep by rep: "
              f"1.000 is free. BPF runs per getppid(): the logger's programs' runs (kernel.bpf_stats_enabled) "
              f"over an untimed pass of {COUNTED_CALLS:,} calls a loop, whatever else ran meanwhile.", "",
