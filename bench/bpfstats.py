@@ -12,6 +12,7 @@ from pathlib import Path
 STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 # struct bpf_prog_info (include/uapi/linux/bpf.h): its name is at byte 64, 16 bytes
 INFO_SIZE, NAME_AT = 256, 64
+NAME_LEN = 15  # BPF_OBJ_NAME_LEN (16) less its NUL: what the kernel keeps of a program's name
 PROG_TYPE_TRACING = 26  # enum bpf_prog_type: fentry/fexit
 
 
@@ -37,7 +38,7 @@ def prog_name(prog_id: int) -> str:
         size = ctypes.c_uint32(INFO_SIZE)
         if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
             return f"id {prog_id}"
-        return info.raw[NAME_AT:NAME_AT + 16].split(b"\0")[0].decode()
+        return info.raw[NAME_AT:NAME_AT + NAME_LEN + 1].split(b"\0")[0].decode()
     finally:
         os.close(fd)
 

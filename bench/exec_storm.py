@@ -177,12 +177,12 @@ def count(db_dir: Path, program: str) -> dict:
     got = {"exec": 0, "exit": 0, "lost": 0, "hashed_inode": 0}
     for db in sorted(db_dir.glob("*.db")):
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        got["exec"] += con.execute(
-            "SELECT count(*) FROM events WHERE event='exec' AND filename=?", (program,)).fetchone()[0]
-        # the executable hashed as the very inode the kernel named at the exec (issue #21)
-        got["hashed_inode"] += con.execute(
-            "SELECT count(*) FROM events WHERE event='exec' AND filename=? AND hash_status='inode'",
-            (program,)).fetchone()[0]
+        # hashed_inode: the executable hashed as the very inode the kernel named at the exec (#21)
+        execs, hashed_inode = con.execute(
+            "SELECT count(*), coalesce(sum(hash_status = 'inode'), 0) FROM events "
+            "WHERE event='exec' AND filename=?", (program,)).fetchone()
+        got["exec"] += execs
+        got["hashed_inode"] += hashed_inode
         got["exit"] += con.execute(
             "SELECT count(*) FROM events WHERE event='exit' AND comm=?", (name,)).fetchone()[0]
         got["lost"] += con.execute("SELECT coalesce(sum(lost_kernel),0) FROM runs").fetchone()[0]

@@ -31,14 +31,13 @@ sys.path.insert(0, str(HERE))
 from exec_storm import Daemon, storm  # noqa: E402
 from figures import cell, spread  # noqa: E402
 from syscall_tax import build_loop  # noqa: E402
-from bpfstats import PROG_TYPE_TRACING, counting, programs, runs_between  # noqa: E402
+from bpfstats import NAME_LEN, PROG_TYPE_TRACING, counting, programs, runs_between  # noqa: E402
 
 from auditd_lite.capture.compiler import PROBE_PREFIX  # noqa: E402
 from auditd_lite.capture.loader import SYSCALL_TRACEPOINTS  # noqa: E402
 
 # the execve hooks: every tracing program (fentry/fexit on the execve functions), and the
-# fallback's programs on raw_syscalls, by the names the kernel keeps (15 characters)
-NAME_LEN = 15
+# fallback's programs on raw_syscalls, by the names the kernel keeps
 SYSCALL_HOOKS = tuple((PROBE_PREFIX + t)[:NAME_LEN] for t in SYSCALL_TRACEPOINTS)
 
 

@@ -68,14 +68,11 @@ def bpf_runs_per_call(logger, loop: Path) -> float | None:
     """The logger's BPF program runs (all of its programs, as the kernel counts them) per
     getppid() call of two loops: 0 where nothing hooks a system call that is not an exec, 2
     for a program on sys_enter and one on sys_exit. None for a logger with no BPF programs."""
-    pid = (int(subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "auditd-lite"],
-                              capture_output=True, text=True).stdout.strip() or 0)
-           if isinstance(logger, Service) else getattr(getattr(logger, "proc", None), "pid", None)
-           if isinstance(logger, Daemon) else getattr(logger, "pid", None))
-    if not pid or not programs(pid):
-        return None
+    pid = logger.proc.pid if isinstance(logger, Daemon) else logger.pid
     with counting():
         before = programs(pid)
+        if not before:
+            return None
         getppid_ns(loop, COUNTED_CALLS)
         after = programs(pid)
     return sum(p["runs"] for p in runs_between(before, after).values()) / (2 * COUNTED_CALLS)
@@ -103,6 +100,8 @@ class Service:
         # the unit allows 5 starts in 300 s (StartLimitBurst), which a bench's reps pass
         subprocess.run(["systemctl", "reset-failed", "auditd-lite"], capture_output=True)
         subprocess.run(["systemctl", "start", "auditd-lite"], check=True)
+        self.pid = int(subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "auditd-lite"],
+                                      capture_output=True, text=True, check=True).stdout)
         journal = subprocess.run(["journalctl", "-u", "auditd-lite", "-o", "cat", "-n", "200"],
                                  capture_output=True, text=True).stdout
         modes = [json.loads(l)["capture_mode"] for l in journal.splitlines()
