@@ -37,7 +37,8 @@ def test_compare_bench_small(tmp_path):
     part, not CI's), with bpftrace where it is installed: the tables are written, every
     logger that records exits captured every exec and exit of the storm, nothing was lost,
     and the long storm's RSS samples gave a trend; the syscall-tax table has the forced fallback
-    row, which says the mode it ran in."""
+    row, which says the mode it ran in, and the storm's tables say how many execs were hashed
+    from the kernel's inode."""
     bpftrace = shutil.which("bpftrace") is not None
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{figures.README_BEGIN}\nold\n{figures.README_END}\n")
@@ -63,7 +64,8 @@ def test_compare_bench_small(tmp_path):
     assert "| auditd-lite |" in text and "## Writer" in text and "## Queries" in text
     assert "## What it costs a program that never execs" in text
     assert "| auditd-lite raw_syscalls | raw_syscalls |" in text
-    assert "## 1000-exec storm" in text and "## Goals (issue #12)" in text
+    assert "## 1000-exec storm" in text and "## Goals (issues #12 and #21)" in text
+    assert "hashed: kernel's inode" in text
     assert ("| bpftrace |" in text) == bpftrace
     assert "failed" not in text
     assert "\nold\n" not in readme.read_text() and "| auditd-lite |" in readme.read_text()

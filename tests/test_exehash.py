@@ -374,3 +374,52 @@ def test_running_inode_is_hashed_after_rename_and_delete(tmp_path, running):
             f.unlink()
         assert Hasher().request(Request(p.pid, str(f), t, start_ns=None, comm=f.name[:15],
                                         inode=named)) == (ran, "inode")
+
+
+def test_renamed_over_or_deleted_while_being_read_is_read_again(tmp_path, running):
+    """A running program's file renamed over, or deleted, while the hasher is reading it (the
+    hook acts once, after the first chunk): only its ctime moved, so it is read again and
+    hashed as the inode the kernel named (status inode, sha256sum's hash of what ran); the
+    content being unchanged, the answer is the one a look begun a moment later gives."""
+    for how in ("rename", "delete"):
+        f = tmp_path / f"prog-{how}"
+        install("/bin/sleep", f)
+        settle()
+        named, ran = named_by_kernel(f), sha256sum(f)
+        p, t = running(f, "30")
+        acted = []
+
+        def act(_fd, f=f, how=how, acted=acted):
+            if not acted:
+                acted.append(os.fstat(_fd).st_ctime_ns)
+                install("/bin/true", f) if how == "rename" else f.unlink()
+
+        h = Hasher(during_read=act)
+        assert h.request(Request(p.pid, str(f), t, comm=f.name[:15], inode=named)) == (ran, "inode")
+        assert acted and h.hashes == 1, (how, acted)
+
+
+def test_chmod_while_read_by_path_after_the_exec_is_changed(tmp_path):
+    """A process gone, its file found by path: a chmod while it is read (once, after the first
+    chunk) moves its ctime past the exec, so it is `changed` (not read again into a hash): by path, a ctime after the exec is
+    never trusted. The same read with no chmod is `by_path` with sha256sum's hash."""
+    f = tmp_path / "prog"
+    install("/bin/true", f)
+    settle()
+    pid, t = run_to_end(f)
+    settle()
+    chmods = []
+
+    def chmod_once(_fd):
+        if not chmods:
+            chmods.append(f.chmod(0o700))
+
+    h = Hasher(during_read=chmod_once)
+    assert h.lookup(pid, str(f), t) == (None, "changed")
+    assert chmods
+    assert Hasher().lookup(pid, str(f), t) == (None, "changed")  # its ctime is after the exec now
+    g = tmp_path / "other"
+    install("/bin/true", g)
+    settle()
+    pid, t = run_to_end(g)
+    assert Hasher().lookup(pid, str(g), t) == (sha256sum(g), "by_path")

@@ -43,7 +43,9 @@ Statuses (``STATUSES``); the hash is set only for ``inode``, ``ok`` and ``by_pat
                 /proc/PID/exe was not that exec's) when it was looked at
     changed     not hashed: the file's identity (dev, ino, size, mtime_ns,
                 ctime_ns) differed between the fstat before and the fstat
-                after reading it on one fd, or the bytes read were not
+                after reading it on one fd (where ctime alone moved, a rename
+                over its path or an unlink, it is read again, up to
+                METADATA_RETRIES times), or the bytes read were not
                 st_size, or it was modified after the exec (mtime for
                 /proc/PID/exe, whose links may change but whose content the
                 kernel keeps from writers while it runs; ctime for a path)
@@ -109,10 +111,13 @@ CHUNK = 1 << 20
 # write would move
 RACY_NS = 20_000_000
 MAX_INTERPRETERS = 4  # the kernel's own limit on nested #! (BINPRM_MAX_RECURSION)
+# reads again when only the ctime moved during a read: a rename or unlink is one, a loop of
+# chmods must not hold the worker
+METADATA_RETRIES = 2
 
 STATUSES = ("inode", "ok", "by_path", "changed", "gone", "too_large", "unreadable", "busy", "late", "off")
 
-_MTIME, _CTIME = 3, 4  # in an identity tuple
+_SIZE, _MTIME, _CTIME = 2, 3, 4  # in an identity tuple
 
 
 class Result(NamedTuple):
@@ -379,18 +384,28 @@ class Hasher:
                 self._remember(named, hit)
                 return Result(hit.sha256, "inode")
             return hit
-        try:
-            digest, n = self._read(fd, st.st_size)
-            after = identity(os.fstat(fd))
-        except OSError:
-            return UNREADABLE
-        if n != st.st_size or after != key:
+        for _ in range(METADATA_RETRIES + 1):
+            try:
+                digest, n = self._read(fd, key[_SIZE])
+                after = identity(os.fstat(fd))
+            except OSError:
+                return UNREADABLE
+            if n == key[_SIZE] and after == key:
+                break
+            # ctime alone moved while it was read (a rename over its path, an unlink, a chmod):
+            # read again, as a look begun a moment later would, held to the same checks
+            if n != key[_SIZE] or after[:_CTIME] != key[:_CTIME]:
+                return CHANGED
+            if time_ns is not None and after[stamp] > time_ns:
+                return CHANGED
+            key = after
+        else:
             return CHANGED
         with self._lock:
             self.hashes += 1
         if self.on_hash is not None:
             self.on_hash(key)
-        if st.st_ctime_ns < started - RACY_NS:
+        if key[_CTIME] < started - RACY_NS:
             self._remember(key, Result(digest, "ok"))
             if named is not None:
                 self._remember(named, Result(digest, "ok"))
