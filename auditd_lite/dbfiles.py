@@ -344,6 +344,8 @@ def _usable(path: Path) -> bool:
             conn.close()
         return True
     except BadInput as exc:
+        if _kind(path) is None:
+            return False  # gone since it was listed (a rotation, retention): open_all lists again
         if "lacks read access" in str(exc):
             raise
         if path not in _warned:
@@ -406,6 +408,8 @@ def _open_ro(path: Path) -> sqlite3.Connection:
     if _kind(path) != "file":
         raise BadInput(f"no such database file: {path}")
     if not os.access(path, os.R_OK):
+        if _kind(path) is None:  # renamed or removed a moment ago, not closed to us
+            raise BadInput(f"no such database file: {path}")
         raise _no_access(path)
     try:
         try:
