@@ -454,6 +454,34 @@ def test_follow_from_a_time_to_the_journal_and_ocsf_on_stdout(hist, tmp_path):  
         assert first["class_uid"] == 2004 and len(rest.splitlines()) == 1 and p.returncode == 0, ocsf
 
 
+def test_follow_as_a_table_prints_the_history_s_blocks(hist, tmp_path):  # noqa: F811
+    """--follow --format table prints each finding as the history's table does (the same blocks,
+    parted by a blank line, without the summary a window ends with); --findings - (OCSF lines on
+    standard output) with --format table is bad input: one line, exit 2."""
+    (tmp_path / "sh.yml").write_text(MATCH_SH)
+    rules = ["--rules", tmp_path / "sh.yml", "--no-bundled", "--since", "2026-11-20T10:41:00Z"]
+    status, table, _ = cli_in_process("hunt", "--db-dir", hist, *rules)
+    assert status == 0
+    blocks = table.split("\n\n")[:-1]  # the last part is the summary
+    assert len(blocks) == 6, table
+    out = tmp_path / "out"
+    with open(out, "wb") as f:
+        p = subprocess.Popen([*CLI, "hunt", "--follow", "--db-dir", hist, *rules, "--poll-ms", "50",
+                              "--format", "table"], stdout=f, stderr=subprocess.PIPE, cwd=REPO)
+        try:
+            deadline = time.monotonic() + 60
+            while out.read_text().count("\n    record ") < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            err = p.communicate(timeout=60)[1].decode()
+    assert p.returncode == 0, err
+    assert out.read_text() == "\n\n".join(blocks) + "\n"
+    status, _, err = cli_in_process("hunt", "--follow", "--db-dir", hist, *rules, "--findings", "-",
+                                    "--format", "table")
+    assert status == 2 and err.count("\n") == 1 and "not with --format table" in err, err
+
+
 def test_follow_needs_a_directory(tmp_path):
     """--follow follows a directory a daemon writes: --db is bad input, as is a directory that
     is not there."""

@@ -45,17 +45,18 @@ def add_hunt_command(sub) -> None:
     h.add_argument("--level", choices=LEVELS,
                    help="only rules of this level or above")
     add_window(h)
-    h.add_argument("--format", choices=("table", "json", "ocsf"), default="table",
-                   help="table (default); json: a finding a line, then a line with the summary; "
-                        "ocsf: each finding as an OCSF 1.8.0 Detection Finding a line (the "
-                        "summary on standard error)")
+    h.add_argument("--format", choices=("table", "json", "ocsf"),
+                   help="table (the default, but json with --follow); json: a finding a line, "
+                        "then a line with the summary; ocsf: each finding as an OCSF 1.8.0 "
+                        "Detection Finding a line (the summary on standard error)")
     h.add_argument("--list", action="store_true",
                    help="list every rule loaded, whether it is evaluated and if not why, and "
                         "every rule file that did not parse; hunt nothing")
     h.add_argument("--follow", action="store_true",
                    help="keep running: evaluate each exec as the daemon commits it (with --since, "
                         "the history from T first), findings as JSON lines on standard output "
-                        "(OCSF Detection Finding lines with --format ocsf)")
+                        "(OCSF Detection Finding lines with --format ocsf, the table's blocks "
+                        "with --format table)")
     h.add_argument("--findings", metavar="PATH",
                    help="with --follow: also write each finding as an OCSF Detection Finding line "
                         "to PATH (a file rotated by size, or a FIFO; - for standard output "
@@ -87,7 +88,7 @@ def cmd_hunt(args) -> int:
     if args.list:
         rows = [row for row in report.rule_rows(ruleset)
                 if row.get("level") is None or report.level_at_least(row["level"], args.level)]
-        if args.format == "table":
+        if args.format in (None, "table"):
             sys.stdout.write(report.list_table(rows))
             evaluated = sum(1 for r in ruleset.rules if r.evaluable)
             sys.stdout.write(f"{len(ruleset.rules)} rules loaded, {evaluated} evaluated, "
@@ -107,12 +108,10 @@ def cmd_hunt(args) -> int:
     if args.follow:
         from ..hunt import follow
 
-        # --follow writes JSON lines (OCSF ones with --format ocsf, as with --findings -)
-        findings = "-" if args.format == "ocsf" and args.findings is None else args.findings
         return follow.run(ruleset, chosen, db_dir=default_db_dir(args), db_file=args.db,
-                          since_ns=since, findings=findings,
+                          since_ns=since, findings=args.findings,
                           max_size_mb=args.findings_max_size_mb, max_files=args.findings_max_files,
-                          poll_s=args.poll_ms / 1000)
+                          poll_s=args.poll_ms / 1000, fmt=args.format)
     return history.run(ruleset, chosen, db_dir=default_db_dir(args), db_file=args.db,
-                       since_ns=since, until_ns=until, fmt=args.format, out=sys.stdout,
+                       since_ns=since, until_ns=until, fmt=args.format or "table", out=sys.stdout,
                        err=sys.stderr)

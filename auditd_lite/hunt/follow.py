@@ -65,13 +65,15 @@ def journal_stream(fd: int = 1) -> bool:
 class Follower:
     """The follow loop's state: the files, the Hunter, the last batch read."""
 
-    def __init__(self, db_dir: Path, rules: list, out, target: LineTarget | None, ocsf_out: bool):
+    def __init__(self, db_dir: Path, rules: list, out, target: LineTarget | None, ocsf_out: bool,
+                 table: bool = False):
         self.db_dir = Path(db_dir)
         self.files = Files([], missing_ok=True)
         self.hunter = Hunter(rules, self.files)
         self.out = out
         self.target = target
         self.ocsf_out = ocsf_out  # --findings -: OCSF lines on stdout instead of the JSON lines
+        self.table = table  # --format table: the history's blocks, for a person at a terminal
         try:
             self.prefix = journal_stream(out.fileno())
         except (AttributeError, OSError, ValueError):  # a stream with no file behind it
@@ -251,6 +253,8 @@ class Follower:
             line = json_line(report.finding_ocsf(f))
         if self.ocsf_out:
             self.out.write(line)
+        elif self.table:
+            report.write_finding(f, "table", self.out, first=self.findings == 1)
         else:
             prefix = f"<{PRIORITIES.get(f.rule.level, DEFAULT_PRIORITY)}>" if self.prefix else ""
             self.out.write(prefix + report.finding_line(f))
@@ -282,8 +286,9 @@ class Follower:
 
 def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = None,
         findings: str | None = None, max_size_mb: int = 10, max_files: int = 5,
-        poll_s: float = 0.25, out=None) -> int:
-    """Follow until SIGTERM or SIGINT; exit 0 then."""
+        poll_s: float = 0.25, out=None, fmt: str | None = None) -> int:
+    """Follow until SIGTERM or SIGINT; exit 0 then. ``fmt``: json (a JSON line a finding, the
+    default), table (history's blocks) or ocsf (as ``findings`` "-")."""
     if db_file is not None:
         raise BadInput("--follow follows the directory a daemon writes: give --db-dir, not --db")
     db_dir = Path(db_dir)
@@ -291,7 +296,12 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
         raise BadInput(f"no such database directory: {db_dir}")
     out = out or sys.stdout
     target = None
+    if findings == STDOUT and fmt not in (None, "ocsf"):
+        raise BadInput(f"--findings - writes OCSF lines to standard output: not with --format {fmt}")
+    if fmt == "ocsf" and findings is None:
+        findings = STDOUT
     ocsf_out = findings == STDOUT
+    table = fmt == "table" and not ocsf_out
     if findings is not None and not ocsf_out:
         check_path(findings, "--findings")
         target = LineTarget(findings, max_size_mb * 1024 * 1024, max_files, name="findings")
@@ -299,7 +309,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    follower = Follower(db_dir, rules, out, target, ocsf_out)
+    follower = Follower(db_dir, rules, out, target, ocsf_out, table)
     for attempt in range(START_ATTEMPTS):  # a live file being rotated refuses readers a moment
         try:
             follower.start(since_ns)
@@ -307,7 +317,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
         except (sqlite3.DatabaseError, BadInput) as e:
             if attempt == START_ATTEMPTS - 1:
                 raise BadInput(f"cannot read {db_dir}: {e}") from None
-            follower = Follower(db_dir, rules, out, target, ocsf_out)
+            follower = Follower(db_dir, rules, out, target, ocsf_out, table)
             time.sleep(0.5)
     follower.check_daemon()
     # a rule file that does not parse is said, and the other rules follow: live detection does

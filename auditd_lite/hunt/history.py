@@ -95,7 +95,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
                         found += 1
                         per_file[path] = per_file.get(path, 0) + 1
                         matched.add(id(f.rule))
-                        _write(f, fmt, out, first=found == 1)
+                        report.write_finding(f, fmt, out, first=found == 1)
             except sqlite3.DatabaseError as e:
                 raise BadInput(f"cannot read {path}: {e}") from None
     finally:
@@ -122,15 +122,3 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
     if ruleset.problems:
         return 2
     return 0 if found else 1
-
-
-def _write(f, fmt: str, out, first: bool) -> None:
-    if fmt == "json":
-        try:
-            out.write(report.finding_line(f))
-        except UnicodeEncodeError:  # an ASCII-only stream: JSON's own escapes
-            write_json_line(report.finding_json(f), out)
-    elif fmt == "ocsf":
-        write_json_line(report.finding_ocsf(f), out)
-    else:
-        TextOut(out).write(("" if first else "\n") + report.finding_lines(report.finding_json(f)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formats import finding as ocsf_finding
-from ..investigate.output import json_line, quote, where_ran
+from ..investigate.output import TextOut, json_line, quote, where_ran, write_json_line
 from ..investigate.query import split_argv
 from ..timeparse import format_time
 from .rules import BUNDLED, LEVELS
@@ -115,6 +115,20 @@ def finding_lines(doc: dict) -> str:
     lines.append(f"    record   {doc['record']['id']} in {quote(doc['record']['file'])}"
                  + (f"  ({'; '.join(notes)})" if notes else ""))
     return "\n".join(lines) + "\n"
+
+
+def write_finding(f, fmt: str, out, first: bool) -> None:
+    """A finding to ``out`` in ``fmt`` (FORMATS); a table's blocks are parted by a blank line,
+    so ``first`` says whether one came before."""
+    if fmt == "json":
+        try:
+            out.write(finding_line(f))
+        except UnicodeEncodeError:  # an ASCII-only stream: JSON's own escapes
+            write_json_line(finding_json(f), out)
+    elif fmt == "ocsf":
+        write_json_line(finding_ocsf(f), out)
+    else:
+        TextOut(out).write(("" if first else "\n") + finding_lines(finding_json(f)))
 
 
 # --- the rules (--list) ----------------------------------------------------------
