@@ -359,19 +359,31 @@ def test_another_file_at_the_path_is_changed_not_hashed(tmp_path):
     assert Hasher().request(Request(pid, str(g), t, inode=named_g)) == (None, "changed")
 
 
+def running_copy(tmp_path, running, how: str):
+    """A copy of /bin/sleep at prog-HOW, running: (its path, the identity the kernel names,
+    sha256sum's hash of it, the process, UTC ns before its exec)."""
+    f = tmp_path / f"prog-{how}"
+    install("/bin/sleep", f)
+    settle()
+    named, ran = named_by_kernel(f), sha256sum(f)
+    p, t = running(f, "30")
+    return f, named, ran, p, t
+
+
+def take_away(f, how: str) -> None:
+    """Another file renamed over f (how == "rename"), or f deleted."""
+    if how == "rename":
+        install("/bin/true", f)
+    else:
+        f.unlink()
+
+
 def test_running_inode_is_hashed_after_rename_and_delete(tmp_path, running):
     """A running program whose file was renamed over, or deleted (both move its ctime: its link
     count changes), is hashed from /proc/PID/exe as the inode the kernel named (status inode)."""
     for how in ("rename", "delete"):
-        f = tmp_path / f"prog-{how}"
-        install("/bin/sleep", f)
-        settle()
-        named, ran = named_by_kernel(f), sha256sum(f)
-        p, t = running(f, "30")
-        if how == "rename":
-            install("/bin/true", f)
-        else:
-            f.unlink()
+        f, named, ran, p, t = running_copy(tmp_path, running, how)
+        take_away(f, how)
         assert Hasher().request(Request(p.pid, str(f), t, start_ns=None, comm=f.name[:15],
                                         inode=named)) == (ran, "inode")
 
@@ -382,17 +394,13 @@ def test_renamed_over_or_deleted_while_being_read_is_read_again(tmp_path, runnin
     hashed as the inode the kernel named (status inode, sha256sum's hash of what ran); the
     content being unchanged, the answer is the one a look begun a moment later gives."""
     for how in ("rename", "delete"):
-        f = tmp_path / f"prog-{how}"
-        install("/bin/sleep", f)
-        settle()
-        named, ran = named_by_kernel(f), sha256sum(f)
-        p, t = running(f, "30")
+        f, named, ran, p, t = running_copy(tmp_path, running, how)
         acted = []
 
         def act(_fd, f=f, how=how, acted=acted):
             if not acted:
-                acted.append(os.fstat(_fd).st_ctime_ns)
-                install("/bin/true", f) if how == "rename" else f.unlink()
+                acted.append(how)
+                take_away(f, how)
 
         h = Hasher(during_read=act)
         assert h.request(Request(p.pid, str(f), t, comm=f.name[:15], inode=named)) == (ran, "inode")
