@@ -397,6 +397,32 @@ def test_storm_every_committed_record_once_across_rotations(daemon_factory, mark
     assert not differ, (len(differ), mine[differ[0]], queried[differ[0]])
 
 
+def test_rotation_never_leaves_more_than_max_files_even_for_a_moment(tmp_path):
+    """The stream's file target rotating at 200 bytes, 2 rotated files kept, 2,000 rotations,
+    while another thread lists the directory as fast as it can: it never sees a third rotated
+    file (the oldest goes before the rename, not after it), and 2 are left."""
+    from auditd_lite.daemon.stream import LineTarget
+
+    path = tmp_path / "stream.jsonl"
+    target = LineTarget(str(path), 200, 2)
+    stop, seen = threading.Event(), []
+
+    def watch():
+        while not stop.is_set():
+            seen.append(len(backups(path)))
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        for i in range(2_000):
+            target.deliver([b"x" * 150 + b"\n", b"y" * 150 + b"\n"])
+    finally:
+        stop.set()
+        t.join()
+        target.close()
+    assert len(seen) > 1_000 and max(seen) <= 2 and len(backups(path)) == 2, (len(seen), max(seen))
+
+
 @pytest.mark.kernel
 def test_storm_rotated_files_bounded(daemon_factory, marker, tmp_path):
     """Rotating at 1 MiB with 2 rotated files kept under a storm: never more than 2 rotated

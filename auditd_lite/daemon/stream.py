@@ -302,26 +302,30 @@ class LineTarget:
         return True
 
     def _rotate(self) -> str | None:
-        """PATH renamed to its backup name and a new PATH begun; the oldest backups beyond
-        max_files removed. A rename that fails keeps the lines coming in PATH. None, or why the
-        new PATH cannot be written."""
+        """The oldest backups removed so that one more fits in max_files, PATH renamed to its
+        backup name and a new PATH begun. A rename that fails keeps the lines coming in PATH.
+        None, or why the new PATH cannot be written."""
         target = backup_name(self.path, time.time_ns())
-        try:
-            os.rename(self.path, target)
-        except OSError as e:
-            log.error(f"{self.name}_rotation_failed", path=str(self.path), error=e.strerror)
-            self.max_bytes = self.size + self.max_bytes  # tried again one file's worth later
-            return None
-        self.close()
-        self.rotations += 1
         removed = []
         if self.max_files:
-            for old in backups(self.path)[:-self.max_files]:
+            # the oldest go before the rename, not after it: at no moment more than max_files
+            # rotated files, which is the bound on the disk a reader of the directory sees
+            olds = backups(self.path)
+            for old in olds[:max(0, len(olds) - (self.max_files - 1))]:
                 try:
                     old.unlink()
                     removed.append(str(old))
                 except OSError:
                     pass
+        try:
+            os.rename(self.path, target)
+        except OSError as e:
+            log.error(f"{self.name}_rotation_failed", path=str(self.path), error=e.strerror,
+                      removed=removed)
+            self.max_bytes = self.size + self.max_bytes  # tried again one file's worth later
+            return None
+        self.close()
+        self.rotations += 1
         log.info(f"{self.name}_rotated", path=str(self.path), rotated_to=str(target), removed=removed)
         return self.ready()
 
