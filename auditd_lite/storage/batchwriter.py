@@ -89,6 +89,9 @@ class BatchWriter:
         self.sealer = sealer
         self._live_size = 0  # the live file's size at the last look, and its largest growth between
         self._live_step = 0  # two looks (a batch or so): what it may take before it rotates
+        # the chain's next batch id at the last look: no batch since, no growth, and no query (an
+        # idle daemon looks twice a second)
+        self._sized_at: int | None = None
 
     @property
     def rotation(self) -> RotationPolicy:
@@ -185,6 +188,7 @@ class BatchWriter:
         chains on from the last batch written (docs/design.md, "A live file that refuses a
         batch is set aside"); False while the new file cannot be made."""
         self._live.close()
+        self._sized_at = None  # a new live file: looked at afresh
         self._set_aside_pending = True
         try:
             aside = dbfiles.set_aside(self.db_dir)
@@ -435,10 +439,12 @@ class BatchWriter:
     def _rotation_due(self, policy: RotationPolicy) -> bool:
         due = False
         if self.limits.rotate_bytes:
-            size = self._live.size_bytes()
-            self._live_step = max(self._live_step, size - self._live_size)
-            self._live_size = size
-            due = size >= self.limits.rotate_bytes
+            if self._sized_at is None or self._sized_at != self._chain.next_batch_id:
+                size = self._live.size_bytes()
+                self._live_step = max(self._live_step, size - self._live_size)
+                self._live_size = size
+                self._sized_at = self._chain.next_batch_id
+            due = self._live_size >= self.limits.rotate_bytes
         if policy.interval_s and time.monotonic() - self._live.opened >= policy.interval_s:
             due = True
         return due
@@ -453,7 +459,7 @@ class BatchWriter:
         if self.sealer is not None:
             self._seal("rotate")  # in the file being closed: it ends sealed
         target = self._live.close_as_rotated()
-        self._live_size = 0
+        self._live_size, self._sized_at = 0, None
         # the run goes on in the new file, which needs its own copy of the run
         # row; on a full disk records are held until it can be made
         self._start_run()
