@@ -301,7 +301,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
     if fmt == "ocsf" and findings is None:
         findings = STDOUT
     ocsf_out = findings == STDOUT
-    table = fmt == "table" and not ocsf_out
+    table = fmt == "table"  # never with --findings -: refused above
     if findings is not None and not ocsf_out:
         check_path(findings, "--findings")
         target = LineTarget(findings, max_size_mb * 1024 * 1024, max_files, name="findings")

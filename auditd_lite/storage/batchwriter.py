@@ -439,7 +439,7 @@ class BatchWriter:
     def _rotation_due(self, policy: RotationPolicy) -> bool:
         due = False
         if self.limits.rotate_bytes:
-            if self._sized_at is None or self._sized_at != self._chain.next_batch_id:
+            if self._sized_at != self._chain.next_batch_id:
                 size = self._live.size_bytes()
                 self._live_step = max(self._live_step, size - self._live_size)
                 self._live_size = size
