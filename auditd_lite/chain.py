@@ -246,7 +246,15 @@ def _shape(signature: tuple) -> tuple:
 
 def row_digests(rows: list[tuple]) -> list[bytes]:
     """Format 4 digests of records as the writer makes them (decoded, then their context
-    added: capture/context.py); the hot path.
+    added: capture/context.py); the hot path. The compiled module's (DIGESTS says which runs:
+    docs/design.md, "The compiled record digests") or row_digests_python's: the same bytes."""
+    if _compiled is not None:
+        return _compiled(rows, _NCAPTURED, _NCONTEXT)
+    return row_digests_python(rows)
+
+
+def row_digests_python(rows: list[tuple]) -> list[bytes]:
+    """row_digests in Python: the reference the compiled module is held to.
 
     The shape is taken from the event name: the decoder makes exec and
     exec_failed records with every exec column filled (errno only for
@@ -307,6 +315,13 @@ _GATE_NONE = (lambda pack: lambda start: b"NI" + pack(start))(struct.Struct("<q"
 _WRITER_SHAPES = {"exec": _writer_shape("exec", EXEC_SIGNATURE),
                   "exec_failed": _writer_shape("exec_failed", EXEC_FAILED_SIGNATURE),
                   "exit": _writer_shape("exit", EXIT_SIGNATURE)}
+
+try:  # auditd_lite/_record_digests.c, built with the package where a compiler was (setup.py)
+    from ._record_digests import record_digests as _compiled
+    DIGESTS = "compiled"
+except ImportError as e:
+    _compiled = None
+    DIGESTS = f"python ({e})"
 
 
 def batch_hash(prev_hash: str, header: tuple, row_digests: Iterable[bytes],

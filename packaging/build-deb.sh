@@ -31,8 +31,9 @@ install_build_deps() {
     local pkgs=() p
     # python3-packaging reads the requirements (vendor.py); python3-markupsafe (Mako's) and
     # python3-cryptography (sealing and signing): run-time dependencies the smoke test imports
+    # gcc, python3-dev and libssl-dev: the compiled record digests (setup.py)
     for p in dpkg python3 python3-pip python3-setuptools python3-wheel python3-packaging \
-            python3-markupsafe python3-cryptography gzip; do
+            python3-markupsafe python3-cryptography gzip gcc python3-dev libssl-dev; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
     done
     [ ${#pkgs[@]} -eq 0 ] && return
@@ -123,8 +124,9 @@ stage_vendored auditd-lite ""
 # auditd_lite.bpf and auditd_lite.migrations); built out of tree in $work
 src="$work/src"
 mkdir -p "$src"
-cp -r pyproject.toml README.md auditd_lite bpf migrations "$src/"
+cp -r pyproject.toml setup.py README.md auditd_lite bpf migrations "$src/"
 find "$src" -name __pycache__ -prune -exec rm -rf {} +
+find "$src" -name '*.so' -delete  # a checkout's in-place build: the package's is built here
 (cd "$src" && "$py" -m pip install -q --no-deps --no-build-isolation --no-index --no-compile \
     --target "$lib" .)
 install -D -m 0755 packaging/auditd-lite "$stage/usr/bin/auditd-lite"
@@ -140,11 +142,16 @@ mkdir -p "$stage/usr/share/man/man1"
 # tier run the others' under their own); every bundled Sigma rule parses and is evaluated with
 # the vendored pySigma and what it was shipped with
 if [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$pyver" ]; then
-    "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.daemon.writer, auditd_lite.storage.batchwriter, auditd_lite.capture.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")' "$lib"
+    "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.daemon.writer, auditd_lite.storage.batchwriter, auditd_lite.capture.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")
+from auditd_lite import chain; assert chain.DIGESTS == "compiled", chain.DIGESTS' "$lib"
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite.hunt import rules; rs = rules.load(); n = sum(r.evaluable for r in rs.rules); assert n == len(rs.rules) > 100 and not rs.problems, (n, rs.problems)' "$lib"
 fi
+# the compiled record digests are built against the stable ABI of Python 3.11 (every release's
+# python3 loads them) and link libcrypto 3, which bookworm's libssl3 and trixie's libssl3t64 carry
+[ -n "$(find "$lib/auditd_lite" -name '_record_digests*.so')" ] \
+    || { say "the compiled record digests were not built (gcc, python3-dev, libssl-dev?)"; exit 1; }
 build_deb auditd-lite packaging/debian \
-    "$(python_depends "$(q 'p["auditd-lite"]["compiled"]')")$(q '"".join(", " + d for d in p["auditd-lite"]["depends"])')"
+    "$(python_depends True)$(q '"".join(", " + d for d in p["auditd-lite"]["depends"])'), libssl3t64 | libssl3"
 
 # ---- auditd-lite-lake: what the lake extra needs beyond auditd-lite, into the same directory.
 # Compressing its 165 MiB takes a minute: the same wheels, version and recipe give the same

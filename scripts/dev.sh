@@ -38,7 +38,8 @@ install_packages() {
 # debootstrap: the release tier (tests/vm/test_userland.py) builds the other releases' roots
 install_debs() {
     install_packages "" python3-bpfcc libbpf1 python3-venv python3-pip sqlite3 python3-cryptography \
-        "linux-headers-$(dpkg --print-architecture)" util-linux gcc libc6-dev strace debootstrap
+        "linux-headers-$(dpkg --print-architecture)" util-linux gcc libc6-dev strace debootstrap \
+        python3-dev libssl-dev
 }
 
 # The VM tier boots Debian's kernels under qemu (tests/vm/vm.py): qemu and
@@ -94,7 +95,9 @@ make_venv() {
         say "creating $venv (Debian's python3, with system site-packages for bcc)"
         /usr/bin/python3 -m venv --system-site-packages "$venv"
     fi
-    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    # setup.py and the C file: the compiled record digests are built by this install
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+            || [ auditd_lite/_record_digests.c -nt "$stamp" ]; then
         say "installing auditd-lite and its Python dependencies into $venv"
         "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test,schema,lake]'
         touch "$stamp"

@@ -110,6 +110,7 @@ def test_writer_fast_path_is_the_definition():
                       "exit": chain.EXIT_SIGNATURE}
     expected = [definition(r) for r in rows]
     assert chain.row_digests(rows) == expected
+    assert chain.row_digests_python(rows) == expected
     assert [chain.row_digest(r, 4) for r in rows] == expected
     for fmt in (2, 3):
         assert [chain.row_digest(r, fmt) for r in rows] == [definition(r, fmt) for r in rows]
@@ -142,9 +143,10 @@ def test_fast_shapes_with_any_values(signature, data):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["exec", "exec_failed", "exit"]), st.data()), max_size=6))
 def test_writer_digests_with_any_values(shapes):
-    """The writer's batch loop (event name's bytes per shape, comm and filename encoded once per
-    distinct value) gives the definition's digests for any values of the decoder's shapes, text
-    that is not ASCII or holds lone surrogates and repeated values included."""
+    """The writer's batch loop, compiled and in Python (the reference: event name's bytes per
+    shape, comm and filename encoded once per distinct value), gives the definition's digests
+    for any values of the decoder's shapes, text that is not ASCII or holds lone surrogates and
+    repeated values included."""
     sig = {"exec": chain.EXEC_SIGNATURE, "exec_failed": chain.EXEC_FAILED_SIGNATURE,
            "exit": chain.EXIT_SIGNATURE}
     text = st.sampled_from(["sh", "\u20ac", "a\udcff", ""]) | st.text()
@@ -157,7 +159,9 @@ def test_writer_digests_with_any_values(shapes):
         row[chain._EVENT] = event
         gate = (data.draw(abi) if event != "exit" else None, data.draw(_int64))
         out.append(tuple(row) + (data.draw(context) if event != "exit" else NO_CONTEXT) + gate)
-    assert chain.row_digests(out) == [definition(r) for r in out]
+    expected = [definition(r) for r in out]
+    assert chain.row_digests(out) == expected
+    assert chain.row_digests_python(out) == expected
 
 
 def _rewrite_as_format(path: Path, prev: str, fmt: int, before: str = "") -> str:

@@ -14,7 +14,7 @@ from typing import Callable
 import structlog
 
 from . import logsetup
-from .. import dbfiles, hostinfo
+from .. import chain, dbfiles, hostinfo
 from ..capture import compiler, loader, seed
 from .collector import Collector
 from ..config import RunSettings
@@ -179,7 +179,8 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
     writer.ready.wait()
     if writer.error is not None:
         raise writer.error
-    log.info("daemon_started", pid=os.getpid(), db_dir=str(settings.db_dir), run_id=writer.run_id)
+    log.info("daemon_started", pid=os.getpid(), db_dir=str(settings.db_dir), run_id=writer.run_id,
+             record_digests=chain.DIGESTS)
 
     collector = Collector(inbox)
     try:
