@@ -66,6 +66,19 @@ LAYOUT = {
     ],
 }
 
+# ABI_WORDS by the record's number (0, unknown, and any number past them: None)
+_ABI_BY_NUMBER = tuple(ABI_WORDS.get(n) for n in range(max(ABI_WORDS) + 1))
+
+try:  # auditd_lite/capture/_decode.c, built with the package where a compiler was (setup.py)
+    from ._decode import EXEC_SIZE as _C_EXEC, EXIT_SIZE as _C_EXIT, decode_all as _compiled
+    if (_C_EXEC, _C_EXIT) != (EXEC_EVENT.size, EXIT_EVENT.size):
+        _compiled, DECODER = None, "python (the compiled decoder's layout is another)"
+    else:
+        DECODER = "compiled"
+except ImportError as e:
+    _compiled, DECODER = None, f"python ({e})"
+
+
 def text(raw: bytes) -> str:
     """Kernel bytes as text up to the first NUL; bytes that are not UTF-8 escaped as \\xNN."""
     end = raw.find(b"\0")
@@ -125,11 +138,20 @@ class Decoder:
 
     def decode_all(self, raws, identities: list | None = None) -> list[tuple]:
         """Every record of a hand-over, in order: one call per hand-over rather than per record
-        keeps the per-record work to the unpack and the tuple (the writer's hot path).
+        keeps the per-record work to the unpack and the tuple (the writer's hot path). The
+        compiled decoder's (DECODER says which runs: docs/design.md, "The compiled hot path") or
+        decode_all_python's: the same rows.
 
         ``identities``: where to append (index of the row, the executed file's identity as
         exehash.identity gives it) for each exec whose record carries the kernel's word for the
         file (FLAG_EXE_ID). It is no column: it says which file the hash must be of."""
+        if _compiled is not None and self.max_args >= 1:
+            return _compiled(raws, identities, self.max_args, self.realtime_offset_ns, self._texts,
+                             self._cwds, _ABI_BY_NUMBER)
+        return self.decode_all_python(raws, identities)
+
+    def decode_all_python(self, raws, identities: list | None = None) -> list[tuple]:
+        """decode_all in Python: the reference the compiled decoder is held to."""
         texts = self._texts
         abis = ABI_WORDS
         max_args, offset = self.max_args, self.realtime_offset_ns
