@@ -82,11 +82,12 @@ static PyObject *none(void) { Py_INCREF(Py_None); return Py_None; }
 static PyObject *ull(uint64_t v) { return PyLong_FromUnsignedLongLong(v); }
 static PyObject *sl(long long v) { return PyLong_FromLongLong(v); }
 
-static PyObject *decode_exit(const unsigned char *r, long long off, PyObject *off_obj, PyObject *texts) {
-    uint32_t status = u32(r + 72);
-    PyObject *it[ROW_WIDTH];
+/* The columns every record begins with (struct event_hdr): event, time_ns, pid, tid, ppid,
+ * uid, gid, comm, start_ns; returns how many */
+static int header(PyObject **it, const unsigned char *r, PyObject *event, long long off, PyObject *off_obj,
+                  PyObject *texts) {
     int i = 0;
-    it[i++] = same(s_exit);
+    it[i++] = same(event);
     it[i++] = plus(u64(r + 16), off, off_obj);
     it[i++] = ull(u32(r + 4));
     it[i++] = ull(u32(r + 8));
@@ -95,6 +96,13 @@ static PyObject *decode_exit(const unsigned char *r, long long off, PyObject *of
     it[i++] = ull(u32(r + 44));
     it[i++] = memo_get(texts, r + 48, 16);
     it[i++] = ull(u64(r + 24));
+    return i;
+}
+
+static PyObject *decode_exit(const unsigned char *r, long long off, PyObject *off_obj, PyObject *texts) {
+    uint32_t status = u32(r + 72);
+    PyObject *it[ROW_WIDTH];
+    int i = header(it, r, s_exit, off, off_obj, texts);
     while (i < 19)
         it[i++] = none();
     it[i++] = ull(status);
@@ -189,15 +197,7 @@ static PyObject *decode_exec(const unsigned char *r, Py_ssize_t size, int kind, 
                         : PyBytes_FromStringAndSize("", 0);
     if ((flags & FLAG_NO_STASH) && (kind == EV_EXEC_FAILED || !al))
         truncated = 1;
-    it[i++] = same(kind == EV_EXEC ? s_exec : s_exec_failed);
-    it[i++] = plus(u64(r + 16), off, off_obj);
-    it[i++] = ull(u32(r + 4));
-    it[i++] = ull(u32(r + 8));
-    it[i++] = ull(u32(r + 12));
-    it[i++] = ull(u32(r + 40));
-    it[i++] = ull(u32(r + 44));
-    it[i++] = memo_get(texts, r + 48, 16);
-    it[i++] = ull(u64(r + 24));
+    i = header(it, r, kind == EV_EXEC ? s_exec : s_exec_failed, off, off_obj, texts);
     it[i++] = sl(old_pid);
     it[i++] = ull(u32(r + 72));
     it[i++] = ull(u32(r + 76));
