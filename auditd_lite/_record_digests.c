@@ -1,4 +1,4 @@
-/* The writer's record digests, compiled (docs/design.md, "The compiled record digests").
+/* The writer's record digests, compiled (docs/design.md, "The compiled hot path").
  *
  * record_digests(rows, ncaptured, ncontext) -> list of 32-byte digests: for each row,
  * SHA-256(serialize(row[:ncaptured]) || serialize(row[ncaptured:ncontext]) ||
@@ -6,7 +6,7 @@
  * serialization, read there): one type byte per value (N, I, R, T, B), each I as int64 and each
  * R as float64, each T and B length as uint32, all little endian, then the T (UTF-8,
  * surrogatepass) and B bytes. chain.row_digests_python is the reference this must equal
- * (tests/test_record_digests.py). The hashing is OpenSSL's libcrypto, as hashlib's: its
+ * (tests/test_compiled.py). The hashing is OpenSSL's libcrypto, as hashlib's: its
  * SHA-256 fetched once and one context reused, where hashlib makes and fetches both per call
  * (550 ns of a record's digest on this kind of machine).
  *

@@ -247,7 +247,7 @@ def _shape(signature: tuple) -> tuple:
 def row_digests(rows: list[tuple]) -> list[bytes]:
     """Format 4 digests of records as the writer makes them (decoded, then their context
     added: capture/context.py); the hot path. The compiled module's (DIGESTS says which runs:
-    docs/design.md, "The compiled record digests") or row_digests_python's: the same bytes."""
+    docs/design.md, "The compiled hot path") or row_digests_python's: the same bytes."""
     if _compiled is not None:
         return _compiled(rows, _NCAPTURED, _NCONTEXT)
     return row_digests_python(rows)

@@ -90,7 +90,7 @@ def test_rows_that_are_not_records_are_refused():
 
 
 def test_a_real_storm_stores_digests_both_ways_agree_on(daemon_factory, marker, tmp_path):
-    """What the daemon stored during a storm (its writer on the compiled digests, as it logs):
+    """What the daemon stored during a storm (its writer on the compiled path, as it logs):
     each stored row's digest recomputed by the reference equals the compiled one, every batch's
     hash recomputes from them, and verify says the directory is intact."""
     d = daemon_factory()
@@ -98,7 +98,8 @@ def test_a_real_storm_stores_digests_both_ways_agree_on(daemon_factory, marker, 
         time.sleep(2)
     d.stop()
     assert storm.count() > 100
-    assert log_events(d.log, "daemon_started")[0]["record_digests"] == "compiled"
+    started = log_events(d.log, "daemon_started")[0]
+    assert (started["decoder"], started["record_digests"]) == ("compiled", "compiled")
     checked = 0
     for path in sorted(d.db_dir.glob("*.db")):
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

@@ -22,7 +22,7 @@ from ..errors import CannotCapture
 from .messages import STOP, Attached, Seeds
 from .notify import Notifier
 from ..capture.context import Context
-from ..capture.records import Decoder
+from ..capture.records import DECODER, Decoder
 from .printer import Printer
 from .service import Supervisor
 from .stream import Stream, check_path
@@ -180,7 +180,7 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
     if writer.error is not None:
         raise writer.error
     log.info("daemon_started", pid=os.getpid(), db_dir=str(settings.db_dir), run_id=writer.run_id,
-             record_digests=chain.DIGESTS)
+             decoder=DECODER, record_digests=chain.DIGESTS)
 
     collector = Collector(inbox)
     try:

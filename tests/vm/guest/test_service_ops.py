@@ -66,6 +66,16 @@ def test_journal_has_our_json_lines():
     assert all("level" in r and "timestamp" in r for r in recs)
 
 
+def test_service_writes_through_the_compiled_path():
+    """The packaged service, under the release's python3 and the unit's hardening, runs the
+    compiled decoder and record digests (docs/design.md, "The compiled hot path"), as its
+    daemon_started line says: the stable-ABI modules load there, not the slower references."""
+    pid = int(props("MainPID")["MainPID"])
+    started = [r for r in journal() if r["event"] == "daemon_started" and r.get("pid") == pid]
+    assert started, "no daemon_started line for the running daemon"
+    assert (started[-1].get("decoder"), started[-1].get("record_digests")) == ("compiled", "compiled"), started[-1]
+
+
 def test_reload_applies_rotation():
     """systemctl reload with rotate_interval set in the config file: the daemon logs it applied,
     stays the same process, and the live file is rotated within that interval."""
