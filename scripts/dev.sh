@@ -95,9 +95,9 @@ make_venv() {
         say "creating $venv (Debian's python3, with system site-packages for bcc)"
         /usr/bin/python3 -m venv --system-site-packages "$venv"
     fi
-    # setup.py and the C file: the compiled record digests are built by this install
+    # setup.py and the C files: the compiled hot path is built by this install
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-            || [ auditd_lite/_record_digests.c -nt "$stamp" ]; then
+            || [ auditd_lite/_record_digests.c -nt "$stamp" ] || [ auditd_lite/capture/_decode.c -nt "$stamp" ]; then
         say "installing auditd-lite and its Python dependencies into $venv"
         "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test,schema,lake]'
         touch "$stamp"
