@@ -23,6 +23,12 @@ def hunt_props(*names: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def unit_log(lines: int = 40) -> str:
+    """The unit's last journal lines with their times: what it did before a stop went wrong."""
+    return subprocess.run(["journalctl", "-u", HUNT, "-o", "short-precise", "--no-pager", "-n", str(lines)],
+                          capture_output=True, text=True).stdout
+
+
 def journal_findings() -> list[dict]:
     """The unit's journal entries that are findings (JSON with a rule), with their priority."""
     out = subprocess.run(["journalctl", "-u", HUNT, "-o", "json", "--no-pager"], capture_output=True,
@@ -59,4 +65,5 @@ def test_hunt_unit_follows_the_service_and_reports_findings():
     assert line[0]["class_uid"] == 2004 and line[0]["finding_info"]["analytic"]["uid"] == RULE
     systemctl("stop", HUNT)
     st = hunt_props("ActiveState", "Result", "ExecMainStatus")
-    assert (st["ActiveState"], st["Result"], st["ExecMainStatus"]) == ("inactive", "success", "0"), st
+    assert (st["ActiveState"], st["Result"], st["ExecMainStatus"]) == ("inactive", "success", "0"), \
+        (st, unit_log())
