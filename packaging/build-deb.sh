@@ -31,7 +31,7 @@ install_build_deps() {
     local pkgs=() p
     # python3-packaging reads the requirements (vendor.py); python3-markupsafe (Mako's) and
     # python3-cryptography (sealing and signing): run-time dependencies the smoke test imports
-    # gcc, python3-dev and libssl-dev: the compiled record digests (setup.py)
+    # gcc, python3-dev and libssl-dev: the compiled hot path (setup.py)
     for p in dpkg python3 python3-pip python3-setuptools python3-wheel python3-packaging \
             python3-markupsafe python3-cryptography gzip gcc python3-dev libssl-dev; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
@@ -143,15 +143,18 @@ mkdir -p "$stage/usr/share/man/man1"
 # the vendored pySigma and what it was shipped with
 if [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$pyver" ]; then
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.daemon.writer, auditd_lite.storage.batchwriter, auditd_lite.capture.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")
-from auditd_lite import chain; assert chain.DIGESTS == "compiled", chain.DIGESTS' "$lib"
+from auditd_lite import chain; from auditd_lite.capture import records; assert (records.DECODER, chain.DIGESTS) == ("compiled", "compiled"), (records.DECODER, chain.DIGESTS)' "$lib"
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite.hunt import rules; rs = rules.load(); n = sum(r.evaluable for r in rs.rules); assert n == len(rs.rules) > 100 and not rs.problems, (n, rs.problems)' "$lib"
 fi
-# the compiled record digests are built against the stable ABI of Python 3.11 (every release's
-# python3 loads them) and link libcrypto 3, which bookworm's libssl3 and trixie's libssl3t64 carry
-[ -n "$(find "$lib/auditd_lite" -name '_record_digests*.so')" ] \
-    || { say "the compiled record digests were not built (gcc, python3-dev, libssl-dev?)"; exit 1; }
+# the compiled hot path (setup.py, one module per C file) is built against the stable ABI of
+# Python 3.11 (every release's python3 loads it: no per-release Depends of its own) and the
+# record digests link libcrypto 3, which bookworm's libssl3 and trixie's libssl3t64 carry
+for c in $(cd "$src" && find auditd_lite -name '*.c'); do
+    [ -n "$(find "$lib/${c%.c}".*so 2>/dev/null)" ] \
+        || { say "$c was not built (gcc, python3-dev, libssl-dev?)"; exit 1; }
+done
 build_deb auditd-lite packaging/debian \
-    "$(python_depends True)$(q '"".join(", " + d for d in p["auditd-lite"]["depends"])'), libssl3t64 | libssl3"
+    "$(python_depends "$(q 'p["auditd-lite"]["compiled"]')")$(q '"".join(", " + d for d in p["auditd-lite"]["depends"])'), libssl3t64 | libssl3"
 
 # ---- auditd-lite-lake: what the lake extra needs beyond auditd-lite, into the same directory.
 # Compressing its 165 MiB takes a minute: the same wheels, version and recipe give the same

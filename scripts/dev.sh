@@ -97,7 +97,7 @@ make_venv() {
     fi
     # setup.py and the C files: the compiled hot path is built by this install
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-            || [ auditd_lite/_record_digests.c -nt "$stamp" ] || [ auditd_lite/capture/_decode.c -nt "$stamp" ]; then
+            || [ -n "$(find auditd_lite -name '*.c' -newer "$stamp")" ]; then
         say "installing auditd-lite and its Python dependencies into $venv"
         "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test,schema,lake]'
         touch "$stamp"

@@ -35,11 +35,12 @@ CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME
 
 # Run by the installed python3 with only the installed library on its path: each leaf
 # command's path and arguments, and the export formats, as the installed parser has them; and
-# which record digests the writer runs (the compiled module must load on every release's python3)
+# whether the writer runs the compiled hot path (its modules must load on every release's python3)
 DISCOVER = r"""
 import argparse, json, sys
 sys.path.insert(0, sys.argv[1])
 from auditd_lite import chain
+from auditd_lite.capture import records
 from auditd_lite.cli import build_parser
 
 def leaves(parser, path):
@@ -51,7 +52,7 @@ def leaves(parser, path):
         return [{"path": path, "args": args}]
     return [leaf for s in subs for name, p in s.choices.items() for leaf in leaves(p, path + [name])]
 
-print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "digests": chain.DIGESTS,
+print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "hot_path": [records.DECODER, chain.DIGESTS],
                   "commands": leaves(build_parser(), [])}))
 """
 
@@ -107,7 +108,8 @@ class Smoke:
         check(p.returncode == 0, f"cannot read the installed CLI's commands: {p.stderr[-2000:]}")
         found = json.loads(p.stdout)
         self.python = found["python"]
-        check(found["digests"] == "compiled", f"the installed writer's record digests: {found['digests']}")
+        check(found["hot_path"] == ["compiled", "compiled"],
+              f"the installed writer's decoder and record digests: {found['hot_path']}")
         self.commands = {" ".join(c["path"]): c["args"] for c in found["commands"]}
         # command path -> every argument list it ran with
         self.ran: dict[str, list[list[str]]] = {}
