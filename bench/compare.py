@@ -136,7 +136,7 @@ class Bpftrace:
 DAEMON_FLAGS = {"auditd-lite": [], "auditd-lite perfbuf": ["--transport", "perfbuf"],
                 "auditd-lite no-hash": ["--no-hash"], "auditd-lite baseline": [],
                 # --stream: the live stream to a file beside the database, rotated at 10 MiB
-                "auditd-lite stream": [],
+                "auditd-lite stream": [], "auditd-lite baseline stream": [],
                 # --seal: sealed, with epochs of SEAL_INTERVAL (a state made per run)
                 "auditd-lite sealed": []}
 SEAL_INTERVAL = "1s"
@@ -156,14 +156,14 @@ def run_config(name: str, program: str, execs: int, work: Path, rep: int) -> dic
     else:
         db = work / f"{name.replace(' ', '-')}-{rep}"
         flags = list(DAEMON_FLAGS[name])
-        if name == "auditd-lite stream":
+        if name.endswith(" stream"):
             flags += ["--stream", f"{db}.stream/stream.jsonl"]
         if name == "auditd-lite sealed":
             subprocess.run([sys.executable, "-m", "auditd_lite.cli", "seal", "setup", "--seal-state",
                             f"{db}.seal", "--interval", SEAL_INTERVAL], cwd=REPO, check=True,
                            capture_output=True)
             flags += ["--seal-state", f"{db}.seal"]
-        logger = Daemon(db, flags, repo=BASELINE if name == "auditd-lite baseline" else None)
+        logger = Daemon(db, flags, repo=BASELINE if name.startswith("auditd-lite baseline") else None)
     pid = logger.pid if not isinstance(logger, Daemon) else logger.proc.pid
     rate = storm(program, execs, on_progress=lambda n: samples.append((n, status_kb(pid, "VmRSS"))))
     if isinstance(logger, Daemon):
@@ -236,6 +236,8 @@ def summarize(results: dict[str, list[dict]], execs: int) -> dict:
                 rss_slope_mb_per_10k=spread([t and t["slope_mb_per_10k"] for t in trends]))
             if any("seals" in r for r in rs):
                 entry["seals"] = spread([r["seals"] for r in rs])
+            if c.endswith(" stream"):
+                entry["stream_dropped"] = sum(r.get("stream_dropped", 0) for r in rs)
         summary[c] = entry
     return summary
 
@@ -293,6 +295,14 @@ def goals(small: dict, big: dict | None, execs: int, big_execs: int) -> list[str
              d["peak_rss_mb"]["median"] <= 60),
             ("start to ready s", f"{d['ready_s']['median']:.2f}", "<= 1.0 (about 1.0 s before)",
              d["ready_s"]["median"] <= 1.0)]
+    for plain, streamed in (("auditd-lite", "auditd-lite stream"),
+                            ("auditd-lite baseline", "auditd-lite baseline stream")):
+        if streamed in small and plain in small:
+            times = small[streamed]["cpu_s_per_1000"]["median"] / small[plain]["cpu_s_per_1000"]["median"]
+            rows.append((f"daemon CPU with --stream, times without ({plain})", f"{times:.2f}", "<= 1.25",
+                         times <= 1.25))
+            dropped = small[streamed]["stream_dropped"]
+            rows.append((f"stream lines dropped, every rep ({plain})", str(dropped), "0", dropped == 0))
     if big is not None:
         b = big["auditd-lite"]
         flat = b["cpu_s_per_1000"]["median"] / d["cpu_s_per_1000"]["median"]
@@ -369,6 +379,8 @@ def main() -> int:
                   file=sys.stderr)
             return 2
         configs.append("auditd-lite baseline")
+        if args.stream:
+            configs.append("auditd-lite baseline stream")
     for flag, name in ((args.skip_auditd, "auditd"), (args.skip_bpftrace, "bpftrace"),
                        (args.skip_perfbuf, "auditd-lite perfbuf")):
         if flag:

@@ -442,7 +442,7 @@ def test_follow_from_a_time_to_the_journal_and_ocsf_on_stdout(hist, tmp_path):  
             err = p.communicate(timeout=60)[1].decode()
     assert p.returncode == 0, err
     lines = out.read_text().splitlines()
-    assert len(lines) == 6 and all(line.startswith('<3>{"rule": ') for line in lines)  # high: err
+    assert len(lines) == 6 and all(line.startswith('<3>{"rule":') for line in lines)  # high: err
     assert "hunt_daemon_not_running" in err and "hunt_stopped" in err
     for ocsf in (["--findings", "-"], ["--format", "ocsf"]):
         p = subprocess.Popen([*CLI, "hunt", "--follow", "--db-dir", hist, "--rules", tmp_path / "sh.yml",

@@ -518,7 +518,7 @@ def test_stream_to_stdout(tmp_path, marker):
         log.close()
     assert proc.returncode == 0
     lines = b"".join(out).decode().splitlines()
-    mine = [line for line in lines if f'"path": "{marker}"' in line]
+    mine = [line for line in lines if f'"path":"{marker}"' in line]
     p = run_cli("query", "--db-dir", db, "--filename", marker, "--format", "ocsf", check=0)
     assert len(mine) == 2 and sorted(mine) == sorted(p.stdout.decode().splitlines())
 

@@ -27,7 +27,7 @@ import structlog
 
 from ..errors import BadInput
 from ..formats.source import Source
-from ..investigate.output import json_line
+from ..investigate.output import json_bytes
 from ..investigate.query import row_to_record
 from ..rows import F_EVENT, F_PID, F_START
 
@@ -431,11 +431,7 @@ class Stream(threading.Thread):
         self._count(done, 0, "")
 
     def _line(self, record: dict, source: Source) -> bytes:
-        text = json_line(self.render(record, source))
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: JSON's own escapes keep the line valid
-            return json_line(self.render(record, source), ascii_only=True).encode("ascii")
+        return json_bytes(self.render(record, source))
 
     def _with_execs(self, rows: list[tuple]) -> list[tuple]:
         """Each row with, for an exit, its process's exec row when this run committed it (search

@@ -31,7 +31,7 @@ def rule_file(rule) -> str:
         return str(rule.path)
 
 
-_RULES: dict = {}  # id(rule) -> (rule, its JSON, that as text): made once per rule and run
+_RULES: dict = {}  # id(rule) -> (rule, its JSON): made once per rule and run
 
 
 def _rule_entry(rule) -> tuple:
@@ -40,7 +40,7 @@ def _rule_entry(rule) -> tuple:
         doc = {"id": rule.id, "title": rule.title, "level": rule.level, "status": rule.status,
                "author": rule.author, "description": rule.description, "tags": list(rule.tags),
                "file": rule_file(rule), "bundled": rule.bundled}
-        got = _RULES[id(rule)] = (rule, doc, json_line(doc).rstrip("\n"))
+        got = _RULES[id(rule)] = (rule, doc)
     return got
 
 
@@ -71,11 +71,8 @@ def finding_json(f) -> dict:
 
 
 def finding_line(f) -> str:
-    """json_line(finding_json(f)), the rule's part serialized once per rule: a hunt may print
-    tens of thousands of findings of one rule."""
-    doc = finding_json(f)
-    del doc["rule"]
-    return '{"rule": ' + _rule_entry(f.rule)[2] + ", " + json_line(doc)[1:]
+    """A finding as its JSON line: json_line(finding_json(f))."""
+    return json_line(finding_json(f))
 
 
 def finding_ocsf(f) -> dict:
