@@ -135,7 +135,7 @@ install -D -m 0644 packaging/auditd-lite-hunt.service "$stage/lib/systemd/system
 install -D -m 0644 packaging/auditd-lite.toml "$stage/etc/auditd-lite/auditd-lite.toml"
 install -D -m 0644 README.md "$stage/usr/share/doc/auditd-lite/README.md"
 mkdir -p "$stage/usr/share/man/man1"
-# generated with the code being shipped (the CLI imports nothing compiled)
+# generated with the code being shipped (what the CLI imports compiled, orjson, it can do without)
 "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite import manpage; manpage.main()' "$lib" \
     | gzip -9n > "$stage/usr/share/man/man1/auditd-lite.1.gz"
 # smoke test of the staged tree where this Python is the release's (tests/release and the VM
@@ -143,7 +143,8 @@ mkdir -p "$stage/usr/share/man/man1"
 # the vendored pySigma and what it was shipped with
 if [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$pyver" ]; then
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.daemon.writer, auditd_lite.storage.batchwriter, auditd_lite.capture.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")
-from auditd_lite import chain; from auditd_lite.capture import records; assert (records.DECODER, chain.DIGESTS) == ("compiled", "compiled"), (records.DECODER, chain.DIGESTS)' "$lib"
+from auditd_lite import chain; from auditd_lite.capture import records; from auditd_lite.investigate import output
+assert (records.DECODER, chain.DIGESTS, output.JSON_LINES) == ("compiled", "compiled", "orjson"), (records.DECODER, chain.DIGESTS, output.JSON_LINES)' "$lib"
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite.hunt import rules; rs = rules.load(); n = sum(r.evaluable for r in rs.rules); assert n == len(rs.rules) > 100 and not rs.problems, (n, rs.problems)' "$lib"
 fi
 # the compiled hot path (setup.py, one module per C file) is built against the stable ABI of

@@ -41,6 +41,7 @@ import argparse, json, sys
 sys.path.insert(0, sys.argv[1])
 from auditd_lite import chain
 from auditd_lite.capture import records
+from auditd_lite.investigate import output
 from auditd_lite.cli import build_parser
 
 def leaves(parser, path):
@@ -52,7 +53,7 @@ def leaves(parser, path):
         return [{"path": path, "args": args}]
     return [leaf for s in subs for name, p in s.choices.items() for leaf in leaves(p, path + [name])]
 
-print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "hot_path": [records.DECODER, chain.DIGESTS],
+print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "hot_path": [records.DECODER, chain.DIGESTS, output.JSON_LINES],
                   "commands": leaves(build_parser(), [])}))
 """
 
@@ -108,8 +109,8 @@ class Smoke:
         check(p.returncode == 0, f"cannot read the installed CLI's commands: {p.stderr[-2000:]}")
         found = json.loads(p.stdout)
         self.python = found["python"]
-        check(found["hot_path"] == ["compiled", "compiled"],
-              f"the installed writer's decoder and record digests: {found['hot_path']}")
+        check(found["hot_path"] == ["compiled", "compiled", "orjson"],
+              f"the installed writer's decoder, record digests and JSON lines: {found['hot_path']}")
         self.commands = {" ".join(c["path"]): c["args"] for c in found["commands"]}
         # command path -> every argument list it ran with
         self.ran: dict[str, list[list[str]]] = {}

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from auditd_lite.investigate import output
 from auditd_lite.investigate.output import json_bytes, json_line
 
 # what records, findings and summaries hold: no floats (orjson and json spell some differently,
@@ -28,6 +29,12 @@ def _as_json(value):
     if isinstance(value, dict):
         return {k: _as_json(v) for k, v in value.items()}
     return value
+
+
+def test_orjson_writes_them_here():
+    """orjson is installed and loads (pyproject.toml requires it): the lines here are orjson's,
+    not json's slower path, which is only for a tree whose wheels are another Python's."""
+    assert output.JSON_LINES == "orjson"
 
 
 @settings(max_examples=400, deadline=None)

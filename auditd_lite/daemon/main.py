@@ -23,6 +23,7 @@ from .messages import STOP, Attached, Seeds
 from .notify import Notifier
 from ..capture.context import Context
 from ..capture.records import DECODER, Decoder
+from ..investigate.output import JSON_LINES
 from .printer import Printer
 from .service import Supervisor
 from .stream import Stream, check_path
@@ -180,7 +181,8 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
     if writer.error is not None:
         raise writer.error
     log.info("daemon_started", pid=os.getpid(), db_dir=str(settings.db_dir), run_id=writer.run_id,
-             decoder=DECODER, record_digests=chain.DIGESTS)
+             decoder=DECODER, record_digests=chain.DIGESTS,
+             json_lines=JSON_LINES)
 
     collector = Collector(inbox)
     try:

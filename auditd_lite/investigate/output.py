@@ -14,7 +14,13 @@ import shlex
 import time
 from typing import Iterable
 
-import orjson
+try:
+    import orjson
+except ImportError as e:  # a tree of another Python's wheels (build-deb.sh's man page): json's path
+    orjson = None
+    JSON_LINES = f"json ({e})"
+else:
+    JSON_LINES = "orjson"  # which writes the JSON lines: the daemon logs it, the package checks it
 
 from ..errors import BadInput
 from ..formats import ecs, ocsf
@@ -172,17 +178,20 @@ RECORD_FORMATS = FORMATS + SCHEMA_FORMATS
 # times faster (bench/render.py); what it refuses (an integer beyond 64 bits, a lone surrogate) is
 # written by json, the same way. Datetimes and dataclasses go to _jsonable as they do with json.
 _SEPARATORS = (",", ":")
-_ORJSON = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+if orjson is not None:
+    _ORJSON = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    _REFUSED = (orjson.JSONEncodeError, TypeError)
 
 
 def json_bytes(obj) -> bytes:
     """``obj`` as one JSON line (with its newline) in UTF-8; a string that UTF-8 cannot hold (a
     lone surrogate) is written with JSON's own escapes (ASCII), which keeps the line valid. The one
     serialization of the JSON-lines formats: query's, export's, hunt's and the daemon's stream."""
-    try:
-        return orjson.dumps(obj, default=_jsonable, option=_ORJSON)
-    except (orjson.JSONEncodeError, TypeError):
-        pass
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj, default=_jsonable, option=_ORJSON)
+        except _REFUSED:
+            pass
     try:
         return _json_text(obj, False).encode("utf-8")
     except UnicodeEncodeError:
@@ -197,11 +206,11 @@ def json_line(obj, ascii_only: bool = False) -> str:
     """``obj`` as one JSON line (with its newline), as json_bytes writes it; ``ascii_only``:
     every character beyond ASCII as JSON's escape. Bytes are decoded with escapes, as everywhere
     else."""
-    if ascii_only:
-        return _json_text(obj, True)
+    if ascii_only or orjson is None:
+        return _json_text(obj, ascii_only)
     try:
         return orjson.dumps(obj, default=_jsonable, option=_ORJSON).decode("utf-8")
-    except (orjson.JSONEncodeError, TypeError):
+    except _REFUSED:
         return _json_text(obj, False)
 
 

@@ -68,12 +68,15 @@ def test_journal_has_our_json_lines():
 
 def test_service_writes_through_the_compiled_path():
     """The packaged service, under the release's python3 and the unit's hardening, runs the
-    compiled decoder and record digests (docs/design.md, "The compiled hot path"), as its
-    daemon_started line says: the stable-ABI modules load there, not the slower references."""
+    compiled decoder and record digests (docs/design.md, "The compiled hot path") and writes JSON
+    lines with the vendored orjson, as its daemon_started line says: the stable-ABI modules and
+    the release's wheel load there, not the slower references."""
     pid = int(props("MainPID")["MainPID"])
     started = [r for r in journal() if r["event"] == "daemon_started" and r.get("pid") == pid]
     assert started, "no daemon_started line for the running daemon"
-    assert (started[-1].get("decoder"), started[-1].get("record_digests")) == ("compiled", "compiled"), started[-1]
+    got = started[-1]
+    assert (got.get("decoder"), got.get("record_digests"), got.get("json_lines")) == \
+        ("compiled", "compiled", "orjson"), got
 
 
 def test_reload_applies_rotation():
