@@ -55,18 +55,32 @@ def parse_duration(text: str) -> float:
     return ns / 10**9
 
 
+# the last whole second formatted, and its text: records come many to a second, and a stream
+# renders each one's time twice (a tuple, swapped whole: threads may share it)
+_last_second: tuple[int | None, str] = (None, "")
+
+
+def _second(seconds: int) -> str:
+    global _last_second
+    last, text = _last_second
+    if seconds != last:
+        # gmtime and %-formatting: several times faster than datetime
+        text = "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6]
+        _last_second = (seconds, text)
+    return text
+
+
 def format_time(ns: int) -> str:
     """ISO 8601 UTC with microseconds, e.g. ``2026-11-20T10:00:05.123456Z``."""
     seconds, rest = divmod(ns, 10**9)
-    # gmtime and %-formatting: called once per record, several times faster than datetime
-    return "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6] + ".%06dZ" % (rest // 1000)
+    return _second(seconds) + ".%06dZ" % (rest // 1000)
 
 
 def format_time_ns(ns: int) -> str:
     """ISO 8601 (RFC 3339) UTC with every nanosecond, e.g. ``2026-11-20T10:00:05.123456789Z``:
     a time exactly as recorded, for the formats that carry it whole (formats/)."""
     seconds, rest = divmod(ns, 10**9)
-    return "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(seconds)[:6] + ".%09dZ" % rest
+    return _second(seconds) + ".%09dZ" % rest
 
 
 def format_duration(ns: int | None) -> str:

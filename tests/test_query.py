@@ -14,9 +14,12 @@ import sys
 import tempfile
 import textwrap
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from auditd_lite.dbfiles import database_files, open_ro
@@ -367,6 +370,21 @@ def test_format_time_is_utc_with_microseconds():
     """format_time prints ISO 8601 UTC with microseconds and Z."""
     assert format_time(at(10, 0, 5) + 123456789) == "2026-11-20T10:00:05.123456Z"
     assert format_time(0) == "1970-01-01T00:00:00.000000Z"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=-10**18, max_value=4 * 10**18), min_size=1, max_size=20))
+def test_format_times_are_datetimes_whatever_came_before(times):
+    """format_time and format_time_ns, called in any order on any times (the same second again,
+    the second before, 1969's), each give what datetime says of its own time: the formatted
+    second they reuse is never another time's."""
+    from auditd_lite.timeparse import format_time_ns
+    for ns in times + times[::-1]:
+        seconds, rest = divmod(ns, 10**9)
+        day = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+        want = day.strftime("%Y-%m-%dT%H:%M:%S")
+        assert format_time_ns(ns) == f"{want}.{rest:09d}Z"
+        assert format_time(ns) == f"{want}.{rest // 1000:06d}Z"
 
 
 # --- files ----------------------------------------------------------------
