@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, fields, replace
 from typing import Callable
@@ -26,6 +24,7 @@ from ..capture.records import DECODER, Decoder
 from ..investigate.output import JSON_LINES
 from .printer import Printer
 from .service import Supervisor
+from .signals import Signals
 from .stream import Stream, check_path
 from ..storage.batchwriter import BatchWriter
 from .writer import Writer, settle_gc
@@ -81,36 +80,17 @@ def run(settings: RunSettings, reread: Callable[[], RunSettings] | None = None,
         raise
     # database files 0640, directories 0750: the evidence is not world-readable
     os.umask(0o027)
-    signals = _Signals()
+    # SIGHUP too, and now, before the slow compile: its default action would kill us
+    signals = Signals(reload=True)
     notifier = Notifier()
     pipeline = _start(settings, signals, notifier, child)
     status = _serve(pipeline, settings, reread, signals, notifier)
     return _stop(pipeline, signals, status)
 
 
-class _Signals:
-    """SIGTERM and SIGINT ask to stop, SIGHUP to reload; the handler only records them: logging
-    there could re-enter a write the main thread is in."""
-
-    def __init__(self):
-        self.stop = threading.Event()
-        self.reload = threading.Event()
-        self._received: list[str] = []
-        # SIGHUP too, and now, before the slow compile: its default action would kill us
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum, _frame) -> None:
-        self._received.append(signal.Signals(signum).name)
-        (self.reload if signum == signal.SIGHUP else self.stop).set()
-
-    def log_received(self) -> None:
-        while self._received:
-            log.info("signal_received", signal=self._received.pop(0))
-
-    def ignore(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
+def _log_received(signals: Signals) -> None:
+    for name in signals.received():  # logged here, never in the handler: it could re-enter a write
+        log.info("signal_received", signal=name)
 
 
 @dataclass
@@ -145,7 +125,7 @@ def sealer_for(state_dir):
     return sealer
 
 
-def _start(settings: RunSettings, signals: _Signals, notifier: Notifier,
+def _start(settings: RunSettings, signals: Signals, notifier: Notifier,
            child: compiler.Child | None) -> _Pipeline:
     """Database open (or records held), programs attached, running processes seeded, READY."""
     program_settings = loader.ProgramSettings.for_run(settings)
@@ -158,9 +138,9 @@ def _start(settings: RunSettings, signals: _Signals, notifier: Notifier,
         raise
 
 
-def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
+def _start_with(settings: RunSettings, signals: Signals, notifier: Notifier,
                 program_settings: loader.ProgramSettings, child: compiler.Child) -> _Pipeline:
-    printer = Printer(sys.stdout, on_closed=signals.stop.set) if settings.print else None
+    printer = Printer(sys.stdout, on_closed=signals.request_stop) if settings.print else None
     stream = None
     if settings.stream:
         check_path(settings.stream)  # before the run is recorded: a PATH that can never be written
@@ -208,23 +188,23 @@ def _start_with(settings: RunSettings, signals: _Signals, notifier: Notifier,
     return _Pipeline(batch_writer, writer, collector, programs, printer, stream, supervisor, context)
 
 
-def _serve(p: _Pipeline, settings: RunSettings, reread, signals: _Signals, notifier: Notifier) -> int:
+def _serve(p: _Pipeline, settings: RunSettings, reread, signals: Signals, notifier: Notifier) -> int:
     """Until a stop is asked for (0) or a worker thread dies (1); reloads on the way."""
-    while not signals.stop.wait(0.5):
-        signals.log_received()
+    while not signals.wait(0.5):
+        _log_received(signals)
         if not p.writer.is_alive() or not p.collector.is_alive():
             log.error("worker_died", writer=p.writer.is_alive(), collector=p.collector.is_alive())
             return 1
-        if signals.reload.is_set():
-            signals.reload.clear()
+        if signals.reloading:
+            signals.reloading = False
             settings = _reload(settings, reread, p.batch_writer, notifier)
         p.supervisor.tick()
     return 0
 
 
-def _stop(p: _Pipeline, signals: _Signals, status: int) -> int:
+def _stop(p: _Pipeline, signals: Signals, status: int) -> int:
     """Capture stopped, the buffer drained, every record written; the exit status."""
-    signals.log_received()
+    _log_received(signals)
     p.supervisor.stopping()
     # a repeated SIGTERM while we flush and exit must not turn a clean stop into a kill:
     # past this point the first one is already being acted on

@@ -21,10 +21,8 @@ they were read, the daemon not running.
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import structlog
 
 from ..daemon import logsetup
 from ..daemon.notify import Notifier
+from ..daemon.signals import Signals
 from ..daemon.stream import STDOUT, Dropped, LineTarget, check_path
 from ..dbfiles import (LIVE_NAME, daemon_running, database_files, is_rotated, is_set_aside, may_hold,
                        open_ro)
@@ -306,9 +305,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
         check_path(findings, "--findings")
         target = LineTarget(findings, max_size_mb * 1024 * 1024, max_files, name="findings")
     logsetup.configure(os.environ.get("AUDITD_LITE_LOG", "info"))
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    signals = Signals()
     follower = Follower(db_dir, rules, out, target, ocsf_out, table)
     for attempt in range(START_ATTEMPTS):  # a live file being rotated refuses readers a moment
         try:
@@ -329,7 +326,7 @@ def run(ruleset, rules: list, db_dir=None, db_file=None, since_ns: int | None = 
     notifier = Notifier()
     notifier.ready(status=f"following {db_dir} with {len(rules)} rules")
     last_summary = time.monotonic()
-    while not stop.wait(poll_s):
+    while not signals.wait(poll_s):
         follower.poll()
         follower.check_daemon()
         if time.monotonic() - last_summary >= SUMMARY_EVERY_S:
