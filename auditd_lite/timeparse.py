@@ -55,8 +55,8 @@ def parse_duration(text: str) -> float:
     return ns / 10**9
 
 
-# the last whole second formatted, and its text: records come many to a second, and a stream
-# renders each one's time twice (a tuple, swapped whole: threads may share it)
+# the last whole second formatted, and its text: records come many to a second, and a streamed
+# record's time is formatted up to three times (a tuple, swapped whole: threads may share it)
 _last_second: tuple[int | None, str] = (None, "")
 
 

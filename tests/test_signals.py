@@ -8,6 +8,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+
+import pytest
 
 from auditd_lite.daemon.signals import Signals
 from conftest import REPO
@@ -88,35 +92,34 @@ def test_a_sigterm_at_any_opcode_of_the_wait_ends_the_loop():
     assert probe("event", 20) is None, "threading.Event's wait survived every SIGTERM: the probe is blind"
 
 
-def test_request_stop_from_another_thread_ends_the_wait():
+@pytest.fixture
+def handlers_restored():
+    """SIGTERM's, SIGINT's and SIGHUP's handlers and the wake-up descriptor as they were before
+    the test made its Signals."""
+    signums = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = {signum: signal.getsignal(signum) for signum in signums}
+    yield
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
+    signal.set_wakeup_fd(-1)
+
+
+def test_request_stop_from_another_thread_ends_the_wait(handlers_restored):
     """request_stop (the printer's closed standard output, on its own thread) ends a wait that
     would otherwise last a minute, and the wait says stop."""
-    import threading
-    import time
     s = Signals()
-    try:
-        threading.Timer(0.1, s.request_stop).start()
-        t0 = time.monotonic()
-        assert s.wait(60) is True
-        assert time.monotonic() - t0 < 30
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.set_wakeup_fd(-1)
+    threading.Timer(0.1, s.request_stop).start()
+    t0 = time.monotonic()
+    assert s.wait(60) is True
+    assert time.monotonic() - t0 < 30
 
 
-def test_sighup_asks_a_reload_and_ends_the_wait_without_stopping():
+def test_sighup_asks_a_reload_and_ends_the_wait_without_stopping(handlers_restored):
     """With reload, SIGHUP sets reloading and ends the wait, which says no stop; the names of
     the signals received are given once, in order."""
     s = Signals(reload=True)
-    try:
-        os.kill(os.getpid(), signal.SIGHUP)
-        assert s.wait(60) is False and s.reloading and not s.stopping
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert s.wait(60) is True
-        assert s.received() == ["SIGHUP", "SIGTERM"] and s.received() == []
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.set_wakeup_fd(-1)
+    os.kill(os.getpid(), signal.SIGHUP)
+    assert s.wait(60) is False and s.reloading and not s.stopping
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert s.wait(60) is True
+    assert s.received() == ["SIGHUP", "SIGTERM"] and s.received() == []
