@@ -49,16 +49,22 @@ sys.path.insert(0, str(REPO / "tests" / "vm"))
 import roots  # noqa: E402
 
 _built: dict[str, dict[str, Path]] = {}
+# the VM tier makes its guests' packages in a thread of its own while the host tests run
+# (tests/vm/test_matrix.py, prepare_guests), beside tests that want the same packages: one
+# build-deb.sh at a time, each release built once
+_building = threading.Lock()
 
 
 def build_debs(release: str | None = None) -> dict[str, Path]:
     """roots.build_debs (the packages of a release, built from this checkout), once per session."""
     key = release or ""
     if key not in _built:
-        try:
-            _built[key] = roots.build_debs(release)
-        except roots.RootError as e:
-            pytest.fail(str(e), pytrace=False)
+        with _building:
+            if key not in _built:
+                try:
+                    _built[key] = roots.build_debs(release)
+                except roots.RootError as e:
+                    pytest.fail(str(e), pytrace=False)
     assert set(_built[key]) == {"auditd-lite", "auditd-lite-lake"}, _built[key]
     return _built[key]
 
@@ -97,6 +103,21 @@ def count_collected(args: list[str]) -> int:
 VM_SUMMARY: list[dict] = []
 # a line per release root tier run (tests/vm/test_userland.py), printed at the end of the run
 TIER_SUMMARY: list[str] = []
+
+
+def pytest_collection_finish(session):
+    """A run that includes the VM tier begins making what its guests boot from (packages,
+    kernels, other releases' roots: minutes, mostly downloads and dpkg) at once, beside the
+    host tests, rather than when the tier's first test comes: tests/vm/test_matrix.py,
+    prepare_guests. The guests themselves boot only then (a TCG guest beside the host tests
+    would slow both)."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        prepare = getattr(getattr(item, "module", None), "prepare_guests", None)
+        if prepare is not None:
+            prepare()
+            return
 
 
 def pytest_terminal_summary(terminalreporter):

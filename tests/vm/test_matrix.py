@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -82,26 +83,55 @@ def run_guest(kernel, debs: dict[str, Path], root: Path | None):
                    extra_cmdline="syscall.x32=y")
 
 
+_prepared: dict[str, Future] = {}
 _guests: dict[str, Future] = {}
 
 
-def guest(kernel) -> Future:
-    """The kernel's guest run, started with the others on the first call, GUESTS_AT_ONCE at a
-    time. Everything they share (packages, roots, kernels and their initramfs) is made here,
-    before any guest boots."""
-    if not _guests:
-        build_gate32()  # tests/test_gate.py's programs, where the guest sees them
-        pool = ThreadPoolExecutor(GUESTS_AT_ONCE, thread_name_prefix="guest")
+def prepare_guests() -> None:
+    """Make what every guest boots from, one kernel after another, in a thread of its own:
+    its release's packages, its root (Debian 13's is a debootstrap and an apt install on a new
+    machine), its kernel and initramfs; tests/test_gate.py's programs first. Started by
+    conftest.pytest_collection_finish as the run begins, so that the host tests hide it; a
+    guest boots once its own is made (guest). What goes wrong is the guest's failure."""
+    if _prepared:
+        return
+    for k in kernels.KERNELS:
+        _prepared[k.name] = Future()
+
+    def prepare() -> None:
+        try:
+            build_gate32()  # where the guest sees them
+        except BaseException as e:  # noqa: BLE001 - every guest fails with it
+            for f in _prepared.values():
+                f.set_exception(e)
+            return
         for k in kernels.KERNELS:
             try:
                 debs = build_debs(k.root)
                 root = vm.guest_root(k, debs)
                 vm.initramfs(vm.fetch(k))
-            except vm.VMError as e:
-                _guests[k.name] = failed = Future()
-                failed.set_exception(e)
+            except BaseException as e:  # noqa: BLE001 - pytest.fail's too: the guest's test says it
+                _prepared[k.name].set_exception(e)
                 continue
-            _guests[k.name] = pool.submit(run_guest, k, debs, root)
+            _prepared[k.name].set_result((debs, root))
+
+    # a daemon thread: a run that ends first (-x, ^C) does not wait for downloads; what it
+    # leaves half made, roots._build and vm.fetch clear at the next run
+    threading.Thread(target=prepare, name="guest-prepare", daemon=True).start()
+
+
+def _prepared_then_run(kernel):
+    return run_guest(kernel, *_prepared[kernel.name].result())
+
+
+def guest(kernel) -> Future:
+    """The kernel's guest run: on the first call every guest is submitted, GUESTS_AT_ONCE at a
+    time, each booting as soon as what it boots from is made (prepare_guests)."""
+    if not _guests:
+        prepare_guests()  # already begun unless this run's collection did not see the tier
+        pool = ThreadPoolExecutor(GUESTS_AT_ONCE, thread_name_prefix="guest")
+        for k in kernels.KERNELS:
+            _guests[k.name] = pool.submit(_prepared_then_run, k)
         pool.shutdown(wait=False)
     return _guests[kernel.name]
 
