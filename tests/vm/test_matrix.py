@@ -80,7 +80,7 @@ def run_guest(kernel, debs: dict[str, Path], root: Path | None):
                         "VMTEST_TEST_LISTS": " ".join(kernel.test_lists())},
                    # x32 on (Debian builds it but leaves it off): tests/test_gate.py then
                    # sees its gate work
-                   extra_cmdline="syscall.x32=y")
+                   extra_cmdline="syscall.x32=y", cpus=kernel.cpus)
 
 
 _prepared: dict[str, Future] = {}
