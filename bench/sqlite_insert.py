@@ -15,7 +15,8 @@ fills are bound) and pragmas (store.engine_for), in configurations alternated re
   be imported (it is not a dependency: the measure of a decision #21 leaves open).
 
 The value tuples are made before the clock starts: what is timed is binding, SQLite's insert
-and the commit, the CPU of this process.
+and the commit, the CPU of this process. Each file is then read back: it must hold exactly the
+rows the writer stored, or the bench fails.
 
     .venv/bin/python bench/sqlite_insert.py --records 100000 --reps 5
 """
@@ -48,10 +49,7 @@ def stored_rows(records: int, work: Path, batch: int) -> list[tuple]:
     """The rows the real writer stored for ``records`` synthetic records, in chain.EVENT_COLUMNS
     order (the writer's own row shape, storage/batches.ChainPosition.insert)."""
     W.one_run(W.synthetic(records), work / "source", batch, rotate_mb=1 << 20)
-    con = sqlite3.connect(f"file:{work / 'source' / LIVE_NAME}?mode=ro", uri=True)
-    rows = con.execute(f"SELECT {', '.join(chain.EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
-    con.close()
-    return rows
+    return stored(work / "source" / LIVE_NAME)
 
 
 def batched(rows: list[tuple], batch: int) -> list[tuple[list, list]]:
@@ -76,6 +74,15 @@ def new_file(where: Path, indexes: bool) -> Path:
     conn.close()
     engine.dispose()
     return where / LIVE_NAME
+
+
+def stored(path: Path) -> list[tuple]:
+    """The events rows of the file at ``path``, in chain.EVENT_COLUMNS order."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return con.execute(f"SELECT {', '.join(chain.EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
+    finally:
+        con.close()
 
 
 def pragmas(execute) -> None:
@@ -158,7 +165,10 @@ def main() -> int:
             for name in order:
                 indexes, insert = cases[name]
                 where = tmp / f"rep{rep}-{len(cpu[name])}-{name.replace(' ', '').replace(',', '-')}"
-                cpu[name].append(insert(new_file(where, indexes), work) / len(rows) * 1e6)
+                path = new_file(where, indexes)
+                cpu[name].append(insert(path, work) / len(rows) * 1e6)
+                if stored(path) != rows:
+                    raise SystemExit(f"{name}: the file does not hold the rows inserted")
                 shutil.rmtree(where)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

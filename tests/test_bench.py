@@ -31,6 +31,22 @@ def test_writer_bench_stores_every_record(tmp_path):
     assert "| every record found in the files, every run | yes |" in p.stdout
 
 
+def test_sqlite_insert_bench_stores_every_row(tmp_path):
+    """sqlite_insert.py at a small size: each configuration's file read back holds exactly the
+    rows the writer stored (the bench fails otherwise), and the table has a line for each."""
+    out = tmp_path / "insert.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "sqlite_insert.py"), "--records", "3000",
+                        "--reps", "2", "--batch", "700", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["rows"] == 3000
+    assert {"sqlite3", "sqlite3, no indexes"} <= set(result["cpu_us_per_record"])
+    for name, values in result["cpu_us_per_record"].items():
+        assert len(values) == 2, name
+        assert f"| {name} | " in p.stdout
+
+
 @pytest.mark.kernel
 def test_compare_bench_small(tmp_path):
     """compare.py at a tiny size, without auditd (installing and running it is make bench's
