@@ -27,9 +27,9 @@ class Kernel:
     # for the kernel that release runs; None boots this machine's own root
     root: str | None = None
     # the lists of tests/vm/ its guest runs after guest_tests.txt (what depends on the kernel,
-    # every guest): guest_variant_tests.txt on the oldest kernel, guest_claims_tests.txt on the
-    # newest, guest_userland_tests.txt on one kernel of each root (the root's systemd and the
-    # package as installed, the same under any kernel)
+    # every guest): guest_variant_tests.txt and guest_loss_tests.txt on the oldest kernel,
+    # guest_claims_tests.txt on the newest, guest_userland_tests.txt on one kernel of each root
+    # (the root's systemd and the package as installed, the same under any kernel)
     lists: tuple[str, ...] = ()
     # the guest's vCPUs. One unless the kernel's guest must show what only CPUs running at once
     # do (threads that die together on two CPUs: docs/design.md, "Exactly one exit per
@@ -55,7 +55,7 @@ class Kernel:
 
 KERNELS = [
     # on this machine's root (Debian 12), whose userland 6.1's guest checks
-    Kernel("5.10", suite="bullseye", lists=("guest_variant_tests.txt",)),
+    Kernel("5.10", suite="bullseye", lists=("guest_variant_tests.txt", "guest_loss_tests.txt")),
     # two vCPUs: the kernel whose threads, dying together, were each recorded as the process's
     # exit (26 of 200 processes before the claims) shows on every run that the claims hold
     Kernel("6.1", suite="bookworm", lists=("guest_userland_tests.txt",), cpus=2),
