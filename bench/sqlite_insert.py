@@ -54,7 +54,7 @@ def stored_rows(records: int, work: Path, batch: int) -> list[tuple]:
 
 def batched(rows: list[tuple], batch: int) -> list[tuple[list, list]]:
     """Each batch's (exit values, exec values), as the writer binds them."""
-    event = chain.EVENT_COLUMNS.index("event")
+    event = batches._EVENT
     out = []
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
@@ -114,10 +114,17 @@ def insert_sqlite3(path: Path, work: list) -> float:
         con.close()
 
 
-def insert_apsw(path: Path, work: list) -> float:
-    import apsw  # noqa: PLC0415 - optional: measured only where it is installed
+def apsw_module():
+    """apsw where it is installed, else None: it is measured only there."""
+    try:
+        import apsw  # noqa: PLC0415
+    except ImportError:
+        return None
+    return apsw
 
-    con = apsw.Connection(str(path))
+
+def insert_apsw(path: Path, work: list) -> float:
+    con = apsw_module().Connection(str(path))
     try:
         pragmas(lambda sql: con.execute(sql).fetchall())
         return timed(con.execute, con.executemany, work)
@@ -127,22 +134,16 @@ def insert_apsw(path: Path, work: list) -> float:
 
 def configurations() -> dict:
     cases = {"sqlite3": (True, insert_sqlite3), "sqlite3, no indexes": (False, insert_sqlite3)}
-    try:
-        import apsw  # noqa: F401, PLC0415
-    except ImportError:
-        pass
-    else:
+    if apsw_module() is not None:
         cases["apsw"] = (True, insert_apsw)
     return cases
 
 
 def versions() -> dict:
     out = {"sqlite3": sqlite3.sqlite_version}
-    try:
-        import apsw  # noqa: PLC0415
-    except ImportError:
-        return out
-    out["apsw"] = f"{apsw.apsw_version()} (SQLite {apsw.sqlite_lib_version()})"
+    apsw = apsw_module()
+    if apsw is not None:
+        out["apsw"] = f"{apsw.apsw_version()} (SQLite {apsw.sqlite_lib_version()})"
     return out
 
 

@@ -19,12 +19,18 @@ sys.path.insert(0, str(ROOT / "bench"))
 import figures  # noqa: E402
 
 
+def run_bench(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """bench/SCRIPT with ``args`` under this Python; it must exit 0 (its stderr's tail says why not)."""
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / script), *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
 def test_writer_bench_stores_every_record(tmp_path):
     out = tmp_path / "writer.json"
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "writer_throughput.py"), "--records", "6000",
-                        "--reps", "2", "--rotate-mb", "0.5", "--json", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    p = run_bench("writer_throughput.py", "--records", "6000", "--reps", "2", "--rotate-mb", "0.5",
+                  "--json", out)
     result = json.loads(out.read_text())
     assert [r["stored"] for r in result["runs"]] == [6000, 6000]
     assert all(r["files"] >= 2 for r in result["runs"]), "rotation did not happen"
@@ -35,10 +41,7 @@ def test_sqlite_insert_bench_stores_every_row(tmp_path):
     """sqlite_insert.py at a small size: each configuration's file read back holds exactly the
     rows the writer stored (the bench fails otherwise), and the table has a line for each."""
     out = tmp_path / "insert.json"
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "sqlite_insert.py"), "--records", "3000",
-                        "--reps", "2", "--batch", "700", "--json", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    p = run_bench("sqlite_insert.py", "--records", "3000", "--reps", "2", "--batch", "700", "--json", out)
     result = json.loads(out.read_text())
     assert result["rows"] == 3000
     assert {"sqlite3", "sqlite3, no indexes"} <= set(result["cpu_us_per_record"])
@@ -58,13 +61,10 @@ def test_compare_bench_small(tmp_path):
     bpftrace = shutil.which("bpftrace") is not None
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{figures.README_BEGIN}\nold\n{figures.README_END}\n")
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "compare.py"), "--execs", "400", "--reps", "2",
-                        "--big-execs", "1000", "--big-reps", "1",
-                        "--writer-records", "4000", "--query-records", "20000", "--out", str(tmp_path / "out"),
-                        "--tax-reps", "1", "--tax-calls", "20000", "--tax-blocks", "20000",
-                        "--readme", str(readme), "--skip-auditd", *([] if bpftrace else ["--skip-bpftrace"])],
-                       capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, p.stderr[-3000:]
+    p = run_bench("compare.py", "--execs", "400", "--reps", "2", "--big-execs", "1000", "--big-reps", "1",
+                  "--writer-records", "4000", "--query-records", "20000", "--out", tmp_path / "out",
+                  "--tax-reps", "1", "--tax-calls", "20000", "--tax-blocks", "20000",
+                  "--readme", readme, "--skip-auditd", *([] if bpftrace else ["--skip-bpftrace"]), timeout=900)
     (md,) = (tmp_path / "out").glob("*.md")
     result = json.loads(md.with_suffix(".json").read_text())
     data = result["configs"]
@@ -92,9 +92,7 @@ def test_render_bench_renders_every_record(tmp_path):
 (the JSON line as json_bytes writes it, and json.dumps beside it) once a rep, and prints its
 table."""
     out = tmp_path / "render.json"
-    p = subprocess.run([sys.executable, str(ROOT / "bench" / "render.py"), "--records", "300",
-                        "--reps", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    p = run_bench("render.py", "--records", "300", "--reps", "2", "--json", out)
     result = json.loads(out.read_text())
     assert result["records"] == result["rendered"] == 300
     assert {k: len(v) for k, v in result["us_per_record"].items()} == {
