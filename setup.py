@@ -1,6 +1,6 @@
 """The compiled hot path (docs/design.md, "The compiled hot path"): the writer's decoder
-(auditd_lite/capture/_decode.c) and record digests (auditd_lite/_record_digests.c); everything
-else is in pyproject.toml.
+(auditd_lite/capture/_decode.c), record digests (auditd_lite/_record_digests.c) and inserts
+(auditd_lite/storage/_insert.c); everything else is in pyproject.toml.
 
 Built against Python's stable ABI (3.11), so one ``.abi3.so`` each serves every python3 the
 packages are for. ``optional``: where no compiler or Python headers are, the install goes on
@@ -17,5 +17,7 @@ def compiled(name: str, source: str, **kw) -> Extension:
 
 setup(ext_modules=[compiled("auditd_lite.capture._decode", "auditd_lite/capture/_decode.c"),
                    compiled("auditd_lite._record_digests", "auditd_lite/_record_digests.c",
-                            libraries=["crypto"])],
+                            libraries=["crypto"]),
+                   compiled("auditd_lite.storage._insert", "auditd_lite/storage/_insert.c",
+                            libraries=["sqlite3"])],
       options={"bdist_wheel": {"py_limited_api": "cp311"}})

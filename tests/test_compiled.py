@@ -1,7 +1,8 @@
 """The compiled hot path (docs/design.md, "The compiled hot path") against the Python references:
-the decoder (auditd_lite/capture/_decode.c) and the record digests (auditd_lite/_record_digests.c)
-are built and used, equal the references on generated records of any values and on what a real
-storm stored, and refuse what the references refuse."""
+the decoder (auditd_lite/capture/_decode.c), the record digests (auditd_lite/_record_digests.c)
+and the inserts (auditd_lite/storage/_insert.c) are built and used, equal the references on
+generated records of any values and on what a real storm stored, and refuse what the references
+refuse."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sqlalchemy.exc import DBAPIError
+
 from auditd_lite import _record_digests, chain
 from auditd_lite.capture import _decode, records as R
+from auditd_lite.storage import _insert, batches, livefile, store
 
 from conftest import CLI, Storm, log_events
 from test_chain import decoded_records, definition, synthetic
@@ -34,8 +38,9 @@ def test_the_compiled_path_is_built_and_used():
     """Setup builds both modules (setup.py), and the writer's decode_all and row_digests are
     them: where one is missing the writer silently runs the slower reference, which this fails
     on."""
-    assert (R.DECODER, chain.DIGESTS) == ("compiled", "compiled")
+    assert (R.DECODER, chain.DIGESTS, batches.INSERTS) == ("compiled",) * 3
     assert R._compiled is _decode.decode_all
+    assert batches._compiled is _insert.insert
     rows = decoded_records()[:5]
     calls = []
     real = chain._compiled
@@ -99,7 +104,7 @@ def test_a_real_storm_stores_digests_both_ways_agree_on(daemon_factory, marker, 
     d.stop()
     assert storm.count() > 100
     started = log_events(d.log, "daemon_started")[0]
-    assert (started["decoder"], started["record_digests"]) == ("compiled", "compiled")
+    assert (started["decoder"], started["record_digests"], started["inserts"]) == ("compiled",) * 3
     checked = 0
     for path in sorted(d.db_dir.glob("*.db")):
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -116,6 +121,17 @@ def test_a_real_storm_stores_digests_both_ways_agree_on(daemon_factory, marker, 
     assert checked >= 2 * storm.count()
     p = subprocess.run([*CLI, "verify", "--db-dir", str(d.db_dir)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+    # the rows it stored, inserted again both ways: each file holds them exactly
+    con = sqlite3.connect(f"file:{d.db_dir / 'audit.db'}?mode=ro", uri=True)
+    stored = con.execute(f"SELECT {', '.join(chain.EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
+    con.close()
+    assert len(stored) >= 2 * storm.count()
+    for name, insert in (("compiled", batches.insert_rows), ("python", batches.insert_rows_python)):
+        _, conn = store.open_live(tmp_path / name)
+        with conn.begin():
+            insert(conn, stored)
+        assert stored_rows(conn) == [(r, typed(r)) for r in stored]
+        conn.close()
 
 
 # ---------------------------------------------------------------- the decoder
@@ -198,3 +214,127 @@ def test_storm_records_decode_as_the_reference_does():
     ours, ref = decoded_both_ways(raws, 4, 10**18, 4026531841)
     assert ours == ref
     assert len(ref[1]) > 1000
+
+
+# ---------------------------------------------------------------- the inserts
+
+_COLUMNS = ", ".join(chain.EVENT_COLUMNS)
+_TYPES = ", ".join(f"typeof({c})" for c in chain.EVENT_COLUMNS)
+_SQLITE_TYPE = {type(None): "null", int: "integer", bool: "integer", float: "real", str: "text",
+                bytes: "blob"}
+
+
+def typed(row: tuple) -> tuple:
+    return tuple(_SQLITE_TYPE[type(v)] for v in row)
+
+
+def stored_rows(conn) -> list[tuple]:
+    """Every events row with SQLite's type of each of its values, in id order."""
+    return [(tuple(r[:len(chain.EVENT_COLUMNS)]), tuple(r[len(chain.EVENT_COLUMNS):])) for r in
+            conn.exec_driver_sql(f"SELECT {_COLUMNS}, {_TYPES} FROM events ORDER BY id").fetchall()]
+
+
+def attempt(conn, insert, rows: list[tuple]):
+    """``insert`` of ``rows`` in a transaction rolled back after: the rows stored, or the error
+    (SQLAlchemy's class, the sqlite3 module's class, its result code and name, its message)."""
+    trans = conn.begin()
+    try:
+        insert(conn, rows)
+        return stored_rows(conn)
+    except DBAPIError as e:
+        return (type(e), type(e.orig), e.orig.sqlite_errorcode, e.orig.sqlite_errorname, str(e.orig))
+    except Exception as e:  # noqa: BLE001 - what the module raises before SQLite, compared as such
+        return (type(e), str(e))
+    finally:
+        trans.rollback()
+
+
+def bindable(rows: list[tuple]) -> list[tuple]:
+    """The rows with no lone surrogate: the module cannot bind one (the test above holds the
+    compiled path to refusing it alike)."""
+    return [r for r in rows if not any(isinstance(v, str) and "\udcff" in v for v in r)]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    _, conn = store.open_live(tmp_path_factory.mktemp("inserts"))
+    yield conn
+    conn.close()
+
+
+# text the sqlite3 module can bind (a lone surrogate it refuses, and so must the compiled path)
+_bindable = st.one_of(st.none(), _int64, st.booleans(), st.floats(allow_nan=False), st.text(), st.binary(),
+                      st.just("a\udcff"), st.integers(2**63, 2**64))
+_event = st.sampled_from(["exit", "exec", "exec_failed", "", "exits"]) | st.text(max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_event, st.lists(_bindable, min_size=WIDTH - 4, max_size=WIDTH - 4)),
+                max_size=6))
+def test_any_rows_insert_as_the_module_does(live, rows):
+    """Rows of any values in any column (NULLs where the table says NOT NULL, text and integers
+    the module cannot bind, any event word), inserted through the compiled path and through the
+    sqlite3 module's executemany into the same live file: the same rows stored with the same
+    SQLite types, or the same error (classes, result code, message)."""
+    rows = [(i + 1, 1, 1, event, *values) for i, (event, values) in enumerate(rows)]
+    assert batches._compiled_handle(live) is not None
+    assert attempt(live, batches.insert_rows, rows) == attempt(live, batches.insert_rows_python, rows)
+
+
+def test_decoded_records_insert_both_ways(live):
+    """Every kind of record the decoder makes, with ids: stored alike both ways, and as the
+    rows are (every value read back with its type)."""
+    rows = bindable(decoded_records())
+    got = attempt(live, batches.insert_rows, rows)
+    assert got == attempt(live, batches.insert_rows_python, rows)
+    assert got == [(r, typed(r)) for r in rows]
+
+
+def test_a_full_disk_fails_the_compiled_inserts_as_the_module(tmp_path):
+    """SQLite's SQLITE_FULL (the file may not grow: max_page_count) in the middle of a batch:
+    the compiled path raises what the module's executemany raises, which the writer takes for
+    a full disk (livefile.storage_error) and holds the records for; nothing of the batch is
+    stored."""
+    _, conn = store.open_live(tmp_path)
+    pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+    conn.exec_driver_sql(f"PRAGMA max_page_count = {pages + 2}")
+    conn.commit()
+    rows = bindable(decoded_records()[:400])
+    errors = []
+    for insert in (batches.insert_rows, batches.insert_rows_python):
+        with pytest.raises(DBAPIError) as e:
+            with conn.begin():
+                insert(conn, rows)
+        assert livefile.storage_error(e.value)
+        errors.append((type(e.value), type(e.value.orig), e.value.orig.sqlite_errorcode,
+                       e.value.orig.sqlite_errorname, str(e.value.orig)))
+        assert conn.exec_driver_sql("SELECT count(*) FROM events").scalar() == 0
+        conn.rollback()
+    assert errors[0] == errors[1]
+    assert errors[0][2] & 0xFF == sqlite3.SQLITE_FULL
+    conn.close()
+
+
+def test_the_compiled_inserts_refuse_without_a_transaction(live):
+    """Outside a transaction each row would be committed on its own: refused, nothing stored."""
+    raw = live.connection.dbapi_connection
+    live.rollback()
+    assert not raw.in_transaction
+    row = (1, 1, 1) + decoded_records()[0]
+    with pytest.raises(RuntimeError, match="transaction"):
+        _insert.insert(raw, [row], batches._EVENT, batches.INSERT_EXIT, batches._EXIT_COLUMNS,
+                       batches.INSERT_EXEC, batches._EXEC_COLUMNS)
+    assert live.exec_driver_sql("SELECT count(*) FROM events").scalar() == 0
+    live.rollback()
+
+
+def test_the_handle_is_the_connections():
+    """The handle read out of a sqlite3 connection names the file SQLite has open for it, for
+    files and for a connection in memory; a closed connection and anything else are refused."""
+    con = sqlite3.connect(":memory:")
+    assert _insert.filename(con) == ""
+    con.close()
+    with pytest.raises(ValueError):
+        _insert.filename(con)
+    with pytest.raises(TypeError):
+        _insert.filename(object())

@@ -26,6 +26,7 @@ from .printer import Printer
 from .service import Supervisor
 from .signals import Signals
 from .stream import Stream, check_path
+from ..storage import batches
 from ..storage.batchwriter import BatchWriter
 from .writer import Writer, settle_gc
 
@@ -161,7 +162,7 @@ def _start_with(settings: RunSettings, signals: Signals, notifier: Notifier,
     if writer.error is not None:
         raise writer.error
     log.info("daemon_started", pid=os.getpid(), db_dir=str(settings.db_dir), run_id=writer.run_id,
-             decoder=DECODER, record_digests=chain.DIGESTS,
+             decoder=DECODER, record_digests=chain.DIGESTS, inserts=batches.INSERTS,
              json_lines=JSON_LINES)
 
     collector = Collector(inbox)

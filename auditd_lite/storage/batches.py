@@ -4,11 +4,14 @@ evidence") and its one transaction."""
 from __future__ import annotations
 
 import operator
+import sqlite3
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from .. import batch_evidence, chain, dbfiles
 from ..rows import CONTEXT_FIELDS, GATE_FIELDS
@@ -35,17 +38,94 @@ EXIT_ONLY = tuple(c for c, a, b in zip(chain.EVENT_COLUMNS, chain.EXEC_SIGNATURE
                                         chain.EXEC_FAILED_SIGNATURE) if a is _NULL and b is _NULL)
 
 
-def _insert_for(omit: tuple[str, ...]) -> tuple[str, Callable[[tuple], tuple]]:
-    """The INSERT binding every column but ``omit``, and the getter picking those values from a row."""
-    keep = [i for i, c in enumerate(chain.EVENT_COLUMNS) if c not in omit]
+def _insert_for(omit: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+    """The INSERT binding every column but ``omit``, and the positions in a row of those values."""
+    keep = tuple(i for i, c in enumerate(chain.EVENT_COLUMNS) if c not in omit)
     names = ", ".join(chain.EVENT_COLUMNS[i] for i in keep)
-    sql = f"INSERT INTO {events.name} ({names}) VALUES ({', '.join('?' * len(keep))})"
-    return sql, operator.itemgetter(*keep)
+    return f"INSERT INTO {events.name} ({names}) VALUES ({', '.join('?' * len(keep))})", keep
 
 
-INSERT_EXEC, _EXEC_VALUES = _insert_for(EXIT_ONLY)
-INSERT_EXIT, _EXIT_VALUES = _insert_for(EXEC_ONLY)
+INSERT_EXEC, _EXEC_COLUMNS = _insert_for(EXIT_ONLY)
+INSERT_EXIT, _EXIT_COLUMNS = _insert_for(EXEC_ONLY)
+_EXEC_VALUES, _EXIT_VALUES = operator.itemgetter(*_EXEC_COLUMNS), operator.itemgetter(*_EXIT_COLUMNS)
 _EVENT = chain.EVENT_COLUMNS.index("event")
+
+# The compiled inserts (storage/_insert.c; docs/design.md, "The compiled hot path") read the
+# handle out of the sqlite3 module's Connection, whose layout is known for these versions.
+_HANDLE_LAYOUT = (3, 11) <= sys.version_info[:2] <= (3, 14)
+try:  # built with the package where a compiler was (setup.py)
+    from ._insert import filename as _handle_filename, insert as _compiled
+    INSERTS = "compiled" if _HANDLE_LAYOUT else f"python (Python {sys.version_info[0]}.{sys.version_info[1]})"
+except ImportError as e:
+    _compiled, INSERTS = None, f"python ({e})"
+
+# SQLite's primary result codes 1 to 28 by name, for the error the sqlite3 module would raise
+_PRIMARY_CODES = ("ERROR", "INTERNAL", "PERM", "ABORT", "BUSY", "LOCKED", "NOMEM", "READONLY",
+                  "INTERRUPT", "IOERR", "CORRUPT", "NOTFOUND", "FULL", "CANTOPEN", "PROTOCOL",
+                  "EMPTY", "SCHEMA", "TOOBIG", "CONSTRAINT", "MISMATCH", "MISUSE", "NOLFS", "AUTH",
+                  "FORMAT", "RANGE", "NOTADB", "NOTICE", "WARNING")
+# the sqlite3 module's classes of them (CPython's Modules/_sqlite/util.c); others DatabaseError
+_ERROR_CLASSES = {**dict.fromkeys(("INTERNAL", "NOTFOUND"), sqlite3.InternalError),
+                  **dict.fromkeys(("ERROR", "PERM", "ABORT", "BUSY", "LOCKED", "READONLY", "INTERRUPT",
+                                   "IOERR", "FULL", "CANTOPEN", "PROTOCOL", "EMPTY", "SCHEMA"),
+                                  sqlite3.OperationalError),
+                  "TOOBIG": sqlite3.DataError,
+                  **dict.fromkeys(("CONSTRAINT", "MISMATCH"), sqlite3.IntegrityError),
+                  **dict.fromkeys(("MISUSE", "RANGE"), sqlite3.InterfaceError)}
+
+
+def sqlite_error(code: int, message: str, statement: str) -> DBAPIError:
+    """What SQLAlchemy raises for the sqlite3 module's error of this extended result ``code``:
+    the compiled inserts' failure as the module's executemany would have failed."""
+    primary = _PRIMARY_CODES[(code & 0xFF) - 1] if 0 < code & 0xFF <= len(_PRIMARY_CODES) else "ERROR"
+    if primary == "NOMEM":
+        raise MemoryError(message)
+    orig = _ERROR_CLASSES.get(primary, sqlite3.DatabaseError)(message)
+    orig.sqlite_errorcode = code
+    orig.sqlite_errorname = next((n for n in dir(sqlite3) if n.startswith(f"SQLITE_{primary}_")
+                                  and getattr(sqlite3, n) == code), f"SQLITE_{primary}")
+    return DBAPIError.instance(statement, None, orig, sqlite3.Error)
+
+
+def _compiled_handle(conn) -> sqlite3.Connection | None:
+    """The sqlite3 connection under ``conn`` when the compiled inserts may run on it: once per
+    connection, the file name read through the handle must be the one SQLite gives."""
+    if _compiled is None or not _HANDLE_LAYOUT:
+        return None
+    pooled = conn.connection
+    ok = pooled.info.get("compiled_inserts")
+    dbapi = pooled.dbapi_connection
+    if ok is None:
+        main = [row[2] for row in dbapi.execute("PRAGMA database_list") if row[1] == "main"]
+        ok = pooled.info["compiled_inserts"] = isinstance(dbapi, sqlite3.Connection) and \
+            main == [_handle_filename(dbapi)]
+    return dbapi if ok else None
+
+
+def insert_rows(conn, rows: list[tuple]) -> None:
+    """``rows`` (chain.EVENT_COLUMNS order) into events in the transaction open on ``conn``: the
+    exits, then the execs, each binding only the columns its type fills. The compiled inserts'
+    (INSERTS says which run) or insert_rows_python's: the same rows stored."""
+    if not rows:
+        return
+    dbapi = _compiled_handle(conn)
+    if dbapi is None:
+        insert_rows_python(conn, rows)
+        return
+    if dbapi.isolation_level is not None and not dbapi.in_transaction:
+        dbapi.execute(f"BEGIN {dbapi.isolation_level}")  # as the module does before an INSERT
+    failed = _compiled(dbapi, rows, _EVENT, INSERT_EXIT, _EXIT_COLUMNS, INSERT_EXEC, _EXEC_COLUMNS)
+    if failed is not None:
+        raise sqlite_error(*failed, f"{INSERT_EXIT}; {INSERT_EXEC}")
+
+
+def insert_rows_python(conn, rows: list[tuple]) -> None:
+    """insert_rows through the sqlite3 module's executemany: the reference."""
+    exits = [_EXIT_VALUES(r) for r in rows if r[_EVENT] == "exit"]
+    if exits:
+        conn.exec_driver_sql(INSERT_EXIT, exits)
+    if len(exits) < len(rows):
+        conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in rows if r[_EVENT] != "exit"])
 INSERT_BATCH = (f"INSERT INTO {batches.name} ({', '.join(chain.BATCH_HEADER5)}, prev_hash, hash) "
                 f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER5) + 2))})")
 COUNT_RUN = (f"UPDATE {runs.name} SET events_written = events_written + ?, "
@@ -195,11 +275,7 @@ class ChainPosition:
             header += side
             digest = chain.batch_hash(self.last_hash, header, digests)
             conn.exec_driver_sql(INSERT_BATCH, header + (self.last_hash, digest))
-            exits = [_EXIT_VALUES(r) for r in full if r[_EVENT] == "exit"]
-            if exits:
-                conn.exec_driver_sql(INSERT_EXIT, exits)
-            if len(exits) < len(full):
-                conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in full if r[_EVENT] != "exit"])
+            insert_rows(conn, full)
             conn.exec_driver_sql(COUNT_RUN, (len(rows), lost_kernel, lost_user, *(stream or (0, 0)), run_id))
         self.last_hash = digest
         self.next_batch_id += 1
