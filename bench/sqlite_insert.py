@@ -12,10 +12,12 @@ fills are bound) and pragmas (store.engine_for), in configurations alternated re
 - `sqlite3, no indexes`: the same file without them (the issue #21 decision "fewer indexes in
   the live file");
 - `apsw`: the same file and statements through apsw and the SQLite it bundles, when apsw can
-  be imported (it is not a dependency: the measure of a decision #21 leaves open).
+  be imported (it is not a dependency: the measure of a decision #21 leaves open);
+- `compiled inserts`: the same file and statements through the writer's compiled inserts
+  (storage/_insert.c, batches.insert_rows), which bind the writer's rows themselves.
 
-The value tuples are made before the clock starts: what is timed is binding, SQLite's insert
-and the commit, the CPU of this process. Each file is then read back: it must hold exactly the
+The value tuples (the rows, for the compiled inserts) are made before the clock starts: what is
+timed is binding, SQLite's insert and the commit, the CPU of this process. Each file is then read back: it must hold exactly the
 rows the writer stored, or the bench fails.
 
     .venv/bin/python bench/sqlite_insert.py --records 100000 --reps 5
@@ -52,14 +54,15 @@ def stored_rows(records: int, work: Path, batch: int) -> list[tuple]:
     return stored(work / "source" / LIVE_NAME)
 
 
-def batched(rows: list[tuple], batch: int) -> list[tuple[list, list]]:
-    """Each batch's (exit values, exec values), as the writer binds them."""
+def batched(rows: list[tuple], batch: int) -> list[tuple[list, list, list]]:
+    """Each batch's (exit values, exec values, rows): what the module binds, what the compiled
+    inserts take."""
     event = batches._EVENT
     out = []
     for i in range(0, len(rows), batch):
         chunk = rows[i:i + batch]
         out.append(([batches._EXIT_VALUES(r) for r in chunk if r[event] == "exit"],
-                     [batches._EXEC_VALUES(r) for r in chunk if r[event] != "exit"]))
+                     [batches._EXEC_VALUES(r) for r in chunk if r[event] != "exit"], chunk))
     return out
 
 
@@ -95,7 +98,7 @@ def timed(execute, executemany, work: list) -> float:
     """CPU seconds of the writer's batches through a connection's ``execute`` and
     ``executemany``: one transaction each, its exits then its execs."""
     t0 = time.process_time()
-    for exits, execs in work:
+    for exits, execs, _ in work:
         execute("BEGIN")
         if exits:
             executemany(batches.INSERT_EXIT, exits)
@@ -112,6 +115,26 @@ def insert_sqlite3(path: Path, work: list) -> float:
         return timed(con.execute, con.executemany, work)
     finally:
         con.close()
+
+
+def insert_compiled(path: Path, work: list) -> float:
+    """The writer's own call (batches.insert_rows) on a SQLAlchemy connection of the daemon's
+    engine, one transaction a batch."""
+    engine = store.engine_for(path)
+    conn = engine.connect()
+    try:
+        conn.commit()
+        if batches._compiled_handle(conn) is None:
+            raise SystemExit(f"the compiled inserts do not run here: {batches.INSERTS}")
+        conn.rollback()
+        t0 = time.process_time()
+        for _, _, rows in work:
+            with conn.begin():
+                batches.insert_rows(conn, rows)
+        return time.process_time() - t0
+    finally:
+        conn.close()
+        engine.dispose()
 
 
 def apsw_module():
@@ -136,6 +159,8 @@ def configurations() -> dict:
     cases = {"sqlite3": (True, insert_sqlite3), "sqlite3, no indexes": (False, insert_sqlite3)}
     if apsw_module() is not None:
         cases["apsw"] = (True, insert_apsw)
+    if batches.INSERTS == "compiled":
+        cases["compiled inserts"] = (True, insert_compiled)
     return cases
 
 

@@ -31,9 +31,9 @@ install_build_deps() {
     local pkgs=() p
     # python3-packaging reads the requirements (vendor.py); python3-markupsafe (Mako's) and
     # python3-cryptography (sealing and signing): run-time dependencies the smoke test imports
-    # gcc, python3-dev and libssl-dev: the compiled hot path (setup.py)
+    # gcc, python3-dev, libssl-dev and libsqlite3-dev: the compiled hot path (setup.py)
     for p in dpkg python3 python3-pip python3-setuptools python3-wheel python3-packaging \
-            python3-markupsafe python3-cryptography gzip gcc python3-dev libssl-dev; do
+            python3-markupsafe python3-cryptography gzip gcc python3-dev libssl-dev libsqlite3-dev; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || pkgs+=("$p")
     done
     [ ${#pkgs[@]} -eq 0 ] && return
@@ -143,19 +143,20 @@ mkdir -p "$stage/usr/share/man/man1"
 # the vendored pySigma and what it was shipped with
 if [ "$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$pyver" ]; then
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); import auditd_lite.cli, auditd_lite.daemon.writer, auditd_lite.storage.batchwriter, auditd_lite.capture.doctor, sqlalchemy, alembic.command, structlog; assert sqlalchemy.__version__.startswith("2.")
-from auditd_lite import chain; from auditd_lite.capture import records; from auditd_lite.investigate import output
-assert (records.DECODER, chain.DIGESTS, output.JSON_LINES) == ("compiled", "compiled", "orjson"), (records.DECODER, chain.DIGESTS, output.JSON_LINES)' "$lib"
+from auditd_lite import chain; from auditd_lite.capture import records; from auditd_lite.investigate import output; from auditd_lite.storage import batches
+assert (records.DECODER, chain.DIGESTS, batches.INSERTS, output.JSON_LINES) == ("compiled", "compiled", "compiled", "orjson"), (records.DECODER, chain.DIGESTS, batches.INSERTS, output.JSON_LINES)' "$lib"
     "$py" -I -c 'import sys; sys.path.insert(0, sys.argv[1]); from auditd_lite.hunt import rules; rs = rules.load(); n = sum(r.evaluable for r in rs.rules); assert n == len(rs.rules) > 100 and not rs.problems, (n, rs.problems)' "$lib"
 fi
 # the compiled hot path (setup.py, one module per C file) is built against the stable ABI of
-# Python 3.11 (every release's python3 loads it: no per-release Depends of its own) and the
-# record digests link libcrypto 3, which bookworm's libssl3 and trixie's libssl3t64 carry
+# Python 3.11 (every release's python3 loads it: no per-release Depends of its own), the
+# record digests link libcrypto 3, which bookworm's libssl3 and trixie's libssl3t64 carry, and
+# the inserts libsqlite3.so.0 (libsqlite3-0 in both, the one Python's sqlite3 module loads)
 for c in $(cd "$src" && find auditd_lite -name '*.c'); do
     [ -n "$(find "$lib/${c%.c}".*so 2>/dev/null)" ] \
-        || { say "$c was not built (gcc, python3-dev, libssl-dev?)"; exit 1; }
+        || { say "$c was not built (gcc, python3-dev, libssl-dev, libsqlite3-dev?)"; exit 1; }
 done
 build_deb auditd-lite packaging/debian \
-    "$(python_depends "$(q 'p["auditd-lite"]["compiled"]')")$(q '"".join(", " + d for d in p["auditd-lite"]["depends"])'), libssl3t64 | libssl3"
+    "$(python_depends "$(q 'p["auditd-lite"]["compiled"]')")$(q '"".join(", " + d for d in p["auditd-lite"]["depends"])'), libssl3t64 | libssl3, libsqlite3-0"
 
 # ---- auditd-lite-lake: what the lake extra needs beyond auditd-lite, into the same directory.
 # Compressing its 165 MiB takes a minute: the same wheels, version and recipe give the same

@@ -39,7 +39,7 @@ install_packages() {
 install_debs() {
     install_packages "" python3-bpfcc libbpf1 python3-venv python3-pip sqlite3 python3-cryptography \
         "linux-headers-$(dpkg --print-architecture)" util-linux gcc libc6-dev strace debootstrap \
-        python3-dev libssl-dev
+        python3-dev libssl-dev libsqlite3-dev
 }
 
 # The VM tier boots Debian's kernels under qemu (tests/vm/vm.py): qemu and

@@ -42,6 +42,7 @@ sys.path.insert(0, sys.argv[1])
 from auditd_lite import chain
 from auditd_lite.capture import records
 from auditd_lite.investigate import output
+from auditd_lite.storage import batches
 from auditd_lite.cli import build_parser
 
 def leaves(parser, path):
@@ -53,7 +54,7 @@ def leaves(parser, path):
         return [{"path": path, "args": args}]
     return [leaf for s in subs for name, p in s.choices.items() for leaf in leaves(p, path + [name])]
 
-print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "hot_path": [records.DECODER, chain.DIGESTS, output.JSON_LINES],
+print(json.dumps({"python": "%d.%d.%d" % sys.version_info[:3], "hot_path": [records.DECODER, chain.DIGESTS, batches.INSERTS, output.JSON_LINES],
                   "commands": leaves(build_parser(), [])}))
 """
 
@@ -109,8 +110,8 @@ class Smoke:
         check(p.returncode == 0, f"cannot read the installed CLI's commands: {p.stderr[-2000:]}")
         found = json.loads(p.stdout)
         self.python = found["python"]
-        check(found["hot_path"] == ["compiled", "compiled", "orjson"],
-              f"the installed writer's decoder, record digests and JSON lines: {found['hot_path']}")
+        check(found["hot_path"] == ["compiled", "compiled", "compiled", "orjson"],
+              f"the installed writer's decoder, record digests, inserts and JSON lines: {found['hot_path']}")
         self.commands = {" ".join(c["path"]): c["args"] for c in found["commands"]}
         # command path -> every argument list it ran with
         self.ran: dict[str, list[list[str]]] = {}

@@ -11,7 +11,8 @@
  * float, str and bytes to NULL, INTEGER, REAL, TEXT and BLOB) but releases and takes back the
  * GIL around every row's step and converts each parameter through its adapters: a quarter of
  * SQLite's cost of a record on this kind of machine. This holds the GIL, giving it up every
- * YIELD_EVERY rows so that the collector is not kept waiting for a whole batch.
+ * YIELD_EVERY rows so that the collector is not kept waiting for a whole batch, and the
+ * connection's mutex in between (SQLite is built serialized, and every call takes it).
  *
  * The handle is the first field after the object header of the module's Connection, as in
  * CPython 3.11 to 3.14 (Modules/_sqlite/connection.h). storage/batches.py uses this only on
@@ -165,9 +166,13 @@ static int run(sqlite3 *db, PyObject *rows, Py_ssize_t event, PyObject *exit_wor
         if (rc != SQLITE_OK)
             break;
         if (++*since_yield >= YIELD_EVERY) {
+            /* not holding the connection's mutex while another thread may run */
+            sqlite3_mutex *m = sqlite3_db_mutex(db);
             *since_yield = 0;
+            sqlite3_mutex_leave(m);
             Py_BEGIN_ALLOW_THREADS
             Py_END_ALLOW_THREADS
+            sqlite3_mutex_enter(m);
         }
     }
     if (rc > 0)
@@ -202,15 +207,20 @@ static PyObject *insert(PyObject *self, PyObject *args) {
     if (exit_word == NULL)
         return NULL;
     Py_ssize_t since_yield = 0;
+    PyObject *result = NULL;
+    /* Every SQLite call takes the connection's mutex (SQLite is built serialized); it is
+     * recursive, so held here each call's take is a count, not an atomic operation. */
+    sqlite3_mutex_enter(sqlite3_db_mutex(db));
     int rc = run(db, rows, event, exit_word, 1, exit_sql, exit_cols, &since_yield);
     if (rc == 0)
         rc = run(db, rows, event, exit_word, 0, exec_sql, exec_cols, &since_yield);
     Py_DECREF(exit_word);
-    if (rc < 0)
-        return NULL;
-    if (rc > 0)
-        return Py_BuildValue("(is)", rc, sqlite3_errmsg(db));
-    Py_RETURN_NONE;
+    if (rc == 0)
+        result = Py_NewRef(Py_None);
+    else if (rc > 0)
+        result = Py_BuildValue("(is)", rc, sqlite3_errmsg(db));
+    sqlite3_mutex_leave(sqlite3_db_mutex(db));
+    return result;
 }
 
 static PyObject *filename(PyObject *self, PyObject *connection) {

@@ -20,15 +20,14 @@ from .schema import batches, events, runs
 # the writer's: these steps were its own, and the log keeps naming it
 log = structlog.get_logger("auditd_lite.writer")
 
-# Core on the hot path, at driver level: one executemany per record type and
-# batch, with tuples in column order; the ORM's unit of work has no place
-# here. Binding a parameter costs the sqlite3 module more than SQLite's own
-# insert, so each record type binds only the columns it can fill: an exit
-# leaves the exec columns NULL and the reverse, exactly what binding None
-# stored (the hash chain reads the same row back). A multi-row VALUES
-# statement measured only ~2-6% faster whole-process: not worth its
-# statement-cache memory. What a type can fill is the decoder's shape of it,
-# which tests/test_chain.py holds to chain's signatures.
+# Core on the hot path, at driver level: one statement per record type and batch, stepped once
+# a row (compiled: insert_rows; the module's executemany: insert_rows_python); the ORM's unit
+# of work has no place here. Binding a parameter costs more than SQLite's own insert, so each
+# record type binds only the columns it can fill: an exit leaves the exec columns NULL and the
+# reverse, exactly what binding None stored (the hash chain reads the same row back). A multi-
+# row VALUES statement measured only ~2-6% faster whole-process: not worth its statement-cache
+# memory. What a type can fill is the decoder's shape of it, which tests/test_chain.py holds
+# to chain's signatures.
 _NULL = type(None)
 # an exit has no context (CONTEXT_FIELDS) and no ABI: those are exec columns too
 EXEC_ONLY = tuple(c for c, t in zip(chain.EVENT_COLUMNS, chain.EXIT_SIGNATURE) if t is _NULL
