@@ -290,6 +290,17 @@ def test_decoded_records_insert_both_ways(live):
     assert got == [(r, typed(r)) for r in rows]
 
 
+def test_a_short_row_is_refused_both_ways(live):
+    """A row without every column its statement binds: the same IndexError from either path,
+    and nothing stored."""
+    rows = bindable(decoded_records())
+    short = [rows[0], rows[1][:-1]]
+    for insert in (batches.insert_rows, batches.insert_rows_python):
+        assert attempt(live, insert, short) == (IndexError, "tuple index out of range")
+    assert live.exec_driver_sql("SELECT count(*) FROM events").scalar() == 0
+    live.rollback()
+
+
 def test_a_full_disk_fails_the_compiled_inserts_as_the_module(tmp_path):
     """SQLite's SQLITE_FULL (the file may not grow: max_page_count) in the middle of a batch:
     the compiled path raises what the module's executemany raises, which the writer takes for

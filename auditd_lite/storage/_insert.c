@@ -54,9 +54,11 @@ static sqlite3 *handle_of(PyObject *connection) {
 
 /* Bind one Python value as the sqlite3 module does; SQLite's code, or -1 with a Python error. */
 static int bind(sqlite3_stmt *st, int at, PyObject *v) {
+    PyTypeObject *t = Py_TYPE(v);  /* the exact types first: under the limited API each
+                                      PyXxx_Check is a call */
     if (v == Py_None)
         return sqlite3_bind_null(st, at);
-    if (PyLong_Check(v)) {
+    if (t == &PyLong_Type || (t != &PyUnicode_Type && t != &PyBytes_Type && PyLong_Check(v))) {
         long long x = PyLong_AsLongLong(v);
         if (x == -1 && PyErr_Occurred()) {
             if (PyErr_ExceptionMatches(PyExc_OverflowError)) {  /* the module's words */
@@ -67,13 +69,13 @@ static int bind(sqlite3_stmt *st, int at, PyObject *v) {
         }
         return sqlite3_bind_int64(st, at, x);
     }
-    if (PyFloat_Check(v)) {
+    if (t != &PyUnicode_Type && t != &PyBytes_Type && PyFloat_Check(v)) {
         double d = PyFloat_AsDouble(v);
         if (d == -1.0 && PyErr_Occurred())
             return -1;
         return sqlite3_bind_double(st, at, d);
     }
-    if (PyUnicode_Check(v)) {
+    if (t == &PyUnicode_Type || (t != &PyBytes_Type && PyUnicode_Check(v))) {
         Py_ssize_t len;
         const char *s = PyUnicode_AsUTF8AndSize(v, &len);
         if (s == NULL)
@@ -101,8 +103,8 @@ static int bind(sqlite3_stmt *st, int at, PyObject *v) {
     return -1;
 }
 
-/* The column indexes of a tuple, checked once: n of them into out. */
-static int columns_of(PyObject *cols, Py_ssize_t *out, Py_ssize_t *n) {
+/* The column indexes of a tuple, checked once: n of them into out, the highest into *top. */
+static int columns_of(PyObject *cols, Py_ssize_t *out, Py_ssize_t *n, Py_ssize_t *top) {
     if (!PyTuple_Check(cols)) {
         PyErr_SetString(PyExc_TypeError, "columns must be a tuple");
         return -1;
@@ -119,6 +121,8 @@ static int columns_of(PyObject *cols, Py_ssize_t *out, Py_ssize_t *n) {
                 PyErr_SetString(PyExc_ValueError, "a column index below 0");
             return -1;
         }
+        if (out[i] > *top)
+            *top = out[i];
     }
     return 0;
 }
@@ -127,16 +131,21 @@ static int columns_of(PyObject *cols, Py_ssize_t *out, Py_ssize_t *n) {
  * 0, SQLite's error code (> 0), or -1 with a Python error set. */
 static int run(sqlite3 *db, PyObject *rows, Py_ssize_t event, PyObject *exit_word, int want_exit,
                const char *sql, PyObject *cols, Py_ssize_t *since_yield) {
-    Py_ssize_t at[MAX_COLUMNS], ncols, n = PyList_Size(rows);
+    Py_ssize_t at[MAX_COLUMNS], ncols, top = event, n = PyList_Size(rows);
     sqlite3_stmt *st = NULL;
     int rc = 0;
 
-    if (columns_of(cols, at, &ncols) < 0)
+    if (columns_of(cols, at, &ncols, &top) < 0)
         return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = PyList_GetItem(rows, i);  /* borrowed */
-        if (!PyTuple_Check(row) || PyTuple_Size(row) <= event) {
-            PyErr_SetString(PyExc_TypeError, "a row is not a tuple with an event");
+        if (!PyTuple_Check(row)) {
+            PyErr_SetString(PyExc_TypeError, "a row is not a tuple");
+            rc = -1;
+            break;
+        }
+        if (PyTuple_Size(row) <= top) {  /* as the reference's itemgetter says it */
+            PyErr_SetString(PyExc_IndexError, "tuple index out of range");
             rc = -1;
             break;
         }
@@ -149,14 +158,8 @@ static int run(sqlite3 *db, PyObject *rows, Py_ssize_t event, PyObject *exit_wor
             continue;
         if (st == NULL && (rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL)) != SQLITE_OK)
             break;
-        for (Py_ssize_t j = 0; j < ncols && rc == 0; j++) {
-            if (at[j] >= PyTuple_Size(row)) {
-                PyErr_SetString(PyExc_IndexError, "a column past the row's end");
-                rc = -1;
-            } else {
-                rc = bind(st, (int)j + 1, PyTuple_GetItem(row, at[j]));
-            }
-        }
+        for (Py_ssize_t j = 0; j < ncols && rc == 0; j++)
+            rc = bind(st, (int)j + 1, PyTuple_GetItem(row, at[j]));
         if (rc != 0)
             break;
         rc = sqlite3_step(st);
