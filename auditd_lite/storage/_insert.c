@@ -15,8 +15,8 @@
  * connection's mutex in between (SQLite is built serialized, and every call takes it).
  *
  * The handle is the first field after the object header of the module's Connection, as in
- * CPython 3.11 to 3.14 (Modules/_sqlite/connection.h). storage/batches.py uses this only on
- * those versions, and only after filename() of a connection has given the name SQLite itself
+ * CPython 3.11 to 3.13 (Modules/_sqlite/connection.h; every version since pysqlite's first).
+ * storage/batches.py uses this only on those versions, and only after filename() of a connection has given the name SQLite itself
  * gives for its main database (PRAGMA database_list); otherwise the module's executemany runs.
  *
  * Built against the stable ABI of Python 3.11, so one file serves every python3 from 3.11 on.

@@ -50,8 +50,9 @@ _EXEC_VALUES, _EXIT_VALUES = operator.itemgetter(*_EXEC_COLUMNS), operator.itemg
 _EVENT = chain.EVENT_COLUMNS.index("event")
 
 # The compiled inserts (storage/_insert.c; docs/design.md, "The compiled hot path") read the
-# handle out of the sqlite3 module's Connection, whose layout is known for these versions.
-_HANDLE_LAYOUT = (3, 11) <= sys.version_info[:2] <= (3, 14)
+# handle out of the sqlite3 module's Connection, whose layout was checked on these versions
+# (bookworm's 3.11 and trixie's 3.13 among them); on any other the module's path runs.
+_HANDLE_LAYOUT = (3, 11) <= sys.version_info[:2] <= (3, 13)
 try:  # built with the package where a compiler was (setup.py)
     from ._insert import filename as _handle_filename, insert as _compiled
     INSERTS = "compiled" if _HANDLE_LAYOUT else f"python (Python {sys.version_info[0]}.{sys.version_info[1]})"
