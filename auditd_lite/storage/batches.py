@@ -74,12 +74,13 @@ _ERROR_CLASSES = {**dict.fromkeys(("INTERNAL", "NOTFOUND"), sqlite3.InternalErro
                   **dict.fromkeys(("MISUSE", "RANGE"), sqlite3.InterfaceError)}
 
 
-def sqlite_error(code: int, message: str, statement: str) -> DBAPIError:
-    """What SQLAlchemy raises for the sqlite3 module's error of this extended result ``code``:
-    the compiled inserts' failure as the module's executemany would have failed."""
+def sqlite_error(code: int, message: str, statement: str) -> Exception:
+    """What SQLAlchemy raises for the sqlite3 module's error of this extended result ``code``
+    (MemoryError for SQLITE_NOMEM, as the module): the compiled inserts' failure as the
+    module's executemany would have failed."""
     primary = _PRIMARY_CODES[(code & 0xFF) - 1] if 0 < code & 0xFF <= len(_PRIMARY_CODES) else "ERROR"
     if primary == "NOMEM":
-        raise MemoryError(message)
+        return MemoryError(message)
     orig = _ERROR_CLASSES.get(primary, sqlite3.DatabaseError)(message)
     orig.sqlite_errorcode = code
     orig.sqlite_errorname = next((n for n in dir(sqlite3) if n.startswith(f"SQLITE_{primary}_")
@@ -126,6 +127,8 @@ def insert_rows_python(conn, rows: list[tuple]) -> None:
         conn.exec_driver_sql(INSERT_EXIT, exits)
     if len(exits) < len(rows):
         conn.exec_driver_sql(INSERT_EXEC, [_EXEC_VALUES(r) for r in rows if r[_EVENT] != "exit"])
+
+
 INSERT_BATCH = (f"INSERT INTO {batches.name} ({', '.join(chain.BATCH_HEADER5)}, prev_hash, hash) "
                 f"VALUES ({', '.join('?' * (len(chain.BATCH_HEADER5) + 2))})")
 COUNT_RUN = (f"UPDATE {runs.name} SET events_written = events_written + ?, "
