@@ -269,14 +269,15 @@ _event = st.sampled_from(["exit", "exec", "exec_failed", "", "exits"]) | st.text
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(_event, st.lists(_bindable, min_size=WIDTH - 4, max_size=WIDTH - 4)),
-                max_size=6))
+@given(st.lists(st.tuples(st.integers(1, 4) | _bindable, _event,
+                          st.lists(_bindable, min_size=WIDTH - 4, max_size=WIDTH - 4)), max_size=6))
 def test_any_rows_insert_as_the_module_does(live, rows):
-    """Rows of any values in any column (NULLs where the table says NOT NULL, text and integers
-    the module cannot bind, any event word), inserted through the compiled path and through the
-    sqlite3 module's executemany into the same live file: the same rows stored with the same
-    SQLite types, or the same error (classes, result code, message)."""
-    rows = [(i + 1, 1, 1, event, *values) for i, (event, values) in enumerate(rows)]
+    """Rows of any values in any column (ids repeated or not integers, NULLs where the table
+    says NOT NULL, text and integers the module cannot bind, any event word), inserted through
+    the compiled path and through the sqlite3 module's executemany into the same live file: the
+    same rows stored with the same SQLite types, or the same error (classes, result code and
+    name, message)."""
+    rows = [(rid, 1, 1, event, *values) for rid, event, values in rows]
     assert batches._compiled_handle(live) is not None
     assert attempt(live, batches.insert_rows, rows) == attempt(live, batches.insert_rows_python, rows)
 
