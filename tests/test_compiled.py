@@ -255,6 +255,14 @@ def bindable(rows: list[tuple]) -> list[tuple]:
     return [r for r in rows if not any(isinstance(v, str) and "\udcff" in v for v in r)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def every_batch_compiled():
+    """The compiled inserts for a batch of any size: the writer's take COMPILED_FROM rows on."""
+    was, batches.COMPILED_FROM = batches.COMPILED_FROM, 1
+    yield
+    batches.COMPILED_FROM = was
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     _, conn = store.open_live(tmp_path_factory.mktemp("inserts"))
@@ -338,6 +346,24 @@ def test_the_compiled_inserts_refuse_without_a_transaction(live):
                        batches.INSERT_EXEC, batches._EXEC_COLUMNS)
     assert live.exec_driver_sql("SELECT count(*) FROM events").scalar() == 0
     live.rollback()
+
+
+def test_small_batches_go_through_the_module(tmp_path, monkeypatch):
+    """A batch of fewer than COMPILED_FROM rows is the module's (the compiled inserts prepare
+    their statements each batch), one of COMPILED_FROM the compiled path's: both store it."""
+    monkeypatch.setattr(batches, "COMPILED_FROM", 32)
+    calls = []
+    real = batches._compiled
+    monkeypatch.setattr(batches, "_compiled", lambda *a: calls.append(len(a[1])) or real(*a))
+    rows = bindable(decoded_records())[:63]
+    _, conn = store.open_live(tmp_path)
+    with conn.begin():
+        batches.insert_rows(conn, rows[:31])
+    with conn.begin():
+        batches.insert_rows(conn, rows[31:])
+    assert calls == [32]
+    assert stored_rows(conn) == [(r, typed(r)) for r in rows]
+    conn.close()
 
 
 def test_the_handle_is_the_connections():

@@ -58,6 +58,11 @@ try:  # built with the package where a compiler was (setup.py)
     INSERTS = "compiled" if _HANDLE_LAYOUT else f"python (Python {sys.version_info[0]}.{sys.version_info[1]})"
 except ImportError as e:
     _compiled, INSERTS = None, f"python ({e})"
+# The compiled inserts prepare their statements each batch (a statement kept beyond the call
+# would have to be finalized before its connection closes, on every path that closes one), 20
+# to 25 µs a statement, where the module reuses its cached ones: below this many rows a batch
+# goes through the module (measured: even at about 16 to 32 rows a batch).
+COMPILED_FROM = 32
 
 # SQLite's primary result codes 1 to 28 by name, for the error the sqlite3 module would raise
 _PRIMARY_CODES = ("ERROR", "INTERNAL", "PERM", "ABORT", "BUSY", "LOCKED", "NOMEM", "READONLY",
@@ -106,10 +111,11 @@ def _compiled_handle(conn) -> sqlite3.Connection | None:
 def insert_rows(conn, rows: list[tuple]) -> None:
     """``rows`` (chain.EVENT_COLUMNS order) into events in the transaction open on ``conn``: the
     exits, then the execs, each binding only the columns its type fills. The compiled inserts'
-    (INSERTS says which run) or insert_rows_python's: the same rows stored."""
+    (INSERTS says which run; a batch of fewer than COMPILED_FROM rows is the module's) or
+    insert_rows_python's: the same rows stored."""
     if not rows:
         return
-    dbapi = _compiled_handle(conn)
+    dbapi = _compiled_handle(conn) if len(rows) >= COMPILED_FROM else None
     if dbapi is None:
         insert_rows_python(conn, rows)
         return
