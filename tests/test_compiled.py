@@ -366,6 +366,20 @@ def test_small_batches_go_through_the_module(tmp_path, monkeypatch):
     conn.close()
 
 
+def test_a_statement_that_gives_rows_is_not_taken_for_done(live):
+    """A step that gives a row (here an INSERT ... RETURNING) is no row stored as asked: the
+    compiled inserts stop and say so, where taking it for done would skip the rest."""
+    raw = live.connection.dbapi_connection
+    raw.execute("BEGIN")
+    rows = [r for r in bindable(decoded_records()) if r[batches._EVENT] == "exec"][:3]
+    failed = _insert.insert(raw, rows, batches._EVENT, batches.INSERT_EXIT, batches._EXIT_COLUMNS,
+                            batches.INSERT_EXEC + " RETURNING id", batches._EXEC_COLUMNS)
+    assert failed is not None and failed[0] & 0xFF == sqlite3.SQLITE_ROW
+    raw.rollback()
+    assert live.exec_driver_sql("SELECT count(*) FROM events").scalar() == 0
+    live.rollback()
+
+
 def test_the_handle_is_the_connections():
     """The handle read out of a sqlite3 connection names the file SQLite has open for it, for
     files and for a connection in memory; a closed connection and anything else are refused."""

@@ -9,15 +9,16 @@
  *
  * What it replaces is the sqlite3 module's executemany, which binds the same way (None, int,
  * float, str and bytes to NULL, INTEGER, REAL, TEXT and BLOB) but releases and takes back the
- * GIL around every row's step and converts each parameter through its adapters: a quarter of
- * SQLite's cost of a record on this kind of machine. This holds the GIL, giving it up every
+ * GIL around every row's step and converts each parameter through its adapters: a third of
+ * the instructions of a batch's insert (docs/design.md). This holds the GIL, giving it up every
  * YIELD_EVERY rows so that the collector is not kept waiting for a whole batch, and the
  * connection's mutex in between (SQLite is built serialized, and every call takes it).
  *
  * The handle is the first field after the object header of the module's Connection, as in
  * CPython 3.11 to 3.13 (Modules/_sqlite/connection.h; every version since pysqlite's first).
- * storage/batches.py uses this only on those versions, and only after filename() of a connection has given the name SQLite itself
- * gives for its main database (PRAGMA database_list); otherwise the module's executemany runs.
+ * storage/batches.py uses this only on those versions, and only after filename() of a
+ * connection has given the name SQLite itself gives for its main database (PRAGMA
+ * database_list); otherwise the module's executemany runs.
  *
  * Built against the stable ABI of Python 3.11, so one file serves every python3 from 3.11 on.
  */
@@ -178,8 +179,8 @@ static int run(sqlite3 *db, PyObject *rows, Py_ssize_t event, PyObject *exit_wor
             sqlite3_mutex_enter(m);
         }
     }
-    if (rc > 0)
-        rc = sqlite3_extended_errcode(db);
+    if (rc > 0 && sqlite3_errcode(db) != SQLITE_OK)
+        rc = sqlite3_extended_errcode(db);  /* else rc says it: a step that gave a row */
     if (st != NULL) {
         sqlite3_clear_bindings(st);  /* no pointer into the rows' buffers outlives the call */
         sqlite3_finalize(st);
