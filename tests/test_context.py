@@ -325,6 +325,40 @@ def test_seen_at_start_has_the_same_context(daemon_factory, tmp_path, made_cgrou
         f"/auditd-test-{tag}.slice/seen-{tag}.scope", "resolved", f"seen-{tag}.scope")
 
 
+def test_a_cgroup_name_that_is_not_utf8_loses_nothing(daemon_factory, tmp_path, made_cgroups):
+    """A process running in a cgroup whose directory name is not UTF-8 when the daemon starts,
+    one exec'd in it after, and one exec'd elsewhere: all stored, none lost, no file set aside
+    (a user with a delegated subtree names their own cgroups; SQLite cannot store the lone
+    surrogates Python reads such a name as, and every record of the batch was lost), the
+    path's bytes written as the records write text (\\xNN), as /proc/PID/cgroup names it."""
+    tag = uuid.uuid4().hex[:10]
+    rel = f"auditd-test-{tag}.slice/x\udcff{tag}.scope"  # the byte 0xff, os.fsdecode's way
+    cg = made_cgroups(rel)
+    sleeper, quick, elsewhere = (copy_of(p, tmp_path) for p in ("/bin/sleep", "/bin/true", "/bin/true"))
+    seen = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" 600', str(cg), str(sleeper)])
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{seen.pid}/exe") != str(sleeper):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    d = daemon_factory()
+    run_in(cg, quick)
+    assert subprocess.run([str(elsewhere)]).returncode == 0
+    d.stop()
+    with open(f"/proc/{seen.pid}/cgroup", "rb") as f:  # the kernel's bytes for the path
+        named = f.read().split(b"0::", 1)[1].split(b"\n", 1)[0]
+    seen.kill()
+    seen.wait()
+    written = records.text(named)
+    assert written == f"/auditd-test-{tag}.slice/x\\xff{tag}.scope"
+    [rec] = execs_of(d.db_dir, quick)
+    assert (rec["cgroup"], rec["cgroup_status"]) == (written, "resolved")
+    assert len(execs_of(d.db_dir, elsewhere)) == 1
+    [row] = sql(d.db_dir, f"SELECT * FROM seen_processes WHERE pid = {seen.pid}")
+    assert (row["cgroup"], row["cgroup_status"]) == (written, "resolved")
+    assert not log_events(d.log, "events_lost") and not log_events(d.log, "batch_not_written")
+    assert len(list(d.db_dir.glob("*.damaged"))) == 0
+
+
 def proc_cwd(pid: int) -> str:
     """/proc/PID/cwd as the records write text (bytes that are not UTF-8 escaped)."""
     return records.text(os.fsencode(os.readlink(f"/proc/{pid}/cwd")))

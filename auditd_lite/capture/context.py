@@ -28,6 +28,7 @@ from .. import hostinfo
 from ..rows import (CONTEXT_AT, F_CGROUP_ID, F_COMM, F_CWD, F_CWD_STATUS, F_EVENT, F_FILENAME, F_PID,
                     F_START, F_TIME)
 from . import cgroups, exehash
+from .records import fs_text
 
 log = structlog.get_logger("auditd_lite.context")
 
@@ -37,6 +38,13 @@ _NO_HASH = (None, None)
 # how long a batch waits past its first hand-over for hashes still being computed: a 256 MiB
 # file in the page cache hashes in about 0.3 s here
 WAIT_S = 1.0
+
+
+def stored_cgroup(res: cgroups.Resolution) -> tuple:
+    """(cgroup, cgroup_status, unit, container_id) of a resolution as a record stores them: a
+    cgroup's name is any bytes (a user with a delegated subtree names their own), written as
+    the records write text."""
+    return fs_text(res.path), res.status, fs_text(res.unit), fs_text(res.container_id)
 
 
 def host_root() -> str:
@@ -103,7 +111,7 @@ class Context:
     def cgroup_of(self, cgroup_id: int | None, pid: int | None = None) -> tuple:
         res = self.resolver.resolve(cgroup_id, pid) if cgroup_id is not None else \
             cgroups.Resolution(cgroups.UNKNOWN)
-        return res.path, res.status, res.unit, res.container_id
+        return stored_cgroup(res)
 
     def begin(self, rows: list[tuple], identities: list | None = None) -> Pending:
         """``identities``: (index, identity) of the rows whose record named the executed file
@@ -163,8 +171,7 @@ class Context:
         their executables submitted for hashing like an exec's."""
         for p in processes:
             _, res = cgroups.from_proc(p["pid"], self.resolver)
-            p.update(cgroup=res.path, cgroup_status=res.status, unit=res.unit,
-                     container_id=res.container_id)
+            p.update(zip(("cgroup", "cgroup_status", "unit", "container_id"), stored_cgroup(res)))
         # a kernel thread has no executable (nor does a process gone since it was listed):
         # nothing to hash, as for a failed exec
         images = [p for p in processes if p["filename"] is not None]

@@ -87,6 +87,15 @@ def text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def fs_text(name: str | None) -> str | None:
+    """A name the file system gave as str (os.fsdecode: bytes that are not UTF-8 as lone
+    surrogates, which SQLite cannot store) as the records write text: as ``text`` writes the
+    kernel's bytes."""
+    if name is None or name.isascii():
+        return name
+    return text(os.fsencode(name))
+
+
 
 
 _CWD_FLAGS = FLAG_NO_CWD | FLAG_CWD_TRUNCATED | FLAG_CWD_DELETED | FLAG_CWD_CHROOT

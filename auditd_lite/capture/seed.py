@@ -13,7 +13,7 @@ from typing import Iterator
 
 from .. import hostinfo
 from . import records
-from .records import text
+from .records import fs_text, text
 
 PROC = "/proc"
 
@@ -48,7 +48,7 @@ DELETED = " (deleted)"
 def _cwd(pid: str, proc: str, host_ns: int | None) -> tuple[str | None, str]:
     """(cwd, cwd_status) as an exec record has them, from /proc/PID/cwd."""
     try:
-        cwd = text(os.fsencode(os.readlink(f"{proc}/{pid}/cwd")))
+        cwd = fs_text(os.readlink(f"{proc}/{pid}/cwd"))
     except OSError:
         return None, "unknown"  # a kernel thread's is /, but readable only with ptrace rights
     flags = 0
@@ -71,7 +71,7 @@ def running_processes(proc: str = PROC) -> Iterator[dict]:
             continue
         comm, ppid, ticks = st
         try:
-            exe = text(os.fsencode(os.readlink(f"{proc}/{pid}/exe")))
+            exe = fs_text(os.readlink(f"{proc}/{pid}/exe"))
         except OSError:
             exe = None  # kernel threads, or gone
         try:
