@@ -416,8 +416,8 @@ def main() -> int:
         f"fork+exec a copy of /bin/true, {args.execs} execs per run, {args.reps} alternated reps; "
         "each cell is the median, with (min..max) over the reps when they differ; ratio = the "
         "per-rep ratio to 'nothing running' in the same rep. Daemon CPU: the logger process's "
-        "user+system time from at rest after ready to at rest after the storm (its backlog "
-        "drained); peak RSS: its VmHWM just before it is stopped; start to ready: spawn to "
+        "CPU time (its CPU-time clock, to the ns) from at rest after ready to at rest after the "
+        "storm (its backlog drained); peak RSS: its VmHWM just before it is stopped; start to ready: spawn to "
         "sd_notify READY=1 (auditd-lite), to `auditctl` having loaded the rule (auditd), to "
         "bpftrace's \"Attaching\" line (bpftrace).",
         "",

@@ -14,6 +14,7 @@ Prints a Markdown table and, with --json FILE, writes the figures.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import secrets
@@ -65,9 +66,22 @@ def storm(program: str, execs: int, workers: int = 2, on_progress=None, steps: i
 
 
 def cpu_seconds(pid: int) -> float:
+    """The process's CPU time, every thread's (those gone too), to the nanosecond: its CPU-time
+    clock (clock_getcpuclockid). /proc/PID/stat counts it in clock ticks, 10 ms, about 26 of
+    them the daemon's whole share of a 10,000-exec storm; it is the answer only for a process
+    that has no clock left (a zombie)."""
+    clock = ctypes.c_int()
+    if _libc.clock_getcpuclockid(pid, ctypes.byref(clock)) == 0:
+        try:
+            return time.clock_gettime(clock.value)
+        except OSError:
+            pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def status_kb(pid: int, key: str) -> int:

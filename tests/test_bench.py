@@ -6,9 +6,11 @@ themselves check: every record stored, every exec captured."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import figures  # noqa: E402
+from exec_storm import cpu_seconds  # noqa: E402
 
 
 def run_bench(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -25,6 +28,30 @@ def run_bench(script: str, *args: str, timeout: float = 300) -> subprocess.Compl
                        capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stderr[-3000:]
     return p
+
+
+def test_cpu_seconds_is_the_kernels_count_finer_than_a_tick():
+    """exec_storm.cpu_seconds of a child that spins: within a tick and a half of the kernel's
+    own count in clock ticks (/proc/PID/stat, read at the same moment), both times, and finer
+    than a tick (readings that are not whole ticks, where /proc/PID/stat's always are)."""
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        tick = 1 / os.sysconf("SC_CLK_TCK")
+        time.sleep(0.5)
+        for _ in range(2):
+            with open(f"/proc/{child.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks = (int(fields[11]) + int(fields[12])) * tick
+            assert abs(cpu_seconds(child.pid) - ticks) < 1.5 * tick
+            time.sleep(0.2)
+        readings = []
+        for _ in range(5):
+            time.sleep(0.013)
+            readings.append(cpu_seconds(child.pid))
+        assert any(abs(r / tick - round(r / tick)) > 1e-6 for r in readings), readings
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_writer_bench_stores_every_record(tmp_path):
