@@ -304,17 +304,23 @@ class TestCgroup:
         assert (rec["cgroup"], rec["unit"]) == (f"/auditd-test-{tag}.slice/fail-{tag}.scope", f"fail-{tag}.scope")
 
 
+def sleeping_in(cg: Path, sleeper: Path) -> subprocess.Popen:
+    """``sleeper 600`` exec'd in ``cg`` by a shell that moved itself there, once its exec is done."""
+    p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" 600', str(cg), str(sleeper)])
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{p.pid}/exe") != str(sleeper):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return p
+
+
 def test_seen_at_start_has_the_same_context(daemon_factory, tmp_path, made_cgroups):
     """A process already running in a hand-made cgroup when the daemon starts is seeded with
     its executable's hash (from /proc/PID/exe: ok) and that cgroup's path and unit."""
     tag = uuid.uuid4().hex[:10]
     cg = made_cgroups(f"auditd-test-{tag}.slice/seen-{tag}.scope")
     sleeper = copy_of("/bin/sleep", tmp_path)
-    p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" 600', str(cg), str(sleeper)])
-    deadline = time.monotonic() + 10
-    while os.readlink(f"/proc/{p.pid}/exe") != str(sleeper):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    p = sleeping_in(cg, sleeper)
     d = daemon_factory()
     d.stop()
     p.kill()
@@ -335,11 +341,7 @@ def test_a_cgroup_name_that_is_not_utf8_loses_nothing(daemon_factory, tmp_path, 
     rel = f"auditd-test-{tag}.slice/x\udcff{tag}.scope"  # the byte 0xff, os.fsdecode's way
     cg = made_cgroups(rel)
     sleeper, quick, elsewhere = (copy_of(p, tmp_path) for p in ("/bin/sleep", "/bin/true", "/bin/true"))
-    seen = subprocess.Popen(["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$1" 600', str(cg), str(sleeper)])
-    deadline = time.monotonic() + 10
-    while os.readlink(f"/proc/{seen.pid}/exe") != str(sleeper):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    seen = sleeping_in(cg, sleeper)
     d = daemon_factory()
     run_in(cg, quick)
     assert subprocess.run([str(elsewhere)]).returncode == 0
